@@ -1,0 +1,1 @@
+"""Analytics: sentiment scoring, rolling state, the rules engine and transcript queries."""

@@ -1,0 +1,49 @@
+"""Rolling customer sentiment: a moving window mean and an EWMA over compound scores."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class RollingConfig:
+    window: int = 5
+    ewma_alpha: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.window < 1:
+            raise ValueError("window must be at least 1")
+        if not 0.0 < self.ewma_alpha <= 1.0:
+            raise ValueError("ewma_alpha must be in (0, 1]")
+
+
+@dataclass(slots=True)
+class RollingSentiment:
+    config: RollingConfig
+    values: deque[float] = field(default_factory=deque)
+    ewma: float | None = None
+
+    def add(self, compound: float) -> None:
+        self.values.append(compound)
+        while len(self.values) > self.config.window:
+            self.values.popleft()
+        a = self.config.ewma_alpha
+        self.ewma = compound if self.ewma is None else a * compound + (1 - a) * self.ewma
+
+    @property
+    def mean(self) -> float | None:
+        return sum(self.values) / len(self.values) if self.values else None
+
+    def value(self, metric: str) -> float | None:
+        """The metric a rule reads: ``window`` (moving mean) or ``ewma``."""
+        return self.ewma if metric == "ewma" else self.mean
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"values": list(self.values), "ewma": self.ewma}
+
+    @classmethod
+    def restore(cls, config: RollingConfig, data: dict[str, Any]) -> RollingSentiment:
+        r = cls(config, deque(data.get("values", [])[-config.window :]), data.get("ewma"))
+        return r

@@ -1,0 +1,93 @@
+"""Administration routes: escalation rules, users and their API tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel, Field
+
+from analytics.rules import RuleSet
+from contact_center.store import User
+from monitoring.auth import create_user, issue_token, require
+from monitoring.permissions import Permission, Principal, permissions_of
+
+router = APIRouter(tags=["admin"])
+
+
+@router.get("/v1/me")
+async def me(principal: Principal = require()) -> dict[str, Any]:
+    """Who this token belongs to, and what it may do."""
+    return {"username": principal.username, "agent_id": principal.agent_id,
+            "profiles": list(principal.profiles), "permissions": sorted(principal.permissions)}
+
+
+@router.get("/v1/rules", response_model=RuleSet)
+async def get_rules(request: Request,
+                    _: Principal = require(Permission.RULES_MANAGE)) -> RuleSet:
+    return request.app.state.pipeline.rules  # type: ignore[no-any-return]
+
+
+@router.put("/v1/rules", response_model=RuleSet)
+async def put_rules(request: Request, rules: RuleSet,
+                    _: Principal = require(Permission.RULES_MANAGE)) -> RuleSet:
+    """Replace the rule set; it applies from the next event on and survives restarts."""
+    await request.app.state.store.save_rules(rules.model_dump(mode="json"))
+    request.app.state.pipeline.rules = rules
+    return rules
+
+
+class NewUser(BaseModel):
+    username: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
+    profiles: list[str] = Field(min_length=1)
+    agent_id: str | None = Field(default=None, max_length=128)
+
+
+def _public(user: User) -> dict[str, Any]:
+    return {"id": user.id, "username": user.username, "agent_id": user.agent_id,
+            "profiles": user.profiles, "disabled": user.disabled,
+            "permissions": sorted(permissions_of(user.profiles))}
+
+
+@router.get("/v1/users")
+async def list_users(request: Request,
+                     _: Principal = require(Permission.USERS_MANAGE)) -> dict[str, Any]:
+    return {"users": [_public(u) for u in await request.app.state.store.list_users()]}
+
+
+@router.post("/v1/users", status_code=201)
+async def add_user(request: Request, body: NewUser,
+                   _: Principal = require(Permission.USERS_MANAGE)) -> dict[str, Any]:
+    try:
+        user = await create_user(request.app.state.store, body.username, body.profiles,
+                                 body.agent_id)
+    except ValueError as exc:
+        status = 409 if "exists" in str(exc) else 422
+        raise HTTPException(status, {"type": "error", "code": "invalid_user",
+                                     "message": str(exc)}) from None
+    return _public(user)
+
+
+class NewToken(BaseModel):
+    label: str = Field(default="", max_length=100)
+
+
+@router.post("/v1/users/{username}/tokens", status_code=201)
+async def add_token(request: Request, username: str, body: NewToken,
+                    _: Principal = require(Permission.USERS_MANAGE)) -> dict[str, Any]:
+    """Issue an API token. The token is in this response only; it is stored hashed."""
+    store = request.app.state.store
+    user = await store.get_user(username=username)
+    if user is None:
+        raise HTTPException(404, {"type": "error", "code": "unknown_user",
+                                  "message": f"no user {username}"})
+    token, secret = await issue_token(store, user, body.label)
+    return {"id": token.id, "username": username, "label": token.label, "token": secret}
+
+
+@router.delete("/v1/tokens/{token_id}", status_code=204)
+async def revoke_token(request: Request, token_id: str,
+                       _: Principal = require(Permission.USERS_MANAGE)) -> None:
+    if not await request.app.state.store.revoke_token(token_id):
+        raise HTTPException(404, {"type": "error", "code": "unknown_token",
+                                  "message": "no such active token"})

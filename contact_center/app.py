@@ -1,0 +1,102 @@
+"""The app factory: wires the store, bus, pipeline and hub to the routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from analytics import transcripts
+from analytics.rules import DEFAULT_RULES, RuleSet
+from contact_center import __version__, admin, ingest
+from contact_center.bus import InMemoryBus
+from contact_center.pipeline import Pipeline
+from contact_center.settings import Settings
+from contact_center.sqlite_store import SQLiteStore
+from contact_center.store import Store
+from monitoring import live
+from monitoring.hub import Hub
+
+log = logging.getLogger(__name__)
+
+DRAIN_SECONDS = 10.0
+
+
+async def load_rules(settings: Settings, store: Store) -> RuleSet:
+    """A rules file wins (and is saved); else the last rules set over the API; else defaults."""
+    if settings.rules_file is not None:
+        rules = RuleSet.model_validate(json.loads(settings.rules_file.read_text()))
+        await store.save_rules(rules.model_dump(mode="json"))
+        return rules
+    saved = await store.load_rules()
+    return RuleSet.model_validate(saved) if saved is not None else DEFAULT_RULES
+
+
+def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
+    settings = settings or Settings()
+    store = store or SQLiteStore(settings.database, settings.sqlite_synchronous)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await store.open()
+        hub = Hub(settings.subscriber_queue_size)
+        bus = InMemoryBus(settings.bus_queue_size, settings.submit_timeout_seconds)
+        pipeline = Pipeline(store, hub, await load_rules(settings, store), settings.rolling,
+                            settings.batch_size)
+        await pipeline.start()
+        app.state.hub, app.state.bus, app.state.pipeline = hub, bus, pipeline
+        runner = asyncio.create_task(pipeline.run(bus), name="pipeline")
+        try:
+            yield
+        finally:
+            # Let accepted events finish so their connectors get a reply, then stop.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(bus.drain(), DRAIN_SECONDS)
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+            await store.close()
+
+    app = FastAPI(
+        title="contact-center",
+        version=__version__,
+        description="Live monitoring and analytics for contact centers. "
+                    "Every route needs a Bearer API token; see docs/permissions.md.",
+        lifespan=lifespan,
+    )
+    app.state.settings, app.state.store = settings, store
+    app.include_router(ingest.router)
+    app.include_router(live.router)
+    app.include_router(transcripts.router)
+    app.include_router(admin.router)
+
+    @app.get("/healthz", tags=["operations"])
+    async def health(request: Request) -> dict[str, Any]:
+        """Liveness and pipeline depth (open by design: it reveals no data)."""
+        return {"status": "ok", "version": __version__,
+                "queue_depth": request.app.state.bus.depth}
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        body = exc.detail if isinstance(exc.detail, dict) else {
+            "type": "error", "code": "http_error", "message": str(exc.detail)}
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [{"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]}
+                   for e in exc.errors()]
+        first = details[0] if details else {"loc": [], "msg": "invalid request"}
+        message = ".".join(first["loc"]) + ": " + first["msg"]
+        return JSONResponse({"type": "error", "code": "validation_error", "message": message,
+                             "details": details}, status_code=422)
+
+    return app

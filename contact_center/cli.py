@@ -1,0 +1,203 @@
+"""The command line: serve, manage users and tokens, simulate traffic."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from contact_center import __version__
+from contact_center.settings import Settings
+from contact_center.sqlite_store import SQLiteStore
+from contact_center.store import User
+from monitoring.auth import create_user, issue_token
+from monitoring.permissions import PROFILES
+
+T = TypeVar("T")
+
+db_option = click.option(
+    "--db", "database", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="SQLite database file [default: $CC_DATABASE or ./contact-center.db]")
+
+
+def _settings(database: Path | None, **overrides: Any) -> Settings:
+    settings = Settings()
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if database is not None:
+        values["database"] = database
+    return settings.model_copy(update=values)
+
+
+def _with_store(database: Path, work: Callable[[SQLiteStore], Awaitable[T]]) -> T:
+    async def run() -> T:
+        store = SQLiteStore(database)
+        await store.open()
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+async def _user_or_fail(store: SQLiteStore, username: str) -> User:
+    user = await store.get_user(username=username)
+    if user is None:
+        raise click.ClickException(f"no user {username!r}; create it with "
+                                   f"'contact-center users create {username} --profile ...'")
+    return user
+
+
+@click.group()
+@click.version_option(__version__)
+def main() -> None:
+    """contact-center: live monitoring and analytics for contact centers."""
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to bind [default: 127.0.0.1]")
+@click.option("--port", type=int, default=None, help="Port [default: 8000]")
+@db_option
+@click.option("--rules", "rules_file", type=click.Path(exists=True, dir_okay=False,
+                                                       path_type=Path),
+              default=None, help="JSON rules file to load (replaces the stored rules)")
+def serve(host: str | None, port: int | None, database: Path | None,
+          rules_file: Path | None) -> None:
+    """Run the service (embedded: one process, SQLite)."""
+    import uvicorn
+
+    from contact_center.app import create_app
+
+    settings = _settings(database, host=host, port=port, rules_file=rules_file)
+
+    async def bootstrap(store: SQLiteStore) -> bool:
+        if await store.list_users():
+            return False
+        await create_user(store, "admin", ["Admin"])
+        return True
+
+    created = _with_store(settings.database, bootstrap)
+    base = f"http://{settings.host}:{settings.port}"
+    click.echo(f"contact-center {__version__}: {base}  (database {settings.database})")
+    click.echo(f"API docs:        {base}/docs   protocol: docs/protocol.md")
+    if created:
+        click.echo("First start: created user 'admin' with the Admin profile.")
+    click.echo("Admin API token: contact-center tokens create admin "
+               f"--db {settings.database}")
+    click.echo(f"Demo traffic:    contact-center simulate --url {base} --db {settings.database}")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                ws="websockets-sansio", ws_max_size=settings.ws_max_frame_bytes,
+                ws_per_message_deflate=False, log_level="info")
+
+
+@main.group()
+def users() -> None:
+    """Users and their security profiles."""
+
+
+@users.command("create")
+@click.argument("username")
+@click.option("--profile", "profiles", multiple=True, required=True,
+              type=click.Choice(sorted(PROFILES)), help="Security profile (repeatable)")
+@click.option("--agent-id", default=None, help="The agent id conversations name (agents)")
+@db_option
+def users_create(username: str, profiles: tuple[str, ...], agent_id: str | None,
+                 database: Path | None) -> None:
+    """Create a user holding one or more security profiles."""
+    settings = _settings(database)
+    try:
+        user = _with_store(settings.database,
+                           lambda s: create_user(s, username, list(profiles), agent_id))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"created {user.username} ({', '.join(user.profiles)})")
+
+
+@users.command("list")
+@db_option
+def users_list(database: Path | None) -> None:
+    """List users and their profiles."""
+    for user in _with_store(_settings(database).database, lambda s: s.list_users()):
+        agent = f" agent_id={user.agent_id}" if user.agent_id else ""
+        click.echo(f"{user.username}\t{','.join(user.profiles)}{agent}")
+
+
+@main.group()
+def tokens() -> None:
+    """API tokens (shown once, stored hashed)."""
+
+
+@tokens.command("create")
+@click.argument("username")
+@click.option("--label", default="", help="What the token is for")
+@db_option
+def tokens_create(username: str, label: str, database: Path | None) -> None:
+    """Issue an API token for USERNAME and print it (only this once)."""
+
+    async def work(store: SQLiteStore) -> str:
+        _, secret = await issue_token(store, await _user_or_fail(store, username), label)
+        return secret
+
+    click.echo(_with_store(_settings(database).database, work))
+
+
+@tokens.command("revoke")
+@click.argument("token_id")
+@db_option
+def tokens_revoke(token_id: str, database: Path | None) -> None:
+    """Revoke a token by its id."""
+    if not _with_store(_settings(database).database, lambda s: s.revoke_token(token_id)):
+        raise click.ClickException("no such active token")
+    click.echo("revoked")
+
+
+@main.command()
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True,
+              help="The running service")
+@click.option("--file", "source", type=click.Path(exists=True, dir_okay=False,
+                                                  path_type=Path),
+              default=None, help="JSONL conversations [default: the shared twitter-care "
+                                 "corpus when present, else the packaged sample]")
+@click.option("--rate", type=float, default=20.0, show_default=True,
+              help="Segments per second, overall (0: as fast as possible)")
+@click.option("--concurrency", type=int, default=8, show_default=True,
+              help="Conversations streamed at once")
+@click.option("--limit", type=int, default=None, help="Replay at most this many conversations")
+@click.option("--recording", type=click.Choice(["none", "agent", "customer", "all"]),
+              default="all", show_default=True)
+@click.option("--token", default=None, help="Connector token [default: minted via --db]")
+@db_option
+def simulate(url: str, source: Path | None, rate: float, concurrency: int, limit: int | None,
+             recording: str, token: str | None, database: Path | None) -> None:
+    """Replay real conversations as live traffic and print the alerts they raise."""
+    from contact_center.simulate import default_source
+    from contact_center.simulate import simulate as run
+
+    watch_token = None
+    if token is None:
+        async def mint(store: SQLiteStore) -> tuple[str, str]:
+            tokens = []
+            for name, profile in (("simulator", "Connector"), ("simulator-watch",
+                                                               "CallCenterManager")):
+                user = await store.get_user(username=name) or await create_user(
+                    store, name, [profile])
+                tokens.append((await issue_token(store, user, "simulate"))[1])
+            return tokens[0], tokens[1]
+
+        token, watch_token = _with_store(_settings(database).database, mint)
+    source = source or default_source()
+    click.echo(f"replaying {source} at {rate:g} segments/s, {concurrency} at once")
+
+    def show(alert: dict[str, Any]) -> None:
+        click.echo(f"ALERT [{alert['severity']}] {alert['rule_id']} on "
+                   f"{alert['conversation_id']} (agent {alert['agent_id']}): {alert['reason']}")
+
+    report = asyncio.run(run(url, token, source, rate=rate, concurrency=concurrency,
+                             limit=limit, recording=recording, watch_token=watch_token,
+                             on_alert=show))
+    click.echo(report.summary())

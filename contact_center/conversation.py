@@ -1,0 +1,187 @@
+"""The conversation model and its lifecycle: live state kept per conversation.
+
+Everything here is pure: the pipeline runner calls these methods with already-scored
+segments and a clock reading, and does all I/O itself.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from analytics.rolling import RollingConfig, RollingSentiment
+from analytics.rules import RuleState, Turn
+from analytics.scoring import Scores
+from contact_center import protocol as p
+
+RECENT_LIMIT = 500  # transcript entries kept in memory for a monitor's catch-up
+
+
+@dataclass(slots=True)
+class Conversation:
+    id: str
+    channel: str
+    queue: str
+    agent_id: str | None
+    customer: dict[str, Any]
+    recording: str
+    attributes: dict[str, str]
+    started_at: float
+    rolling: RollingSentiment
+    status: str = "live"
+    ended_at: float | None = None
+    participants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    segment_ids: set[str] = field(default_factory=set)
+    next_seq: int = 1
+    rule_states: dict[str, RuleState] = field(default_factory=dict)
+    last_scores: dict[str, dict[str, Any]] = field(default_factory=dict)
+    start_sentiment: float | None = None
+    counts: dict[str, int] = field(default_factory=lambda: {
+        "customer": 0, "agent": 0, "bot": 0, "partial": 0})
+    customer_waiting_since: float | None = None
+    last_final_started_at: float | None = None
+    alerts: int = 0
+    transfers: int = 0
+    recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_LIMIT))
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    @classmethod
+    def start(cls, event: p.ConversationStarted, now: float,
+              rolling: RollingConfig) -> Conversation:
+        info = event.conversation
+        conv = cls(
+            id=info.id, channel=info.channel, queue=info.queue, agent_id=info.agent_id,
+            customer=info.customer.model_dump(), recording=info.recording,
+            attributes=dict(info.attributes),
+            started_at=event.started_at.timestamp() if event.started_at else now,
+            rolling=RollingSentiment(rolling),
+        )
+        if info.agent_id:
+            conv.participants[info.agent_id] = {"role": "agent", "name": None}
+        if info.customer.id:
+            conv.participants[info.customer.id] = {"role": "customer", "name": info.customer.name}
+        return conv
+
+    def default_participant(self, role: str) -> str:
+        if role == "agent" and self.agent_id:
+            return self.agent_id
+        if role == "customer" and self.customer.get("id"):
+            return str(self.customer["id"])
+        return role
+
+    def add_final(self, segment: p.Segment, scores: Scores, now: float) -> tuple[Turn, bool]:
+        """Apply a new final segment; returns the turn and whether it arrived late."""
+        participant = segment.participant_id or self.default_participant(segment.role)
+        at = segment.started_at.timestamp() if segment.started_at else now
+        late = self.last_final_started_at is not None and at < self.last_final_started_at
+        self.last_final_started_at = max(at, self.last_final_started_at or at)
+        self.segment_ids.add(segment.segment_id)
+        self.counts[segment.role] += 1
+        self.last_scores[participant] = {"role": segment.role, "scores": scores.as_dict(),
+                                         "at": now}
+        if segment.role == "customer":
+            self.rolling.add(scores.compound)
+            if self.start_sentiment is None:
+                self.start_sentiment = scores.compound
+            if self.customer_waiting_since is None:
+                self.customer_waiting_since = now
+        else:
+            self.customer_waiting_since = None
+        turn = Turn(segment_id=segment.segment_id, role=segment.role, participant_id=participant,
+                    text=segment.text, scores=scores, at=now)
+        return turn, late
+
+    def take_seq(self) -> int:
+        seq, self.next_seq = self.next_seq, self.next_seq + 1
+        return seq
+
+    def join(self, event: p.ParticipantJoined) -> None:
+        self.participants[event.participant.id] = {"role": event.participant.role,
+                                                   "name": event.participant.name}
+
+    def leave(self, event: p.ParticipantLeft) -> None:
+        self.participants.pop(event.participant_id, None)
+
+    def transfer(self, event: p.Transferred) -> None:
+        if event.to_agent_id:
+            self.agent_id = event.to_agent_id
+            self.participants.setdefault(event.to_agent_id, {"role": "agent", "name": None})
+        if event.to_queue:
+            self.queue = event.to_queue
+        self.transfers += 1
+
+    def handover(self, event: p.BotHandover) -> None:
+        self.agent_id = event.agent_id
+        self.participants.setdefault(event.agent_id, {"role": "agent", "name": None})
+
+    def end(self, now: float) -> None:
+        self.status, self.ended_at = "ended", now
+
+    # -- views ----------------------------------------------------------------------
+
+    def summary(self, now: float) -> dict[str, Any]:
+        """The live view of this conversation, as supervisors list it."""
+        waiting = self.customer_waiting_since
+        return {
+            "id": self.id, "channel": self.channel, "queue": self.queue,
+            "agent_id": self.agent_id, "status": self.status,
+            "recording": self.recording, "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "customer": {"id": self.customer.get("id"), "name": self.customer.get("name")},
+            "participants": [{"id": k, **v} for k, v in self.participants.items()],
+            "sentiment": {
+                "window": self.rolling.mean, "ewma": self.rolling.ewma,
+                "start": self.start_sentiment,
+                "change": (None if self.start_sentiment is None or self.rolling.mean is None
+                           else self.rolling.mean - self.start_sentiment),
+                "last": self.last_scores,
+            },
+            "counts": dict(self.counts), "transfers": self.transfers,
+            "customer_waiting_seconds": None if waiting is None else max(0.0, now - waiting),
+            "alerts": self.alerts, "escalated": self.alerts > 0,
+        }
+
+    # -- persistence ------------------------------------------------------------------
+
+    def metadata(self) -> dict[str, Any]:
+        return {"id": self.id, "channel": self.channel, "queue": self.queue,
+                "agent_id": self.agent_id, "customer": self.customer,
+                "recording": self.recording, "attributes": self.attributes,
+                "status": self.status, "started_at": self.started_at,
+                "ended_at": self.ended_at}
+
+    def snapshot(self) -> dict[str, Any]:
+        """Live state persisted with each batch, so a restart resumes where it was."""
+        return {
+            "participants": self.participants, "next_seq": self.next_seq,
+            "rolling": self.rolling.snapshot(),
+            "rules": {k: v.snapshot() for k, v in self.rule_states.items()},
+            "last_scores": self.last_scores, "start_sentiment": self.start_sentiment,
+            "counts": self.counts, "customer_waiting_since": self.customer_waiting_since,
+            "last_final_started_at": self.last_final_started_at,
+            "alerts": self.alerts, "transfers": self.transfers,
+        }
+
+    @classmethod
+    def restore(cls, meta: dict[str, Any], state: dict[str, Any], segment_ids: set[str],
+                recent: list[dict[str, Any]], rolling: RollingConfig) -> Conversation:
+        conv = cls(
+            id=meta["id"], channel=meta["channel"], queue=meta["queue"],
+            agent_id=meta["agent_id"], customer=meta["customer"], recording=meta["recording"],
+            attributes=meta["attributes"], started_at=meta["started_at"],
+            status=meta["status"], ended_at=meta["ended_at"],
+            rolling=RollingSentiment.restore(rolling, state.get("rolling", {})),
+            participants=state.get("participants", {}), segment_ids=segment_ids,
+            next_seq=state.get("next_seq", 1),
+            rule_states={k: RuleState.restore(v) for k, v in state.get("rules", {}).items()},
+            last_scores=state.get("last_scores", {}),
+            start_sentiment=state.get("start_sentiment"),
+            customer_waiting_since=state.get("customer_waiting_since"),
+            last_final_started_at=state.get("last_final_started_at"),
+            alerts=state.get("alerts", 0), transfers=state.get("transfers", 0),
+        )
+        conv.counts.update(state.get("counts", {}))
+        conv.recent.extend(recent)
+        return conv

@@ -1,0 +1,153 @@
+"""Ingest: the connector-facing WebSocket and REST routes.
+
+Every event gets exactly one reply, in the order received: an ack once the pipeline
+has durably applied it, or an error with a stable code. A bad event never closes the
+socket; it only earns its own error reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from fastapi import APIRouter, Request, WebSocket
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from contact_center import protocol as p
+from contact_center.bus import Bus
+from monitoring.auth import accept, authorize_websocket, require
+from monitoring.permissions import Permission
+
+router = APIRouter(tags=["ingest"])
+
+Pending = asyncio.Queue["asyncio.Future[p.Reply] | p.Reply"]
+
+
+def _encode(reply: p.Reply) -> str:
+    return reply.model_dump_json(exclude_none=True)
+
+
+async def _send_replies(ws: WebSocket, pending: Pending) -> None:
+    while True:
+        item = await pending.get()
+        reply = await item if isinstance(item, asyncio.Future) else item
+        await ws.send_text(_encode(reply))
+
+
+async def _submit(bus: Bus, raw: str | bytes, limit: int) -> asyncio.Future[p.Reply] | p.Reply:
+    if len(raw) > limit:
+        return p.ErrorReply(code=p.ErrorCode.MESSAGE_TOO_LARGE,
+                            message=f"message is {len(raw)} bytes; the limit is {limit}")
+    try:
+        return await bus.submit(p.parse_event(raw))
+    except p.ProtocolError as exc:
+        return p.ErrorReply.of(exc)
+
+
+@router.websocket("/v1/ingest")
+async def ingest_socket(ws: WebSocket) -> None:
+    """Connectors stream events here; see docs/protocol.md."""
+    if await authorize_websocket(ws, Permission.INGEST) is None:
+        return
+    settings, bus = ws.app.state.settings, ws.app.state.bus
+    await accept(ws)
+    await ws.send_json({"type": "hello", "protocol": p.PROTOCOL_VERSION,
+                        "max_message_bytes": settings.max_message_bytes})
+    # Bounded: once `ingest_window` events await their reply, reading pauses and TCP
+    # pushes back on the connector.
+    pending: Pending = asyncio.Queue(settings.ingest_window)
+    sender = asyncio.create_task(_send_replies(ws, pending))
+    try:
+        while not sender.done():
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            raw = message.get("text") if message.get("text") is not None else message.get("bytes")
+            await pending.put(await _submit(bus, raw or "", settings.max_message_bytes))
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await sender
+
+
+# -- REST ---------------------------------------------------------------------------------
+
+
+class ConversationCreated(BaseModel):
+    id: str
+    status: p.AckStatus
+    monitor_url: str
+
+
+class SegmentBatch(BaseModel):
+    segments: list[p.SegmentFields] = Field(min_length=1, max_length=500)
+
+
+class EventBatch(BaseModel):
+    events: list[p.Event] = Field(min_length=1, max_length=500)
+
+
+class BatchResult(BaseModel):
+    results: list[p.Ack | p.ErrorReply]
+
+
+async def _apply_all(bus: Bus, events: list[Any]) -> list[p.Reply]:
+    futures: list[asyncio.Future[p.Reply] | p.Reply] = []
+    for event in events:
+        try:
+            futures.append(await bus.submit(event))
+        except p.ProtocolError as exc:
+            futures.append(p.ErrorReply.of(exc))
+    return [await f if isinstance(f, asyncio.Future) else f for f in futures]
+
+
+def _status_for(results: list[p.Reply]) -> int:
+    """A batch that failed as a whole for one reason gets that reason's status."""
+    codes = {r.code for r in results if isinstance(r, p.ErrorReply)}
+    if len(codes) == 1 and all(isinstance(r, p.ErrorReply) for r in results):
+        return {p.ErrorCode.UNKNOWN_CONVERSATION: 404, p.ErrorCode.CONVERSATION_ENDED: 409,
+                p.ErrorCode.OVERLOADED: 503, p.ErrorCode.UNAVAILABLE: 503}.get(codes.pop(), 400)
+    return 200
+
+
+def _batch_response(results: list[p.Reply]) -> JSONResponse:
+    body = BatchResult(results=results).model_dump(mode="json", exclude_none=True)
+    return JSONResponse(body, status_code=_status_for(results))
+
+
+@router.post("/v1/conversations", status_code=201, response_model=ConversationCreated,
+             responses={200: {"description": "Already started (idempotent retry)"},
+                        503: {"description": "Overloaded or storage unavailable"}})
+async def create_conversation(request: Request, conversation: p.ConversationInfo,
+                              _: Any = require(Permission.INGEST)) -> JSONResponse:
+    """Start a conversation (the id is generated when omitted) and get its monitor URL."""
+    event = p.ConversationStarted(conversation=conversation)
+    reply = (await _apply_all(request.app.state.bus, [event]))[0]
+    if isinstance(reply, p.ErrorReply):
+        return JSONResponse(reply.model_dump(mode="json", exclude_none=True),
+                            status_code=_status_for([reply]))
+    body = ConversationCreated(id=conversation.id, status=reply.status,
+                               monitor_url=f"/v1/conversations/{conversation.id}/monitor")
+    return JSONResponse(body.model_dump(), status_code=201 if reply.status == "accepted" else 200)
+
+
+@router.post("/v1/conversations/{conversation_id}/segments", response_model=BatchResult)
+async def post_segments(request: Request, conversation_id: str, batch: SegmentBatch,
+                        _: Any = require(Permission.INGEST)) -> JSONResponse:
+    """Post a batch of segments; each gets its own result, in order."""
+    try:
+        events = [p.Segment(conversation_id=conversation_id, **s.model_dump())
+                  for s in batch.segments]
+    except ValueError as exc:
+        return JSONResponse({"type": "error", "code": p.ErrorCode.VALIDATION_ERROR,
+                             "message": str(exc)}, status_code=422)
+    return _batch_response(await _apply_all(request.app.state.bus, events))
+
+
+@router.post("/v1/events", response_model=BatchResult)
+async def post_events(request: Request, batch: EventBatch,
+                      _: Any = require(Permission.INGEST)) -> JSONResponse:
+    """Post any protocol events (the same JSON as on the socket); results are in order."""
+    return _batch_response(await _apply_all(request.app.state.bus, batch.events))

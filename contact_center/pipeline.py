@@ -1,0 +1,276 @@
+"""The pipeline runner: takes event batches off the bus, runs the pure stages
+(score, update state, evaluate rules), commits the batch, then answers and publishes.
+
+Order of effects per batch: apply in memory -> one store transaction (group commit) ->
+settle replies (the ack means "durable") -> publish to live subscribers. Replies and
+live messages never get ahead of what the store holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from analytics.rolling import RollingConfig
+from analytics.rules import RuleSet, Trigger, evaluate
+from analytics.scoring import Scores, score_many
+from contact_center import protocol as p
+from contact_center.bus import Bus, Delivery
+from contact_center.conversation import Conversation
+from contact_center.store import AlertRow, EventRow, SegmentRow, Store, WriteBatch
+from monitoring.hub import Hub
+from monitoring.recording import records
+
+log = logging.getLogger(__name__)
+
+ENDED_MEMORY = 50_000  # ended conversation ids remembered to answer late events fast
+
+Outbox = list[Callable[[], None]]
+
+
+def conversation_topic(conversation_id: str) -> str:
+    return f"conversation:{conversation_id}"
+
+
+ALERTS_TOPIC = "alerts"
+LIVE_TOPIC = "live"
+
+
+def _new_alert_id(now: float) -> str:
+    """Time-ordered, unguessable: milliseconds in hex, then 64 random bits."""
+    return f"{int(now * 1000):012x}{secrets.token_hex(8)}"
+
+
+def _ack(event: p.Event, status: p.AckStatus = "accepted", **extra: Any) -> p.Ack:
+    return p.Ack(ref=event.ref, event=event.type, status=status,
+                 conversation_id=_conversation_id(event),
+                 segment_id=getattr(event, "segment_id", None), **extra)
+
+
+def _error(event: p.Event, code: p.ErrorCode, message: str) -> p.ErrorReply:
+    return p.ErrorReply(ref=event.ref, code=code, message=message,
+                        conversation_id=_conversation_id(event),
+                        segment_id=getattr(event, "segment_id", None))
+
+
+def _conversation_id(event: p.Event) -> str:
+    if isinstance(event, p.ConversationStarted):
+        return event.conversation.id
+    return event.conversation_id
+
+
+class Pipeline:
+    def __init__(self, store: Store, hub: Hub, rules: RuleSet, rolling: RollingConfig,
+                 batch_size: int = 500) -> None:
+        self.store, self.hub, self.rules, self.rolling = store, hub, rules, rolling
+        self.batch_size = batch_size
+        self.conversations: dict[str, Conversation] = {}
+        self._ended: OrderedDict[str, None] = OrderedDict()
+        self.processed = 0
+        self.batches = 0
+
+    async def start(self) -> None:
+        for stored in await self.store.load_conversations(None):
+            self._restore(stored)
+
+    async def run(self, bus: Bus) -> None:
+        while True:
+            deliveries = await bus.take(self.batch_size)
+            try:
+                await self.process(deliveries)
+            except Exception:  # pragma: no cover - process() answers every delivery itself
+                log.exception("pipeline batch failed")
+                for d in deliveries:
+                    d.settle(_error(d.event, p.ErrorCode.UNAVAILABLE, "internal error; retry"))
+            finally:
+                bus.done(len(deliveries))
+
+    async def process(self, deliveries: list[Delivery]) -> None:
+        await self._load_missing(deliveries)
+        finals = [i for i, d in enumerate(deliveries)
+                  if isinstance(d.event, p.Segment) and d.event.final]
+        scored: dict[int, Scores] = {}
+        if finals:
+            texts = [deliveries[i].event.text for i in finals]  # type: ignore[union-attr]
+            scored = dict(zip(finals, await asyncio.to_thread(score_many, texts), strict=True))
+
+        batch, outbox = WriteBatch(), []
+        touched: dict[str, Conversation] = {}
+        replies = [self._apply(d, scored.get(i), batch, outbox, touched)
+                   for i, d in enumerate(deliveries)]
+        for conv in touched.values():
+            batch.conversations[conv.id] = (conv.metadata() | {"updated_at": time.time()},
+                                            conv.snapshot())
+        try:
+            await self.store.write(batch)
+        except Exception:
+            log.exception("store write failed; %d events not acknowledged", len(deliveries))
+            self._forget(touched)
+            for d in deliveries:
+                d.settle(_error(d.event, p.ErrorCode.UNAVAILABLE,
+                                "storage is unavailable; the event was not applied, retry"))
+            return
+        self.processed += len(deliveries)
+        self.batches += 1
+        for d, reply in zip(deliveries, replies, strict=True):
+            d.settle(reply)
+        for effect in outbox:
+            effect()
+        now = time.time()
+        for conv in touched.values():
+            self.hub.publish(LIVE_TOPIC, {"type": "conversation.updated",
+                                          "conversation": conv.summary(now)})
+
+    # -- loading ------------------------------------------------------------------------
+
+    async def _load_missing(self, deliveries: list[Delivery]) -> None:
+        missing = {_conversation_id(d.event) for d in deliveries} - self.conversations.keys()
+        missing -= self._ended.keys()
+        if missing:
+            for stored in await self.store.load_conversations(missing):
+                self._restore(stored)
+
+    def _restore(self, stored: Any) -> None:
+        if stored.meta["status"] != "live":
+            self._remember_ended(stored.meta["id"])
+            return
+        conv = Conversation.restore(stored.meta, stored.state, stored.segment_ids,
+                                    stored.recent, self.rolling)
+        self.conversations[conv.id] = conv
+
+    def _remember_ended(self, conversation_id: str) -> None:
+        self._ended[conversation_id] = None
+        self._ended.move_to_end(conversation_id)
+        while len(self._ended) > ENDED_MEMORY:
+            self._ended.popitem(last=False)
+
+    def _forget(self, touched: dict[str, Conversation]) -> None:
+        """After a failed commit, drop what memory changed; the store is the truth."""
+        for cid in touched:
+            self.conversations.pop(cid, None)
+            self._ended.pop(cid, None)
+
+    # -- applying one event ------------------------------------------------------------------
+
+    def _apply(self, d: Delivery, scores: Scores | None, batch: WriteBatch, outbox: Outbox,
+               touched: dict[str, Conversation]) -> p.Reply:
+        event, now = d.event, d.received_at
+        cid = _conversation_id(event)
+        if isinstance(event, p.ConversationStarted):
+            if cid in self.conversations or cid in self._ended:
+                return _ack(event, "duplicate")
+            conv = Conversation.start(event, now, self.rolling)
+            self.conversations[cid] = conv
+            touched[cid] = conv
+            batch.events.append(EventRow(cid, event.type, {"agent_id": conv.agent_id,
+                                                           "queue": conv.queue}, now))
+            return _ack(event)
+
+        conv = self.conversations.get(cid)
+        if conv is None:
+            if cid in self._ended:
+                if isinstance(event, p.ConversationEnded):
+                    return _ack(event, "duplicate")
+                return _error(event, p.ErrorCode.CONVERSATION_ENDED,
+                              f"conversation {cid} has ended")
+            return _error(event, p.ErrorCode.UNKNOWN_CONVERSATION,
+                          f"conversation {cid} was never started")
+        touched[cid] = conv
+        if isinstance(event, p.Segment):
+            return self._segment(conv, event, scores, now, batch, outbox)
+
+        if isinstance(event, p.ParticipantJoined):
+            conv.join(event)
+            payload: dict[str, Any] = {"participant": event.participant.model_dump()}
+        elif isinstance(event, p.ParticipantLeft):
+            conv.leave(event)
+            payload = {"participant_id": event.participant_id}
+        elif isinstance(event, p.Transferred):
+            payload = {"from_agent_id": conv.agent_id, "from_queue": conv.queue,
+                       "to_agent_id": event.to_agent_id, "to_queue": event.to_queue,
+                       "reason": event.reason}
+            conv.transfer(event)
+        elif isinstance(event, p.BotHandover):
+            payload = {"agent_id": event.agent_id}
+            conv.handover(event)
+        else:  # ConversationEnded
+            conv.end(now)
+            payload = {"reason": event.reason}
+            del self.conversations[cid]
+            self._remember_ended(cid)
+        batch.events.append(EventRow(cid, event.type, payload, now))
+        outbox.append(partial(self._to_monitors, conv,
+                              {"type": event.type, "conversation_id": cid, "at": now, **payload}))
+        return _ack(event)
+
+    def _segment(self, conv: Conversation, event: p.Segment, scores: Scores | None, now: float,
+                 batch: WriteBatch, outbox: Outbox) -> p.Reply:
+        if event.segment_id in conv.segment_ids:
+            # A retried final is a duplicate; a partial after its final is stale.
+            return _ack(event, "duplicate" if event.final else "stale")
+        participant = event.participant_id or conv.default_participant(event.role)
+        if not event.final:
+            conv.counts["partial"] += 1
+            outbox.append(partial(self._to_monitors, conv, {
+                "type": "segment", "conversation_id": conv.id, "segment_id": event.segment_id,
+                "role": event.role, "participant_id": participant, "text": event.text,
+                "final": False, "at": now}, keep=False))
+            return _ack(event)
+        assert scores is not None
+        turn, late = conv.add_final(event, scores, now)
+        seq = conv.take_seq()
+        kept = records(conv.recording, event.role)
+        batch.segments.append(SegmentRow(
+            conversation_id=conv.id, segment_id=event.segment_id, seq=seq, role=event.role,
+            participant_id=turn.participant_id, text=event.text if kept else None,
+            scores=scores.as_dict(),
+            started_at=event.started_at.timestamp() if event.started_at else None,
+            ended_at=event.ended_at.timestamp() if event.ended_at else None,
+            received_at=now, late=late))
+        outbox.append(partial(self._to_monitors, conv, {
+            "type": "segment", "conversation_id": conv.id, "seq": seq,
+            "segment_id": event.segment_id, "role": event.role,
+            "participant_id": turn.participant_id, "text": event.text, "recorded": kept,
+            "final": True, "scores": scores.as_dict(), "at": now, "late": late}))
+        for trigger in evaluate(self.rules, conv.rule_states, turn, conv.rolling):
+            self._raise(conv, trigger, now, batch, outbox)
+        return _ack(event, scores=scores.as_dict(), late=late)
+
+    def _raise(self, conv: Conversation, trigger: Trigger, now: float, batch: WriteBatch,
+               outbox: Outbox) -> None:
+        conv.alerts += 1
+        alert = {
+            "id": _new_alert_id(now), "conversation_id": conv.id, "rule_id": trigger.rule.id,
+            "kind": trigger.rule.kind, "severity": trigger.rule.severity,
+            "reason": trigger.reason, "raised_at": now, "agent_id": conv.agent_id,
+            "queue": conv.queue, "status": "open",
+            "evidence": {"rule": trigger.rule.model_dump(), "metric": trigger.metric,
+                         "matched": list(trigger.matched),
+                         "segments": [t.evidence() for t in trigger.turns]},
+        }
+        stored = dict(alert["evidence"])
+        # Evidence is stored under the same recording policy as the transcript.
+        stored["segments"] = [s if records(conv.recording, s["role"]) else {**s, "text": None}
+                              for s in alert["evidence"]["segments"]]
+        batch.alerts.append(AlertRow(
+            id=alert["id"], conversation_id=conv.id, rule_id=trigger.rule.id,
+            kind=trigger.rule.kind, severity=trigger.rule.severity, reason=trigger.reason,
+            raised_at=now, agent_id=conv.agent_id, queue=conv.queue, evidence=stored))
+        message = {"type": "alert", "alert": alert}
+        outbox.append(partial(self._to_monitors, conv, message))
+        outbox.append(partial(self.hub.publish, ALERTS_TOPIC, message,
+                              {"agent_id": conv.agent_id, "queue": conv.queue}))
+
+    def _to_monitors(self, conv: Conversation, message: dict[str, Any],
+                     keep: bool = True) -> None:
+        # Kept entries feed a new monitor's catch-up; appending here, after the commit and
+        # in the same step as publishing, means catch-up and live never overlap or gap.
+        if keep:
+            conv.recent.append(message)
+        self.hub.publish(conversation_topic(conv.id), message)

@@ -1,0 +1,209 @@
+"""The versioned wire protocol: ingest events, replies and error codes.
+
+The same event models serve the ingest WebSocket and the REST routes; `docs/protocol.md`
+documents them with examples.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+PROTOCOL_VERSION = "cc.v1"
+
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@+-]+$")]
+Role = Literal["customer", "agent", "bot"]
+Channel = Literal["chat", "voice"]
+RecordingPolicy = Literal["none", "agent", "customer", "all"]
+MAX_TEXT_CHARS = 8000
+
+
+class ErrorCode(StrEnum):
+    """Stable machine-readable error codes; never renamed, only added to."""
+
+    MALFORMED_JSON = "malformed_json"
+    VALIDATION_ERROR = "validation_error"
+    MESSAGE_TOO_LARGE = "message_too_large"
+    UNKNOWN_CONVERSATION = "unknown_conversation"
+    CONVERSATION_ENDED = "conversation_ended"
+    CONVERSATION_EXISTS = "conversation_exists"
+    OVERLOADED = "overloaded"
+    UNAVAILABLE = "unavailable"
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class Customer(Model):
+    id: Id | None = None
+    name: str | None = Field(default=None, max_length=200)
+    email: str | None = Field(default=None, max_length=320)
+
+
+class ConversationInfo(Model):
+    id: Id = Field(default_factory=lambda: uuid.uuid4().hex)
+    channel: Channel = "chat"
+    queue: Id = "default"
+    agent_id: Id | None = None
+    customer: Customer = Field(default_factory=Customer)
+    recording: RecordingPolicy = "all"
+    attributes: dict[str, str] = Field(default_factory=dict, max_length=50)
+
+
+class _Event(Model):
+    ref: str | None = Field(default=None, max_length=128,
+                            description="Client correlation id, echoed in the reply.")
+
+
+class ConversationStarted(_Event):
+    type: Literal["conversation.started"] = "conversation.started"
+    conversation: ConversationInfo
+    started_at: datetime | None = None
+
+
+class SegmentFields(_Event):
+    segment_id: Id = Field(description="Unique within the conversation; the idempotency key.")
+    role: Role
+    participant_id: Id | None = None
+    text: str = Field(max_length=MAX_TEXT_CHARS)
+    final: bool = Field(default=True, description="False for a partial (interim) hypothesis.")
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+class Segment(SegmentFields):
+    type: Literal["segment"] = "segment"
+    conversation_id: Id
+
+
+class Participant(Model):
+    id: Id
+    role: Role
+    name: str | None = Field(default=None, max_length=200)
+
+
+class ParticipantJoined(_Event):
+    type: Literal["participant.joined"] = "participant.joined"
+    conversation_id: Id
+    participant: Participant
+
+
+class ParticipantLeft(_Event):
+    type: Literal["participant.left"] = "participant.left"
+    conversation_id: Id
+    participant_id: Id
+
+
+class Transferred(_Event):
+    """Moves the conversation to another agent and/or queue; its live state is kept."""
+
+    type: Literal["conversation.transferred"] = "conversation.transferred"
+    conversation_id: Id
+    to_agent_id: Id | None = None
+    to_queue: Id | None = None
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class BotHandover(_Event):
+    type: Literal["bot.handover"] = "bot.handover"
+    conversation_id: Id
+    agent_id: Id
+
+
+class ConversationEnded(_Event):
+    type: Literal["conversation.ended"] = "conversation.ended"
+    conversation_id: Id
+    reason: str | None = Field(default=None, max_length=500)
+
+
+Event = Annotated[
+    ConversationStarted | Segment | ParticipantJoined | ParticipantLeft | Transferred
+    | BotHandover | ConversationEnded,
+    Field(discriminator="type"),
+]
+ConversationEvent = Annotated[
+    ParticipantJoined | ParticipantLeft | Transferred | BotHandover | ConversationEnded,
+    Field(discriminator="type"),
+]
+_event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+class ProtocolError(Exception):
+    def __init__(self, code: ErrorCode, message: str, ref: str | None = None,
+                 details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.ref, self.details = code, message, ref, details
+
+
+def parse_event(raw: str | bytes) -> Event:
+    """Decode and validate one JSON event, or raise ProtocolError with a stable code."""
+    try:
+        return _event_adapter.validate_json(raw)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        if any(e["type"] == "json_invalid" for e in errors):
+            raise ProtocolError(ErrorCode.MALFORMED_JSON, "message is not valid JSON") from None
+        raise ProtocolError(ErrorCode.VALIDATION_ERROR, _summary(errors), _ref_of(raw),
+                            [_clean(e) for e in errors]) from None
+
+
+def _summary(errors: list[Any]) -> str:
+    first = errors[0]
+    where = ".".join(str(p) for p in first["loc"]) or "message"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
+def _clean(error: Any) -> dict[str, Any]:
+    return {"loc": [str(p) for p in error["loc"]], "msg": error["msg"], "type": error["type"]}
+
+
+def _ref_of(raw: str | bytes) -> str | None:
+    """Best effort: echo the client's ref even when the event is invalid."""
+    try:
+        ref = json.loads(raw).get("ref")
+    except (ValueError, AttributeError):
+        return None
+    return ref if isinstance(ref, str) and len(ref) <= 128 else None
+
+
+# Replies ----------------------------------------------------------------------------
+
+AckStatus = Literal["accepted", "duplicate", "stale"]
+
+
+class Ack(BaseModel):
+    """An event was durably accepted (or recognised as already applied)."""
+
+    type: Literal["ack"] = "ack"
+    ref: str | None = None
+    event: str
+    status: AckStatus = "accepted"
+    conversation_id: str | None = None
+    segment_id: str | None = None
+    late: bool | None = Field(default=None,
+                              description="A final segment older than one already seen.")
+    scores: dict[str, float] | None = None
+
+
+class ErrorReply(BaseModel):
+    type: Literal["error"] = "error"
+    ref: str | None = None
+    code: ErrorCode
+    message: str
+    conversation_id: str | None = None
+    segment_id: str | None = None
+    details: list[dict[str, Any]] | None = None
+
+    @classmethod
+    def of(cls, exc: ProtocolError) -> ErrorReply:
+        return cls(ref=exc.ref, code=exc.code, message=exc.message, details=exc.details)
+
+
+Reply = Ack | ErrorReply

@@ -1,0 +1,409 @@
+"""The embedded store: SQLite in WAL mode, one writer connection with group commit.
+
+Each connection lives on its own single thread, so sqlite3 calls never run on the
+event loop; the pipeline hands over a whole batch and it is committed in one
+transaction (group commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Collection, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TypeVar
+
+from contact_center.conversation import RECENT_LIMIT
+from contact_center.store import SearchQuery, StoredConversation, Token, User, WriteBatch
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    id TEXT PRIMARY KEY,
+    channel TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    agent_id TEXT,
+    customer TEXT NOT NULL,
+    recording TEXT NOT NULL,
+    attributes TEXT NOT NULL,
+    status TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    state TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS conversations_status ON conversations(status);
+CREATE TABLE IF NOT EXISTS segments (
+    conversation_id TEXT NOT NULL,
+    segment_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    participant_id TEXT NOT NULL,
+    text TEXT,
+    neg REAL NOT NULL, neu REAL NOT NULL, pos REAL NOT NULL, compound REAL NOT NULL,
+    started_at REAL,
+    ended_at REAL,
+    received_at REAL NOT NULL,
+    late INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (conversation_id, segment_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS segments_received ON segments(received_at);
+CREATE TABLE IF NOT EXISTS conversation_events (
+    id INTEGER PRIMARY KEY,
+    conversation_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_conversation ON conversation_events(conversation_id);
+CREATE TABLE IF NOT EXISTS alerts (
+    id TEXT PRIMARY KEY,
+    conversation_id TEXT NOT NULL,
+    rule_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    raised_at REAL NOT NULL,
+    agent_id TEXT,
+    queue TEXT NOT NULL,
+    evidence TEXT NOT NULL,
+    status TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_conversation ON alerts(conversation_id);
+CREATE INDEX IF NOT EXISTS alerts_raised ON alerts(raised_at);
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY,
+    username TEXT NOT NULL UNIQUE,
+    agent_id TEXT,
+    profiles TEXT NOT NULL,
+    disabled INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id),
+    prefix TEXT NOT NULL UNIQUE,
+    digest TEXT NOT NULL,
+    label TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+_CONVERSATION_UPSERT = """
+INSERT INTO conversations (id, channel, queue, agent_id, customer, recording, attributes,
+                           status, started_at, ended_at, state, updated_at)
+VALUES (:id, :channel, :queue, :agent_id, :customer, :recording, :attributes,
+        :status, :started_at, :ended_at, :state, :updated_at)
+ON CONFLICT(id) DO UPDATE SET
+    queue = excluded.queue, agent_id = excluded.agent_id, status = excluded.status,
+    ended_at = excluded.ended_at, state = excluded.state, updated_at = excluded.updated_at
+"""
+_SEGMENT_INSERT = """
+INSERT INTO segments (conversation_id, segment_id, seq, role, participant_id, text,
+                      neg, neu, pos, compound, started_at, ended_at, received_at, late)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT DO NOTHING
+"""
+_CHUNK = 500  # stays under SQLite's bound-parameter limit
+
+
+def _chunks(items: list[str]) -> Iterator[list[str]]:
+    for i in range(0, len(items), _CHUNK):
+        yield items[i : i + _CHUNK]
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+class _Connection:
+    """One sqlite3 connection confined to one thread."""
+
+    def __init__(self, path: str, name: str, synchronous: str) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._path, self._synchronous = path, synchronous
+        self._db: sqlite3.Connection | None = None
+
+    def _connect(self) -> None:
+        db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={self._synchronous}")
+        db.execute("PRAGMA busy_timeout=5000")
+        db.execute("PRAGMA foreign_keys=ON")
+        self._db = db
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._call, fn)
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._db is None:
+            self._connect()
+        assert self._db is not None
+        return fn(self._db)
+
+    async def close(self) -> None:
+        def _close(db: sqlite3.Connection) -> None:
+            db.close()
+
+        if self._db is not None:
+            await self.run(_close)
+            self._db = None
+        self._executor.shutdown(wait=True)
+
+
+class SQLiteStore:
+    def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
+        self.path = str(path)
+        self._writer = _Connection(self.path, "sqlite-writer", synchronous)
+        self._reader = _Connection(self.path, "sqlite-reader", synchronous)
+
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        await self._writer.run(lambda db: db.executescript(SCHEMA))
+
+    async def close(self) -> None:
+        await self._writer.close()
+        await self._reader.close()
+
+    # -- pipeline ---------------------------------------------------------------------
+
+    async def write(self, batch: WriteBatch) -> None:
+        if batch:
+            await self._writer.run(lambda db: _write(db, batch))
+
+    async def load_conversations(
+        self, ids: Collection[str] | None = None
+    ) -> list[StoredConversation]:
+        return await self._writer.run(lambda db: _load_conversations(db, ids))
+
+    # -- rules ------------------------------------------------------------------------
+
+    async def load_rules(self) -> dict[str, Any] | None:
+        def q(db: sqlite3.Connection) -> dict[str, Any] | None:
+            row = db.execute("SELECT value FROM settings WHERE key = 'rules'").fetchone()
+            return None if row is None else json.loads(row[0])
+
+        return await self._reader.run(q)
+
+    async def save_rules(self, document: dict[str, Any]) -> None:
+        value = json.dumps(document)
+        await self._writer.run(lambda db: db.execute(
+            "INSERT INTO settings (key, value) VALUES ('rules', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (value,)))
+
+    # -- users and tokens ---------------------------------------------------------------
+
+    async def create_user(self, user: User) -> None:
+        row = asdict(user) | {"profiles": json.dumps(user.profiles)}
+        await self._writer.run(lambda db: db.execute(
+            "INSERT INTO users (id, username, agent_id, profiles, disabled, created_at) "
+            "VALUES (:id, :username, :agent_id, :profiles, :disabled, :created_at)", row))
+
+    async def get_user(self, *, user_id: str | None = None,
+                       username: str | None = None) -> User | None:
+        column, value = ("id", user_id) if user_id is not None else ("username", username)
+
+        def q(db: sqlite3.Connection) -> User | None:
+            row = db.execute(f"SELECT * FROM users WHERE {column} = ?", (value,)).fetchone()
+            return None if row is None else _user(row)
+
+        return await self._reader.run(q)
+
+    async def list_users(self) -> list[User]:
+        return await self._reader.run(
+            lambda db: [_user(r) for r in db.execute("SELECT * FROM users ORDER BY username")])
+
+    async def add_token(self, token: Token) -> None:
+        await self._writer.run(lambda db: db.execute(
+            "INSERT INTO tokens (id, user_id, prefix, digest, label, created_at, revoked) "
+            "VALUES (:id, :user_id, :prefix, :digest, :label, :created_at, :revoked)",
+            asdict(token)))
+
+    async def find_token(self, prefix: str) -> Token | None:
+        def q(db: sqlite3.Connection) -> Token | None:
+            row = db.execute("SELECT * FROM tokens WHERE prefix = ?", (prefix,)).fetchone()
+            return None if row is None else _token(row)
+
+        return await self._reader.run(q)
+
+    async def list_tokens(self, user_id: str) -> list[Token]:
+        return await self._reader.run(lambda db: [_token(r) for r in db.execute(
+            "SELECT * FROM tokens WHERE user_id = ? ORDER BY created_at", (user_id,))])
+
+    async def revoke_token(self, token_id: str) -> bool:
+        cur = await self._writer.run(lambda db: db.execute(
+            "UPDATE tokens SET revoked = 1 WHERE id = ? AND revoked = 0", (token_id,)))
+        return cur.rowcount > 0
+
+    # -- analyst --------------------------------------------------------------------------
+
+    async def get_conversation(self, conversation_id: str) -> dict[str, Any] | None:
+        return await self._reader.run(lambda db: _get_conversation(db, conversation_id))
+
+    async def list_alerts(self, conversation_id: str | None = None,
+                          limit: int = 100) -> list[dict[str, Any]]:
+        def q(db: sqlite3.Connection) -> list[dict[str, Any]]:
+            where, args = ("WHERE conversation_id = ?", [conversation_id]) \
+                if conversation_id else ("", [])
+            rows = db.execute(f"SELECT * FROM alerts {where} ORDER BY raised_at DESC LIMIT ?",
+                              [*args, limit])
+            return [_alert(r) for r in rows]
+
+        return await self._reader.run(q)
+
+    async def search(self, query: SearchQuery) -> list[dict[str, Any]]:
+        return await self._reader.run(lambda db: _search(db, query))
+
+
+# -- SQL run on the connection threads ----------------------------------------------------
+
+
+def _write(db: sqlite3.Connection, batch: WriteBatch) -> None:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if batch.conversations:
+            db.executemany(_CONVERSATION_UPSERT, [
+                meta | {"customer": json.dumps(meta["customer"]),
+                        "attributes": json.dumps(meta["attributes"]),
+                        "state": json.dumps(state), "updated_at": meta["updated_at"]}
+                for meta, state in batch.conversations.values()
+            ])
+        db.executemany(_SEGMENT_INSERT, [
+            (s.conversation_id, s.segment_id, s.seq, s.role, s.participant_id, s.text,
+             s.scores["neg"], s.scores["neu"], s.scores["pos"], s.scores["compound"],
+             s.started_at, s.ended_at, s.received_at, int(s.late))
+            for s in batch.segments
+        ])
+        db.executemany(
+            "INSERT INTO conversation_events (conversation_id, type, payload, at) "
+            "VALUES (?, ?, ?, ?)",
+            [(e.conversation_id, e.type, json.dumps(e.payload), e.at) for e in batch.events])
+        db.executemany(
+            "INSERT INTO alerts (id, conversation_id, rule_id, kind, severity, reason, raised_at,"
+            " agent_id, queue, evidence, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            [(a.id, a.conversation_id, a.rule_id, a.kind, a.severity, a.reason, a.raised_at,
+              a.agent_id, a.queue, json.dumps(a.evidence), a.status) for a in batch.alerts])
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _meta(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": row["id"], "channel": row["channel"], "queue": row["queue"],
+        "agent_id": row["agent_id"], "customer": json.loads(row["customer"]),
+        "recording": row["recording"], "attributes": json.loads(row["attributes"]),
+        "status": row["status"], "started_at": row["started_at"], "ended_at": row["ended_at"],
+    }
+
+
+def _turn(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "type": "segment", "seq": row["seq"], "segment_id": row["segment_id"],
+        "role": row["role"], "participant_id": row["participant_id"], "text": row["text"],
+        "recorded": row["text"] is not None, "final": True,
+        "scores": {k: row[k] for k in ("neg", "neu", "pos", "compound")},
+        "started_at": row["started_at"], "ended_at": row["ended_at"],
+        "at": row["received_at"], "late": bool(row["late"]),
+    }
+
+
+def _alert(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": row["id"], "conversation_id": row["conversation_id"], "rule_id": row["rule_id"],
+        "kind": row["kind"], "severity": row["severity"], "reason": row["reason"],
+        "raised_at": row["raised_at"], "agent_id": row["agent_id"], "queue": row["queue"],
+        "evidence": json.loads(row["evidence"]), "status": row["status"],
+    }
+
+
+def _user(row: sqlite3.Row) -> User:
+    return User(id=row["id"], username=row["username"], agent_id=row["agent_id"],
+                profiles=json.loads(row["profiles"]), disabled=bool(row["disabled"]),
+                created_at=row["created_at"])
+
+
+def _token(row: sqlite3.Row) -> Token:
+    return Token(id=row["id"], user_id=row["user_id"], prefix=row["prefix"],
+                 digest=row["digest"], label=row["label"], created_at=row["created_at"],
+                 revoked=bool(row["revoked"]))
+
+
+def _load_conversations(db: sqlite3.Connection,
+                        ids: Collection[str] | None) -> list[StoredConversation]:
+    if ids is None:
+        rows = db.execute("SELECT * FROM conversations WHERE status = 'live'").fetchall()
+    else:
+        rows = []
+        for chunk in _chunks(list(ids)):
+            rows += db.execute(f"SELECT * FROM conversations WHERE id IN ({_marks(len(chunk))})",
+                               chunk).fetchall()
+    loaded = {r["id"]: StoredConversation(_meta(r), json.loads(r["state"]), set(), [])
+              for r in rows}
+    for chunk in _chunks(list(loaded)):
+        marks = _marks(len(chunk))
+        for r in db.execute(
+                f"SELECT conversation_id, segment_id FROM segments "
+                f"WHERE conversation_id IN ({marks})", chunk):
+            loaded[r[0]].segment_ids.add(r[1])
+        live = [c for c in chunk if loaded[c].meta["status"] == "live"]
+        for cid in live:
+            recent = db.execute(
+                "SELECT * FROM segments WHERE conversation_id = ? AND text IS NOT NULL "
+                "ORDER BY seq DESC LIMIT ?", (cid, RECENT_LIMIT)).fetchall()
+            loaded[cid].recent = [_turn(r) for r in reversed(recent)]
+    return list(loaded.values())
+
+
+def _get_conversation(db: sqlite3.Connection, conversation_id: str) -> dict[str, Any] | None:
+    row = db.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+    if row is None:
+        return None
+    turns = db.execute("SELECT * FROM segments WHERE conversation_id = ? ORDER BY seq",
+                       (conversation_id,)).fetchall()
+    alerts = db.execute("SELECT * FROM alerts WHERE conversation_id = ? ORDER BY raised_at",
+                        (conversation_id,)).fetchall()
+    events = db.execute("SELECT type, payload, at FROM conversation_events "
+                        "WHERE conversation_id = ? ORDER BY id", (conversation_id,)).fetchall()
+    return {
+        **_meta(row),
+        "turns": [_turn(t) for t in turns],
+        "alerts": [_alert(a) for a in alerts],
+        "events": [{"type": e["type"], "at": e["at"], **json.loads(e["payload"])} for e in events],
+    }
+
+
+def _like(term: str) -> str:
+    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _search(db: sqlite3.Connection, q: SearchQuery) -> list[dict[str, Any]]:
+    where, args = ["s.text IS NOT NULL"], []
+    for term in q.terms:
+        where.append("s.text LIKE ? ESCAPE '\\'")
+        args.append(_like(term))
+    for clause, value in (("s.received_at >= ?", q.since), ("s.received_at < ?", q.until),
+                          ("c.queue = ?", q.queue), ("c.agent_id = ?", q.agent_id),
+                          ("s.role = ?", q.role)):
+        if value is not None:
+            where.append(clause)
+            args.append(value)
+    rows = db.execute(
+        "SELECT s.*, c.queue, c.agent_id, c.channel FROM segments s "
+        "JOIN conversations c ON c.id = s.conversation_id "
+        f"WHERE {' AND '.join(where)} ORDER BY s.received_at DESC, s.seq DESC LIMIT ? OFFSET ?",
+        [*args, q.limit, q.offset]).fetchall()
+    return [{"conversation_id": r["conversation_id"], "queue": r["queue"],
+             "agent_id": r["agent_id"], "channel": r["channel"], **_turn(r)} for r in rows]

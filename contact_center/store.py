@@ -1,0 +1,136 @@
+"""The store protocol: what the pipeline, the live views and the analyst need to persist.
+
+`sqlite_store.SQLiteStore` is the embedded implementation; a PostgreSQL one will sit
+beside it and pass the same tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(slots=True)
+class SegmentRow:
+    conversation_id: str
+    segment_id: str
+    seq: int
+    role: str
+    participant_id: str
+    text: str | None  # None when the recording policy does not keep this role's words
+    scores: dict[str, float]
+    started_at: float | None
+    ended_at: float | None
+    received_at: float
+    late: bool = False
+
+
+@dataclass(slots=True)
+class EventRow:
+    conversation_id: str
+    type: str
+    payload: dict[str, Any]
+    at: float
+
+
+@dataclass(slots=True)
+class AlertRow:
+    id: str
+    conversation_id: str
+    rule_id: str
+    kind: str
+    severity: str
+    reason: str
+    raised_at: float
+    agent_id: str | None
+    queue: str
+    evidence: dict[str, Any]
+    status: str = "open"
+
+
+@dataclass(slots=True)
+class WriteBatch:
+    """Everything one pipeline batch changes, committed in one transaction."""
+
+    conversations: dict[str, tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=dict)
+    segments: list[SegmentRow] = field(default_factory=list)
+    events: list[EventRow] = field(default_factory=list)
+    alerts: list[AlertRow] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.conversations or self.segments or self.events or self.alerts)
+
+
+@dataclass(slots=True)
+class StoredConversation:
+    meta: dict[str, Any]
+    state: dict[str, Any]
+    segment_ids: set[str]
+    recent: list[dict[str, Any]]  # recorded transcript entries, for a monitor's catch-up
+
+
+@dataclass(slots=True)
+class User:
+    id: str
+    username: str
+    agent_id: str | None
+    profiles: list[str]
+    disabled: bool
+    created_at: float
+
+
+@dataclass(slots=True)
+class Token:
+    id: str
+    user_id: str
+    prefix: str
+    digest: str
+    label: str
+    created_at: float
+    revoked: bool
+
+
+@dataclass(slots=True)
+class SearchQuery:
+    terms: list[str]
+    since: float | None = None
+    until: float | None = None
+    queue: str | None = None
+    agent_id: str | None = None
+    role: str | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+    # pipeline
+    async def write(self, batch: WriteBatch) -> None: ...
+    async def load_conversations(
+        self, ids: Collection[str] | None = None
+    ) -> list[StoredConversation]:
+        """The given conversations (live or ended), or every live one when ids is None."""
+        ...
+
+    # rules
+    async def load_rules(self) -> dict[str, Any] | None: ...
+    async def save_rules(self, document: dict[str, Any]) -> None: ...
+
+    # users and tokens
+    async def create_user(self, user: User) -> None: ...
+    async def get_user(self, *, user_id: str | None = None,
+                       username: str | None = None) -> User | None: ...
+    async def list_users(self) -> list[User]: ...
+    async def add_token(self, token: Token) -> None: ...
+    async def find_token(self, prefix: str) -> Token | None: ...
+    async def list_tokens(self, user_id: str) -> list[Token]: ...
+    async def revoke_token(self, token_id: str) -> bool: ...
+
+    # analyst
+    async def get_conversation(self, conversation_id: str) -> dict[str, Any] | None: ...
+    async def list_alerts(self, conversation_id: str | None = None,
+                          limit: int = 100) -> list[dict[str, Any]]: ...
+    async def search(self, query: SearchQuery) -> list[dict[str, Any]]: ...

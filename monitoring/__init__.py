@@ -1,0 +1,1 @@
+"""Monitoring: live views, monitor and alert streams, security profiles, recording policy."""

@@ -1,0 +1,140 @@
+"""Authentication: API tokens (stored hashed) and the checks every route and socket runs.
+
+A token is ``cc_`` + 43 url-safe characters. The store keeps its first 12 characters
+(to find it) and its SHA-256 digest (to verify it in constant time); the token itself
+is shown once, when issued, and never stored or logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+import uuid
+from typing import Any
+
+from fastapi import Depends, HTTPException, Request, WebSocket
+from fastapi.responses import JSONResponse
+from starlette.requests import HTTPConnection
+
+from contact_center.store import Store, Token, User
+from monitoring.permissions import PROFILES, Permission, Principal, permissions_of
+
+TOKEN_MARK = "cc_"
+_PREFIX_LEN = 12
+_MAX_TOKEN_LEN = 200
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _prefix(token: str) -> str:
+    return token[len(TOKEN_MARK) : len(TOKEN_MARK) + _PREFIX_LEN]
+
+
+async def create_user(store: Store, username: str, profiles: list[str],
+                      agent_id: str | None = None) -> User:
+    unknown = set(profiles) - PROFILES.keys()
+    if unknown:
+        raise ValueError(f"unknown profile(s): {', '.join(sorted(unknown))}; "
+                         f"known: {', '.join(PROFILES)}")
+    if await store.get_user(username=username) is not None:
+        raise ValueError(f"user {username!r} already exists")
+    user = User(id=uuid.uuid4().hex, username=username, agent_id=agent_id,
+                profiles=list(profiles), disabled=False, created_at=time.time())
+    await store.create_user(user)
+    return user
+
+
+async def issue_token(store: Store, user: User, label: str = "") -> tuple[Token, str]:
+    """Create a token for ``user``; returns the record and the secret (shown once)."""
+    secret = TOKEN_MARK + secrets.token_urlsafe(32)
+    token = Token(id=uuid.uuid4().hex, user_id=user.id, prefix=_prefix(secret),
+                  digest=_digest(secret), label=label, created_at=time.time(), revoked=False)
+    await store.add_token(token)
+    return token, secret
+
+
+async def authenticate(store: Store, secret: str | None) -> Principal | None:
+    if not secret or not secret.startswith(TOKEN_MARK) or len(secret) > _MAX_TOKEN_LEN:
+        return None
+    token = await store.find_token(_prefix(secret))
+    if token is None or token.revoked or not hmac.compare_digest(token.digest, _digest(secret)):
+        return None
+    user = await store.get_user(user_id=token.user_id)
+    if user is None or user.disabled:
+        return None
+    return Principal(user_id=user.id, username=user.username, agent_id=user.agent_id,
+                     profiles=tuple(user.profiles), permissions=permissions_of(user.profiles))
+
+
+def _bearer(conn: HTTPConnection) -> str | None:
+    header = conn.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value else None
+
+
+def _subprotocol_token(ws: WebSocket) -> str | None:
+    """Browsers cannot set headers on a WebSocket: they offer ["bearer", token]."""
+    offered = ws.scope.get("subprotocols") or []
+    if len(offered) >= 2 and offered[0] == "bearer":
+        return offered[1]
+    return None
+
+
+def _problem(status: int, code: str, message: str) -> dict[str, Any]:
+    return {"status": status, "body": {"type": "error", "code": code, "message": message}}
+
+
+async def _check(conn: HTTPConnection, token: str | None,
+                 permissions: tuple[Permission, ...]) -> tuple[Principal | None, dict[str, Any]]:
+    principal = await authenticate(conn.app.state.store, token)
+    if principal is None:
+        return None, _problem(401, "unauthenticated", "a valid API token is required")
+    if permissions and not any(principal.can(p) for p in permissions):
+        needed = " or ".join(permissions)
+        return None, _problem(403, "forbidden", f"this requires the {needed} permission")
+    return principal, {}
+
+
+def require(*permissions: Permission) -> Any:
+    """Route dependency: an authenticated principal holding one of ``permissions``
+    (any authenticated principal when none are named)."""
+
+    async def dependency(request: Request) -> Principal:
+        principal, problem = await _check(request, _bearer(request), permissions)
+        if principal is None:
+            headers = {"WWW-Authenticate": "Bearer"} if problem["status"] == 401 else None
+            raise HTTPException(problem["status"], problem["body"], headers=headers)
+        return principal
+
+    dependency.permissions = permissions  # type: ignore[attr-defined]  # read by the tests
+    return Depends(dependency)
+
+
+async def deny(ws: WebSocket, status: int, body: dict[str, Any]) -> None:
+    """Refuse a socket before accepting it, with an HTTP status when the server can."""
+    if "websocket.http.response" in ws.scope.get("extensions", {}):
+        await ws.send_denial_response(JSONResponse(body, status_code=status))
+    else:
+        await ws.close(code=1008, reason=body.get("code", "denied"))
+
+
+async def authorize_websocket(ws: WebSocket, *permissions: Permission) -> Principal | None:
+    """Check a socket's token and permission before accept; refuse it if they fail."""
+    origin = ws.headers.get("origin")
+    allowed = ws.app.state.settings.allowed_origins
+    if origin is not None and allowed and origin not in allowed:
+        await deny(ws, 403, _problem(403, "origin_not_allowed", "origin not allowed")["body"])
+        return None
+    principal, problem = await _check(ws, _bearer(ws) or _subprotocol_token(ws), permissions)
+    if principal is None:
+        await deny(ws, problem["status"], problem["body"])
+    return principal
+
+
+async def accept(ws: WebSocket) -> None:
+    """Accept, echoing the "bearer" subprotocol when the client authenticated with it."""
+    await ws.accept(subprotocol="bearer" if _subprotocol_token(ws) else None)

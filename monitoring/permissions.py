@@ -1,0 +1,65 @@
+"""Where permissions are checked: permissions, built-in security profiles, principals.
+
+Profiles follow Amazon Connect's built-in security profiles. A user holds one or more
+profiles; their permissions are the union.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Permission(StrEnum):
+    INGEST = "ingest"                          # stream conversation events in
+    REALTIME_METRICS = "realtime-metrics"      # live conversation and agent views
+    MANAGER_MONITOR = "manager-monitor"        # silently monitor a conversation
+    ALERTS_OWN = "alerts-own"                  # alerts on one's own conversations
+    ALERTS_ALL = "alerts-all"                  # alerts on every conversation one may see
+    CONTACT_SEARCH = "contact-search"          # search recorded transcripts
+    TRANSCRIPTS_READ = "transcripts-read"      # read a recorded conversation
+    RULES_MANAGE = "rules-manage"              # read and change escalation rules
+    USERS_MANAGE = "users-manage"              # users, profiles and tokens
+
+
+PROFILES: dict[str, frozenset[Permission]] = {
+    "Admin": frozenset(Permission),
+    "CallCenterManager": frozenset({
+        Permission.REALTIME_METRICS, Permission.MANAGER_MONITOR, Permission.ALERTS_ALL,
+        Permission.CONTACT_SEARCH, Permission.TRANSCRIPTS_READ,
+    }),
+    "Agent": frozenset({Permission.ALERTS_OWN}),
+    "Analyst": frozenset({Permission.CONTACT_SEARCH, Permission.TRANSCRIPTS_READ}),
+    "Connector": frozenset({Permission.INGEST}),
+}
+
+
+def permissions_of(profiles: list[str]) -> frozenset[Permission]:
+    granted: set[Permission] = set()
+    for name in profiles:
+        granted |= PROFILES.get(name, frozenset())
+    return frozenset(granted)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated user or connector."""
+
+    user_id: str
+    username: str
+    agent_id: str | None
+    profiles: tuple[str, ...]
+    permissions: frozenset[Permission]
+
+    def can(self, permission: Permission) -> bool:
+        return permission in self.permissions
+
+    def can_see_alert(self, agent_id: str | None) -> bool:
+        """Whether an alert on a conversation handled by ``agent_id`` reaches this user.
+
+        Scoping supervisors to queues or agent hierarchies extends this one function.
+        """
+        if self.can(Permission.ALERTS_ALL):
+            return True
+        own = agent_id is not None and agent_id == self.agent_id
+        return own and self.can(Permission.ALERTS_OWN)

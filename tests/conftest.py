@@ -1,0 +1,127 @@
+"""Shared fixtures: a real app on a throwaway SQLite file, driven through its sockets and
+HTTP routes, and users of every built-in profile with real API tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from contact_center.app import create_app
+from contact_center.settings import Settings
+from contact_center.sqlite_store import SQLiteStore
+from contact_center.store import Store
+from monitoring.auth import create_user, issue_token
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# Every store implementation runs the same tests; PostgreSQL joins this list.
+STORE_BACKENDS = ["sqlite"]
+
+
+def make_store(backend: str, tmp_path: Path) -> Store:
+    if backend == "sqlite":
+        return SQLiteStore(tmp_path / "cc.db")
+    raise ValueError(backend)
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(database=tmp_path / "cc.db")
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+class Users:
+    """Creates users with profiles and hands out their tokens."""
+
+    def __init__(self, store_factory: Callable[[], Store]) -> None:
+        self._store_factory = store_factory
+        self._ids = itertools.count(1)
+
+    def token(self, *profiles: str, agent_id: str | None = None,
+              username: str | None = None) -> str:
+        async def work() -> str:
+            store = self._store_factory()
+            await store.open()
+            try:
+                name = username or f"user{next(self._ids)}"
+                user = await create_user(store, name, list(profiles), agent_id)
+                return (await issue_token(store, user, "test"))[1]
+            finally:
+                await store.close()
+
+        return str(run(work()))
+
+
+@pytest.fixture
+def users(backend: str, tmp_path: Path) -> Users:
+    return Users(lambda: make_store(backend, tmp_path))
+
+
+@pytest.fixture
+def client(backend: str, settings: Settings, tmp_path: Path) -> Iterator[TestClient]:
+    app = create_app(settings, make_store(backend, tmp_path))
+    with TestClient(app) as c:
+        yield c
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+class Connector:
+    """An ingest socket: send events, read their replies."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.hello = ws.receive_json()
+
+    def send(self, event: dict[str, Any]) -> dict[str, Any]:
+        self.ws.send_json(event)
+        return self.ws.receive_json()  # type: ignore[no-any-return]
+
+    def start(self, cid: str, **conversation: Any) -> dict[str, Any]:
+        info = {"id": cid, "channel": "chat", "queue": "billing", "agent_id": "agent-1",
+                "customer": {"id": f"cust-{cid}", "name": "Pat", "email": "pat@example.com"},
+                "recording": "all"} | conversation
+        return self.send({"type": "conversation.started", "conversation": info})
+
+    def say(self, cid: str, sid: str, text: str, role: str = "customer",
+            **extra: Any) -> dict[str, Any]:
+        return self.send({"type": "segment", "conversation_id": cid, "segment_id": sid,
+                          "role": role, "text": text} | extra)
+
+    def end(self, cid: str) -> dict[str, Any]:
+        return self.send({"type": "conversation.ended", "conversation_id": cid})
+
+
+@pytest.fixture
+def connector_token(users: Users) -> str:
+    return users.token("Connector", username="connector")
+
+
+@pytest.fixture
+def ingest(client: TestClient, connector_token: str) -> Iterator[Connector]:
+    with client.websocket_connect("/v1/ingest", headers=auth(connector_token)) as ws:
+        yield Connector(ws)
+
+
+ANGRY = [
+    "This is terrible, I am furious and disgusted with your awful service!",
+    "Worst experience ever, I hate this, absolutely horrible and useless!",
+    "I am so angry, this is a disgrace and a total scam!",
+]
+HAPPY = "Thank you so much, that is wonderful, great help, I really love it!"

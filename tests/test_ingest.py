@@ -1,0 +1,187 @@
+"""The ingest socket and REST routes: acks, every error code, duplicates, ordering."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from fastapi.testclient import TestClient
+
+from analytics.scoring import score
+from tests.conftest import ANGRY, Connector, auth
+
+
+def test_hello_then_ack_with_scores(ingest: Connector) -> None:
+    assert ingest.hello["type"] == "hello" and ingest.hello["protocol"] == "cc.v1"
+    ack = ingest.start("c1")
+    assert ack == {"type": "ack", "event": "conversation.started", "status": "accepted",
+                   "conversation_id": "c1"}
+    reply = ingest.say("c1", "s1", ANGRY[0], ref="r-7")
+    assert reply["type"] == "ack" and reply["status"] == "accepted" and reply["ref"] == "r-7"
+    assert reply["scores"] == score(ANGRY[0]).as_dict()
+    assert reply["scores"]["compound"] < -0.5
+
+
+def test_every_error_code_keeps_the_socket_open(ingest: Connector, settings) -> None:
+    assert ingest.start("c1")["status"] == "accepted"
+    ingest.ws.send_text("{not json")
+    assert ingest.ws.receive_json()["code"] == "malformed_json"
+
+    bad = ingest.send({"type": "segment", "conversation_id": "c1", "segment_id": "s",
+                       "role": "robot", "text": "hi", "ref": "x1"})
+    assert bad["code"] == "validation_error" and bad["ref"] == "x1"
+    assert bad["details"][0]["loc"][-1] == "role"
+
+    assert ingest.send({"type": "nonsense"})["code"] == "validation_error"
+    assert ingest.send({"type": "segment"})["code"] == "validation_error"
+    too_long = ingest.say("c1", "s2", "x" * 8001)
+    assert too_long["code"] == "validation_error" and "text" in too_long["message"]
+
+    huge = json.dumps({"type": "segment", "pad": "y" * settings.max_message_bytes})
+    ingest.ws.send_text(huge)
+    assert ingest.ws.receive_json()["code"] == "message_too_large"
+
+    unknown = ingest.say("nope", "s1", "hello")
+    assert unknown["code"] == "unknown_conversation" and unknown["conversation_id"] == "nope"
+
+    assert ingest.end("c1")["status"] == "accepted"
+    assert ingest.say("c1", "s9", "hello again")["code"] == "conversation_ended"
+    assert ingest.end("c1")["status"] == "duplicate"
+
+    # The socket still works after all of that.
+    assert ingest.start("c2")["status"] == "accepted"
+    assert ingest.say("c2", "s1", "fine thanks")["status"] == "accepted"
+
+
+def test_binary_frames_carry_json_too(ingest: Connector) -> None:
+    ingest.ws.send_bytes(json.dumps({"type": "conversation.started",
+                                     "conversation": {"id": "b1"}}).encode())
+    assert ingest.ws.receive_json()["status"] == "accepted"
+
+
+def test_duplicate_segment_has_no_second_effect(ingest: Connector, settings) -> None:
+    ingest.start("c1")
+    first = ingest.say("c1", "s1", ANGRY[0])
+    again = ingest.say("c1", "s1", ANGRY[0])
+    assert first["status"] == "accepted" and again["status"] == "duplicate"
+    assert ingest.start("c1")["status"] == "duplicate"
+    with sqlite3.connect(settings.database) as db:
+        assert db.execute("SELECT count(*) FROM segments").fetchone()[0] == 1
+        state = json.loads(db.execute("SELECT state FROM conversations").fetchone()[0])
+    assert state["counts"]["customer"] == 1
+    assert state["rolling"]["values"] == [first["scores"]["compound"]]
+
+
+def test_partials_are_not_scored_and_a_late_partial_is_stale(ingest: Connector,
+                                                             settings) -> None:
+    ingest.start("v1", channel="voice")
+    partial = ingest.say("v1", "u1", "I want to", final=False)
+    assert partial["status"] == "accepted" and "scores" not in partial
+    final = ingest.say("v1", "u1", "I want to cancel", final=True)
+    assert final["status"] == "accepted" and "scores" in final
+    assert ingest.say("v1", "u1", "I want to canc", final=False)["status"] == "stale"
+    with sqlite3.connect(settings.database) as db:
+        rows = db.execute("SELECT segment_id, text FROM segments").fetchall()
+    assert rows == [("u1", "I want to cancel")]
+
+
+def test_out_of_order_final_is_accepted_and_flagged_late(ingest: Connector, settings) -> None:
+    ingest.start("c1")
+    on_time = ingest.say("c1", "s2", "second", started_at="2026-01-01T10:00:05Z")
+    late = ingest.say("c1", "s1", "first", started_at="2026-01-01T10:00:00Z")
+    assert on_time["late"] is False and late["late"] is True
+    with sqlite3.connect(settings.database) as db:
+        rows = db.execute("SELECT segment_id, seq, late FROM segments ORDER BY started_at")
+        assert rows.fetchall() == [("s1", 2, 1), ("s2", 1, 0)]
+
+
+def test_other_conversations_carry_on(ingest: Connector) -> None:
+    ingest.start("a")
+    ingest.start("b")
+    ingest.end("a")
+    assert ingest.say("a", "s1", "hi")["code"] == "conversation_ended"
+    assert ingest.say("b", "s1", "hi")["status"] == "accepted"
+
+
+def test_pipelined_events_get_replies_in_order(ingest: Connector) -> None:
+    ingest.start("p")
+    for i in range(50):
+        ingest.ws.send_json({"type": "segment", "conversation_id": "p", "segment_id": f"s{i}",
+                             "role": "customer", "text": f"message {i}", "ref": str(i)})
+    refs = [ingest.ws.receive_json()["ref"] for _ in range(50)]
+    assert refs == [str(i) for i in range(50)]
+
+
+def test_conversation_lifecycle_events(ingest: Connector, client: TestClient,
+                                       users) -> None:
+    ingest.start("t1", agent_id="bot-1")
+    events = [
+        {"type": "participant.joined", "conversation_id": "t1",
+         "participant": {"id": "sup-9", "role": "agent", "name": "Sam"}},
+        {"type": "bot.handover", "conversation_id": "t1", "agent_id": "agent-7"},
+        {"type": "conversation.transferred", "conversation_id": "t1", "to_agent_id": "agent-8",
+         "to_queue": "retention", "reason": "wants to cancel"},
+        {"type": "participant.left", "conversation_id": "t1", "participant_id": "sup-9"},
+    ]
+    for event in events:
+        assert ingest.send(event)["status"] == "accepted"
+    summary = client.get("/v1/live/conversations/t1",
+                         headers=auth(users.token("CallCenterManager"))).json()
+    assert summary["agent_id"] == "agent-8" and summary["queue"] == "retention"
+    assert summary["transfers"] == 1
+    assert {p["id"] for p in summary["participants"]} >= {"agent-7", "agent-8"}
+    assert "sup-9" not in {p["id"] for p in summary["participants"]}
+
+
+# -- REST ---------------------------------------------------------------------------------
+
+
+def test_rest_create_conversation_like_drift(client: TestClient, connector_token: str) -> None:
+    created = client.post("/v1/conversations", headers=auth(connector_token),
+                          json={"queue": "sales", "agent_id": "a1"})
+    assert created.status_code == 201
+    body = created.json()
+    assert body["status"] == "accepted" and len(body["id"]) == 32
+    assert body["monitor_url"] == f"/v1/conversations/{body['id']}/monitor"
+    again = client.post("/v1/conversations", headers=auth(connector_token),
+                        json={"id": body["id"]})
+    assert again.status_code == 200 and again.json()["status"] == "duplicate"
+
+
+def test_rest_segment_batch_results_in_order(client: TestClient, connector_token: str) -> None:
+    h = auth(connector_token)
+    client.post("/v1/conversations", headers=h, json={"id": "r1"})
+    segments = [{"segment_id": "1", "role": "customer", "text": ANGRY[0]},
+                {"segment_id": "1", "role": "customer", "text": ANGRY[0]},
+                {"segment_id": "2", "role": "agent", "text": "Sorry to hear that."}]
+    r = client.post("/v1/conversations/r1/segments", headers=h, json={"segments": segments})
+    assert r.status_code == 200
+    assert [x["status"] for x in r.json()["results"]] == ["accepted", "duplicate", "accepted"]
+
+    missing = client.post("/v1/conversations/zz/segments", headers=h,
+                          json={"segments": segments[:1]})
+    assert missing.status_code == 404
+    assert missing.json()["results"][0]["code"] == "unknown_conversation"
+
+    invalid = client.post("/v1/conversations/r1/segments", headers=h,
+                          json={"segments": [{"segment_id": "3", "role": "x", "text": "a"}]})
+    assert invalid.status_code == 422 and invalid.json()["code"] == "validation_error"
+
+
+def test_rest_events_batch(client: TestClient, connector_token: str) -> None:
+    h = auth(connector_token)
+    r = client.post("/v1/events", headers=h, json={"events": [
+        {"type": "conversation.started", "conversation": {"id": "e1"}},
+        {"type": "segment", "conversation_id": "e1", "segment_id": "1", "role": "customer",
+         "text": "hello"},
+        {"type": "conversation.ended", "conversation_id": "e1"},
+        {"type": "segment", "conversation_id": "e1", "segment_id": "2", "role": "customer",
+         "text": "hello?"},
+    ]})
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert [x.get("status") or x["code"] for x in results] == [
+        "accepted", "accepted", "accepted", "conversation_ended"]
+    ended = client.post("/v1/conversations/e1/segments", headers=h,
+                        json={"segments": [{"segment_id": "3", "role": "agent", "text": "x"}]})
+    assert ended.status_code == 409
