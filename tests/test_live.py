@@ -1,0 +1,200 @@
+"""Supervisors and agents: live lists, agent metrics, monitor streams, alert streams."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from starlette.testclient import WebSocketDenialResponse
+from starlette.websockets import WebSocketDisconnect
+
+from tests.conftest import ANGRY, HAPPY, Connector, Users, auth
+
+
+@pytest.fixture
+def manager(users: Users) -> str:
+    return users.token("CallCenterManager", username="manager")
+
+
+def escalate(ingest: Connector, cid: str, prefix: str = "a") -> list[dict]:
+    return [ingest.say(cid, f"{prefix}{i}", text) for i, text in enumerate(ANGRY)]
+
+
+def test_live_list_filters(ingest: Connector, client: TestClient, manager: str) -> None:
+    ingest.start("c1", queue="billing", agent_id="ann", channel="chat")
+    ingest.start("c2", queue="sales", agent_id="bob", channel="voice")
+    ingest.start("c3", queue="billing", agent_id="bob", channel="chat")
+    escalate(ingest, "c1")
+    ingest.say("c2", "h1", HAPPY)
+
+    def ids(**params) -> list[str]:
+        r = client.get("/v1/live/conversations", headers=auth(manager), params=params)
+        assert r.status_code == 200
+        return [c["id"] for c in r.json()["conversations"]]
+
+    assert ids() == ["c1", "c2", "c3"]  # worst sentiment first, unscored last
+    assert ids(queue="billing") == ["c1", "c3"]
+    assert ids(agent_id="bob") == ["c2", "c3"]
+    assert ids(channel="voice") == ["c2"]
+    assert ids(escalated="true") == ["c1"]
+    assert ids(escalated="false") == ["c2", "c3"]
+    assert ids(sentiment_below=-0.5) == ["c1"]
+    assert client.get("/v1/live/conversations", headers=auth(manager),
+                      params={"sentiment_below": 5}).status_code == 422
+
+    c1 = client.get("/v1/live/conversations/c1", headers=auth(manager)).json()
+    assert c1["escalated"] and c1["alerts"] >= 1
+    assert c1["counts"]["customer"] == 3
+    assert c1["sentiment"]["window"] < -0.5 and c1["sentiment"]["start"] < -0.5
+    assert c1["customer_waiting_seconds"] >= 0  # nobody answered the customer yet
+    ingest.say("c1", "ag1", "I am sorry, let me fix that for you.", role="agent")
+    c1 = client.get("/v1/live/conversations/c1", headers=auth(manager)).json()
+    assert c1["customer_waiting_seconds"] is None
+    assert c1["sentiment"]["last"]["ann"]["role"] == "agent"
+
+    ingest.end("c3")
+    assert ids() == ["c1", "c2"]
+    assert client.get("/v1/live/conversations/c3", headers=auth(manager)).status_code == 404
+
+
+def test_agent_metrics(ingest: Connector, client: TestClient, manager: str) -> None:
+    ingest.start("c1", agent_id="ann")
+    ingest.start("c2", agent_id="ann")
+    ingest.start("c3", agent_id="bob")
+    escalate(ingest, "c1")
+    ingest.say("c2", "h", HAPPY)
+    agents = client.get("/v1/live/agents", headers=auth(manager)).json()["agents"]
+    ann, bob = agents
+    assert ann["agent_id"] == "ann" and ann["conversations"] == 2
+    assert ann["open_alerts"] >= 1 and ann["escalated_conversations"] == 1
+    assert -1 < ann["average_customer_sentiment"] < 0.5
+    assert bob == {"agent_id": "bob", "conversations": 1, "open_alerts": 0,
+                   "escalated_conversations": 0, "average_customer_sentiment": None}
+
+
+def test_monitor_catch_up_then_live_then_end(ingest: Connector, client: TestClient,
+                                             manager: str, users: Users) -> None:
+    ingest.start("m1")
+    ingest.say("m1", "s1", "Hi, my order never arrived.")
+    ingest.say("m1", "s2", "Sorry about that, let me check.", role="agent")
+    other = users.token("CallCenterManager")
+    url = "/v1/conversations/m1/monitor"
+    with client.websocket_connect(url, headers=auth(manager)) as one, \
+            client.websocket_connect(url, headers=auth(other)) as two:
+        for ws in (one, two):
+            catch_up = ws.receive_json()
+            assert catch_up["type"] == "catch_up"
+            assert [t["segment_id"] for t in catch_up["transcript"]] == ["s1", "s2"]
+            assert all("compound" in t["scores"] for t in catch_up["transcript"])
+            assert catch_up["conversation"]["id"] == "m1"
+            assert ws.receive_json() == {"type": "live"}
+
+        ingest.say("m1", "s3", "I want to", final=False)
+        ingest.say("m1", "s3", ANGRY[0])
+        ingest.say("m1", "s4", ANGRY[1])
+        ingest.say("m1", "s5", ANGRY[2])
+        for ws in (one, two):
+            partial = ws.receive_json()
+            assert partial["final"] is False and "scores" not in partial
+            assert [ws.receive_json()["segment_id"] for _ in range(3)] == ["s3", "s4", "s5"]
+            alert = ws.receive_json()
+            assert alert["type"] == "alert"
+            assert alert["alert"]["rule_id"] == "negative-sentiment"
+        ingest.end("m1")
+        for ws in (one, two):
+            assert ws.receive_json()["type"] == "conversation.ended"
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+            assert closed.value.code == 1000
+
+
+def test_monitor_refuses_unknown_and_ended(ingest: Connector, client: TestClient,
+                                           manager: str) -> None:
+    with pytest.raises(WebSocketDenialResponse) as unknown:
+        with client.websocket_connect("/v1/conversations/zz/monitor", headers=auth(manager)):
+            pass
+    assert unknown.value.status_code == 404
+    ingest.start("gone")
+    ingest.end("gone")
+    with pytest.raises(WebSocketDenialResponse) as ended:
+        with client.websocket_connect("/v1/conversations/gone/monitor", headers=auth(manager)):
+            pass
+    assert ended.value.status_code == 410
+    assert ended.value.json()["code"] == "conversation_ended"
+
+
+def test_alerts_reach_the_agent_and_supervisors_with_evidence(
+        ingest: Connector, client: TestClient, manager: str, users: Users) -> None:
+    ann = users.token("Agent", agent_id="ann")
+    bob = users.token("Agent", agent_id="bob")
+    ingest.start("x1", agent_id="ann")
+    ingest.start("x2", agent_id="bob")
+    with client.websocket_connect("/v1/alerts/stream", headers=auth(ann)) as ann_ws, \
+            client.websocket_connect("/v1/alerts/stream", headers=auth(manager)) as sup_ws:
+        assert ann_ws.receive_json()["agent_id"] == "ann"
+        sup_ws.receive_json()
+        replies = escalate(ingest, "x1")
+        ingest.say("x2", "k1", "Let me speak to your supervisor right now")
+        ann_alert = ann_ws.receive_json()["alert"]
+        assert ann_alert["conversation_id"] == "x1" and ann_alert["agent_id"] == "ann"
+        evidence = ann_alert["evidence"]
+        assert evidence["rule"]["id"] == "negative-sentiment"
+        assert evidence["metric"] < -0.5
+        assert [s["segment_id"] for s in evidence["segments"]] == ["a0", "a1"]
+        assert [s["scores"] for s in evidence["segments"]] == [r["scores"] for r in replies[:2]]
+        assert evidence["segments"][0]["text"] == ANGRY[0]
+
+        seen = [sup_ws.receive_json()["alert"] for _ in range(2)]
+        assert seen[0]["id"] == ann_alert["id"]
+        assert seen[1]["rule_id"] == "escalation-phrases"
+        assert seen[1]["evidence"]["matched"] == ["supervisor"]
+    # Bob never saw Ann's alert; the REST list agrees.
+    bobs = client.get("/v1/alerts", headers=auth(bob)).json()["alerts"]
+    assert [a["conversation_id"] for a in bobs] == ["x2"]
+    every = client.get("/v1/alerts", headers=auth(manager)).json()["alerts"]
+    assert {a["conversation_id"] for a in every} == {"x1", "x2"}
+
+
+def test_live_board_snapshot_then_updates(ingest: Connector, client: TestClient,
+                                          manager: str) -> None:
+    ingest.start("b1")
+    with client.websocket_connect("/v1/live", headers=auth(manager)) as ws:
+        snapshot = ws.receive_json()
+        assert snapshot["type"] == "snapshot"
+        assert [c["id"] for c in snapshot["conversations"]] == ["b1"]
+        ingest.say("b1", "s1", ANGRY[0])
+        update = ws.receive_json()
+        assert update["type"] == "conversation.updated"
+        assert update["conversation"]["counts"]["customer"] == 1
+        ingest.end("b1")
+        assert ws.receive_json()["conversation"]["status"] == "ended"
+
+
+def test_one_alert_per_bad_patch_end_to_end(ingest: Connector, client: TestClient,
+                                            users: Users) -> None:
+    admin = auth(users.token("Admin"))
+    rules = {"rules": [{"id": "neg", "kind": "sentiment", "below": -0.5, "consecutive": 2,
+                        "clear_above": 0.0, "cooldown_seconds": 0}]}
+    assert client.put("/v1/rules", headers=admin, json=rules).status_code == 200
+    ingest.start("h1")
+    texts = ANGRY * 3  # one long bad patch: nine angry turns
+    for i, text in enumerate(texts):
+        ingest.say("h1", f"s{i}", text)
+
+    def alerts() -> int:
+        return len(client.get("/v1/alerts", headers=admin,
+                              params={"conversation_id": "h1"}).json()["alerts"])
+
+    assert alerts() == 1
+    for i in range(5):  # recover above the clear threshold
+        ingest.say("h1", f"h{i}", HAPPY)
+    for i, text in enumerate(ANGRY * 2):  # a window of 5 needs 4 to turn negative
+        ingest.say("h1", f"t{i}", text)
+    assert alerts() == 2
+
+    rules["rules"][0]["cooldown_seconds"] = 3600
+    client.put("/v1/rules", headers=admin, json=rules)
+    for i in range(5):
+        ingest.say("h1", f"j{i}", HAPPY)
+    for i, text in enumerate(ANGRY * 2):
+        ingest.say("h1", f"u{i}", text)
+    assert alerts() == 2  # re-armed, but still cooling down
