@@ -36,8 +36,15 @@ class RollingSentiment:
     def mean(self) -> float | None:
         return sum(self.values) / len(self.values) if self.values else None
 
+    @property
+    def last(self) -> float | None:
+        return self.values[-1] if self.values else None
+
     def value(self, metric: str) -> float | None:
-        """The metric a rule reads: ``window`` (moving mean) or ``ewma``."""
+        """The metric a rule reads: ``window`` (moving mean), ``ewma`` or ``turn`` (the
+        latest customer turn alone)."""
+        if metric == "turn":
+            return self.last
         return self.ewma if metric == "ewma" else self.mean
 
     def snapshot(self) -> dict[str, Any]:

@@ -36,7 +36,7 @@ class SentimentRule(_RuleBase):
     customer turns; re-arms only once it climbs back to ``clear_above`` (hysteresis)."""
 
     kind: Literal["sentiment"] = "sentiment"
-    metric: Literal["window", "ewma"] = "window"
+    metric: Literal["window", "ewma", "turn"] = "window"
     below: float = Field(default=-0.5, ge=-1, le=1)
     consecutive: int = Field(default=2, ge=1, le=100)
     clear_above: float = Field(default=-0.1, ge=-1, le=1)
@@ -82,12 +82,17 @@ class RuleSet(BaseModel):
 
 DEFAULT_RULES = RuleSet(
     rules=[
+        # A sustained bad patch: the moving mean stays below -0.5 for two customer turns.
         SentimentRule(id="negative-sentiment", below=-0.5, consecutive=2, clear_above=-0.1,
                       cooldown_seconds=300, severity="high"),
+        # One very negative customer turn; short chats rarely have a second one.
+        SentimentRule(id="very-negative-turn", metric="turn", below=-0.75, consecutive=1,
+                      clear_above=-0.25, cooldown_seconds=300, severity="medium"),
         KeywordRule(
             id="escalation-phrases",
             phrases=["cancel my account", "cancel my subscription", "close my account",
-                     "supervisor", "manager", "lawyer", "attorney", "sue you", "complaint"],
+                     "supervisor", "manager", "lawyer", "attorney", "sue you", "complaint",
+                     "refund", "report you"],
             cooldown_seconds=300,
             severity="medium",
         ),

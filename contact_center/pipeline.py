@@ -42,11 +42,6 @@ ALERTS_TOPIC = "alerts"
 LIVE_TOPIC = "live"
 
 
-def _new_alert_id(now: float) -> str:
-    """Time-ordered, unguessable: milliseconds in hex, then 64 random bits."""
-    return f"{int(now * 1000):012x}{secrets.token_hex(8)}"
-
-
 def _ack(event: p.Event, status: p.AckStatus = "accepted", **extra: Any) -> p.Ack:
     return p.Ack(ref=event.ref, event=event.type, status=status,
                  conversation_id=_conversation_id(event),
@@ -74,6 +69,7 @@ class Pipeline:
         self._ended: OrderedDict[str, None] = OrderedDict()
         self.processed = 0
         self.batches = 0
+        self._last_alert_ms = 0
 
     async def start(self) -> None:
         for stored in await self.store.load_conversations(None):
@@ -242,11 +238,16 @@ class Pipeline:
             self._raise(conv, trigger, now, batch, outbox)
         return _ack(event, scores=scores.as_dict(), late=late)
 
+    def _new_alert_id(self, now: float) -> str:
+        """Sortable and unguessable: strictly increasing milliseconds, then 64 random bits."""
+        self._last_alert_ms = max(int(now * 1000), self._last_alert_ms + 1)
+        return f"{self._last_alert_ms:012x}{secrets.token_hex(8)}"
+
     def _raise(self, conv: Conversation, trigger: Trigger, now: float, batch: WriteBatch,
                outbox: Outbox) -> None:
         conv.alerts += 1
         alert = {
-            "id": _new_alert_id(now), "conversation_id": conv.id, "rule_id": trigger.rule.id,
+            "id": self._new_alert_id(now), "conversation_id": conv.id, "rule_id": trigger.rule.id,
             "kind": trigger.rule.kind, "severity": trigger.rule.severity,
             "reason": trigger.reason, "raised_at": now, "agent_id": conv.agent_id,
             "queue": conv.queue, "status": "open",

@@ -254,7 +254,7 @@ class SQLiteStore:
         def q(db: sqlite3.Connection) -> list[dict[str, Any]]:
             where, args = ("WHERE conversation_id = ?", [conversation_id]) \
                 if conversation_id else ("", [])
-            rows = db.execute(f"SELECT * FROM alerts {where} ORDER BY raised_at DESC LIMIT ?",
+            rows = db.execute(f"SELECT * FROM alerts {where} ORDER BY id DESC LIMIT ?",
                               [*args, limit])
             return [_alert(r) for r in rows]
 
@@ -372,7 +372,7 @@ def _get_conversation(db: sqlite3.Connection, conversation_id: str) -> dict[str,
         return None
     turns = db.execute("SELECT * FROM segments WHERE conversation_id = ? ORDER BY seq",
                        (conversation_id,)).fetchall()
-    alerts = db.execute("SELECT * FROM alerts WHERE conversation_id = ? ORDER BY raised_at",
+    alerts = db.execute("SELECT * FROM alerts WHERE conversation_id = ? ORDER BY id",
                         (conversation_id,)).fetchall()
     events = db.execute("SELECT type, payload, at FROM conversation_events "
                         "WHERE conversation_id = ? ORDER BY id", (conversation_id,)).fetchall()

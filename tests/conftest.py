@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from starlette.testclient import WebSocketDenialResponse
 
 from contact_center.app import create_app
 from contact_center.settings import Settings
@@ -125,3 +126,11 @@ ANGRY = [
     "I am so angry, this is a disgrace and a total scam!",
 ]
 HAPPY = "Thank you so much, that is wonderful, great help, I really love it!"
+
+
+def refused(client: TestClient, url: str, headers: dict[str, str]) -> WebSocketDenialResponse:
+    """Open a socket that must be refused at the handshake; return the refusal."""
+    with pytest.raises(WebSocketDenialResponse) as denied:  # noqa: SIM117
+        with client.websocket_connect(url, headers=headers):
+            pass
+    return denied.value

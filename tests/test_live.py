@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
-from starlette.testclient import WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
-from tests.conftest import ANGRY, HAPPY, Connector, Users, auth
+from tests.conftest import ANGRY, HAPPY, Connector, Users, auth, refused
 
 
 @pytest.fixture
@@ -95,10 +94,10 @@ def test_monitor_catch_up_then_live_then_end(ingest: Connector, client: TestClie
         for ws in (one, two):
             partial = ws.receive_json()
             assert partial["final"] is False and "scores" not in partial
-            assert [ws.receive_json()["segment_id"] for _ in range(3)] == ["s3", "s4", "s5"]
-            alert = ws.receive_json()
-            assert alert["type"] == "alert"
-            assert alert["alert"]["rule_id"] == "negative-sentiment"
+            live = [ws.receive_json() for _ in range(5)]
+            assert [(m["type"], m.get("segment_id") or m["alert"]["rule_id"]) for m in live] == [
+                ("segment", "s3"), ("alert", "very-negative-turn"), ("segment", "s4"),
+                ("segment", "s5"), ("alert", "negative-sentiment")]
         ingest.end("m1")
         for ws in (one, two):
             assert ws.receive_json()["type"] == "conversation.ended"
@@ -109,17 +108,11 @@ def test_monitor_catch_up_then_live_then_end(ingest: Connector, client: TestClie
 
 def test_monitor_refuses_unknown_and_ended(ingest: Connector, client: TestClient,
                                            manager: str) -> None:
-    with pytest.raises(WebSocketDenialResponse) as unknown:
-        with client.websocket_connect("/v1/conversations/zz/monitor", headers=auth(manager)):
-            pass
-    assert unknown.value.status_code == 404
+    assert refused(client, "/v1/conversations/zz/monitor", auth(manager)).status_code == 404
     ingest.start("gone")
     ingest.end("gone")
-    with pytest.raises(WebSocketDenialResponse) as ended:
-        with client.websocket_connect("/v1/conversations/gone/monitor", headers=auth(manager)):
-            pass
-    assert ended.value.status_code == 410
-    assert ended.value.json()["code"] == "conversation_ended"
+    ended = refused(client, "/v1/conversations/gone/monitor", auth(manager))
+    assert ended.status_code == 410 and ended.json()["code"] == "conversation_ended"
 
 
 def test_alerts_reach_the_agent_and_supervisors_with_evidence(
@@ -134,7 +127,9 @@ def test_alerts_reach_the_agent_and_supervisors_with_evidence(
         sup_ws.receive_json()
         replies = escalate(ingest, "x1")
         ingest.say("x2", "k1", "Let me speak to your supervisor right now")
-        ann_alert = ann_ws.receive_json()["alert"]
+        turn_alert, ann_alert = (ann_ws.receive_json()["alert"] for _ in range(2))
+        assert turn_alert["rule_id"] == "very-negative-turn"
+        assert [s["segment_id"] for s in turn_alert["evidence"]["segments"]] == ["a0"]
         assert ann_alert["conversation_id"] == "x1" and ann_alert["agent_id"] == "ann"
         evidence = ann_alert["evidence"]
         assert evidence["rule"]["id"] == "negative-sentiment"
@@ -143,10 +138,10 @@ def test_alerts_reach_the_agent_and_supervisors_with_evidence(
         assert [s["scores"] for s in evidence["segments"]] == [r["scores"] for r in replies[:2]]
         assert evidence["segments"][0]["text"] == ANGRY[0]
 
-        seen = [sup_ws.receive_json()["alert"] for _ in range(2)]
-        assert seen[0]["id"] == ann_alert["id"]
-        assert seen[1]["rule_id"] == "escalation-phrases"
-        assert seen[1]["evidence"]["matched"] == ["supervisor"]
+        seen = [sup_ws.receive_json()["alert"] for _ in range(3)]
+        assert [a["id"] for a in seen[:2]] == [turn_alert["id"], ann_alert["id"]]
+        assert seen[2]["rule_id"] == "escalation-phrases"
+        assert seen[2]["evidence"]["matched"] == ["supervisor"]
     # Bob never saw Ann's alert; the REST list agrees.
     bobs = client.get("/v1/alerts", headers=auth(bob)).json()["alerts"]
     assert [a["conversation_id"] for a in bobs] == ["x2"]

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketDenialResponse
 
 from monitoring.permissions import PROFILES, Permission
-from tests.conftest import Users, auth
+from tests.conftest import Users, auth, refused
 
 P = Permission
 OPEN = {("GET", "/healthz"), ("GET", "/docs"), ("GET", "/openapi.json"),
@@ -107,11 +107,8 @@ def test_route_follows_profiles(client: TestClient, users: Users,
 
 
 def test_socket_refused_before_accept_with_reason(client: TestClient, users: Users) -> None:
-    with pytest.raises(WebSocketDenialResponse) as denied:
-        with client.websocket_connect("/v1/ingest", headers=auth(users.token("Agent"))):
-            pass
-    assert denied.value.status_code == 403
-    assert denied.value.json()["code"] == "forbidden"
+    denied = refused(client, "/v1/ingest", auth(users.token("Agent")))
+    assert denied.status_code == 403 and denied.json()["code"] == "forbidden"
 
 
 def test_browser_subprotocol_token_is_echoed(client: TestClient, users: Users) -> None:
@@ -124,11 +121,8 @@ def test_browser_subprotocol_token_is_echoed(client: TestClient, users: Users) -
 def test_disallowed_origin_is_refused(client: TestClient, users: Users) -> None:
     client.app.state.settings.allowed_origins = ["https://console.example"]  # type: ignore[attr-defined]
     token = users.token("Connector")
-    with pytest.raises(WebSocketDenialResponse) as denied:
-        with client.websocket_connect("/v1/ingest", headers={
-                **auth(token), "Origin": "https://evil.example"}):
-            pass
-    assert denied.value.status_code == 403
+    evil = {**auth(token), "Origin": "https://evil.example"}
+    assert refused(client, "/v1/ingest", evil).status_code == 403
     with client.websocket_connect("/v1/ingest", headers={
             **auth(token), "Origin": "https://console.example"}) as ws:
         assert ws.receive_json()["type"] == "hello"

@@ -1,0 +1,163 @@
+"""The store protocol, restarts, storage faults and bounded queues."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from contact_center import protocol as p
+from contact_center.app import create_app
+from contact_center.bus import InMemoryBus
+from contact_center.settings import Settings
+from contact_center.sqlite_store import SQLiteStore
+from contact_center.store import SegmentRow, Store, WriteBatch
+from monitoring.hub import Hub
+from tests.conftest import ANGRY, Connector, Users, auth, make_store, run
+
+META = {"id": "c1", "channel": "chat", "queue": "q", "agent_id": "a", "customer": {},
+        "recording": "all", "attributes": {}, "status": "live", "started_at": 1.0,
+        "ended_at": None, "updated_at": 1.0}
+
+
+def segment(sid: str, seq: int) -> SegmentRow:
+    return SegmentRow("c1", sid, seq, "customer", "cust", f"text {sid}",
+                      {"neg": 0.0, "neu": 1.0, "pos": 0.0, "compound": 0.0}, None, None, 2.0)
+
+
+def test_store_writes_are_idempotent_and_load_back(backend: str, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store: Store = make_store(backend, tmp_path)
+        await store.open()
+        try:
+            batch = WriteBatch(conversations={"c1": (META, {"next_seq": 3})},
+                               segments=[segment("s1", 1), segment("s2", 2)])
+            await store.write(batch)
+            await store.write(batch)  # a replayed batch changes nothing
+            [loaded] = await store.load_conversations(None)
+            assert loaded.segment_ids == {"s1", "s2"}
+            assert loaded.state == {"next_seq": 3}
+            assert [t["segment_id"] for t in loaded.recent] == ["s1", "s2"]
+            ended = META | {"status": "ended", "ended_at": 3.0}
+            await store.write(WriteBatch(conversations={"c1": (ended, {})}))
+            assert await store.load_conversations(None) == []
+            [again] = await store.load_conversations(["c1", "missing"])
+            assert again.meta["status"] == "ended"
+            assert (await store.get_conversation("c1"))["turns"][1]["text"] == "text s2"
+        finally:
+            await store.close()
+
+    run(scenario())
+
+
+def test_restart_resumes_live_state(tmp_path: Path, users: Users, connector_token: str,
+                                    backend: str) -> None:
+    settings = Settings(database=tmp_path / "cc.db")
+    manager = auth(users.token("CallCenterManager"))
+    admin = auth(users.token("Admin"))
+    with TestClient(create_app(settings, make_store(backend, tmp_path))) as client:
+        client.put("/v1/rules", headers=admin, json={"rules": [
+            {"id": "kw", "kind": "keyword", "phrases": ["refund"]}]})
+        with client.websocket_connect("/v1/ingest", headers=auth(connector_token)) as ws:
+            c = Connector(ws)
+            c.start("live-1")
+            c.say("live-1", "s1", ANGRY[0])
+            c.say("live-1", "s2", "I want a refund")
+        before = client.get("/v1/live/conversations/live-1", headers=manager).json()
+
+    with TestClient(create_app(settings, make_store(backend, tmp_path))) as client:
+        after = client.get("/v1/live/conversations/live-1", headers=manager).json()
+        assert after["counts"] == before["counts"] and after["alerts"] == 1
+        assert after["sentiment"]["window"] == before["sentiment"]["window"]
+        assert [r["id"] for r in client.get("/v1/rules", headers=admin).json()["rules"]] == ["kw"]
+        with client.websocket_connect("/v1/ingest", headers=auth(connector_token)) as ws:
+            c = Connector(ws)
+            assert c.say("live-1", "s1", ANGRY[0])["status"] == "duplicate"
+            assert c.say("live-1", "s3", "refund now")["status"] == "accepted"
+        with client.websocket_connect("/v1/conversations/live-1/monitor",
+                                      headers=manager) as ws:
+            catch_up = ws.receive_json()
+            assert [t["segment_id"] for t in catch_up["transcript"]] == ["s1", "s2", "s3"]
+        # The keyword rule's cooldown survived the restart: still one alert.
+        assert client.get("/v1/live/conversations/live-1", headers=manager).json()["alerts"] == 1
+
+
+class FlakyStore(SQLiteStore):
+    """A real SQLite store whose next write fails, as a full disk would."""
+
+    fail_next = False
+
+    async def write(self, batch: WriteBatch) -> None:
+        if self.fail_next:
+            self.fail_next = False
+            raise OSError("disk full")
+        await super().write(batch)
+
+
+def test_failed_commit_is_not_acked_and_a_retry_applies_once(tmp_path: Path,
+                                                             connector_token: str) -> None:
+    store = FlakyStore(tmp_path / "cc.db")
+    with TestClient(create_app(Settings(database=tmp_path / "cc.db"), store)) as client, \
+            client.websocket_connect("/v1/ingest", headers=auth(connector_token)) as ws:
+        c = Connector(ws)
+        c.start("f1")
+        assert c.say("f1", "s1", "first")["status"] == "accepted"
+        store.fail_next = True
+        failed = c.say("f1", "s2", ANGRY[0])
+        assert failed["code"] == "unavailable" and failed["segment_id"] == "s2"
+        retried = c.say("f1", "s2", ANGRY[0])
+        assert retried["status"] == "accepted"
+        assert c.say("f1", "s2", ANGRY[0])["status"] == "duplicate"
+        pipeline = client.app.state.pipeline  # type: ignore[attr-defined]
+        assert pipeline.conversations["f1"].counts["customer"] == 2
+
+        store.fail_next = True
+        assert c.start("f2")["code"] == "unavailable"
+        assert c.say("f2", "s1", "hi")["code"] == "unknown_conversation"
+        assert c.start("f2")["status"] == "accepted"
+
+
+def test_full_bus_answers_overloaded() -> None:
+    async def scenario() -> None:
+        bus = InMemoryBus(maxsize=1, submit_timeout=0.05)
+        event = p.ConversationStarted(conversation=p.ConversationInfo(id="x"), ref="r")
+        await bus.submit(event)
+        with pytest.raises(p.ProtocolError) as exc:
+            await bus.submit(event)
+        assert exc.value.code == p.ErrorCode.OVERLOADED and exc.value.ref == "r"
+        assert len(await bus.take(10)) == 1
+
+    run(scenario())
+
+
+def test_slow_subscriber_is_cut_off_without_slowing_others() -> None:
+    async def scenario() -> None:
+        hub = Hub(queue_size=3)
+        slow = hub.subscribe("t")
+        fast = hub.subscribe("t")
+        received = []
+        for i in range(10):
+            hub.publish("t", {"type": "n", "i": i})
+            received.append(await fast.next())
+        assert [m.type for m in received] == ["n"] * 10
+        assert slow.overflowed and await slow.next() is None
+        assert slow.queue.qsize() == 0
+        hub.unsubscribe(slow)
+        hub.unsubscribe(fast)
+        assert hub.subscribers("t") == 0
+
+    run(scenario())
+
+
+def test_alert_filter_applies_per_subscriber() -> None:
+    async def scenario() -> None:
+        hub = Hub()
+        ann = hub.subscribe("alerts", accept=lambda meta: meta["agent_id"] == "ann")
+        hub.publish("alerts", {"type": "alert"}, {"agent_id": "bob"})
+        hub.publish("alerts", {"type": "alert", "n": 2}, {"agent_id": "ann"})
+        message = await asyncio.wait_for(ann.next(), 1)
+        assert message is not None and '"n":2' in message.text
+
+    run(scenario())
