@@ -1,0 +1,141 @@
+"""The real thing: `contact-center serve` under uvicorn, driven over real sockets, plus
+the CLI and the simulator against it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from contact_center.simulate import default_source
+
+PROJECT = Path(__file__).resolve().parents[1]
+SAMPLE = PROJECT / "contact_center" / "samples" / "conversations.jsonl"
+
+
+def cli(*args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "contact_center", *args], capture_output=True,
+                          text=True, timeout=120, cwd=PROJECT)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+class Server:
+    def __init__(self, tmp_path: Path) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.db = tmp_path / "server.db"
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ws = f"ws://127.0.0.1:{self.port}"
+        self.output: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "contact_center", "serve", "--port", str(self.port),
+             "--db", str(self.db)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=PROJECT)
+        threading.Thread(target=self._collect, daemon=True).start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("server did not start:\n" + "".join(self.output))
+
+    def _collect(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+    def token(self, username: str, *profiles: str) -> str:
+        if profiles:
+            cli("users", "create", username, *[f"--profile={p}" for p in profiles],
+                "--db", str(self.db))
+        return cli("tokens", "create", username, "--db", str(self.db)).strip()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    s = Server(tmp_path_factory.mktemp("server"))
+    yield s
+    s.stop()
+
+
+def test_serve_explains_docs_and_admin_token(server: Server) -> None:
+    text = "".join(server.output)
+    assert f"{server.url}/docs" in text
+    assert "created user 'admin'" in text
+    assert f"contact-center tokens create admin --db {server.db}" in text
+    admin = server.token("admin")
+    me = httpx.get(f"{server.url}/v1/me", headers={"Authorization": f"Bearer {admin}"})
+    assert me.json()["profiles"] == ["Admin"]
+    assert httpx.get(f"{server.url}/v1/live/agents").status_code == 401
+    assert httpx.get(f"{server.url}/openapi.json").json()["info"]["title"] == "contact-center"
+
+
+def test_oversized_frame_closes_only_that_socket(server: Server) -> None:
+    token = server.token("big-connector", "Connector")
+    headers = {"Authorization": f"Bearer {token}"}
+
+    async def scenario() -> None:
+        async with connect(f"{server.ws}/v1/ingest", additional_headers=headers) as calm, \
+                connect(f"{server.ws}/v1/ingest", additional_headers=headers,
+                        max_size=None) as rude:
+            await calm.recv()
+            await rude.recv()
+            await rude.send("x" * (2 * 1024 * 1024))
+            with pytest.raises(ConnectionClosed) as closed:
+                await rude.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+            await calm.send(json.dumps({"type": "conversation.started",
+                                        "conversation": {"id": "after-big"}}))
+            assert json.loads(await calm.recv())["status"] == "accepted"
+
+    asyncio.run(scenario())
+    assert server.proc.poll() is None
+
+
+def test_simulate_replays_real_conversations_and_alerts_fire(server: Server) -> None:
+    out = cli("simulate", "--url", server.url, "--db", str(server.db), "--file", str(SAMPLE),
+              "--rate", "0", "--concurrency", "4")
+    alerts = [line for line in out.splitlines() if line.startswith("ALERT")]
+    assert len(alerts) == 4, out  # the sample's four alert-worthy moments (default rules)
+    summary = out.strip().splitlines()[-1]
+    assert "30 conversations" in summary and "errors: none" in summary, out
+    assert "alerts seen 4" in summary
+
+
+def test_secrets_never_reach_the_logs(server: Server) -> None:
+    token = server.token("log-check", "Connector")
+    httpx.get(f"{server.url}/v1/me", headers={"Authorization": f"Bearer {token}"})
+    httpx.get(f"{server.url}/v1/me", headers={"Authorization": "Bearer cc_wrong"})
+    time.sleep(0.2)
+    text = "".join(server.output)
+    assert "GET /v1/me" in text  # the access log is there, and it holds no token
+    assert token not in text and "cc_wrong" not in text
+
+
+def test_default_source_prefers_the_shared_corpus() -> None:
+    shared = Path.cwd().parent / "shared" / "data" / "twitter-care" / "conversations.jsonl"
+    expected = shared if shared.is_file() else SAMPLE
+    assert default_source().resolve() == expected.resolve()
