@@ -13,7 +13,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from functools import partial
 from typing import Any
 
@@ -80,8 +80,11 @@ class Pipeline:
             deliveries = await bus.take(self.batch_size)
             try:
                 await self.process(deliveries)
-            except Exception:  # pragma: no cover - process() answers every delivery itself
+            except Exception:
+                # A bug, not bad input (that gets an error reply): drop what memory may
+                # hold half-applied, answer "retry", and keep serving.
                 log.exception("pipeline batch failed")
+                self._forget({_conversation_id(d.event) for d in deliveries})
                 for d in deliveries:
                     d.settle(_error(d.event, p.ErrorCode.UNAVAILABLE, "internal error; retry"))
             finally:
@@ -146,7 +149,7 @@ class Pipeline:
         while len(self._ended) > ENDED_MEMORY:
             self._ended.popitem(last=False)
 
-    def _forget(self, touched: dict[str, Conversation]) -> None:
+    def _forget(self, touched: Collection[str]) -> None:
         """After a failed commit, drop what memory changed; the store is the truth."""
         for cid in touched:
             self.conversations.pop(cid, None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, WebSocket
@@ -42,14 +43,18 @@ def matches(conv: Conversation, *, queue: str | None = None, agent_id: str | Non
     return True
 
 
-def agent_metrics(conversations: list[Conversation]) -> list[dict[str, Any]]:
-    """Per agent: live conversations, their mean customer sentiment, alerts raised."""
-    agents: dict[str, dict[str, Any]] = {}
+def agent_metrics(conversations: list[Conversation],
+                  known_agents: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Per agent: live conversations, their mean customer sentiment, alerts raised.
+    ``known_agents`` (agent users) are listed even while they handle nothing."""
+
+    def row(agent_id: str | None) -> dict[str, Any]:
+        return {"agent_id": agent_id, "conversations": 0, "open_alerts": 0,
+                "escalated_conversations": 0, "_sentiments": []}
+
+    agents: dict[str, dict[str, Any]] = {a: row(a) for a in known_agents}
     for conv in conversations:
-        key = conv.agent_id or "(unassigned)"
-        a = agents.setdefault(key, {"agent_id": conv.agent_id, "conversations": 0,
-                                    "open_alerts": 0, "escalated_conversations": 0,
-                                    "_sentiments": []})
+        a = agents.setdefault(conv.agent_id or "(unassigned)", row(conv.agent_id))
         a["conversations"] += 1
         a["open_alerts"] += conv.alerts
         a["escalated_conversations"] += conv.alerts > 0
@@ -98,7 +103,10 @@ async def live_conversation(request: Request, conversation_id: str,
 @router.get("/v1/live/agents")
 async def live_agents(request: Request,
                       _: Principal = require(Permission.REALTIME_METRICS)) -> dict[str, Any]:
-    return {"agents": agent_metrics(list(_pipeline(request).conversations.values()))}
+    agent_users = [u.agent_id for u in await request.app.state.store.list_users()
+                   if u.agent_id and "Agent" in u.profiles]
+    return {"agents": agent_metrics(list(_pipeline(request).conversations.values()),
+                                    agent_users)}
 
 
 @router.get("/v1/alerts")

@@ -6,7 +6,9 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from tests.conftest import ANGRY, HAPPY, Connector, Users, auth, refused
+from contact_center.app import create_app
+from contact_center.settings import Settings
+from tests.conftest import ANGRY, HAPPY, Connector, Users, auth, make_store, refused
 
 
 @pytest.fixture
@@ -55,19 +57,22 @@ def test_live_list_filters(ingest: Connector, client: TestClient, manager: str) 
     assert client.get("/v1/live/conversations/c3", headers=auth(manager)).status_code == 404
 
 
-def test_agent_metrics(ingest: Connector, client: TestClient, manager: str) -> None:
+def test_agent_metrics(ingest: Connector, client: TestClient, manager: str,
+                       users: Users) -> None:
+    users.token("Agent", agent_id="cy")  # an agent with nothing to do yet
     ingest.start("c1", agent_id="ann")
     ingest.start("c2", agent_id="ann")
     ingest.start("c3", agent_id="bob")
     escalate(ingest, "c1")
     ingest.say("c2", "h", HAPPY)
     agents = client.get("/v1/live/agents", headers=auth(manager)).json()["agents"]
-    ann, bob = agents
+    ann, bob, cy = agents
     assert ann["agent_id"] == "ann" and ann["conversations"] == 2
     assert ann["open_alerts"] >= 1 and ann["escalated_conversations"] == 1
     assert -1 < ann["average_customer_sentiment"] < 0.5
     assert bob == {"agent_id": "bob", "conversations": 1, "open_alerts": 0,
                    "escalated_conversations": 0, "average_customer_sentiment": None}
+    assert cy["agent_id"] == "cy" and cy["conversations"] == 0
 
 
 def test_monitor_catch_up_then_live_then_end(ingest: Connector, client: TestClient,
@@ -193,3 +198,25 @@ def test_one_alert_per_bad_patch_end_to_end(ingest: Connector, client: TestClien
     for i, text in enumerate(ANGRY * 2):
         ingest.say("h1", f"u{i}", text)
     assert alerts() == 2  # re-armed, but still cooling down
+
+
+def test_rules_api_validates_and_rules_file_loads(client: TestClient, users: Users,
+                                                  tmp_path, backend) -> None:
+    admin = auth(users.token("Admin"))
+    default = client.get("/v1/rules", headers=admin).json()["rules"]
+    assert {r["id"] for r in default} == {"negative-sentiment", "very-negative-turn",
+                                          "escalation-phrases"}
+    bad = client.put("/v1/rules", headers=admin, json={"rules": [
+        {"id": "x", "kind": "sentiment", "below": -0.2, "clear_above": -0.9}]})
+    assert bad.status_code == 422 and bad.json()["code"] == "validation_error"
+    assert client.get("/v1/rules", headers=admin).json()["rules"] == default
+
+    rules_file = tmp_path / "rules.json"
+    rules_file.write_text('{"rules": [{"id": "only", "kind": "keyword", "phrases": ["x"]}]}')
+    settings = Settings(database=tmp_path / "other.db", rules_file=rules_file)
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    with TestClient(create_app(settings, make_store(backend, other_dir))) as other:
+        token = Users(lambda: make_store(backend, other_dir)).token("Admin")
+        loaded = other.get("/v1/rules", headers=auth(token)).json()["rules"]
+        assert [r["id"] for r in loaded] == ["only"]
