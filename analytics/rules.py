@@ -54,7 +54,7 @@ class KeywordRule(_RuleBase):
 
     kind: Literal["keyword"] = "keyword"
     phrases: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(min_length=1)
-    roles: list[Role] = Field(default_factory=lambda: ["customer"], min_length=1)
+    roles: list[Role] = Field(default=["customer"], min_length=1)
 
     @cached_property
     def pattern(self) -> re.Pattern[str]:

@@ -92,10 +92,12 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [{"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]}
-                   for e in exc.errors()]
-        first = details[0] if details else {"loc": [], "msg": "invalid request"}
-        message = ".".join(first["loc"]) + ": " + first["msg"]
+        details = [{"loc": [str(p) for p in e["loc"]], "msg": str(e["msg"]),
+                    "type": str(e["type"])} for e in exc.errors()]
+        message = "invalid request"
+        if exc.errors():
+            first = exc.errors()[0]
+            message = ".".join(str(p) for p in first["loc"]) + ": " + str(first["msg"])
         return JSONResponse({"type": "error", "code": "validation_error", "message": message,
                              "details": details}, status_code=422)
 

@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 ENDED_MEMORY = 50_000  # ended conversation ids remembered to answer late events fast
 
-Outbox = list[Callable[[], None]]
+class Outbox(list[Callable[[], None]]):
+    """Effects to run once the batch is committed, in order."""
 
 
 def conversation_topic(conversation_id: str) -> str:
@@ -99,7 +100,7 @@ class Pipeline:
             texts = [deliveries[i].event.text for i in finals]  # type: ignore[union-attr]
             scored = dict(zip(finals, await asyncio.to_thread(score_many, texts), strict=True))
 
-        batch, outbox = WriteBatch(), []
+        batch, outbox = WriteBatch(), Outbox()
         touched: dict[str, Conversation] = {}
         replies = [self._apply(d, scored.get(i), batch, outbox, touched)
                    for i, d in enumerate(deliveries)]
@@ -164,11 +165,10 @@ class Pipeline:
         if isinstance(event, p.ConversationStarted):
             if cid in self.conversations or cid in self._ended:
                 return _ack(event, "duplicate")
-            conv = Conversation.start(event, now, self.rolling)
-            self.conversations[cid] = conv
-            touched[cid] = conv
-            batch.events.append(EventRow(cid, event.type, {"agent_id": conv.agent_id,
-                                                           "queue": conv.queue}, now))
+            started = Conversation.start(event, now, self.rolling)
+            self.conversations[cid] = touched[cid] = started
+            batch.events.append(EventRow(cid, event.type, {"agent_id": started.agent_id,
+                                                           "queue": started.queue}, now))
             return _ack(event)
 
         conv = self.conversations.get(cid)
@@ -249,19 +249,19 @@ class Pipeline:
     def _raise(self, conv: Conversation, trigger: Trigger, now: float, batch: WriteBatch,
                outbox: Outbox) -> None:
         conv.alerts += 1
-        alert = {
+        evidence: dict[str, Any] = {
+            "rule": trigger.rule.model_dump(), "metric": trigger.metric,
+            "matched": list(trigger.matched), "segments": [t.evidence() for t in trigger.turns]}
+        alert: dict[str, Any] = {
             "id": self._new_alert_id(now), "conversation_id": conv.id, "rule_id": trigger.rule.id,
             "kind": trigger.rule.kind, "severity": trigger.rule.severity,
             "reason": trigger.reason, "raised_at": now, "agent_id": conv.agent_id,
-            "queue": conv.queue, "status": "open",
-            "evidence": {"rule": trigger.rule.model_dump(), "metric": trigger.metric,
-                         "matched": list(trigger.matched),
-                         "segments": [t.evidence() for t in trigger.turns]},
+            "queue": conv.queue, "status": "open", "evidence": evidence,
         }
-        stored = dict(alert["evidence"])
         # Evidence is stored under the same recording policy as the transcript.
-        stored["segments"] = [s if records(conv.recording, s["role"]) else {**s, "text": None}
-                              for s in alert["evidence"]["segments"]]
+        stored = evidence | {"segments": [
+            s if records(conv.recording, s["role"]) else {**s, "text": None}
+            for s in evidence["segments"]]}
         batch.alerts.append(AlertRow(
             id=alert["id"], conversation_id=conv.id, rule_id=trigger.rule.id,
             kind=trigger.rule.kind, severity=trigger.rule.severity, reason=trigger.reason,

@@ -390,7 +390,8 @@ def _like(term: str) -> str:
 
 
 def _search(db: sqlite3.Connection, q: SearchQuery) -> list[dict[str, Any]]:
-    where, args = ["s.text IS NOT NULL"], []
+    where: list[str] = ["s.text IS NOT NULL"]
+    args: list[Any] = []
     for term in q.terms:
         where.append("s.text LIKE ? ESCAPE '\\'")
         args.append(_like(term))

@@ -128,9 +128,9 @@ async def _pump(ws: WebSocket, sub: Subscription, hub: Hub, first: list[dict[str
     ends (a message of ``until_type``), or the client is too slow and is cut off."""
 
     async def send_all() -> None:
-        for message in first:
-            await ws.send_json(message)
-            if message.get("type") == until_type:
+        for opening in first:
+            await ws.send_json(opening)
+            if opening.get("type") == until_type:
                 await ws.close(1000, "conversation ended")
                 return
         while True:
