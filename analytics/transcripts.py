@@ -31,7 +31,7 @@ async def get_transcript(request: Request, conversation_id: str,
     if conversation is None:
         raise HTTPException(404, {"type": "error", "code": "unknown_conversation",
                                   "message": f"no conversation {conversation_id}"})
-    return conversation  # type: ignore[no-any-return]
+    return conversation
 
 
 @router.get("/v1/transcripts")

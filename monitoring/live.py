@@ -69,7 +69,7 @@ def agent_metrics(conversations: list[Conversation],
 
 
 def _pipeline(conn: Request | WebSocket) -> Pipeline:
-    return conn.app.state.pipeline  # type: ignore[no-any-return]
+    return conn.app.state.pipeline
 
 
 @router.get("/v1/live/conversations")
