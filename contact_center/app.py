@@ -98,7 +98,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         if exc.errors():
             first = exc.errors()[0]
             message = ".".join(str(p) for p in first["loc"]) + ": " + str(first["msg"])
-        return JSONResponse({"type": "error", "code": "validation_error", "message": message,
+        code = "malformed_json" if any(d["type"] == "json_invalid" for d in details) \
+            else "validation_error"
+        return JSONResponse({"type": "error", "code": code, "message": message,
                              "details": details}, status_code=422)
 
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,7 +14,7 @@ import click
 from contact_center import __version__
 from contact_center.settings import Settings
 from contact_center.sqlite_store import SQLiteStore
-from contact_center.store import User
+from contact_center.store import Token, User
 from monitoring.auth import create_user, issue_token
 from monitoring.permissions import PROFILES
 
@@ -32,7 +33,13 @@ def _settings(database: Path | None, **overrides: Any) -> Settings:
     return settings.model_copy(update=values)
 
 
-def _with_store(database: Path, work: Callable[[SQLiteStore], Awaitable[T]]) -> T:
+def _with_store(database: Path, work: Callable[[SQLiteStore], Awaitable[T]],
+                create: bool = False) -> T:
+    if not create and not database.exists():
+        raise click.ClickException(
+            f"no database at {database}; start the service with 'contact-center serve' "
+            "first, or point --db (or CC_DATABASE) at its database")
+
     async def run() -> T:
         store = SQLiteStore(database)
         await store.open()
@@ -80,19 +87,27 @@ def serve(host: str | None, port: int | None, database: Path | None,
         await create_user(store, "admin", ["Admin"])
         return True
 
-    created = _with_store(settings.database, bootstrap)
+    created = _with_store(settings.database, bootstrap, create=True)
     base = f"http://{settings.host}:{settings.port}"
     click.echo(f"contact-center {__version__}: {base}  (database {settings.database})")
     click.echo(f"API docs:        {base}/docs   protocol: docs/protocol.md")
     if created:
         click.echo("First start: created user 'admin' with the Admin profile.")
-    click.echo("Admin API token: contact-center tokens create admin "
+    click.echo("Get an admin API token with:  contact-center tokens create admin "
                f"--db {settings.database}")
-    click.echo(f"Demo traffic:    contact-center simulate --url {base} --db {settings.database}")
+    click.echo(f"Send demo traffic with:       contact-center simulate --url {base} "
+               f"--db {settings.database}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("uvicorn.error").addFilter(_refusals_are_not_errors)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 ws="websockets-sansio", ws_max_size=settings.ws_max_frame_bytes,
                 ws_per_message_deflate=False, log_level="info")
+
+
+def _refusals_are_not_errors(record: logging.LogRecord) -> bool:
+    # uvicorn's websockets-sansio backend logs this after every socket we refuse with an
+    # HTTP denial response (401/403/404/410), although the refusal is delivered intact.
+    return record.getMessage() != "ASGI callable returned without completing handshake."
 
 
 @main.group()
@@ -144,6 +159,21 @@ def tokens_create(username: str, label: str, database: Path | None) -> None:
         return secret
 
     click.echo(_with_store(_settings(database).database, work))
+
+
+@tokens.command("list")
+@click.argument("username")
+@db_option
+def tokens_list(username: str, database: Path | None) -> None:
+    """List USERNAME's tokens: id, label, created, state (never the token itself)."""
+
+    async def work(store: SQLiteStore) -> list[Token]:
+        return await store.list_tokens((await _user_or_fail(store, username)).id)
+
+    for token in _with_store(_settings(database).database, work):
+        created = datetime.fromtimestamp(token.created_at, UTC).isoformat(timespec="seconds")
+        state = "revoked" if token.revoked else "active"
+        click.echo(f"{token.id}\t{token.label or '-'}\t{created}\t{state}")
 
 
 @tokens.command("revoke")

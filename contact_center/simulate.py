@@ -55,8 +55,8 @@ class Report:
         rate = self.segments / self.elapsed if self.elapsed else 0.0
         errors = ", ".join(f"{k}={v}" for k, v in sorted(self.errors.items())) or "none"
         return (f"{self.conversations} conversations, {self.segments} segments in "
-                f"{self.elapsed:.1f}s ({rate:.1f} segments/s); acked {self.acked}, "
-                f"duplicates {self.duplicates}, errors: {errors}; alerts seen {self.alerts}")
+                f"{self.elapsed:.1f}s ({rate:.1f} segments/s); events acked {self.acked} "
+                f"(duplicates {self.duplicates}), errors: {errors}; alerts seen {self.alerts}")
 
 
 class RateLimiter:

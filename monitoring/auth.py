@@ -117,7 +117,8 @@ def require(*permissions: Permission) -> Any:
 async def deny(ws: WebSocket, status: int, body: dict[str, Any]) -> None:
     """Refuse a socket before accepting it, with an HTTP status when the server can."""
     if "websocket.http.response" in ws.scope.get("extensions", {}):
-        await ws.send_denial_response(JSONResponse(body, status_code=status))
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        await ws.send_denial_response(JSONResponse(body, status_code=status, headers=headers))
     else:
         await ws.close(code=1008, reason=body.get("code", "denied"))
 

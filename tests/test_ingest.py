@@ -163,6 +163,10 @@ def test_rest_segment_batch_results_in_order(client: TestClient, connector_token
     assert missing.status_code == 404
     assert missing.json()["results"][0]["code"] == "unknown_conversation"
 
+    broken = client.post("/v1/events", headers={**h, "Content-Type": "application/json"},
+                         content=b"{nope")
+    assert broken.status_code == 422 and broken.json()["code"] == "malformed_json"
+
     invalid = client.post("/v1/conversations/r1/segments", headers=h,
                           json={"segments": [{"segment_id": "3", "role": "x", "text": "a"}]})
     assert invalid.status_code == 422 and invalid.json()["code"] == "validation_error"

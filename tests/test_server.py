@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from contact_center.simulate import default_source
 
@@ -124,6 +124,39 @@ def test_simulate_replays_real_conversations_and_alerts_fire(server: Server) -> 
     summary = out.strip().splitlines()[-1]
     assert "30 conversations" in summary and "errors: none" in summary, out
     assert "alerts seen 4" in summary
+
+
+def test_refused_sockets_are_answered_and_not_logged_as_errors(server: Server) -> None:
+    async def refused_status(headers: dict[str, str]) -> tuple[int, str | None]:
+        try:
+            async with connect(f"{server.ws}/v1/ingest", additional_headers=headers):
+                return 101, None
+        except InvalidStatus as exc:
+            return exc.response.status_code, exc.response.headers.get("WWW-Authenticate")
+
+    agent = server.token("refused-agent", "Agent")
+    assert asyncio.run(refused_status({})) == (401, "Bearer")
+    assert asyncio.run(refused_status({"Authorization": f"Bearer {agent}"})) == (403, None)
+    time.sleep(0.2)
+    assert not [line for line in server.output if line.startswith("ERROR")]
+
+
+def test_cli_refuses_a_missing_database_and_lists_tokens(server: Server,
+                                                         tmp_path: Path) -> None:
+    missing = subprocess.run(
+        [sys.executable, "-m", "contact_center", "tokens", "create", "admin",
+         "--db", str(tmp_path / "nope.db")], capture_output=True, text=True, cwd=PROJECT)
+    assert missing.returncode == 1 and "no database at" in missing.stderr
+    assert not (tmp_path / "nope.db").exists()
+    server.token("lister", "Analyst")
+    cli("tokens", "create", "lister", "--label", "second", "--db", str(server.db))
+    listed = cli("tokens", "list", "lister", "--db", str(server.db)).splitlines()
+    assert [line.split("\t")[1] for line in listed] == ["-", "second"]
+    token_id = listed[0].split("\t")[0]
+    assert cli("tokens", "revoke", token_id, "--db", str(server.db)).strip() == "revoked"
+    assert cli("tokens", "list", "lister", "--db", str(server.db)).splitlines()[0] \
+        .endswith("revoked")
+    assert "lister\tAnalyst" in cli("users", "list", "--db", str(server.db))
 
 
 def test_secrets_never_reach_the_logs(server: Server) -> None:
