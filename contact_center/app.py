@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await store.open()
         hub = Hub(settings.subscriber_queue_size)
-        bus = InMemoryBus(settings.bus_queue_size, settings.submit_timeout_seconds)
+        bus = InMemoryBus(settings.bus_queue_size)
         pipeline = Pipeline(store, hub, await load_rules(settings, store), settings.rolling,
                             settings.batch_size)
         await pipeline.start()

@@ -27,8 +27,9 @@ class Delivery:
 
 
 class Bus(Protocol):
-    async def submit(self, event: Event) -> asyncio.Future[Reply]:
-        """Enqueue an event; the returned future resolves once it is durably handled."""
+    async def submit(self, event: Event, max_wait: float | None) -> asyncio.Future[Reply]:
+        """Enqueue an event, waiting up to ``max_wait`` seconds for room (None: as long as
+        it takes); the returned future resolves once the event is durably handled."""
         ...
 
     async def take(self, max_items: int) -> list[Delivery]:
@@ -45,22 +46,21 @@ class Bus(Protocol):
 
 
 class InMemoryBus:
-    def __init__(self, maxsize: int = 10_000, submit_timeout: float = 5.0) -> None:
+    def __init__(self, maxsize: int = 10_000) -> None:
         self._queue: asyncio.Queue[Delivery] = asyncio.Queue(maxsize)
-        self._submit_timeout = submit_timeout
 
     @property
     def depth(self) -> int:
         return self._queue.qsize()
 
-    async def submit(self, event: Event) -> asyncio.Future[Reply]:
+    async def submit(self, event: Event, max_wait: float | None) -> asyncio.Future[Reply]:
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         delivery = Delivery(event, time.time(), future)
         try:
             self._queue.put_nowait(delivery)
         except asyncio.QueueFull:
             try:
-                await asyncio.wait_for(self._queue.put(delivery), self._submit_timeout)
+                await asyncio.wait_for(self._queue.put(delivery), max_wait)
             except TimeoutError:
                 raise ProtocolError(ErrorCode.OVERLOADED,
                                     "the pipeline is saturated; retry later",

@@ -85,8 +85,7 @@ class Conversation:
             self.rolling.add(scores.compound)
             if self.start_sentiment is None:
                 self.start_sentiment = scores.compound
-            if self.customer_waiting_since is None:
-                self.customer_waiting_since = now
+            self.customer_waiting_since = now
         else:
             self.customer_waiting_since = None
         turn = Turn(segment_id=segment.segment_id, role=segment.role, participant_id=participant,

@@ -37,13 +37,25 @@ async def _send_replies(ws: WebSocket, pending: Pending) -> None:
 
 
 async def _submit(bus: Bus, raw: str | bytes, limit: int) -> asyncio.Future[p.Reply] | p.Reply:
-    if len(raw) > limit:
+    size = len(raw) if isinstance(raw, bytes) else len(raw.encode())
+    if size > limit:
         return p.ErrorReply(code=p.ErrorCode.MESSAGE_TOO_LARGE,
-                            message=f"message is {len(raw)} bytes; the limit is {limit}")
+                            message=f"message is {size} bytes; the limit is {limit}")
     try:
-        return await bus.submit(p.parse_event(raw))
+        # No deadline: a socket waits for room, so its events stay in order and TCP
+        # pushes back on the connector.
+        return await bus.submit(p.parse_event(raw), max_wait=None)
     except p.ProtocolError as exc:
         return p.ErrorReply.of(exc)
+
+
+async def _read_events(ws: WebSocket, pending: Pending, bus: Bus, limit: int) -> None:
+    while True:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        raw = message.get("text") if message.get("text") is not None else message.get("bytes")
+        await pending.put(await _submit(bus, raw or "", limit))
 
 
 @router.websocket("/v1/ingest")
@@ -58,18 +70,17 @@ async def ingest_socket(ws: WebSocket) -> None:
     # Bounded: once `ingest_window` events await their reply, reading pauses and TCP
     # pushes back on the connector.
     pending: Pending = asyncio.Queue(settings.ingest_window)
-    sender = asyncio.create_task(_send_replies(ws, pending))
+    tasks = [asyncio.create_task(_read_events(ws, pending, bus, settings.max_message_bytes)),
+             asyncio.create_task(_send_replies(ws, pending))]
     try:
-        while not sender.done():
-            message = await ws.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            raw = message.get("text") if message.get("text") is not None else message.get("bytes")
-            await pending.put(await _submit(bus, raw or "", settings.max_message_bytes))
+        # Whichever side stops first (the client left, a send failed) ends both.
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await sender
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
 
 # -- REST ---------------------------------------------------------------------------------
@@ -93,14 +104,26 @@ class BatchResult(BaseModel):
     results: list[p.Ack | p.ErrorReply]
 
 
-async def _apply_all(bus: Bus, events: list[Any]) -> list[p.Reply]:
+async def _apply_all(bus: Bus, events: list[Any], max_wait: float) -> list[p.Reply]:
+    """Submit a batch in order within one deadline. Once one event is refused as
+    overloaded, the rest are too, so a retry from that point keeps the order."""
+    deadline = asyncio.get_running_loop().time() + max_wait
     futures: list[asyncio.Future[p.Reply] | p.Reply] = []
     for event in events:
+        if futures and isinstance(futures[-1], p.ErrorReply):
+            futures.append(futures[-1].model_copy(update={"ref": event.ref}))
+            continue
+        left = max(0.0, deadline - asyncio.get_running_loop().time())
         try:
-            futures.append(await bus.submit(event))
+            futures.append(await bus.submit(event, max_wait=left))
         except p.ProtocolError as exc:
             futures.append(p.ErrorReply.of(exc))
     return [await f if isinstance(f, asyncio.Future) else f for f in futures]
+
+
+async def _apply_rest(request: Request, events: list[Any]) -> list[p.Reply]:
+    settings = request.app.state.settings
+    return await _apply_all(request.app.state.bus, events, settings.submit_timeout_seconds)
 
 
 def _status_for(results: list[p.Reply]) -> int:
@@ -124,7 +147,7 @@ async def create_conversation(request: Request, conversation: p.ConversationInfo
                               _: Any = require(Permission.INGEST)) -> JSONResponse:
     """Start a conversation (the id is generated when omitted) and get its monitor URL."""
     event = p.ConversationStarted(conversation=conversation)
-    reply = (await _apply_all(request.app.state.bus, [event]))[0]
+    reply = (await _apply_rest(request, [event]))[0]
     if isinstance(reply, p.ErrorReply):
         return JSONResponse(reply.model_dump(mode="json", exclude_none=True),
                             status_code=_status_for([reply]))
@@ -143,11 +166,11 @@ async def post_segments(request: Request, conversation_id: str, batch: SegmentBa
     except ValueError as exc:
         return JSONResponse({"type": "error", "code": p.ErrorCode.VALIDATION_ERROR,
                              "message": str(exc)}, status_code=422)
-    return _batch_response(await _apply_all(request.app.state.bus, events))
+    return _batch_response(await _apply_rest(request, events))
 
 
 @router.post("/v1/events", response_model=BatchResult)
 async def post_events(request: Request, batch: EventBatch,
                       _: Any = require(Permission.INGEST)) -> JSONResponse:
     """Post any protocol events (the same JSON as on the socket); results are in order."""
-    return _batch_response(await _apply_all(request.app.state.bus, batch.events))
+    return _batch_response(await _apply_rest(request, batch.events))

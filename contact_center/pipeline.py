@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from analytics.rolling import RollingConfig
 from analytics.rules import RuleSet, Trigger, evaluate
@@ -28,11 +28,16 @@ from monitoring.hub import Hub
 from monitoring.recording import records
 
 log = logging.getLogger(__name__)
+V = TypeVar("V")
 
 ENDED_MEMORY = 50_000  # ended conversation ids remembered to answer late events fast
+ENDED_SEGMENTS_MEMORY = 1_000  # ... and the segment ids of the latest ones, for retries
 
-class Outbox(list[Callable[[], None]]):
-    """Effects to run once the batch is committed, in order."""
+class Outbox(list[tuple[str, Callable[[], None]]]):
+    """Effects to run once the batch is committed, in order, by conversation id."""
+
+    def add(self, conversation_id: str, effect: Callable[[], None]) -> None:
+        self.append((conversation_id, effect))
 
 
 def conversation_topic(conversation_id: str) -> str:
@@ -55,6 +60,14 @@ def _error(event: p.Event, code: p.ErrorCode, message: str) -> p.ErrorReply:
                         segment_id=getattr(event, "segment_id", None))
 
 
+def _remember(memory: OrderedDict[str, V], key: str, value: V, limit: int) -> None:
+    """Insert as the newest entry, forgetting the oldest beyond ``limit``."""
+    memory[key] = value
+    memory.move_to_end(key)
+    while len(memory) > limit:
+        memory.popitem(last=False)
+
+
 def _conversation_id(event: p.Event) -> str:
     if isinstance(event, p.ConversationStarted):
         return event.conversation.id
@@ -68,6 +81,7 @@ class Pipeline:
         self.batch_size = batch_size
         self.conversations: dict[str, Conversation] = {}
         self._ended: OrderedDict[str, None] = OrderedDict()
+        self._ended_segments: OrderedDict[str, set[str]] = OrderedDict()
         self.processed = 0
         self.batches = 0
         self._last_alert_ms = 0
@@ -82,12 +96,13 @@ class Pipeline:
             try:
                 await self.process(deliveries)
             except Exception:
-                # A bug, not bad input (that gets an error reply): drop what memory may
-                # hold half-applied, answer "retry", and keep serving.
+                # Only a bug gets here (bad input gets its own error reply): drop what
+                # memory may hold half-applied, answer every event, keep serving.
                 log.exception("pipeline batch failed")
                 self._forget({_conversation_id(d.event) for d in deliveries})
                 for d in deliveries:
-                    d.settle(_error(d.event, p.ErrorCode.UNAVAILABLE, "internal error; retry"))
+                    d.settle(_error(d.event, p.ErrorCode.INTERNAL_ERROR,
+                                    "internal error; the event was not applied"))
             finally:
                 bus.done(len(deliveries))
 
@@ -102,8 +117,18 @@ class Pipeline:
 
         batch, outbox = WriteBatch(), Outbox()
         touched: dict[str, Conversation] = {}
-        replies = [self._apply(d, scored.get(i), batch, outbox, touched)
-                   for i, d in enumerate(deliveries)]
+        replies: list[p.Reply] = []
+        failed: set[str] = set()
+        for i, d in enumerate(deliveries):
+            try:
+                replies.append(self._apply(d, scored.get(i), batch, outbox, touched))
+            except Exception:
+                log.exception("applying %s failed", d.event.type)
+                failed.add(_conversation_id(d.event))
+                replies.append(p.ErrorReply(code=p.ErrorCode.INTERNAL_ERROR, message=""))
+        if failed:
+            # One conversation's failure stays its own: drop its effects, keep the rest.
+            replies = self._isolate(failed, deliveries, replies, batch, outbox, touched)
         for conv in touched.values():
             batch.conversations[conv.id] = (conv.metadata() | {"updated_at": time.time()},
                                             conv.snapshot())
@@ -112,6 +137,7 @@ class Pipeline:
         except Exception:
             log.exception("store write failed; %d events not acknowledged", len(deliveries))
             self._forget(touched)
+            self._resync(touched)
             for d in deliveries:
                 d.settle(_error(d.event, p.ErrorCode.UNAVAILABLE,
                                 "storage is unavailable; the event was not applied, retry"))
@@ -120,41 +146,67 @@ class Pipeline:
         self.batches += 1
         for d, reply in zip(deliveries, replies, strict=True):
             d.settle(reply)
-        for effect in outbox:
-            effect()
+        for _, effect in outbox:
+            try:
+                effect()
+            except Exception:  # a failed push must not cost the others theirs
+                log.exception("publishing a live message failed")
         now = time.time()
         for conv in touched.values():
             self.hub.publish(LIVE_TOPIC, {"type": "conversation.updated",
                                           "conversation": conv.summary(now)})
 
+    def _isolate(self, failed: set[str], deliveries: list[Delivery], replies: list[p.Reply],
+                 batch: WriteBatch, outbox: Outbox,
+                 touched: dict[str, Conversation]) -> list[p.Reply]:
+        batch.drop(failed)
+        outbox[:] = [(cid, effect) for cid, effect in outbox if cid not in failed]
+        for cid in failed:
+            touched.pop(cid, None)
+        self._forget(failed)
+        return [_error(d.event, p.ErrorCode.INTERNAL_ERROR,
+                       "internal error; no event of this conversation in its batch was applied")
+                if _conversation_id(d.event) in failed else reply
+                for d, reply in zip(deliveries, replies, strict=True)]
+
+    def _resync(self, conversation_ids: Collection[str]) -> None:
+        """Tell live subscribers that what they saw may not have been kept."""
+        message = {"type": "resync", "reason": "storage failure; reconnect for a fresh view"}
+        for cid in conversation_ids:
+            self.hub.publish(conversation_topic(cid), message)
+        self.hub.publish(LIVE_TOPIC, message)
+
     # -- loading ------------------------------------------------------------------------
 
     async def _load_missing(self, deliveries: list[Delivery]) -> None:
-        missing = {_conversation_id(d.event) for d in deliveries} - self.conversations.keys()
-        missing -= self._ended.keys()
+        wanted = {_conversation_id(d.event) for d in deliveries}
+        missing = wanted - self.conversations.keys() - self._ended.keys()
+        # A segment retried after its conversation ended must still be recognised.
+        missing |= {_conversation_id(d.event) for d in deliveries
+                    if isinstance(d.event, p.Segment)} & (
+            self._ended.keys() - self._ended_segments.keys())
         if missing:
             for stored in await self.store.load_conversations(missing):
                 self._restore(stored)
 
     def _restore(self, stored: Any) -> None:
         if stored.meta["status"] != "live":
-            self._remember_ended(stored.meta["id"])
+            self._remember_ended(stored.meta["id"], stored.segment_ids)
             return
         conv = Conversation.restore(stored.meta, stored.state, stored.segment_ids,
                                     stored.recent, self.rolling)
         self.conversations[conv.id] = conv
 
-    def _remember_ended(self, conversation_id: str) -> None:
-        self._ended[conversation_id] = None
-        self._ended.move_to_end(conversation_id)
-        while len(self._ended) > ENDED_MEMORY:
-            self._ended.popitem(last=False)
+    def _remember_ended(self, conversation_id: str, segment_ids: set[str]) -> None:
+        _remember(self._ended, conversation_id, None, ENDED_MEMORY)
+        _remember(self._ended_segments, conversation_id, segment_ids, ENDED_SEGMENTS_MEMORY)
 
     def _forget(self, touched: Collection[str]) -> None:
         """After a failed commit, drop what memory changed; the store is the truth."""
         for cid in touched:
             self.conversations.pop(cid, None)
             self._ended.pop(cid, None)
+            self._ended_segments.pop(cid, None)
 
     # -- applying one event ------------------------------------------------------------------
 
@@ -174,8 +226,10 @@ class Pipeline:
         conv = self.conversations.get(cid)
         if conv is None:
             if cid in self._ended:
-                if isinstance(event, p.ConversationEnded):
-                    return _ack(event, "duplicate")
+                if isinstance(event, p.ConversationEnded) or (
+                        isinstance(event, p.Segment)
+                        and event.segment_id in self._ended_segments.get(cid, ())):
+                    return _ack(event, "duplicate" if getattr(event, "final", True) else "stale")
                 return _error(event, p.ErrorCode.CONVERSATION_ENDED,
                               f"conversation {cid} has ended")
             return _error(event, p.ErrorCode.UNKNOWN_CONVERSATION,
@@ -202,9 +256,9 @@ class Pipeline:
             conv.end(now)
             payload = {"reason": event.reason}
             del self.conversations[cid]
-            self._remember_ended(cid)
+            self._remember_ended(cid, conv.segment_ids)
         batch.events.append(EventRow(cid, event.type, payload, now))
-        outbox.append(partial(self._to_monitors, conv,
+        outbox.add(cid, partial(self._to_monitors, conv,
                               {"type": event.type, "conversation_id": cid, "at": now, **payload}))
         return _ack(event)
 
@@ -216,7 +270,7 @@ class Pipeline:
         participant = event.participant_id or conv.default_participant(event.role)
         if not event.final:
             conv.counts["partial"] += 1
-            outbox.append(partial(self._to_monitors, conv, {
+            outbox.add(conv.id, partial(self._to_monitors, conv, {
                 "type": "segment", "conversation_id": conv.id, "segment_id": event.segment_id,
                 "role": event.role, "participant_id": participant, "text": event.text,
                 "final": False, "at": now}, keep=False))
@@ -232,7 +286,7 @@ class Pipeline:
             started_at=event.started_at.timestamp() if event.started_at else None,
             ended_at=event.ended_at.timestamp() if event.ended_at else None,
             received_at=now, late=late))
-        outbox.append(partial(self._to_monitors, conv, {
+        outbox.add(conv.id, partial(self._to_monitors, conv, {
             "type": "segment", "conversation_id": conv.id, "seq": seq,
             "segment_id": event.segment_id, "role": event.role,
             "participant_id": turn.participant_id, "text": event.text, "recorded": kept,
@@ -258,18 +312,23 @@ class Pipeline:
             "reason": trigger.reason, "raised_at": now, "agent_id": conv.agent_id,
             "queue": conv.queue, "status": "open", "evidence": evidence,
         }
-        # Evidence is stored under the same recording policy as the transcript.
-        stored = evidence | {"segments": [
-            s if records(conv.recording, s["role"]) else {**s, "text": None}
-            for s in evidence["segments"]]}
+        # Evidence is stored under the same recording policy as the transcript; a matched
+        # phrase is words of the transcript too.
+        stored, reason = dict(evidence), trigger.reason
+        stored["segments"] = [s if records(conv.recording, s["role"]) else {**s, "text": None}
+                              for s in evidence["segments"]]
+        unrecorded = [t.role for t in trigger.turns if not records(conv.recording, t.role)]
+        if trigger.matched and unrecorded:
+            stored["matched"] = []
+            reason = f"{unrecorded[0]} used an escalation phrase (not recorded)"
         batch.alerts.append(AlertRow(
             id=alert["id"], conversation_id=conv.id, rule_id=trigger.rule.id,
-            kind=trigger.rule.kind, severity=trigger.rule.severity, reason=trigger.reason,
+            kind=trigger.rule.kind, severity=trigger.rule.severity, reason=reason,
             raised_at=now, agent_id=conv.agent_id, queue=conv.queue, evidence=stored))
         message = {"type": "alert", "alert": alert}
-        outbox.append(partial(self._to_monitors, conv, message))
-        outbox.append(partial(self.hub.publish, ALERTS_TOPIC, message,
-                              {"agent_id": conv.agent_id, "queue": conv.queue}))
+        outbox.add(conv.id, partial(self._to_monitors, conv, message))
+        outbox.add(conv.id, partial(self.hub.publish, ALERTS_TOPIC, message,
+                                    {"agent_id": conv.agent_id, "queue": conv.queue}))
 
     def _to_monitors(self, conv: Conversation, message: dict[str, Any],
                      keep: bool = True) -> None:

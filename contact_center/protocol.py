@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 PROTOCOL_VERSION = "cc.v1"
 
@@ -23,6 +23,18 @@ RecordingPolicy = Literal["none", "agent", "customer", "all"]
 MAX_TEXT_CHARS = 8000
 
 
+def _as_utc(value: datetime) -> datetime:
+    """Timestamps without a zone are UTC; absurd years are refused, not crashed on."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    if not 1970 <= value.year <= 9998:
+        raise ValueError("timestamp must be between 1970 and 9998")
+    return value
+
+
+Timestamp = Annotated[datetime, AfterValidator(_as_utc)]
+
+
 class ErrorCode(StrEnum):
     """Stable machine-readable error codes; never renamed, only added to."""
 
@@ -31,9 +43,9 @@ class ErrorCode(StrEnum):
     MESSAGE_TOO_LARGE = "message_too_large"
     UNKNOWN_CONVERSATION = "unknown_conversation"
     CONVERSATION_ENDED = "conversation_ended"
-    CONVERSATION_EXISTS = "conversation_exists"
     OVERLOADED = "overloaded"
     UNAVAILABLE = "unavailable"
+    INTERNAL_ERROR = "internal_error"
 
 
 class Model(BaseModel):
@@ -64,7 +76,7 @@ class _Event(Model):
 class ConversationStarted(_Event):
     type: Literal["conversation.started"] = "conversation.started"
     conversation: ConversationInfo
-    started_at: datetime | None = None
+    started_at: Timestamp | None = None
 
 
 class SegmentFields(_Event):
@@ -73,8 +85,8 @@ class SegmentFields(_Event):
     participant_id: Id | None = None
     text: str = Field(max_length=MAX_TEXT_CHARS)
     final: bool = Field(default=True, description="False for a partial (interim) hypothesis.")
-    started_at: datetime | None = None
-    ended_at: datetime | None = None
+    started_at: Timestamp | None = None
+    ended_at: Timestamp | None = None
 
 
 class Segment(SegmentFields):

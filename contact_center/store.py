@@ -61,6 +61,14 @@ class WriteBatch:
     def __bool__(self) -> bool:
         return bool(self.conversations or self.segments or self.events or self.alerts)
 
+    def drop(self, conversation_ids: set[str]) -> None:
+        """Remove everything these conversations would have written."""
+        for cid in conversation_ids:
+            self.conversations.pop(cid, None)
+        self.segments = [s for s in self.segments if s.conversation_id not in conversation_ids]
+        self.events = [e for e in self.events if e.conversation_id not in conversation_ids]
+        self.alerts = [a for a in self.alerts if a.conversation_id not in conversation_ids]
+
 
 @dataclass(slots=True)
 class StoredConversation:

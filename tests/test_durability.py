@@ -121,11 +121,11 @@ def test_failed_commit_is_not_acked_and_a_retry_applies_once(tmp_path: Path,
 
 def test_full_bus_answers_overloaded() -> None:
     async def scenario() -> None:
-        bus = InMemoryBus(maxsize=1, submit_timeout=0.05)
+        bus = InMemoryBus(maxsize=1)
         event = p.ConversationStarted(conversation=p.ConversationInfo(id="x"), ref="r")
-        await bus.submit(event)
+        await bus.submit(event, max_wait=0.05)
         with pytest.raises(p.ProtocolError) as exc:
-            await bus.submit(event)
+            await bus.submit(event, max_wait=0.05)
         assert exc.value.code == p.ErrorCode.OVERLOADED and exc.value.ref == "r"
         assert len(await bus.take(10)) == 1
 
