@@ -68,6 +68,21 @@ async def add_user(request: Request, body: NewUser,
     return _public(user)
 
 
+class UserChange(BaseModel):
+    disabled: bool
+
+
+@router.patch("/v1/users/{username}")
+async def change_user(request: Request, username: str, change: UserChange,
+                      _: Principal = require(Permission.USERS_MANAGE)) -> dict[str, Any]:
+    """Disable (or re-enable) a user: every token of theirs stops working at once."""
+    store = request.app.state.store
+    if not await store.set_disabled(username, change.disabled):
+        raise HTTPException(404, {"type": "error", "code": "unknown_user",
+                                  "message": f"no user {username}"})
+    return _public(await store.get_user(username=username))
+
+
 class NewToken(BaseModel):
     label: str = Field(default="", max_length=100)
 

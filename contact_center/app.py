@@ -7,7 +7,6 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -40,6 +39,11 @@ async def load_rules(settings: Settings, store: Store) -> RuleSet:
     return RuleSet.model_validate(saved) if saved is not None else DEFAULT_RULES
 
 
+def _report_stopped_runner(runner: asyncio.Task[None]) -> None:
+    if not runner.cancelled():
+        log.critical("the pipeline stopped: %r; /healthz now answers 503", runner.exception())
+
+
 def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
     settings = settings or Settings()
     store = store or SQLiteStore(settings.database, settings.sqlite_synchronous)
@@ -54,6 +58,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         await pipeline.start()
         app.state.hub, app.state.bus, app.state.pipeline = hub, bus, pipeline
         runner = asyncio.create_task(pipeline.run(bus), name="pipeline")
+        runner.add_done_callback(_report_stopped_runner)
+        app.state.runner = runner
         try:
             yield
         finally:
@@ -79,10 +85,13 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.include_router(admin.router)
 
     @app.get("/healthz", tags=["operations"])
-    async def health(request: Request) -> dict[str, Any]:
-        """Liveness and pipeline depth (open by design: it reveals no data)."""
-        return {"status": "ok", "version": __version__,
-                "queue_depth": request.app.state.bus.depth}
+    async def health(request: Request) -> JSONResponse:
+        """Liveness and pipeline depth (open by design: it reveals no data). 503 when
+        the pipeline has stopped: nothing would be processed."""
+        running = not request.app.state.runner.done()
+        return JSONResponse({"status": "ok" if running else "pipeline stopped",
+                             "version": __version__, "queue_depth": request.app.state.bus.depth},
+                            status_code=200 if running else 503)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -133,13 +133,26 @@ def users_create(username: str, profiles: tuple[str, ...], agent_id: str | None,
     click.echo(f"created {user.username} ({', '.join(user.profiles)})")
 
 
+@users.command("disable")
+@click.argument("username")
+@click.option("--enable", is_flag=True, help="Re-enable instead")
+@db_option
+def users_disable(username: str, enable: bool, database: Path | None) -> None:
+    """Disable a user: all of their tokens stop working at once."""
+    if not _with_store(_settings(database).database,
+                       lambda s: s.set_disabled(username, not enable)):
+        raise click.ClickException(f"no user {username!r}")
+    click.echo(f"{username} {'enabled' if enable else 'disabled'}")
+
+
 @users.command("list")
 @db_option
 def users_list(database: Path | None) -> None:
     """List users and their profiles."""
     for user in _with_store(_settings(database).database, lambda s: s.list_users()):
         agent = f" agent_id={user.agent_id}" if user.agent_id else ""
-        click.echo(f"{user.username}\t{','.join(user.profiles)}{agent}")
+        disabled = " (disabled)" if user.disabled else ""
+        click.echo(f"{user.username}\t{','.join(user.profiles)}{agent}{disabled}")
 
 
 @main.group()
@@ -208,18 +221,21 @@ def simulate(url: str, source: Path | None, rate: float, concurrency: int, limit
     from contact_center.simulate import default_source
     from contact_center.simulate import simulate as run
 
-    watch_token = None
+    watch_token, minted = None, []
+    db = _settings(database).database
     if token is None:
-        async def mint(store: SQLiteStore) -> tuple[str, str]:
-            tokens = []
+        async def mint(store: SQLiteStore) -> list[tuple[str, str]]:
+            issued = []
             for name, profile in (("simulator", "Connector"), ("simulator-watch",
                                                                "CallCenterManager")):
                 user = await store.get_user(username=name) or await create_user(
                     store, name, [profile])
-                tokens.append((await issue_token(store, user, "simulate"))[1])
-            return tokens[0], tokens[1]
+                record, secret = await issue_token(store, user, "simulate (revoked after)")
+                issued.append((record.id, secret))
+            return issued
 
-        token, watch_token = _with_store(_settings(database).database, mint)
+        minted = _with_store(db, mint)
+        token, watch_token = minted[0][1], minted[1][1]
     source = source or default_source()
     click.echo(f"replaying {source} at {rate:g} segments/s, {concurrency} at once")
 
@@ -227,7 +243,15 @@ def simulate(url: str, source: Path | None, rate: float, concurrency: int, limit
         click.echo(f"ALERT [{alert['severity']}] {alert['rule_id']} on "
                    f"{alert['conversation_id']} (agent {alert['agent_id']}): {alert['reason']}")
 
-    report = asyncio.run(run(url, token, source, rate=rate, concurrency=concurrency,
-                             limit=limit, recording=recording, watch_token=watch_token,
-                             on_alert=show))
+    async def revoke(store: SQLiteStore) -> None:
+        for token_id, _ in minted:
+            await store.revoke_token(token_id)
+
+    try:
+        report = asyncio.run(run(url, token, source, rate=rate, concurrency=concurrency,
+                                 limit=limit, recording=recording, watch_token=watch_token,
+                                 on_alert=show))
+    finally:
+        if minted:
+            _with_store(db, revoke)
     click.echo(report.summary())

@@ -131,8 +131,11 @@ async def _worker(url: str, headers: dict[str, str], todo: asyncio.Queue[list[di
 
 
 async def _watch_alerts(url: str, headers: dict[str, str], report: Report,
-                        on_alert: Callable[[dict[str, Any]], None]) -> None:
+                        on_alert: Callable[[dict[str, Any]], None],
+                        subscribed: asyncio.Event) -> None:
     async with connect(url, additional_headers=headers) as ws:
+        await ws.recv()  # {"type": "subscribed", ...}
+        subscribed.set()
         async for raw in ws:
             message = json.loads(raw)
             if message.get("type") == "alert":
@@ -152,10 +155,14 @@ async def simulate(base_url: str, token: str, source: Path, *, rate: float = 20.
     report, limiter = Report(), RateLimiter(rate)
     watcher = None
     if watch_token:
+        subscribed = asyncio.Event()
         watcher = asyncio.create_task(_watch_alerts(
             f"{ws_base}/v1/alerts/stream", {"Authorization": f"Bearer {watch_token}"},
-            report, on_alert))
-        await asyncio.sleep(0.2)  # subscribed before the first segment goes out
+            report, on_alert, subscribed))
+        await asyncio.wait([watcher, asyncio.create_task(subscribed.wait())],
+                           return_when=asyncio.FIRST_COMPLETED)
+        if watcher.done():
+            watcher.result()  # it failed to subscribe: say why
     started = time.monotonic()
     headers = {"Authorization": f"Bearer {token}"}
     await asyncio.gather(*(_worker(f"{ws_base}/v1/ingest", headers, todo, limiter, report)

@@ -164,6 +164,8 @@ class SQLiteStore:
         self.path = str(path)
         self._writer = _Connection(self.path, "sqlite-writer", synchronous)
         self._reader = _Connection(self.path, "sqlite-reader", synchronous)
+        # Token checks get their own connection: a long search never delays a login.
+        self._auth = _Connection(self.path, "sqlite-auth", synchronous)
 
     async def open(self) -> None:
         if self.path != ":memory:":
@@ -171,8 +173,8 @@ class SQLiteStore:
         await self._writer.run(lambda db: db.executescript(SCHEMA))
 
     async def close(self) -> None:
-        await self._writer.close()
-        await self._reader.close()
+        for connection in (self._writer, self._reader, self._auth):
+            await connection.close()
 
     # -- pipeline ---------------------------------------------------------------------
 
@@ -216,11 +218,16 @@ class SQLiteStore:
             row = db.execute(f"SELECT * FROM users WHERE {column} = ?", (value,)).fetchone()
             return None if row is None else _user(row)
 
-        return await self._reader.run(q)
+        return await self._auth.run(q)
 
     async def list_users(self) -> list[User]:
         return await self._reader.run(
             lambda db: [_user(r) for r in db.execute("SELECT * FROM users ORDER BY username")])
+
+    async def set_disabled(self, username: str, disabled: bool) -> bool:
+        cur = await self._writer.run(lambda db: db.execute(
+            "UPDATE users SET disabled = ? WHERE username = ?", (int(disabled), username)))
+        return cur.rowcount > 0
 
     async def add_token(self, token: Token) -> None:
         await self._writer.run(lambda db: db.execute(
@@ -233,7 +240,7 @@ class SQLiteStore:
             row = db.execute("SELECT * FROM tokens WHERE prefix = ?", (prefix,)).fetchone()
             return None if row is None else _token(row)
 
-        return await self._reader.run(q)
+        return await self._auth.run(q)
 
     async def list_tokens(self, user_id: str) -> list[Token]:
         return await self._reader.run(lambda db: [_token(r) for r in db.execute(
@@ -250,12 +257,17 @@ class SQLiteStore:
         return await self._reader.run(lambda db: _get_conversation(db, conversation_id))
 
     async def list_alerts(self, conversation_id: str | None = None,
+                          agent_id: str | None = None,
                           limit: int = 100) -> list[dict[str, Any]]:
         def q(db: sqlite3.Connection) -> list[dict[str, Any]]:
-            where, args = ("WHERE conversation_id = ?", [conversation_id]) \
-                if conversation_id else ("", [])
-            rows = db.execute(f"SELECT * FROM alerts {where} ORDER BY id DESC LIMIT ?",
-                              [*args, limit])
+            where, args = ["1"], []
+            for column, value in (("conversation_id", conversation_id),
+                                  ("agent_id", agent_id)):
+                if value is not None:
+                    where.append(f"{column} = ?")
+                    args.append(value)
+            rows = db.execute(f"SELECT * FROM alerts WHERE {' AND '.join(where)} "
+                              "ORDER BY id DESC LIMIT ?", [*args, limit])
             return [_alert(r) for r in rows]
 
         return await self._reader.run(q)
@@ -370,7 +382,8 @@ def _get_conversation(db: sqlite3.Connection, conversation_id: str) -> dict[str,
     row = db.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
     if row is None:
         return None
-    turns = db.execute("SELECT * FROM segments WHERE conversation_id = ? ORDER BY seq",
+    turns = db.execute("SELECT * FROM segments WHERE conversation_id = ? "
+                       "ORDER BY coalesce(started_at, received_at), seq",
                        (conversation_id,)).fetchall()
     alerts = db.execute("SELECT * FROM alerts WHERE conversation_id = ? ORDER BY id",
                         (conversation_id,)).fetchall()

@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, WebSocket
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from contact_center.conversation import Conversation
@@ -24,23 +25,56 @@ from monitoring.permissions import Permission, Principal
 router = APIRouter(tags=["supervision"])
 
 SLOW_CONSUMER = 1013  # "try again later": this client could not keep up
+RESYNC = 1012  # "service restart": what was sent may not have been kept; reconnect
+SEND_TIMEOUT = 10.0  # a client that takes longer to accept one message is cut off
 
 
-def matches(conv: Conversation, *, queue: str | None = None, agent_id: str | None = None,
-            channel: str | None = None, escalated: bool | None = None,
-            sentiment_below: float | None = None) -> bool:
-    if queue is not None and conv.queue != queue:
+@dataclass(frozen=True, slots=True)
+class LiveFilter:
+    """What a supervisor asked to see of the live conversations (all when empty)."""
+
+    queue: str | None = None
+    agent_id: str | None = None
+    channel: str | None = None
+    escalated: bool | None = None
+    sentiment_below: float | None = None
+
+    def matches(self, summary: dict[str, Any]) -> bool:
+        for key in ("queue", "agent_id", "channel", "escalated"):
+            wanted = getattr(self, key)
+            if wanted is not None and summary[key] != wanted:
+                return False
+        if self.sentiment_below is not None:
+            mean = summary["sentiment"]["window"]
+            return mean is not None and mean < self.sentiment_below
+        return True
+
+
+def live_filter(queue: str | None = None, agent_id: str | None = None,
+                channel: str | None = Query(default=None, pattern="^(chat|voice)$"),
+                escalated: bool | None = None,
+                sentiment_below: float | None = Query(default=None, ge=-1, le=1)) -> LiveFilter:
+    return LiveFilter(queue, agent_id, channel, escalated, sentiment_below)
+
+
+def board_filter(wanted: LiveFilter) -> Callable[[dict[str, Any]], bool]:
+    """For the live board: updates of matching conversations, plus one last update of a
+    conversation that stops matching, so the client can drop it."""
+    shown: set[str] = set()
+
+    def accept(message: dict[str, Any]) -> bool:
+        summary = message.get("conversation")
+        if summary is None:
+            return True
+        if wanted.matches(summary):
+            shown.add(summary["id"])
+            return True
+        if summary["id"] in shown:
+            shown.discard(summary["id"])
+            return True
         return False
-    if agent_id is not None and conv.agent_id != agent_id:
-        return False
-    if channel is not None and conv.channel != channel:
-        return False
-    if escalated is not None and (conv.alerts > 0) != escalated:
-        return False
-    if sentiment_below is not None:
-        mean = conv.rolling.mean
-        return mean is not None and mean < sentiment_below
-    return True
+
+    return accept
 
 
 def agent_metrics(conversations: list[Conversation],
@@ -72,22 +106,21 @@ def _pipeline(conn: Request | WebSocket) -> Pipeline:
     return conn.app.state.pipeline
 
 
-@router.get("/v1/live/conversations")
-async def live_conversations(
-    request: Request,
-    queue: str | None = None, agent_id: str | None = None,
-    channel: str | None = Query(default=None, pattern="^(chat|voice)$"),
-    escalated: bool | None = None,
-    sentiment_below: float | None = Query(default=None, ge=-1, le=1),
-    _: Principal = require(Permission.REALTIME_METRICS),
-) -> dict[str, Any]:
-    """Live conversations, filtered; sorted by rolling customer sentiment, worst first."""
+def _summaries(pipeline: Pipeline, wanted: LiveFilter) -> list[dict[str, Any]]:
+    """Matching live conversations, worst rolling customer sentiment first."""
     now = time.time()
-    convs = [c for c in _pipeline(request).conversations.values()
-             if matches(c, queue=queue, agent_id=agent_id, channel=channel,
-                        escalated=escalated, sentiment_below=sentiment_below)]
-    convs.sort(key=lambda c: (c.rolling.mean is None, c.rolling.mean or 0.0))
-    return {"conversations": [c.summary(now) for c in convs]}
+    rows = [s for s in (c.summary(now) for c in pipeline.conversations.values())
+            if wanted.matches(s)]
+    rows.sort(key=lambda s: (s["sentiment"]["window"] is None, s["sentiment"]["window"] or 0.0))
+    return rows
+
+
+@router.get("/v1/live/conversations")
+async def live_conversations(request: Request, wanted: LiveFilter = Depends(live_filter),
+                             _: Principal = require(Permission.REALTIME_METRICS),
+                             ) -> dict[str, Any]:
+    """Live conversations, filtered; sorted by rolling customer sentiment, worst first."""
+    return {"conversations": _summaries(_pipeline(request), wanted)}
 
 
 @router.get("/v1/live/conversations/{conversation_id}")
@@ -114,53 +147,66 @@ async def list_alerts(request: Request, conversation_id: str | None = None,
                       limit: int = Query(default=100, ge=1, le=1000),
                       principal: Principal = require(Permission.ALERTS_OWN,
                                                      Permission.ALERTS_ALL)) -> dict[str, Any]:
-    """Recent alerts this user may see (their own conversations', or all)."""
-    alerts = await request.app.state.store.list_alerts(conversation_id, limit)
-    return {"alerts": [a for a in alerts if principal.can_see_alert(a["agent_id"])]}
+    """Recent alerts this user may see: on their own conversations, or all."""
+    if principal.can(Permission.ALERTS_ALL):
+        agent_id = None
+    elif principal.agent_id is None:
+        return {"alerts": []}
+    else:
+        agent_id = principal.agent_id
+    return {"alerts": await request.app.state.store.list_alerts(conversation_id, agent_id,
+                                                                limit)}
 
 
 # -- streams ----------------------------------------------------------------------------------
 
 
 async def _pump(ws: WebSocket, sub: Subscription, hub: Hub, first: list[dict[str, Any]],
-                until_type: str | None = None) -> None:
-    """Send ``first`` then every message of ``sub`` until the client leaves, the stream
-    ends (a message of ``until_type``), or the client is too slow and is cut off."""
+                endings: dict[str, tuple[int, str]] | None = None) -> None:
+    """Send ``first``, then every message of ``sub``, until the client leaves, a message
+    whose type is in ``endings`` has been sent (then close with its code), or the client
+    is too slow and is cut off."""
+    endings = {"resync": (RESYNC, "state changed; reconnect")} | (endings or {})
 
-    async def send_all() -> None:
+    async def send_all() -> tuple[int, str]:
         for opening in first:
             await ws.send_json(opening)
-            if opening.get("type") == until_type:
-                await ws.close(1000, "conversation ended")
-                return
         while True:
             message = await sub.next()
             if message is None:
-                await ws.close(SLOW_CONSUMER, "client too slow; reconnect")
-                return
-            await ws.send_text(message.text)
-            if message.type == until_type:
-                await ws.close(1000, "conversation ended")
-                return
+                return SLOW_CONSUMER, "client too slow; reconnect"
+            await asyncio.wait_for(ws.send_text(message.text), SEND_TIMEOUT)
+            if message.type in endings:
+                return endings[message.type]
 
-    async def watch_disconnect() -> None:
+    async def watch_disconnect() -> tuple[int, str]:
         # A send-only stream learns of a departed client only by reading.
         while (await ws.receive())["type"] != "websocket.disconnect":
             pass
+        return 1000, ""
 
-    tasks = [asyncio.create_task(send_all()), asyncio.create_task(watch_disconnect())]
+    sender = asyncio.create_task(send_all())
+    tasks = [sender, asyncio.create_task(watch_disconnect())]
+    close = (1000, "")
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if sender.done():
+            error = sender.exception()
+            if error is None:
+                close = sender.result()
+            elif isinstance(error, TimeoutError):
+                close = (SLOW_CONSUMER, "client too slow; reconnect")
     finally:
         hub.unsubscribe(sub)
         for task in tasks:
             task.cancel()
         for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError,
+                                     TimeoutError):
                 await task
         if ws.application_state == WebSocketState.CONNECTED:
-            with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-                await ws.close(1000)
+            with contextlib.suppress(RuntimeError, WebSocketDisconnect, TimeoutError):
+                await asyncio.wait_for(ws.close(*close), SEND_TIMEOUT)
 
 
 @router.websocket("/v1/conversations/{conversation_id}/monitor")
@@ -182,19 +228,23 @@ async def monitor(ws: WebSocket, conversation_id: str) -> None:
     catch_up = {"type": "catch_up", "conversation": conv.summary(time.time()),
                 "transcript": list(conv.recent)}
     await accept(ws)
-    await _pump(ws, sub, hub, [catch_up, {"type": "live"}], until_type="conversation.ended")
+    await _pump(ws, sub, hub, [catch_up, {"type": "live"}],
+                {"conversation.ended": (1000, "conversation ended")})
 
 
 @router.websocket("/v1/live")
-async def live_board(ws: WebSocket) -> None:
-    """The supervisor's live board: every live conversation, then each update."""
+async def live_board(ws: WebSocket, wanted: LiveFilter = Depends(live_filter)) -> None:
+    """The supervisor's live board: live conversations (filtered like the REST list),
+    then each update."""
     if await authorize_websocket(ws, Permission.REALTIME_METRICS) is None:
         return
     pipeline, hub = _pipeline(ws), ws.app.state.hub
-    sub = hub.subscribe(LIVE_TOPIC)
-    now = time.time()
-    snapshot = {"type": "snapshot",
-                "conversations": [c.summary(now) for c in pipeline.conversations.values()]}
+    accept_update = board_filter(wanted)
+    sub = hub.subscribe(LIVE_TOPIC, accept=accept_update)
+    rows = _summaries(pipeline, wanted)
+    for row in rows:
+        accept_update({"conversation": row})  # remember what the snapshot showed
+    snapshot = {"type": "snapshot", "conversations": rows}
     await accept(ws)
     await _pump(ws, sub, hub, [snapshot])
 

@@ -38,6 +38,7 @@ MATRIX: dict[tuple[str, str], set[Permission]] = {
     ("GET", "/v1/users"): {P.USERS_MANAGE},
     ("POST", "/v1/users"): {P.USERS_MANAGE},
     ("POST", "/v1/users/{username}/tokens"): {P.USERS_MANAGE},
+    ("PATCH", "/v1/users/{username}"): {P.USERS_MANAGE},
     ("DELETE", "/v1/tokens/{token_id}"): {P.USERS_MANAGE},
 }
 
@@ -147,6 +148,27 @@ def test_tokens_are_stored_hashed_and_revocable(client: TestClient, users: Users
     assert client.delete(f"/v1/tokens/{token_id}", headers=auth(admin)).status_code == 204
     assert client.get("/v1/me", headers=auth(secret)).status_code == 401
     assert client.delete(f"/v1/tokens/{token_id}", headers=auth(admin)).status_code == 404
+
+
+def test_disabled_users_and_revoked_tokens_are_refused_on_sockets(client: TestClient,
+                                                                  users: Users) -> None:
+    admin = auth(users.token("Admin"))
+    connector = users.token("Connector", username="feed")
+    with client.websocket_connect("/v1/ingest", headers=auth(connector)) as ws:
+        assert ws.receive_json()["type"] == "hello"
+    assert client.patch("/v1/users/feed", headers=admin,
+                        json={"disabled": True}).json()["disabled"] is True
+    assert refused(client, "/v1/ingest", auth(connector)).status_code == 401
+    assert client.get("/v1/me", headers=auth(connector)).status_code == 401
+    client.patch("/v1/users/feed", headers=admin, json={"disabled": False})
+    with client.websocket_connect("/v1/ingest", headers=auth(connector)) as ws:
+        assert ws.receive_json()["type"] == "hello"
+    assert client.patch("/v1/users/ghost", headers=admin,
+                        json={"disabled": True}).status_code == 404
+
+    issued = client.post("/v1/users/feed/tokens", headers=admin, json={}).json()
+    client.delete(f"/v1/tokens/{issued['id']}", headers=admin)
+    assert refused(client, "/v1/ingest", auth(issued["token"])).status_code == 401
 
 
 def test_user_admin_errors(client: TestClient, users: Users) -> None:
