@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import itertools
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
@@ -33,6 +34,19 @@ def test_scores_are_vaders() -> None:
         texts = ["I love it!", "This is awful :(", "meh", ""]
     for text, ours in zip(texts, score_many(texts), strict=True):
         assert ours.as_dict() == reference.polarity_scores(text)
+
+
+def test_compound_follows_human_ratings() -> None:
+    """A sanity check on real data: VADER's compound tracks the human mean rating."""
+    path = SHARED_DATA / "vader-groundtruth" / "nytEditorialSnippets_GroundTruth.tsv"
+    if not path.is_file():
+        pytest.skip("needs ../shared/data (the human-rated snippets)")
+    with path.open(encoding="utf-8") as f:
+        rows = [(float(r[1]), r[2]) for r in itertools.islice(csv.reader(f, delimiter="\t"),
+                                                               2000)]
+    human = np.array([h for h, _ in rows])
+    ours = np.array([s.compound for s in score_many(t for _, t in rows)])
+    assert np.corrcoef(human, ours)[0, 1] > 0.4
 
 
 def test_rolling_window_and_ewma() -> None:

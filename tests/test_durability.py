@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 from contact_center import protocol as p
 from contact_center.app import create_app
@@ -96,7 +98,7 @@ class FlakyStore(SQLiteStore):
         await super().write(batch)
 
 
-def test_failed_commit_is_not_acked_and_a_retry_applies_once(tmp_path: Path,
+def test_failed_commit_is_not_acked_and_a_retry_applies_once(tmp_path: Path, users: Users,
                                                              connector_token: str) -> None:
     store = FlakyStore(tmp_path / "cc.db")
     with TestClient(create_app(Settings(database=tmp_path / "cc.db"), store)) as client, \
@@ -117,6 +119,29 @@ def test_failed_commit_is_not_acked_and_a_retry_applies_once(tmp_path: Path,
         assert c.start("f2")["code"] == "unavailable"
         assert c.say("f2", "s1", "hi")["code"] == "unknown_conversation"
         assert c.start("f2")["status"] == "accepted"
+
+        # A monitor that may have seen uncommitted state is told to start over.
+        manager = auth(users.token("CallCenterManager"))
+        with client.websocket_connect("/v1/conversations/f1/monitor", headers=manager) as mon:
+            assert mon.receive_json()["type"] == "catch_up"
+            mon.receive_json()
+            store.fail_next = True
+            assert c.say("f1", "s3", "lost")["code"] == "unavailable"
+            assert mon.receive_json()["type"] == "resync"
+            with pytest.raises(WebSocketDisconnect) as closed:
+                mon.receive_json()
+            assert closed.value.code == 1012
+
+
+def test_health_reports_a_stopped_pipeline(client: TestClient) -> None:
+    assert client.get("/healthz").json()["status"] == "ok"
+    runner = client.app.state.runner  # type: ignore[attr-defined]
+    runner.cancel()
+    deadline = time.monotonic() + 5
+    while not runner.done() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stopped = client.get("/healthz")
+    assert stopped.status_code == 503 and stopped.json()["status"] == "pipeline stopped"
 
 
 def test_full_bus_answers_overloaded() -> None:

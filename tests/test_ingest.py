@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
+import threading
+import time
 
+import pytest
 from fastapi.testclient import TestClient
 
 from analytics.scoring import score
+from contact_center.app import create_app
+from contact_center.conversation import Conversation
+from contact_center.settings import Settings
+from contact_center.sqlite_store import SQLiteStore
 from tests.conftest import ANGRY, Connector, auth
 
 
@@ -189,3 +197,106 @@ def test_rest_events_batch(client: TestClient, connector_token: str) -> None:
     ended = client.post("/v1/conversations/e1/segments", headers=h,
                         json={"segments": [{"segment_id": "3", "role": "agent", "text": "x"}]})
     assert ended.status_code == 409
+
+
+def test_partials_never_reach_rules_or_rolling_state(ingest: Connector, client: TestClient,
+                                                     users) -> None:
+    manager = auth(users.token("CallCenterManager"))
+    ingest.start("v2", channel="voice")
+    for i in range(3):
+        ingest.say("v2", f"u{i}", "Get me your supervisor, this is terrible, I hate it!",
+                   final=False)
+    summary = client.get("/v1/live/conversations/v2", headers=manager).json()
+    assert summary["sentiment"]["window"] is None and summary["alerts"] == 0
+    assert summary["counts"] == {"customer": 0, "agent": 0, "bot": 0, "partial": 3}
+    assert client.get("/v1/alerts", headers=manager).json()["alerts"] == []
+
+
+def test_timestamps_without_zone_are_utc_and_absurd_ones_refused(ingest: Connector,
+                                                                 settings) -> None:
+    ingest.start("z1")
+    bad = ingest.say("z1", "s1", "hi", ended_at="0001-01-01T00:00:00")
+    assert bad["code"] == "validation_error" and "1970" in bad["message"]
+    ok = ingest.say("z1", "s2", "hi", started_at="2026-01-01T10:00:00")
+    assert ok["status"] == "accepted"
+    with sqlite3.connect(settings.database) as db:
+        started = db.execute("SELECT started_at FROM segments").fetchone()[0]
+    assert started == 1767261600.0  # 2026-01-01T10:00:00Z
+
+
+def test_a_retried_segment_after_the_end_is_a_duplicate(ingest: Connector, client: TestClient,
+                                                        connector_token: str) -> None:
+    ingest.start("d1")
+    ingest.say("d1", "last", "thanks, bye")
+    ingest.end("d1")
+    assert ingest.say("d1", "last", "thanks, bye")["status"] == "duplicate"
+    assert ingest.say("d1", "new", "one more thing")["code"] == "conversation_ended"
+    # Also once memory has forgotten it (as after a restart): the store still knows.
+    pipeline = client.app.state.pipeline  # type: ignore[attr-defined]
+    pipeline._ended.clear()
+    pipeline._ended_segments.clear()
+    assert ingest.say("d1", "last", "thanks, bye")["status"] == "duplicate"
+
+
+def test_one_failing_conversation_does_not_fail_its_batch_neighbours(
+        client: TestClient, connector_token: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug (here injected) applying one conversation's event fails that conversation's
+    events in the batch, not the other conversations'."""
+    original = Conversation.add_final
+
+    def add_final(self: Conversation, segment, scores, now):  # type: ignore[no-untyped-def]
+        if segment.text == "explode":
+            raise RuntimeError("injected bug")
+        return original(self, segment, scores, now)
+
+    monkeypatch.setattr(Conversation, "add_final", add_final)
+    h = auth(connector_token)
+
+    def seg(cid: str, sid: str, text: str) -> dict:
+        return {"type": "segment", "conversation_id": cid, "segment_id": sid,
+                "role": "customer", "text": text}
+
+    results = client.post("/v1/events", headers=h, json={"events": [
+        {"type": "conversation.started", "conversation": {"id": "good"}},
+        {"type": "conversation.started", "conversation": {"id": "bad"}},
+        seg("good", "1", "fine"), seg("bad", "1", "fine"), seg("bad", "2", "explode"),
+        seg("good", "2", "still fine")]}).json()["results"]
+    assert [r.get("status") or r["code"] for r in results] == [
+        "accepted", "internal_error", "accepted", "internal_error", "internal_error",
+        "accepted"]
+    # Nothing of "bad" was kept, so a corrected retry starts it cleanly.
+    retry = client.post("/v1/events", headers=h, json={"events": [
+        {"type": "conversation.started", "conversation": {"id": "bad"}},
+        seg("bad", "1", "fine")]}).json()["results"]
+    assert [r["status"] for r in retry] == ["accepted", "accepted"]
+
+
+def test_full_pipeline_answers_overloaded_over_rest_in_order(tmp_path, connector_token: str,
+                                                             monkeypatch) -> None:
+    """With the bus full and the store stalled, a REST batch waits its deadline, then the
+    rest of it is refused as overloaded (503 when all are), never applied out of order."""
+    settings = Settings(database=tmp_path / "cc.db", bus_queue_size=1, batch_size=1,
+                        submit_timeout_seconds=0.2)
+    stalled = threading.Event()
+    real_write = SQLiteStore.write
+
+    async def slow_write(self, batch):  # type: ignore[no-untyped-def]
+        await asyncio.to_thread(stalled.wait, 10)
+        await real_write(self, batch)
+
+    monkeypatch.setattr(SQLiteStore, "write", slow_write)
+    with TestClient(create_app(settings)) as client:
+        h = auth(connector_token)
+        events = [{"type": "conversation.started", "conversation": {"id": f"o{i}"}}
+                  for i in range(4)]
+        first = threading.Thread(target=client.post, args=("/v1/events",),
+                                 kwargs={"headers": h, "json": {"events": events[:2]}})
+        first.start()
+        time.sleep(0.3)  # event 0 is in the stalled store, event 1 fills the bus
+        r = client.post("/v1/events", headers=h, json={"events": events[2:]})
+        assert r.status_code == 503
+        assert [x["code"] for x in r.json()["results"]] == ["overloaded", "overloaded"]
+        stalled.set()
+        first.join(10)
+        assert client.post("/v1/events", headers=h,
+                           json={"events": events[2:]}).status_code == 200

@@ -109,6 +109,8 @@ def test_monitor_catch_up_then_live_then_end(ingest: Connector, client: TestClie
             with pytest.raises(WebSocketDisconnect) as closed:
                 ws.receive_json()
             assert closed.value.code == 1000
+    hub = client.app.state.hub  # type: ignore[attr-defined]
+    assert hub.subscribers("conversation:m1") == 0
 
 
 def test_monitor_refuses_unknown_and_ended(ingest: Connector, client: TestClient,
@@ -126,9 +128,12 @@ def test_alerts_reach_the_agent_and_supervisors_with_evidence(
     bob = users.token("Agent", agent_id="bob")
     ingest.start("x1", agent_id="ann")
     ingest.start("x2", agent_id="bob")
+    ingest.start("x3", agent_id="ann")
     with client.websocket_connect("/v1/alerts/stream", headers=auth(ann)) as ann_ws, \
+            client.websocket_connect("/v1/alerts/stream", headers=auth(bob)) as bob_ws, \
             client.websocket_connect("/v1/alerts/stream", headers=auth(manager)) as sup_ws:
         assert ann_ws.receive_json()["agent_id"] == "ann"
+        bob_ws.receive_json()
         sup_ws.receive_json()
         replies = escalate(ingest, "x1")
         ingest.say("x2", "k1", "Let me speak to your supervisor right now")
@@ -147,11 +152,38 @@ def test_alerts_reach_the_agent_and_supervisors_with_evidence(
         assert [a["id"] for a in seen[:2]] == [turn_alert["id"], ann_alert["id"]]
         assert seen[2]["rule_id"] == "escalation-phrases"
         assert seen[2]["evidence"]["matched"] == ["supervisor"]
+        # Each agent gets their own alerts and nothing else: the next alert Ann sees is
+        # her sentinel on x3, not Bob's on x2; Bob's first and only one is his.
+        ingest.say("x3", "k1", "I want a refund")
+        assert ann_ws.receive_json()["alert"]["conversation_id"] == "x3"
+        bobs_alert = bob_ws.receive_json()["alert"]
+        assert bobs_alert["conversation_id"] == "x2" and bobs_alert["id"] == seen[2]["id"]
     # Bob never saw Ann's alert; the REST list agrees.
     bobs = client.get("/v1/alerts", headers=auth(bob)).json()["alerts"]
     assert [a["conversation_id"] for a in bobs] == ["x2"]
     every = client.get("/v1/alerts", headers=auth(manager)).json()["alerts"]
-    assert {a["conversation_id"] for a in every} == {"x1", "x2"}
+    assert {a["conversation_id"] for a in every} == {"x1", "x2", "x3"}
+    # Bob's alert is not crowded out of his list by everyone else's.
+    for i in range(5):
+        ingest.start(f"other{i}", agent_id="cy")
+        ingest.say(f"other{i}", "1", "refund please")
+    assert [a["conversation_id"] for a in client.get(
+        "/v1/alerts", headers=auth(bob), params={"limit": 1}).json()["alerts"]] == ["x2"]
+
+
+def test_live_board_filters(ingest: Connector, client: TestClient, manager: str) -> None:
+    ingest.start("f1", queue="billing")
+    ingest.start("f2", queue="sales")
+    with client.websocket_connect("/v1/live?escalated=false&queue=billing",
+                                  headers=auth(manager)) as ws:
+        assert [c["id"] for c in ws.receive_json()["conversations"]] == ["f1"]
+        ingest.say("f2", "s1", "hello")  # other queue: not sent
+        ingest.say("f1", "s1", ANGRY[0])  # escalates: one last update, then silence
+        last = ws.receive_json()["conversation"]
+        assert last["id"] == "f1" and last["escalated"] is True
+        ingest.say("f1", "s2", "still here")
+        ingest.start("f3", queue="billing")
+        assert ws.receive_json()["conversation"]["id"] == "f3"
 
 
 def test_live_board_snapshot_then_updates(ingest: Connector, client: TestClient,

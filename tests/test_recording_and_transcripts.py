@@ -13,6 +13,7 @@ from tests.conftest import ANGRY, Connector, Users, auth
 CUSTOMER = "I want to cancel my account, this is awful and I am furious!"
 AGENT = "I am sorry to hear that, let me help you with the cancellation."
 CUSTOMER_2 = "This is a terrible disgrace, I hate it, horrible!"
+BOT = "Your satisfaction survey link is on its way."
 
 
 def db_rows(settings, sql: str, *args) -> list[tuple]:
@@ -35,32 +36,39 @@ def test_recording_policy_decides_what_is_stored(
         ingest.say("r1", "2", AGENT, role="agent")
         ingest.say("r1", "3", CUSTOMER_2)
         ingest.say("r1", "4", ANGRY[0])
+        ingest.say("r1", "5", BOT, role="bot")
         # Monitoring does not depend on recording: the supervisor hears every word.
         live: list[dict] = []
-        while len(live) < 4:
+        while len(live) < 5:
             message = ws.receive_json()
             if message["type"] == "segment":
                 live.append(message)
-        assert [m["text"] for m in live] == [CUSTOMER, AGENT, CUSTOMER_2, ANGRY[0]]
+        assert [m["text"] for m in live] == [CUSTOMER, AGENT, CUSTOMER_2, ANGRY[0], BOT]
     ingest.end("r1")
 
     stored = db_rows(settings, "SELECT role, text FROM segments ORDER BY seq")
-    assert [role for role, _ in stored] == ["customer", "agent", "customer", "customer"]
+    assert [role for role, _ in stored] == ["customer", "agent", "customer", "customer", "bot"]
     for role, text in stored:
-        assert (text is not None) == (role in kept), (policy, role, text)
+        # The agent side includes its bot.
+        assert (text is not None) == (role.replace("bot", "agent") in kept), (policy, role)
 
     # Alerts and metadata are always stored; their evidence follows the same policy.
-    alerts = db_rows(settings, "SELECT rule_id, evidence FROM alerts")
+    alerts = db_rows(settings, "SELECT rule_id, evidence, reason FROM alerts")
     assert {a[0] for a in alerts} >= {"escalation-phrases", "negative-sentiment"}
-    for _, evidence in alerts:
-        for seg in json.loads(evidence)["segments"]:
+    for rule_id, evidence, reason in alerts:
+        stored_evidence = json.loads(evidence)
+        for seg in stored_evidence["segments"]:
             assert (seg["text"] is not None) == (seg["role"] in kept)
             assert "compound" in seg["scores"]
+        if rule_id == "escalation-phrases":  # the matched words are transcript too
+            assert (stored_evidence["matched"] == ["cancel my account"]) == ("customer" in kept)
+            assert ("cancel my account" in reason) == ("customer" in kept)
     assert db_rows(settings, "SELECT recording, status FROM conversations") == [
         (policy, "ended")]
 
     everything = b"".join(p.read_bytes() for p in settings.database.parent.glob("cc.db*"))
-    for text, role in ((CUSTOMER, "customer"), (AGENT, "agent"), (CUSTOMER_2, "customer")):
+    for text, role in ((CUSTOMER, "customer"), (AGENT, "agent"), (CUSTOMER_2, "customer"),
+                       (BOT, "agent")):
         assert (text.encode() in everything) == (role in kept), (policy, role)
 
 
@@ -84,6 +92,17 @@ def test_analyst_fetches_a_recorded_conversation(ingest: Connector, client: Test
     assert body["events"][1]["from_queue"] == "billing"
     missing = client.get("/v1/transcripts/nope", headers=analyst)
     assert missing.status_code == 404 and missing.json()["code"] == "unknown_conversation"
+
+
+def test_transcript_is_in_spoken_order_even_when_segments_arrive_late(
+        ingest: Connector, client: TestClient, users: Users) -> None:
+    ingest.start("o1")
+    ingest.say("o1", "b", "second", started_at="2026-01-01T10:00:05Z")
+    assert ingest.say("o1", "a", "first", started_at="2026-01-01T10:00:00Z")["late"] is True
+    ingest.say("o1", "c", "third", started_at="2026-01-01T10:00:09Z")
+    turns = client.get("/v1/transcripts/o1", headers=auth(users.token("Analyst"))).json()
+    assert [(t["segment_id"], t["late"]) for t in turns["turns"]] == [
+        ("a", True), ("b", False), ("c", False)]
 
 
 def test_keyword_search_with_filters(ingest: Connector, client: TestClient,
