@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -24,8 +25,14 @@ PROJECT = Path(__file__).resolve().parents[1]
 SAMPLE = PROJECT / "contact_center" / "samples" / "conversations.jsonl"
 
 
+def command() -> list[str]:
+    """The installed console script when there is one (CI installs the package)."""
+    script = shutil.which("contact-center", path=str(Path(sys.executable).parent))
+    return [script] if script else [sys.executable, "-m", "contact_center"]
+
+
 def cli(*args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "contact_center", *args], capture_output=True,
+    done = subprocess.run([*command(), *args], capture_output=True,
                           text=True, timeout=120, cwd=PROJECT)
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -41,8 +48,7 @@ class Server:
         self.ws = f"ws://127.0.0.1:{self.port}"
         self.output: list[str] = []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "contact_center", "serve", "--port", str(self.port),
-             "--db", str(self.db)],
+            [*command(), "serve", "--port", str(self.port), "--db", str(self.db)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=PROJECT)
         threading.Thread(target=self._collect, daemon=True).start()
         deadline = time.monotonic() + 30
@@ -60,12 +66,16 @@ class Server:
         for line in self.proc.stdout:
             self.output.append(line)
 
-    def stop(self) -> None:
+    def stop(self) -> float:
+        """SIGTERM; returns how long the server took to exit (inf if it had to be killed)."""
+        started = time.monotonic()
         self.proc.terminate()
         try:
-            self.proc.wait(15)
+            self.proc.wait(20)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            return float("inf")
+        return time.monotonic() - started
 
     def token(self, username: str, *profiles: str) -> str:
         if profiles:
@@ -78,7 +88,8 @@ class Server:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     s = Server(tmp_path_factory.mktemp("server"))
     yield s
-    s.stop()
+    took = s.stop()
+    assert took < 15, "the server did not shut down promptly on SIGTERM"
 
 
 def test_serve_explains_docs_and_admin_token(server: Server) -> None:
@@ -116,6 +127,38 @@ def test_oversized_frame_closes_only_that_socket(server: Server) -> None:
     assert server.proc.poll() is None
 
 
+def test_a_client_vanishing_with_replies_owed_leaves_no_stuck_handler(server: Server) -> None:
+    """Blast events without reading a reply, then drop the connection: the server
+    finishes the accepted work, frees the socket, and serves others (and the fixture
+    then checks it still shuts down promptly)."""
+    token = server.token("vanishing", "Connector")
+    headers = {"Authorization": f"Bearer {token}"}
+    burst = [json.dumps({"type": "conversation.started", "conversation": {"id": "burst"}})]
+    burst += [json.dumps({"type": "segment", "conversation_id": "burst", "segment_id": str(i),
+                          "role": "customer", "text": f"message number {i}"})
+              for i in range(3000)]
+
+    async def scenario() -> None:
+        ws = await connect(f"{server.ws}/v1/ingest", additional_headers=headers)
+        await ws.recv()
+        for frame in burst:
+            await ws.send(frame)
+        ws.transport.abort()  # no close frame, replies unread
+        await asyncio.sleep(1.0)
+        async with connect(f"{server.ws}/v1/ingest", additional_headers=headers) as fresh:
+            await fresh.recv()
+            await fresh.send(json.dumps({"type": "conversation.started",
+                                         "conversation": {"id": "after-burst"}}))
+            assert json.loads(await fresh.recv())["status"] == "accepted"
+
+    asyncio.run(scenario())
+    deadline = time.monotonic() + 10
+    while httpx.get(f"{server.url}/healthz").json()["queue_depth"] and \
+            time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert httpx.get(f"{server.url}/healthz").json()["queue_depth"] == 0
+
+
 def test_simulate_replays_real_conversations_and_alerts_fire(server: Server) -> None:
     out = cli("simulate", "--url", server.url, "--db", str(server.db), "--file", str(SAMPLE),
               "--rate", "0", "--concurrency", "4")
@@ -144,8 +187,8 @@ def test_refused_sockets_are_answered_and_not_logged_as_errors(server: Server) -
 def test_cli_refuses_a_missing_database_and_lists_tokens(server: Server,
                                                          tmp_path: Path) -> None:
     missing = subprocess.run(
-        [sys.executable, "-m", "contact_center", "tokens", "create", "admin",
-         "--db", str(tmp_path / "nope.db")], capture_output=True, text=True, cwd=PROJECT)
+        [*command(), "tokens", "create", "admin", "--db", str(tmp_path / "nope.db")],
+        capture_output=True, text=True, cwd=PROJECT)
     assert missing.returncode == 1 and "no database at" in missing.stderr
     assert not (tmp_path / "nope.db").exists()
     server.token("lister", "Analyst")
