@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,6 +28,7 @@ from monitoring.hub import Hub
 log = logging.getLogger(__name__)
 
 DRAIN_SECONDS = 10.0
+MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
 async def load_rules(settings: Settings, store: Store) -> RuleSet:
@@ -83,6 +85,17 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.include_router(live.router)
     app.include_router(transcripts.router)
     app.include_router(admin.router)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Any) -> Any:
+        """Refuse oversized bodies before reading them (the largest valid batch is 500
+        segments of 8,000 characters)."""
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            return JSONResponse({"type": "error", "code": "message_too_large",
+                                 "message": f"request bodies are limited to {MAX_BODY_BYTES} "
+                                            "bytes"}, status_code=413)
+        return await call_next(request)
 
     @app.get("/healthz", tags=["operations"])
     async def health(request: Request) -> JSONResponse:

@@ -135,7 +135,7 @@ class Conversation:
                 "start": self.start_sentiment,
                 "change": (None if self.start_sentiment is None or self.rolling.mean is None
                            else self.rolling.mean - self.start_sentiment),
-                "last": self.last_scores,
+                "last": dict(self.last_scores),
             },
             "counts": dict(self.counts), "transfers": self.transfers,
             "customer_waiting_seconds": None if waiting is None else max(0.0, now - waiting),

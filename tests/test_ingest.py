@@ -171,6 +171,10 @@ def test_rest_segment_batch_results_in_order(client: TestClient, connector_token
     assert missing.status_code == 404
     assert missing.json()["results"][0]["code"] == "unknown_conversation"
 
+    huge = client.post("/v1/events", headers={**h, "Content-Type": "application/json"},
+                       content=b" " * (16 * 1024 * 1024 + 1))
+    assert huge.status_code == 413 and huge.json()["code"] == "message_too_large"
+
     broken = client.post("/v1/events", headers={**h, "Content-Type": "application/json"},
                          content=b"{nope")
     assert broken.status_code == 422 and broken.json()["code"] == "malformed_json"

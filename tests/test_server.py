@@ -19,7 +19,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from contact_center.simulate import default_source
+from contact_center.simulate import default_source, load_conversations
 
 PROJECT = Path(__file__).resolve().parents[1]
 SAMPLE = PROJECT / "contact_center" / "samples" / "conversations.jsonl"
@@ -212,7 +212,20 @@ def test_secrets_never_reach_the_logs(server: Server) -> None:
     assert token not in text and "cc_wrong" not in text
 
 
-def test_default_source_prefers_the_shared_corpus() -> None:
-    shared = Path.cwd().parent / "shared" / "data" / "twitter-care" / "conversations.jsonl"
-    expected = shared if shared.is_file() else SAMPLE
-    assert default_source().resolve() == expected.resolve()
+def test_simulate_source_is_the_shared_corpus_else_the_packaged_sample(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    alone = tmp_path / "alone" / "checkout"
+    alone.mkdir(parents=True)
+    monkeypatch.chdir(alone)
+    sample = default_source()
+    assert sample.name == "conversations.jsonl" and "samples" in sample.parts
+    assert len(load_conversations(sample)) == 30
+
+    beside = tmp_path / "beside"
+    corpus = beside / "shared" / "data" / "twitter-care" / "conversations.jsonl"
+    corpus.parent.mkdir(parents=True)
+    corpus.write_text(sample.read_text().splitlines()[0] + "\n")
+    (beside / "checkout").mkdir()
+    monkeypatch.chdir(beside / "checkout")
+    assert default_source().resolve() == corpus.resolve()
+    assert len(load_conversations(default_source())) == 1
