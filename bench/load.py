@@ -16,6 +16,7 @@ import csv
 import json
 import platform
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -187,6 +188,9 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(15)
+        with sqlite3.connect(db) as conn:  # every ack must be in the database
+            report["stored_segments"] = conn.execute("SELECT count(*) FROM segments").fetchone()[0]
+            report["stored_alerts"] = conn.execute("SELECT count(*) FROM alerts").fetchone()[0]
     print(json.dumps(report, indent=2))
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
