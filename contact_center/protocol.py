@@ -89,9 +89,12 @@ class SegmentFields(_Event):
     ended_at: Timestamp | None = None
 
 
-class Segment(SegmentFields):
-    type: Literal["segment"] = "segment"
+class _InConversation(_Event):
     conversation_id: Id
+
+
+class Segment(SegmentFields, _InConversation):
+    type: Literal["segment"] = "segment"
 
 
 class Participant(Model):
@@ -100,47 +103,38 @@ class Participant(Model):
     name: str | None = Field(default=None, max_length=200)
 
 
-class ParticipantJoined(_Event):
+class ParticipantJoined(_InConversation):
     type: Literal["participant.joined"] = "participant.joined"
-    conversation_id: Id
     participant: Participant
 
 
-class ParticipantLeft(_Event):
+class ParticipantLeft(_InConversation):
     type: Literal["participant.left"] = "participant.left"
-    conversation_id: Id
     participant_id: Id
 
 
-class Transferred(_Event):
+class Transferred(_InConversation):
     """Moves the conversation to another agent and/or queue; its live state is kept."""
 
     type: Literal["conversation.transferred"] = "conversation.transferred"
-    conversation_id: Id
     to_agent_id: Id | None = None
     to_queue: Id | None = None
     reason: str | None = Field(default=None, max_length=500)
 
 
-class BotHandover(_Event):
+class BotHandover(_InConversation):
     type: Literal["bot.handover"] = "bot.handover"
-    conversation_id: Id
     agent_id: Id
 
 
-class ConversationEnded(_Event):
+class ConversationEnded(_InConversation):
     type: Literal["conversation.ended"] = "conversation.ended"
-    conversation_id: Id
     reason: str | None = Field(default=None, max_length=500)
 
 
 Event = Annotated[
     ConversationStarted | Segment | ParticipantJoined | ParticipantLeft | Transferred
     | BotHandover | ConversationEnded,
-    Field(discriminator="type"),
-]
-ConversationEvent = Annotated[
-    ParticipantJoined | ParticipantLeft | Transferred | BotHandover | ConversationEnded,
     Field(discriminator="type"),
 ]
 _event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
