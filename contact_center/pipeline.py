@@ -23,7 +23,14 @@ from analytics.scoring import Scores, score_many
 from contact_center import protocol as p
 from contact_center.bus import Bus, Delivery
 from contact_center.conversation import Conversation
-from contact_center.store import AlertRow, EventRow, SegmentRow, Store, WriteBatch
+from contact_center.store import (
+    AlertRow,
+    EventRow,
+    SegmentRow,
+    Store,
+    StoredConversation,
+    WriteBatch,
+)
 from monitoring.hub import Hub
 from monitoring.recording import records
 
@@ -32,6 +39,7 @@ V = TypeVar("V")
 
 ENDED_MEMORY = 50_000  # ended conversation ids remembered to answer late events fast
 ENDED_SEGMENTS_MEMORY = 1_000  # ... and the segment ids of the latest ones, for retries
+
 
 class Outbox(list[tuple[str, Callable[[], None]]]):
     """Effects to run once the batch is committed, in order, by conversation id."""
@@ -107,7 +115,12 @@ class Pipeline:
                 bus.done(len(deliveries))
 
     async def process(self, deliveries: list[Delivery]) -> None:
-        await self._load_missing(deliveries)
+        try:
+            await self._load_missing(deliveries)
+        except Exception:
+            log.exception("store read failed; %d events not applied", len(deliveries))
+            self._refuse(deliveries)
+            return
         finals = [i for i, d in enumerate(deliveries)
                   if isinstance(d.event, p.Segment) and d.event.final]
         scored: dict[int, Scores] = {}
@@ -135,12 +148,10 @@ class Pipeline:
         try:
             await self.store.write(batch)
         except Exception:
-            log.exception("store write failed; %d events not acknowledged", len(deliveries))
+            log.exception("store write failed; %d events not applied", len(deliveries))
             self._forget(touched)
             self._resync(touched)
-            for d in deliveries:
-                d.settle(_error(d.event, p.ErrorCode.UNAVAILABLE,
-                                "storage is unavailable; the event was not applied, retry"))
+            self._refuse(deliveries)
             return
         self.processed += len(deliveries)
         self.batches += 1
@@ -151,10 +162,17 @@ class Pipeline:
                 effect()
             except Exception:  # a failed push must not cost the others theirs
                 log.exception("publishing a live message failed")
-        now = time.time()
-        for conv in touched.values():
-            self.hub.publish(LIVE_TOPIC, {"type": "conversation.updated",
-                                          "conversation": conv.summary(now)})
+        if self.hub.subscribers(LIVE_TOPIC):
+            now = time.time()
+            for conv in touched.values():
+                self.hub.publish(LIVE_TOPIC, {"type": "conversation.updated",
+                                              "conversation": conv.summary(now)})
+
+    @staticmethod
+    def _refuse(deliveries: list[Delivery]) -> None:
+        for d in deliveries:
+            d.settle(_error(d.event, p.ErrorCode.UNAVAILABLE,
+                            "storage is unavailable; the event was not applied, retry"))
 
     def _isolate(self, failed: set[str], deliveries: list[Delivery], replies: list[p.Reply],
                  batch: WriteBatch, outbox: Outbox,
@@ -189,7 +207,7 @@ class Pipeline:
             for stored in await self.store.load_conversations(missing):
                 self._restore(stored)
 
-    def _restore(self, stored: Any) -> None:
+    def _restore(self, stored: StoredConversation) -> None:
         if stored.meta["status"] != "live":
             self._remember_ended(stored.meta["id"], stored.segment_ids)
             return

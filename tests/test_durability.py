@@ -90,12 +90,19 @@ class FlakyStore(SQLiteStore):
     """A real SQLite store whose next write fails, as a full disk would."""
 
     fail_next = False
+    fail_next_load = False
 
     async def write(self, batch: WriteBatch) -> None:
         if self.fail_next:
             self.fail_next = False
             raise OSError("disk full")
         await super().write(batch)
+
+    async def load_conversations(self, ids=None):  # type: ignore[no-untyped-def]
+        if self.fail_next_load:
+            self.fail_next_load = False
+            raise OSError("I/O error")
+        return await super().load_conversations(ids)
 
 
 def test_failed_commit_is_not_acked_and_a_retry_applies_once(tmp_path: Path, users: Users,
@@ -119,6 +126,10 @@ def test_failed_commit_is_not_acked_and_a_retry_applies_once(tmp_path: Path, use
         assert c.start("f2")["code"] == "unavailable"
         assert c.say("f2", "s1", "hi")["code"] == "unknown_conversation"
         assert c.start("f2")["status"] == "accepted"
+
+        store.fail_next_load = True  # looking up a conversation not in memory fails
+        assert c.say("f9", "s1", "hi")["code"] == "unavailable"
+        assert c.say("f9", "s1", "hi")["code"] == "unknown_conversation"
 
         # A monitor that may have seen uncommitted state is told to start over.
         manager = auth(users.token("CallCenterManager"))
