@@ -163,9 +163,9 @@ async def list_alerts(request: Request, conversation_id: str | None = None,
 
 async def _pump(ws: WebSocket, sub: Subscription, hub: Hub, first: list[dict[str, Any]],
                 endings: dict[str, tuple[int, str]] | None = None) -> None:
-    """Send ``first``, then every message of ``sub``, until the client leaves, a message
-    whose type is in ``endings`` has been sent (then close with its code), or the client
-    is too slow and is cut off."""
+    """Accept, send ``first``, then every message of ``sub``, until the client leaves, a
+    message whose type is in ``endings`` has been sent (then close with its code), or the
+    client is too slow and is cut off. Always unsubscribes."""
     endings = {"resync": (RESYNC, "state changed; reconnect")} | (endings or {})
 
     async def send_all() -> tuple[int, str]:
@@ -185,10 +185,12 @@ async def _pump(ws: WebSocket, sub: Subscription, hub: Hub, first: list[dict[str
             pass
         return 1000, ""
 
-    sender = asyncio.create_task(send_all())
-    tasks = [sender, asyncio.create_task(watch_disconnect())]
+    tasks: list[asyncio.Task[tuple[int, str]]] = []
     close = (1000, "")
     try:
+        await accept(ws)
+        sender = asyncio.create_task(send_all())
+        tasks = [sender, asyncio.create_task(watch_disconnect())]
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         if sender.done():
             error = sender.exception()
@@ -227,7 +229,6 @@ async def monitor(ws: WebSocket, conversation_id: str) -> None:
     sub = hub.subscribe(conversation_topic(conversation_id))
     catch_up = {"type": "catch_up", "conversation": conv.summary(time.time()),
                 "transcript": list(conv.recent)}
-    await accept(ws)
     await _pump(ws, sub, hub, [catch_up, {"type": "live"}],
                 {"conversation.ended": (1000, "conversation ended")})
 
@@ -245,7 +246,6 @@ async def live_board(ws: WebSocket, wanted: LiveFilter = Depends(live_filter)) -
     for row in rows:
         accept_update({"conversation": row})  # remember what the snapshot showed
     snapshot = {"type": "snapshot", "conversations": rows}
-    await accept(ws)
     await _pump(ws, sub, hub, [snapshot])
 
 
@@ -257,6 +257,5 @@ async def alert_stream(ws: WebSocket) -> None:
         return
     hub = ws.app.state.hub
     sub = hub.subscribe(ALERTS_TOPIC, accept=lambda meta: principal.can_see_alert(meta["agent_id"]))
-    await accept(ws)
     await _pump(ws, sub, hub, [{"type": "subscribed", "user": principal.username,
                                 "agent_id": principal.agent_id}])
