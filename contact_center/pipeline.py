@@ -32,6 +32,7 @@ from contact_center.store import (
     WriteBatch,
 )
 from monitoring.hub import Hub
+from monitoring.metrics import agent_metrics
 from monitoring.recording import records
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ V = TypeVar("V")
 
 ENDED_MEMORY = 50_000  # ended conversation ids remembered to answer late events fast
 ENDED_SEGMENTS_MEMORY = 1_000  # ... and the segment ids of the latest ones, for retries
+AGENT_METRICS_INTERVAL = 1.0  # seconds between agent metric pushes on the live board
 
 
 class Outbox(list[tuple[str, Callable[[], None]]]):
@@ -93,6 +95,8 @@ class Pipeline:
         self.processed = 0
         self.batches = 0
         self._last_alert_ms = 0
+        self._agents_due: asyncio.TimerHandle | None = None
+        self._agents_sent_at = 0.0
 
     async def start(self) -> None:
         for stored in await self.store.load_conversations(None):
@@ -167,6 +171,20 @@ class Pipeline:
             for conv in touched.values():
                 self.hub.publish(LIVE_TOPIC, {"type": "conversation.updated",
                                               "conversation": conv.summary(now)})
+            self._schedule_agent_metrics()
+
+    def _schedule_agent_metrics(self) -> None:
+        """Push agent metrics at most every AGENT_METRICS_INTERVAL, always once more after
+        the last change."""
+        if self._agents_due is None:
+            delay = self._agents_sent_at + AGENT_METRICS_INTERVAL - time.monotonic()
+            self._agents_due = asyncio.get_running_loop().call_later(
+                max(0.0, delay), self._publish_agent_metrics)
+
+    def _publish_agent_metrics(self) -> None:
+        self._agents_due, self._agents_sent_at = None, time.monotonic()
+        self.hub.publish(LIVE_TOPIC, {"type": "agents.updated",
+                                      "agents": agent_metrics(list(self.conversations.values()))})
 
     @staticmethod
     def _refuse(deliveries: list[Delivery]) -> None:

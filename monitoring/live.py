@@ -9,17 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from contact_center.conversation import Conversation
 from contact_center.pipeline import ALERTS_TOPIC, LIVE_TOPIC, Pipeline, conversation_topic
 from monitoring.auth import accept, authorize_websocket, deny, require
 from monitoring.hub import Hub, Subscription
+from monitoring.metrics import agent_metrics
 from monitoring.permissions import Permission, Principal
 
 router = APIRouter(tags=["supervision"])
@@ -75,31 +75,6 @@ def board_filter(wanted: LiveFilter) -> Callable[[dict[str, Any]], bool]:
         return False
 
     return accept
-
-
-def agent_metrics(conversations: list[Conversation],
-                  known_agents: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """Per agent: live conversations, their mean customer sentiment, alerts raised.
-    ``known_agents`` (agent users) are listed even while they handle nothing."""
-
-    def row(agent_id: str | None) -> dict[str, Any]:
-        return {"agent_id": agent_id, "conversations": 0, "open_alerts": 0,
-                "escalated_conversations": 0, "_sentiments": []}
-
-    agents: dict[str, dict[str, Any]] = {a: row(a) for a in known_agents}
-    for conv in conversations:
-        a = agents.setdefault(conv.agent_id or "(unassigned)", row(conv.agent_id))
-        a["conversations"] += 1
-        a["open_alerts"] += conv.alerts
-        a["escalated_conversations"] += conv.alerts > 0
-        if conv.rolling.mean is not None:
-            a["_sentiments"].append(conv.rolling.mean)
-    rows = []
-    for a in agents.values():
-        values = a.pop("_sentiments")
-        a["average_customer_sentiment"] = sum(values) / len(values) if values else None
-        rows.append(a)
-    return sorted(rows, key=lambda r: (r["agent_id"] is None, r["agent_id"] or ""))
 
 
 def _pipeline(conn: Request | WebSocket) -> Pipeline:
@@ -245,7 +220,8 @@ async def live_board(ws: WebSocket, wanted: LiveFilter = Depends(live_filter)) -
     rows = _summaries(pipeline, wanted)
     for row in rows:
         accept_update({"conversation": row})  # remember what the snapshot showed
-    snapshot = {"type": "snapshot", "conversations": rows}
+    snapshot = {"type": "snapshot", "conversations": rows,
+                "agents": agent_metrics(list(pipeline.conversations.values()))}
     await _pump(ws, sub, hub, [snapshot])
 
 

@@ -171,6 +171,14 @@ def test_alerts_reach_the_agent_and_supervisors_with_evidence(
         "/v1/alerts", headers=auth(bob), params={"limit": 1}).json()["alerts"]] == ["x2"]
 
 
+def next_update(ws) -> dict:  # type: ignore[no-untyped-def]
+    """The next conversation update on the live board (agent metrics are skipped)."""
+    while (message := ws.receive_json())["type"] == "agents.updated":
+        pass
+    assert message["type"] == "conversation.updated", message
+    return message  # type: ignore[no-any-return]
+
+
 def test_live_board_filters(ingest: Connector, client: TestClient, manager: str) -> None:
     ingest.start("f1", queue="billing")
     ingest.start("f2", queue="sales")
@@ -179,11 +187,11 @@ def test_live_board_filters(ingest: Connector, client: TestClient, manager: str)
         assert [c["id"] for c in ws.receive_json()["conversations"]] == ["f1"]
         ingest.say("f2", "s1", "hello")  # other queue: not sent
         ingest.say("f1", "s1", ANGRY[0])  # escalates: one last update, then silence
-        last = ws.receive_json()["conversation"]
+        last = next_update(ws)["conversation"]
         assert last["id"] == "f1" and last["escalated"] is True
         ingest.say("f1", "s2", "still here")
         ingest.start("f3", queue="billing")
-        assert ws.receive_json()["conversation"]["id"] == "f3"
+        assert next_update(ws)["conversation"]["id"] == "f3"
 
 
 def test_live_board_snapshot_then_updates(ingest: Connector, client: TestClient,
@@ -194,11 +202,25 @@ def test_live_board_snapshot_then_updates(ingest: Connector, client: TestClient,
         assert snapshot["type"] == "snapshot"
         assert [c["id"] for c in snapshot["conversations"]] == ["b1"]
         ingest.say("b1", "s1", ANGRY[0])
-        update = ws.receive_json()
-        assert update["type"] == "conversation.updated"
+        update = next_update(ws)
         assert update["conversation"]["counts"]["customer"] == 1
         ingest.end("b1")
-        assert ws.receive_json()["conversation"]["status"] == "ended"
+        assert next_update(ws)["conversation"]["status"] == "ended"
+
+
+def test_live_board_pushes_agent_metrics(ingest: Connector, client: TestClient,
+                                         manager: str) -> None:
+    ingest.start("g1", agent_id="ann")
+    with client.websocket_connect("/v1/live", headers=auth(manager)) as ws:
+        assert [a["agent_id"] for a in ws.receive_json()["agents"]] == ["ann"]
+        ingest.start("g2", agent_id="bob")
+        ingest.say("g2", "s1", ANGRY[0])
+        while (message := ws.receive_json())["type"] != "agents.updated" or \
+                len(message["agents"]) < 2 or message["agents"][1]["open_alerts"] == 0:
+            pass
+        bob = message["agents"][1]
+        assert bob["agent_id"] == "bob" and bob["conversations"] == 1
+        assert bob["average_customer_sentiment"] < -0.5
 
 
 def test_one_alert_per_bad_patch_end_to_end(ingest: Connector, client: TestClient,

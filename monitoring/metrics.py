@@ -1,0 +1,33 @@
+"""Live metrics computed from the conversations in progress (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from contact_center.conversation import Conversation
+
+
+def agent_metrics(conversations: list[Conversation],
+                  known_agents: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Per agent: live conversations, their mean customer sentiment, alerts raised.
+    ``known_agents`` (agent users) are listed even while they handle nothing."""
+
+    def row(agent_id: str | None) -> dict[str, Any]:
+        return {"agent_id": agent_id, "conversations": 0, "open_alerts": 0,
+                "escalated_conversations": 0, "_sentiments": []}
+
+    agents: dict[str, dict[str, Any]] = {a: row(a) for a in known_agents}
+    for conv in conversations:
+        a = agents.setdefault(conv.agent_id or "(unassigned)", row(conv.agent_id))
+        a["conversations"] += 1
+        a["open_alerts"] += conv.alerts
+        a["escalated_conversations"] += conv.alerts > 0
+        if conv.rolling.mean is not None:
+            a["_sentiments"].append(conv.rolling.mean)
+    rows = []
+    for a in agents.values():
+        values = a.pop("_sentiments")
+        a["average_customer_sentiment"] = sum(values) / len(values) if values else None
+        rows.append(a)
+    return sorted(rows, key=lambda r: (r["agent_id"] is None, r["agent_id"] or ""))
