@@ -9,15 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from contact_center.protocol import ErrorCode, Event, ProtocolError, Reply
 
 
+@dataclass(eq=False, slots=True)
+class Source:
+    """Where events come from: one socket, or one REST request. Once the pipeline
+    refuses one of a source's events (storage down, a bug), it refuses the source's later
+    events of that conversation too, so nothing after the gap is applied before the
+    connector resends."""
+
+    refused: set[str] = field(default_factory=set)  # conversation ids
+
+
 @dataclass(slots=True)
 class Delivery:
     event: Event
+    source: Source
     received_at: float
     reply: asyncio.Future[Reply]
 
@@ -27,7 +38,8 @@ class Delivery:
 
 
 class Bus(Protocol):
-    async def submit(self, event: Event, max_wait: float | None) -> asyncio.Future[Reply]:
+    async def submit(self, event: Event, source: Source,
+                     max_wait: float | None) -> asyncio.Future[Reply]:
         """Enqueue an event, waiting up to ``max_wait`` seconds for room (None: as long as
         it takes); the returned future resolves once the event is durably handled."""
         ...
@@ -53,9 +65,10 @@ class InMemoryBus:
     def depth(self) -> int:
         return self._queue.qsize()
 
-    async def submit(self, event: Event, max_wait: float | None) -> asyncio.Future[Reply]:
+    async def submit(self, event: Event, source: Source,
+                     max_wait: float | None) -> asyncio.Future[Reply]:
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        delivery = Delivery(event, time.time(), future)
+        delivery = Delivery(event, source, time.time(), future)
         try:
             self._queue.put_nowait(delivery)
         except asyncio.QueueFull:

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from contact_center import protocol as p
-from contact_center.bus import Bus
+from contact_center.bus import Bus, Source
 from monitoring.auth import accept, authorize_websocket, require
 from monitoring.permissions import Permission
 
@@ -29,14 +29,23 @@ def _encode(reply: p.Reply) -> str:
     return reply.model_dump_json(exclude_none=True)
 
 
+# After one of these the connection is closed: the connector resends from the first event
+# it has no ack for (nothing after it was applied either).
+RESEND_FROM_HERE = {p.ErrorCode.UNAVAILABLE, p.ErrorCode.INTERNAL_ERROR}
+
+
 async def _send_replies(ws: WebSocket, pending: Pending) -> None:
     while True:
         item = await pending.get()
         reply = await item if isinstance(item, asyncio.Future) else item
         await ws.send_text(_encode(reply))
+        if isinstance(reply, p.ErrorReply) and reply.code in RESEND_FROM_HERE:
+            await ws.close(1011, "resend from the first unacknowledged event")
+            return
 
 
-async def _submit(bus: Bus, raw: str | bytes, limit: int) -> asyncio.Future[p.Reply] | p.Reply:
+async def _submit(bus: Bus, source: Source, raw: str | bytes,
+                  limit: int) -> asyncio.Future[p.Reply] | p.Reply:
     size = len(raw) if isinstance(raw, bytes) else len(raw.encode())
     if size > limit:
         return p.ErrorReply(code=p.ErrorCode.MESSAGE_TOO_LARGE,
@@ -44,18 +53,19 @@ async def _submit(bus: Bus, raw: str | bytes, limit: int) -> asyncio.Future[p.Re
     try:
         # No deadline: a socket waits for room, so its events stay in order and TCP
         # pushes back on the connector.
-        return await bus.submit(p.parse_event(raw), max_wait=None)
+        return await bus.submit(p.parse_event(raw), source, max_wait=None)
     except p.ProtocolError as exc:
         return p.ErrorReply.of(exc)
 
 
 async def _read_events(ws: WebSocket, pending: Pending, bus: Bus, limit: int) -> None:
+    source = Source()
     while True:
         message = await ws.receive()
         if message["type"] == "websocket.disconnect":
             return
         raw = message.get("text") if message.get("text") is not None else message.get("bytes")
-        await pending.put(await _submit(bus, raw or "", limit))
+        await pending.put(await _submit(bus, source, raw or "", limit))
 
 
 @router.websocket("/v1/ingest")
@@ -108,6 +118,7 @@ async def _apply_all(bus: Bus, events: list[Any], max_wait: float) -> list[p.Rep
     """Submit a batch in order within one deadline. Once one event is refused as
     overloaded, the rest are too, so a retry from that point keeps the order."""
     deadline = asyncio.get_running_loop().time() + max_wait
+    source = Source()
     futures: list[asyncio.Future[p.Reply] | p.Reply] = []
     for event in events:
         if futures and isinstance(futures[-1], p.ErrorReply):
@@ -115,7 +126,7 @@ async def _apply_all(bus: Bus, events: list[Any], max_wait: float) -> list[p.Rep
             continue
         left = max(0.0, deadline - asyncio.get_running_loop().time())
         try:
-            futures.append(await bus.submit(event, max_wait=left))
+            futures.append(await bus.submit(event, source, max_wait=left))
         except p.ProtocolError as exc:
             futures.append(p.ErrorReply.of(exc))
     return [await f if isinstance(f, asyncio.Future) else f for f in futures]

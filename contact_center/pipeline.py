@@ -92,6 +92,7 @@ class Pipeline:
         self.conversations: dict[str, Conversation] = {}
         self._ended: OrderedDict[str, None] = OrderedDict()
         self._ended_segments: OrderedDict[str, set[str]] = OrderedDict()
+        self._stale: set[str] = set()  # dropped from memory after a failure; reload them
         self.processed = 0
         self.batches = 0
         self._last_alert_ms = 0
@@ -113,6 +114,7 @@ class Pipeline:
                 log.exception("pipeline batch failed")
                 self._forget({_conversation_id(d.event) for d in deliveries})
                 for d in deliveries:
+                    d.source.refused.add(_conversation_id(d.event))
                     d.settle(_error(d.event, p.ErrorCode.INTERNAL_ERROR,
                                     "internal error; the event was not applied"))
             finally:
@@ -137,6 +139,11 @@ class Pipeline:
         replies: list[p.Reply] = []
         failed: set[str] = set()
         for i, d in enumerate(deliveries):
+            if _conversation_id(d.event) in d.source.refused:
+                replies.append(_error(d.event, p.ErrorCode.UNAVAILABLE,
+                                      "an earlier event of this conversation from this "
+                                      "connection was not applied; resend from that one"))
+                continue
             try:
                 replies.append(self._apply(d, scored.get(i), batch, outbox, touched))
             except Exception:
@@ -154,8 +161,9 @@ class Pipeline:
         except Exception:
             log.exception("store write failed; %d events not applied", len(deliveries))
             self._forget(touched)
-            self._resync(touched)
             self._refuse(deliveries)
+            await self._reload_stale()
+            self._resync(touched)
             return
         self.processed += len(deliveries)
         self.batches += 1
@@ -172,6 +180,8 @@ class Pipeline:
                 self.hub.publish(LIVE_TOPIC, {"type": "conversation.updated",
                                               "conversation": conv.summary(now)})
             self._schedule_agent_metrics()
+        if self._stale:  # a conversation of this batch failed and was dropped
+            await self._reload_stale()
 
     def _schedule_agent_metrics(self) -> None:
         """Push agent metrics at most every AGENT_METRICS_INTERVAL, always once more after
@@ -189,6 +199,7 @@ class Pipeline:
     @staticmethod
     def _refuse(deliveries: list[Delivery]) -> None:
         for d in deliveries:
+            d.source.refused.add(_conversation_id(d.event))
             d.settle(_error(d.event, p.ErrorCode.UNAVAILABLE,
                             "storage is unavailable; the event was not applied, retry"))
 
@@ -200,6 +211,9 @@ class Pipeline:
         for cid in failed:
             touched.pop(cid, None)
         self._forget(failed)
+        for d in deliveries:
+            if _conversation_id(d.event) in failed:
+                d.source.refused.add(_conversation_id(d.event))
         return [_error(d.event, p.ErrorCode.INTERNAL_ERROR,
                        "internal error; no event of this conversation in its batch was applied")
                 if _conversation_id(d.event) in failed else reply
@@ -215,15 +229,27 @@ class Pipeline:
     # -- loading ------------------------------------------------------------------------
 
     async def _load_missing(self, deliveries: list[Delivery]) -> None:
-        wanted = {_conversation_id(d.event) for d in deliveries}
-        missing = wanted - self.conversations.keys() - self._ended.keys()
-        # A segment retried after its conversation ended must still be recognised.
-        missing |= {_conversation_id(d.event) for d in deliveries
-                    if isinstance(d.event, p.Segment)} & (
-            self._ended.keys() - self._ended_segments.keys())
+        missing = set(self._stale)
+        for d in deliveries:
+            cid = _conversation_id(d.event)
+            if cid in self.conversations:
+                continue
+            if cid not in self._ended or (
+                    # A segment retried after its conversation ended must be recognised.
+                    isinstance(d.event, p.Segment) and cid not in self._ended_segments):
+                missing.add(cid)
         if missing:
             for stored in await self.store.load_conversations(missing):
                 self._restore(stored)
+            self._stale.clear()  # what the store did not have was never committed
+
+    async def _reload_stale(self) -> None:
+        """Bring conversations dropped after a failure back at once, so live views and
+        monitors do not lose them until their next event (retried per batch otherwise)."""
+        try:
+            await self._load_missing([])
+        except Exception:
+            log.warning("reloading %d conversations failed; will retry", len(self._stale))
 
     def _restore(self, stored: StoredConversation) -> None:
         if stored.meta["status"] != "live":
@@ -243,6 +269,7 @@ class Pipeline:
             self.conversations.pop(cid, None)
             self._ended.pop(cid, None)
             self._ended_segments.pop(cid, None)
+        self._stale.update(touched)
 
     # -- applying one event ------------------------------------------------------------------
 

@@ -196,7 +196,12 @@ async def monitor(ws: WebSocket, conversation_id: str) -> None:
     conv = pipeline.conversations.get(conversation_id)
     if conv is None:
         stored = await ws.app.state.store.get_conversation(conversation_id)
-        code, status = (("conversation_ended", 410) if stored else ("unknown_conversation", 404))
+        if stored is None:
+            code, status = "unknown_conversation", 404
+        elif stored["status"] == "live":  # dropped from memory after a failure; back soon
+            code, status = "unavailable", 503
+        else:
+            code, status = "conversation_ended", 410
         await deny(ws, status, {"type": "error", "code": code,
                                 "message": f"no live conversation {conversation_id}"})
         return

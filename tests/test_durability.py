@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from contact_center import protocol as p
 from contact_center.app import create_app
-from contact_center.bus import InMemoryBus
+from contact_center.bus import InMemoryBus, Source
 from contact_center.settings import Settings
 from contact_center.sqlite_store import SQLiteStore
 from contact_center.store import SegmentRow, Store, WriteBatch
@@ -108,40 +109,75 @@ class FlakyStore(SQLiteStore):
 def test_failed_commit_is_not_acked_and_a_retry_applies_once(tmp_path: Path, users: Users,
                                                              connector_token: str) -> None:
     store = FlakyStore(tmp_path / "cc.db")
-    with TestClient(create_app(Settings(database=tmp_path / "cc.db"), store)) as client, \
-            client.websocket_connect("/v1/ingest", headers=auth(connector_token)) as ws:
-        c = Connector(ws)
-        c.start("f1")
-        assert c.say("f1", "s1", "first")["status"] == "accepted"
-        store.fail_next = True
-        failed = c.say("f1", "s2", ANGRY[0])
-        assert failed["code"] == "unavailable" and failed["segment_id"] == "s2"
-        retried = c.say("f1", "s2", ANGRY[0])
-        assert retried["status"] == "accepted"
-        assert c.say("f1", "s2", ANGRY[0])["status"] == "duplicate"
+    manager = auth(users.token("CallCenterManager"))
+    ingest = auth(connector_token)
+    with TestClient(create_app(Settings(database=tmp_path / "cc.db"), store)) as client:
         pipeline = client.app.state.pipeline  # type: ignore[attr-defined]
-        assert pipeline.conversations["f1"].counts["customer"] == 2
+        with client.websocket_connect("/v1/ingest", headers=ingest) as ws:
+            c = Connector(ws)
+            c.start("f1")
+            assert c.say("f1", "s1", "first")["status"] == "accepted"
+            store.fail_next = True
+            failed = c.say("f1", "s2", ANGRY[0])
+            assert failed["code"] == "unavailable" and failed["segment_id"] == "s2"
+            # The connection closes: resend from the first event without an ack.
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+            assert closed.value.code == 1011
+        # The conversation is still live for supervisors, from what was committed.
+        live = client.get("/v1/live/conversations/f1", headers=manager).json()
+        assert live["counts"]["customer"] == 1
 
-        store.fail_next = True
-        assert c.start("f2")["code"] == "unavailable"
-        assert c.say("f2", "s1", "hi")["code"] == "unknown_conversation"
-        assert c.start("f2")["status"] == "accepted"
+        with client.websocket_connect("/v1/ingest", headers=ingest) as ws:
+            c = Connector(ws)
+            assert c.say("f1", "s2", ANGRY[0])["status"] == "accepted"
+            assert c.say("f1", "s2", ANGRY[0])["status"] == "duplicate"
+            assert pipeline.conversations["f1"].counts["customer"] == 2
 
         store.fail_next_load = True  # looking up a conversation not in memory fails
-        assert c.say("f9", "s1", "hi")["code"] == "unavailable"
-        assert c.say("f9", "s1", "hi")["code"] == "unknown_conversation"
+        with client.websocket_connect("/v1/ingest", headers=ingest) as ws:
+            assert Connector(ws).say("f9", "s1", "hi")["code"] == "unavailable"
+        with client.websocket_connect("/v1/ingest", headers=ingest) as ws:
+            assert Connector(ws).say("f9", "s1", "hi")["code"] == "unknown_conversation"
 
         # A monitor that may have seen uncommitted state is told to start over.
-        manager = auth(users.token("CallCenterManager"))
-        with client.websocket_connect("/v1/conversations/f1/monitor", headers=manager) as mon:
+        with client.websocket_connect("/v1/conversations/f1/monitor", headers=manager) as mon, \
+                client.websocket_connect("/v1/ingest", headers=ingest) as ws:
             assert mon.receive_json()["type"] == "catch_up"
             mon.receive_json()
             store.fail_next = True
-            assert c.say("f1", "s3", "lost")["code"] == "unavailable"
+            assert Connector(ws).say("f1", "s3", "lost")["code"] == "unavailable"
             assert mon.receive_json()["type"] == "resync"
             with pytest.raises(WebSocketDisconnect) as closed:
                 mon.receive_json()
             assert closed.value.code == 1012
+        with client.websocket_connect("/v1/conversations/f1/monitor", headers=manager) as mon:
+            assert [t["segment_id"] for t in mon.receive_json()["transcript"]] == ["s1", "s2"]
+
+
+def test_nothing_after_a_refused_event_is_applied_before_the_resend(
+        tmp_path: Path, connector_token: str) -> None:
+    """Events already sent behind a refused one are refused too, so a resend from the
+    gap applies everything in order (the end does not overtake the lost segment)."""
+    store = FlakyStore(tmp_path / "cc.db")
+    with TestClient(create_app(Settings(database=tmp_path / "cc.db", batch_size=1),
+                               store)) as client:
+        h = auth(connector_token)
+        client.post("/v1/conversations", headers=h, json={"id": "g1"})
+        store.fail_next = True
+        results = client.post("/v1/events", headers=h, json={"events": [
+            {"type": "segment", "conversation_id": "g1", "segment_id": "s1",
+             "role": "customer", "text": "one"},
+            {"type": "conversation.ended", "conversation_id": "g1"}]}).json()["results"]
+        assert [r["code"] for r in results] == ["unavailable", "unavailable"]
+        again = client.post("/v1/events", headers=h, json={"events": [
+            {"type": "segment", "conversation_id": "g1", "segment_id": "s1",
+             "role": "customer", "text": "one"},
+            {"type": "conversation.ended", "conversation_id": "g1"}]}).json()["results"]
+        assert [r["status"] for r in again] == ["accepted", "accepted"]
+    with sqlite3.connect(tmp_path / "cc.db") as db:
+        assert db.execute("SELECT segment_id FROM segments").fetchall() == [("s1",)]
+        assert db.execute("SELECT status FROM conversations").fetchall() == [("ended",)]
 
 
 def test_health_reports_a_stopped_pipeline(client: TestClient) -> None:
@@ -159,9 +195,9 @@ def test_full_bus_answers_overloaded() -> None:
     async def scenario() -> None:
         bus = InMemoryBus(maxsize=1)
         event = p.ConversationStarted(conversation=p.ConversationInfo(id="x"), ref="r")
-        await bus.submit(event, max_wait=0.05)
+        await bus.submit(event, Source(), max_wait=0.05)
         with pytest.raises(p.ProtocolError) as exc:
-            await bus.submit(event, max_wait=0.05)
+            await bus.submit(event, Source(), max_wait=0.05)
         assert exc.value.code == p.ErrorCode.OVERLOADED and exc.value.ref == "r"
         assert len(await bus.take(10)) == 1
 
