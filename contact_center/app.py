@@ -7,12 +7,13 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from analytics import transcripts
 from analytics.rules import DEFAULT_RULES, RuleSet
@@ -39,6 +40,41 @@ async def load_rules(settings: Settings, store: Store) -> RuleSet:
         return rules
     saved = await store.load_rules()
     return RuleSet.model_validate(saved) if saved is not None else DEFAULT_RULES
+
+
+def _too_large(limit: int) -> HTTPException:
+    return HTTPException(413, {"type": "error", "code": "message_too_large",
+                                        "message": f"request bodies are limited to {limit} bytes"})
+
+
+class BodyLimit:
+    """Refuses request bodies over ``limit`` bytes: at once when Content-Length says so,
+    else as soon as the streamed (chunked) body passes it, so none is buffered whole.
+    (The largest valid batch is 500 segments of 8,000 characters.)"""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = Headers(scope=scope).get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            exc = _too_large(self.limit)
+            await JSONResponse(exc.detail, status_code=413)(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _too_large(self.limit)
+            return message
+
+        await self.app(scope, counted, send)
 
 
 def _report_stopped_runner(runner: asyncio.Task[None]) -> None:
@@ -86,16 +122,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.include_router(transcripts.router)
     app.include_router(admin.router)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Any:
-        """Refuse oversized bodies before reading them (the largest valid batch is 500
-        segments of 8,000 characters)."""
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return JSONResponse({"type": "error", "code": "message_too_large",
-                                 "message": f"request bodies are limited to {MAX_BODY_BYTES} "
-                                            "bytes"}, status_code=413)
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
     @app.get("/healthz", tags=["operations"])
     async def health(request: Request) -> JSONResponse:
@@ -111,6 +138,12 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         body = exc.detail if isinstance(exc.detail, dict) else {
             "type": "error", "code": "http_error", "message": str(exc.detail)}
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"type": "error", "code": "internal_error",
+                             "message": "internal error"}, status_code=500)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

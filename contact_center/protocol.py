@@ -65,7 +65,9 @@ class ConversationInfo(Model):
     agent_id: Id | None = None
     customer: Customer = Field(default_factory=Customer)
     recording: RecordingPolicy = "all"
-    attributes: dict[str, str] = Field(default_factory=dict, max_length=50)
+    attributes: dict[Annotated[str, Field(max_length=64)],
+                     Annotated[str, Field(max_length=1024)]] = Field(default_factory=dict,
+                                                                     max_length=50)
 
 
 class _Event(Model):

@@ -161,6 +161,8 @@ class _Connection:
 
 class SQLiteStore:
     def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
+        if str(path) == ":memory:":  # each connection would see its own empty database
+            raise ValueError("SQLiteStore needs a file; use a temporary one for tests")
         self.path = str(path)
         self._writer = _Connection(self.path, "sqlite-writer", synchronous)
         self._reader = _Connection(self.path, "sqlite-reader", synchronous)
@@ -168,8 +170,7 @@ class SQLiteStore:
         self._auth = _Connection(self.path, "sqlite-auth", synchronous)
 
     async def open(self) -> None:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         await self._writer.run(lambda db: db.executescript(SCHEMA))
 
     async def close(self) -> None:

@@ -66,13 +66,13 @@ def board_filter(wanted: LiveFilter) -> Callable[[dict[str, Any]], bool]:
         summary = message.get("conversation")
         if summary is None:
             return True
+        was_shown = summary["id"] in shown
+        shown.discard(summary["id"])
         if wanted.matches(summary):
-            shown.add(summary["id"])
+            if summary["status"] != "ended":  # an ended one never comes back
+                shown.add(summary["id"])
             return True
-        if summary["id"] in shown:
-            shown.discard(summary["id"])
-            return True
-        return False
+        return was_shown
 
     return accept
 
@@ -145,7 +145,7 @@ async def _pump(ws: WebSocket, sub: Subscription, hub: Hub, first: list[dict[str
 
     async def send_all() -> tuple[int, str]:
         for opening in first:
-            await ws.send_json(opening)
+            await asyncio.wait_for(ws.send_json(opening), SEND_TIMEOUT)
         while True:
             message = await sub.next()
             if message is None:

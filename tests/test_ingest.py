@@ -41,6 +41,7 @@ def test_every_error_code_keeps_the_socket_open(ingest: Connector, settings) -> 
     assert bad["details"][0]["loc"][-1] == "role"
 
     assert ingest.send({"type": "nonsense"})["code"] == "validation_error"
+    assert ingest.start("c9", attributes={"crm": "x" * 1025})["code"] == "validation_error"
     assert ingest.send({"type": "segment"})["code"] == "validation_error"
     too_long = ingest.say("c1", "s2", "x" * 8001)
     assert too_long["code"] == "validation_error" and "text" in too_long["message"]
@@ -174,6 +175,9 @@ def test_rest_segment_batch_results_in_order(client: TestClient, connector_token
     huge = client.post("/v1/events", headers={**h, "Content-Type": "application/json"},
                        content=b" " * (16 * 1024 * 1024 + 1))
     assert huge.status_code == 413 and huge.json()["code"] == "message_too_large"
+    chunked = client.post("/v1/events", headers={"Content-Type": "application/json"},
+                          content=(b" " * 1024 * 1024 for _ in range(20)))  # no length
+    assert chunked.status_code == 413
 
     broken = client.post("/v1/events", headers={**h, "Content-Type": "application/json"},
                          content=b"{nope")
