@@ -161,12 +161,14 @@ class Pipeline:
         except Exception:
             log.exception("store write failed; %d events not applied", len(deliveries))
             self._forget(touched)
+            await self._reload_stale()  # back before anyone hears of the failure
             self._refuse(deliveries)
-            await self._reload_stale()
             self._resync(touched)
             return
         self.processed += len(deliveries)
         self.batches += 1
+        if self._stale:  # a conversation of this batch failed and was dropped
+            await self._reload_stale()
         for d, reply in zip(deliveries, replies, strict=True):
             d.settle(reply)
         for _, effect in outbox:
@@ -180,8 +182,6 @@ class Pipeline:
                 self.hub.publish(LIVE_TOPIC, {"type": "conversation.updated",
                                               "conversation": conv.summary(now)})
             self._schedule_agent_metrics()
-        if self._stale:  # a conversation of this batch failed and was dropped
-            await self._reload_stale()
 
     def _schedule_agent_metrics(self) -> None:
         """Push agent metrics at most every AGENT_METRICS_INTERVAL, always once more after
