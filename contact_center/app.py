@@ -129,8 +129,12 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         """Liveness and pipeline depth (open by design: it reveals no data). 503 when
         the pipeline has stopped: nothing would be processed."""
         running = not request.app.state.runner.done()
+        pipeline = request.app.state.pipeline
         return JSONResponse({"status": "ok" if running else "pipeline stopped",
-                             "version": __version__, "queue_depth": request.app.state.bus.depth},
+                             "version": __version__, "queue_depth": request.app.state.bus.depth,
+                             "events_processed": pipeline.processed,
+                             "batches_committed": pipeline.batches,
+                             "live_conversations": len(pipeline.conversations)},
                             status_code=200 if running else 503)
 
     @app.exception_handler(StarletteHTTPException)

@@ -180,8 +180,11 @@ def test_nothing_after_a_refused_event_is_applied_before_the_resend(
         assert db.execute("SELECT status FROM conversations").fetchall() == [("ended",)]
 
 
-def test_health_reports_a_stopped_pipeline(client: TestClient) -> None:
-    assert client.get("/healthz").json()["status"] == "ok"
+def test_health_reports_a_stopped_pipeline(client: TestClient, connector_token: str) -> None:
+    client.post("/v1/conversations", headers=auth(connector_token), json={"id": "h"})
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and health["live_conversations"] == 1
+    assert health["events_processed"] == 1 and health["batches_committed"] == 1
     runner = client.app.state.runner  # type: ignore[attr-defined]
     runner.cancel()
     deadline = time.monotonic() + 5
