@@ -62,7 +62,7 @@ def board_filter(wanted: LiveFilter) -> Callable[[dict[str, Any]], bool]:
     conversation that stops matching, so the client can drop it."""
     shown: set[str] = set()
 
-    def accept(message: dict[str, Any]) -> bool:
+    def keep(message: dict[str, Any]) -> bool:
         summary = message.get("conversation")
         if summary is None:
             return True
@@ -74,7 +74,7 @@ def board_filter(wanted: LiveFilter) -> Callable[[dict[str, Any]], bool]:
             return True
         return was_shown
 
-    return accept
+    return keep
 
 
 def _pipeline(conn: Request | WebSocket) -> Pipeline:
