@@ -1,42 +1,79 @@
 """The escalation rules engine: rule definitions and their pure evaluation.
 
-A rule keeps a small state per conversation (``RuleState``). Evaluation takes one
-final turn plus the conversation's rolling sentiment and returns the alerts to raise;
-it does no I/O, so the pipeline, tests and a future stateful property test all drive
-it directly.
+A rule keeps a small state per conversation (``RuleState``). ``evaluate`` takes one final
+turn and the conversation it belongs to and returns the alerts to raise; ``due`` does the
+same for rules that fire on a clock (response time). Neither does I/O, so the pipeline,
+the backtest and the tests all drive them directly. Each kind's evaluator is one small
+function; `docs/rules.md` documents every field.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from analytics import signals
 from analytics.rolling import RollingSentiment
 from analytics.scoring import Scores
+from analytics.signals import Signal
 
 Role = Literal["customer", "agent", "bot"]
 Severity = Literal["low", "medium", "high"]
+Metric = Literal["window", "ewma", "turn"]
+MAX_COOLDOWN = 7 * 24 * 3600.0
+
+
+def _has_a_word(phrase: str) -> str:
+    if not re.search(r"\w", phrase):
+        raise ValueError("a phrase needs at least one letter or digit")
+    return phrase
+
+
+Phrase = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_has_a_word)]
+Phrases = list[Phrase]
+
+
+class Scope(BaseModel):
+    """Where a rule applies; an empty list means everywhere."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    queues: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+        default_factory=list, max_length=200)
+    channels: list[Literal["chat", "voice"]] = Field(default_factory=list)
+
+    def covers(self, queue: str, channel: str) -> bool:
+        return ((not self.queues or queue in self.queues)
+                and (not self.channels or channel in self.channels))
 
 
 class _RuleBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    version: int = Field(default=1, ge=1, description="Bumped by the server on every change.")
+    name: str = Field(default="", max_length=200)
     severity: Severity = "high"
-    cooldown_seconds: float = Field(default=300.0, ge=0)
+    scope: Scope = Field(default_factory=Scope)
+    cooldown_seconds: float = Field(default=300.0, ge=0, le=MAX_COOLDOWN, allow_inf_nan=False)
     enabled: bool = True
+
+    def definition(self) -> dict[str, Any]:
+        """What the rule does, without its version: equal definitions, same version."""
+        return self.model_dump(mode="json", exclude={"version"})
 
 
 class SentimentRule(_RuleBase):
-    """Fires when rolling customer sentiment stays below ``below`` for ``consecutive``
-    customer turns; re-arms only once it climbs back to ``clear_above`` (hysteresis)."""
+    """Customer sentiment below ``below`` for ``consecutive`` customer turns; re-arms only
+    once it climbs back to ``clear_above`` (hysteresis)."""
 
     kind: Literal["sentiment"] = "sentiment"
-    metric: Literal["window", "ewma", "turn"] = "window"
+    metric: Metric = "window"
     below: float = Field(default=-0.5, ge=-1, le=1)
     consecutive: int = Field(default=2, ge=1, le=100)
     clear_above: float = Field(default=-0.1, ge=-1, le=1)
@@ -48,116 +85,260 @@ class SentimentRule(_RuleBase):
         return self
 
 
+class SentimentDropRule(_RuleBase):
+    """Customer sentiment fell by more than ``drop`` from its first value (``start``) or
+    its best so far (``peak``); re-arms once the fall is back within ``clear_within``."""
+
+    kind: Literal["sentiment_drop"] = "sentiment_drop"
+    metric: Metric = "window"
+    drop: float = Field(default=0.8, gt=0, le=2)
+    reference: Literal["start", "peak"] = "peak"
+    clear_within: float | None = Field(default=None, ge=0, le=2,
+                                       description="default: half of drop")
+    min_turns: int = Field(default=2, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> SentimentDropRule:
+        if self.clear_within is not None and self.clear_within > self.drop:
+            raise ValueError("clear_within must be <= drop")
+        return self
+
+    @property
+    def rearm_at(self) -> float:
+        return self.drop / 2 if self.clear_within is None else self.clear_within
+
+
 class KeywordRule(_RuleBase):
-    """Fires when a turn by one of ``roles`` contains one of ``phrases`` (whole words,
-    case-insensitive)."""
+    """A turn by one of ``roles`` contains one of ``phrases`` (whole words, any case);
+    with ``negation_aware``, a phrase just after "not", "never", "don't"... does not count."""
 
     kind: Literal["keyword"] = "keyword"
-    phrases: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(min_length=1)
+    phrases: Phrases = Field(min_length=1, max_length=500)
     roles: list[Role] = Field(default=["customer"], min_length=1)
+    negation_aware: bool = False
 
     @cached_property
     def pattern(self) -> re.Pattern[str]:
-        alternatives = "|".join(
-            r"\s+".join(re.escape(word) for word in p.split()) for p in self.phrases
-        )
-        return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+        return signals.phrase_pattern(self.phrases)
 
 
-Rule = Annotated[SentimentRule | KeywordRule, Field(discriminator="kind")]
+class SignalRule(_RuleBase):
+    """A turn shows signals beyond sentiment: any of ``any_of``, all of ``all_of``, and
+    (optionally) a compound score below ``sentiment_below`` on the same turn."""
+
+    kind: Literal["signal"] = "signal"
+    any_of: list[Signal] = Field(default_factory=list)
+    all_of: list[Signal] = Field(default_factory=list)
+    sentiment_below: float | None = Field(default=None, ge=-1, le=1)
+    roles: list[Role] = Field(default=["customer"], min_length=1)
+    negation_aware: bool = True
+
+    @model_validator(mode="after")
+    def _some_signal(self) -> SignalRule:
+        if not self.any_of and not self.all_of:
+            raise ValueError("name at least one signal in any_of or all_of")
+        return self
+
+
+class ResponseTimeRule(_RuleBase):
+    """A customer message unanswered (by an agent or bot) for more than ``seconds``; fires
+    on the clock, once per wait, and clears when someone answers."""
+
+    kind: Literal["response_time"] = "response_time"
+    seconds: float = Field(default=120.0, gt=0, le=MAX_COOLDOWN, allow_inf_nan=False)
+
+
+class AgentConductRule(_RuleBase):
+    """An agent's own turn crosses a line: its compound score below ``below``, or words
+    from the profanity signal (``profanity``) or from ``phrases``."""
+
+    kind: Literal["agent_conduct"] = "agent_conduct"
+    below: float | None = Field(default=-0.6, ge=-1, le=1)
+    profanity: bool = True
+    phrases: Phrases = Field(default_factory=list, max_length=500)
+    roles: list[Role] = Field(default=["agent"], min_length=1)
+
+    @cached_property
+    def pattern(self) -> re.Pattern[str] | None:
+        return signals.phrase_pattern(self.phrases) if self.phrases else None
+
+
+class HumanRequestedRule(_RuleBase):
+    """In a bot-handled conversation (no agent assigned yet) the customer asks for a
+    person, or the bot fails ``bot_failures`` times: a hand-over alert for the queue."""
+
+    kind: Literal["human_requested"] = "human_requested"
+    bot_failures: int = Field(default=2, ge=0, le=100, description="0: never on failures")
+    phrases: Phrases = Field(default_factory=list, max_length=500,
+                             description="extra customer phrases asking for a person")
+
+    @cached_property
+    def pattern(self) -> re.Pattern[str] | None:
+        return signals.phrase_pattern(self.phrases) if self.phrases else None
+
+
+AnyRule = (SentimentRule | SentimentDropRule | KeywordRule | SignalRule | ResponseTimeRule
+           | AgentConductRule | HumanRequestedRule)
+Rule = Annotated[AnyRule, Field(discriminator="kind")]
+SCORE_KINDS = frozenset({"sentiment", "sentiment_drop"})  # read scores, never words
+MAX_RULES = 200
 
 
 class RuleSet(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    rules: list[Rule] = Field(default_factory=list, max_length=200)
+    rules: list[Rule] = Field(default_factory=list, max_length=MAX_RULES)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> RuleSet:
-        ids = [r.id for r in self.rules]
-        if len(ids) != len(set(ids)):
-            raise ValueError("rule ids must be unique")
+        seen: set[str] = set()
+        for rule in self.rules:
+            if rule.id in seen:
+                raise ValueError(f"rule id {rule.id!r} is used twice; ids must be unique")
+            seen.add(rule.id)
         return self
 
+    def get(self, rule_id: str) -> AnyRule | None:
+        return next((r for r in self.rules if r.id == rule_id), None)
 
-DEFAULT_RULES = RuleSet(
-    rules=[
-        # A sustained bad patch: the moving mean stays below -0.5 for two customer turns.
-        SentimentRule(id="negative-sentiment", below=-0.5, consecutive=2, clear_above=-0.1,
-                      cooldown_seconds=300, severity="high"),
-        # One very negative customer turn; short chats rarely have a second one.
-        SentimentRule(id="very-negative-turn", metric="turn", below=-0.75, consecutive=1,
-                      clear_above=-0.25, cooldown_seconds=300, severity="medium"),
-        KeywordRule(
-            id="escalation-phrases",
-            phrases=["cancel my account", "cancel my subscription", "close my account",
-                     "supervisor", "manager", "lawyer", "attorney", "sue you", "complaint",
-                     "refund", "report you"],
-            cooldown_seconds=300,
-            severity="medium",
-        ),
-    ]
-)
+    # Changes return a new set: the server owns versions, bumping one whenever a rule's
+    # definition changes, so an unchanged document round-trips with the same versions.
+
+    def with_rule(self, rule: AnyRule) -> RuleSet:
+        """Add ``rule``, or replace the rule with its id."""
+        rule = _versioned(rule, self.get(rule.id))
+        rules = [rule if r.id == rule.id else r for r in self.rules]
+        if rule.id not in {r.id for r in self.rules}:
+            rules.append(rule)
+        return RuleSet(rules=rules)
+
+    def without(self, rule_id: str) -> RuleSet:
+        return RuleSet(rules=[r for r in self.rules if r.id != rule_id])
+
+    def replacing(self, incoming: RuleSet) -> RuleSet:
+        """``incoming`` as the whole set, versioned against this one."""
+        return RuleSet(rules=[_versioned(r, self.get(r.id)) for r in incoming.rules])
+
+
+def _versioned(rule: AnyRule, previous: AnyRule | None) -> AnyRule:
+    if previous is None:
+        version = 1
+    elif previous.definition() == rule.definition():
+        version = previous.version
+    else:
+        version = previous.version + 1
+    return rule.model_copy(update={"version": version})
+
+
+# -- what rules read ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Turn:
-    """A scored final segment, as rules see it."""
+    """A scored final segment, as rules see it. ``text`` is None for a turn restored from
+    storage whose words were not recorded."""
 
     segment_id: str
     role: Role
     participant_id: str
-    text: str
+    text: str | None
     scores: Scores
     at: float
 
     def evidence(self) -> dict[str, Any]:
-        return {
-            "segment_id": self.segment_id,
-            "role": self.role,
-            "participant_id": self.participant_id,
-            "text": self.text,
-            "scores": self.scores.as_dict(),
-            "at": self.at,
-        }
+        return {"segment_id": self.segment_id, "role": self.role,
+                "participant_id": self.participant_id, "text": self.text,
+                "scores": self.scores.as_dict(), "at": self.at}
+
+    def reference(self) -> dict[str, Any]:
+        """The turn without its words, as rule state keeps it across restarts."""
+        return {"segment_id": self.segment_id, "role": self.role,
+                "participant_id": self.participant_id, "scores": self.scores.as_dict(),
+                "at": self.at}
+
+    @classmethod
+    def from_reference(cls, ref: dict[str, Any], text: str | None) -> Turn:
+        return cls(segment_id=ref["segment_id"], role=ref["role"],
+                   participant_id=ref["participant_id"], text=text,
+                   scores=Scores(**ref["scores"]), at=ref["at"])
+
+
+class Subject(Protocol):
+    """What rules read of a conversation besides the turn (``Conversation`` is one)."""
+
+    queue: str
+    channel: str
+    agent_id: str | None
+    rolling: RollingSentiment
+    customer_waiting_since: float | None
 
 
 @dataclass(slots=True)
 class RuleState:
+    """One rule's memory of one conversation; ``snapshot`` keeps no words."""
+
     armed: bool = True
     breaches: list[Turn] = field(default_factory=list)
     last_fired_at: float | None = None
+    start: float | None = None  # sentiment_drop: first value of its metric
+    peak: float | None = None  # sentiment_drop: best value so far
+    turns: int = 0  # sentiment_drop: customer turns seen
+    bot_failures: list[Turn] = field(default_factory=list)  # human_requested
+    fired_for: float | None = None  # response_time: the wait it fired for
 
     def snapshot(self) -> dict[str, Any]:
-        # Breach evidence holds text, so it stays in memory; after a restart a breach
-        # streak starts again, which can only delay an alert, never duplicate one.
-        return {"armed": self.armed, "last_fired_at": self.last_fired_at}
+        return {"armed": self.armed, "last_fired_at": self.last_fired_at,
+                "breaches": [t.reference() for t in self.breaches],
+                "start": self.start, "peak": self.peak, "turns": self.turns,
+                "bot_failures": [t.reference() for t in self.bot_failures],
+                "fired_for": self.fired_for}
 
     @classmethod
-    def restore(cls, data: dict[str, Any]) -> RuleState:
-        return cls(armed=data.get("armed", True), last_fired_at=data.get("last_fired_at"))
+    def restore(cls, data: dict[str, Any],
+                text_of: Callable[[str], str | None] = lambda _: None) -> RuleState:
+        def turns(key: str) -> list[Turn]:
+            return [Turn.from_reference(r, text_of(r["segment_id"])) for r in data.get(key, [])]
+
+        return cls(armed=data.get("armed", True), breaches=turns("breaches"),
+                   last_fired_at=data.get("last_fired_at"), start=data.get("start"),
+                   peak=data.get("peak"), turns=data.get("turns", 0),
+                   bot_failures=turns("bot_failures"), fired_for=data.get("fired_for"))
 
 
 @dataclass(frozen=True, slots=True)
 class Trigger:
     """A rule decided to raise an alert; the pipeline turns it into a stored alert."""
 
-    rule: SentimentRule | KeywordRule
+    rule: AnyRule
     reason: str
     turns: tuple[Turn, ...]
     metric: float | None = None
     matched: tuple[str, ...] = ()
+    signals: dict[str, list[str]] = field(default_factory=dict)
+    window: tuple[float, ...] | None = None  # the customer scores the metric was read over
+
+
+# -- evaluators, one per kind ---------------------------------------------------------------
 
 
 def _cooling(state: RuleState, rule: _RuleBase, now: float) -> bool:
     return state.last_fired_at is not None and now - state.last_fired_at < rule.cooldown_seconds
 
 
+def _fire(state: RuleState, now: float, trigger: Trigger) -> Trigger:
+    state.last_fired_at = now
+    return trigger
+
+
+def _window(rolling: RollingSentiment, metric: str) -> tuple[float, ...]:
+    return (rolling.values[-1],) if metric == "turn" else tuple(rolling.values)
+
+
 def _sentiment(rule: SentimentRule, state: RuleState, turn: Turn,
-               rolling: RollingSentiment) -> Trigger | None:
+               conv: Subject) -> Trigger | None:
     if turn.role != "customer":
         return None
-    value = rolling.value(rule.metric)
+    value = conv.rolling.value(rule.metric)
     if value is None:
         return None
     if not state.armed:
@@ -174,39 +355,198 @@ def _sentiment(rule: SentimentRule, state: RuleState, turn: Turn,
     turns = tuple(state.breaches)
     state.breaches.clear()
     state.armed = False
-    state.last_fired_at = turn.at
-    return Trigger(
-        rule=rule,
+    return _fire(state, turn.at, Trigger(
+        rule=rule, turns=turns, metric=value, window=_window(conv.rolling, rule.metric),
         reason=(f"customer sentiment ({rule.metric}) {value:.3f} below {rule.below} "
-                f"for {rule.consecutive} consecutive customer turn(s)"),
-        turns=turns,
-        metric=value,
-    )
+                f"for {rule.consecutive} consecutive customer turn(s)")))
+
+
+def _sentiment_drop(rule: SentimentDropRule, state: RuleState, turn: Turn,
+                    conv: Subject) -> Trigger | None:
+    if turn.role != "customer":
+        return None
+    value = conv.rolling.value(rule.metric)
+    if value is None:
+        return None
+    state.turns += 1
+    if state.start is None:
+        state.start = value
+    state.peak = value if state.peak is None else max(state.peak, value)
+    reference = state.start if rule.reference == "start" else state.peak
+    fall = reference - value
+    if not state.armed:
+        if fall <= rule.rearm_at:
+            state.armed = True
+        return None
+    if fall <= rule.drop or state.turns < rule.min_turns or _cooling(state, rule, turn.at):
+        return None
+    state.armed = False
+    return _fire(state, turn.at, Trigger(
+        rule=rule, turns=(turn,), metric=value, window=_window(conv.rolling, rule.metric),
+        reason=(f"customer sentiment ({rule.metric}) fell {fall:.3f} from its "
+                f"{rule.reference} {reference:.3f} to {value:.3f} (more than {rule.drop})")))
 
 
 def _keyword(rule: KeywordRule, state: RuleState, turn: Turn) -> Trigger | None:
-    if turn.role not in rule.roles:
+    if turn.role not in rule.roles or turn.text is None:
         return None
-    found = tuple(dict.fromkeys(m.group(0).lower() for m in rule.pattern.finditer(turn.text)))
+    found = signals.matches(rule.pattern, turn.text, rule.negation_aware)
     if not found or _cooling(state, rule, turn.at):
         return None
-    state.last_fired_at = turn.at
-    return Trigger(rule=rule, reason=f"{turn.role} said: " + ", ".join(repr(p) for p in found),
-                   turns=(turn,), matched=found)
+    return _fire(state, turn.at, Trigger(
+        rule=rule, reason=f"{turn.role} said: " + ", ".join(repr(p) for p in found),
+        turns=(turn,), matched=tuple(found)))
 
 
-def evaluate(rules: RuleSet, states: dict[str, RuleState], turn: Turn,
-             rolling: RollingSentiment) -> list[Trigger]:
-    """Run every enabled rule on one final turn (rolling already includes it)."""
+def _signal(rule: SignalRule, state: RuleState, turn: Turn,
+            detected: dict[str, list[str]]) -> Trigger | None:
+    if turn.role not in rule.roles:
+        return None
+    if rule.any_of and not any(s in detected for s in rule.any_of):
+        return None
+    if not all(s in detected for s in rule.all_of):
+        return None
+    if rule.sentiment_below is not None and turn.scores.compound >= rule.sentiment_below:
+        return None
+    if _cooling(state, rule, turn.at):
+        return None
+    shown: dict[str, list[str]] = {s: detected[s] for s in (*rule.all_of, *rule.any_of)
+                                   if s in detected}
+    words = [w for hits in shown.values() for w in hits]
+    tone = ("" if rule.sentiment_below is None
+            else f"; sentiment {turn.scores.compound:.3f} below {rule.sentiment_below}")
+    return _fire(state, turn.at, Trigger(
+        rule=rule, turns=(turn,), matched=tuple(dict.fromkeys(words)), signals=shown,
+        metric=turn.scores.compound if rule.sentiment_below is not None else None,
+        reason=f"{turn.role} turn shows {', '.join(shown)}: "
+               + ", ".join(repr(w) for w in words[:5]) + tone))
+
+
+def _agent_conduct(rule: AgentConductRule, state: RuleState, turn: Turn,
+                   detected: dict[str, list[str]]) -> Trigger | None:
+    if turn.role not in rule.roles:
+        return None
+    words = list(detected.get("profanity", [])) if rule.profanity else []
+    if rule.pattern is not None and turn.text is not None:
+        words += signals.matches(rule.pattern, turn.text)
+    low = rule.below is not None and turn.scores.compound < rule.below
+    if not (words or low) or _cooling(state, rule, turn.at):
+        return None
+    why = [f"sentiment {turn.scores.compound:.3f} below {rule.below}"] if low else []
+    if words:
+        why.append("said " + ", ".join(repr(w) for w in words[:5]))
+    return _fire(state, turn.at, Trigger(
+        rule=rule, turns=(turn,), matched=tuple(dict.fromkeys(words)),
+        metric=turn.scores.compound if low else None,
+        signals={"profanity": detected["profanity"]} if "profanity" in detected else {},
+        reason=f"{turn.role} conduct: " + "; ".join(why)))
+
+
+def _human_requested(rule: HumanRequestedRule, state: RuleState, turn: Turn, conv: Subject,
+                     detected: dict[str, list[str]]) -> Trigger | None:
+    if conv.agent_id is not None or not state.armed or turn.text is None:
+        return None
+    if turn.role == "bot" and rule.bot_failures and "bot_failure" in detected:
+        state.bot_failures.append(turn)
+        if len(state.bot_failures) >= rule.bot_failures:
+            state.armed = False
+            return _fire(state, turn.at, Trigger(
+                rule=rule, turns=tuple(state.bot_failures),
+                signals={"bot_failure": detected["bot_failure"]},
+                reason=f"the bot failed {len(state.bot_failures)} times; hand over"))
+        return None
+    if turn.role != "customer":
+        return None
+    asked = list(detected.get("human_request", []))
+    if rule.pattern is not None:
+        asked += signals.matches(rule.pattern, turn.text, negation_aware=True)
+    if not asked:
+        return None
+    state.armed = False
+    return _fire(state, turn.at, Trigger(
+        rule=rule, turns=(turn,), matched=tuple(dict.fromkeys(asked)),
+        signals={"human_request": asked},
+        reason="customer asked for a person: " + ", ".join(repr(w) for w in asked[:3])))
+
+
+def _response_time(rule: ResponseTimeRule, state: RuleState, conv: Subject,
+                   now: float, last_customer_turn: Turn | None) -> Trigger | None:
+    waiting = conv.customer_waiting_since
+    if waiting is None or state.fired_for == waiting or now - waiting < rule.seconds:
+        return None
+    if _cooling(state, rule, now):
+        return None
+    state.fired_for = waiting
+    return _fire(state, now, Trigger(
+        rule=rule, turns=(last_customer_turn,) if last_customer_turn else (),
+        metric=now - waiting,
+        reason=f"customer waiting {now - waiting:.0f} s for an answer (limit {rule.seconds:g} s)"))
+
+
+# -- the engine -----------------------------------------------------------------------------
+
+_WORD_KINDS = frozenset({"signal", "agent_conduct", "human_requested"})
+
+
+def applies(rule: AnyRule, conv: Subject) -> bool:
+    return rule.enabled and rule.scope.covers(conv.queue, conv.channel)
+
+
+def evaluate(rules: RuleSet | Sequence[AnyRule], states: dict[str, RuleState], turn: Turn,
+             conv: Subject) -> list[Trigger]:
+    """Run every enabled rule in scope on one final turn (``conv.rolling`` includes it)."""
     triggers = []
-    for rule in rules.rules:
-        if not rule.enabled:
+    detected: dict[str, list[str]] | None = None
+    for rule in rules.rules if isinstance(rules, RuleSet) else rules:
+        if not applies(rule, conv) or rule.kind == "response_time":
             continue
-        state = states.setdefault(rule.id, RuleState())
+        state = states.get(rule.id)
+        if state is None:
+            state = states[rule.id] = RuleState()
+        if rule.kind in _WORD_KINDS and detected is None:
+            detected = signals.detect(turn.text) if turn.text else {}
+        fired: Trigger | None
         if isinstance(rule, SentimentRule):
-            fired = _sentiment(rule, state, turn, rolling)
-        else:
+            fired = _sentiment(rule, state, turn, conv)
+        elif isinstance(rule, SentimentDropRule):
+            fired = _sentiment_drop(rule, state, turn, conv)
+        elif isinstance(rule, KeywordRule):
             fired = _keyword(rule, state, turn)
+        elif isinstance(rule, SignalRule):
+            fired = _signal(rule, state, turn, detected or {})
+        elif isinstance(rule, AgentConductRule):
+            fired = _agent_conduct(rule, state, turn, detected or {})
+        else:
+            assert isinstance(rule, HumanRequestedRule)
+            fired = _human_requested(rule, state, turn, conv, detected or {})
         if fired is not None:
             triggers.append(fired)
+    return triggers
+
+
+def timer_rules(rules: RuleSet) -> list[ResponseTimeRule]:
+    return [r for r in rules.rules if isinstance(r, ResponseTimeRule) and r.enabled]
+
+
+def deadlines(rules: RuleSet, states: dict[str, RuleState], conv: Subject) -> list[float]:
+    """When the clock rules in scope that have not fired for the current wait would fire,
+    earliest first."""
+    waiting = conv.customer_waiting_since
+    if waiting is None:
+        return []
+    pending = (waiting + r.seconds for r in timer_rules(rules)
+               if applies(r, conv) and (r.id not in states or states[r.id].fired_for != waiting))
+    return sorted(pending)
+
+
+def due(rules: RuleSet, states: dict[str, RuleState], conv: Subject, now: float,
+        last_customer_turn: Turn | None = None) -> list[Trigger]:
+    """Run the clock rules (response time) at ``now``."""
+    triggers = []
+    for rule in timer_rules(rules):
+        if applies(rule, conv):
+            state = states.setdefault(rule.id, RuleState())
+            fired = _response_time(rule, state, conv, now, last_customer_turn)
+            if fired is not None:
+                triggers.append(fired)
     return triggers

@@ -1,13 +1,20 @@
-"""Where sentiment is scored: vaderSentiment, one text at a time or a batch."""
+"""Where sentiment is scored: vaderSentiment, optionally with a domain lexicon overlay.
+
+With no overlay the scores are exactly ``vaderSentiment``'s. An overlay file adjusts word
+valences on top of VADER's lexicon, for vocabulary a general lexicon misreads in support
+conversations ("blocked", "error", "problem" are routine there, not anger).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-_analyzer = SentimentIntensityAnalyzer()
+MAX_VALENCE = 4.0  # VADER's lexicon runs from -4 to +4
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,14 +25,57 @@ class Scores:
     compound: float
 
     def as_dict(self) -> dict[str, float]:
-        return asdict(self)
+        return {"neg": self.neg, "neu": self.neu, "pos": self.pos, "compound": self.compound}
+
+
+class OverlayError(ValueError):
+    """A lexicon overlay file is malformed; the message names the line."""
+
+
+def load_overlay(path: Path) -> dict[str, float]:
+    """Parse an overlay: one ``word<whitespace>valence`` per line, valence in -4..4;
+    blank lines and lines starting with ``#`` are ignored. Words are matched lower-cased."""
+    overlay: dict[str, float] = {}
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        word, _, value = line.rpartition("\t") if "\t" in line else line.rpartition(" ")
+        word = word.strip().lower()
+        try:
+            valence = float(value)
+        except ValueError:
+            valence = math.nan
+        if not word or not math.isfinite(valence) or abs(valence) > MAX_VALENCE:
+            raise OverlayError(f"{path}:{number}: expected 'word valence' with a valence "
+                               f"from -4 to 4, got {raw!r}")
+        overlay[word] = valence
+    return overlay
+
+
+class Scorer:
+    """Scores texts; thread-safe (the pipeline scores batches off the event loop)."""
+
+    def __init__(self, overlay: Mapping[str, float] | None = None) -> None:
+        self._analyzer = SentimentIntensityAnalyzer()
+        self.overlay = dict(overlay or {})
+        self._analyzer.lexicon.update(self.overlay)
+
+    def score(self, text: str) -> Scores:
+        s = self._analyzer.polarity_scores(text)
+        return Scores(neg=s["neg"], neu=s["neu"], pos=s["pos"], compound=s["compound"])
+
+    def score_many(self, texts: Iterable[str]) -> list[Scores]:
+        return [self.score(t) for t in texts]
+
+
+_default = Scorer()
 
 
 def score(text: str) -> Scores:
-    s = _analyzer.polarity_scores(text)
-    return Scores(neg=s["neg"], neu=s["neu"], pos=s["pos"], compound=s["compound"])
+    return _default.score(text)
 
 
 def score_many(texts: Iterable[str]) -> list[Scores]:
-    """Score a batch; the pipeline runs this off the event loop."""
-    return [score(t) for t in texts]
+    """Score a batch with plain VADER; the pipeline runs this off the event loop."""
+    return _default.score_many(texts)

@@ -1,4 +1,4 @@
-"""Administration routes: escalation rules, users and their API tokens."""
+"""Administration routes: who am I, users and their API tokens."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
-from analytics.rules import RuleSet
 from contact_center.store import User
 from monitoring.auth import create_user, issue_token, require
 from monitoring.permissions import Permission, Principal, permissions_of
@@ -20,21 +19,6 @@ async def me(principal: Principal = require()) -> dict[str, Any]:
     """Who this token belongs to, and what it may do."""
     return {"username": principal.username, "agent_id": principal.agent_id,
             "profiles": list(principal.profiles), "permissions": sorted(principal.permissions)}
-
-
-@router.get("/v1/rules", response_model=RuleSet)
-async def get_rules(request: Request,
-                    _: Principal = require(Permission.RULES_MANAGE)) -> RuleSet:
-    return request.app.state.pipeline.rules
-
-
-@router.put("/v1/rules", response_model=RuleSet)
-async def put_rules(request: Request, rules: RuleSet,
-                    _: Principal = require(Permission.RULES_MANAGE)) -> RuleSet:
-    """Replace the rule set; it applies from the next event on and survives restarts."""
-    await request.app.state.store.save_rules(rules.model_dump(mode="json"))
-    request.app.state.pipeline.rules = rules
-    return rules
 
 
 class NewUser(BaseModel):

@@ -16,8 +16,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from analytics import transcripts
-from analytics.rules import DEFAULT_RULES, RuleSet
-from contact_center import __version__, admin, ingest
+from analytics.default_rules import DEFAULT_RULES
+from analytics.rules import RuleSet
+from analytics.scoring import Scorer, load_overlay
+from contact_center import __version__, admin, ingest, rules_api
 from contact_center.bus import InMemoryBus
 from contact_center.pipeline import Pipeline
 from contact_center.settings import Settings
@@ -91,10 +93,13 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         await store.open()
         hub = Hub(settings.subscriber_queue_size)
         bus = InMemoryBus(settings.bus_queue_size)
+        scorer = Scorer(load_overlay(settings.lexicon_overlay)
+                        if settings.lexicon_overlay else None)
         pipeline = Pipeline(store, hub, await load_rules(settings, store), settings.rolling,
-                            settings.batch_size)
+                            settings.batch_size, scorer)
         await pipeline.start()
         app.state.hub, app.state.bus, app.state.pipeline = hub, bus, pipeline
+        app.state.rules_lock = asyncio.Lock()
         runner = asyncio.create_task(pipeline.run(bus), name="pipeline")
         runner.add_done_callback(_report_stopped_runner)
         app.state.runner = runner
@@ -120,6 +125,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.include_router(ingest.router)
     app.include_router(live.router)
     app.include_router(transcripts.router)
+    app.include_router(rules_api.router)
     app.include_router(admin.router)
 
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)

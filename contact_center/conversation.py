@@ -10,6 +10,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from analytics.replay import track_wait
 from analytics.rolling import RollingConfig, RollingSentiment
 from analytics.rules import RuleState, Turn
 from analytics.scoring import Scores
@@ -40,6 +41,7 @@ class Conversation:
     counts: dict[str, int] = field(default_factory=lambda: {
         "customer": 0, "agent": 0, "bot": 0, "partial": 0})
     customer_waiting_since: float | None = None
+    last_customer_turn: Turn | None = None  # what a response-time alert points at
     last_final_started_at: float | None = None
     alerts: int = 0
     transfers: int = 0
@@ -81,15 +83,14 @@ class Conversation:
         self.counts[segment.role] += 1
         self.last_scores[participant] = {"role": segment.role, "scores": scores.as_dict(),
                                          "at": now}
+        turn = Turn(segment_id=segment.segment_id, role=segment.role, participant_id=participant,
+                    text=segment.text, scores=scores, at=now)
         if segment.role == "customer":
             self.rolling.add(scores.compound)
             if self.start_sentiment is None:
                 self.start_sentiment = scores.compound
-            self.customer_waiting_since = now
-        else:
-            self.customer_waiting_since = None
-        turn = Turn(segment_id=segment.segment_id, role=segment.role, participant_id=participant,
-                    text=segment.text, scores=scores, at=now)
+            self.last_customer_turn = turn
+        self.customer_waiting_since = track_wait(self.customer_waiting_since, segment.role, now)
         return turn, late
 
     def take_seq(self) -> int:
@@ -157,6 +158,8 @@ class Conversation:
             "participants": self.participants, "next_seq": self.next_seq,
             "rolling": self.rolling.snapshot(),
             "rules": {k: v.snapshot() for k, v in self.rule_states.items()},
+            "last_customer_turn": (self.last_customer_turn.reference()
+                                   if self.last_customer_turn else None),
             "last_scores": self.last_scores, "start_sentiment": self.start_sentiment,
             "counts": self.counts, "customer_waiting_since": self.customer_waiting_since,
             "last_final_started_at": self.last_final_started_at,
@@ -166,6 +169,9 @@ class Conversation:
     @classmethod
     def restore(cls, meta: dict[str, Any], state: dict[str, Any], segment_ids: set[str],
                 recent: list[dict[str, Any]], rolling: RollingConfig) -> Conversation:
+        # Rule state keeps turns as references; their words come back only where recorded.
+        recorded = {m["segment_id"]: m["text"] for m in recent if m.get("type") == "segment"}
+        last = state.get("last_customer_turn")
         conv = cls(
             id=meta["id"], channel=meta["channel"], queue=meta["queue"],
             agent_id=meta["agent_id"], customer=meta["customer"], recording=meta["recording"],
@@ -174,7 +180,10 @@ class Conversation:
             rolling=RollingSentiment.restore(rolling, state.get("rolling", {})),
             participants=state.get("participants", {}), segment_ids=segment_ids,
             next_seq=state.get("next_seq", 1),
-            rule_states={k: RuleState.restore(v) for k, v in state.get("rules", {}).items()},
+            rule_states={k: RuleState.restore(v, recorded.get)
+                         for k, v in state.get("rules", {}).items()},
+            last_customer_turn=(Turn.from_reference(last, recorded.get(last["segment_id"]))
+                                if last else None),
             last_scores=state.get("last_scores", {}),
             start_sentiment=state.get("start_sentiment"),
             customer_waiting_since=state.get("customer_waiting_since"),

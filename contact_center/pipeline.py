@@ -9,6 +9,7 @@ live messages never get ahead of what the store holds.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import secrets
 import time
@@ -18,8 +19,8 @@ from functools import partial
 from typing import Any, TypeVar
 
 from analytics.rolling import RollingConfig
-from analytics.rules import RuleSet, Trigger, evaluate
-from analytics.scoring import Scores, score_many
+from analytics.rules import RuleSet, Trigger, deadlines, due, evaluate
+from analytics.scoring import Scorer, Scores
 from contact_center import protocol as p
 from contact_center.bus import Bus, Delivery
 from contact_center.conversation import Conversation
@@ -78,6 +79,20 @@ def _remember(memory: OrderedDict[str, V], key: str, value: V, limit: int) -> No
         memory.popitem(last=False)
 
 
+def _as_recorded(recording: str, trigger: Trigger, evidence: dict[str, Any]
+                 ) -> tuple[dict[str, Any], str | None]:
+    """Evidence as it may be stored: words of unrecorded roles (segment text, matched
+    phrases and signals) are left out, and so is a reason that quotes them."""
+    stored = dict(evidence)
+    stored["segments"] = [s if records(recording, s["role"]) else {**s, "text": None}
+                          for s in evidence["segments"]]
+    unrecorded = [t.role for t in trigger.turns if not records(recording, t.role)]
+    if (trigger.matched or trigger.signals) and unrecorded:
+        stored["matched"], stored["signals"] = [], {k: [] for k in trigger.signals}
+        return stored, f"{unrecorded[0]} turn matched {trigger.rule.kind} rule (not recorded)"
+    return stored, None
+
+
 def _conversation_id(event: p.Event) -> str:
     if isinstance(event, p.ConversationStarted):
         return event.conversation.id
@@ -86,9 +101,11 @@ def _conversation_id(event: p.Event) -> str:
 
 class Pipeline:
     def __init__(self, store: Store, hub: Hub, rules: RuleSet, rolling: RollingConfig,
-                 batch_size: int = 500) -> None:
+                 batch_size: int = 500, scorer: Scorer | None = None) -> None:
         self.store, self.hub, self.rules, self.rolling = store, hub, rules, rolling
         self.batch_size = batch_size
+        self.scorer = scorer or Scorer()
+        self._timers: list[tuple[float, str]] = []  # (when, conversation id): clock rules
         self.conversations: dict[str, Conversation] = {}
         self._ended: OrderedDict[str, None] = OrderedDict()
         self._ended_segments: OrderedDict[str, set[str]] = OrderedDict()
@@ -105,7 +122,12 @@ class Pipeline:
 
     async def run(self, bus: Bus) -> None:
         while True:
-            deliveries = await bus.take(self.batch_size)
+            wait = max(0.0, self._timers[0][0] - time.time()) if self._timers else None
+            deliveries = await bus.take(self.batch_size, wait)
+            if self._timers and self._timers[0][0] <= time.time():
+                await self.tick()
+            if not deliveries:
+                continue
             try:
                 await self.process(deliveries)
             except Exception:
@@ -132,7 +154,8 @@ class Pipeline:
         scored: dict[int, Scores] = {}
         if finals:
             texts = [deliveries[i].event.text for i in finals]  # type: ignore[union-attr]
-            scored = dict(zip(finals, await asyncio.to_thread(score_many, texts), strict=True))
+            scored = dict(zip(finals, await asyncio.to_thread(self.scorer.score_many, texts),
+                              strict=True))
 
         batch, outbox = WriteBatch(), Outbox()
         touched: dict[str, Conversation] = {}
@@ -182,6 +205,55 @@ class Pipeline:
                 self.hub.publish(LIVE_TOPIC, {"type": "conversation.updated",
                                               "conversation": conv.summary(now)})
             self._schedule_agent_metrics()
+
+    # -- rules and clock rules -----------------------------------------------------------
+
+    def set_rules(self, rules: RuleSet) -> None:
+        """Apply a new rule set from the next event on. State of rules that no longer
+        exist is dropped; kept rules keep theirs (streaks, cooldowns, hysteresis)."""
+        kept = {r.id for r in rules.rules}
+        self.rules = rules
+        self._timers.clear()
+        for conv in self.conversations.values():
+            for rule_id in [k for k in conv.rule_states if k not in kept]:
+                del conv.rule_states[rule_id]
+            self._schedule(conv)
+
+    def _schedule(self, conv: Conversation) -> None:
+        pending = deadlines(self.rules, conv.rule_states, conv)
+        if pending:
+            heapq.heappush(self._timers, (pending[0], conv.id))
+
+    async def tick(self, now: float | None = None) -> None:
+        """Fire the clock rules that are due (response time), as one committed batch."""
+        now = time.time() if now is None else now
+        due_ids: dict[str, None] = {}
+        while self._timers and self._timers[0][0] <= now:
+            due_ids[heapq.heappop(self._timers)[1]] = None
+        batch, outbox = WriteBatch(), Outbox()
+        touched: dict[str, Conversation] = {}
+        for cid in due_ids:
+            conv = self.conversations.get(cid)
+            if conv is None:
+                continue
+            for trigger in due(self.rules, conv.rule_states, conv, now, conv.last_customer_turn):
+                self._raise(conv, trigger, now, batch, outbox)
+                touched[cid] = conv
+        for conv in touched.values():
+            batch.conversations[conv.id] = (conv.metadata() | {"updated_at": now},
+                                            conv.snapshot())
+        try:
+            await self.store.write(batch)
+        except Exception:
+            log.exception("store write failed; %d timed alerts not raised yet", len(touched))
+            self._forget(touched)
+            await self._reload_stale()  # reloaded conversations are rescheduled
+            return
+        for _, effect in outbox:
+            effect()
+        for conv in (self.conversations.get(cid) for cid in due_ids):
+            if conv is not None:
+                self._schedule(conv)
 
     def _schedule_agent_metrics(self) -> None:
         """Push agent metrics at most every AGENT_METRICS_INTERVAL, always once more after
@@ -258,6 +330,7 @@ class Pipeline:
         conv = Conversation.restore(stored.meta, stored.state, stored.segment_ids,
                                     stored.recent, self.rolling)
         self.conversations[conv.id] = conv
+        self._schedule(conv)
 
     def _remember_ended(self, conversation_id: str, segment_ids: set[str]) -> None:
         _remember(self._ended, conversation_id, None, ENDED_MEMORY)
@@ -354,8 +427,9 @@ class Pipeline:
             "segment_id": event.segment_id, "role": event.role,
             "participant_id": turn.participant_id, "text": event.text, "recorded": kept,
             "final": True, "scores": scores.as_dict(), "at": now, "late": late}))
-        for trigger in evaluate(self.rules, conv.rule_states, turn, conv.rolling):
+        for trigger in evaluate(self.rules, conv.rule_states, turn, conv):
             self._raise(conv, trigger, now, batch, outbox)
+        self._schedule(conv)
         return _ack(event, scores=scores.as_dict(), late=late)
 
     def _new_alert_id(self, now: float) -> str:
@@ -366,28 +440,25 @@ class Pipeline:
     def _raise(self, conv: Conversation, trigger: Trigger, now: float, batch: WriteBatch,
                outbox: Outbox) -> None:
         conv.alerts += 1
+        rule = trigger.rule
         evidence: dict[str, Any] = {
-            "rule": trigger.rule.model_dump(), "metric": trigger.metric,
-            "matched": list(trigger.matched), "segments": [t.evidence() for t in trigger.turns]}
+            "rule": rule.model_dump(mode="json"), "metric": trigger.metric,
+            "window": None if trigger.window is None else list(trigger.window),
+            "matched": list(trigger.matched), "signals": trigger.signals,
+            "segments": [t.evidence() for t in trigger.turns]}
         alert: dict[str, Any] = {
-            "id": self._new_alert_id(now), "conversation_id": conv.id, "rule_id": trigger.rule.id,
-            "kind": trigger.rule.kind, "severity": trigger.rule.severity,
-            "reason": trigger.reason, "raised_at": now, "agent_id": conv.agent_id,
-            "queue": conv.queue, "status": "open", "evidence": evidence,
+            "id": self._new_alert_id(now), "conversation_id": conv.id, "rule_id": rule.id,
+            "rule_version": rule.version, "rule_name": rule.name, "kind": rule.kind,
+            "severity": rule.severity, "reason": trigger.reason, "raised_at": now,
+            "agent_id": conv.agent_id, "queue": conv.queue, "status": "open",
+            "evidence": evidence,
         }
-        # Evidence is stored under the same recording policy as the transcript; a matched
-        # phrase is words of the transcript too.
-        stored, reason = dict(evidence), trigger.reason
-        stored["segments"] = [s if records(conv.recording, s["role"]) else {**s, "text": None}
-                              for s in evidence["segments"]]
-        unrecorded = [t.role for t in trigger.turns if not records(conv.recording, t.role)]
-        if trigger.matched and unrecorded:
-            stored["matched"] = []
-            reason = f"{unrecorded[0]} used an escalation phrase (not recorded)"
+        stored, reason = _as_recorded(conv.recording, trigger, evidence)
         batch.alerts.append(AlertRow(
-            id=alert["id"], conversation_id=conv.id, rule_id=trigger.rule.id,
-            kind=trigger.rule.kind, severity=trigger.rule.severity, reason=reason,
-            raised_at=now, agent_id=conv.agent_id, queue=conv.queue, evidence=stored))
+            id=alert["id"], conversation_id=conv.id, rule_id=rule.id, rule_version=rule.version,
+            rule_name=rule.name, kind=rule.kind, severity=rule.severity,
+            reason=reason or trigger.reason, raised_at=now, agent_id=conv.agent_id,
+            queue=conv.queue, evidence=stored))
         message = {"type": "alert", "alert": alert}
         outbox.add(conv.id, partial(self._to_monitors, conv, message))
         outbox.add(conv.id, partial(self.hub.publish, ALERTS_TOPIC, message,

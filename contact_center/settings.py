@@ -18,6 +18,7 @@ class Settings(BaseSettings):
     database: Path = Path("contact-center.db")
     sqlite_synchronous: str = Field(default="FULL", pattern="^(FULL|NORMAL|EXTRA)$")
     rules_file: Path | None = None
+    lexicon_overlay: Path | None = None
 
     rolling_window: int = Field(default=5, ge=1, le=1000)
     ewma_alpha: float = Field(default=0.5, gt=0, le=1)

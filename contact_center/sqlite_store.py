@@ -64,6 +64,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     id TEXT PRIMARY KEY,
     conversation_id TEXT NOT NULL,
     rule_id TEXT NOT NULL,
+    rule_version INTEGER NOT NULL DEFAULT 1,
+    rule_name TEXT NOT NULL DEFAULT '',
     kind TEXT NOT NULL,
     severity TEXT NOT NULL,
     reason TEXT NOT NULL,
@@ -110,6 +112,11 @@ INSERT INTO segments (conversation_id, segment_id, seq, role, participant_id, te
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT DO NOTHING
 """
+# Columns added after a table first shipped: (table, column, definition).
+_ADDED_COLUMNS = [
+    ("alerts", "rule_version", "INTEGER NOT NULL DEFAULT 1"),
+    ("alerts", "rule_name", "TEXT NOT NULL DEFAULT ''"),
+]
 _CHUNK = 500  # stays under SQLite's bound-parameter limit
 
 
@@ -171,7 +178,7 @@ class SQLiteStore:
 
     async def open(self) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        await self._writer.run(lambda db: db.executescript(SCHEMA))
+        await self._writer.run(_migrate)
 
     async def close(self) -> None:
         for connection in (self._writer, self._reader, self._auth):
@@ -280,6 +287,15 @@ class SQLiteStore:
 # -- SQL run on the connection threads ----------------------------------------------------
 
 
+def _migrate(db: sqlite3.Connection) -> None:
+    """Create what is missing; add columns that newer versions use (never drops)."""
+    db.executescript(SCHEMA)
+    for table, column, definition in _ADDED_COLUMNS:
+        have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+
+
 def _write(db: sqlite3.Connection, batch: WriteBatch) -> None:
     db.execute("BEGIN IMMEDIATE")
     try:
@@ -301,11 +317,12 @@ def _write(db: sqlite3.Connection, batch: WriteBatch) -> None:
             "VALUES (?, ?, ?, ?)",
             [(e.conversation_id, e.type, json.dumps(e.payload), e.at) for e in batch.events])
         db.executemany(
-            "INSERT INTO alerts (id, conversation_id, rule_id, kind, severity, reason, raised_at,"
-            " agent_id, queue, evidence, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT DO NOTHING",
-            [(a.id, a.conversation_id, a.rule_id, a.kind, a.severity, a.reason, a.raised_at,
-              a.agent_id, a.queue, json.dumps(a.evidence), a.status) for a in batch.alerts])
+            "INSERT INTO alerts (id, conversation_id, rule_id, rule_version, rule_name, kind,"
+            " severity, reason, raised_at, agent_id, queue, evidence, status)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [(a.id, a.conversation_id, a.rule_id, a.rule_version, a.rule_name, a.kind,
+              a.severity, a.reason, a.raised_at, a.agent_id, a.queue, json.dumps(a.evidence),
+              a.status) for a in batch.alerts])
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
@@ -335,7 +352,8 @@ def _turn(row: sqlite3.Row) -> dict[str, Any]:
 def _alert(row: sqlite3.Row) -> dict[str, Any]:
     return {
         "id": row["id"], "conversation_id": row["conversation_id"], "rule_id": row["rule_id"],
-        "kind": row["kind"], "severity": row["severity"], "reason": row["reason"],
+        "rule_version": row["rule_version"], "rule_name": row["rule_name"], "kind": row["kind"],
+        "severity": row["severity"], "reason": row["reason"],
         "raised_at": row["raised_at"], "agent_id": row["agent_id"], "queue": row["queue"],
         "evidence": json.loads(row["evidence"]), "status": row["status"],
     }

@@ -39,6 +39,8 @@ class AlertRow:
     id: str
     conversation_id: str
     rule_id: str
+    rule_version: int
+    rule_name: str
     kind: str
     severity: str
     reason: str

@@ -120,10 +120,12 @@ def ingest(client: TestClient, connector_token: str) -> Iterator[Connector]:
         yield Connector(ws)
 
 
+# Very negative to VADER, and free of the words the signal rules look for: these raise
+# the sentiment rules alone.
 ANGRY = [
-    "This is terrible, I am furious and disgusted with your awful service!",
-    "Worst experience ever, I hate this, absolutely horrible and useless!",
-    "I am so angry, this is a disgrace and a total scam!",
+    "This is terrible, I am furious and upset, everything went badly wrong!",
+    "I hate this, it is sad and painful and so wrong!",
+    "I am so angry and hurt, this is a terrible, miserable mess!",
 ]
 HAPPY = "Thank you so much, that is wonderful, great help, I really love it!"
 

@@ -10,9 +10,10 @@ import pytest
 from pydantic import ValidationError
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
+from analytics.default_rules import DEFAULT_RULES
+from analytics.replay import Replayed, fresh
 from analytics.rolling import RollingConfig, RollingSentiment
 from analytics.rules import (
-    DEFAULT_RULES,
     KeywordRule,
     RuleSet,
     RuleState,
@@ -69,13 +70,17 @@ def turn(i: int, compound: float, role: str = "customer", text: str = "", at: fl
                 scores=Scores(0, 0, 0, compound), at=at or float(i))
 
 
+def subject(window: int = 5) -> Replayed:
+    return fresh("c1", "billing", "chat", "agent-1", RollingConfig(window=window))
+
+
 def run_rules(rules: RuleSet, compounds: list[float], window: int = 1,
               gap: float = 1.0) -> list[int]:
     """Feed customer turns; return the indexes of turns that raised an alert."""
-    rolling, states, fired = RollingSentiment(RollingConfig(window=window)), {}, []
+    conv, fired = subject(window), []
     for i, c in enumerate(compounds):
-        rolling.add(c)
-        if evaluate(rules, states, turn(i, c, at=i * gap), rolling):
+        conv.rolling.add(c)
+        if evaluate(rules, conv.states, turn(i, c, at=i * gap), conv):
             fired.append(i)
     return fired
 
@@ -106,25 +111,25 @@ def test_cooldown_suppresses_a_quick_second_patch() -> None:
 
 def test_agent_turns_do_not_count() -> None:
     rules = sentiment(below=-0.5, consecutive=2)
-    rolling, states = RollingSentiment(RollingConfig(window=1)), {}
-    rolling.add(-0.9)
-    assert evaluate(rules, states, turn(0, -0.9), rolling) == []
-    assert evaluate(rules, states, turn(1, -0.9, role="agent"), rolling) == []
-    assert len(evaluate(rules, states, turn(2, -0.9), rolling)) == 1
+    conv = subject(window=1)
+    conv.rolling.add(-0.9)
+    assert evaluate(rules, conv.states, turn(0, -0.9), conv) == []
+    assert evaluate(rules, conv.states, turn(1, -0.9, role="agent"), conv) == []
+    assert len(evaluate(rules, conv.states, turn(2, -0.9), conv)) == 1
 
 
 def test_keyword_rule_matches_whole_words_once_per_cooldown() -> None:
     rule = KeywordRule(id="kw", phrases=["cancel my account", "lawyer"], cooldown_seconds=60)
     rules = RuleSet(rules=[rule])
-    rolling, states = RollingSentiment(RollingConfig()), {}
+    conv = subject()
 
     def fire(text: str, at: float, role: str = "customer") -> list[str]:
-        found = evaluate(rules, states, turn(0, 0.0, role, text, at), rolling)
+        found = evaluate(rules, conv.states, turn(0, 0.0, role, text, at), conv)
         return [m for t in found for m in t.matched]
 
     assert fire("my lawyers are busy", 1) == []  # whole words only
     assert fire("I will CANCEL   my\naccount and call my Lawyer", 2) == [
-        "cancel   my\naccount", "lawyer"]
+        "cancel my account", "lawyer"]
     assert fire("lawyer again", 30) == []  # cooling down
     assert fire("cancel my account", 70, role="agent") == []  # customers only by default
     assert fire("lawyer!", 70) == ["lawyer"]

@@ -6,6 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
+from analytics.default_rules import DEFAULT_RULES
 from contact_center.app import create_app
 from contact_center.settings import Settings
 from tests.conftest import ANGRY, HAPPY, Connector, Users, auth, make_store, refused
@@ -154,7 +155,7 @@ def test_alerts_reach_the_agent_and_supervisors_with_evidence(
         assert seen[2]["evidence"]["matched"] == ["supervisor"]
         # Each agent gets their own alerts and nothing else: the next alert Ann sees is
         # her sentinel on x3, not Bob's on x2; Bob's first and only one is his.
-        ingest.say("x3", "k1", "I want a refund")
+        ingest.say("x3", "k1", "Let me speak to your manager")
         assert ann_ws.receive_json()["alert"]["conversation_id"] == "x3"
         bobs_alert = bob_ws.receive_json()["alert"]
         assert bobs_alert["conversation_id"] == "x2" and bobs_alert["id"] == seen[2]["id"]
@@ -258,8 +259,7 @@ def test_rules_api_validates_and_rules_file_loads(client: TestClient, users: Use
                                                   tmp_path, backend) -> None:
     admin = auth(users.token("Admin"))
     default = client.get("/v1/rules", headers=admin).json()["rules"]
-    assert {r["id"] for r in default} == {"negative-sentiment", "very-negative-turn",
-                                          "escalation-phrases"}
+    assert [r["id"] for r in default] == [r.id for r in DEFAULT_RULES.rules]
     bad = client.put("/v1/rules", headers=admin, json={"rules": [
         {"id": "x", "kind": "sentiment", "below": -0.2, "clear_above": -0.9}]})
     assert bad.status_code == 422 and bad.json()["code"] == "validation_error"

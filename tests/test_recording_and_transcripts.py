@@ -54,14 +54,16 @@ def test_recording_policy_decides_what_is_stored(
 
     # Alerts and metadata are always stored; their evidence follows the same policy.
     alerts = db_rows(settings, "SELECT rule_id, evidence, reason FROM alerts")
-    assert {a[0] for a in alerts} >= {"escalation-phrases", "negative-sentiment"}
+    assert {a[0] for a in alerts} >= {"churn-or-legal-threat", "negative-sentiment"}
     for rule_id, evidence, reason in alerts:
         stored_evidence = json.loads(evidence)
         for seg in stored_evidence["segments"]:
             assert (seg["text"] is not None) == (seg["role"] in kept)
             assert "compound" in seg["scores"]
-        if rule_id == "escalation-phrases":  # the matched words are transcript too
+        if rule_id == "churn-or-legal-threat":  # the matched words are transcript too
             assert (stored_evidence["matched"] == ["cancel my account"]) == ("customer" in kept)
+            assert (stored_evidence["signals"] == {"churn": ["cancel my account"]}) == (
+                "customer" in kept)
             assert ("cancel my account" in reason) == ("customer" in kept)
     assert db_rows(settings, "SELECT recording, status FROM conversations") == [
         (policy, "ended")]
@@ -86,7 +88,9 @@ def test_analyst_fetches_a_recorded_conversation(ingest: Connector, client: Test
     assert [(t["role"], t["text"]) for t in body["turns"]] == [
         ("customer", CUSTOMER), ("agent", None)]
     assert all(set(t["scores"]) == {"neg", "neu", "pos", "compound"} for t in body["turns"])
-    assert [a["rule_id"] for a in body["alerts"]] == ["very-negative-turn", "escalation-phrases"]
+    assert [a["rule_id"] for a in body["alerts"]] == ["churn-or-legal-threat",
+                                                      "very-negative-turn"]
+    assert all(a["rule_version"] == 1 for a in body["alerts"])
     assert [e["type"] for e in body["events"]] == [
         "conversation.started", "conversation.transferred", "conversation.ended"]
     assert body["events"][1]["from_queue"] == "billing"

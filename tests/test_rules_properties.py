@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analytics.rolling import RollingConfig, RollingSentiment
+from analytics.replay import fresh
+from analytics.rolling import RollingConfig
 from analytics.rules import RuleSet, SentimentRule, Turn, evaluate
 from analytics.scoring import Scores
 
@@ -28,8 +29,8 @@ def rules(draw: st.DrawFn) -> SentimentRule:
        window=st.integers(min_value=1, max_value=6))
 def test_alerts_need_a_streak_a_recovery_and_the_cooldown(
         rule: SentimentRule, values: list[float], gap: float, window: int) -> None:
-    rolling = RollingSentiment(RollingConfig(window=window, ewma_alpha=0.5))
-    states: dict = {}
+    conv = fresh("c", "q", "chat", "a", RollingConfig(window=window, ewma_alpha=0.5))
+    rolling, states = conv.rolling, conv.states
     metric_trace: list[float] = []
     fired_at: list[int] = []
     for i, compound in enumerate(values):
@@ -38,7 +39,7 @@ def test_alerts_need_a_streak_a_recovery_and_the_cooldown(
         assert metric is not None
         metric_trace.append(metric)
         turn = Turn(f"s{i}", "customer", "c", "", Scores(0, 0, 0, compound), at=i * gap)
-        triggers = evaluate(RuleSet(rules=[rule]), states, turn, rolling)
+        triggers = evaluate(RuleSet(rules=[rule]), states, turn, conv)
         assert len(triggers) <= 1
         if triggers:
             fired_at.append(i)
@@ -63,9 +64,9 @@ def test_alerts_need_a_streak_a_recovery_and_the_cooldown(
 def test_one_unbroken_bad_patch_raises_exactly_one_alert(values: list[float]) -> None:
     rule = SentimentRule(id="r", below=-0.5, consecutive=2, clear_above=-0.1,
                          cooldown_seconds=0)
-    rolling, states, alerts = RollingSentiment(RollingConfig(window=3)), {}, 0
+    conv, alerts = fresh("c", "q", "chat", "a", RollingConfig(window=3)), 0
     for i, compound in enumerate(values):
-        rolling.add(compound)
+        conv.rolling.add(compound)
         turn = Turn(f"s{i}", "customer", "c", "", Scores(0, 0, 0, compound), at=float(i))
-        alerts += len(evaluate(RuleSet(rules=[rule]), states, turn, rolling))
+        alerts += len(evaluate(RuleSet(rules=[rule]), conv.states, turn, conv))
     assert alerts == (1 if len(values) >= 2 else 0)

@@ -35,6 +35,11 @@ MATRIX: dict[tuple[str, str], set[Permission]] = {
     ("GET", "/v1/me"): set(),  # any authenticated user
     ("GET", "/v1/rules"): {P.RULES_MANAGE},
     ("PUT", "/v1/rules"): {P.RULES_MANAGE},
+    ("POST", "/v1/rules"): {P.RULES_MANAGE},
+    ("GET", "/v1/rules/{rule_id}"): {P.RULES_MANAGE},
+    ("PUT", "/v1/rules/{rule_id}"): {P.RULES_MANAGE},
+    ("PATCH", "/v1/rules/{rule_id}"): {P.RULES_MANAGE},
+    ("DELETE", "/v1/rules/{rule_id}"): {P.RULES_MANAGE},
     ("GET", "/v1/users"): {P.USERS_MANAGE},
     ("POST", "/v1/users"): {P.USERS_MANAGE},
     ("POST", "/v1/users/{username}/tokens"): {P.USERS_MANAGE},

@@ -1,0 +1,105 @@
+"""How well a rule set finds the unhappy customers, judged against turns labelled by
+reading (escalate / mild / none).
+
+The figures: the share of alerts raised on neutral turns, the share of conversations with
+an "escalate" turn that raise any alert, and the share of high-severity alerts that land
+on "escalate" turns. Alerts that judge the agent (response time, agent conduct) are left
+out: the labels are the customer's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from analytics.replay import fresh, replay
+from analytics.rolling import RollingConfig
+from analytics.rules import RuleSet, Trigger, Turn
+from analytics.scoring import Scorer
+
+LABELS = ("escalate", "mild", "none")
+TURN_SECONDS = 30.0  # the corpus lacks agent timestamps; turns are replayed this far apart
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    alerts: int
+    alerts_by_label: dict[str, int]
+    neutral_share: float  # alerts on "none" turns / alerts
+    escalate_conversations: int
+    escalate_conversations_alerted: int
+    escalate_recall: float  # share of conversations with an "escalate" turn that alerted
+    high_alerts: int
+    high_on_escalate: float  # share of high-severity alerts on "escalate" turns
+    by_rule: dict[str, dict[str, int]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+def load_labels(path: Path) -> dict[tuple[str, int], str]:
+    labels = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        labels[(row["conversation_id"], row["seq"])] = row["label"]
+    return labels
+
+
+def load_corpus(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def replay_corpus(rules: RuleSet, conversations: Iterable[dict[str, Any]],
+                  scorer: Scorer | None = None, rolling: RollingConfig | None = None,
+                  ) -> Iterator[tuple[dict[str, Any], Trigger]]:
+    """Every alert ``rules`` raise on corpus conversations (the shared twitter-care
+    format), each with its conversation."""
+    scorer = scorer or Scorer()
+    rolling = rolling or RollingConfig()
+    for c in conversations:
+        texts = [t["text"] for t in c["turns"]]
+        turns = [Turn(segment_id=str(t["seq"]), role="customer" if t["speaker"] == "customer"
+                      else "agent", participant_id=t["speaker"], text=t["text"], scores=s,
+                      at=i * TURN_SECONDS)
+                 for i, (t, s) in enumerate(zip(c["turns"], scorer.score_many(texts),
+                                                strict=True))]
+        conv = fresh(c["conversation_id"], c["queue"], "chat", "agent", rolling)
+        for trigger in replay(rules, conv, turns):
+            yield c, trigger
+
+
+def judge(rules: RuleSet, conversations: list[dict[str, Any]],
+          labels: dict[tuple[str, int], str], scorer: Scorer | None = None,
+          rolling: RollingConfig | None = None) -> Figures:
+    by_label: Counter[str] = Counter()
+    by_rule: dict[str, Counter[str]] = {}
+    high: Counter[str] = Counter()
+    wanted = {c["conversation_id"] for c in conversations for t in c["turns"]
+              if labels.get((c["conversation_id"], t["seq"])) == "escalate"}
+    alerted: set[str] = set()
+    for c, trigger in replay_corpus(rules, conversations, scorer, rolling):
+        cid = c["conversation_id"]
+        last = trigger.turns[-1] if trigger.turns else None
+        if trigger.rule.kind == "response_time" or last is None or last.role != "customer":
+            continue  # judges the agent, not the customer's words
+        label = labels[(cid, int(last.segment_id))]
+        by_label[label] += 1
+        by_rule.setdefault(trigger.rule.id, Counter())[label] += 1
+        if trigger.rule.severity == "high":
+            high[label] += 1
+        alerted.add(cid)
+    total = sum(by_label.values())
+    high_total = sum(high.values())
+    return Figures(
+        alerts=total, alerts_by_label={k: by_label[k] for k in LABELS},
+        neutral_share=by_label["none"] / total if total else 0.0,
+        escalate_conversations=len(wanted),
+        escalate_conversations_alerted=len(wanted & alerted),
+        escalate_recall=len(wanted & alerted) / len(wanted) if wanted else 0.0,
+        high_alerts=high_total,
+        high_on_escalate=high["escalate"] / high_total if high_total else 0.0,
+        by_rule={rule: {k: n[k] for k in LABELS} for rule, n in sorted(by_rule.items())})

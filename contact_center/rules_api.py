@@ -1,0 +1,158 @@
+"""Escalation rule routes: the rule set as a document, single-rule CRUD, and backtest.
+
+Every change is validated as a whole, saved, then applied from the next event on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from analytics.rules import AnyRule, Rule, RuleSet
+from monitoring.auth import require
+from monitoring.permissions import Permission, Principal
+
+router = APIRouter(tags=["rules"])
+RULE_EXAMPLE = {"id": "churn", "kind": "signal", "name": "Threatens to leave",
+                "any_of": ["churn"], "severity": "high"}
+
+
+def _unknown(rule_id: str) -> HTTPException:
+    return HTTPException(404, {"type": "error", "code": "unknown_rule",
+                               "message": f"no rule {rule_id}"})
+
+
+def _current(request: Request) -> RuleSet:
+    rules: RuleSet = request.app.state.pipeline.rules
+    return rules
+
+
+def _lock(request: Request) -> asyncio.Lock:
+    lock: asyncio.Lock = request.app.state.rules_lock
+    return lock
+
+
+async def _commit(request: Request, rules: RuleSet) -> None:
+    await request.app.state.store.save_rules(rules.model_dump(mode="json"))
+    request.app.state.pipeline.set_rules(rules)
+
+
+def _validated(make: Any) -> RuleSet:
+    """Build a rule set, reporting a whole-set problem (duplicate ids, too many rules) as
+    the same 422 ``validation_error`` a malformed body gets."""
+    try:
+        rules: RuleSet = make()
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
+    return rules
+
+
+def _check_version(rule_id: str, expected: int | None, current: AnyRule) -> None:
+    if expected is not None and expected != current.version:
+        raise HTTPException(409, {"type": "error", "code": "version_conflict",
+                                  "message": f"rule {rule_id} is at version {current.version}, "
+                                             f"not {expected}; fetch it and retry"})
+
+
+@router.get("/v1/rules", response_model=RuleSet)
+async def get_rules(request: Request,
+                    _: Principal = require(Permission.RULES_MANAGE)) -> RuleSet:
+    """The rule set in force, as a document that `PUT /v1/rules` takes back unchanged."""
+    return _current(request)
+
+
+@router.put("/v1/rules", response_model=RuleSet)
+async def put_rules(request: Request, rules: RuleSet,
+                    _: Principal = require(Permission.RULES_MANAGE)) -> RuleSet:
+    """Replace the whole rule set (an import). Versions are the server's: an unchanged
+    rule keeps its version, a changed one is bumped, a new one starts at 1."""
+    async with _lock(request):
+        new = _validated(lambda: _current(request).replacing(rules))
+        await _commit(request, new)
+    return new
+
+
+@router.post("/v1/rules", status_code=201, response_model=Rule)
+async def create_rule(request: Request,
+                      rule: Annotated[Rule, Body(openapi_examples={
+                          "signal": {"value": RULE_EXAMPLE}})],
+                      _: Principal = require(Permission.RULES_MANAGE)) -> AnyRule:
+    """Add one rule (version 1); 409 ``rule_exists`` if its id is taken."""
+    async with _lock(request):
+        if _current(request).get(rule.id) is not None:
+            raise HTTPException(409, {"type": "error", "code": "rule_exists",
+                                      "message": f"rule {rule.id} exists; PUT to change it"})
+        new = _validated(lambda: _current(request).with_rule(rule))
+        await _commit(request, new)
+    created = new.get(rule.id)
+    assert created is not None
+    return created
+
+
+@router.get("/v1/rules/{rule_id}", response_model=Rule)
+async def get_rule(request: Request, rule_id: str,
+                   _: Principal = require(Permission.RULES_MANAGE)) -> AnyRule:
+    rule = _current(request).get(rule_id)
+    if rule is None:
+        raise _unknown(rule_id)
+    return rule
+
+
+@router.put("/v1/rules/{rule_id}", response_model=Rule)
+async def update_rule(request: Request, rule_id: str, rule: Annotated[Rule, Body()],
+                      _: Principal = require(Permission.RULES_MANAGE)) -> AnyRule:
+    """Replace one rule. A ``version`` in the body other than 1 must be the current one
+    (409 ``version_conflict`` otherwise); the version is bumped if anything changed."""
+    if rule.id != rule_id:
+        raise HTTPException(422, {"type": "error", "code": "validation_error",
+                                  "message": f"body id {rule.id!r} differs from the path"})
+    async with _lock(request):
+        current = _current(request).get(rule_id)
+        if current is None:
+            raise _unknown(rule_id)
+        _check_version(rule_id, rule.version if "version" in rule.model_fields_set else None,
+                       current)
+        new = _validated(lambda: _current(request).with_rule(rule))
+        await _commit(request, new)
+    updated = new.get(rule_id)
+    assert updated is not None
+    return updated
+
+
+@router.patch("/v1/rules/{rule_id}", response_model=Rule)
+async def patch_rule(request: Request, rule_id: str,
+                     change: Annotated[dict[str, Any], Body(openapi_examples={
+                         "disable": {"value": {"enabled": False}}})],
+                     _: Principal = require(Permission.RULES_MANAGE)) -> AnyRule:
+    """Change some fields of one rule, e.g. ``{"enabled": false}`` to disable it. The
+    result is validated as a whole rule; ``version``, if given, must be the current one."""
+    async with _lock(request):
+        current = _current(request).get(rule_id)
+        if current is None:
+            raise _unknown(rule_id)
+        _check_version(rule_id, change.pop("version", None), current)
+        if change.get("id", rule_id) != rule_id:
+            raise HTTPException(422, {"type": "error", "code": "validation_error",
+                                      "message": "a rule's id cannot be changed; create a "
+                                                 "new rule and delete this one"})
+        merged = current.model_dump(mode="json") | change
+        new = _validated(lambda: _current(request).with_rule(
+            RuleSet.model_validate({"rules": [merged]}).rules[0]))
+        await _commit(request, new)
+    patched = new.get(rule_id)
+    assert patched is not None
+    return patched
+
+
+@router.delete("/v1/rules/{rule_id}", status_code=204, response_class=Response)
+async def delete_rule(request: Request, rule_id: str,
+                      _: Principal = require(Permission.RULES_MANAGE)) -> None:
+    """Delete one rule; its alerts stay, and record the version that fired."""
+    async with _lock(request):
+        if _current(request).get(rule_id) is None:
+            raise _unknown(rule_id)
+        await _commit(request, _current(request).without(rule_id))
