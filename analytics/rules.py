@@ -485,9 +485,6 @@ def _response_time(rule: ResponseTimeRule, state: RuleState, conv: Subject,
 
 # -- the engine -----------------------------------------------------------------------------
 
-_WORD_KINDS = frozenset({"signal", "agent_conduct", "human_requested"})
-
-
 def applies(rule: AnyRule, conv: Subject) -> bool:
     return rule.enabled and rule.scope.covers(conv.queue, conv.channel)
 
@@ -496,15 +493,20 @@ def evaluate(rules: RuleSet | Sequence[AnyRule], states: dict[str, RuleState], t
              conv: Subject) -> list[Trigger]:
     """Run every enabled rule in scope on one final turn (``conv.rolling`` includes it)."""
     triggers = []
-    detected: dict[str, list[str]] | None = None
+    detections: dict[bool, dict[str, list[str]]] = {}  # by negation awareness, once a turn
+
+    def detected(negation_aware: bool = True) -> dict[str, list[str]]:
+        if negation_aware not in detections:
+            detections[negation_aware] = (signals.detect(turn.text, negation_aware)
+                                          if turn.text else {})
+        return detections[negation_aware]
+
     for rule in rules.rules if isinstance(rules, RuleSet) else rules:
         if not applies(rule, conv) or rule.kind == "response_time":
             continue
         state = states.get(rule.id)
         if state is None:
             state = states[rule.id] = RuleState()
-        if rule.kind in _WORD_KINDS and detected is None:
-            detected = signals.detect(turn.text) if turn.text else {}
         fired: Trigger | None
         if isinstance(rule, SentimentRule):
             fired = _sentiment(rule, state, turn, conv)
@@ -513,12 +515,12 @@ def evaluate(rules: RuleSet | Sequence[AnyRule], states: dict[str, RuleState], t
         elif isinstance(rule, KeywordRule):
             fired = _keyword(rule, state, turn)
         elif isinstance(rule, SignalRule):
-            fired = _signal(rule, state, turn, detected or {})
+            fired = _signal(rule, state, turn, detected(rule.negation_aware))
         elif isinstance(rule, AgentConductRule):
-            fired = _agent_conduct(rule, state, turn, detected or {})
+            fired = _agent_conduct(rule, state, turn, detected())
         else:
             assert isinstance(rule, HumanRequestedRule)
-            fired = _human_requested(rule, state, turn, conv, detected or {})
+            fired = _human_requested(rule, state, turn, conv, detected())
         if fired is not None:
             triggers.append(fired)
     return triggers
@@ -534,8 +536,15 @@ def deadlines(rules: RuleSet, states: dict[str, RuleState], conv: Subject) -> li
     waiting = conv.customer_waiting_since
     if waiting is None:
         return []
-    pending = (waiting + r.seconds for r in timer_rules(rules)
-               if applies(r, conv) and (r.id not in states or states[r.id].fired_for != waiting))
+    pending = []
+    for rule in timer_rules(rules):
+        state = states.get(rule.id)
+        if not applies(rule, conv) or (state is not None and state.fired_for == waiting):
+            continue
+        when = waiting + rule.seconds
+        if state is not None and state.last_fired_at is not None:  # not while cooling down
+            when = max(when, state.last_fired_at + rule.cooldown_seconds)
+        pending.append(when)
     return sorted(pending)
 
 

@@ -8,8 +8,10 @@ signals with sentiment. Pure functions over text; `docs/rules.md` lists every pa
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from typing import Literal
+from collections.abc import Iterable, Iterator
+from re import _constants as sre  # type: ignore[attr-defined]
+from re import _parser as sre_parse  # type: ignore[attr-defined]
+from typing import Any, Literal
 
 Signal = Literal["churn", "threat", "insult", "profanity", "repeated_contact", "exasperation",
                  "intensity", "human_request", "bot_failure"]
@@ -22,7 +24,10 @@ PATTERNS: dict[str, tuple[str, ...]] = {
         r"membership|service|contract|plan|card)s?",
         r"clos(?:e|ing) (?:my|our) (?:\w+ )?(?:account|card)s?",
         r"delet(?:e|ing) (?:my|our) (?:\w+ )?account", r"unsubscrib(?:e|ing) from (?:you|your)",
-        r"switch(?:ing)? (?:to (?:a |another )?\w+|over|providers?|banks?|carriers?)",
+        r"switch(?:ing)? (?:over )?to (?:another|a different|a new|a competitor|your "
+        r"competitors?)", r"switch(?:ing)? (?:providers?|banks?|carriers?|companies)",
+        r"(?:i'?m|im|i am|we'?re|we are|i will|i'?ll|we'?ll|gonna|going to|about to) "
+        r"(?:be )?switch(?:ing)? (?:over )?to",
         r"(?:i'?m|im|i am|i will|i'?ll|gonna|going to) uninstall(?:ing)?",
         r"(?:go|going|take|taking) (?:my business |my money )?elsewhere",
         r"taking my (?:business|money)", r"never (?:again|buy(?:ing)?|order(?:ing)?|"
@@ -61,7 +66,7 @@ PATTERNS: dict[str, tuple[str, ...]] = {
         r"pieceo\w*", r"joke of a",
     ),
     "profanity": (
-        r"f+u+c+k+\w*", r"\w*fuck\w*", r"f\*+\w*", r"\*{3,}", r"sh[i1]t\w*", r"bullshit",
+        r"fuu*c+k+\w*", r"\w*fuck\w*", r"f\*\**\w*", r"\*{3,}", r"sh[i1]t\w*", r"bullshit",
         r"damn\w*", r"dammit", r"goddamn\w*", r"gd", r"wtf", r"tf", r"stfu", r"ffs",
         r"crap\w*", r"ass(?:hole)?s?", r"bitch\w*", r"bastards?", r"the hell", r"piss(?:ed)?",
         r"bloody", r"clusterfuck",
@@ -117,11 +122,12 @@ NEGATORS = frozenset({
     "not", "no", "never", "dont", "don't", "do not", "won't", "wont", "wouldn't", "didn't",
     "doesn't", "isn't", "aren't", "cannot", "can't", "neither", "nor", "without",
 })
+NEGATABLE = frozenset({"churn", "threat", "insult", "human_request"})
 NEGATION_REACH = 3  # words before a match in which a negator cancels it
 
 _QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
 _WORD = re.compile(r"[\w'*]+")
-_CAPS_WORD = re.compile(r"(?<![@#/\w])[A-Z][A-Z']{2,}(?![\w])")
+_CAPS_RUN = re.compile(r"[A-Z][A-Z']{2,}")
 _REPEATED_MARKS = re.compile(r"[!?]{2,}|!\s*!|\?\s*!")
 # Acronyms that appear in polite support requests and are not shouting.
 _ACRONYMS = frozenset({
@@ -143,7 +149,97 @@ def phrase_pattern(phrases: Iterable[str]) -> re.Pattern[str]:
     return _compile(r"\s+".join(re.escape(w) for w in p.split()) for p in phrases)
 
 
-_COMPILED = {name: _compile(p) for name, p in PATTERNS.items()}
+_SPACE = [(sre.IN, [(sre.CATEGORY, sre.CATEGORY_SPACE)])]
+
+
+def _is_space(op: Any, av: Any) -> bool:
+    return (op in (sre.MAX_REPEAT, sre.MIN_REPEAT) and av[0] >= 1
+            and list(av[2]) == _SPACE) or [(op, av)] == _SPACE
+
+
+def _leading(items: list[Any], prefix: str = "") -> set[str] | None:
+    """How a match of a parsed pattern can start, as index keys: its first three letters,
+    or "=" and a whole first word shorter than that; None when that cannot be told."""
+    for n, (op, av) in enumerate(items):
+        if op is sre.LITERAL and chr(av) != "'":
+            prefix += chr(av).lower()
+            if len(prefix) == 3:
+                return {prefix}
+            continue
+        rest = items[n + 1:]
+        if _is_space(op, av) or op is sre.LITERAL:  # the first word ends here
+            return {"=" + prefix} if prefix else None
+        if op is sre.SUBPATTERN:
+            return _leading(list(av[-1]) + rest, prefix)
+        if op is sre.BRANCH:
+            return _union(_leading(list(branch) + rest, prefix) for branch in av[1])
+        if op in (sre.MAX_REPEAT, sre.MIN_REPEAT):
+            body = list(av[2])
+            starts = _leading(body * max(av[0], 1) + rest, prefix)
+            return starts if av[0] else _union([starts, _leading(rest, prefix)])
+        return {prefix} if len(prefix) == 2 else None
+    return {"=" + prefix} if prefix else None
+
+
+def _union(options: Iterable[set[str] | None]) -> set[str] | None:
+    found: set[str] = set()
+    for option in options:
+        if option is None:
+            return None
+        found |= option
+    return found
+
+
+def _literal(items: list[Any]) -> str | None:
+    """The longest run of literal characters every match contains, if any (lower-case)."""
+    runs, run = [], ""
+    for op, av in items:
+        if op is sre.LITERAL:
+            run += chr(av).lower()
+        else:
+            runs.append(run)
+            run = ""
+    longest = max([*runs, run], key=len)
+    return longest if len(longest) >= 2 else None
+
+
+def _gate(pattern: str) -> tuple[set[str] | None, str | None]:
+    parsed = list(sre_parse.parse(pattern.replace(" ", r"\s+")))
+    starts = _leading(parsed)
+    return starts, None if starts is not None else _literal(parsed)
+
+
+# Every pattern on its own, indexed by how its matches can start (else by a piece of text
+# each match holds): a text runs only the few patterns that could match it.
+def _compile_lowered(pattern: str) -> re.Pattern[str]:
+    """For lower-cased text; the word boundary before a match is checked by `_find`, as a
+    look-behind would keep `re` from skipping ahead to the pattern's first letters."""
+    return re.compile("(?:" + pattern.replace(" ", r"\s+") + r")(?![\w*])", re.MULTILINE)
+
+
+_PATTERNS: list[tuple[str, re.Pattern[str], set[str] | None, str | None]] = [
+    (name, _compile_lowered(p), *_gate(p)) for name, patterns in PATTERNS.items()
+    for p in patterns]
+_ALWAYS = [i for i, entry in enumerate(_PATTERNS) if entry[2] is None and entry[3] is None]
+_BY_PIECE = [(i, entry[3]) for i, entry in enumerate(_PATTERNS) if entry[3]]
+_BY_START: dict[str, list[int]] = {}
+for _i, _entry in enumerate(_PATTERNS):
+    for _start in _entry[2] or ():
+        _BY_START.setdefault(_start, []).append(_i)
+_TOKEN = re.compile(r"[\w*]+")
+
+
+def _candidates(lowered: str) -> list[int]:
+    """Indexes into _PATTERNS of the patterns that could match ``lowered``, in order."""
+    found = set(_ALWAYS)
+    found.update(i for i, piece in _BY_PIECE if piece in lowered)
+    for token in set(_TOKEN.findall(lowered)):
+        for key in (token[:3], token[:2], "=" + token) if len(token) < 3 else (token[:3],
+                                                                               token[:2]):
+            hit = _BY_START.get(key)
+            if hit:
+                found.update(hit)
+    return sorted(found)
 
 
 def negated(text: str, start: int) -> bool:
@@ -154,8 +250,21 @@ def negated(text: str, start: int) -> bool:
     return "do not" in " ".join(before)
 
 
+def _find(pattern: re.Pattern[str], lowered: str) -> Iterator[re.Match[str]]:
+    """Matches of a `_compile_lowered` pattern that start a word."""
+    at = 0
+    while (m := pattern.search(lowered, at)) is not None:
+        start = m.start()
+        if start and (lowered[start - 1].isalnum() or lowered[start - 1] in "_*"):
+            at = start + 1
+            continue
+        yield m
+        at = max(m.end(), start + 1)
+
+
 def matches(pattern: re.Pattern[str], text: str, negation_aware: bool = False) -> list[str]:
     """Distinct matches of ``pattern`` in ``text`` (lower-cased, first seen first)."""
+    text = text.translate(_QUOTES)
     found = (m for m in pattern.finditer(text)
              if not (negation_aware and negated(text, m.start())))
     return list(dict.fromkeys(" ".join(m.group(0).lower().split()) for m in found))
@@ -163,8 +272,13 @@ def matches(pattern: re.Pattern[str], text: str, negation_aware: bool = False) -
 
 def intensity(text: str) -> list[str]:
     """Shouting: two or more different all-caps words, or repeated ! and ? marks."""
-    caps = list(dict.fromkeys(w for w in _CAPS_WORD.findall(text)
-                              if w.strip("'") not in _ACRONYMS))
+    caps = list(dict.fromkeys(
+        m.group() for m in _CAPS_RUN.finditer(text)
+        if m.group().strip("'") not in _ACRONYMS
+        # a whole word, not part of a handle, hashtag, path or mixed-case word
+        and (m.start() == 0 or not (text[m.start() - 1].isalnum()
+                                    or text[m.start() - 1] in "@#/_"))
+        and (m.end() == len(text) or not (text[m.end()].isalnum() or text[m.end()] == "_"))))
     found = caps[:3] if len(caps) >= 2 else []
     marks = _REPEATED_MARKS.findall(text)
     if marks:
@@ -175,7 +289,18 @@ def intensity(text: str) -> list[str]:
 def detect(text: str, negation_aware: bool = True) -> dict[str, list[str]]:
     """Every signal present in ``text``, with what matched."""
     text = text.translate(_QUOTES)
-    found = {name: matches(pattern, text, negation_aware and name in ("churn", "threat"))
-             for name, pattern in _COMPILED.items()}
-    found["intensity"] = intensity(text)
-    return {name: hits for name, hits in found.items() if hits}
+    lowered = text.lower()
+    if len(lowered) != len(text):  # rare letters that lower-case to two: go slowly
+        lowered = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+    found: dict[str, list[str]] = {}
+    for i in _candidates(lowered):
+        name, pattern, _, _ = _PATTERNS[i]
+        negatable = negation_aware and name in NEGATABLE
+        hits = [" ".join(m.group().split()) for m in _find(pattern, lowered)
+                if not (negatable and negated(lowered, m.start()))]
+        if hits:
+            found[name] = list(dict.fromkeys(found.get(name, []) + hits))
+    shouting = intensity(text)
+    if shouting:
+        found["intensity"] = shouting
+    return found

@@ -6,16 +6,22 @@ Every change is validated as a whole, saved, then applied from the next event on
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from analytics.backtest import backtest, reads_words
 from analytics.rules import AnyRule, Rule, RuleSet
+from contact_center.protocol import Timestamp
+from contact_center.store import HistoryQuery
 from monitoring.auth import require
 from monitoring.permissions import Permission, Principal
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["rules"])
 RULE_EXAMPLE = {"id": "churn", "kind": "signal", "name": "Threatens to leave",
                 "any_of": ["churn"], "severity": "high"}
@@ -156,3 +162,91 @@ async def delete_rule(request: Request, rule_id: str,
         if _current(request).get(rule_id) is None:
             raise _unknown(rule_id)
         await _commit(request, _current(request).without(rule_id))
+
+
+# -- backtest ---------------------------------------------------------------------------------
+
+
+class BacktestRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rule: Rule | None = Field(default=None, description="A draft rule (saved or not).")
+    rule_id: str | None = Field(default=None, description="Or the id of a saved rule.")
+    since: Timestamp | None = Field(default=None, description="Conversations started at or "
+                                                              "after this time.")
+    until: Timestamp | None = Field(default=None, description="... and before this time.")
+    queue: str | None = Field(default=None, max_length=128)
+    samples: int = Field(default=5, ge=0, le=50, description="Sample alerts to return.")
+    max_conversations: int = Field(default=10_000, ge=1, le=100_000)
+
+
+class AlertsPerConversation(BaseModel):
+    mean: float
+    one: int
+    two: int
+    three_or_more: int
+
+
+class BacktestOutcome(BaseModel):
+    rule: dict[str, Any]
+    conversations_judged: int
+    conversations_not_judged: int = Field(
+        description="Conversations whose words the rule reads were not recorded.")
+    conversations_replayed: int = Field(
+        description="Judged conversations that could fire (the rest were ruled out by "
+                    "their stored scores alone).")
+    alerts: int
+    conversations_with_alerts: int
+    alerts_per_conversation: AlertsPerConversation
+    samples: list[dict[str, Any]]
+
+
+class BacktestDifference(BaseModel):
+    alerts: int = Field(description="Draft alerts minus current alerts.")
+    conversations_only_draft: int
+    conversations_only_current: int
+    conversations_both: int
+    examples_only_draft: list[str]
+    examples_only_current: list[str]
+
+
+class BacktestResult(BacktestOutcome):
+    conversations: int
+    truncated: bool = Field(description="More conversations matched than max_conversations.")
+    current: BacktestOutcome | None = Field(
+        description="The saved rule with the draft's id, run over the same conversations.")
+    difference: BacktestDifference | None
+    elapsed_ms: float
+
+
+@router.post("/v1/rules/backtest", response_model=BacktestResult)
+async def run_backtest(request: Request, body: BacktestRequest,
+                       _: Principal = require(Permission.RULES_MANAGE)) -> dict[str, Any]:
+    """Run a draft or saved rule over recorded conversations and see what it would have
+    raised, and how that differs from the saved rule with the same id."""
+    started = time.perf_counter()
+    if (body.rule is None) == (body.rule_id is None):
+        raise HTTPException(422, {"type": "error", "code": "validation_error",
+                                  "message": "give exactly one of rule and rule_id"})
+    rules = _current(request)
+    if body.rule_id is not None:
+        rule, current = rules.get(body.rule_id), None
+        if rule is None:
+            raise _unknown(body.rule_id)
+    else:
+        assert body.rule is not None
+        rule, current = body.rule, rules.get(body.rule.id)
+    query = HistoryQuery(
+        since=body.since.timestamp() if body.since else None,
+        until=body.until.timestamp() if body.until else None, queue=body.queue,
+        with_text=reads_words(rule) or (current is not None and reads_words(current)),
+        limit=body.max_conversations)
+    try:
+        history = await request.app.state.store.load_history(query)
+    except Exception:
+        log.exception("loading the backtest history failed")
+        raise HTTPException(503, {"type": "error", "code": "unavailable",
+                                  "message": "storage is unavailable; retry"}) from None
+    result = await asyncio.to_thread(backtest, rule, history,
+                                     request.app.state.settings.rolling, current, body.samples)
+    return result | {"elapsed_ms": (time.perf_counter() - started) * 1000}

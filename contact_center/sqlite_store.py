@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from contact_center.conversation import RECENT_LIMIT
-from contact_center.store import SearchQuery, StoredConversation, Token, User, WriteBatch
+from contact_center.store import (
+    History,
+    HistoryQuery,
+    SearchQuery,
+    StoredConversation,
+    Token,
+    User,
+    WriteBatch,
+)
 
 T = TypeVar("T")
 
@@ -283,6 +291,9 @@ class SQLiteStore:
     async def search(self, query: SearchQuery) -> list[dict[str, Any]]:
         return await self._reader.run(lambda db: _search(db, query))
 
+    async def load_history(self, query: HistoryQuery) -> History:
+        return await self._reader.run(lambda db: _load_history(db, query))
+
 
 # -- SQL run on the connection threads ----------------------------------------------------
 
@@ -414,6 +425,33 @@ def _get_conversation(db: sqlite3.Connection, conversation_id: str) -> dict[str,
         "alerts": [_alert(a) for a in alerts],
         "events": [{"type": e["type"], "at": e["at"], **json.loads(e["payload"])} for e in events],
     }
+
+
+def _load_history(db: sqlite3.Connection, q: HistoryQuery) -> History:
+    where, args = ["1"], []
+    for clause, value in (("started_at >= ?", q.since), ("started_at < ?", q.until),
+                          ("queue = ?", q.queue)):
+        if value is not None:
+            where.append(clause)
+            args.append(value)
+    picked = (f"SELECT id, queue, channel, agent_id, recording, started_at, ended_at "
+              f"FROM conversations WHERE {' AND '.join(where)} "
+              f"ORDER BY started_at, id LIMIT ?")
+    rows = db.execute(picked, [*args, q.limit + 1]).fetchall()
+    truncated = len(rows) > q.limit
+    conversations = [dict(r) for r in rows[: q.limit]]
+    index = {c["id"]: i for i, c in enumerate(conversations)}
+    text = ", s.text" if q.with_text else ""
+    segments = db.execute(
+        f"WITH picked AS ({picked}) SELECT s.conversation_id, s.segment_id, s.role, s.neg, "
+        f"s.neu, s.pos, s.compound, s.received_at{text} FROM picked p "
+        f"JOIN segments s ON s.conversation_id = p.id ORDER BY p.started_at, p.id, s.seq",
+        [*args, q.limit]).fetchall()
+    return History(
+        conversations=conversations, group=[index[r[0]] for r in segments],
+        segment_ids=[r[1] for r in segments], roles=[r[2] for r in segments],
+        scores=[(r[3], r[4], r[5], r[6]) for r in segments], at=[r[7] for r in segments],
+        texts=[r[8] for r in segments] if q.with_text else None, truncated=truncated)
 
 
 def _like(term: str) -> str:

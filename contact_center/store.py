@@ -113,6 +113,32 @@ class SearchQuery:
     offset: int = 0
 
 
+@dataclass(slots=True)
+class HistoryQuery:
+    """Recorded conversations for a backtest: started in [since, until), in a queue."""
+
+    since: float | None = None
+    until: float | None = None
+    queue: str | None = None
+    with_text: bool = False
+    limit: int = 10_000  # conversations, oldest first
+
+
+@dataclass(slots=True)
+class History:
+    """Recorded conversations as columns: one entry per final segment, grouped by
+    conversation, each group in arrival (seq) order."""
+
+    conversations: list[dict[str, Any]]  # id, queue, channel, agent_id, recording, ended_at
+    group: list[int]  # per segment: index into conversations
+    segment_ids: list[str]
+    roles: list[str]
+    scores: list[tuple[float, float, float, float]]  # neg, neu, pos, compound
+    at: list[float]  # received_at
+    texts: list[str | None] | None  # None unless asked for; a None entry: not recorded
+    truncated: bool  # more conversations matched than the limit
+
+
 class Store(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
@@ -146,3 +172,4 @@ class Store(Protocol):
                           agent_id: str | None = None,
                           limit: int = 100) -> list[dict[str, Any]]: ...
     async def search(self, query: SearchQuery) -> list[dict[str, Any]]: ...
+    async def load_history(self, query: HistoryQuery) -> History: ...

@@ -40,6 +40,7 @@ MATRIX: dict[tuple[str, str], set[Permission]] = {
     ("PUT", "/v1/rules/{rule_id}"): {P.RULES_MANAGE},
     ("PATCH", "/v1/rules/{rule_id}"): {P.RULES_MANAGE},
     ("DELETE", "/v1/rules/{rule_id}"): {P.RULES_MANAGE},
+    ("POST", "/v1/rules/backtest"): {P.RULES_MANAGE},
     ("GET", "/v1/users"): {P.USERS_MANAGE},
     ("POST", "/v1/users"): {P.USERS_MANAGE},
     ("POST", "/v1/users/{username}/tokens"): {P.USERS_MANAGE},
