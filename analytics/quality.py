@@ -49,8 +49,16 @@ def load_labels(path: Path) -> dict[tuple[str, int], str]:
     return labels
 
 
-def load_corpus(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+def load_corpus(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """Conversations from a JSONL file in the shared twitter-care format."""
+    conversations = []
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            if line.strip():
+                conversations.append(json.loads(line))
+                if limit is not None and len(conversations) >= limit:
+                    break
+    return conversations
 
 
 def replay_corpus(rules: RuleSet, conversations: Iterable[dict[str, Any]],

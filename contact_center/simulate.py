@@ -20,6 +20,8 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
+from analytics.quality import load_corpus
+
 SHARED_CORPUS = Path("../shared/data/twitter-care/conversations.jsonl")
 
 
@@ -28,17 +30,6 @@ def default_source() -> Path:
     if SHARED_CORPUS.is_file():
         return SHARED_CORPUS
     return Path(str(resources.files("contact_center") / "samples" / "conversations.jsonl"))
-
-
-def load_conversations(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
-    conversations = []
-    with path.open(encoding="utf-8") as lines:
-        for line in lines:
-            if line.strip():
-                conversations.append(json.loads(line))
-                if limit is not None and len(conversations) >= limit:
-                    break
-    return conversations
 
 
 @dataclass
@@ -150,7 +141,7 @@ async def simulate(base_url: str, token: str, source: Path, *, rate: float = 20.
     ws_base = base_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
     run_id = secrets.token_hex(3)
     todo: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue()
-    for i, conversation in enumerate(load_conversations(source, limit)):
+    for i, conversation in enumerate(load_corpus(source, limit)):
         todo.put_nowait(events_for(conversation, run_id, f"agent-{i % agents + 1}", recording))
     report, limiter = Report(), RateLimiter(rate)
     watcher = None

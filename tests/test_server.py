@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from analytics.default_rules import DEFAULT_RULES
 from analytics.quality import load_corpus, replay_corpus
-from contact_center.simulate import default_source, load_conversations
+from contact_center.simulate import default_source
 
 PROJECT = Path(__file__).resolve().parents[1]
 SAMPLE = PROJECT / "contact_center" / "samples" / "conversations.jsonl"
@@ -226,7 +226,7 @@ def test_simulate_source_is_the_shared_corpus_else_the_packaged_sample(
     monkeypatch.chdir(alone)
     sample = default_source()
     assert sample.name == "conversations.jsonl" and "samples" in sample.parts
-    assert len(load_conversations(sample)) == 30
+    assert len(load_corpus(sample)) == 30
 
     beside = tmp_path / "beside"
     corpus = beside / "shared" / "data" / "twitter-care" / "conversations.jsonl"
@@ -235,4 +235,4 @@ def test_simulate_source_is_the_shared_corpus_else_the_packaged_sample(
     (beside / "checkout").mkdir()
     monkeypatch.chdir(beside / "checkout")
     assert default_source().resolve() == corpus.resolve()
-    assert len(load_conversations(default_source())) == 1
+    assert len(load_corpus(default_source())) == 1

@@ -1,0 +1,137 @@
+"""Backtest: a rule run over recorded conversations raises what live traffic raised."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from analytics.backtest import run
+from analytics.default_rules import DEFAULT_RULES
+from analytics.quality import load_corpus
+from analytics.rolling import RollingConfig
+from contact_center.store import HistoryQuery
+from tests.conftest import Connector, Users, auth, make_store
+
+SAMPLE = Path(__file__).resolve().parents[1] / "contact_center" / "samples" / \
+    "conversations.jsonl"
+
+
+def replay_sample(ingest: Connector, recording: str = "all", suffix: str = "") -> list[str]:
+    """Stream the packaged sample through the ingest socket, as a connector would."""
+    ids = []
+    for c in load_corpus(SAMPLE):
+        cid = c["conversation_id"] + suffix
+        ingest.start(cid, queue=c["queue"], recording=recording)
+        for t in c["turns"]:
+            role = "customer" if t["speaker"] == "customer" else "agent"
+            assert ingest.say(cid, str(t["seq"]), t["text"], role=role)["type"] == "ack"
+        ingest.end(cid)
+        ids.append(cid)
+    return ids
+
+
+@pytest.fixture
+def admin(users: Users) -> dict[str, str]:
+    return auth(users.token("Admin"))
+
+
+def backtest(client: TestClient, headers: dict[str, str], **body: Any) -> dict[str, Any]:
+    response = client.post("/v1/rules/backtest", headers=headers, json=body)
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def test_a_saved_rule_backtests_to_what_it_raised_live(
+        ingest: Connector, client: TestClient, admin: dict[str, str]) -> None:
+    replay_sample(ingest)
+    live = client.get("/v1/alerts", headers=admin, params={"limit": 1000}).json()["alerts"]
+    assert len(live) >= 10
+    for rule in DEFAULT_RULES.rules:
+        result = backtest(client, admin, rule_id=rule.id)
+        raised = [a for a in live if a["rule_id"] == rule.id]
+        assert result["alerts"] == len(raised), rule.id
+        assert result["conversations_with_alerts"] == len({a["conversation_id"] for a in raised})
+        assert result["conversations"] == 30 and result["conversations_judged"] == 30
+        assert result["current"] is None and result["difference"] is None
+        for sample in result["samples"]:
+            assert sample["conversation_id"] in {a["conversation_id"] for a in raised}
+            assert sample["segments"] and sample["reason"]
+
+
+def test_a_draft_is_compared_with_the_saved_rule(
+        ingest: Connector, client: TestClient, admin: dict[str, str]) -> None:
+    replay_sample(ingest)
+    saved = client.get("/v1/rules/very-negative-turn", headers=admin).json()
+    draft = saved | {"below": -0.5}
+    result = backtest(client, admin, rule=draft, samples=2)
+    current, difference = result["current"], result["difference"]
+    assert current["rule"]["below"] == -0.75 and result["rule"]["below"] == -0.5
+    assert result["alerts"] > current["alerts"] > 0  # a looser threshold raises more
+    assert difference["alerts"] == result["alerts"] - current["alerts"]
+    assert difference["conversations_only_current"] == 0
+    assert difference["conversations_only_draft"] + difference["conversations_both"] == \
+        result["conversations_with_alerts"]
+    assert len(result["samples"]) == 2
+    spread = result["alerts_per_conversation"]
+    assert spread["one"] + spread["two"] + spread["three_or_more"] == \
+        result["conversations_with_alerts"]
+    assert spread["mean"] == pytest.approx(result["alerts"] / result["conversations_with_alerts"])
+
+
+def test_words_not_recorded_are_not_judged(
+        ingest: Connector, client: TestClient, admin: dict[str, str]) -> None:
+    replay_sample(ingest, recording="all")
+    replay_sample(ingest, recording="none", suffix="-unrecorded")
+    words = backtest(client, admin, rule_id="churn-or-legal-threat")
+    assert words["conversations"] == 60
+    assert words["conversations_judged"] == 30 and words["conversations_not_judged"] == 30
+    scores = backtest(client, admin, rule_id="very-negative-turn")
+    # Scores are kept under every policy: both copies are judged, and fire alike.
+    assert scores["conversations_judged"] == 60 and scores["conversations_not_judged"] == 0
+    once = backtest(client, admin, rule_id="very-negative-turn", queue="AppleSupport")
+    assert 0 < once["conversations"] < 60
+    assert all(s["conversation_id"] for s in once["samples"])
+    future = backtest(client, admin, rule_id="very-negative-turn",
+                      since="2100-01-01T00:00:00Z")
+    assert future["conversations"] == 0 and future["alerts"] == 0
+
+
+def test_backtest_errors(client: TestClient, admin: dict[str, str], users: Users) -> None:
+    rule = {"id": "x", "kind": "keyword", "phrases": ["refund"]}
+    both = client.post("/v1/rules/backtest", headers=admin, json={"rule": rule, "rule_id": "x"})
+    assert both.status_code == 422 and both.json()["code"] == "validation_error"
+    unknown = client.post("/v1/rules/backtest", headers=admin, json={"rule_id": "nope"})
+    assert unknown.status_code == 404 and unknown.json()["code"] == "unknown_rule"
+    bad = client.post("/v1/rules/backtest", headers=admin,
+                      json={"rule": {"id": "x", "kind": "sentiment", "below": 5}})
+    assert bad.status_code == 422 and bad.json()["details"][0]["loc"][-1] == "below"
+    manager = auth(users.token("CallCenterManager"))
+    assert client.post("/v1/rules/backtest", headers=manager,
+                       json={"rule_id": "abuse"}).status_code == 403
+
+
+def test_narrowing_by_scores_changes_no_result(
+        ingest: Connector, client: TestClient, backend: str, tmp_path: Path) -> None:
+    """The numpy narrowing only skips conversations that cannot fire."""
+    replay_sample(ingest)
+
+    async def history() -> Any:
+        store = make_store(backend, tmp_path)
+        await store.open()
+        try:
+            return await store.load_history(HistoryQuery(with_text=True))
+        finally:
+            await store.close()
+
+    recorded = asyncio.run(history())
+    for rule in DEFAULT_RULES.rules:
+        narrowed = run(rule, recorded, RollingConfig())
+        full = run(rule, recorded, RollingConfig(), narrow=False)
+        assert (narrowed.alerts, narrowed.per_conversation) == (full.alerts,
+                                                                full.per_conversation)
+        if rule.kind == "sentiment":
+            assert narrowed.replayed < full.replayed
