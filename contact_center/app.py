@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator
 
@@ -35,13 +34,14 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
 async def load_rules(settings: Settings, store: Store) -> RuleSet:
-    """A rules file wins (and is saved); else the last rules set over the API; else defaults."""
-    if settings.rules_file is not None:
-        rules = RuleSet.model_validate(json.loads(settings.rules_file.read_text()))
-        await store.save_rules(rules.model_dump(mode="json"))
-        return rules
+    """A rules file wins (and is saved, versioned against the saved rules); else the last
+    rules set over the API; else the defaults."""
     saved = await store.load_rules()
-    return RuleSet.model_validate(saved) if saved is not None else DEFAULT_RULES
+    rules = RuleSet.model_validate(saved) if saved is not None else DEFAULT_RULES
+    if settings.rules_file is not None:
+        rules = rules.replacing(RuleSet.model_validate_json(settings.rules_file.read_bytes()))
+        await store.save_rules(rules.model_dump(mode="json"))
+    return rules
 
 
 def _too_large(limit: int) -> HTTPException:

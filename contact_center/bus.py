@@ -44,9 +44,8 @@ class Bus(Protocol):
         it takes); the returned future resolves once the event is durably handled."""
         ...
 
-    async def take(self, max_items: int, max_wait: float | None = None) -> list[Delivery]:
-        """Wait for at least one delivery and return up to ``max_items``; after
-        ``max_wait`` seconds without one, return none (the pipeline's clock ticks)."""
+    async def take(self, max_items: int) -> list[Delivery]:
+        """Wait for at least one delivery and return up to ``max_items``."""
         ...
 
     def done(self, count: int) -> None:
@@ -81,12 +80,8 @@ class InMemoryBus:
                                     event.ref) from None
         return future
 
-    async def take(self, max_items: int, max_wait: float | None = None) -> list[Delivery]:
-        try:
-            async with asyncio.timeout(max_wait):
-                items = [await self._queue.get()]
-        except TimeoutError:
-            return []
+    async def take(self, max_items: int) -> list[Delivery]:
+        items = [await self._queue.get()]
         while len(items) < max_items and not self._queue.empty():
             items.append(self._queue.get_nowait())
         return items

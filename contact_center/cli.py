@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from pydantic import ValidationError
 
+from analytics.rules import RuleSet
+from analytics.scoring import OverlayError, load_overlay
 from contact_center import __version__
 from contact_center.settings import Settings
 from contact_center.sqlite_store import SQLiteStore
@@ -72,14 +78,20 @@ def main() -> None:
 @click.option("--rules", "rules_file", type=click.Path(exists=True, dir_okay=False,
                                                        path_type=Path),
               default=None, help="JSON rules file to load (replaces the stored rules)")
+@click.option("--lexicon", "lexicon_overlay", type=click.Path(exists=True, dir_okay=False,
+                                                              path_type=Path),
+              default=None, help="Lexicon overlay: word valences applied on top of VADER's "
+                                 "(see docs/rules.md) [default: $CC_LEXICON_OVERLAY, none]")
 def serve(host: str | None, port: int | None, database: Path | None,
-          rules_file: Path | None) -> None:
+          rules_file: Path | None, lexicon_overlay: Path | None) -> None:
     """Run the service (embedded: one process, SQLite)."""
     import uvicorn
 
     from contact_center.app import create_app
 
-    settings = _settings(database, host=host, port=port, rules_file=rules_file)
+    settings = _settings(database, host=host, port=port, rules_file=rules_file,
+                         lexicon_overlay=lexicon_overlay)
+    _check_files(settings)
 
     async def bootstrap(store: SQLiteStore) -> bool:
         if await store.list_users():
@@ -102,6 +114,28 @@ def serve(host: str | None, port: int | None, database: Path | None,
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 ws="websockets-sansio", ws_max_size=settings.ws_max_frame_bytes,
                 ws_per_message_deflate=False, log_level="info")
+
+
+def _check_files(settings: Settings) -> None:
+    """Refuse to start on a bad rules or overlay file, saying what is wrong where."""
+    if settings.rules_file is not None:
+        _read_rules(settings.rules_file)
+    if settings.lexicon_overlay is not None:
+        try:
+            load_overlay(settings.lexicon_overlay)
+        except OverlayError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+def _read_rules(path: Path) -> RuleSet:
+    try:
+        return RuleSet.model_validate_json(path.read_bytes())
+    except ValidationError as exc:
+        problems = "\n".join(
+            f"  {'.'.join(str(p) for p in e['loc']) or 'document'}: {e['msg']}"
+            for e in exc.errors(include_url=False))
+        raise click.ClickException(f"{path} is not a valid rules document:\n{problems}"
+                                   ) from None
 
 
 def _refusals_are_not_errors(record: logging.LogRecord) -> bool:
@@ -197,6 +231,79 @@ def tokens_revoke(token_id: str, database: Path | None) -> None:
     if not _with_store(_settings(database).database, lambda s: s.revoke_token(token_id)):
         raise click.ClickException("no such active token")
     click.echo("revoked")
+
+
+@main.group()
+def rules() -> None:
+    """Escalation rules as a file under version control: check, export, import.
+
+    export and import talk to the running service with a token that has the
+    rules-manage permission (an Admin's): --token or $CC_TOKEN."""
+
+
+url_option = click.option("--url", default="http://127.0.0.1:8000", show_default=True,
+                          help="The running service")
+token_option = click.option("--token", envvar="CC_TOKEN", required=True,
+                            help="API token with rules-manage [default: $CC_TOKEN]")
+
+
+def _call(method: str, url: str, token: str, body: Any = None) -> Any:
+    request = urllib.request.Request(
+        url, method=method, data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")
+        raise click.ClickException(f"{method} {url}: HTTP {exc.code}: {detail}") from None
+    except urllib.error.URLError as exc:
+        raise click.ClickException(f"cannot reach {url}: {exc.reason}") from None
+
+
+@rules.command("check")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def rules_check(file: Path) -> None:
+    """Validate a rules file without a running service (exit 1 if it is invalid)."""
+    checked = _read_rules(file)
+    kinds = ", ".join(sorted({r.kind for r in checked.rules})) or "none"
+    click.echo(f"{file}: {len(checked.rules)} rules, valid (kinds: {kinds})")
+
+
+@rules.command("export")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="File to write [default: standard output]")
+@url_option
+@token_option
+def rules_export(output: Path | None, url: str, token: str) -> None:
+    """Write the rule set in force as a JSON document (import takes it back unchanged)."""
+    document = json.dumps(_call("GET", f"{url}/v1/rules", token), indent=2) + "\n"
+    if output is None:
+        click.echo(document, nl=False)
+    else:
+        output.write_text(document, encoding="utf-8")
+        click.echo(f"wrote {len(json.loads(document)['rules'])} rules to {output}", err=True)
+
+
+@rules.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@url_option
+@token_option
+def rules_import(file: Path, url: str, token: str) -> None:
+    """Replace the rule set with FILE's; it applies from the next event on."""
+    document = _read_rules(file).model_dump(mode="json")
+    before = {r["id"]: r for r in _call("GET", f"{url}/v1/rules", token)["rules"]}
+    after = {r["id"]: r for r in _call("PUT", f"{url}/v1/rules", token, document)["rules"]}
+    for rule_id, rule in after.items():
+        old = before.get(rule_id)
+        if old is None:
+            click.echo(f"added     {rule_id} (version {rule['version']})")
+        elif old["version"] != rule["version"]:
+            click.echo(f"changed   {rule_id} (version {old['version']} -> {rule['version']})")
+        else:
+            click.echo(f"unchanged {rule_id} (version {rule['version']})")
+    for rule_id in before.keys() - after.keys():
+        click.echo(f"removed   {rule_id}")
 
 
 @main.command()

@@ -9,6 +9,7 @@ live messages never get ahead of what the store holds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import secrets
@@ -106,6 +107,8 @@ class Pipeline:
         self.batch_size = batch_size
         self.scorer = scorer or Scorer()
         self._timers: list[tuple[float, str]] = []  # (when, conversation id): clock rules
+        self._wake = asyncio.Event()  # the earliest timer moved earlier
+        self._lock = asyncio.Lock()  # one batch, tick or rules change at a time
         self.conversations: dict[str, Conversation] = {}
         self._ended: OrderedDict[str, None] = OrderedDict()
         self._ended_segments: OrderedDict[str, set[str]] = OrderedDict()
@@ -121,26 +124,45 @@ class Pipeline:
             self._restore(stored)
 
     async def run(self, bus: Bus) -> None:
+        """Take batches off the bus and process them; clock rules run beside, never in
+        the middle of a batch."""
+        clock = asyncio.create_task(self._clock(), name="pipeline-clock")
+        try:
+            while True:
+                deliveries = await bus.take(self.batch_size)
+                async with self._lock:
+                    await self._process_or_refuse(bus, deliveries)
+        finally:
+            clock.cancel()
+
+    async def _clock(self) -> None:
         while True:
-            wait = max(0.0, self._timers[0][0] - time.time()) if self._timers else None
-            deliveries = await bus.take(self.batch_size, wait)
+            self._wake.clear()
+            delay = max(0.0, self._timers[0][0] - time.time()) if self._timers else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
             if self._timers and self._timers[0][0] <= time.time():
-                await self.tick()
-            if not deliveries:
-                continue
-            try:
-                await self.process(deliveries)
-            except Exception:
+                try:
+                    async with self._lock:
+                        await self.tick()
+                except Exception:
+                    log.exception("clock rules failed; retrying in a second")
+                    await asyncio.sleep(1.0)
+
+    async def _process_or_refuse(self, bus: Bus, deliveries: list[Delivery]) -> None:
+        try:
+            await self.process(deliveries)
+        except Exception:
                 # Only a bug gets here (bad input gets its own error reply): drop what
                 # memory may hold half-applied, answer every event, keep serving.
-                log.exception("pipeline batch failed")
-                self._forget({_conversation_id(d.event) for d in deliveries})
-                for d in deliveries:
-                    d.source.refused.add(_conversation_id(d.event))
-                    d.settle(_error(d.event, p.ErrorCode.INTERNAL_ERROR,
-                                    "internal error; the event was not applied"))
-            finally:
-                bus.done(len(deliveries))
+            log.exception("pipeline batch failed")
+            self._forget({_conversation_id(d.event) for d in deliveries})
+            for d in deliveries:
+                d.source.refused.add(_conversation_id(d.event))
+                d.settle(_error(d.event, p.ErrorCode.INTERNAL_ERROR,
+                                "internal error; the event was not applied"))
+        finally:
+            bus.done(len(deliveries))
 
     async def process(self, deliveries: list[Delivery]) -> None:
         try:
@@ -208,20 +230,38 @@ class Pipeline:
 
     # -- rules and clock rules -----------------------------------------------------------
 
+    async def change_rules(self, rules: RuleSet) -> None:
+        """`set_rules` between batches."""
+        async with self._lock:
+            self.set_rules(rules)
+
     def set_rules(self, rules: RuleSet) -> None:
-        """Apply a new rule set from the next event on. State of rules that no longer
-        exist is dropped; kept rules keep theirs (streaks, cooldowns, hysteresis)."""
-        kept = {r.id for r in rules.rules}
+        """Apply a new rule set from the next event on (clock rules: at once, to customers
+        already waiting). A rule keeps its state per conversation (cooldown, hysteresis)
+        across edits, except: a deleted rule's state is dropped, a rule that changes kind
+        starts afresh, and a disabled rule forgets a streak in progress (turns it did not
+        see cannot continue one)."""
+        before = {r.id: r for r in self.rules.rules}
+        fresh = {r.id for r in rules.rules
+                 if r.id in before and before[r.id].kind != r.kind}
+        off = {r.id for r in rules.rules if not r.enabled}
+        kept = {r.id for r in rules.rules} - fresh
         self.rules = rules
         self._timers.clear()
         for conv in self.conversations.values():
             for rule_id in [k for k in conv.rule_states if k not in kept]:
                 del conv.rule_states[rule_id]
+            for rule_id in off & conv.rule_states.keys():
+                conv.rule_states[rule_id].breaches.clear()
+                conv.rule_states[rule_id].bot_failures.clear()
             self._schedule(conv)
+        self._wake.set()
 
     def _schedule(self, conv: Conversation) -> None:
         pending = deadlines(self.rules, conv.rule_states, conv)
         if pending:
+            if not self._timers or pending[0] < self._timers[0][0]:
+                self._wake.set()
             heapq.heappush(self._timers, (pending[0], conv.id))
 
     async def tick(self, now: float | None = None) -> None:

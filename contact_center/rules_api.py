@@ -8,11 +8,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from analytics.backtest import backtest, reads_words
 from analytics.rules import AnyRule, Rule, RuleSet
@@ -22,6 +23,8 @@ from monitoring.auth import require
 from monitoring.permissions import Permission, Principal
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+_RULE: TypeAdapter[AnyRule] = TypeAdapter(Rule)
 router = APIRouter(tags=["rules"])
 RULE_EXAMPLE = {"id": "churn", "kind": "signal", "name": "Threatens to leave",
                 "any_of": ["churn"], "severity": "high"}
@@ -44,17 +47,19 @@ def _lock(request: Request) -> asyncio.Lock:
 
 async def _commit(request: Request, rules: RuleSet) -> None:
     await request.app.state.store.save_rules(rules.model_dump(mode="json"))
-    request.app.state.pipeline.set_rules(rules)
+    await request.app.state.pipeline.change_rules(rules)
 
 
-def _validated(make: Any) -> RuleSet:
-    """Build a rule set, reporting a whole-set problem (duplicate ids, too many rules) as
-    the same 422 ``validation_error`` a malformed body gets."""
+def _validated(make: Callable[[], T], where: tuple[str, ...] = ()) -> T:
+    """Build a rule set (or a value), reporting a problem (duplicate ids, too many rules)
+    as the same 422 ``validation_error`` a malformed body gets; ``where`` prefixes the
+    error locations."""
     try:
-        rules: RuleSet = make()
+        return make()
     except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False)) from None
-    return rules
+        raise RequestValidationError(
+            [e | {"loc": (*where, *e["loc"])} for e in exc.errors(include_url=False)]
+        ) from None
 
 
 def _check_version(rule_id: str, expected: int | None, current: AnyRule) -> None:
@@ -140,14 +145,18 @@ async def patch_rule(request: Request, rule_id: str,
         current = _current(request).get(rule_id)
         if current is None:
             raise _unknown(rule_id)
-        _check_version(rule_id, change.pop("version", None), current)
+        expected = change.pop("version", None)
+        if expected is not None:
+            expected = _validated(lambda: TypeAdapter(int).validate_python(expected),
+                                  ("body", "version"))
+        _check_version(rule_id, expected, current)
         if change.get("id", rule_id) != rule_id:
             raise HTTPException(422, {"type": "error", "code": "validation_error",
                                       "message": "a rule's id cannot be changed; create a "
                                                  "new rule and delete this one"})
         merged = current.model_dump(mode="json") | change
-        new = _validated(lambda: _current(request).with_rule(
-            RuleSet.model_validate({"rules": [merged]}).rules[0]))
+        rule = _validated(lambda: _RULE.validate_python(merged), ("body",))
+        new = _validated(lambda: _current(request).with_rule(rule))
         await _commit(request, new)
     patched = new.get(rule_id)
     assert patched is not None
