@@ -8,6 +8,7 @@ conversations ("blocked", "error", "problem" are routine there, not anger).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,10 +35,11 @@ class OverlayError(ValueError):
 
 def load_overlay(path: Path) -> dict[str, float]:
     """Parse an overlay: one ``word<whitespace>valence`` per line, valence in -4..4;
-    blank lines and lines starting with ``#`` are ignored. Words are matched lower-cased."""
+    blank lines, lines starting with ``#`` and `` # comments`` after a value are ignored.
+    Words are matched lower-cased."""
     overlay: dict[str, float] = {}
     for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        line = raw.strip()
+        line = re.split(r"\s#", raw, maxsplit=1)[0].strip()
         if not line or line.startswith("#"):
             continue
         word, _, value = line.rpartition("\t") if "\t" in line else line.rpartition(" ")

@@ -10,11 +10,15 @@ import json
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from analytics import signals
 from analytics.default_rules import DEFAULT_RULES
 from analytics.quality import judge, load_corpus, load_labels
-from tests.conftest import SHARED_DATA
+from analytics.scoring import Scorer, load_overlay
+from contact_center.app import create_app
+from contact_center.settings import Settings
+from tests.conftest import SHARED_DATA, Connector, Users, auth, make_store
 
 LABELS = Path(__file__).parent / "data" / "twitter_care_labels.jsonl"
 CORPUS = SHARED_DATA / "twitter-care" / "conversations.jsonl"
@@ -68,3 +72,35 @@ def test_fast_signal_detection_equals_the_plain_patterns() -> None:
             assert found.keys() == expected.keys(), text
             for name, hits in expected.items():
                 assert set(hits) <= set(found[name]), text
+
+
+SUPPORT_OVERLAY = Path(__file__).resolve().parents[1] / "analytics" / "lexicons" / "support.txt"
+
+
+@needs_corpus
+def test_the_support_overlay_cuts_false_alarms_and_keeps_recall() -> None:
+    corpus, labels = load_corpus(CORPUS), load_labels(LABELS)
+    plain = judge(DEFAULT_RULES, corpus, labels)
+    tuned = judge(DEFAULT_RULES, corpus, labels, Scorer(load_overlay(SUPPORT_OVERLAY)))
+    print(json.dumps(tuned.as_dict(), indent=1))
+    assert tuned.alerts_by_label["none"] < plain.alerts_by_label["none"]
+    assert tuned.escalate_recall >= plain.escalate_recall
+    assert tuned.high_on_escalate >= 0.70
+
+
+def test_serve_applies_a_lexicon_overlay(tmp_path: Path) -> None:
+    """The overlay reaches live scores; with none, scores are plain VADER's."""
+    text = "My account is blocked and I get an error"
+    tuned = Scorer(load_overlay(SUPPORT_OVERLAY))
+    for overlay, expected in ((None, Scorer().score(text)), (SUPPORT_OVERLAY, tuned.score(text))):
+        folder = tmp_path / ("tuned" if overlay else "plain")
+        folder.mkdir()
+        settings = Settings(database=folder / "cc.db", lexicon_overlay=overlay)
+        with TestClient(create_app(settings, make_store("sqlite", folder))) as client:
+            token = Users(lambda folder=folder: make_store("sqlite", folder)).token("Connector")
+            with client.websocket_connect("/v1/ingest", headers=auth(token)) as ws:
+                connector = Connector(ws)
+                connector.start("c1")
+                ack = connector.say("c1", "s1", text)
+        assert ack["scores"] == expected.as_dict()
+    assert Scorer().score(text).compound < -0.5 < tuned.score(text).compound

@@ -236,3 +236,40 @@ def test_simulate_source_is_the_shared_corpus_else_the_packaged_sample(
     monkeypatch.chdir(beside / "checkout")
     assert default_source().resolve() == corpus.resolve()
     assert len(load_corpus(default_source())) == 1
+
+
+def test_rules_round_trip_through_a_file_under_version_control(server: Server,
+                                                               tmp_path: Path) -> None:
+    admin = server.token("rules-admin", "Admin")
+    exported = tmp_path / "rules.json"
+    cli("rules", "export", "--url", server.url, "--token", admin, "-o", str(exported))
+    original = exported.read_text()
+    assert "valid" in cli("rules", "check", str(exported))
+    document = json.loads(original)
+    turn_rule = next(r for r in document["rules"] if r["id"] == "very-negative-turn")
+    turn_rule["below"] = -0.6
+    document["rules"] = [r for r in document["rules"] if r["id"] != "profanity"]
+    exported.write_text(json.dumps(document))
+    out = cli("rules", "import", str(exported), "--url", server.url, "--token", admin)
+    assert "changed   very-negative-turn (version 1 -> 2)" in out
+    assert "removed   profanity" in out and "unchanged insult (version 1)" in out
+    live = httpx.get(f"{server.url}/v1/rules/very-negative-turn",
+                     headers={"Authorization": f"Bearer {admin}"}).json()
+    assert live["below"] == -0.6 and live["version"] == 2
+    # A broken file is refused before anything is sent, naming what is wrong.
+    turn_rule["clear_above"] = -0.9
+    exported.write_text(json.dumps(document))
+    for args in (("check", str(exported)),
+                 ("import", str(exported), "--url", server.url, "--token", admin)):
+        done = subprocess.run([*command(), "rules", *args], capture_output=True, text=True,
+                              cwd=PROJECT, timeout=60)
+        assert done.returncode == 1 and "clear_above must be >= below" in done.stderr
+    # Put the defaults back for the other tests on this server.
+    exported.write_text(original)
+    out = cli("rules", "import", str(exported), "--url", server.url, "--token", admin)
+    assert "changed   very-negative-turn (version 2 -> 3)" in out
+    assert "added     profanity (version 1)" in out
+    denied = subprocess.run([*command(), "rules", "export", "--url", server.url, "--token",
+                             server.token("rules-watcher", "CallCenterManager")],
+                            capture_output=True, text=True, cwd=PROJECT, timeout=60)
+    assert denied.returncode == 1 and "HTTP 403" in denied.stderr
