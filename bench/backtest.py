@@ -1,13 +1,14 @@
 """Backtest speed: rules run over 10,000 recorded conversations.
 
 Builds a throwaway SQLite database of recorded conversations made from the twitter-care
-corpus (../shared/data; each conversation reused under new ids, one in ten recorded
-under policy "none" so word rules have something they cannot judge), then times, for
+corpus (../shared/data): each of --turns consecutive turns of the corpus (contact-center
+chats run longer than tweets), one in ten recorded under policy "none" so word rules have
+something they cannot judge. Then it times, for
 several rules: loading the history, the backtest as the API runs it, and, in the same
 run, the ceiling it is compared with: replaying every conversation event by event
 without the numpy narrowing. Reports what it measured; asserts nothing.
 
-    python bench/backtest.py --conversations 10000
+    python bench/backtest.py --conversations 10000 --turns 20
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from analytics.backtest import backtest, reads_words, run  # noqa: E402
+from analytics.quality import load_corpus  # noqa: E402
 from analytics.rolling import RollingConfig  # noqa: E402
 from analytics.rules import (  # noqa: E402
     AnyRule,
@@ -55,22 +57,25 @@ RULES: list[tuple[AnyRule, AnyRule | None]] = [
 ]
 
 
-async def build(path: Path, conversations: int) -> int:
-    corpus = [json.loads(line) for line in CORPUS.read_text(encoding="utf-8").splitlines()]
+async def build(path: Path, conversations: int, turns: int) -> int:
+    corpus = load_corpus(CORPUS)
     scorer = Scorer()
     scores = {t["text"]: scorer.score(t["text"]).as_dict()
               for c in corpus for t in c["turns"]}
+    stream = [(c["queue"], t) for c in corpus for t in c["turns"]]
     store = SQLiteStore(path, synchronous="OFF")
     await store.open()
     segments = 0
     batch = WriteBatch()
     clock = 1_700_000_000.0
     for n in range(conversations):
-        source = corpus[n % len(corpus)]
-        cid = f"{source['conversation_id']}-{n}"
+        first = n * turns % len(stream)
+        queue = stream[first][0]
+        cid = f"bench-{n}"
         recording = "none" if n % 10 == 9 else "all"
         started = clock
-        for seq, turn in enumerate(source["turns"], 1):
+        for seq in range(1, turns + 1):
+            turn = stream[(first + seq - 1) % len(stream)][1]
             role = "customer" if turn["speaker"] == "customer" else "agent"
             clock += 45.0 if role == "customer" else 150.0
             batch.segments.append(SegmentRow(
@@ -81,7 +86,7 @@ async def build(path: Path, conversations: int) -> int:
             segments += 1
         clock += 60.0
         batch.conversations[cid] = (
-            {"id": cid, "channel": "chat", "queue": source["queue"], "agent_id": "agent-1",
+            {"id": cid, "channel": "chat", "queue": queue, "agent_id": "agent-1",
              "customer": {}, "recording": recording, "attributes": {}, "status": "ended",
              "started_at": started, "ended_at": clock, "updated_at": clock}, {})
         if len(batch.conversations) >= 1000:
@@ -138,12 +143,13 @@ def run_time(best: dict[str, float], current: AnyRule | None) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--conversations", type=int, default=10_000)
+    parser.add_argument("--turns", type=int, default=20, help="turns per conversation")
     parser.add_argument("--repeat", type=int, default=3, help="best of N runs")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "backtest.db"
         t0 = time.perf_counter()
-        segments = asyncio.run(build(path, args.conversations))
+        segments = asyncio.run(build(path, args.conversations, args.turns))
         print(f"built {args.conversations} conversations, {segments} segments "
               f"in {time.perf_counter() - t0:.1f}s")
         rows = asyncio.run(measure(path, args.repeat))
