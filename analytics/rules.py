@@ -177,6 +177,16 @@ class HumanRequestedRule(_RuleBase):
         return signals.phrase_pattern(self.phrases) if self.phrases else None
 
 
+def signals_read(rule: _RuleBase) -> frozenset[str]:
+    if isinstance(rule, SignalRule):
+        return frozenset(rule.any_of) | frozenset(rule.all_of)
+    if isinstance(rule, AgentConductRule):
+        return frozenset({"profanity"} if rule.profanity else ())
+    if isinstance(rule, HumanRequestedRule):
+        return frozenset({"human_request", "bot_failure"})
+    return frozenset()
+
+
 AnyRule = (SentimentRule | SentimentDropRule | KeywordRule | SignalRule | ResponseTimeRule
            | AgentConductRule | HumanRequestedRule)
 Rule = Annotated[AnyRule, Field(discriminator="kind")]
@@ -200,6 +210,11 @@ class RuleSet(BaseModel):
 
     def get(self, rule_id: str) -> AnyRule | None:
         return next((r for r in self.rules if r.id == rule_id), None)
+
+    @cached_property
+    def signals_read(self) -> frozenset[str]:
+        """The signals the enabled rules read: a turn is searched for these alone."""
+        return frozenset().union(*(signals_read(r) for r in self.rules if r.enabled))
 
     # Changes return a new set: the server owns versions, bumping one whenever a rule's
     # definition changes, so an unchanged document round-trips with the same versions.
@@ -398,10 +413,13 @@ def _keyword(rule: KeywordRule, state: RuleState, turn: Turn) -> Trigger | None:
         turns=(turn,), matched=tuple(found)))
 
 
-def _signal(rule: SignalRule, state: RuleState, turn: Turn,
-            detected: dict[str, list[str]]) -> Trigger | None:
+Detect = Callable[[bool], dict[str, list[str]]]  # the turn's signals, by negation awareness
+
+
+def _signal(rule: SignalRule, state: RuleState, turn: Turn, detect: Detect) -> Trigger | None:
     if turn.role not in rule.roles:
         return None
+    detected = detect(rule.negation_aware)
     if rule.any_of and not any(s in detected for s in rule.any_of):
         return None
     if not all(s in detected for s in rule.all_of):
@@ -423,9 +441,10 @@ def _signal(rule: SignalRule, state: RuleState, turn: Turn,
 
 
 def _agent_conduct(rule: AgentConductRule, state: RuleState, turn: Turn,
-                   detected: dict[str, list[str]]) -> Trigger | None:
+                   detect: Detect) -> Trigger | None:
     if turn.role not in rule.roles:
         return None
+    detected = detect(True)
     words = list(detected.get("profanity", [])) if rule.profanity else []
     if rule.pattern is not None and turn.text is not None:
         words += signals.matches(rule.pattern, turn.text)
@@ -443,9 +462,12 @@ def _agent_conduct(rule: AgentConductRule, state: RuleState, turn: Turn,
 
 
 def _human_requested(rule: HumanRequestedRule, state: RuleState, turn: Turn, conv: Subject,
-                     detected: dict[str, list[str]]) -> Trigger | None:
+                     detect: Detect) -> Trigger | None:
     if conv.agent_id is not None or not state.armed or turn.text is None:
         return None
+    if turn.role not in ("bot", "customer"):
+        return None
+    detected = detect(True)
     if turn.role == "bot" and rule.bot_failures and "bot_failure" in detected:
         state.bot_failures.append(turn)
         if len(state.bot_failures) >= rule.bot_failures:
@@ -493,15 +515,18 @@ def evaluate(rules: RuleSet | Sequence[AnyRule], states: dict[str, RuleState], t
              conv: Subject) -> list[Trigger]:
     """Run every enabled rule in scope on one final turn (``conv.rolling`` includes it)."""
     triggers = []
+    rule_list = rules.rules if isinstance(rules, RuleSet) else list(rules)
+    wanted = (rules.signals_read if isinstance(rules, RuleSet)
+              else frozenset().union(*map(signals_read, rule_list)))
     detections: dict[bool, dict[str, list[str]]] = {}  # by negation awareness, once a turn
 
-    def detected(negation_aware: bool = True) -> dict[str, list[str]]:
+    def detected(negation_aware: bool) -> dict[str, list[str]]:
         if negation_aware not in detections:
-            detections[negation_aware] = (signals.detect(turn.text, negation_aware)
+            detections[negation_aware] = (signals.detect(turn.text, negation_aware, wanted)
                                           if turn.text else {})
         return detections[negation_aware]
 
-    for rule in rules.rules if isinstance(rules, RuleSet) else rules:
+    for rule in rule_list:
         if not applies(rule, conv) or rule.kind == "response_time":
             continue
         state = states.get(rule.id)
@@ -515,12 +540,12 @@ def evaluate(rules: RuleSet | Sequence[AnyRule], states: dict[str, RuleState], t
         elif isinstance(rule, KeywordRule):
             fired = _keyword(rule, state, turn)
         elif isinstance(rule, SignalRule):
-            fired = _signal(rule, state, turn, detected(rule.negation_aware))
+            fired = _signal(rule, state, turn, detected)
         elif isinstance(rule, AgentConductRule):
-            fired = _agent_conduct(rule, state, turn, detected())
+            fired = _agent_conduct(rule, state, turn, detected)
         else:
             assert isinstance(rule, HumanRequestedRule)
-            fired = _human_requested(rule, state, turn, conv, detected())
+            fired = _human_requested(rule, state, turn, conv, detected)
         if fired is not None:
             triggers.append(fired)
     return triggers

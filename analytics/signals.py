@@ -286,8 +286,9 @@ def intensity(text: str) -> list[str]:
     return found
 
 
-def detect(text: str, negation_aware: bool = True) -> dict[str, list[str]]:
-    """Every signal present in ``text``, with what matched."""
+def detect(text: str, negation_aware: bool = True,
+           only: frozenset[str] | None = None) -> dict[str, list[str]]:
+    """Every signal present in ``text`` (or those of ``only``), with what matched."""
     text = text.translate(_QUOTES)
     lowered = text.lower()
     if len(lowered) != len(text):  # rare letters that lower-case to two: go slowly
@@ -295,12 +296,14 @@ def detect(text: str, negation_aware: bool = True) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for i in _candidates(lowered):
         name, pattern, _, _ = _PATTERNS[i]
+        if only is not None and name not in only:
+            continue
         negatable = negation_aware and name in NEGATABLE
         hits = [" ".join(m.group().split()) for m in _find(pattern, lowered)
                 if not (negatable and negated(lowered, m.start()))]
         if hits:
             found[name] = list(dict.fromkeys(found.get(name, []) + hits))
-    shouting = intensity(text)
+    shouting = intensity(text) if only is None or "intensity" in only else []
     if shouting:
         found["intensity"] = shouting
     return found
