@@ -100,6 +100,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         await pipeline.start()
         app.state.hub, app.state.bus, app.state.pipeline = hub, bus, pipeline
         app.state.rules_lock = asyncio.Lock()
+        app.state.backtest_lock = asyncio.Lock()
         runner = asyncio.create_task(pipeline.run(bus), name="pipeline")
         runner.add_done_callback(_report_stopped_runner)
         app.state.runner = runner

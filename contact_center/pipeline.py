@@ -51,6 +51,13 @@ class Outbox(list[tuple[str, Callable[[], None]]]):
     def add(self, conversation_id: str, effect: Callable[[], None]) -> None:
         self.append((conversation_id, effect))
 
+    def run(self) -> None:
+        for _, effect in self:
+            try:
+                effect()
+            except Exception:  # a failed push must not cost the others theirs
+                log.exception("publishing a live message failed")
+
 
 def conversation_topic(conversation_id: str) -> str:
     return f"conversation:{conversation_id}"
@@ -216,11 +223,7 @@ class Pipeline:
             await self._reload_stale()
         for d, reply in zip(deliveries, replies, strict=True):
             d.settle(reply)
-        for _, effect in outbox:
-            try:
-                effect()
-            except Exception:  # a failed push must not cost the others theirs
-                log.exception("publishing a live message failed")
+        outbox.run()
         if self.hub.subscribers(LIVE_TOPIC):
             now = time.time()
             for conv in touched.values():
@@ -289,8 +292,7 @@ class Pipeline:
             self._forget(touched)
             await self._reload_stale()  # reloaded conversations are rescheduled
             return
-        for _, effect in outbox:
-            effect()
+        outbox.run()
         for conv in (self.conversations.get(cid) for cid in due_ids):
             if conv is not None:
                 self._schedule(conv)

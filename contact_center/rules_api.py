@@ -186,7 +186,7 @@ class BacktestRequest(BaseModel):
     until: Timestamp | None = Field(default=None, description="... and before this time.")
     queue: str | None = Field(default=None, max_length=128)
     samples: int = Field(default=5, ge=0, le=50, description="Sample alerts to return.")
-    max_conversations: int = Field(default=10_000, ge=1, le=100_000)
+    max_conversations: int = Field(default=10_000, ge=1, le=50_000)
 
 
 class AlertsPerConversation(BaseModel):
@@ -250,12 +250,14 @@ async def run_backtest(request: Request, body: BacktestRequest,
         until=body.until.timestamp() if body.until else None, queue=body.queue,
         with_text=reads_words(rule) or (current is not None and reads_words(current)),
         limit=body.max_conversations)
-    try:
-        history = await request.app.state.store.load_history(query)
-    except Exception:
-        log.exception("loading the backtest history failed")
-        raise HTTPException(503, {"type": "error", "code": "unavailable",
-                                  "message": "storage is unavailable; retry"}) from None
-    result = await asyncio.to_thread(backtest, rule, history,
-                                     request.app.state.settings.rolling, current, body.samples)
+    async with request.app.state.backtest_lock:  # one at a time: each takes a core
+        try:
+            history = await request.app.state.store.load_history(query)
+        except Exception:
+            log.exception("loading the backtest history failed")
+            raise HTTPException(503, {"type": "error", "code": "unavailable",
+                                      "message": "storage is unavailable; retry"}) from None
+        result = await asyncio.to_thread(backtest, rule, history,
+                                         request.app.state.settings.rolling, current,
+                                         body.samples)
     return result | {"elapsed_ms": (time.perf_counter() - started) * 1000}
