@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from analytics.replay import fresh, replay
+from analytics.replay import Replayed, fresh, replay
 from analytics.rolling import RollingConfig
 from analytics.rules import (
     AgentConductRule,
@@ -129,7 +129,7 @@ def _turns(history: History, start: int, end: int) -> Iterator[Turn]:
     texts = history.texts
     for i in range(start, end):
         yield Turn(segment_id=history.segment_ids[i], role=history.roles[i],  # type: ignore[arg-type]
-                   participant_id=history.roles[i], text=texts[i] if texts else None,
+                   participant_id=history.participants[i], text=texts[i] if texts else None,
                    scores=Scores(*history.scores[i]), at=history.at[i])
 
 
@@ -141,7 +141,7 @@ def _unrecorded(history: History, start: int, end: int, roles: frozenset[str]) -
 
 def _sample(conversation_id: str, trigger: Trigger) -> dict[str, Any]:
     return {"conversation_id": conversation_id, "reason": trigger.reason,
-            "raised_at": trigger.turns[-1].at if trigger.turns else None,
+            "raised_at": trigger.at,
             "metric": trigger.metric, "matched": list(trigger.matched),
             "segments": [t.evidence() for t in trigger.turns]}
 
@@ -156,21 +156,24 @@ def run(rule: AnyRule, history: History, rolling: RollingConfig, samples: int = 
     words, roles = reads_words(rule), roles_read(rule)
     possible = candidates(rule, groups) if narrow else np.ones(groups.count, dtype=bool)
     for i, conv_meta in enumerate(history.conversations):
+        if not rule.scope.covers(conv_meta["queue"], conv_meta["channel"]):
+            continue
         start, end = int(groups.starts[i]), int(groups.ends[i])
         if words and _unrecorded(history, start, end, roles):
             outcome.not_judged += 1
             continue
         outcome.judged += 1
-        if not possible[i] or not rule.scope.covers(conv_meta["queue"], conv_meta["channel"]):
+        if not possible[i]:
             continue
         outcome.replayed += 1
+        conv = fresh(conv_meta["id"], conv_meta["queue"], conv_meta["channel"],
+                     conv_meta["agent_id"], rolling)
         turns = list(_turns(history, start, end))
-        agent_id = conv_meta["agent_id"]
-        if isinstance(rule, HumanRequestedRule) and any(t.role == "bot" for t in turns):
-            agent_id = None  # bot-handled until the first agent turn (see docs/rules.md)
-        conv = fresh(conv_meta["id"], conv_meta["queue"], conv_meta["channel"], agent_id,
-                     rolling)
-        raised = list(_replay_handing_over(rules, conv, turns, conv_meta["ended_at"]))
+        if history.agents_from is not None:
+            raised = list(_replay_with_agent(rules, conv, turns, conv_meta["ended_at"],
+                                             history.agents_from[i]))
+        else:
+            raised = replay(rules, conv, turns, conv_meta["ended_at"])
         if raised:
             outcome.alerts += len(raised)
             outcome.per_conversation[conv_meta["id"]] += len(raised)
@@ -180,16 +183,17 @@ def run(rule: AnyRule, history: History, rolling: RollingConfig, samples: int = 
     return outcome
 
 
-def _replay_handing_over(rules: RuleSet, conv: Any, turns: list[Turn],
-                         ended_at: float | None) -> Iterator[Trigger]:
-    """Replay; a bot-handled conversation gets its agent at the first agent turn."""
-    if conv.agent_id is not None or not any(t.role == "agent" for t in turns):
+def _replay_with_agent(rules: RuleSet, conv: Replayed, turns: list[Turn],
+                       ended_at: float | None, agent_from: float | None) -> Iterator[Trigger]:
+    """Replay with no agent until one was assigned, as a bot-handled conversation was."""
+    if agent_from == float("-inf"):
         yield from replay(rules, conv, turns, ended_at)
         return
-    first_agent = next(i for i, t in enumerate(turns) if t.role == "agent")
-    yield from replay(rules, conv, turns[:first_agent])
-    conv.agent_id = "agent"
-    yield from replay(rules, conv, turns[first_agent:], ended_at)
+    agent, conv.agent_id = conv.agent_id, None
+    before = [t for t in turns if agent_from is None or t.at < agent_from]
+    yield from replay(rules, conv, before)
+    conv.agent_id = agent
+    yield from replay(rules, conv, turns[len(before):], ended_at)
 
 
 def backtest(rule: AnyRule, history: History, rolling: RollingConfig,

@@ -10,14 +10,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from analytics.rolling import RollingConfig, RollingSentiment
-from analytics.rules import RuleSet, RuleState, Trigger, Turn, deadlines, due, evaluate
-
-
-def track_wait(waiting_since: float | None, role: str, at: float) -> float | None:
-    """The customer waits from their oldest unanswered turn until an agent or bot answers."""
-    if role != "customer":
-        return None
-    return at if waiting_since is None else waiting_since
+from analytics.rules import (
+    RuleSet,
+    RuleState,
+    Trigger,
+    Turn,
+    deadlines,
+    due,
+    evaluate,
+    track_wait,
+)
 
 
 @dataclass(slots=True)
@@ -30,6 +32,7 @@ class Replayed:
     agent_id: str | None
     rolling: RollingSentiment
     customer_waiting_since: float | None = None
+    start_sentiment: float | None = None
     states: dict[str, RuleState] = field(default_factory=dict)
     last_customer_turn: Turn | None = None
 
@@ -43,6 +46,8 @@ def replay(rules: RuleSet, conv: Replayed, turns: Iterable[Turn],
         if turn.role == "customer":
             conv.rolling.add(turn.scores.compound)
             conv.last_customer_turn = turn
+            if conv.start_sentiment is None:
+                conv.start_sentiment = turn.scores.compound
         conv.customer_waiting_since = track_wait(conv.customer_waiting_since, turn.role,
                                                  turn.at)
         raised += evaluate(rules, conv.states, turn, conv)

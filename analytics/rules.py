@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Annotated, Any, Literal, Protocol
 
@@ -190,7 +190,6 @@ def signals_read(rule: _RuleBase) -> frozenset[str]:
 AnyRule = (SentimentRule | SentimentDropRule | KeywordRule | SignalRule | ResponseTimeRule
            | AgentConductRule | HumanRequestedRule)
 Rule = Annotated[AnyRule, Field(discriminator="kind")]
-SCORE_KINDS = frozenset({"sentiment", "sentiment_drop"})  # read scores, never words
 MAX_RULES = 200
 
 
@@ -285,13 +284,22 @@ class Subject(Protocol):
     channel: str
     agent_id: str | None
     rolling: RollingSentiment
+    start_sentiment: float | None  # the first customer turn's compound score
     customer_waiting_since: float | None
+
+
+def track_wait(waiting_since: float | None, role: str, at: float) -> float | None:
+    """The customer waits from their oldest unanswered turn until an agent or bot answers."""
+    if role != "customer":
+        return None
+    return at if waiting_since is None else waiting_since
 
 
 @dataclass(slots=True)
 class RuleState:
     """One rule's memory of one conversation; ``snapshot`` keeps no words."""
 
+    kind: str = ""  # the kind of rule it belongs to: a rule that changes kind starts afresh
     armed: bool = True
     breaches: list[Turn] = field(default_factory=list)
     last_fired_at: float | None = None
@@ -302,7 +310,7 @@ class RuleState:
     fired_for: float | None = None  # response_time: the wait it fired for
 
     def snapshot(self) -> dict[str, Any]:
-        return {"armed": self.armed, "last_fired_at": self.last_fired_at,
+        return {"kind": self.kind, "armed": self.armed, "last_fired_at": self.last_fired_at,
                 "breaches": [t.reference() for t in self.breaches],
                 "start": self.start, "peak": self.peak, "turns": self.turns,
                 "bot_failures": [t.reference() for t in self.bot_failures],
@@ -314,7 +322,8 @@ class RuleState:
         def turns(key: str) -> list[Turn]:
             return [Turn.from_reference(r, text_of(r["segment_id"])) for r in data.get(key, [])]
 
-        return cls(armed=data.get("armed", True), breaches=turns("breaches"),
+        return cls(kind=data.get("kind", ""), armed=data.get("armed", True),
+                   breaches=turns("breaches"),
                    last_fired_at=data.get("last_fired_at"), start=data.get("start"),
                    peak=data.get("peak"), turns=data.get("turns", 0),
                    bot_failures=turns("bot_failures"), fired_for=data.get("fired_for"))
@@ -331,18 +340,20 @@ class Trigger:
     matched: tuple[str, ...] = ()
     signals: dict[str, list[str]] = field(default_factory=dict)
     window: tuple[float, ...] | None = None  # the customer scores the metric was read over
+    at: float = 0.0  # when it fired
 
 
 # -- evaluators, one per kind ---------------------------------------------------------------
 
 
 def _cooling(state: RuleState, rule: _RuleBase, now: float) -> bool:
-    return state.last_fired_at is not None and now - state.last_fired_at < rule.cooldown_seconds
+    # The same sum `deadlines` computes, so a clock rule due at it is not cooling then.
+    return state.last_fired_at is not None and now < state.last_fired_at + rule.cooldown_seconds
 
 
 def _fire(state: RuleState, now: float, trigger: Trigger) -> Trigger:
     state.last_fired_at = now
-    return trigger
+    return replace(trigger, at=now)
 
 
 def _window(rolling: RollingSentiment, metric: str) -> tuple[float, ...]:
@@ -385,7 +396,9 @@ def _sentiment_drop(rule: SentimentDropRule, state: RuleState, turn: Turn,
         return None
     state.turns += 1
     if state.start is None:
-        state.start = value
+        # A window's or EWMA's first value is the first customer score, whenever the rule
+        # began watching.
+        state.start = value if conv.start_sentiment is None else conv.start_sentiment
     state.peak = value if state.peak is None else max(state.peak, value)
     reference = state.start if rule.reference == "start" else state.peak
     fall = reference - value
@@ -494,7 +507,7 @@ def _human_requested(rule: HumanRequestedRule, state: RuleState, turn: Turn, con
 def _response_time(rule: ResponseTimeRule, state: RuleState, conv: Subject,
                    now: float, last_customer_turn: Turn | None) -> Trigger | None:
     waiting = conv.customer_waiting_since
-    if waiting is None or state.fired_for == waiting or now - waiting < rule.seconds:
+    if waiting is None or state.fired_for == waiting or now < waiting + rule.seconds:
         return None
     if _cooling(state, rule, now):
         return None
@@ -531,7 +544,7 @@ def evaluate(rules: RuleSet | Sequence[AnyRule], states: dict[str, RuleState], t
             continue
         state = states.get(rule.id)
         if state is None:
-            state = states[rule.id] = RuleState()
+            state = states[rule.id] = RuleState(rule.kind)
         fired: Trigger | None
         if isinstance(rule, SentimentRule):
             fired = _sentiment(rule, state, turn, conv)
@@ -579,7 +592,7 @@ def due(rules: RuleSet, states: dict[str, RuleState], conv: Subject, now: float,
     triggers = []
     for rule in timer_rules(rules):
         if applies(rule, conv):
-            state = states.setdefault(rule.id, RuleState())
+            state = states.setdefault(rule.id, RuleState(rule.kind))
             fired = _response_time(rule, state, conv, now, last_customer_turn)
             if fired is not None:
                 triggers.append(fired)

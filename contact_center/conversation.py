@@ -10,9 +10,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from analytics.replay import track_wait
 from analytics.rolling import RollingConfig, RollingSentiment
-from analytics.rules import RuleState, Turn
+from analytics.rules import RuleState, Turn, track_wait
 from analytics.scoring import Scores
 from contact_center import protocol as p
 

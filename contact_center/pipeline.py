@@ -234,33 +234,50 @@ class Pipeline:
     # -- rules and clock rules -----------------------------------------------------------
 
     async def change_rules(self, rules: RuleSet) -> None:
-        """`set_rules` between batches."""
+        """`set_rules` between batches, saving the rule state it changed."""
         async with self._lock:
-            self.set_rules(rules)
+            changed = self.set_rules(rules)
+            batch = WriteBatch()
+            for conv in changed:
+                batch.conversations[conv.id] = (conv.metadata() | {"updated_at": time.time()},
+                                                conv.snapshot())
+            try:
+                await self.store.write(batch)
+            except Exception:
+                # Memory is ahead of the store; each conversation's next batch saves it.
+                log.exception("saving rule state after a rules change failed")
 
-    def set_rules(self, rules: RuleSet) -> None:
+    def set_rules(self, rules: RuleSet) -> list[Conversation]:
         """Apply a new rule set from the next event on (clock rules: at once, to customers
-        already waiting). A rule keeps its state per conversation (cooldown, hysteresis)
-        across edits, except: a deleted rule's state is dropped, a rule that changes kind
-        starts afresh, and a disabled rule forgets a streak in progress (turns it did not
-        see cannot continue one)."""
-        before = {r.id: r for r in self.rules.rules}
-        fresh = {r.id for r in rules.rules
-                 if r.id in before and before[r.id].kind != r.kind}
-        off = {r.id for r in rules.rules if not r.enabled}
-        kept = {r.id for r in rules.rules} - fresh
+        already waiting); returns the conversations whose rule state changed. A rule keeps
+        its state per conversation (cooldown, hysteresis) across edits, except: a deleted
+        rule's state is dropped, a rule that changes kind starts afresh, and a disabled
+        rule forgets a streak in progress (turns it did not see cannot continue one)."""
         self.rules = rules
         self._timers.clear()
+        changed = [conv for conv in self.conversations.values() if self._fit_states(conv)]
         for conv in self.conversations.values():
-            for rule_id in [k for k in conv.rule_states if k not in kept]:
-                del conv.rule_states[rule_id]
-            for rule_id in off & conv.rule_states.keys():
-                conv.rule_states[rule_id].breaches.clear()
-                conv.rule_states[rule_id].bot_failures.clear()
             self._schedule(conv)
         self._wake.set()
+        return changed
+
+    def _fit_states(self, conv: Conversation) -> bool:
+        """Make a conversation's rule state fit the rules in force; whether it changed."""
+        changed = False
+        for rule_id, state in list(conv.rule_states.items()):
+            rule = self.rules.get(rule_id)
+            if rule is None or rule.kind != state.kind:
+                del conv.rule_states[rule_id]
+                changed = True
+            elif not rule.enabled and (state.breaches or state.bot_failures):
+                state.breaches.clear()
+                state.bot_failures.clear()
+                changed = True
+        return changed
 
     def _schedule(self, conv: Conversation) -> None:
+        if conv.status != "live":
+            return
         pending = deadlines(self.rules, conv.rule_states, conv)
         if pending:
             if not self._timers or pending[0] < self._timers[0][0]:
@@ -371,6 +388,7 @@ class Pipeline:
             return
         conv = Conversation.restore(stored.meta, stored.state, stored.segment_ids,
                                     stored.recent, self.rolling)
+        self._fit_states(conv)  # the rules may have changed while it was stored
         self.conversations[conv.id] = conv
         self._schedule(conv)
 
@@ -438,6 +456,7 @@ class Pipeline:
         batch.events.append(EventRow(cid, event.type, payload, now))
         outbox.add(cid, partial(self._to_monitors, conv,
                               {"type": event.type, "conversation_id": cid, "at": now, **payload}))
+        self._schedule(conv)  # a transfer can bring the conversation into a clock rule's scope
         return _ack(event)
 
     def _segment(self, conv: Conversation, event: p.Segment, scores: Scores | None, now: float,

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from analytics.backtest import backtest, reads_words
-from analytics.rules import AnyRule, Rule, RuleSet
+from analytics.rules import AnyRule, HumanRequestedRule, Rule, RuleSet
 from contact_center.protocol import Timestamp
 from contact_center.store import HistoryQuery
 from monitoring.auth import require
@@ -28,6 +28,14 @@ _RULE: TypeAdapter[AnyRule] = TypeAdapter(Rule)
 router = APIRouter(tags=["rules"])
 RULE_EXAMPLE = {"id": "churn", "kind": "signal", "name": "Threatens to leave",
                 "any_of": ["churn"], "severity": "high"}
+
+
+def _invalid(loc: tuple[str, ...], message: str) -> HTTPException:
+    """A 422 shaped like every other validation error, with its one detail."""
+    return HTTPException(422, {"type": "error", "code": "validation_error",
+                               "message": f"{'.'.join(loc)}: {message}",
+                               "details": [{"loc": list(loc), "msg": message,
+                                            "type": "value_error"}]})
 
 
 def _unknown(rule_id: str) -> HTTPException:
@@ -116,11 +124,10 @@ async def get_rule(request: Request, rule_id: str,
 @router.put("/v1/rules/{rule_id}", response_model=Rule)
 async def update_rule(request: Request, rule_id: str, rule: Annotated[Rule, Body()],
                       _: Principal = require(Permission.RULES_MANAGE)) -> AnyRule:
-    """Replace one rule. A ``version`` in the body other than 1 must be the current one
+    """Replace one rule. A ``version`` in the body, if given, must be the current one
     (409 ``version_conflict`` otherwise); the version is bumped if anything changed."""
     if rule.id != rule_id:
-        raise HTTPException(422, {"type": "error", "code": "validation_error",
-                                  "message": f"body id {rule.id!r} differs from the path"})
+        raise _invalid(("body", "id"), f"id {rule.id!r} differs from the path's {rule_id!r}")
     async with _lock(request):
         current = _current(request).get(rule_id)
         if current is None:
@@ -150,10 +157,9 @@ async def patch_rule(request: Request, rule_id: str,
             expected = _validated(lambda: TypeAdapter(int).validate_python(expected),
                                   ("body", "version"))
         _check_version(rule_id, expected, current)
-        if change.get("id", rule_id) != rule_id:
-            raise HTTPException(422, {"type": "error", "code": "validation_error",
-                                      "message": "a rule's id cannot be changed; create a "
-                                                 "new rule and delete this one"})
+        if "id" in change and change["id"] != rule_id:
+            raise _invalid(("body", "id"), "a rule's id cannot be changed; create a new rule "
+                                           "and delete this one")
         merged = current.model_dump(mode="json") | change
         rule = _validated(lambda: _RULE.validate_python(merged), ("body",))
         new = _validated(lambda: _current(request).with_rule(rule))
@@ -235,8 +241,9 @@ async def run_backtest(request: Request, body: BacktestRequest,
     raised, and how that differs from the saved rule with the same id."""
     started = time.perf_counter()
     if (body.rule is None) == (body.rule_id is None):
-        raise HTTPException(422, {"type": "error", "code": "validation_error",
-                                  "message": "give exactly one of rule and rule_id"})
+        raise _invalid(("body",), "give exactly one of rule and rule_id")
+    if body.since and body.until and body.since >= body.until:
+        raise _invalid(("body", "until"), "until must be after since")
     rules = _current(request)
     if body.rule_id is not None:
         rule, current = rules.get(body.rule_id), None
@@ -249,6 +256,7 @@ async def run_backtest(request: Request, body: BacktestRequest,
         since=body.since.timestamp() if body.since else None,
         until=body.until.timestamp() if body.until else None, queue=body.queue,
         with_text=reads_words(rule) or (current is not None and reads_words(current)),
+        with_agents=any(isinstance(r, HumanRequestedRule) for r in (rule, current)),
         limit=body.max_conversations)
     async with request.app.state.backtest_lock:  # one at a time: each takes a core
         try:

@@ -25,6 +25,7 @@ from contact_center.store import (
     Token,
     User,
     WriteBatch,
+    agent_assignments,
 )
 
 T = TypeVar("T")
@@ -444,14 +445,25 @@ def _load_history(db: sqlite3.Connection, q: HistoryQuery) -> History:
     text = ", s.text" if q.with_text else ""
     segments = db.execute(
         f"WITH picked AS ({picked}) SELECT s.conversation_id, s.segment_id, s.role, s.neg, "
-        f"s.neu, s.pos, s.compound, s.received_at{text} FROM picked p "
+        f"s.neu, s.pos, s.compound, s.received_at, s.participant_id{text} FROM picked p "
         f"JOIN segments s ON s.conversation_id = p.id ORDER BY p.started_at, p.id, s.seq",
         [*args, q.limit]).fetchall()
+    agents_from: list[float | None] | None = None
+    if q.with_agents:
+        events = db.execute(
+            f"WITH picked AS ({picked}) SELECT e.conversation_id, e.type, e.payload, e.at "
+            f"FROM picked p JOIN conversation_events e ON e.conversation_id = p.id "
+            f"WHERE e.type IN ('conversation.started', 'bot.handover', "
+            f"'conversation.transferred') ORDER BY e.id", [*args, q.limit]).fetchall()
+        agents_from = agent_assignments(conversations, index,
+                                        ((r[0], r[1], json.loads(r[2]), r[3]) for r in events))
     return History(
         conversations=conversations, group=[index[r[0]] for r in segments],
         segment_ids=[r[1] for r in segments], roles=[r[2] for r in segments],
+        participants=[r[8] for r in segments],
         scores=[(r[3], r[4], r[5], r[6]) for r in segments], at=[r[7] for r in segments],
-        texts=[r[8] for r in segments] if q.with_text else None, truncated=truncated)
+        texts=[r[9] for r in segments] if q.with_text else None, truncated=truncated,
+        agents_from=agents_from)
 
 
 def _like(term: str) -> str:

@@ -135,3 +135,49 @@ def test_narrowing_by_scores_changes_no_result(
                                                                 full.per_conversation)
         if rule.kind == "sentiment":
             assert narrowed.replayed < full.replayed
+
+
+def test_hand_over_rules_backtest_to_what_they_raised_live(
+        ingest: Connector, client: TestClient, admin: dict[str, str]) -> None:
+    """Bot-handled until an agent is assigned: at the start, by bot.handover, or by a
+    transfer to an agent; the backtest reads those events as the pipeline did."""
+    rule = {"id": "hand-over", "kind": "human_requested", "cooldown_seconds": 0}
+    assert client.put("/v1/rules", headers=admin, json={"rules": [rule]}).status_code == 200
+    ask = "Can I talk to a real person please"
+    ingest.start("with-agent", agent_id="ann")
+    ingest.say("with-agent", "1", ask)
+    ingest.start("bot-only", agent_id=None)
+    ingest.say("bot-only", "1", "Hi, how can I help?", role="bot")
+    ingest.say("bot-only", "2", ask)
+    ingest.start("handed-over", agent_id=None)
+    ingest.say("handed-over", "1", "Hi, how can I help?", role="bot")
+    ingest.send({"type": "bot.handover", "conversation_id": "handed-over",
+                 "agent_id": "ann"})
+    ingest.say("handed-over", "2", ask)
+    ingest.start("no-bot-turns", agent_id=None)
+    ingest.say("no-bot-turns", "1", ask)
+    for cid in ("with-agent", "bot-only", "handed-over", "no-bot-turns"):
+        ingest.end(cid)
+    live = client.get("/v1/alerts", headers=admin).json()["alerts"]
+    assert sorted(a["conversation_id"] for a in live) == ["bot-only", "no-bot-turns"]
+    result = backtest(client, admin, rule_id="hand-over")
+    assert result["alerts"] == 2
+    assert sorted(s["conversation_id"] for s in result["samples"]) == ["bot-only",
+                                                                     "no-bot-turns"]
+
+
+def test_samples_say_when_and_who(ingest: Connector, client: TestClient,
+                                  admin: dict[str, str]) -> None:
+    ingest.start("w1", customer={"id": "pat"})
+    ingest.say("w1", "1", "Hello?", participant_id="pat")
+    ingest.say("w1", "2", "Let me check.", role="agent")
+    ingest.end("w1")
+    draft = {"id": "instant", "kind": "response_time", "seconds": 0.001}
+    (sample,) = backtest(client, admin, rule=draft)["samples"]
+    turn = sample["segments"][0]
+    assert turn["participant_id"] == "pat"
+    assert sample["raised_at"] == pytest.approx(turn["at"] + 0.001)
+    inverted = client.post("/v1/rules/backtest", headers=admin, json={
+        "rule": draft, "since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"})
+    assert inverted.status_code == 422
+    assert inverted.json()["details"][0]["loc"] == ["body", "until"]

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from analytics import scoring, signals
-from analytics.replay import Replayed, fresh, replay, track_wait
+from analytics.replay import Replayed, fresh, replay
 from analytics.rolling import RollingConfig
 from analytics.rules import (
     AgentConductRule,
@@ -34,6 +34,7 @@ from analytics.rules import (
     deadlines,
     due,
     evaluate,
+    track_wait,
 )
 from analytics.scoring import OverlayError, Scorer, Scores, load_overlay
 from analytics.signals import Signal
@@ -981,3 +982,55 @@ def test_load_overlay_names_the_bad_line(tmp_path: Path, bad: str) -> None:
     with pytest.raises(OverlayError, match=re.escape(f"{path}:3:")) as caught:
         load_overlay(path)
     assert isinstance(caught.value, ValueError)
+
+
+@pytest.mark.parametrize(("text", "signal", "found"), [
+    ("I'm not happy, cancel my account", "churn", ["cancel my account"]),
+    ("No. I am cancelling my subscription", "churn", ["cancelling my subscription"]),
+    ("I can't believe how useless you are", "insult", ["useless"]),
+    ("not only useless but rude", "insult", ["useless"]),
+    ("I do not want to cancel my account", "churn", []),
+    ("I won't be going elsewhere", "churn", []),
+])
+def test_negation_stays_in_its_clause(text: str, signal: str, found: list[str]) -> None:
+    assert signals.detect(text).get(signal, []) == found
+
+
+def test_negation_looks_back_a_bounded_distance() -> None:
+    text = "sue " * 5000
+    assert signals.detect(text)["threat"] == ["sue"]
+    assert signals.negated("not " + "x " * 100 + "cancel", 205) is False
+
+
+def test_curly_apostrophes_in_phrases_match_either_kind() -> None:
+    rule = KeywordRule(id="k", phrases=["can\u2019t log in"], cooldown_seconds=0)
+    for text in ("I can't log in", "I can\u2019t log in"):
+        conv = fresh("c", "q", "chat", "a", RollingConfig())
+        assert evaluate(RuleSet(rules=[rule]), conv.states,
+                        Turn("s", "customer", "c", text, Scores(0, 1, 0, 0), 1.0), conv)
+
+
+def test_response_time_fires_at_its_deadline_whatever_the_float() -> None:
+    """At exactly waiting + seconds, rounding must not hold the alert back."""
+    for seconds in (90.3, 0.1, 45.7, 120.0):
+        rule = ResponseTimeRule(id="slow", seconds=seconds, cooldown_seconds=seconds)
+        conv = fresh("c", "q", "chat", "a", RollingConfig())
+        waited = 1_764_064_843.123456
+        conv.customer_waiting_since = waited
+        (when,) = deadlines(RuleSet(rules=[rule]), conv.states, conv)
+        assert len(due(RuleSet(rules=[rule]), conv.states, conv, when)) == 1, seconds
+        conv.customer_waiting_since = when + 1.0  # a new wait, while cooling down
+        (again,) = deadlines(RuleSet(rules=[rule]), conv.states, conv)
+        assert len(due(RuleSet(rules=[rule]), conv.states, conv, again)) == 1, seconds
+
+
+def test_drop_from_start_reads_the_conversations_first_turn() -> None:
+    """A rule that starts watching mid-conversation still measures from the start."""
+    rule = SentimentDropRule(id="d", metric="turn", drop=1.0, reference="start",
+                             min_turns=1, cooldown_seconds=0)
+    conv = fresh("c", "q", "chat", "a", RollingConfig())
+    conv.start_sentiment = 0.8  # the first customer turn, before the rule existed
+    conv.rolling.add(-0.5)
+    (fired,) = evaluate(RuleSet(rules=[rule]), conv.states,
+                        Turn("s2", "customer", "c", "", Scores(0, 0, 0, -0.5), 2.0), conv)
+    assert "from its start 0.800" in fired.reason and fired.at == 2.0

@@ -389,3 +389,47 @@ def test_breach_streak_survives_a_restart(settings: Settings, backend: str, tmp_
         stored = client.get("/v1/alerts", headers=auth(admin)).json()["alerts"]
         assert [a["id"] for a in stored] == [alert["id"]]
         assert stored[0]["evidence"]["segments"] == alert["evidence"]["segments"]
+
+
+def test_rule_edits_reach_the_stored_state(settings: Settings, backend: str, tmp_path: Path,
+                                           admin: str, connector_token: str) -> None:
+    """A delete, a disable and a change of kind are saved with the conversations' rule
+    state at once, so a restart does not bring back what the edit dropped."""
+    once = {"id": "once", "kind": "sentiment", "metric": "turn", "below": -0.5,
+            "consecutive": 1, "clear_above": 0.9, "cooldown_seconds": 0}
+    streak = {"id": "streak", "kind": "sentiment", "metric": "turn", "below": -0.5,
+              "consecutive": 2, "clear_above": 0.0, "cooldown_seconds": 0}
+    with _client(settings, backend, tmp_path) as client:
+        configure(client, admin, once, streak)
+        with client.websocket_connect("/v1/ingest", headers=auth(connector_token)) as ws:
+            ingest = Connector(ws)
+            ingest.start("e1")
+            ingest.say("e1", "a0", ANGRY[0])  # "once" fires and disarms; "streak" is at 1
+        assert [a["rule_id"] for a in
+                client.get("/v1/alerts", headers=auth(admin)).json()["alerts"]] == ["once"]
+        assert client.delete("/v1/rules/once", headers=auth(admin)).status_code == 204
+        assert client.patch("/v1/rules/streak", headers=auth(admin),
+                            json={"enabled": False}).status_code == 200
+    with _client(settings, backend, tmp_path) as client:
+        configure(client, admin, once, streak)  # back, and enabled again
+        with client.websocket_connect("/v1/ingest", headers=auth(connector_token)) as ws:
+            Connector(ws).say("e1", "a1", ANGRY[1])
+        alerts = client.get("/v1/alerts", headers=auth(admin)).json()["alerts"]
+        # "once" starts afresh and fires; "streak" forgot a0, so a1 alone is not a streak.
+        assert [(a["rule_id"], segments(a)) for a in alerts] == [("once", ["a1"]),
+                                                                 ("once", ["a0"])]
+
+
+def test_a_transfer_into_scope_starts_the_response_clock(
+        ingest: Connector, client: TestClient, admin: str, supervisor: str) -> None:
+    configure(client, admin, {"id": "slow-retention", "kind": "response_time",
+                              "seconds": 0.3, "scope": {"queues": ["retention"]}})
+    with alert_streams(client, supervisor) as streams:
+        ingest.start("x1", queue="billing")
+        ingest.say("x1", "s1", NEUTRAL)
+        time.sleep(0.5)  # out of scope: nothing yet
+        ingest.send({"type": "conversation.transferred", "conversation_id": "x1",
+                     "to_queue": "retention"})
+        alert = both(streams)
+        assert alert["rule_id"] == "slow-retention" and alert["queue"] == "retention"
+        assert segments(alert) == ["s1"]

@@ -63,8 +63,8 @@ RULE_KINDS = {"neg-a": "sentiment", "neg-b": "sentiment", "kw": "keyword",
 CONVERSATIONS = ["c1", "c2", "c3", "c4", "c5"]
 MAX_LIVE = 3
 
-# Seconds between events: exact in binary, so the model's clock arithmetic is the pipeline's.
-gaps = st.sampled_from([0.0, 0.5, 1.0, 2.0]) | st.sampled_from([4.5, 10.0, 30.0, 90.0])
+# Seconds between events: half of them short, so cooldowns and waits overlap often.
+gaps = st.sampled_from([0.0, 0.1, 1.0, 2.0]) | st.sampled_from([4.5, 5.0, 10.0, 30.0, 90.0])
 cooldowns = st.sampled_from([0.0, 5.0, 30.0, 120.0, 600.0])
 
 
@@ -280,7 +280,7 @@ class RulesOnTheLivePipeline(RuleBasedStateMachine):
         self.start_conversation(0.0)
 
     @initialize(data=st.data(), rule_ids=st.lists(st.sampled_from(sorted(RULE_KINDS)),
-                                                  unique=True, max_size=len(RULE_KINDS)))
+                                                  min_size=1, unique=True))
     def first_rules(self, data: st.DataObject, rule_ids: list[str]) -> None:
         for rule_id in rule_ids:
             self.create_rule(data, rule_id, data.draw(cooldowns))
@@ -415,14 +415,25 @@ class RulesOnTheLivePipeline(RuleBasedStateMachine):
             conv.states.pop(rule_id, None)  # re-creating the id starts afresh
         self.apply_rules(self.rule_set.without(rule_id))
 
+    @precondition(lambda self: bool(self.rules))
+    @rule(data=st.data(), which=st.integers(0, len(RULE_KINDS) - 1), cooldown=cooldowns)
+    def delete_and_create_again(self, data: st.DataObject, which: int, cooldown: float) -> None:
+        rule_id = list(self.rules)[which % len(self.rules)]
+        self.delete_rule(which)
+        self.create_rule(data, rule_id, cooldown)
+
     # -- the clock ------------------------------------------------------------------------
 
-    @rule(gap=gaps | st.sampled_from([5.0, 15.0, 60.0, 120.0]))
+    @rule(gap=gaps)
     def tick(self, gap: float) -> None:
         self.now += gap
         expected = self.model_tick(self.now)
         self.run(self.pipeline.tick(self.now))
         self.check_alerts(expected)
+
+    @rule(gap=st.sampled_from([15.0, 60.0, 120.0, 700.0]))
+    def tick_after_a_long_wait(self, gap: float) -> None:
+        self.tick(gap)
 
     @invariant()
     def nothing_refused(self) -> None:
@@ -430,5 +441,5 @@ class RulesOnTheLivePipeline(RuleBasedStateMachine):
 
 
 RulesOnTheLivePipeline.TestCase.settings = settings(
-    max_examples=60, stateful_step_count=40, deadline=None)
+    max_examples=150, stateful_step_count=50, deadline=None)
 test_rules_on_the_live_pipeline = RulesOnTheLivePipeline.TestCase
