@@ -1,11 +1,13 @@
 """The live pipeline's rules under random interleavings (a hypothesis state machine).
 
 Drives the real `Pipeline` (real SQLite store, real hub) through customer and agent
-turns on up to three live conversations, duplicate deliveries, rule edits while the
-conversations are live (create, update, disable, enable, delete) and clock ticks, on a
-clock the test controls. A small reference model, written here independently of the rule
-evaluators, predicts every alert; after each step the alerts the hub pushed and the store
-holds must be exactly the predicted ones.
+turns on up to three live conversations, duplicate deliveries (as sent, or retried with
+other words), rule edits while the conversations are live (create, update, disable,
+enable, delete, delete and create again), restarts on the same store and clock ticks, on
+a clock the test controls.
+A small reference model, written here independently of the rule evaluators, predicts
+every alert; after each step the alerts the hub pushed and the store holds must be
+exactly the predicted ones.
 
 The rules are restricted so that the model stays simple: sentiment on the latest turn
 (one turn), keywords (customer turns), and response time.
@@ -365,7 +367,7 @@ class RulesOnTheLivePipeline(RuleBasedStateMachine):
 
     def apply_rules(self, rule_set: RuleSet) -> None:
         self.rule_set = rule_set
-        self.pipeline.set_rules(rule_set)
+        self.run(self.pipeline.change_rules(rule_set))
         assert [r.id for r in rule_set.rules] == list(self.rules)
         for r in rule_set.rules:
             model = self.rules[r.id]
@@ -421,6 +423,14 @@ class RulesOnTheLivePipeline(RuleBasedStateMachine):
         rule_id = list(self.rules)[which % len(self.rules)]
         self.delete_rule(which)
         self.create_rule(data, rule_id, cooldown)
+
+    @rule()
+    def restart(self) -> None:
+        """A new pipeline on the same store resumes every live conversation's rule state
+        (what edits dropped stays dropped)."""
+        self.pipeline = Pipeline(self.store, self.hub, self.rule_set, RollingConfig())
+        self.run(self.pipeline.start())
+        self.check_alerts([])
 
     # -- the clock ------------------------------------------------------------------------
 
