@@ -360,11 +360,14 @@ def _window(rolling: RollingSentiment, metric: str) -> tuple[float, ...]:
     return (rolling.values[-1],) if metric == "turn" else tuple(rolling.values)
 
 
+def _customer_metric(turn: Turn, conv: Subject, metric: str) -> float | None:
+    """The rolling metric after a customer turn (None for other turns)."""
+    return conv.rolling.value(metric) if turn.role == "customer" else None
+
+
 def _sentiment(rule: SentimentRule, state: RuleState, turn: Turn,
                conv: Subject) -> Trigger | None:
-    if turn.role != "customer":
-        return None
-    value = conv.rolling.value(rule.metric)
+    value = _customer_metric(turn, conv, rule.metric)
     if value is None:
         return None
     if not state.armed:
@@ -389,9 +392,7 @@ def _sentiment(rule: SentimentRule, state: RuleState, turn: Turn,
 
 def _sentiment_drop(rule: SentimentDropRule, state: RuleState, turn: Turn,
                     conv: Subject) -> Trigger | None:
-    if turn.role != "customer":
-        return None
-    value = conv.rolling.value(rule.metric)
+    value = _customer_metric(turn, conv, rule.metric)
     if value is None:
         return None
     state.turns += 1

@@ -15,7 +15,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from functools import partial
 from typing import Any, TypeVar
 
@@ -99,6 +99,11 @@ def _as_recorded(recording: str, trigger: Trigger, evidence: dict[str, Any]
         stored["matched"], stored["signals"] = [], {k: [] for k in trigger.signals}
         return stored, f"{unrecorded[0]} turn matched {trigger.rule.kind} rule (not recorded)"
     return stored, None
+
+
+def _save_state(batch: WriteBatch, conversations: Iterable[Conversation], now: float) -> None:
+    for conv in conversations:
+        batch.conversations[conv.id] = (conv.metadata() | {"updated_at": now}, conv.snapshot())
 
 
 def _conversation_id(event: p.Event) -> str:
@@ -205,9 +210,7 @@ class Pipeline:
         if failed:
             # One conversation's failure stays its own: drop its effects, keep the rest.
             replies = self._isolate(failed, deliveries, replies, batch, outbox, touched)
-        for conv in touched.values():
-            batch.conversations[conv.id] = (conv.metadata() | {"updated_at": time.time()},
-                                            conv.snapshot())
+        _save_state(batch, touched.values(), time.time())
         try:
             await self.store.write(batch)
         except Exception:
@@ -236,11 +239,8 @@ class Pipeline:
     async def change_rules(self, rules: RuleSet) -> None:
         """`set_rules` between batches, saving the rule state it changed."""
         async with self._lock:
-            changed = self.set_rules(rules)
             batch = WriteBatch()
-            for conv in changed:
-                batch.conversations[conv.id] = (conv.metadata() | {"updated_at": time.time()},
-                                                conv.snapshot())
+            _save_state(batch, self.set_rules(rules), time.time())
             try:
                 await self.store.write(batch)
             except Exception:
@@ -299,9 +299,7 @@ class Pipeline:
             for trigger in due(self.rules, conv.rule_states, conv, now, conv.last_customer_turn):
                 self._raise(conv, trigger, now, batch, outbox)
                 touched[cid] = conv
-        for conv in touched.values():
-            batch.conversations[conv.id] = (conv.metadata() | {"updated_at": now},
-                                            conv.snapshot())
+        _save_state(batch, touched.values(), now)
         try:
             await self.store.write(batch)
         except Exception:
