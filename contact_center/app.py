@@ -22,8 +22,8 @@ from contact_center import __version__, admin, ingest, rules_api
 from contact_center.bus import InMemoryBus
 from contact_center.pipeline import Pipeline
 from contact_center.settings import Settings
-from contact_center.sqlite_store import SQLiteStore
 from contact_center.store import Store
+from contact_center.stores import open_store
 from monitoring import live
 from monitoring.hub import Hub
 
@@ -86,7 +86,7 @@ def _report_stopped_runner(runner: asyncio.Task[None]) -> None:
 
 def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
     settings = settings or Settings()
-    store = store or SQLiteStore(settings.database, settings.sqlite_synchronous)
+    store = store or open_store(settings.database, settings.sqlite_synchronous)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

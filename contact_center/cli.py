@@ -6,12 +6,14 @@ import asyncio
 import json
 import logging
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
 import click
 from pydantic import ValidationError
 
@@ -19,19 +21,20 @@ from analytics.rules import RuleSet
 from analytics.scoring import OverlayError, load_overlay
 from contact_center import __version__
 from contact_center.settings import Settings
-from contact_center.sqlite_store import SQLiteStore
-from contact_center.store import Token, User
+from contact_center.store import Store, Token, User
+from contact_center.stores import is_postgres, open_store
 from monitoring.auth import create_user, issue_token
 from monitoring.permissions import PROFILES
 
 T = TypeVar("T")
 
 db_option = click.option(
-    "--db", "database", type=click.Path(dir_okay=False, path_type=Path), default=None,
-    help="SQLite database file [default: $CC_DATABASE or ./contact-center.db]")
+    "--db", "database", default=None,
+    help="SQLite database file, or a postgresql:// URL [default: $CC_DATABASE or "
+         "./contact-center.db]")
 
 
-def _settings(database: Path | None, **overrides: Any) -> Settings:
+def _settings(database: str | None, **overrides: Any) -> Settings:
     settings = Settings()
     values = {k: v for k, v in overrides.items() if v is not None}
     if database is not None:
@@ -39,16 +42,20 @@ def _settings(database: Path | None, **overrides: Any) -> Settings:
     return settings.model_copy(update=values)
 
 
-def _with_store(database: Path, work: Callable[[SQLiteStore], Awaitable[T]],
+def _with_store(database: str, work: Callable[[Store], Awaitable[T]],
                 create: bool = False) -> T:
-    if not create and not database.exists():
+    if not create and not is_postgres(database) and not Path(database).exists():
         raise click.ClickException(
             f"no database at {database}; start the service with 'contact-center serve' "
             "first, or point --db (or CC_DATABASE) at its database")
 
     async def run() -> T:
-        store = SQLiteStore(database)
-        await store.open()
+        store = open_store(database)
+        try:
+            await store.open()
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise click.ClickException(f"cannot open the database {_shown(database)}: {exc}"
+                                       ) from None
         try:
             return await work(store)
         finally:
@@ -57,7 +64,7 @@ def _with_store(database: Path, work: Callable[[SQLiteStore], Awaitable[T]],
     return asyncio.run(run())
 
 
-async def _user_or_fail(store: SQLiteStore, username: str) -> User:
+async def _user_or_fail(store: Store, username: str) -> User:
     user = await store.get_user(username=username)
     if user is None:
         raise click.ClickException(f"no user {username!r}; create it with "
@@ -82,7 +89,7 @@ def main() -> None:
                                                               path_type=Path),
               default=None, help="Lexicon overlay: word valences applied on top of VADER's "
                                  "(see docs/rules.md) [default: $CC_LEXICON_OVERLAY, none]")
-def serve(host: str | None, port: int | None, database: Path | None,
+def serve(host: str | None, port: int | None, database: str | None,
           rules_file: Path | None, lexicon_overlay: Path | None) -> None:
     """Run the service (embedded: one process, SQLite)."""
     import uvicorn
@@ -93,7 +100,7 @@ def serve(host: str | None, port: int | None, database: Path | None,
                          lexicon_overlay=lexicon_overlay)
     _check_files(settings)
 
-    async def bootstrap(store: SQLiteStore) -> bool:
+    async def bootstrap(store: Store) -> bool:
         if await store.list_users():
             return False
         await create_user(store, "admin", ["Admin"])
@@ -101,7 +108,8 @@ def serve(host: str | None, port: int | None, database: Path | None,
 
     created = _with_store(settings.database, bootstrap, create=True)
     base = f"http://{settings.host}:{settings.port}"
-    click.echo(f"contact-center {__version__}: {base}  (database {settings.database})")
+    click.echo(f"contact-center {__version__}: {base}  "
+               f"(database {_shown(settings.database)})")
     click.echo(f"API docs:        {base}/docs   protocol: docs/protocol.md")
     if created:
         click.echo("First start: created user 'admin' with the Admin profile.")
@@ -114,6 +122,30 @@ def serve(host: str | None, port: int | None, database: Path | None,
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 ws="websockets-sansio", ws_max_size=settings.ws_max_frame_bytes,
                 ws_per_message_deflate=False, log_level="info")
+
+
+def _shown(database: str) -> str:
+    """A database for messages: a URL without its password."""
+    if not is_postgres(database):
+        return database
+    parts = urllib.parse.urlsplit(database)
+    if parts.password is None:
+        return database
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+@main.command()
+@db_option
+def migrate(database: str | None) -> None:
+    """Create or upgrade the database schema (never destructive); serve runs it too."""
+    settings = _settings(database)
+
+    async def work(store: Store) -> None:  # opening a store migrates it
+        return None
+
+    _with_store(settings.database, work, create=True)
+    click.echo(f"schema of {_shown(settings.database)} is up to date")
 
 
 def _check_files(settings: Settings) -> None:
@@ -156,7 +188,7 @@ def users() -> None:
 @click.option("--agent-id", default=None, help="The agent id conversations name (agents)")
 @db_option
 def users_create(username: str, profiles: tuple[str, ...], agent_id: str | None,
-                 database: Path | None) -> None:
+                 database: str | None) -> None:
     """Create a user holding one or more security profiles."""
     settings = _settings(database)
     try:
@@ -171,7 +203,7 @@ def users_create(username: str, profiles: tuple[str, ...], agent_id: str | None,
 @click.argument("username")
 @click.option("--enable", is_flag=True, help="Re-enable instead")
 @db_option
-def users_disable(username: str, enable: bool, database: Path | None) -> None:
+def users_disable(username: str, enable: bool, database: str | None) -> None:
     """Disable a user: all of their tokens stop working at once."""
     if not _with_store(_settings(database).database,
                        lambda s: s.set_disabled(username, not enable)):
@@ -181,7 +213,7 @@ def users_disable(username: str, enable: bool, database: Path | None) -> None:
 
 @users.command("list")
 @db_option
-def users_list(database: Path | None) -> None:
+def users_list(database: str | None) -> None:
     """List users and their profiles."""
     for user in _with_store(_settings(database).database, lambda s: s.list_users()):
         agent = f" agent_id={user.agent_id}" if user.agent_id else ""
@@ -198,10 +230,10 @@ def tokens() -> None:
 @click.argument("username")
 @click.option("--label", default="", help="What the token is for")
 @db_option
-def tokens_create(username: str, label: str, database: Path | None) -> None:
+def tokens_create(username: str, label: str, database: str | None) -> None:
     """Issue an API token for USERNAME and print it (only this once)."""
 
-    async def work(store: SQLiteStore) -> str:
+    async def work(store: Store) -> str:
         _, secret = await issue_token(store, await _user_or_fail(store, username), label)
         return secret
 
@@ -211,10 +243,10 @@ def tokens_create(username: str, label: str, database: Path | None) -> None:
 @tokens.command("list")
 @click.argument("username")
 @db_option
-def tokens_list(username: str, database: Path | None) -> None:
+def tokens_list(username: str, database: str | None) -> None:
     """List USERNAME's tokens: id, label, created, state (never the token itself)."""
 
-    async def work(store: SQLiteStore) -> list[Token]:
+    async def work(store: Store) -> list[Token]:
         return await store.list_tokens((await _user_or_fail(store, username)).id)
 
     for token in _with_store(_settings(database).database, work):
@@ -226,7 +258,7 @@ def tokens_list(username: str, database: Path | None) -> None:
 @tokens.command("revoke")
 @click.argument("token_id")
 @db_option
-def tokens_revoke(token_id: str, database: Path | None) -> None:
+def tokens_revoke(token_id: str, database: str | None) -> None:
     """Revoke a token by its id."""
     if not _with_store(_settings(database).database, lambda s: s.revoke_token(token_id)):
         raise click.ClickException("no such active token")
@@ -323,7 +355,7 @@ def rules_import(file: Path, url: str, token: str) -> None:
 @click.option("--token", default=None, help="Connector token [default: minted via --db]")
 @db_option
 def simulate(url: str, source: Path | None, rate: float, concurrency: int, limit: int | None,
-             recording: str, token: str | None, database: Path | None) -> None:
+             recording: str, token: str | None, database: str | None) -> None:
     """Replay real conversations as live traffic and print the alerts they raise."""
     from contact_center.simulate import default_source
     from contact_center.simulate import simulate as run
@@ -331,7 +363,7 @@ def simulate(url: str, source: Path | None, rate: float, concurrency: int, limit
     watch_token, minted = None, []
     db = _settings(database).database
     if token is None:
-        async def mint(store: SQLiteStore) -> list[tuple[str, str]]:
+        async def mint(store: Store) -> list[tuple[str, str]]:
             issued = []
             for name, profile in (("simulator", "Connector"), ("simulator-watch",
                                                                "CallCenterManager")):
@@ -350,7 +382,7 @@ def simulate(url: str, source: Path | None, rate: float, concurrency: int, limit
         click.echo(f"ALERT [{alert['severity']}] {alert['rule_id']} on "
                    f"{alert['conversation_id']} (agent {alert['agent_id']}): {alert['reason']}")
 
-    async def revoke(store: SQLiteStore) -> None:
+    async def revoke(store: Store) -> None:
         for token_id, _ in minted:
             await store.revoke_token(token_id)
 

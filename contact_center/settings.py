@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from analytics.rolling import RollingConfig
@@ -15,7 +16,9 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
-    database: Path = Path("contact-center.db")
+    database: Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, Path) else v)
+                        ] = Field(default="contact-center.db",
+                                  description="a SQLite file, or a postgresql:// URL")
     sqlite_synchronous: str = Field(default="FULL", pattern="^(FULL|NORMAL|EXTRA)$")
     rules_file: Path | None = None
     lexicon_overlay: Path | None = None

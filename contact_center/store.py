@@ -1,6 +1,6 @@
 """The store protocol: what the pipeline, the live views and the analyst need to persist.
 
-`sqlite_store.SQLiteStore` is the embedded implementation; a PostgreSQL one will sit
+`stores.sqlite.SQLiteStore` is the embedded implementation; a PostgreSQL one will sit
 beside it and pass the same tests.
 """
 

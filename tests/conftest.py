@@ -1,38 +1,121 @@
-"""Shared fixtures: a real app on a throwaway SQLite file, driven through its sockets and
-HTTP routes, and users of every built-in profile with real API tokens."""
+"""Shared fixtures: a real app on a throwaway store (a SQLite file, or a schema of a
+throwaway PostgreSQL database), driven through its sockets and HTTP routes, and users of
+every built-in profile with real API tokens."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
+import os
+import secrets
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketDenialResponse
 
 from contact_center.app import create_app
 from contact_center.settings import Settings
-from contact_center.sqlite_store import SQLiteStore
 from contact_center.store import Store
+from contact_center.stores.postgres import PostgresStore
+from contact_center.stores.sqlite import SQLiteStore
 from monitoring.auth import create_user, issue_token
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
-# Every store implementation runs the same tests; PostgreSQL joins this list.
-STORE_BACKENDS = ["sqlite"]
+# Every store implementation runs the same tests.
+STORE_BACKENDS = ["sqlite", "postgres"]
+# A PostgreSQL server the tests may create a throwaway database on (.ci/run starts one).
+POSTGRES = os.environ.get("CC_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+_run_database: dict[str, str] = {}
 
 
 def make_store(backend: str, tmp_path: Path) -> Store:
+    """The store of one test: the same ``tmp_path`` gives the same data."""
     if backend == "sqlite":
         return SQLiteStore(tmp_path / "cc.db")
+    if backend == "postgres":
+        return PostgresStore(_run_database["url"], min_size=1, max_size=4,
+                             schema=_schema(tmp_path))
     raise ValueError(backend)
+
+
+async def _on_server(sql: str) -> None:
+    connection = await asyncpg.connect(POSTGRES)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A PostgreSQL database for this test run (each test gets its own schema in it),
+    dropped at the end."""
+    name = f"cc_test_{os.getpid()}_{secrets.token_hex(4)}"
+    try:
+        run(_on_server(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.fail(f"PostgreSQL at {POSTGRES} is needed for the postgres backend: {exc} "
+                    "(.ci/run starts one; or set CC_TEST_POSTGRES)")
+    _run_database["url"] = POSTGRES.rsplit("/", 1)[0] + "/" + name
+    yield _run_database["url"]
+    run(_on_server(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+def _schema(tmp_path: Path) -> str:
+    return "t_" + hashlib.sha1(str(tmp_path).encode()).hexdigest()[:16]
+
+
+class Stored:
+    """What a test's store holds, read raw whatever the backend: plain SQL without
+    parameters, and every stored byte (to prove what was never written)."""
+
+    def __init__(self, backend: str, tmp_path: Path) -> None:
+        self.backend, self.tmp_path = backend, tmp_path
+
+    def rows(self, sql: str) -> list[tuple[Any, ...]]:
+        if self.backend == "sqlite":
+            with sqlite3.connect(self.tmp_path / "cc.db") as db:
+                return db.execute(sql).fetchall()
+        return [tuple(r) for r in run(self._postgres(lambda db: db.fetch(sql)))]
+
+    def everything(self) -> bytes:
+        if self.backend == "sqlite":
+            return b"".join(p.read_bytes() for p in self.tmp_path.glob("cc.db*"))
+
+        async def dump(db: asyncpg.Connection) -> bytes:
+            tables = await db.fetch("SELECT tablename FROM pg_tables WHERE schemaname = $1",
+                                    _schema(self.tmp_path))
+            text = [await db.fetchval(f'SELECT string_agg(t::text, \'\n\') FROM "{t[0]}" t')
+                    for t in tables]
+            return "\n".join(t for t in text if t).encode()
+
+        return bytes(run(self._postgres(dump)))
+
+    async def _postgres(self, work: Callable[[asyncpg.Connection], Any]) -> Any:
+        db = await asyncpg.connect(_run_database["url"],
+                                   server_settings={"search_path": _schema(self.tmp_path)})
+        try:
+            return await work(db)
+        finally:
+            await db.close()
+
+
+@pytest.fixture
+def stored(backend: str, tmp_path: Path) -> Stored:
+    return Stored(backend, tmp_path)
 
 
 @pytest.fixture(params=STORE_BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
+    if request.param == "postgres":
+        request.getfixturevalue("postgres_database")
     return str(request.param)
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -15,10 +15,9 @@ from contact_center import protocol as p
 from contact_center.app import create_app
 from contact_center.bus import InMemoryBus, Source
 from contact_center.settings import Settings
-from contact_center.sqlite_store import SQLiteStore
 from contact_center.store import SegmentRow, Store, WriteBatch
 from monitoring.hub import Hub
-from tests.conftest import ANGRY, Connector, Users, auth, make_store, run
+from tests.conftest import ANGRY, Connector, Stored, Users, auth, make_store, run
 
 META = {"id": "c1", "channel": "chat", "queue": "q", "agent_id": "a", "customer": {},
         "recording": "all", "attributes": {}, "status": "live", "started_at": 1.0,
@@ -87,28 +86,36 @@ def test_restart_resumes_live_state(tmp_path: Path, users: Users, connector_toke
         assert client.get("/v1/live/conversations/live-1", headers=manager).json()["alerts"] == 1
 
 
-class FlakyStore(SQLiteStore):
-    """A real SQLite store whose next write fails, as a full disk would."""
+class FlakyStore:
+    """A real store whose next write (or load) fails, as a full disk or a lost database
+    connection would; everything else goes to the real store."""
 
     fail_next = False
     fail_next_load = False
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
 
     async def write(self, batch: WriteBatch) -> None:
         if self.fail_next:
             self.fail_next = False
             raise OSError("disk full")
-        await super().write(batch)
+        await self._store.write(batch)
 
     async def load_conversations(self, ids=None):  # type: ignore[no-untyped-def]
         if self.fail_next_load:
             self.fail_next_load = False
             raise OSError("I/O error")
-        return await super().load_conversations(ids)
+        return await self._store.load_conversations(ids)
 
 
 def test_failed_commit_is_not_acked_and_a_retry_applies_once(tmp_path: Path, users: Users,
-                                                             connector_token: str) -> None:
-    store = FlakyStore(tmp_path / "cc.db")
+                                                             connector_token: str,
+                                                             backend: str) -> None:
+    store = FlakyStore(make_store(backend, tmp_path))
     manager = auth(users.token("CallCenterManager"))
     ingest = auth(connector_token)
     with TestClient(create_app(Settings(database=tmp_path / "cc.db"), store)) as client:
@@ -156,10 +163,10 @@ def test_failed_commit_is_not_acked_and_a_retry_applies_once(tmp_path: Path, use
 
 
 def test_nothing_after_a_refused_event_is_applied_before_the_resend(
-        tmp_path: Path, connector_token: str) -> None:
+        tmp_path: Path, connector_token: str, backend: str, stored: Stored) -> None:
     """Events already sent behind a refused one are refused too, so a resend from the
     gap applies everything in order (the end does not overtake the lost segment)."""
-    store = FlakyStore(tmp_path / "cc.db")
+    store = FlakyStore(make_store(backend, tmp_path))
     with TestClient(create_app(Settings(database=tmp_path / "cc.db", batch_size=1),
                                store)) as client:
         h = auth(connector_token)
@@ -175,9 +182,8 @@ def test_nothing_after_a_refused_event_is_applied_before_the_resend(
              "role": "customer", "text": "one"},
             {"type": "conversation.ended", "conversation_id": "g1"}]}).json()["results"]
         assert [r["status"] for r in again] == ["accepted", "accepted"]
-    with sqlite3.connect(tmp_path / "cc.db") as db:
-        assert db.execute("SELECT segment_id FROM segments").fetchall() == [("s1",)]
-        assert db.execute("SELECT status FROM conversations").fetchall() == [("ended",)]
+    assert stored.rows("SELECT segment_id FROM segments") == [("s1",)]
+    assert stored.rows("SELECT status FROM conversations") == [("ended",)]
 
 
 def test_health_reports_a_stopped_pipeline(client: TestClient, connector_token: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import threading
 import time
 
@@ -15,8 +14,7 @@ from analytics.scoring import score
 from contact_center.app import create_app
 from contact_center.conversation import Conversation
 from contact_center.settings import Settings
-from contact_center.sqlite_store import SQLiteStore
-from tests.conftest import ANGRY, Connector, auth
+from tests.conftest import ANGRY, Connector, Stored, auth, make_store
 
 
 def test_hello_then_ack_with_scores(ingest: Connector) -> None:
@@ -68,40 +66,37 @@ def test_binary_frames_carry_json_too(ingest: Connector) -> None:
     assert ingest.ws.receive_json()["status"] == "accepted"
 
 
-def test_duplicate_segment_has_no_second_effect(ingest: Connector, settings) -> None:
+def test_duplicate_segment_has_no_second_effect(ingest: Connector, stored: Stored) -> None:
     ingest.start("c1")
     first = ingest.say("c1", "s1", ANGRY[0])
     again = ingest.say("c1", "s1", ANGRY[0])
     assert first["status"] == "accepted" and again["status"] == "duplicate"
     assert ingest.start("c1")["status"] == "duplicate"
-    with sqlite3.connect(settings.database) as db:
-        assert db.execute("SELECT count(*) FROM segments").fetchone()[0] == 1
-        state = json.loads(db.execute("SELECT state FROM conversations").fetchone()[0])
+    assert stored.rows("SELECT count(*) FROM segments") == [(1,)]
+    state = json.loads(stored.rows("SELECT state FROM conversations")[0][0])
     assert state["counts"]["customer"] == 1
     assert state["rolling"]["values"] == [first["scores"]["compound"]]
 
 
 def test_partials_are_not_scored_and_a_late_partial_is_stale(ingest: Connector,
-                                                             settings) -> None:
+                                                             stored: Stored) -> None:
     ingest.start("v1", channel="voice")
     partial = ingest.say("v1", "u1", "I want to", final=False)
     assert partial["status"] == "accepted" and "scores" not in partial
     final = ingest.say("v1", "u1", "I want to cancel", final=True)
     assert final["status"] == "accepted" and "scores" in final
     assert ingest.say("v1", "u1", "I want to canc", final=False)["status"] == "stale"
-    with sqlite3.connect(settings.database) as db:
-        rows = db.execute("SELECT segment_id, text FROM segments").fetchall()
-    assert rows == [("u1", "I want to cancel")]
+    assert stored.rows("SELECT segment_id, text FROM segments") == [("u1", "I want to cancel")]
 
 
-def test_out_of_order_final_is_accepted_and_flagged_late(ingest: Connector, settings) -> None:
+def test_out_of_order_final_is_accepted_and_flagged_late(ingest: Connector,
+                                                         stored: Stored) -> None:
     ingest.start("c1")
     on_time = ingest.say("c1", "s2", "second", started_at="2026-01-01T10:00:05Z")
     late = ingest.say("c1", "s1", "first", started_at="2026-01-01T10:00:00Z")
     assert on_time["late"] is False and late["late"] is True
-    with sqlite3.connect(settings.database) as db:
-        rows = db.execute("SELECT segment_id, seq, late FROM segments ORDER BY started_at")
-        assert rows.fetchall() == [("s1", 2, 1), ("s2", 1, 0)]
+    assert stored.rows("SELECT segment_id, seq, late FROM segments ORDER BY started_at") == [
+        ("s1", 2, True), ("s2", 1, False)]
 
 
 def test_other_conversations_carry_on(ingest: Connector) -> None:
@@ -221,15 +216,13 @@ def test_partials_never_reach_rules_or_rolling_state(ingest: Connector, client: 
 
 
 def test_timestamps_without_zone_are_utc_and_absurd_ones_refused(ingest: Connector,
-                                                                 settings) -> None:
+                                                                 stored: Stored) -> None:
     ingest.start("z1")
     bad = ingest.say("z1", "s1", "hi", ended_at="0001-01-01T00:00:00")
     assert bad["code"] == "validation_error" and "1970" in bad["message"]
     ok = ingest.say("z1", "s2", "hi", started_at="2026-01-01T10:00:00")
     assert ok["status"] == "accepted"
-    with sqlite3.connect(settings.database) as db:
-        started = db.execute("SELECT started_at FROM segments").fetchone()[0]
-    assert started == 1767261600.0  # 2026-01-01T10:00:00Z
+    assert stored.rows("SELECT started_at FROM segments") == [(1767261600.0,)]  # 10:00Z
 
 
 def test_a_retried_segment_after_the_end_is_a_duplicate(ingest: Connector, client: TestClient,
@@ -280,20 +273,21 @@ def test_one_failing_conversation_does_not_fail_its_batch_neighbours(
 
 
 def test_full_pipeline_answers_overloaded_over_rest_in_order(tmp_path, connector_token: str,
-                                                             monkeypatch) -> None:
+                                                             backend: str) -> None:
     """With the bus full and the store stalled, a REST batch waits its deadline, then the
     rest of it is refused as overloaded (503 when all are), never applied out of order."""
     settings = Settings(database=tmp_path / "cc.db", bus_queue_size=1, batch_size=1,
                         submit_timeout_seconds=0.2)
     stalled = threading.Event()
-    real_write = SQLiteStore.write
+    store = make_store(backend, tmp_path)
+    real_write = store.write
 
-    async def slow_write(self, batch):  # type: ignore[no-untyped-def]
+    async def slow_write(batch):  # type: ignore[no-untyped-def]
         await asyncio.to_thread(stalled.wait, 10)
-        await real_write(self, batch)
+        await real_write(batch)
 
-    monkeypatch.setattr(SQLiteStore, "write", slow_write)
-    with TestClient(create_app(settings)) as client:
+    store.write = slow_write  # type: ignore[method-assign]
+    with TestClient(create_app(settings, store)) as client:
         h = auth(connector_token)
         events = [{"type": "conversation.started", "conversation": {"id": f"o{i}"}}
                   for i in range(4)]

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import ANGRY, Connector, Users, auth
+from tests.conftest import ANGRY, Connector, Stored, Users, auth
 
 CUSTOMER = "I want to cancel my account, this is awful and I am furious!"
 AGENT = "I am sorry to hear that, let me help you with the cancellation."
@@ -16,17 +15,12 @@ CUSTOMER_2 = "This is a terrible disgrace, I hate it, horrible!"
 BOT = "Your satisfaction survey link is on its way."
 
 
-def db_rows(settings, sql: str, *args) -> list[tuple]:
-    with sqlite3.connect(settings.database) as db:
-        return db.execute(sql, args).fetchall()
-
-
 @pytest.mark.parametrize(("policy", "kept"), [
     ("none", set()), ("agent", {"agent"}), ("customer", {"customer"}),
     ("all", {"customer", "agent"})])
 def test_recording_policy_decides_what_is_stored(
         policy: str, kept: set[str], ingest: Connector, client: TestClient, users: Users,
-        settings) -> None:
+        stored: Stored) -> None:
     manager = auth(users.token("CallCenterManager"))
     ingest.start("r1", recording=policy)
     with client.websocket_connect("/v1/conversations/r1/monitor", headers=manager) as ws:
@@ -46,14 +40,14 @@ def test_recording_policy_decides_what_is_stored(
         assert [m["text"] for m in live] == [CUSTOMER, AGENT, CUSTOMER_2, ANGRY[0], BOT]
     ingest.end("r1")
 
-    stored = db_rows(settings, "SELECT role, text FROM segments ORDER BY seq")
-    assert [role for role, _ in stored] == ["customer", "agent", "customer", "customer", "bot"]
-    for role, text in stored:
+    segments = stored.rows("SELECT role, text FROM segments ORDER BY seq")
+    assert [role for role, _ in segments] == ["customer", "agent", "customer", "customer", "bot"]
+    for role, text in segments:
         # The agent side includes its bot.
         assert (text is not None) == (role.replace("bot", "agent") in kept), (policy, role)
 
     # Alerts and metadata are always stored; their evidence follows the same policy.
-    alerts = db_rows(settings, "SELECT rule_id, evidence, reason FROM alerts")
+    alerts = stored.rows("SELECT rule_id, evidence, reason FROM alerts")
     assert {a[0] for a in alerts} >= {"churn-or-legal-threat", "negative-sentiment"}
     for rule_id, evidence, reason in alerts:
         stored_evidence = json.loads(evidence)
@@ -65,10 +59,9 @@ def test_recording_policy_decides_what_is_stored(
             assert (stored_evidence["signals"] == {"churn": ["cancel my account"]}) == (
                 "customer" in kept)
             assert ("cancel my account" in reason) == ("customer" in kept)
-    assert db_rows(settings, "SELECT recording, status FROM conversations") == [
-        (policy, "ended")]
+    assert stored.rows("SELECT recording, status FROM conversations") == [(policy, "ended")]
 
-    everything = b"".join(p.read_bytes() for p in settings.database.parent.glob("cc.db*"))
+    everything = stored.everything()
     for text, role in ((CUSTOMER, "customer"), (AGENT, "agent"), (CUSTOMER_2, "customer"),
                        (BOT, "agent")):
         assert (text.encode() in everything) == (role in kept), (policy, role)

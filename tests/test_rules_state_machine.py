@@ -35,7 +35,7 @@ from analytics.scoring import score
 from contact_center import protocol as p
 from contact_center.bus import Delivery, Source
 from contact_center.pipeline import ALERTS_TOPIC, Pipeline
-from contact_center.sqlite_store import SQLiteStore
+from contact_center.stores.sqlite import SQLiteStore
 from monitoring.hub import Hub
 
 T = TypeVar("T")

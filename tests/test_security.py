@@ -4,7 +4,6 @@ own route list so that a new route without an entry here fails the suite."""
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from typing import Any
 
 import pytest
@@ -13,7 +12,7 @@ from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketDenialResponse
 
 from monitoring.permissions import PROFILES, Permission
-from tests.conftest import Users, auth, refused
+from tests.conftest import Stored, Users, auth, refused
 
 P = Permission
 OPEN = {("GET", "/healthz"), ("GET", "/docs"), ("GET", "/openapi.json"),
@@ -136,7 +135,7 @@ def test_disallowed_origin_is_refused(client: TestClient, users: Users) -> None:
 
 
 def test_tokens_are_stored_hashed_and_revocable(client: TestClient, users: Users,
-                                                settings) -> None:
+                                                stored: Stored) -> None:
     admin = users.token("Admin")
     created = client.post("/v1/users", headers=auth(admin),
                           json={"username": "ana", "profiles": ["Analyst"]})
@@ -145,11 +144,9 @@ def test_tokens_are_stored_hashed_and_revocable(client: TestClient, users: Users
     secret, token_id = issued.json()["token"], issued.json()["id"]
     assert client.get("/v1/me", headers=auth(secret)).json()["profiles"] == ["Analyst"]
 
-    raw = settings.database.read_bytes() + settings.database.with_name("cc.db-wal").read_bytes()
-    assert secret.encode() not in raw
-    with sqlite3.connect(settings.database) as db:
-        digest = db.execute("SELECT digest FROM tokens WHERE id = ?", (token_id,)).fetchone()[0]
-    assert digest == hashlib.sha256(secret.encode()).hexdigest()
+    assert secret.encode() not in stored.everything()
+    assert (token_id, hashlib.sha256(secret.encode()).hexdigest()) in stored.rows(
+        "SELECT id, digest FROM tokens")
 
     assert client.delete(f"/v1/tokens/{token_id}", headers=auth(admin)).status_code == 204
     assert client.get("/v1/me", headers=auth(secret)).status_code == 401

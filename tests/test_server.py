@@ -41,11 +41,11 @@ def cli(*args: str) -> str:
 
 
 class Server:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, db: str | None = None) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        self.db = tmp_path / "server.db"
+        self.db = db or tmp_path / "server.db"
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws = f"ws://127.0.0.1:{self.port}"
         self.output: list[str] = []
@@ -273,3 +273,35 @@ def test_rules_round_trip_through_a_file_under_version_control(server: Server,
                              server.token("rules-watcher", "CallCenterManager")],
                             capture_output=True, text=True, cwd=PROJECT, timeout=60)
     assert denied.returncode == 1 and "HTTP 403" in denied.stderr
+
+
+def test_the_cli_runs_on_postgresql(postgres_database: str, tmp_path: Path) -> None:
+    """--db takes a postgresql:// URL everywhere; migrate is repeatable; serve stores
+    in PostgreSQL."""
+    assert "is up to date" in cli("migrate", "--db", postgres_database)
+    assert "is up to date" in cli("migrate", "--db", postgres_database)
+    cli("users", "create", "pat", "--profile=Admin", "--db", postgres_database)
+    token = cli("tokens", "create", "pat", "--db", postgres_database).strip()
+    assert token.startswith("cc_")
+    assert "pat\tAdmin" in cli("users", "list", "--db", postgres_database)
+    wrong = postgres_database.rsplit("/", 1)[0] + "/no_such_database"
+    done = subprocess.run([*command(), "users", "list", "--db", wrong], capture_output=True,
+                          text=True, cwd=PROJECT, timeout=60)
+    assert done.returncode == 1 and "cannot open the database" in done.stderr
+    served = Server(tmp_path, postgres_database)
+    try:
+        h = {"Authorization": f"Bearer {token}"}
+        cli("users", "create", "feed", "--profile=Connector", "--db", postgres_database)
+        feed = {"Authorization": "Bearer " + cli("tokens", "create", "feed", "--db",
+                                                 postgres_database).strip()}
+        created = httpx.post(f"{served.url}/v1/conversations", headers=feed, json={"id": "pg-1"})
+        assert created.status_code == 201, created.text
+        said = httpx.post(f"{served.url}/v1/conversations/pg-1/segments", headers=feed, json={
+            "segments": [{"segment_id": "1", "role": "customer",
+                          "text": "I will cancel my account"}]})
+        assert said.status_code == 200, said.text
+        transcript = httpx.get(f"{served.url}/v1/transcripts/pg-1", headers=h).json()
+        assert [t["text"] for t in transcript["turns"]] == ["I will cancel my account"]
+        assert [a["rule_id"] for a in transcript["alerts"]] == ["churn-or-legal-threat"]
+    finally:
+        assert served.stop() < 15

@@ -1,0 +1,439 @@
+"""The scale-out store: PostgreSQL through asyncpg and a connection pool.
+
+Same tables and semantics as the SQLite store; a pipeline batch is one transaction
+(pipelined ``executemany``). The schema is versioned (`MIGRATIONS`) and applied by
+`migrate`, which `open` runs too; migrations only ever add.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from typing import Any
+
+import asyncpg
+
+from contact_center.conversation import RECENT_LIMIT
+from contact_center.store import (
+    History,
+    HistoryQuery,
+    SearchQuery,
+    StoredConversation,
+    Token,
+    User,
+    WriteBatch,
+    agent_assignments,
+)
+
+# Each entry upgrades the schema by one version; never edit a shipped one, add another.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE conversations (
+        id text PRIMARY KEY,
+        channel text NOT NULL,
+        queue text NOT NULL,
+        agent_id text,
+        customer jsonb NOT NULL,
+        recording text NOT NULL,
+        attributes jsonb NOT NULL,
+        status text NOT NULL,
+        started_at double precision NOT NULL,
+        ended_at double precision,
+        state jsonb NOT NULL,
+        updated_at double precision NOT NULL
+    );
+    CREATE INDEX conversations_live ON conversations (id) WHERE status = 'live';
+    CREATE INDEX conversations_started ON conversations (started_at, id);
+    CREATE TABLE segments (
+        conversation_id text NOT NULL,
+        segment_id text NOT NULL,
+        seq integer NOT NULL,
+        role text NOT NULL,
+        participant_id text NOT NULL,
+        text text,
+        neg double precision NOT NULL, neu double precision NOT NULL,
+        pos double precision NOT NULL, compound double precision NOT NULL,
+        started_at double precision,
+        ended_at double precision,
+        received_at double precision NOT NULL,
+        late boolean NOT NULL DEFAULT false,
+        PRIMARY KEY (conversation_id, segment_id)
+    );
+    CREATE INDEX segments_seq ON segments (conversation_id, seq);
+    CREATE INDEX segments_received ON segments (received_at);
+    CREATE TABLE conversation_events (
+        id bigserial PRIMARY KEY,
+        conversation_id text NOT NULL,
+        type text NOT NULL,
+        payload jsonb NOT NULL,
+        at double precision NOT NULL
+    );
+    CREATE INDEX events_conversation ON conversation_events (conversation_id);
+    CREATE TABLE alerts (
+        id text PRIMARY KEY,
+        conversation_id text NOT NULL,
+        rule_id text NOT NULL,
+        rule_version integer NOT NULL,
+        rule_name text NOT NULL,
+        kind text NOT NULL,
+        severity text NOT NULL,
+        reason text NOT NULL,
+        raised_at double precision NOT NULL,
+        agent_id text,
+        queue text NOT NULL,
+        evidence jsonb NOT NULL,
+        status text NOT NULL
+    );
+    CREATE INDEX alerts_conversation ON alerts (conversation_id);
+    CREATE INDEX alerts_agent ON alerts (agent_id, id);
+    CREATE TABLE settings (key text PRIMARY KEY, value jsonb NOT NULL);
+    CREATE TABLE users (
+        id text PRIMARY KEY,
+        username text NOT NULL UNIQUE,
+        agent_id text,
+        profiles jsonb NOT NULL,
+        disabled boolean NOT NULL DEFAULT false,
+        created_at double precision NOT NULL
+    );
+    CREATE TABLE tokens (
+        id text PRIMARY KEY,
+        user_id text NOT NULL REFERENCES users (id),
+        prefix text NOT NULL UNIQUE,
+        digest text NOT NULL,
+        label text NOT NULL,
+        created_at double precision NOT NULL,
+        revoked boolean NOT NULL DEFAULT false
+    );
+    """,
+]
+_MIGRATION_LOCK = 7_303_001  # advisory lock id: one migrator at a time
+
+
+async def migrate(connection: asyncpg.Connection) -> tuple[int, int]:
+    """Bring the schema to the latest version; returns (before, after)."""
+    async with connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        await connection.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
+        before = await connection.fetchval("SELECT max(version) FROM schema_version") or 0
+        for version, sql in enumerate(MIGRATIONS[before:], before + 1):
+            await connection.execute(sql)
+            await connection.execute("INSERT INTO schema_version VALUES ($1)", version)
+    return before, len(MIGRATIONS)
+
+
+async def _init(connection: asyncpg.Connection) -> None:
+    for name in ("json", "jsonb"):
+        await connection.set_type_codec(name, encoder=json.dumps, decoder=json.loads,
+                                        schema="pg_catalog")
+
+
+_CONVERSATION_UPSERT = """
+INSERT INTO conversations (id, channel, queue, agent_id, customer, recording, attributes,
+                           status, started_at, ended_at, state, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+ON CONFLICT (id) DO UPDATE SET
+    queue = excluded.queue, agent_id = excluded.agent_id, status = excluded.status,
+    ended_at = excluded.ended_at, state = excluded.state, updated_at = excluded.updated_at
+"""
+_SEGMENT_INSERT = """
+INSERT INTO segments (conversation_id, segment_id, seq, role, participant_id, text,
+                      neg, neu, pos, compound, started_at, ended_at, received_at, late)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+ON CONFLICT DO NOTHING
+"""
+
+
+class PostgresStore:
+    def __init__(self, dsn: str, min_size: int = 2, max_size: int = 10,
+                 schema: str | None = None) -> None:
+        """``schema``: keep the tables in this schema (created if missing) instead of the
+        user's default, e.g. to run several deployments or test runs in one database."""
+        self.dsn = dsn
+        self._sizes = (min_size, max_size)
+        self.schema = schema
+        self._pool: asyncpg.Pool | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("the store is not open")
+        return self._pool
+
+    async def open(self) -> None:
+        settings = None
+        if self.schema is not None:
+            quoted = '"' + self.schema.replace('"', '""') + '"'
+            connection = await asyncpg.connect(self.dsn)
+            try:
+                await connection.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
+            finally:
+                await connection.close()
+            settings = {"search_path": quoted}
+        self._pool = await asyncpg.create_pool(
+            self.dsn, min_size=self._sizes[0], max_size=self._sizes[1], init=_init,
+            server_settings=settings)
+        async with self.pool.acquire() as connection:
+            await migrate(connection)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    # -- pipeline ---------------------------------------------------------------------
+
+    async def write(self, batch: WriteBatch) -> None:
+        if not batch:
+            return
+        async with self.pool.acquire() as db, db.transaction():
+            if batch.conversations:
+                await db.executemany(_CONVERSATION_UPSERT, [
+                    (m["id"], m["channel"], m["queue"], m["agent_id"], m["customer"],
+                     m["recording"], m["attributes"], m["status"], m["started_at"],
+                     m["ended_at"], state, m["updated_at"])
+                    for m, state in batch.conversations.values()])
+            if batch.segments:
+                await db.executemany(_SEGMENT_INSERT, [
+                    (s.conversation_id, s.segment_id, s.seq, s.role, s.participant_id, s.text,
+                     s.scores["neg"], s.scores["neu"], s.scores["pos"], s.scores["compound"],
+                     s.started_at, s.ended_at, s.received_at, s.late)
+                    for s in batch.segments])
+            if batch.events:
+                await db.executemany(
+                    "INSERT INTO conversation_events (conversation_id, type, payload, at) "
+                    "VALUES ($1, $2, $3, $4)",
+                    [(e.conversation_id, e.type, e.payload, e.at) for e in batch.events])
+            if batch.alerts:
+                await db.executemany(
+                    "INSERT INTO alerts (id, conversation_id, rule_id, rule_version, rule_name,"
+                    " kind, severity, reason, raised_at, agent_id, queue, evidence, status)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+                    " ON CONFLICT DO NOTHING",
+                    [(a.id, a.conversation_id, a.rule_id, a.rule_version, a.rule_name, a.kind,
+                      a.severity, a.reason, a.raised_at, a.agent_id, a.queue, a.evidence,
+                      a.status) for a in batch.alerts])
+
+    async def load_conversations(
+        self, ids: Collection[str] | None = None
+    ) -> list[StoredConversation]:
+        async with self.pool.acquire() as db:
+            if ids is None:
+                rows = await db.fetch("SELECT * FROM conversations WHERE status = 'live'")
+            else:
+                rows = await db.fetch("SELECT * FROM conversations WHERE id = ANY($1)",
+                                      list(ids))
+            loaded = {r["id"]: StoredConversation(_meta(r), r["state"], set(), [])
+                      for r in rows}
+            if not loaded:
+                return []
+            for r in await db.fetch("SELECT conversation_id, segment_id FROM segments "
+                                    "WHERE conversation_id = ANY($1)", list(loaded)):
+                loaded[r[0]].segment_ids.add(r[1])
+            live = [cid for cid, c in loaded.items() if c.meta["status"] == "live"]
+            recent = await db.fetch(
+                "SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY conversation_id "
+                "ORDER BY seq DESC) AS newest FROM segments WHERE conversation_id = ANY($1) "
+                "AND text IS NOT NULL) s WHERE newest <= $2 ORDER BY conversation_id, seq",
+                live, RECENT_LIMIT)
+            for r in recent:
+                loaded[r["conversation_id"]].recent.append(_turn(r))
+        return list(loaded.values())
+
+    # -- rules ------------------------------------------------------------------------
+
+    async def load_rules(self) -> dict[str, Any] | None:
+        value: dict[str, Any] | None = await self.pool.fetchval(
+            "SELECT value FROM settings WHERE key = 'rules'")
+        return value
+
+    async def save_rules(self, document: dict[str, Any]) -> None:
+        await self.pool.execute(
+            "INSERT INTO settings (key, value) VALUES ('rules', $1) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value", document)
+
+    # -- users and tokens ---------------------------------------------------------------
+
+    async def create_user(self, user: User) -> None:
+        await self.pool.execute(
+            "INSERT INTO users (id, username, agent_id, profiles, disabled, created_at) "
+            "VALUES ($1, $2, $3, $4, $5, $6)", user.id, user.username, user.agent_id,
+            user.profiles, user.disabled, user.created_at)
+
+    async def get_user(self, *, user_id: str | None = None,
+                       username: str | None = None) -> User | None:
+        column, value = ("id", user_id) if user_id is not None else ("username", username)
+        row = await self.pool.fetchrow(f"SELECT * FROM users WHERE {column} = $1", value)
+        return None if row is None else _user(row)
+
+    async def list_users(self) -> list[User]:
+        return [_user(r) for r in await self.pool.fetch("SELECT * FROM users ORDER BY username")]
+
+    async def set_disabled(self, username: str, disabled: bool) -> bool:
+        status = await self.pool.execute("UPDATE users SET disabled = $1 WHERE username = $2",
+                                         disabled, username)
+        return _count(status) > 0
+
+    async def add_token(self, token: Token) -> None:
+        await self.pool.execute(
+            "INSERT INTO tokens (id, user_id, prefix, digest, label, created_at, revoked) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7)", token.id, token.user_id, token.prefix,
+            token.digest, token.label, token.created_at, token.revoked)
+
+    async def find_token(self, prefix: str) -> Token | None:
+        row = await self.pool.fetchrow("SELECT * FROM tokens WHERE prefix = $1", prefix)
+        return None if row is None else _token(row)
+
+    async def list_tokens(self, user_id: str) -> list[Token]:
+        return [_token(r) for r in await self.pool.fetch(
+            "SELECT * FROM tokens WHERE user_id = $1 ORDER BY created_at", user_id)]
+
+    async def revoke_token(self, token_id: str) -> bool:
+        status = await self.pool.execute(
+            "UPDATE tokens SET revoked = true WHERE id = $1 AND NOT revoked", token_id)
+        return _count(status) > 0
+
+    # -- analyst --------------------------------------------------------------------------
+
+    async def get_conversation(self, conversation_id: str) -> dict[str, Any] | None:
+        async with self.pool.acquire() as db:
+            row = await db.fetchrow("SELECT * FROM conversations WHERE id = $1",
+                                    conversation_id)
+            if row is None:
+                return None
+            turns = await db.fetch("SELECT * FROM segments WHERE conversation_id = $1 "
+                                   "ORDER BY coalesce(started_at, received_at), seq",
+                                   conversation_id)
+            alerts = await db.fetch("SELECT * FROM alerts WHERE conversation_id = $1 "
+                                    "ORDER BY id", conversation_id)
+            events = await db.fetch("SELECT type, payload, at FROM conversation_events "
+                                    "WHERE conversation_id = $1 ORDER BY id", conversation_id)
+        return {**_meta(row), "turns": [_turn(t) for t in turns],
+                "alerts": [_alert(a) for a in alerts],
+                "events": [{"type": e["type"], "at": e["at"], **e["payload"]} for e in events]}
+
+    async def list_alerts(self, conversation_id: str | None = None,
+                          agent_id: str | None = None,
+                          limit: int = 100) -> list[dict[str, Any]]:
+        where, args = _where((("conversation_id", conversation_id), ("agent_id", agent_id)))
+        rows = await self.pool.fetch(f"SELECT * FROM alerts WHERE {where} ORDER BY id DESC "
+                                     f"LIMIT ${len(args) + 1}", *args, limit)
+        return [_alert(r) for r in rows]
+
+    async def search(self, query: SearchQuery) -> list[dict[str, Any]]:
+        where, args = ["s.text IS NOT NULL"], list[Any]()
+        for term in query.terms:
+            args.append(_like(term))
+            where.append(f"s.text ILIKE ${len(args)}")
+        for clause, value in (("s.received_at >= {}", query.since),
+                              ("s.received_at < {}", query.until),
+                              ("c.queue = {}", query.queue), ("c.agent_id = {}", query.agent_id),
+                              ("s.role = {}", query.role)):
+            if value is not None:
+                args.append(value)
+                where.append(clause.format(f"${len(args)}"))
+        rows = await self.pool.fetch(
+            "SELECT s.*, c.queue, c.agent_id, c.channel FROM segments s "
+            "JOIN conversations c ON c.id = s.conversation_id "
+            f"WHERE {' AND '.join(where)} ORDER BY s.received_at DESC, s.seq DESC "
+            f"LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}", *args, query.limit, query.offset)
+        return [{"conversation_id": r["conversation_id"], "queue": r["queue"],
+                 "agent_id": r["agent_id"], "channel": r["channel"], **_turn(r)} for r in rows]
+
+    async def load_history(self, query: HistoryQuery) -> History:
+        where, args = _where((("queue", query.queue),), ranges=(
+            ("started_at >=", query.since), ("started_at <", query.until)))
+        picked = (f"SELECT id, queue, channel, agent_id, recording, started_at, ended_at "
+                  f"FROM conversations WHERE {where} ORDER BY started_at, id "
+                  f"LIMIT ${len(args) + 1}")
+        text = ", s.text" if query.with_text else ""
+        async with self.pool.acquire() as db, db.transaction(isolation="repeatable_read",
+                                                             readonly=True):
+            rows = await db.fetch(picked, *args, query.limit + 1)
+            conversations = [dict(r) for r in rows[: query.limit]]
+            index = {c["id"]: i for i, c in enumerate(conversations)}
+            segments = await db.fetch(
+                f"WITH picked AS ({picked}) SELECT s.conversation_id, s.segment_id, s.role, "
+                f"s.neg, s.neu, s.pos, s.compound, s.received_at, s.participant_id{text} "
+                f"FROM picked p JOIN segments s ON s.conversation_id = p.id "
+                f"ORDER BY p.started_at, p.id, s.seq", *args, query.limit)
+            agents_from = None
+            if query.with_agents:
+                events = await db.fetch(
+                    f"WITH picked AS ({picked}) SELECT e.conversation_id, e.type, e.payload, "
+                    f"e.at FROM picked p JOIN conversation_events e ON "
+                    f"e.conversation_id = p.id WHERE e.type IN ('conversation.started', "
+                    f"'bot.handover', 'conversation.transferred') ORDER BY e.id",
+                    *args, query.limit)
+                agents_from = agent_assignments(conversations, index,
+                                                (tuple(r) for r in events))
+        return History(
+            conversations=conversations, group=[index[r[0]] for r in segments],
+            segment_ids=[r[1] for r in segments], roles=[r[2] for r in segments],
+            participants=[r[8] for r in segments],
+            scores=[(r[3], r[4], r[5], r[6]) for r in segments], at=[r[7] for r in segments],
+            texts=[r[9] for r in segments] if query.with_text else None,
+            truncated=len(rows) > query.limit, agents_from=agents_from)
+
+
+def _where(equal: tuple[tuple[str, Any], ...],
+           ranges: tuple[tuple[str, Any], ...] = ()) -> tuple[str, list[Any]]:
+    """A WHERE clause of ``column = $n`` (and ``column op $n``) for the values given."""
+    clauses, args = ["true"], []
+    for column, value in equal:
+        if value is not None:
+            args.append(value)
+            clauses.append(f"{column} = ${len(args)}")
+    for prefix, value in ranges:
+        if value is not None:
+            args.append(value)
+            clauses.append(f"{prefix} ${len(args)}")
+    return " AND ".join(clauses), args
+
+
+def _count(status: str) -> int:
+    """Rows affected, from a command status such as 'UPDATE 1'."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+def _like(term: str) -> str:
+    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _meta(row: asyncpg.Record) -> dict[str, Any]:
+    return {"id": row["id"], "channel": row["channel"], "queue": row["queue"],
+            "agent_id": row["agent_id"], "customer": row["customer"],
+            "recording": row["recording"], "attributes": row["attributes"],
+            "status": row["status"], "started_at": row["started_at"],
+            "ended_at": row["ended_at"]}
+
+
+def _turn(row: asyncpg.Record) -> dict[str, Any]:
+    return {"type": "segment", "seq": row["seq"], "segment_id": row["segment_id"],
+            "role": row["role"], "participant_id": row["participant_id"], "text": row["text"],
+            "recorded": row["text"] is not None, "final": True,
+            "scores": {k: row[k] for k in ("neg", "neu", "pos", "compound")},
+            "started_at": row["started_at"], "ended_at": row["ended_at"],
+            "at": row["received_at"], "late": row["late"]}
+
+
+def _alert(row: asyncpg.Record) -> dict[str, Any]:
+    return {"id": row["id"], "conversation_id": row["conversation_id"],
+            "rule_id": row["rule_id"], "rule_version": row["rule_version"],
+            "rule_name": row["rule_name"], "kind": row["kind"], "severity": row["severity"],
+            "reason": row["reason"], "raised_at": row["raised_at"],
+            "agent_id": row["agent_id"], "queue": row["queue"], "evidence": row["evidence"],
+            "status": row["status"]}
+
+
+def _user(row: asyncpg.Record) -> User:
+    return User(id=row["id"], username=row["username"], agent_id=row["agent_id"],
+                profiles=row["profiles"], disabled=row["disabled"],
+                created_at=row["created_at"])
+
+
+def _token(row: asyncpg.Record) -> Token:
+    return Token(id=row["id"], user_id=row["user_id"], prefix=row["prefix"],
+                 digest=row["digest"], label=row["label"], created_at=row["created_at"],
+                 revoked=row["revoked"])
