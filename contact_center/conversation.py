@@ -32,7 +32,7 @@ class Conversation:
     status: str = "live"
     ended_at: float | None = None
     participants: dict[str, dict[str, Any]] = field(default_factory=dict)
-    segment_ids: set[str] = field(default_factory=set)
+    applied: set[str] = field(default_factory=set)  # segment ids and keyed events' keys
     next_seq: int = 1
     rule_states: dict[str, RuleState] = field(default_factory=dict)
     last_scores: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -78,7 +78,7 @@ class Conversation:
         at = segment.started_at.timestamp() if segment.started_at else now
         late = self.last_final_started_at is not None and at < self.last_final_started_at
         self.last_final_started_at = max(at, self.last_final_started_at or at)
-        self.segment_ids.add(segment.segment_id)
+        self.applied.add(segment.segment_id)
         self.counts[segment.role] += 1
         self.last_scores[participant] = {"role": segment.role, "scores": scores.as_dict(),
                                          "at": now}
@@ -166,7 +166,7 @@ class Conversation:
         }
 
     @classmethod
-    def restore(cls, meta: dict[str, Any], state: dict[str, Any], segment_ids: set[str],
+    def restore(cls, meta: dict[str, Any], state: dict[str, Any], applied: set[str],
                 recent: list[dict[str, Any]], rolling: RollingConfig) -> Conversation:
         # Rule state keeps turns as references; their words come back only where recorded.
         recorded = {m["segment_id"]: m["text"] for m in recent if m.get("type") == "segment"}
@@ -177,7 +177,7 @@ class Conversation:
             attributes=meta["attributes"], started_at=meta["started_at"],
             status=meta["status"], ended_at=meta["ended_at"],
             rolling=RollingSentiment.restore(rolling, state.get("rolling", {})),
-            participants=state.get("participants", {}), segment_ids=segment_ids,
+            participants=state.get("participants", {}), applied=applied,
             next_seq=state.get("next_seq", 1),
             rule_states={k: RuleState.restore(v, recorded.get)
                          for k, v in state.get("rules", {}).items()},

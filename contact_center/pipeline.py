@@ -32,6 +32,7 @@ from contact_center.store import (
     Store,
     StoredConversation,
     WriteBatch,
+    event_key,
 )
 from monitoring.hub import Hub
 from monitoring.metrics import agent_metrics
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 V = TypeVar("V")
 
 ENDED_MEMORY = 50_000  # ended conversation ids remembered to answer late events fast
-ENDED_SEGMENTS_MEMORY = 1_000  # ... and the segment ids of the latest ones, for retries
+ENDED_APPLIED_MEMORY = 1_000  # ... and the idempotency keys of the latest ones, for retries
 AGENT_METRICS_INTERVAL = 1.0  # seconds between agent metric pushes on the live board
 
 
@@ -106,6 +107,14 @@ def _save_state(batch: WriteBatch, conversations: Iterable[Conversation], now: f
         batch.conversations[conv.id] = (conv.metadata() | {"updated_at": now}, conv.snapshot())
 
 
+def _key(event: p.Event) -> str | None:
+    """The event's idempotency key: a segment's id, or a keyed event's event_id."""
+    if isinstance(event, p.Segment):
+        return event.segment_id
+    event_id = getattr(event, "event_id", None)
+    return None if event_id is None else event_key(event_id)
+
+
 def _conversation_id(event: p.Event) -> str:
     if isinstance(event, p.ConversationStarted):
         return event.conversation.id
@@ -123,7 +132,7 @@ class Pipeline:
         self._lock = asyncio.Lock()  # one batch, tick or rules change at a time
         self.conversations: dict[str, Conversation] = {}
         self._ended: OrderedDict[str, None] = OrderedDict()
-        self._ended_segments: OrderedDict[str, set[str]] = OrderedDict()
+        self._ended_applied: OrderedDict[str, set[str]] = OrderedDict()
         self._stale: set[str] = set()  # dropped from memory after a failure; reload them
         self.processed = 0
         self.batches = 0
@@ -365,7 +374,7 @@ class Pipeline:
                 continue
             if cid not in self._ended or (
                     # A segment retried after its conversation ended must be recognised.
-                    isinstance(d.event, p.Segment) and cid not in self._ended_segments):
+                    _key(d.event) is not None and cid not in self._ended_applied):
                 missing.add(cid)
         if missing:
             for stored in await self.store.load_conversations(missing):
@@ -382,24 +391,24 @@ class Pipeline:
 
     def _restore(self, stored: StoredConversation) -> None:
         if stored.meta["status"] != "live":
-            self._remember_ended(stored.meta["id"], stored.segment_ids)
+            self._remember_ended(stored.meta["id"], stored.applied)
             return
-        conv = Conversation.restore(stored.meta, stored.state, stored.segment_ids,
+        conv = Conversation.restore(stored.meta, stored.state, stored.applied,
                                     stored.recent, self.rolling)
         self._fit_states(conv)  # the rules may have changed while it was stored
         self.conversations[conv.id] = conv
         self._schedule(conv)
 
-    def _remember_ended(self, conversation_id: str, segment_ids: set[str]) -> None:
+    def _remember_ended(self, conversation_id: str, applied: set[str]) -> None:
         _remember(self._ended, conversation_id, None, ENDED_MEMORY)
-        _remember(self._ended_segments, conversation_id, segment_ids, ENDED_SEGMENTS_MEMORY)
+        _remember(self._ended_applied, conversation_id, applied, ENDED_APPLIED_MEMORY)
 
     def _forget(self, touched: Collection[str]) -> None:
         """After a failed commit, drop what memory changed; the store is the truth."""
         for cid in touched:
             self.conversations.pop(cid, None)
             self._ended.pop(cid, None)
-            self._ended_segments.pop(cid, None)
+            self._ended_applied.pop(cid, None)
         self._stale.update(touched)
 
     # -- applying one event ------------------------------------------------------------------
@@ -421,8 +430,7 @@ class Pipeline:
         if conv is None:
             if cid in self._ended:
                 if isinstance(event, p.ConversationEnded) or (
-                        isinstance(event, p.Segment)
-                        and event.segment_id in self._ended_segments.get(cid, ())):
+                        _key(event) in self._ended_applied.get(cid, ())):
                     return _ack(event, "duplicate" if getattr(event, "final", True) else "stale")
                 return _error(event, p.ErrorCode.CONVERSATION_ENDED,
                               f"conversation {cid} has ended")
@@ -431,6 +439,11 @@ class Pipeline:
         touched[cid] = conv
         if isinstance(event, p.Segment):
             return self._segment(conv, event, scores, now, batch, outbox)
+        key = _key(event)
+        if key is not None:
+            if key in conv.applied:
+                return _ack(event, "duplicate")
+            conv.applied.add(key)
 
         if isinstance(event, p.ParticipantJoined):
             conv.join(event)
@@ -450,8 +463,9 @@ class Pipeline:
             conv.end(now)
             payload = {"reason": event.reason}
             del self.conversations[cid]
-            self._remember_ended(cid, conv.segment_ids)
-        batch.events.append(EventRow(cid, event.type, payload, now))
+            self._remember_ended(cid, conv.applied)
+        batch.events.append(EventRow(cid, event.type, payload, now,
+                                     getattr(event, "event_id", None)))
         outbox.add(cid, partial(self._to_monitors, conv,
                               {"type": event.type, "conversation_id": cid, "at": now, **payload}))
         self._schedule(conv)  # a transfer can bring the conversation into a clock rule's scope
@@ -459,7 +473,7 @@ class Pipeline:
 
     def _segment(self, conv: Conversation, event: p.Segment, scores: Scores | None, now: float,
                  batch: WriteBatch, outbox: Outbox) -> p.Reply:
-        if event.segment_id in conv.segment_ids:
+        if event.segment_id in conv.applied:
             # A retried final is a duplicate; a partial after its final is stale.
             return _ack(event, "duplicate" if event.final else "stale")
         participant = event.participant_id or conv.default_participant(event.role)

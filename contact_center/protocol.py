@@ -105,17 +105,24 @@ class Participant(Model):
     name: str | None = Field(default=None, max_length=200)
 
 
-class ParticipantJoined(_InConversation):
+class _Keyed(_InConversation):
+    event_id: Id | None = Field(
+        default=None, description="Idempotency key, unique within the conversation: an "
+                                  "event resent with the same event_id is applied once and "
+                                  "acknowledged as a duplicate.")
+
+
+class ParticipantJoined(_Keyed):
     type: Literal["participant.joined"] = "participant.joined"
     participant: Participant
 
 
-class ParticipantLeft(_InConversation):
+class ParticipantLeft(_Keyed):
     type: Literal["participant.left"] = "participant.left"
     participant_id: Id
 
 
-class Transferred(_InConversation):
+class Transferred(_Keyed):
     """Moves the conversation to another agent and/or queue; its live state is kept."""
 
     type: Literal["conversation.transferred"] = "conversation.transferred"
@@ -124,7 +131,7 @@ class Transferred(_InConversation):
     reason: str | None = Field(default=None, max_length=500)
 
 
-class BotHandover(_InConversation):
+class BotHandover(_Keyed):
     type: Literal["bot.handover"] = "bot.handover"
     agent_id: Id
 

@@ -32,6 +32,7 @@ class EventRow:
     type: str
     payload: dict[str, Any]
     at: float
+    event_id: str | None = None  # the connector's idempotency key, if it gave one
 
 
 @dataclass(slots=True)
@@ -76,8 +77,13 @@ class WriteBatch:
 class StoredConversation:
     meta: dict[str, Any]
     state: dict[str, Any]
-    segment_ids: set[str]
+    applied: set[str]  # idempotency keys: segment ids, and event_key() of keyed events
     recent: list[dict[str, Any]]  # recorded transcript entries, for a monitor's catch-up
+
+
+def event_key(event_id: str) -> str:
+    """An event's idempotency key beside segment ids ('#' is never in an id)."""
+    return "#" + event_id
 
 
 @dataclass(slots=True)

@@ -39,7 +39,7 @@ def test_store_writes_are_idempotent_and_load_back(backend: str, tmp_path: Path)
             await store.write(batch)
             await store.write(batch)  # a replayed batch changes nothing
             [loaded] = await store.load_conversations(None)
-            assert loaded.segment_ids == {"s1", "s2"}
+            assert loaded.applied == {"s1", "s2"}
             assert loaded.state == {"next_seq": 3}
             assert [t["segment_id"] for t in loaded.recent] == ["s1", "s2"]
             ended = META | {"status": "ended", "ended_at": 3.0}

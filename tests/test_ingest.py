@@ -14,7 +14,7 @@ from analytics.scoring import score
 from contact_center.app import create_app
 from contact_center.conversation import Conversation
 from contact_center.settings import Settings
-from tests.conftest import ANGRY, Connector, Stored, auth, make_store
+from tests.conftest import ANGRY, Connector, Stored, Users, auth, make_store
 
 
 def test_hello_then_ack_with_scores(ingest: Connector) -> None:
@@ -302,3 +302,47 @@ def test_full_pipeline_answers_overloaded_over_rest_in_order(tmp_path, connector
         first.join(10)
         assert client.post("/v1/events", headers=h,
                            json={"events": events[2:]}).status_code == 200
+
+
+def test_keyed_events_apply_once(client: TestClient, ingest: Connector, stored: Stored,
+                                 users: Users) -> None:
+    """A transfer, hand-over or participant event resent with its event_id is a duplicate:
+    counted once, stored once, also after the conversation ended."""
+    manager = auth(users.token("CallCenterManager"))
+    ingest.start("k1", agent_id=None)
+    transfer = {"type": "conversation.transferred", "conversation_id": "k1",
+                "to_queue": "retention", "event_id": "t-1"}
+    handover = {"type": "bot.handover", "conversation_id": "k1", "agent_id": "ann",
+                "event_id": "h-1"}
+    joined = {"type": "participant.joined", "conversation_id": "k1", "event_id": "j-1",
+              "participant": {"id": "sup-1", "role": "agent"}}
+    for event in (transfer, handover, joined):
+        assert ingest.send(event)["status"] == "accepted"
+        assert ingest.send(event)["status"] == "duplicate"
+    # The same key on a segment id space does not collide: ids and event keys differ.
+    assert ingest.say("k1", "t-1", "hello")["status"] == "accepted"
+    unkeyed = {"type": "conversation.transferred", "conversation_id": "k1", "to_queue": "x"}
+    assert ingest.send(unkeyed)["status"] == "accepted"
+    assert ingest.send(unkeyed)["status"] == "accepted"  # no key: applied each time
+    live = client.get("/v1/live/conversations/k1", headers=manager).json()
+    assert live["transfers"] == 3 and live["agent_id"] == "ann"
+    ingest.end("k1")
+    for event in (transfer, handover, joined):
+        assert ingest.send(event)["status"] == "duplicate"
+    assert ingest.send(transfer | {"event_id": "t-2"})["code"] == "conversation_ended"
+    assert sorted(stored.rows("SELECT event_id FROM conversation_events "
+                              "WHERE event_id IS NOT NULL")) == [("h-1",), ("j-1",), ("t-1",)]
+
+
+def test_keyed_events_are_recognised_after_a_restart(tmp_path, backend: str,
+                                                     connector_token: str) -> None:
+    settings = Settings(database=tmp_path / "cc.db")
+    transfer = {"type": "conversation.transferred", "conversation_id": "r1",
+                "to_queue": "retention", "event_id": "t-1"}
+    for expected in ("accepted", "duplicate"):
+        with TestClient(create_app(settings, make_store(backend, tmp_path))) as client, \
+                client.websocket_connect("/v1/ingest", headers=auth(connector_token)) as ws:
+            c = Connector(ws)
+            if expected == "accepted":
+                c.start("r1")
+            assert c.send(transfer)["status"] == expected

@@ -23,6 +23,7 @@ from contact_center.store import (
     User,
     WriteBatch,
     agent_assignments,
+    event_key,
 )
 
 # Each entry upgrades the schema by one version; never edit a shipped one, add another.
@@ -104,6 +105,11 @@ MIGRATIONS: list[str] = [
         created_at double precision NOT NULL,
         revoked boolean NOT NULL DEFAULT false
     );
+    """,
+    """
+    ALTER TABLE conversation_events ADD COLUMN event_id text;
+    CREATE INDEX events_keyed ON conversation_events (conversation_id)
+        WHERE event_id IS NOT NULL;
     """,
 ]
 _MIGRATION_LOCK = 7_303_001  # advisory lock id: one migrator at a time
@@ -201,9 +207,10 @@ class PostgresStore:
                     for s in batch.segments])
             if batch.events:
                 await db.executemany(
-                    "INSERT INTO conversation_events (conversation_id, type, payload, at) "
-                    "VALUES ($1, $2, $3, $4)",
-                    [(e.conversation_id, e.type, e.payload, e.at) for e in batch.events])
+                    "INSERT INTO conversation_events (conversation_id, type, payload, at, "
+                    "event_id) VALUES ($1, $2, $3, $4, $5)",
+                    [(e.conversation_id, e.type, e.payload, e.at, e.event_id)
+                     for e in batch.events])
             if batch.alerts:
                 await db.executemany(
                     "INSERT INTO alerts (id, conversation_id, rule_id, rule_version, rule_name,"
@@ -229,7 +236,11 @@ class PostgresStore:
                 return []
             for r in await db.fetch("SELECT conversation_id, segment_id FROM segments "
                                     "WHERE conversation_id = ANY($1)", list(loaded)):
-                loaded[r[0]].segment_ids.add(r[1])
+                loaded[r[0]].applied.add(r[1])
+            for r in await db.fetch("SELECT conversation_id, event_id FROM conversation_events "
+                                    "WHERE conversation_id = ANY($1) AND event_id IS NOT NULL",
+                                    list(loaded)):
+                loaded[r[0]].applied.add(event_key(r[1]))
             live = [cid for cid, c in loaded.items() if c.meta["status"] == "live"]
             recent = await db.fetch(
                 "SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY conversation_id "

@@ -26,6 +26,7 @@ from contact_center.store import (
     User,
     WriteBatch,
     agent_assignments,
+    event_key,
 )
 
 T = TypeVar("T")
@@ -66,7 +67,8 @@ CREATE TABLE IF NOT EXISTS conversation_events (
     conversation_id TEXT NOT NULL,
     type TEXT NOT NULL,
     payload TEXT NOT NULL,
-    at REAL NOT NULL
+    at REAL NOT NULL,
+    event_id TEXT
 );
 CREATE INDEX IF NOT EXISTS events_conversation ON conversation_events(conversation_id);
 CREATE TABLE IF NOT EXISTS alerts (
@@ -125,6 +127,7 @@ ON CONFLICT DO NOTHING
 _ADDED_COLUMNS = [
     ("alerts", "rule_version", "INTEGER NOT NULL DEFAULT 1"),
     ("alerts", "rule_name", "TEXT NOT NULL DEFAULT ''"),
+    ("conversation_events", "event_id", "TEXT"),
 ]
 _CHUNK = 500  # stays under SQLite's bound-parameter limit
 
@@ -325,9 +328,10 @@ def _write(db: sqlite3.Connection, batch: WriteBatch) -> None:
             for s in batch.segments
         ])
         db.executemany(
-            "INSERT INTO conversation_events (conversation_id, type, payload, at) "
-            "VALUES (?, ?, ?, ?)",
-            [(e.conversation_id, e.type, json.dumps(e.payload), e.at) for e in batch.events])
+            "INSERT INTO conversation_events (conversation_id, type, payload, at, event_id) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(e.conversation_id, e.type, json.dumps(e.payload), e.at, e.event_id)
+             for e in batch.events])
         db.executemany(
             "INSERT INTO alerts (id, conversation_id, rule_id, rule_version, rule_name, kind,"
             " severity, reason, raised_at, agent_id, queue, evidence, status)"
@@ -399,7 +403,11 @@ def _load_conversations(db: sqlite3.Connection,
         for r in db.execute(
                 f"SELECT conversation_id, segment_id FROM segments "
                 f"WHERE conversation_id IN ({marks})", chunk):
-            loaded[r[0]].segment_ids.add(r[1])
+            loaded[r[0]].applied.add(r[1])
+        for r in db.execute(
+                f"SELECT conversation_id, event_id FROM conversation_events "
+                f"WHERE conversation_id IN ({marks}) AND event_id IS NOT NULL", chunk):
+            loaded[r[0]].applied.add(event_key(r[1]))
         live = [c for c in chunk if loaded[c].meta["status"] == "live"]
         for cid in live:
             recent = db.execute(
