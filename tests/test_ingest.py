@@ -235,7 +235,7 @@ def test_a_retried_segment_after_the_end_is_a_duplicate(ingest: Connector, clien
     # Also once memory has forgotten it (as after a restart): the store still knows.
     pipeline = client.app.state.pipeline  # type: ignore[attr-defined]
     pipeline._ended.clear()
-    pipeline._ended_segments.clear()
+    pipeline._ended_applied.clear()
     assert ingest.say("d1", "last", "thanks, bye")["status"] == "duplicate"
 
 
