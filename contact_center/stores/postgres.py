@@ -25,6 +25,16 @@ from contact_center.store import (
     agent_assignments,
     event_key,
 )
+from contact_center.stores.rows import (
+    as_alert,
+    as_event,
+    as_hit,
+    as_meta,
+    as_token,
+    as_turn,
+    as_user,
+    like_pattern,
+)
 
 # Each entry upgrades the schema by one version; never edit a shipped one, add another.
 MIGRATIONS: list[str] = [
@@ -230,7 +240,7 @@ class PostgresStore:
             else:
                 rows = await db.fetch("SELECT * FROM conversations WHERE id = ANY($1)",
                                       list(ids))
-            loaded = {r["id"]: StoredConversation(_meta(r), r["state"], set(), [])
+            loaded = {r["id"]: StoredConversation(as_meta(r, _as_is), r["state"], set(), [])
                       for r in rows}
             if not loaded:
                 return []
@@ -248,7 +258,7 @@ class PostgresStore:
                 "AND text IS NOT NULL) s WHERE newest <= $2 ORDER BY conversation_id, seq",
                 live, RECENT_LIMIT)
             for r in recent:
-                loaded[r["conversation_id"]].recent.append(_turn(r))
+                loaded[r["conversation_id"]].recent.append(as_turn(r))
         return list(loaded.values())
 
     # -- rules ------------------------------------------------------------------------
@@ -275,10 +285,11 @@ class PostgresStore:
                        username: str | None = None) -> User | None:
         column, value = ("id", user_id) if user_id is not None else ("username", username)
         row = await self.pool.fetchrow(f"SELECT * FROM users WHERE {column} = $1", value)
-        return None if row is None else _user(row)
+        return None if row is None else as_user(row, _as_is)
 
     async def list_users(self) -> list[User]:
-        return [_user(r) for r in await self.pool.fetch("SELECT * FROM users ORDER BY username")]
+        users = await self.pool.fetch("SELECT * FROM users ORDER BY username")
+        return [as_user(r, _as_is) for r in users]
 
     async def set_disabled(self, username: str, disabled: bool) -> bool:
         status = await self.pool.execute("UPDATE users SET disabled = $1 WHERE username = $2",
@@ -293,10 +304,10 @@ class PostgresStore:
 
     async def find_token(self, prefix: str) -> Token | None:
         row = await self.pool.fetchrow("SELECT * FROM tokens WHERE prefix = $1", prefix)
-        return None if row is None else _token(row)
+        return None if row is None else as_token(row)
 
     async def list_tokens(self, user_id: str) -> list[Token]:
-        return [_token(r) for r in await self.pool.fetch(
+        return [as_token(r) for r in await self.pool.fetch(
             "SELECT * FROM tokens WHERE user_id = $1 ORDER BY created_at", user_id)]
 
     async def revoke_token(self, token_id: str) -> bool:
@@ -319,9 +330,9 @@ class PostgresStore:
                                     "ORDER BY id", conversation_id)
             events = await db.fetch("SELECT type, payload, at FROM conversation_events "
                                     "WHERE conversation_id = $1 ORDER BY id", conversation_id)
-        return {**_meta(row), "turns": [_turn(t) for t in turns],
-                "alerts": [_alert(a) for a in alerts],
-                "events": [{"type": e["type"], "at": e["at"], **e["payload"]} for e in events]}
+        return {**as_meta(row, _as_is), "turns": [as_turn(t) for t in turns],
+                "alerts": [as_alert(a, _as_is) for a in alerts],
+                "events": [as_event(e, _as_is) for e in events]}
 
     async def list_alerts(self, conversation_id: str | None = None,
                           agent_id: str | None = None,
@@ -329,12 +340,12 @@ class PostgresStore:
         where, args = _where((("conversation_id", conversation_id), ("agent_id", agent_id)))
         rows = await self.pool.fetch(f"SELECT * FROM alerts WHERE {where} ORDER BY id DESC "
                                      f"LIMIT ${len(args) + 1}", *args, limit)
-        return [_alert(r) for r in rows]
+        return [as_alert(r, _as_is) for r in rows]
 
     async def search(self, query: SearchQuery) -> list[dict[str, Any]]:
         where, args = ["s.text IS NOT NULL"], list[Any]()
         for term in query.terms:
-            args.append(_like(term))
+            args.append(like_pattern(term))
             where.append(f"s.text ILIKE ${len(args)}")
         for clause, value in (("s.received_at >= {}", query.since),
                               ("s.received_at < {}", query.until),
@@ -348,8 +359,7 @@ class PostgresStore:
             "JOIN conversations c ON c.id = s.conversation_id "
             f"WHERE {' AND '.join(where)} ORDER BY s.received_at DESC, s.seq DESC "
             f"LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}", *args, query.limit, query.offset)
-        return [{"conversation_id": r["conversation_id"], "queue": r["queue"],
-                 "agent_id": r["agent_id"], "channel": r["channel"], **_turn(r)} for r in rows]
+        return [as_hit(r) for r in rows]
 
     async def load_history(self, query: HistoryQuery) -> History:
         where, args = _where((("queue", query.queue),), ranges=(
@@ -387,6 +397,11 @@ class PostgresStore:
             truncated=len(rows) > query.limit, agents_from=agents_from)
 
 
+def _as_is(value: Any) -> Any:
+    """JSON columns arrive decoded (the pool's type codec)."""
+    return value
+
+
 def _where(equal: tuple[tuple[str, Any], ...],
            ranges: tuple[tuple[str, Any], ...] = ()) -> tuple[str, list[Any]]:
     """A WHERE clause of ``column = $n`` (and ``column op $n``) for the values given."""
@@ -407,44 +422,7 @@ def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-def _like(term: str) -> str:
-    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
 
 
-def _meta(row: asyncpg.Record) -> dict[str, Any]:
-    return {"id": row["id"], "channel": row["channel"], "queue": row["queue"],
-            "agent_id": row["agent_id"], "customer": row["customer"],
-            "recording": row["recording"], "attributes": row["attributes"],
-            "status": row["status"], "started_at": row["started_at"],
-            "ended_at": row["ended_at"]}
 
 
-def _turn(row: asyncpg.Record) -> dict[str, Any]:
-    return {"type": "segment", "seq": row["seq"], "segment_id": row["segment_id"],
-            "role": row["role"], "participant_id": row["participant_id"], "text": row["text"],
-            "recorded": row["text"] is not None, "final": True,
-            "scores": {k: row[k] for k in ("neg", "neu", "pos", "compound")},
-            "started_at": row["started_at"], "ended_at": row["ended_at"],
-            "at": row["received_at"], "late": row["late"]}
-
-
-def _alert(row: asyncpg.Record) -> dict[str, Any]:
-    return {"id": row["id"], "conversation_id": row["conversation_id"],
-            "rule_id": row["rule_id"], "rule_version": row["rule_version"],
-            "rule_name": row["rule_name"], "kind": row["kind"], "severity": row["severity"],
-            "reason": row["reason"], "raised_at": row["raised_at"],
-            "agent_id": row["agent_id"], "queue": row["queue"], "evidence": row["evidence"],
-            "status": row["status"]}
-
-
-def _user(row: asyncpg.Record) -> User:
-    return User(id=row["id"], username=row["username"], agent_id=row["agent_id"],
-                profiles=row["profiles"], disabled=row["disabled"],
-                created_at=row["created_at"])
-
-
-def _token(row: asyncpg.Record) -> Token:
-    return Token(id=row["id"], user_id=row["user_id"], prefix=row["prefix"],
-                 digest=row["digest"], label=row["label"], created_at=row["created_at"],
-                 revoked=row["revoked"])

@@ -28,6 +28,16 @@ from contact_center.store import (
     agent_assignments,
     event_key,
 )
+from contact_center.stores.rows import (
+    as_alert,
+    as_event,
+    as_hit,
+    as_meta,
+    as_token,
+    as_turn,
+    as_user,
+    like_pattern,
+)
 
 T = TypeVar("T")
 
@@ -236,13 +246,14 @@ class SQLiteStore:
 
         def q(db: sqlite3.Connection) -> User | None:
             row = db.execute(f"SELECT * FROM users WHERE {column} = ?", (value,)).fetchone()
-            return None if row is None else _user(row)
+            return None if row is None else as_user(row, json.loads)
 
         return await self._auth.run(q)
 
     async def list_users(self) -> list[User]:
         return await self._reader.run(
-            lambda db: [_user(r) for r in db.execute("SELECT * FROM users ORDER BY username")])
+            lambda db: [as_user(r, json.loads)
+                        for r in db.execute("SELECT * FROM users ORDER BY username")])
 
     async def set_disabled(self, username: str, disabled: bool) -> bool:
         cur = await self._writer.run(lambda db: db.execute(
@@ -258,12 +269,12 @@ class SQLiteStore:
     async def find_token(self, prefix: str) -> Token | None:
         def q(db: sqlite3.Connection) -> Token | None:
             row = db.execute("SELECT * FROM tokens WHERE prefix = ?", (prefix,)).fetchone()
-            return None if row is None else _token(row)
+            return None if row is None else as_token(row)
 
         return await self._auth.run(q)
 
     async def list_tokens(self, user_id: str) -> list[Token]:
-        return await self._reader.run(lambda db: [_token(r) for r in db.execute(
+        return await self._reader.run(lambda db: [as_token(r) for r in db.execute(
             "SELECT * FROM tokens WHERE user_id = ? ORDER BY created_at", (user_id,))])
 
     async def revoke_token(self, token_id: str) -> bool:
@@ -288,7 +299,7 @@ class SQLiteStore:
                     args.append(value)
             rows = db.execute(f"SELECT * FROM alerts WHERE {' AND '.join(where)} "
                               "ORDER BY id DESC LIMIT ?", [*args, limit])
-            return [_alert(r) for r in rows]
+            return [as_alert(r, json.loads) for r in rows]
 
         return await self._reader.run(q)
 
@@ -345,46 +356,9 @@ def _write(db: sqlite3.Connection, batch: WriteBatch) -> None:
         raise
 
 
-def _meta(row: sqlite3.Row) -> dict[str, Any]:
-    return {
-        "id": row["id"], "channel": row["channel"], "queue": row["queue"],
-        "agent_id": row["agent_id"], "customer": json.loads(row["customer"]),
-        "recording": row["recording"], "attributes": json.loads(row["attributes"]),
-        "status": row["status"], "started_at": row["started_at"], "ended_at": row["ended_at"],
-    }
 
 
-def _turn(row: sqlite3.Row) -> dict[str, Any]:
-    return {
-        "type": "segment", "seq": row["seq"], "segment_id": row["segment_id"],
-        "role": row["role"], "participant_id": row["participant_id"], "text": row["text"],
-        "recorded": row["text"] is not None, "final": True,
-        "scores": {k: row[k] for k in ("neg", "neu", "pos", "compound")},
-        "started_at": row["started_at"], "ended_at": row["ended_at"],
-        "at": row["received_at"], "late": bool(row["late"]),
-    }
 
-
-def _alert(row: sqlite3.Row) -> dict[str, Any]:
-    return {
-        "id": row["id"], "conversation_id": row["conversation_id"], "rule_id": row["rule_id"],
-        "rule_version": row["rule_version"], "rule_name": row["rule_name"], "kind": row["kind"],
-        "severity": row["severity"], "reason": row["reason"],
-        "raised_at": row["raised_at"], "agent_id": row["agent_id"], "queue": row["queue"],
-        "evidence": json.loads(row["evidence"]), "status": row["status"],
-    }
-
-
-def _user(row: sqlite3.Row) -> User:
-    return User(id=row["id"], username=row["username"], agent_id=row["agent_id"],
-                profiles=json.loads(row["profiles"]), disabled=bool(row["disabled"]),
-                created_at=row["created_at"])
-
-
-def _token(row: sqlite3.Row) -> Token:
-    return Token(id=row["id"], user_id=row["user_id"], prefix=row["prefix"],
-                 digest=row["digest"], label=row["label"], created_at=row["created_at"],
-                 revoked=bool(row["revoked"]))
 
 
 def _load_conversations(db: sqlite3.Connection,
@@ -396,7 +370,7 @@ def _load_conversations(db: sqlite3.Connection,
         for chunk in _chunks(list(ids)):
             rows += db.execute(f"SELECT * FROM conversations WHERE id IN ({_marks(len(chunk))})",
                                chunk).fetchall()
-    loaded = {r["id"]: StoredConversation(_meta(r), json.loads(r["state"]), set(), [])
+    loaded = {r["id"]: StoredConversation(as_meta(r, json.loads), json.loads(r["state"]), set(), [])
               for r in rows}
     for chunk in _chunks(list(loaded)):
         marks = _marks(len(chunk))
@@ -413,7 +387,7 @@ def _load_conversations(db: sqlite3.Connection,
             recent = db.execute(
                 "SELECT * FROM segments WHERE conversation_id = ? AND text IS NOT NULL "
                 "ORDER BY seq DESC LIMIT ?", (cid, RECENT_LIMIT)).fetchall()
-            loaded[cid].recent = [_turn(r) for r in reversed(recent)]
+            loaded[cid].recent = [as_turn(r) for r in reversed(recent)]
     return list(loaded.values())
 
 
@@ -429,10 +403,10 @@ def _get_conversation(db: sqlite3.Connection, conversation_id: str) -> dict[str,
     events = db.execute("SELECT type, payload, at FROM conversation_events "
                         "WHERE conversation_id = ? ORDER BY id", (conversation_id,)).fetchall()
     return {
-        **_meta(row),
-        "turns": [_turn(t) for t in turns],
-        "alerts": [_alert(a) for a in alerts],
-        "events": [{"type": e["type"], "at": e["at"], **json.loads(e["payload"])} for e in events],
+        **as_meta(row, json.loads),
+        "turns": [as_turn(t) for t in turns],
+        "alerts": [as_alert(a, json.loads) for a in alerts],
+        "events": [as_event(e, json.loads) for e in events],
     }
 
 
@@ -474,17 +448,13 @@ def _load_history(db: sqlite3.Connection, q: HistoryQuery) -> History:
         agents_from=agents_from)
 
 
-def _like(term: str) -> str:
-    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
 
 def _search(db: sqlite3.Connection, q: SearchQuery) -> list[dict[str, Any]]:
     where: list[str] = ["s.text IS NOT NULL"]
     args: list[Any] = []
     for term in q.terms:
         where.append("s.text LIKE ? ESCAPE '\\'")
-        args.append(_like(term))
+        args.append(like_pattern(term))
     for clause, value in (("s.received_at >= ?", q.since), ("s.received_at < ?", q.until),
                           ("c.queue = ?", q.queue), ("c.agent_id = ?", q.agent_id),
                           ("s.role = ?", q.role)):
@@ -496,5 +466,4 @@ def _search(db: sqlite3.Connection, q: SearchQuery) -> list[dict[str, Any]]:
         "JOIN conversations c ON c.id = s.conversation_id "
         f"WHERE {' AND '.join(where)} ORDER BY s.received_at DESC, s.seq DESC LIMIT ? OFFSET ?",
         [*args, q.limit, q.offset]).fetchall()
-    return [{"conversation_id": r["conversation_id"], "queue": r["queue"],
-             "agent_id": r["agent_id"], "channel": r["channel"], **_turn(r)} for r in rows]
+    return [as_hit(r) for r in rows]
