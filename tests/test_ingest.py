@@ -234,8 +234,8 @@ def test_a_retried_segment_after_the_end_is_a_duplicate(ingest: Connector, clien
     assert ingest.say("d1", "new", "one more thing")["code"] == "conversation_ended"
     # Also once memory has forgotten it (as after a restart): the store still knows.
     pipeline = client.app.state.pipeline  # type: ignore[attr-defined]
-    pipeline._ended.clear()
-    pipeline._ended_applied.clear()
+    pipeline.applier._ended.clear()
+    pipeline.applier._ended_applied.clear()
     assert ingest.say("d1", "last", "thanks, bye")["status"] == "duplicate"
 
 

@@ -1,0 +1,393 @@
+"""The pipeline's logic: applies events to live conversation state and decides what to
+store, what to answer and what to publish. No I/O: the runner (`pipeline.py`) loads what
+is missing, scores, commits the `Effects`, then answers and publishes them; a worker of
+the scale-out deployment does the same over other I/O.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import secrets
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from analytics.rolling import RollingConfig
+from analytics.rules import RuleSet, Trigger, deadlines, due, evaluate
+from analytics.scoring import Scores
+from contact_center import protocol as p
+from contact_center.conversation import Conversation
+from contact_center.store import (
+    AlertRow,
+    EventRow,
+    SegmentRow,
+    StoredConversation,
+    WriteBatch,
+    event_key,
+)
+from monitoring.recording import records
+
+log = logging.getLogger(__name__)
+V = TypeVar("V")
+
+ENDED_MEMORY = 50_000  # ended conversation ids remembered to answer late events fast
+ENDED_APPLIED_MEMORY = 1_000  # ... and the idempotency keys of the latest ones, for retries
+ALERTS_TOPIC = "alerts"
+LIVE_TOPIC = "live"
+
+
+def conversation_topic(conversation_id: str) -> str:
+    return f"conversation:{conversation_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A live message to publish once its batch is committed."""
+
+    conversation_id: str
+    topic: str
+    body: dict[str, Any]
+    keep: bool = False  # also kept in the conversation's recent entries (monitor catch-up)
+    match: dict[str, Any] | None = None  # what subscribers filter on (alerts)
+
+
+@dataclass(slots=True)
+class Effects:
+    """What applying a batch decided: rows to commit, then messages to publish."""
+
+    batch: WriteBatch = field(default_factory=WriteBatch)
+    messages: list[Message] = field(default_factory=list)
+    touched: dict[str, Conversation] = field(default_factory=dict)
+
+    def to_monitors(self, conv: Conversation, body: dict[str, Any], keep: bool = True) -> None:
+        self.messages.append(Message(conv.id, conversation_topic(conv.id), body, keep))
+
+    def drop(self, conversation_ids: set[str]) -> None:
+        """Forget everything these conversations would have written or published."""
+        self.batch.drop(conversation_ids)
+        self.messages = [m for m in self.messages if m.conversation_id not in conversation_ids]
+        for cid in conversation_ids:
+            self.touched.pop(cid, None)
+
+    def save_state(self, now: float) -> None:
+        """Add the touched conversations' state to the batch."""
+        for conv in self.touched.values():
+            self.batch.conversations[conv.id] = (conv.metadata() | {"updated_at": now},
+                                                 conv.snapshot())
+
+
+def _ack(event: p.Event, status: p.AckStatus = "accepted", **extra: Any) -> p.Ack:
+    return p.Ack(ref=event.ref, event=event.type, status=status,
+                 conversation_id=conversation_of(event),
+                 segment_id=getattr(event, "segment_id", None), **extra)
+
+
+def error_reply(event: p.Event, code: p.ErrorCode, message: str) -> p.ErrorReply:
+    return p.ErrorReply(ref=event.ref, code=code, message=message,
+                        conversation_id=conversation_of(event),
+                        segment_id=getattr(event, "segment_id", None))
+
+
+def _remember(memory: OrderedDict[str, V], key: str, value: V, limit: int) -> None:
+    """Insert as the newest entry, forgetting the oldest beyond ``limit``."""
+    memory[key] = value
+    memory.move_to_end(key)
+    while len(memory) > limit:
+        memory.popitem(last=False)
+
+
+def _as_recorded(recording: str, trigger: Trigger, evidence: dict[str, Any]
+                 ) -> tuple[dict[str, Any], str | None]:
+    """Evidence as it may be stored: words of unrecorded roles (segment text, matched
+    phrases and signals) are left out, and so is a reason that quotes them."""
+    stored = dict(evidence)
+    stored["segments"] = [s if records(recording, s["role"]) else {**s, "text": None}
+                          for s in evidence["segments"]]
+    unrecorded = [t.role for t in trigger.turns if not records(recording, t.role)]
+    if (trigger.matched or trigger.signals) and unrecorded:
+        stored["matched"], stored["signals"] = [], {k: [] for k in trigger.signals}
+        return stored, f"{unrecorded[0]} turn matched {trigger.rule.kind} rule (not recorded)"
+    return stored, None
+
+
+def _key(event: p.Event) -> str | None:
+    """The event's idempotency key: a segment's id, or a keyed event's event_id."""
+    if isinstance(event, p.Segment):
+        return event.segment_id
+    event_id = getattr(event, "event_id", None)
+    return None if event_id is None else event_key(event_id)
+
+
+def conversation_of(event: p.Event) -> str:
+    if isinstance(event, p.ConversationStarted):
+        return event.conversation.id
+    return event.conversation_id
+
+
+class Applier:
+    """Live conversations and what the rules remember of them; applies events."""
+
+    def __init__(self, rules: RuleSet, rolling: RollingConfig,
+                 on_earlier_timer: Callable[[], None] = lambda: None) -> None:
+        self.rules, self.rolling = rules, rolling
+        self.conversations: dict[str, Conversation] = {}
+        self.timers: list[tuple[float, str]] = []  # (when, conversation id): clock rules
+        self.stale: set[str] = set()  # dropped from memory after a failure; reload them
+        self._ended: OrderedDict[str, None] = OrderedDict()
+        self._ended_applied: OrderedDict[str, set[str]] = OrderedDict()
+        self._last_alert_ms = 0
+        self._on_earlier_timer = on_earlier_timer
+
+    # -- what to load, restoring, forgetting -------------------------------------------------
+
+    def missing(self, events: Iterable[p.Event]) -> set[str]:
+        """Conversations to load from the store before these events can be applied."""
+        missing = set(self.stale)
+        for event in events:
+            cid = conversation_of(event)
+            if cid in self.conversations:
+                continue
+            if cid not in self._ended or (
+                    # A retry after its conversation ended must be recognised.
+                    _key(event) is not None and cid not in self._ended_applied):
+                missing.add(cid)
+        return missing
+
+    def restore(self, stored: StoredConversation) -> None:
+        if stored.meta["status"] != "live":
+            self._remember_ended(stored.meta["id"], stored.applied)
+            return
+        conv = Conversation.restore(stored.meta, stored.state, stored.applied,
+                                    stored.recent, self.rolling)
+        self._fit_states(conv)  # the rules may have changed while it was stored
+        self.conversations[conv.id] = conv
+        self.schedule(conv)
+
+    def _remember_ended(self, conversation_id: str, applied: set[str]) -> None:
+        _remember(self._ended, conversation_id, None, ENDED_MEMORY)
+        _remember(self._ended_applied, conversation_id, applied, ENDED_APPLIED_MEMORY)
+
+    def forget(self, conversation_ids: Collection[str]) -> None:
+        """After a failed commit, drop what memory changed; the store is the truth."""
+        for cid in conversation_ids:
+            self.conversations.pop(cid, None)
+            self._ended.pop(cid, None)
+            self._ended_applied.pop(cid, None)
+        self.stale.update(conversation_ids)
+
+    # -- rules and clock rules -------------------------------------------------------------
+
+    def set_rules(self, rules: RuleSet) -> list[Conversation]:
+        """Apply a new rule set from the next event on (clock rules: at once, to customers
+        already waiting); returns the conversations whose rule state changed. A rule keeps
+        its state per conversation (cooldown, hysteresis) across edits, except: a deleted
+        rule's state is dropped, a rule that changes kind starts afresh, and a disabled
+        rule forgets a streak in progress (turns it did not see cannot continue one)."""
+        self.rules = rules
+        self.timers.clear()
+        changed = [conv for conv in self.conversations.values() if self._fit_states(conv)]
+        for conv in self.conversations.values():
+            self.schedule(conv)
+        self._on_earlier_timer()
+        return changed
+
+    def _fit_states(self, conv: Conversation) -> bool:
+        """Make a conversation's rule state fit the rules in force; whether it changed."""
+        changed = False
+        for rule_id, state in list(conv.rule_states.items()):
+            rule = self.rules.get(rule_id)
+            if rule is None or rule.kind != state.kind:
+                del conv.rule_states[rule_id]
+                changed = True
+            elif not rule.enabled and (state.breaches or state.bot_failures):
+                state.breaches.clear()
+                state.bot_failures.clear()
+                changed = True
+        return changed
+
+    def schedule(self, conv: Conversation) -> None:
+        if conv.status != "live":
+            return
+        pending = deadlines(self.rules, conv.rule_states, conv)
+        if pending:
+            earlier = not self.timers or pending[0] < self.timers[0][0]
+            heapq.heappush(self.timers, (pending[0], conv.id))
+            if earlier:
+                self._on_earlier_timer()
+
+    def fire_due(self, now: float, effects: Effects) -> list[Conversation]:
+        """Raise the clock rules' alerts due at ``now``; returns the conversations whose
+        timers fired (to schedule again once committed)."""
+        due_ids: dict[str, None] = {}
+        while self.timers and self.timers[0][0] <= now:
+            due_ids[heapq.heappop(self.timers)[1]] = None
+        fired = []
+        for cid in due_ids:
+            conv = self.conversations.get(cid)
+            if conv is None:
+                continue
+            fired.append(conv)
+            for trigger in due(self.rules, conv.rule_states, conv, now, conv.last_customer_turn):
+                self._raise(conv, trigger, now, effects)
+                effects.touched[cid] = conv
+        return fired
+
+    # -- applying a batch ---------------------------------------------------------------------
+
+    def apply_all(self, events: list[tuple[p.Event, float, Scores | None, set[str]]],
+                  effects: Effects) -> list[p.Reply]:
+        """Apply events (each with its received time, scores, and its source's refused
+        conversations); one conversation's failure stays its own."""
+        replies: list[p.Reply] = []
+        failed: set[str] = set()
+        for event, received_at, scores, refused in events:
+            cid = conversation_of(event)
+            if cid in refused:
+                replies.append(error_reply(event, p.ErrorCode.UNAVAILABLE,
+                                      "an earlier event of this conversation from this "
+                                      "connection was not applied; resend from that one"))
+                continue
+            try:
+                replies.append(self.apply(event, received_at, scores, effects))
+            except Exception:
+                log.exception("applying %s failed", event.type)
+                failed.add(cid)
+                replies.append(p.ErrorReply(code=p.ErrorCode.INTERNAL_ERROR, message=""))
+        if failed:
+            effects.drop(failed)
+            self.forget(failed)
+            for event, _, _, refused in events:
+                if conversation_of(event) in failed:
+                    refused.add(conversation_of(event))
+            replies = [error_reply(e[0], p.ErrorCode.INTERNAL_ERROR, "internal error; no event of "
+                              "this conversation in its batch was applied")
+                       if conversation_of(e[0]) in failed else reply
+                       for e, reply in zip(events, replies, strict=True)]
+        return replies
+
+    def apply(self, event: p.Event, now: float, scores: Scores | None,
+              effects: Effects) -> p.Reply:
+        """Apply one event to memory, adding what to store and publish to ``effects``."""
+        batch, touched = effects.batch, effects.touched
+        cid = conversation_of(event)
+        if isinstance(event, p.ConversationStarted):
+            if cid in self.conversations or cid in self._ended:
+                return _ack(event, "duplicate")
+            started = Conversation.start(event, now, self.rolling)
+            self.conversations[cid] = touched[cid] = started
+            batch.events.append(EventRow(cid, event.type, {"agent_id": started.agent_id,
+                                                           "queue": started.queue}, now))
+            return _ack(event)
+
+        conv = self.conversations.get(cid)
+        if conv is None:
+            if cid in self._ended:
+                if isinstance(event, p.ConversationEnded) or (
+                        _key(event) in self._ended_applied.get(cid, ())):
+                    return _ack(event, "duplicate" if getattr(event, "final", True) else "stale")
+                return error_reply(event, p.ErrorCode.CONVERSATION_ENDED,
+                              f"conversation {cid} has ended")
+            return error_reply(event, p.ErrorCode.UNKNOWN_CONVERSATION,
+                          f"conversation {cid} was never started")
+        touched[cid] = conv
+        if isinstance(event, p.Segment):
+            return self._segment(conv, event, scores, now, effects)
+        key = _key(event)
+        if key is not None:
+            if key in conv.applied:
+                return _ack(event, "duplicate")
+            conv.applied.add(key)
+
+        if isinstance(event, p.ParticipantJoined):
+            conv.join(event)
+            payload: dict[str, Any] = {"participant": event.participant.model_dump()}
+        elif isinstance(event, p.ParticipantLeft):
+            conv.leave(event)
+            payload = {"participant_id": event.participant_id}
+        elif isinstance(event, p.Transferred):
+            payload = {"from_agent_id": conv.agent_id, "from_queue": conv.queue,
+                       "to_agent_id": event.to_agent_id, "to_queue": event.to_queue,
+                       "reason": event.reason}
+            conv.transfer(event)
+        elif isinstance(event, p.BotHandover):
+            payload = {"agent_id": event.agent_id}
+            conv.handover(event)
+        else:  # ConversationEnded
+            conv.end(now)
+            payload = {"reason": event.reason}
+            del self.conversations[cid]
+            self._remember_ended(cid, conv.applied)
+        batch.events.append(EventRow(cid, event.type, payload, now,
+                                     getattr(event, "event_id", None)))
+        effects.to_monitors(conv, {"type": event.type, "conversation_id": cid, "at": now,
+                                   **payload})
+        self.schedule(conv)  # a transfer can bring the conversation into a clock rule's scope
+        return _ack(event)
+
+    def _segment(self, conv: Conversation, event: p.Segment, scores: Scores | None, now: float,
+                 effects: Effects) -> p.Reply:
+        if event.segment_id in conv.applied:
+            # A retried final is a duplicate; a partial after its final is stale.
+            return _ack(event, "duplicate" if event.final else "stale")
+        participant = event.participant_id or conv.default_participant(event.role)
+        if not event.final:
+            conv.counts["partial"] += 1
+            effects.to_monitors(conv, {
+                "type": "segment", "conversation_id": conv.id, "segment_id": event.segment_id,
+                "role": event.role, "participant_id": participant, "text": event.text,
+                "final": False, "at": now}, keep=False)
+            return _ack(event)
+        assert scores is not None
+        turn, late = conv.add_final(event, scores, now)
+        seq = conv.take_seq()
+        kept = records(conv.recording, event.role)
+        effects.batch.segments.append(SegmentRow(
+            conversation_id=conv.id, segment_id=event.segment_id, seq=seq, role=event.role,
+            participant_id=turn.participant_id, text=event.text if kept else None,
+            scores=scores.as_dict(),
+            started_at=event.started_at.timestamp() if event.started_at else None,
+            ended_at=event.ended_at.timestamp() if event.ended_at else None,
+            received_at=now, late=late))
+        effects.to_monitors(conv, {
+            "type": "segment", "conversation_id": conv.id, "seq": seq,
+            "segment_id": event.segment_id, "role": event.role,
+            "participant_id": turn.participant_id, "text": event.text, "recorded": kept,
+            "final": True, "scores": scores.as_dict(), "at": now, "late": late})
+        for trigger in evaluate(self.rules, conv.rule_states, turn, conv):
+            self._raise(conv, trigger, now, effects)
+        self.schedule(conv)
+        return _ack(event, scores=scores.as_dict(), late=late)
+
+    def _new_alert_id(self, now: float) -> str:
+        """Sortable and unguessable: strictly increasing milliseconds, then 64 random bits."""
+        self._last_alert_ms = max(int(now * 1000), self._last_alert_ms + 1)
+        return f"{self._last_alert_ms:012x}{secrets.token_hex(8)}"
+
+    def _raise(self, conv: Conversation, trigger: Trigger, now: float,
+               effects: Effects) -> None:
+        conv.alerts += 1
+        rule = trigger.rule
+        evidence: dict[str, Any] = {
+            "rule": rule.model_dump(mode="json"), "metric": trigger.metric,
+            "window": None if trigger.window is None else list(trigger.window),
+            "matched": list(trigger.matched), "signals": trigger.signals,
+            "segments": [t.evidence() for t in trigger.turns]}
+        alert: dict[str, Any] = {
+            "id": self._new_alert_id(now), "conversation_id": conv.id, "rule_id": rule.id,
+            "rule_version": rule.version, "rule_name": rule.name, "kind": rule.kind,
+            "severity": rule.severity, "reason": trigger.reason, "raised_at": now,
+            "agent_id": conv.agent_id, "queue": conv.queue, "status": "open",
+            "evidence": evidence,
+        }
+        stored, reason = _as_recorded(conv.recording, trigger, evidence)
+        effects.batch.alerts.append(AlertRow(
+            id=alert["id"], conversation_id=conv.id, rule_id=rule.id, rule_version=rule.version,
+            rule_name=rule.name, kind=rule.kind, severity=rule.severity,
+            reason=reason or trigger.reason, raised_at=now, agent_id=conv.agent_id,
+            queue=conv.queue, evidence=stored))
+        message = {"type": "alert", "alert": alert}
+        effects.to_monitors(conv, message)
+        effects.messages.append(Message(conv.id, ALERTS_TOPIC, message, match={
+            "agent_id": conv.agent_id, "queue": conv.queue}))
