@@ -27,7 +27,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from analytics.backtest import backtest, reads_words, run  # noqa: E402
+from analytics.backtest import backtest, run  # noqa: E402
 from analytics.quality import load_corpus  # noqa: E402
 from analytics.rolling import RollingConfig  # noqa: E402
 from analytics.rules import (  # noqa: E402
@@ -104,11 +104,11 @@ async def measure(path: Path, repeat: int) -> list[dict[str, Any]]:
     rows = []
     try:
         for rule, current in RULES:
-            words = reads_words(rule) or (current is not None and reads_words(current))
             best: dict[str, float] = {}
             for _ in range(repeat):
                 t0 = time.perf_counter()
-                history = await store.load_history(HistoryQuery(with_text=words, limit=10**6))
+                # As the API loads it with its default 5 samples: with the recorded words.
+                history = await store.load_history(HistoryQuery(with_text=True, limit=10**6))
                 t1 = time.perf_counter()
                 result = backtest(rule, history, rolling, current)
                 t2 = time.perf_counter()

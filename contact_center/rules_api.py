@@ -255,7 +255,9 @@ async def run_backtest(request: Request, body: BacktestRequest,
     query = HistoryQuery(
         since=body.since.timestamp() if body.since else None,
         until=body.until.timestamp() if body.until else None, queue=body.queue,
-        with_text=reads_words(rule) or (current is not None and reads_words(current)),
+        # Words for the rules that read them, and for the samples' evidence.
+        with_text=(body.samples > 0 or reads_words(rule)
+                   or (current is not None and reads_words(current))),
         with_agents=any(isinstance(r, HumanRequestedRule) for r in (rule, current)),
         limit=body.max_conversations)
     async with request.app.state.backtest_lock:  # one at a time: each takes a core

@@ -14,7 +14,7 @@ from analytics.default_rules import DEFAULT_RULES
 from analytics.quality import load_corpus
 from analytics.rolling import RollingConfig
 from contact_center.store import HistoryQuery
-from tests.conftest import Connector, Users, auth, make_store
+from tests.conftest import ANGRY, Connector, Users, auth, make_store
 
 SAMPLE = Path(__file__).resolve().parents[1] / "contact_center" / "samples" / \
     "conversations.jsonl"
@@ -181,3 +181,15 @@ def test_samples_say_when_and_who(ingest: Connector, client: TestClient,
         "rule": draft, "since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"})
     assert inverted.status_code == 422
     assert inverted.json()["details"][0]["loc"] == ["body", "until"]
+
+
+def test_samples_of_a_score_rule_show_recorded_words(
+        ingest: Connector, client: TestClient, admin: dict[str, str]) -> None:
+    ingest.start("v1", recording="all")
+    ingest.say("v1", "1", ANGRY[0])
+    ingest.start("v2", recording="none")
+    ingest.say("v2", "1", ANGRY[1])
+    result = backtest(client, admin, rule_id="very-negative-turn")
+    texts = {s["conversation_id"]: s["segments"][0]["text"] for s in result["samples"]}
+    assert texts == {"v1": ANGRY[0], "v2": None}
+    assert result["conversations_judged"] == 2  # scores are kept under every policy
