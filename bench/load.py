@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import json
+import os
 import platform
 import socket
 import sqlite3
@@ -23,9 +25,11 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx2 as httpx
 from websockets.asyncio.client import connect
 
@@ -53,7 +57,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
-def cli(db: Path, *args: str) -> str:
+def cli(db: str, *args: str) -> str:
     return subprocess.run([sys.executable, "-m", "contact_center", *args, "--db", str(db)],
                           check=True, capture_output=True, text=True, cwd=ROOT).stdout.strip()
 
@@ -150,8 +154,45 @@ async def run(args: argparse.Namespace, base: str, token: str, watcher: str) -> 
                                if alert_latency else None},
         "errors": len(errors), "text_pool": len(texts),
         "machine": f"{platform.machine()}, {platform.python_version()}, "
-                   f"{len(__import__('os').sched_getaffinity(0))} cores",
+                   f"{len(os.sched_getaffinity(0))} cores",
     }
+
+
+@contextlib.contextmanager
+def throwaway_database(server: str | None) -> Iterator[str | None]:
+    """A new database on ``server`` for this run, dropped after (None: no server)."""
+    if server is None:
+        yield None
+        return
+    name = f"cc_bench_{os.getpid()}"
+
+    async def admin(sql: str) -> None:
+        connection = await asyncpg.connect(server)
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.rsplit("/", 1)[0] + "/" + name
+    finally:
+        asyncio.run(admin(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+def count(db: str, table: str) -> int:
+    if not db.startswith("postgresql://"):
+        with sqlite3.connect(db) as conn:
+            return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+    async def fetch() -> int:
+        connection = await asyncpg.connect(db)
+        try:
+            return int(await connection.fetchval(f"SELECT count(*) FROM {table}"))
+        finally:
+            await connection.close()
+
+    return asyncio.run(fetch())
 
 
 def main() -> None:
@@ -162,13 +203,18 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--window", type=int, default=64, help="unanswered events per socket")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON report here")
+    parser.add_argument("--postgres", default=None, metavar="URL",
+                        help="store in a throwaway database on this PostgreSQL server "
+                             "(e.g. postgresql://postgres@127.0.0.1:5432/postgres) "
+                             "instead of SQLite")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp, socket.socket() as s:
+    with tempfile.TemporaryDirectory() as tmp, socket.socket() as s, \
+            throwaway_database(args.postgres) as postgres:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
         s.close()
-        db = Path(tmp) / "bench.db"
+        db = postgres or str(Path(tmp) / "bench.db")
         server = subprocess.Popen(
             [sys.executable, "-m", "contact_center", "serve", "--port", str(port),
              "--db", str(db)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
@@ -188,9 +234,10 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(15)
-        with sqlite3.connect(db) as conn:  # every ack must be in the database
-            report["stored_segments"] = conn.execute("SELECT count(*) FROM segments").fetchone()[0]
-            report["stored_alerts"] = conn.execute("SELECT count(*) FROM alerts").fetchone()[0]
+        # Every ack must be in the database.
+        report["stored_segments"] = count(db, "segments")
+        report["stored_alerts"] = count(db, "alerts")
+        report["store"] = "postgresql" if postgres else "sqlite"
     print(json.dumps(report, indent=2))
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
