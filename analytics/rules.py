@@ -21,6 +21,7 @@ from analytics import signals
 from analytics.rolling import RollingSentiment
 from analytics.scoring import Scores
 from analytics.signals import Signal
+from contact_center.protocol import has_nul
 
 Role = Literal["customer", "agent", "bot"]
 Severity = Literal["low", "medium", "high"]
@@ -54,6 +55,13 @@ class Scope(BaseModel):
 
 class _RuleBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        if has_nul(data):  # no store keeps a NUL character (PostgreSQL refuses it)
+            raise ValueError("a rule must not contain NUL characters (\\u0000)")
+        return data
 
     id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
     version: int = Field(default=1, ge=1, description="Bumped by the server on every change.")

@@ -181,7 +181,7 @@ def throwaway_database(server: str | None) -> Iterator[str | None]:
 
 
 def count(db: str, table: str) -> int:
-    if not db.startswith("postgresql://"):
+    if "://" not in db:
         with sqlite3.connect(db) as conn:
             return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 

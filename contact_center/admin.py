@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from contact_center.protocol import Model
 from contact_center.store import User
 from monitoring.auth import create_user, issue_token, require
 from monitoring.permissions import Permission, Principal, permissions_of
@@ -21,7 +22,7 @@ async def me(principal: Principal = require()) -> dict[str, Any]:
             "profiles": list(principal.profiles), "permissions": sorted(principal.permissions)}
 
 
-class NewUser(BaseModel):
+class NewUser(Model):
     username: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
     profiles: list[str] = Field(min_length=1)
     agent_id: str | None = Field(default=None, max_length=128)
@@ -52,7 +53,7 @@ async def add_user(request: Request, body: NewUser,
     return _public(user)
 
 
-class UserChange(BaseModel):
+class UserChange(Model):
     disabled: bool
 
 
@@ -67,7 +68,7 @@ async def change_user(request: Request, username: str, change: UserChange,
     return _public(await store.get_user(username=username))
 
 
-class NewToken(BaseModel):
+class NewToken(Model):
     label: str = Field(default="", max_length=100)
 
 

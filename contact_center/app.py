@@ -79,6 +79,27 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
+class RefuseNul:
+    """Refuses a URL holding a NUL character (``%00``): no store can keep or look one up
+    (PostgreSQL refuses it), so it gets a 422 ``validation_error``, never a 500."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and (
+                b"%00" in scope.get("raw_path", b"") or "\x00" in scope.get("path", "")
+                or b"%00" in scope.get("query_string", b"")):
+            body = {"type": "error", "code": "validation_error",
+                    "message": "URLs must not contain NUL characters (%00)"}
+            if scope["type"] == "http":
+                await JSONResponse(body, status_code=422)(scope, receive, send)
+            else:
+                await send({"type": "websocket.close", "code": 1008})
+            return
+        await self.app(scope, receive, send)
+
+
 def _report_stopped_runner(runner: asyncio.Task[None]) -> None:
     if not runner.cancelled():
         log.critical("the pipeline stopped: %r; /healthz now answers 503", runner.exception())
@@ -91,6 +112,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await store.open()
+        await store.claim_pipeline()
         hub = Hub(settings.subscriber_queue_size)
         bus = InMemoryBus(settings.bus_queue_size)
         scorer = Scorer(load_overlay(settings.lexicon_overlay)
@@ -130,6 +152,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.include_router(admin.router)
 
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(RefuseNul)
 
     @app.get("/healthz", tags=["operations"])
     async def health(request: Request) -> JSONResponse:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -50,10 +51,11 @@ def _with_store(database: str, work: Callable[[Store], Awaitable[T]],
             "first, or point --db (or CC_DATABASE) at its database")
 
     async def run() -> T:
-        store = open_store(database)
         try:
+            store = open_store(database)
             await store.open()
-        except (OSError, asyncpg.PostgresError) as exc:
+        except (OSError, ValueError, RuntimeError, asyncpg.PostgresError,
+                sqlite3.DatabaseError) as exc:
             raise click.ClickException(f"cannot open the database {_shown(database)}: {exc}"
                                        ) from None
         try:
@@ -91,7 +93,7 @@ def main() -> None:
                                  "(see docs/rules.md) [default: $CC_LEXICON_OVERLAY, none]")
 def serve(host: str | None, port: int | None, database: str | None,
           rules_file: Path | None, lexicon_overlay: Path | None) -> None:
-    """Run the service (embedded: one process, SQLite)."""
+    """Run the service: one process, on SQLite (a file) or PostgreSQL (a URL)."""
     import uvicorn
 
     from contact_center.app import create_app
@@ -114,9 +116,9 @@ def serve(host: str | None, port: int | None, database: str | None,
     if created:
         click.echo("First start: created user 'admin' with the Admin profile.")
     click.echo("Get an admin API token with:  contact-center tokens create admin "
-               f"--db {settings.database}")
+               f"--db {_shown(settings.database)}")
     click.echo(f"Send demo traffic with:       contact-center simulate --url {base} "
-               f"--db {settings.database}")
+               f"--db {_shown(settings.database)}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("uvicorn.error").addFilter(_refusals_are_not_errors)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
@@ -125,14 +127,17 @@ def serve(host: str | None, port: int | None, database: str | None,
 
 
 def _shown(database: str) -> str:
-    """A database for messages: a URL without its password."""
+    """A database for messages: a URL without its password (in it or its query)."""
     if not is_postgres(database):
         return database
     parts = urllib.parse.urlsplit(database)
-    if parts.password is None:
-        return database
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@")
+    query = urllib.parse.urlencode(
+        [(k, "***" if k == "password" else v)
+         for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)], safe="*")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 @main.command()

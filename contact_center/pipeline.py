@@ -194,6 +194,9 @@ class Pipeline:
                           len(effects.touched))
             self.applier.forget(effects.touched)
             await self._reload_stale()  # reloaded conversations are rescheduled
+            for conv in fired:  # the others' timers are still due
+                if conv.id not in effects.touched:
+                    self.applier.schedule(conv)
             return
         self._publish(effects)
         for conv in fired:

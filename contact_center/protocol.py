@@ -12,7 +12,15 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 PROTOCOL_VERSION = "cc.v1"
 
@@ -48,8 +56,27 @@ class ErrorCode(StrEnum):
     INTERNAL_ERROR = "internal_error"
 
 
+def has_nul(value: Any) -> bool:
+    """Whether a string (or one inside a dict or list) holds a NUL character, which no
+    store can keep (PostgreSQL text refuses it)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(has_nul(v) for v in value)
+    return False
+
+
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    @model_validator(mode="after")
+    def _no_nul(self) -> Model:
+        for name, value in self.__dict__.items():
+            if has_nul(value):
+                raise ValueError(f"{name} must not contain NUL characters (\\u0000)")
+        return self
 
 
 class Customer(Model):

@@ -13,11 +13,11 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from analytics.backtest import backtest, reads_words
 from analytics.rules import AnyRule, HumanRequestedRule, Rule, RuleSet
-from contact_center.protocol import Timestamp
+from contact_center.protocol import Model, Timestamp
 from contact_center.store import HistoryQuery
 from monitoring.auth import require
 from monitoring.permissions import Permission, Principal
@@ -182,9 +182,7 @@ async def delete_rule(request: Request, rule_id: str,
 # -- backtest ---------------------------------------------------------------------------------
 
 
-class BacktestRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class BacktestRequest(Model):
     rule: Rule | None = Field(default=None, description="A draft rule (saved or not).")
     rule_id: str | None = Field(default=None, description="Or the id of a saved rule.")
     since: Timestamp | None = Field(default=None, description="Conversations started at or "

@@ -1,7 +1,7 @@
 """The store protocol: what the pipeline, the live views and the analyst need to persist.
 
-`stores.sqlite.SQLiteStore` is the embedded implementation; a PostgreSQL one will sit
-beside it and pass the same tests.
+`stores.sqlite.SQLiteStore` is the embedded implementation and `stores.postgres.
+PostgresStore` the scale-out one; both pass the same tests.
 """
 
 from __future__ import annotations
@@ -172,6 +172,10 @@ def agent_assignments(conversations: list[dict[str, Any]], index: dict[str, int]
 class Store(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
+    async def claim_pipeline(self) -> None:
+        """Claim the database for this process's pipeline until closed; RuntimeError if
+        another process holds it (two pipelines would overwrite each other's state)."""
+        ...
 
     # pipeline
     async def write(self, batch: WriteBatch) -> None: ...

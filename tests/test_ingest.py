@@ -346,3 +346,36 @@ def test_keyed_events_are_recognised_after_a_restart(tmp_path, backend: str,
             if expected == "accepted":
                 c.start("r1")
             assert c.send(transfer)["status"] == expected
+
+
+def test_nul_characters_are_refused_not_stored(client: TestClient, ingest: Connector,
+                                               connector_token: str, users: Users) -> None:
+    """No store keeps a NUL character: it is a validation error wherever it comes, and
+    the connection carries on."""
+    ingest.start("n1")
+    bad = ingest.say("n1", "s1", "a\x00b")
+    assert bad["code"] == "validation_error" and "NUL" in bad["message"]
+    rest = client.post("/v1/events", headers=auth(connector_token), json={"events": [
+        {"type": "conversation.started",
+         "conversation": {"id": "n3", "customer": {"name": "P\x00t"}}}]})
+    assert rest.status_code == 422 and rest.json()["code"] == "validation_error"
+    analyst = auth(users.token("Analyst"))
+    for url in ("/v1/transcripts?q=%00", "/v1/transcripts/%00", "/v1/alerts?queue=%00"):
+        refused = client.get(url, headers=analyst)
+        assert refused.status_code == 422 and refused.json()["code"] == "validation_error"
+    admin = auth(users.token("Admin"))
+    rule = {"id": "k", "kind": "keyword", "phrases": ["a\x00b"]}
+    assert client.post("/v1/rules", headers=admin, json=rule).status_code == 422
+    assert ingest.say("n1", "s2", "fine")["status"] == "accepted"
+
+
+def test_one_pipeline_per_database(tmp_path, backend: str) -> None:
+    """A second service on the same database is refused at start: two pipelines would
+    overwrite each other's live state."""
+    settings = Settings(database=tmp_path / "cc.db")
+    with TestClient(create_app(settings, make_store(backend, tmp_path))):
+        second = TestClient(create_app(settings, make_store(backend, tmp_path)))
+        with pytest.raises(RuntimeError, match="another contact-center process"):
+            second.__enter__()
+    with TestClient(create_app(settings, make_store(backend, tmp_path))) as again:
+        assert again.get("/healthz").status_code == 200  # released at shutdown

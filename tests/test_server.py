@@ -284,10 +284,15 @@ def test_the_cli_runs_on_postgresql(postgres_database: str, tmp_path: Path) -> N
     token = cli("tokens", "create", "pat", "--db", postgres_database).strip()
     assert token.startswith("cc_")
     assert "pat\tAdmin" in cli("users", "list", "--db", postgres_database)
-    wrong = postgres_database.rsplit("/", 1)[0] + "/no_such_database"
-    done = subprocess.run([*command(), "users", "list", "--db", wrong], capture_output=True,
-                          text=True, cwd=PROJECT, timeout=60)
-    assert done.returncode == 1 and "cannot open the database" in done.stderr
+    wrong = postgres_database.rsplit("/", 1)[0].replace("postgres@", "postgres:S3cret@") + \
+        "/no_such_database?password=Other"
+    for db in (wrong, "mysql://db.example/cc"):
+        done = subprocess.run([*command(), "migrate", "--db", db], capture_output=True,
+                              text=True, cwd=PROJECT, timeout=60)
+        assert done.returncode == 1 and "cannot open the database" in done.stderr, done.stderr
+        assert "S3cret" not in done.stderr and "Other" not in done.stderr
+    assert "unsupported database URL scheme" in done.stderr
+    assert not (PROJECT / "mysql:").exists()
     served = Server(tmp_path, postgres_database)
     try:
         h = {"Authorization": f"Bearer {token}"}

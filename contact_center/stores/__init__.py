@@ -10,11 +10,14 @@ from contact_center.store import Store
 
 
 def is_postgres(database: str) -> bool:
-    return database.startswith(("postgresql://", "postgres://"))
+    return database.lower().startswith(("postgresql://", "postgres://"))
 
 
 def open_store(database: str, sqlite_synchronous: str = "FULL") -> Store:
-    """The store for ``database`` (not opened yet)."""
+    """The store for ``database`` (not opened yet); ValueError for a URL of another kind."""
+    if "://" in database and not is_postgres(database):
+        raise ValueError(f"unsupported database URL scheme in {database.split('://')[0]!r}"
+                         "://…; give a SQLite file path or a postgresql:// URL")
     if is_postgres(database):
         from contact_center.stores.postgres import PostgresStore
 

@@ -8,6 +8,7 @@ Same tables and semantics as the SQLite store; a pipeline batch is one transacti
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Collection
 from typing import Any
 
@@ -40,24 +41,24 @@ from contact_center.stores.rows import (
 MIGRATIONS: list[str] = [
     """
     CREATE TABLE conversations (
-        id text PRIMARY KEY,
+        id text COLLATE "C" PRIMARY KEY,
         channel text NOT NULL,
         queue text NOT NULL,
         agent_id text,
-        customer jsonb NOT NULL,
+        customer json NOT NULL,
         recording text NOT NULL,
-        attributes jsonb NOT NULL,
+        attributes json NOT NULL,
         status text NOT NULL,
         started_at double precision NOT NULL,
         ended_at double precision,
-        state jsonb NOT NULL,
+        state json NOT NULL,
         updated_at double precision NOT NULL
     );
     CREATE INDEX conversations_live ON conversations (id) WHERE status = 'live';
     CREATE INDEX conversations_started ON conversations (started_at, id);
     CREATE TABLE segments (
-        conversation_id text NOT NULL,
-        segment_id text NOT NULL,
+        conversation_id text COLLATE "C" NOT NULL,
+        segment_id text COLLATE "C" NOT NULL,
         seq integer NOT NULL,
         role text NOT NULL,
         participant_id text NOT NULL,
@@ -76,12 +77,12 @@ MIGRATIONS: list[str] = [
         id bigserial PRIMARY KEY,
         conversation_id text NOT NULL,
         type text NOT NULL,
-        payload jsonb NOT NULL,
+        payload json NOT NULL,
         at double precision NOT NULL
     );
     CREATE INDEX events_conversation ON conversation_events (conversation_id);
     CREATE TABLE alerts (
-        id text PRIMARY KEY,
+        id text COLLATE "C" PRIMARY KEY,
         conversation_id text NOT NULL,
         rule_id text NOT NULL,
         rule_version integer NOT NULL,
@@ -92,17 +93,17 @@ MIGRATIONS: list[str] = [
         raised_at double precision NOT NULL,
         agent_id text,
         queue text NOT NULL,
-        evidence jsonb NOT NULL,
+        evidence json NOT NULL,
         status text NOT NULL
     );
     CREATE INDEX alerts_conversation ON alerts (conversation_id);
     CREATE INDEX alerts_agent ON alerts (agent_id, id);
-    CREATE TABLE settings (key text PRIMARY KEY, value jsonb NOT NULL);
+    CREATE TABLE settings (key text PRIMARY KEY, value json NOT NULL);
     CREATE TABLE users (
         id text PRIMARY KEY,
-        username text NOT NULL UNIQUE,
+        username text COLLATE "C" NOT NULL UNIQUE,
         agent_id text,
-        profiles jsonb NOT NULL,
+        profiles json NOT NULL,
         disabled boolean NOT NULL DEFAULT false,
         created_at double precision NOT NULL
     );
@@ -123,6 +124,7 @@ MIGRATIONS: list[str] = [
     """,
 ]
 _MIGRATION_LOCK = 7_303_001  # advisory lock id: one migrator at a time
+_PIPELINE_LOCK = 7_303_002  # advisory lock id: one pipeline per database
 
 
 async def migrate(connection: asyncpg.Connection) -> tuple[int, int]:
@@ -132,6 +134,9 @@ async def migrate(connection: asyncpg.Connection) -> tuple[int, int]:
         await connection.execute(
             "CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
         before = await connection.fetchval("SELECT max(version) FROM schema_version") or 0
+        if before > len(MIGRATIONS):
+            raise RuntimeError(f"the database's schema is at version {before}, newer than "
+                               f"this contact-center knows ({len(MIGRATIONS)}); upgrade it")
         for version, sql in enumerate(MIGRATIONS[before:], before + 1):
             await connection.execute(sql)
             await connection.execute("INSERT INTO schema_version VALUES ($1)", version)
@@ -169,6 +174,7 @@ class PostgresStore:
         self._sizes = (min_size, max_size)
         self.schema = schema
         self._pool: asyncpg.Pool | None = None
+        self._pipeline_lock: asyncpg.Connection | None = None
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -182,7 +188,10 @@ class PostgresStore:
             quoted = '"' + self.schema.replace('"', '""') + '"'
             connection = await asyncpg.connect(self.dsn)
             try:
-                await connection.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
+                async with connection.transaction():  # concurrent opens: one creates it
+                    await connection.execute("SELECT pg_advisory_xact_lock($1)",
+                                             _MIGRATION_LOCK)
+                    await connection.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
             finally:
                 await connection.close()
             settings = {"search_path": quoted}
@@ -193,9 +202,24 @@ class PostgresStore:
             await migrate(connection)
 
     async def close(self) -> None:
+        if self._pipeline_lock is not None:
+            await self._pipeline_lock.close()  # a session lock ends with its session
+            self._pipeline_lock = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+    async def claim_pipeline(self) -> None:
+        """Hold this database's pipeline lock while open (see `Store.claim_pipeline`)."""
+        connection = await asyncpg.connect(self.dsn)
+        # Per schema, so deployments (and test runs) sharing a database do not collide.
+        key = _PIPELINE_LOCK ^ zlib.crc32((self.schema or "").encode())
+        if not await connection.fetchval("SELECT pg_try_advisory_lock($1)", key):
+            await connection.close()
+            raise RuntimeError("another contact-center process runs a pipeline on this "
+                               "database; stop it first (one pipeline per database until "
+                               "the scale-out workers)")
+        self._pipeline_lock = connection
 
     # -- pipeline ---------------------------------------------------------------------
 
@@ -357,7 +381,8 @@ class PostgresStore:
         rows = await self.pool.fetch(
             "SELECT s.*, c.queue, c.agent_id, c.channel FROM segments s "
             "JOIN conversations c ON c.id = s.conversation_id "
-            f"WHERE {' AND '.join(where)} ORDER BY s.received_at DESC, s.seq DESC "
+            f"WHERE {' AND '.join(where)} ORDER BY s.received_at DESC, s.seq DESC, "
+            f"s.conversation_id, s.segment_id "
             f"LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}", *args, query.limit, query.offset)
         return [as_hit(r) for r in rows]
 

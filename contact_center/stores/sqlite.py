@@ -8,13 +8,15 @@ transaction (group commit).
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 from contact_center.conversation import RECENT_LIMIT
 from contact_center.store import (
@@ -197,6 +199,7 @@ class SQLiteStore:
         self._reader = _Connection(self.path, "sqlite-reader", synchronous)
         # Token checks get their own connection: a long search never delays a login.
         self._auth = _Connection(self.path, "sqlite-auth", synchronous)
+        self._pipeline_lock: TextIO | None = None
 
     async def open(self) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -205,6 +208,14 @@ class SQLiteStore:
     async def close(self) -> None:
         for connection in (self._writer, self._reader, self._auth):
             await connection.close()
+        if self._pipeline_lock is not None:
+            self._pipeline_lock.close()  # releases the lock
+            self._pipeline_lock = None
+
+    async def claim_pipeline(self) -> None:
+        """Hold an exclusive lock on ``<database>.lock`` while open (see
+        `Store.claim_pipeline`)."""
+        self._pipeline_lock = await asyncio.to_thread(_exclusive_lock, self.path + ".lock")
 
     # -- pipeline ---------------------------------------------------------------------
 
@@ -313,6 +324,18 @@ class SQLiteStore:
 # -- SQL run on the connection threads ----------------------------------------------------
 
 
+def _exclusive_lock(path: str) -> TextIO:
+    lock = open(path, "a")  # noqa: SIM115 - held until the store closes
+    os.chmod(path, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise RuntimeError(f"another contact-center process runs a pipeline on "
+                           f"{path.removesuffix('.lock')}; stop it first") from None
+    return lock
+
+
 def _migrate(db: sqlite3.Connection) -> None:
     """Create what is missing; add columns that newer versions use (never drops)."""
     db.executescript(SCHEMA)
@@ -411,6 +434,15 @@ def _get_conversation(db: sqlite3.Connection, conversation_id: str) -> dict[str,
 
 
 def _load_history(db: sqlite3.Connection, q: HistoryQuery) -> History:
+    """Three reads in one transaction, so they see the same conversations."""
+    db.execute("BEGIN")
+    try:
+        return _read_history(db, q)
+    finally:
+        db.execute("COMMIT")
+
+
+def _read_history(db: sqlite3.Connection, q: HistoryQuery) -> History:
     where, args = ["1"], []
     for clause, value in (("started_at >= ?", q.since), ("started_at < ?", q.until),
                           ("queue = ?", q.queue)):
@@ -464,6 +496,7 @@ def _search(db: sqlite3.Connection, q: SearchQuery) -> list[dict[str, Any]]:
     rows = db.execute(
         "SELECT s.*, c.queue, c.agent_id, c.channel FROM segments s "
         "JOIN conversations c ON c.id = s.conversation_id "
-        f"WHERE {' AND '.join(where)} ORDER BY s.received_at DESC, s.seq DESC LIMIT ? OFFSET ?",
+        f"WHERE {' AND '.join(where)} ORDER BY s.received_at DESC, s.seq DESC, "
+        f"s.conversation_id, s.segment_id LIMIT ? OFFSET ?",
         [*args, q.limit, q.offset]).fetchall()
     return [as_hit(r) for r in rows]
