@@ -30,6 +30,7 @@ from monitoring.hub import Hub
 log = logging.getLogger(__name__)
 
 DRAIN_SECONDS = 10.0
+HEALTH_TIMEOUT = 2.0  # seconds the database gets to answer a health check
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
@@ -156,16 +157,25 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
 
     @app.get("/healthz", tags=["operations"])
     async def health(request: Request) -> JSONResponse:
-        """Liveness and pipeline depth (open by design: it reveals no data). 503 when
-        the pipeline has stopped: nothing would be processed."""
+        """Liveness, dependencies and pipeline depth (open by design: it reveals no
+        data). 503 when the pipeline has stopped or the database does not answer:
+        nothing would be acknowledged."""
         running = not request.app.state.runner.done()
+        try:
+            await asyncio.wait_for(request.app.state.store.ping(), HEALTH_TIMEOUT)
+            database = "ok"
+        except Exception:
+            database = "unavailable"
         pipeline = request.app.state.pipeline
-        return JSONResponse({"status": "ok" if running else "pipeline stopped",
-                             "version": __version__, "queue_depth": request.app.state.bus.depth,
+        status = ("pipeline stopped" if not running
+                  else "ok" if database == "ok" else "degraded")
+        return JSONResponse({"status": status, "version": __version__,
+                             "dependencies": {"database": database},
+                             "queue_depth": request.app.state.bus.depth,
                              "events_processed": pipeline.processed,
                              "batches_committed": pipeline.batches,
                              "live_conversations": len(pipeline.conversations)},
-                            status_code=200 if running else 503)
+                            status_code=200 if status == "ok" else 503)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -172,6 +172,9 @@ def agent_assignments(conversations: list[dict[str, Any]], index: dict[str, int]
 class Store(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
+    async def ping(self) -> None:
+        """Raise if the database does not answer a trivial query."""
+        ...
     async def claim_pipeline(self) -> None:
         """Claim the database for this process's pipeline until closed; RuntimeError if
         another process holds it (two pipelines would overwrite each other's state)."""

@@ -92,6 +92,7 @@ class FlakyStore:
 
     fail_next = False
     fail_next_load = False
+    ping_fails = False
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -104,6 +105,11 @@ class FlakyStore:
             self.fail_next = False
             raise OSError("disk full")
         await self._store.write(batch)
+
+    async def ping(self) -> None:
+        if self.ping_fails:
+            raise OSError("connection refused")
+        await self._store.ping()
 
     async def load_conversations(self, ids=None):  # type: ignore[no-untyped-def]
         if self.fail_next_load:
@@ -242,3 +248,19 @@ def test_alert_filter_applies_per_subscriber() -> None:
         assert message is not None and '"n":2' in message.text
 
     run(scenario())
+
+
+def test_health_says_when_the_database_is_unavailable(tmp_path: Path, backend: str,
+                                                      connector_token: str) -> None:
+    store = FlakyStore(make_store(backend, tmp_path))
+    with TestClient(create_app(Settings(database=tmp_path / "cc.db"), store)) as client:
+        healthy = client.get("/healthz")
+        assert healthy.status_code == 200
+        assert healthy.json()["dependencies"] == {"database": "ok"}
+        store.ping_fails = True
+        down = client.get("/healthz")
+        assert down.status_code == 503
+        assert down.json()["status"] == "degraded"
+        assert down.json()["dependencies"] == {"database": "unavailable"}
+        store.ping_fails = False
+        assert client.get("/healthz").json()["status"] == "ok"

@@ -209,6 +209,9 @@ class PostgresStore:
             await self._pool.close()
             self._pool = None
 
+    async def ping(self) -> None:
+        await self.pool.fetchval("SELECT 1")
+
     async def claim_pipeline(self) -> None:
         """Hold this database's pipeline lock while open (see `Store.claim_pipeline`)."""
         connection = await asyncpg.connect(self.dsn)

@@ -212,6 +212,10 @@ class SQLiteStore:
             self._pipeline_lock.close()  # releases the lock
             self._pipeline_lock = None
 
+    async def ping(self) -> None:
+        # The auth connection: a long analyst query must not make the service look down.
+        await self._auth.run(lambda db: db.execute("SELECT 1").fetchone())
+
     async def claim_pipeline(self) -> None:
         """Hold an exclusive lock on ``<database>.lock`` while open (see
         `Store.claim_pipeline`)."""
