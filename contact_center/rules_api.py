@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from analytics.backtest import backtest, reads_words
 from analytics.rules import AnyRule, HumanRequestedRule, Rule, RuleSet
-from contact_center.protocol import Model, Timestamp
+from contact_center.protocol import ErrorReply, Model, Timestamp
 from contact_center.store import HistoryQuery
 from monitoring.auth import require
 from monitoring.permissions import Permission, Principal
@@ -25,7 +25,10 @@ from monitoring.permissions import Permission, Principal
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _RULE: TypeAdapter[AnyRule] = TypeAdapter(Rule)
-router = APIRouter(tags=["rules"])
+_ERROR: dict[str, Any] = {"model": ErrorReply}
+# Every rule route may answer these (401/403 from the token check; 422 on a bad body).
+router = APIRouter(tags=["rules"], responses={401: _ERROR, 403: _ERROR, 422: _ERROR})
+_CHANGES: dict[int | str, dict[str, Any]] = {503: _ERROR}  # storage down: nothing changed
 RULE_EXAMPLE = {"id": "churn", "kind": "signal", "name": "Threatens to leave",
                 "any_of": ["churn"], "severity": "high"}
 
@@ -54,7 +57,13 @@ def _lock(request: Request) -> asyncio.Lock:
 
 
 async def _commit(request: Request, rules: RuleSet) -> None:
-    await request.app.state.store.save_rules(rules.model_dump(mode="json"))
+    try:
+        await request.app.state.store.save_rules(rules.model_dump(mode="json"))
+    except Exception:
+        log.exception("saving the rules failed")
+        raise HTTPException(503, {"type": "error", "code": "unavailable",
+                                  "message": "storage is unavailable; the rules were not "
+                                             "changed, retry"}) from None
     await request.app.state.pipeline.change_rules(rules)
 
 
@@ -84,7 +93,7 @@ async def get_rules(request: Request,
     return _current(request)
 
 
-@router.put("/v1/rules", response_model=RuleSet)
+@router.put("/v1/rules", response_model=RuleSet, responses=_CHANGES)
 async def put_rules(request: Request, rules: RuleSet,
                     _: Principal = require(Permission.RULES_MANAGE)) -> RuleSet:
     """Replace the whole rule set (an import). Versions are the server's: an unchanged
@@ -95,7 +104,8 @@ async def put_rules(request: Request, rules: RuleSet,
     return new
 
 
-@router.post("/v1/rules", status_code=201, response_model=Rule)
+@router.post("/v1/rules", status_code=201, response_model=Rule,
+             responses={409: _ERROR, **_CHANGES})
 async def create_rule(request: Request,
                       rule: Annotated[Rule, Body(openapi_examples={
                           "signal": {"value": RULE_EXAMPLE}})],
@@ -112,7 +122,7 @@ async def create_rule(request: Request,
     return created
 
 
-@router.get("/v1/rules/{rule_id}", response_model=Rule)
+@router.get("/v1/rules/{rule_id}", response_model=Rule, responses={404: _ERROR})
 async def get_rule(request: Request, rule_id: str,
                    _: Principal = require(Permission.RULES_MANAGE)) -> AnyRule:
     rule = _current(request).get(rule_id)
@@ -121,7 +131,8 @@ async def get_rule(request: Request, rule_id: str,
     return rule
 
 
-@router.put("/v1/rules/{rule_id}", response_model=Rule)
+@router.put("/v1/rules/{rule_id}", response_model=Rule,
+            responses={404: _ERROR, 409: _ERROR, **_CHANGES})
 async def update_rule(request: Request, rule_id: str, rule: Annotated[Rule, Body()],
                       _: Principal = require(Permission.RULES_MANAGE)) -> AnyRule:
     """Replace one rule. A ``version`` in the body, if given, must be the current one
@@ -141,7 +152,8 @@ async def update_rule(request: Request, rule_id: str, rule: Annotated[Rule, Body
     return updated
 
 
-@router.patch("/v1/rules/{rule_id}", response_model=Rule)
+@router.patch("/v1/rules/{rule_id}", response_model=Rule,
+              responses={404: _ERROR, 409: _ERROR, **_CHANGES})
 async def patch_rule(request: Request, rule_id: str,
                      change: Annotated[dict[str, Any], Body(openapi_examples={
                          "disable": {"value": {"enabled": False}}})],
@@ -169,7 +181,8 @@ async def patch_rule(request: Request, rule_id: str,
     return patched
 
 
-@router.delete("/v1/rules/{rule_id}", status_code=204, response_class=Response)
+@router.delete("/v1/rules/{rule_id}", status_code=204, response_class=Response,
+               responses={404: _ERROR, **_CHANGES})
 async def delete_rule(request: Request, rule_id: str,
                       _: Principal = require(Permission.RULES_MANAGE)) -> None:
     """Delete one rule; its alerts stay, and record the version that fired."""
@@ -232,7 +245,8 @@ class BacktestResult(BacktestOutcome):
     elapsed_ms: float
 
 
-@router.post("/v1/rules/backtest", response_model=BacktestResult)
+@router.post("/v1/rules/backtest", response_model=BacktestResult,
+             responses={404: _ERROR, 503: _ERROR})
 async def run_backtest(request: Request, body: BacktestRequest,
                        _: Principal = require(Permission.RULES_MANAGE)) -> dict[str, Any]:
     """Run a draft or saved rule over recorded conversations and see what it would have

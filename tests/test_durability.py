@@ -93,6 +93,7 @@ class FlakyStore:
     fail_next = False
     fail_next_load = False
     ping_fails = False
+    fail_next_save = False
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -105,6 +106,12 @@ class FlakyStore:
             self.fail_next = False
             raise OSError("disk full")
         await self._store.write(batch)
+
+    async def save_rules(self, document: dict[str, Any]) -> None:
+        if self.fail_next_save:
+            self.fail_next_save = False
+            raise OSError("disk full")
+        await self._store.save_rules(document)
 
     async def ping(self) -> None:
         if self.ping_fails:
@@ -264,3 +271,15 @@ def test_health_says_when_the_database_is_unavailable(tmp_path: Path, backend: s
         assert down.json()["dependencies"] == {"database": "unavailable"}
         store.ping_fails = False
         assert client.get("/healthz").json()["status"] == "ok"
+
+
+def test_a_rules_change_that_cannot_be_saved_changes_nothing(tmp_path: Path, backend: str,
+                                                              users: Users) -> None:
+    store = FlakyStore(make_store(backend, tmp_path))
+    admin = auth(users.token("Admin"))
+    with TestClient(create_app(Settings(database=tmp_path / "cc.db"), store)) as client:
+        before = client.get("/v1/rules", headers=admin).json()
+        store.fail_next_save = True
+        refused = client.patch("/v1/rules/insult", headers=admin, json={"enabled": False})
+        assert refused.status_code == 503 and refused.json()["code"] == "unavailable"
+        assert client.get("/v1/rules", headers=admin).json() == before
