@@ -185,13 +185,14 @@ class HumanRequestedRule(_RuleBase):
         return signals.phrase_pattern(self.phrases) if self.phrases else None
 
 
-def signals_read(rule: _RuleBase) -> frozenset[str]:
-    if isinstance(rule, SignalRule):
+def signals_read(rule: _RuleBase, role: str) -> frozenset[str]:
+    """The signals ``rule`` looks for in a turn by ``role``."""
+    if isinstance(rule, SignalRule) and role in rule.roles:
         return frozenset(rule.any_of) | frozenset(rule.all_of)
-    if isinstance(rule, AgentConductRule):
-        return frozenset({"profanity"} if rule.profanity else ())
+    if isinstance(rule, AgentConductRule) and role in rule.roles and rule.profanity:
+        return frozenset({"profanity"})
     if isinstance(rule, HumanRequestedRule):
-        return frozenset({"human_request", "bot_failure"})
+        return frozenset({"customer": {"human_request"}, "bot": {"bot_failure"}}.get(role, ()))
     return frozenset()
 
 
@@ -219,9 +220,15 @@ class RuleSet(BaseModel):
         return next((r for r in self.rules if r.id == rule_id), None)
 
     @cached_property
-    def signals_read(self) -> frozenset[str]:
-        """The signals the enabled rules read: a turn is searched for these alone."""
-        return frozenset().union(*(signals_read(r) for r in self.rules if r.enabled))
+    def _signals_by_role(self) -> dict[str, frozenset[str]]:
+        return {role: frozenset().union(*(signals_read(r, role) for r in self.rules
+                                          if r.enabled))
+                for role in ("customer", "agent", "bot")}
+
+    def signals_for(self, role: str) -> frozenset[str]:
+        """The signals the enabled rules read in a turn by ``role``: a turn is searched
+        for these alone."""
+        return self._signals_by_role[role]
 
     # Changes return a new set: the server owns versions, bumping one whenever a rule's
     # definition changes, so an unchanged document round-trips with the same versions.
@@ -538,8 +545,8 @@ def evaluate(rules: RuleSet | Sequence[AnyRule], states: dict[str, RuleState], t
     """Run every enabled rule in scope on one final turn (``conv.rolling`` includes it)."""
     triggers = []
     rule_list = rules.rules if isinstance(rules, RuleSet) else list(rules)
-    wanted = (rules.signals_read if isinstance(rules, RuleSet)
-              else frozenset().union(*map(signals_read, rule_list)))
+    wanted = (rules.signals_for(turn.role) if isinstance(rules, RuleSet)
+              else frozenset().union(*(signals_read(r, turn.role) for r in rule_list)))
     detections: dict[bool, dict[str, list[str]]] = {}  # by negation awareness, once a turn
 
     def detected(negation_aware: bool) -> dict[str, list[str]]:
