@@ -10,7 +10,7 @@ function; `docs/rules.md` documents every field.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Annotated, Any, Literal, Protocol
@@ -540,13 +540,11 @@ def applies(rule: AnyRule, conv: Subject) -> bool:
     return rule.enabled and rule.scope.covers(conv.queue, conv.channel)
 
 
-def evaluate(rules: RuleSet | Sequence[AnyRule], states: dict[str, RuleState], turn: Turn,
+def evaluate(rules: RuleSet, states: dict[str, RuleState], turn: Turn,
              conv: Subject) -> list[Trigger]:
     """Run every enabled rule in scope on one final turn (``conv.rolling`` includes it)."""
     triggers = []
-    rule_list = rules.rules if isinstance(rules, RuleSet) else list(rules)
-    wanted = (rules.signals_for(turn.role) if isinstance(rules, RuleSet)
-              else frozenset().union(*(signals_read(r, turn.role) for r in rule_list)))
+    wanted = rules.signals_for(turn.role)
     detections: dict[bool, dict[str, list[str]]] = {}  # by negation awareness, once a turn
 
     def detected(negation_aware: bool) -> dict[str, list[str]]:
@@ -555,7 +553,7 @@ def evaluate(rules: RuleSet | Sequence[AnyRule], states: dict[str, RuleState], t
                                           if turn.text else {})
         return detections[negation_aware]
 
-    for rule in rule_list:
+    for rule in rules.rules:
         if not applies(rule, conv) or rule.kind == "response_time":
             continue
         state = states.get(rule.id)
