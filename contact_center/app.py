@@ -15,12 +15,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from analytics import transcripts
-from analytics.default_rules import DEFAULT_RULES
-from analytics.rules import RuleSet
-from analytics.scoring import Scorer, load_overlay
 from contact_center import __version__, admin, ingest, rules_api
-from contact_center.bus import InMemoryBus
-from contact_center.pipeline import Pipeline
+from contact_center.runtime import Embedded, Runtime, ScaleOutNode
 from contact_center.settings import Settings
 from contact_center.store import Store
 from contact_center.stores import open_store
@@ -29,20 +25,7 @@ from monitoring.hub import Hub
 
 log = logging.getLogger(__name__)
 
-DRAIN_SECONDS = 10.0
-HEALTH_TIMEOUT = 2.0  # seconds the database gets to answer a health check
 MAX_BODY_BYTES = 16 * 1024 * 1024
-
-
-async def load_rules(settings: Settings, store: Store) -> RuleSet:
-    """A rules file wins (and is saved, versioned against the saved rules); else the last
-    rules set over the API; else the defaults."""
-    saved = await store.load_rules()
-    rules = RuleSet.model_validate(saved) if saved is not None else DEFAULT_RULES
-    if settings.rules_file is not None:
-        rules = rules.replacing(RuleSet.model_validate_json(settings.rules_file.read_bytes()))
-        await store.save_rules(rules.model_dump(mode="json"))
-    return rules
 
 
 def _too_large(limit: int) -> HTTPException:
@@ -101,11 +84,6 @@ class RefuseNul:
         await self.app(scope, receive, send)
 
 
-def _report_stopped_runner(runner: asyncio.Task[None]) -> None:
-    if not runner.cancelled():
-        log.critical("the pipeline stopped: %r; /healthz now answers 503", runner.exception())
-
-
 def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
     settings = settings or Settings()
     store = store or open_store(settings.database, settings.sqlite_synchronous)
@@ -113,29 +91,21 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await store.open()
-        await store.claim_pipeline()
         hub = Hub(settings.subscriber_queue_size)
-        bus = InMemoryBus(settings.bus_queue_size)
-        scorer = Scorer(load_overlay(settings.lexicon_overlay)
-                        if settings.lexicon_overlay else None)
-        pipeline = Pipeline(store, hub, await load_rules(settings, store), settings.rolling,
-                            settings.batch_size, scorer)
-        await pipeline.start()
-        app.state.hub, app.state.bus, app.state.pipeline = hub, bus, pipeline
+        try:
+            runtime: Runtime = (await ScaleOutNode.start(settings, store, hub)
+                                if settings.redis else await Embedded.start(settings, store, hub))
+        except BaseException:
+            await store.close()
+            raise
+        app.state.hub, app.state.runtime = hub, runtime
+        app.state.bus, app.state.feed = runtime.bus, runtime.feed
         app.state.rules_lock = asyncio.Lock()
         app.state.backtest_lock = asyncio.Lock()
-        runner = asyncio.create_task(pipeline.run(bus), name="pipeline")
-        runner.add_done_callback(_report_stopped_runner)
-        app.state.runner = runner
         try:
             yield
         finally:
-            # Let accepted events finish so their connectors get a reply, then stop.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(bus.drain(), DRAIN_SECONDS)
-            runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
+            await runtime.stop()
             await store.close()
 
     app = FastAPI(
@@ -158,23 +128,10 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     @app.get("/healthz", tags=["operations"])
     async def health(request: Request) -> JSONResponse:
         """Liveness, dependencies and pipeline depth (open by design: it reveals no
-        data). 503 when the pipeline has stopped or the database does not answer:
+        data). 503 when the pipeline has stopped or a dependency does not answer:
         nothing would be acknowledged."""
-        running = not request.app.state.runner.done()
-        try:
-            await asyncio.wait_for(request.app.state.store.ping(), HEALTH_TIMEOUT)
-            database = "ok"
-        except Exception:
-            database = "unavailable"
-        pipeline = request.app.state.pipeline
-        status = ("pipeline stopped" if not running
-                  else "ok" if database == "ok" else "degraded")
-        return JSONResponse({"status": status, "version": __version__,
-                             "dependencies": {"database": database},
-                             "queue_depth": request.app.state.bus.depth,
-                             "events_processed": pipeline.processed,
-                             "batches_committed": pipeline.batches,
-                             "live_conversations": len(pipeline.conversations)},
+        status, fields = await request.app.state.runtime.health()
+        return JSONResponse({"status": status, "version": __version__} | fields,
                             status_code=200 if status == "ok" else 503)
 
     @app.exception_handler(StarletteHTTPException)

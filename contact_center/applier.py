@@ -35,7 +35,6 @@ V = TypeVar("V")
 ENDED_MEMORY = 50_000  # ended conversation ids remembered to answer late events fast
 ENDED_APPLIED_MEMORY = 1_000  # ... and the idempotency keys of the latest ones, for retries
 ALERTS_TOPIC = "alerts"
-LIVE_TOPIC = "live"
 
 
 def conversation_topic(conversation_id: str) -> str:
@@ -51,6 +50,7 @@ class Message:
     body: dict[str, Any]
     keep: bool = False  # also kept in the conversation's recent entries (monitor catch-up)
     match: dict[str, Any] | None = None  # what subscribers filter on (alerts)
+    number: int = 0  # a monitor message's number in its conversation (0: not numbered)
 
 
 @dataclass(slots=True)
@@ -62,7 +62,8 @@ class Effects:
     touched: dict[str, Conversation] = field(default_factory=dict)
 
     def to_monitors(self, conv: Conversation, body: dict[str, Any], keep: bool = True) -> None:
-        self.messages.append(Message(conv.id, conversation_topic(conv.id), body, keep))
+        self.messages.append(Message(conv.id, conversation_topic(conv.id), body, keep,
+                                     number=conv.take_message_number()))
 
     def drop(self, conversation_ids: set[str]) -> None:
         """Forget everything these conversations would have written or published."""
@@ -82,6 +83,11 @@ def _ack(event: p.Event, status: p.AckStatus = "accepted", **extra: Any) -> p.Ac
     return p.Ack(ref=event.ref, event=event.type, status=status,
                  conversation_id=conversation_of(event),
                  segment_id=getattr(event, "segment_id", None), **extra)
+
+
+def already_applied(event: p.Event) -> p.Ack:
+    """The answer to an event applied before (a redelivery)."""
+    return _ack(event, "duplicate")
 
 
 def error_reply(event: p.Event, code: p.ErrorCode, message: str) -> p.ErrorReply:
@@ -168,6 +174,14 @@ class Applier:
     def _remember_ended(self, conversation_id: str, applied: set[str]) -> None:
         _remember(self._ended, conversation_id, None, ENDED_MEMORY)
         _remember(self._ended_applied, conversation_id, applied, ENDED_APPLIED_MEMORY)
+
+    def drop(self, conversation_ids: Collection[str]) -> None:
+        """Let go of conversations another worker now applies (their timers lapse)."""
+        for cid in conversation_ids:
+            self.conversations.pop(cid, None)
+            self._ended.pop(cid, None)
+            self._ended_applied.pop(cid, None)
+            self.stale.discard(cid)
 
     def forget(self, conversation_ids: Collection[str]) -> None:
         """After a failed commit, drop what memory changed; the store is the truth."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import sqlite3
 import urllib.error
-import urllib.parse
 import urllib.request
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from analytics.rules import RuleSet
 from analytics.scoring import OverlayError, load_overlay
 from contact_center import __version__
-from contact_center.settings import Settings
+from contact_center.settings import Settings, masked
 from contact_center.store import Store, Token, User
 from contact_center.stores import is_postgres, open_store
 from monitoring.auth import create_user, issue_token
@@ -33,6 +33,22 @@ db_option = click.option(
     "--db", "database", default=None,
     help="SQLite database file, or a postgresql:// URL [default: $CC_DATABASE or "
          "./contact-center.db]")
+
+
+redis_option = click.option(
+    "--redis", default=None,
+    help="redis:// URL: run scale-out, events through Redis Streams [default: $CC_REDIS; "
+         "without it everything runs in one process]")
+
+
+def partition_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--partitions and --namespace: the same on every process of a deployment."""
+    command = click.option("--namespace", default=None,
+                           help="Prefix of this deployment's Redis keys "
+                                "[default: $CC_REDIS_NAMESPACE or cc]")(command)
+    return click.option("--partitions", type=click.IntRange(1, 1024), default=None,
+                        help="Event stream partitions, fixed for the deployment's life "
+                             "[default: $CC_PARTITIONS or 16]")(command)
 
 
 def _settings(database: str | None, **overrides: Any) -> Settings:
@@ -56,7 +72,7 @@ def _with_store(database: str, work: Callable[[Store], Awaitable[T]],
             await store.open()
         except (OSError, ValueError, RuntimeError, asyncpg.PostgresError,
                 sqlite3.DatabaseError) as exc:
-            raise click.ClickException(f"cannot open the database {_shown(database)}: {exc}"
+            raise click.ClickException(f"cannot open the database {masked(database)}: {exc}"
                                        ) from None
         try:
             return await work(store)
@@ -91,16 +107,25 @@ def main() -> None:
                                                               path_type=Path),
               default=None, help="Lexicon overlay: word valences applied on top of VADER's "
                                  "(see docs/rules.md) [default: $CC_LEXICON_OVERLAY, none]")
+@redis_option
+@click.option("--worker/--no-worker", "worker", default=None,
+              help="With --redis: also run a pipeline worker in this process "
+                   "[default: $CC_WORKER or no]")
+@partition_options
 def serve(host: str | None, port: int | None, database: str | None,
-          rules_file: Path | None, lexicon_overlay: Path | None) -> None:
-    """Run the service: one process, on SQLite (a file) or PostgreSQL (a URL)."""
+          rules_file: Path | None, lexicon_overlay: Path | None, redis: str | None,
+          worker: bool | None, partitions: int | None, namespace: str | None) -> None:
+    """Run the service: one process, on SQLite (a file) or PostgreSQL (a URL); or, with
+    --redis, an API node of the scale-out deployment (see docs/deployment.md)."""
     import uvicorn
 
     from contact_center.app import create_app
 
     settings = _settings(database, host=host, port=port, rules_file=rules_file,
-                         lexicon_overlay=lexicon_overlay)
+                         lexicon_overlay=lexicon_overlay, redis=redis, worker=worker,
+                         partitions=partitions, redis_namespace=namespace)
     _check_files(settings)
+    _check_scale_out(settings)
 
     async def bootstrap(store: Store) -> bool:
         if await store.list_users():
@@ -110,34 +135,22 @@ def serve(host: str | None, port: int | None, database: str | None,
 
     created = _with_store(settings.database, bootstrap, create=True)
     base = f"http://{settings.host}:{settings.port}"
+    role = "" if not settings.redis else (
+        f", API node{' and worker' if settings.worker else ''} on {masked(settings.redis)}")
     click.echo(f"contact-center {__version__}: {base}  "
-               f"(database {_shown(settings.database)})")
+               f"(database {masked(settings.database)}{role})")
     click.echo(f"API docs:        {base}/docs   protocol: docs/protocol.md")
     if created:
         click.echo("First start: created user 'admin' with the Admin profile.")
     click.echo("Get an admin API token with:  contact-center tokens create admin "
-               f"--db {_shown(settings.database)}")
+               f"--db {masked(settings.database)}")
     click.echo(f"Send demo traffic with:       contact-center simulate --url {base} "
-               f"--db {_shown(settings.database)}")
+               f"--db {masked(settings.database)}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("uvicorn.error").addFilter(_refusals_are_not_errors)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 ws="websockets-sansio", ws_max_size=settings.ws_max_frame_bytes,
                 ws_per_message_deflate=False, log_level="info")
-
-
-def _shown(database: str) -> str:
-    """A database for messages: a URL without its password (in it or its query)."""
-    if not is_postgres(database):
-        return database
-    parts = urllib.parse.urlsplit(database)
-    netloc = parts.netloc
-    if parts.password is not None:
-        netloc = netloc.replace(f":{parts.password}@", ":***@")
-    query = urllib.parse.urlencode(
-        [(k, "***" if k == "password" else v)
-         for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)], safe="*")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 @main.command()
@@ -150,7 +163,61 @@ def migrate(database: str | None) -> None:
         return None
 
     _with_store(settings.database, work, create=True)
-    click.echo(f"schema of {_shown(settings.database)} is up to date")
+    click.echo(f"schema of {masked(settings.database)} is up to date")
+
+
+@main.command()
+@db_option
+@redis_option
+@partition_options
+@click.option("--lexicon", "lexicon_overlay", type=click.Path(exists=True, dir_okay=False,
+                                                              path_type=Path),
+              default=None, help="Lexicon overlay, as serve's (the same on every worker)")
+def worker(database: str | None, redis: str | None, partitions: int | None,
+           namespace: str | None, lexicon_overlay: Path | None) -> None:
+    """Run a pipeline worker of the scale-out deployment: it takes a share of the
+    partitions and applies their events; stop it with Ctrl-C or SIGTERM (its partitions
+    move to the other workers at once)."""
+    from contact_center.runtime import start_worker
+    from contact_center.streams import connect
+
+    settings = _settings(database, redis=redis, partitions=partitions,
+                         redis_namespace=namespace, lexicon_overlay=lexicon_overlay)
+    _check_files(settings)
+    _check_scale_out(settings)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    async def work(store: Store) -> None:
+        client = connect(settings.redis or "")
+        try:
+            running, task = await start_worker(settings, store, client)
+        except (OSError, RuntimeError) as exc:
+            raise click.ClickException(f"cannot start the worker: {exc}") from None
+        click.echo(f"worker {running.id}: {settings.partitions} partitions on "
+                   f"{masked(settings.redis or '')}, database {masked(settings.database)}")
+        loop = asyncio.get_running_loop()
+        for signal_number in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signal_number, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            click.echo(f"worker {running.id} stopped; its partitions are free")
+        finally:
+            await client.aclose()
+
+    _with_store(settings.database, work, create=True)
+
+
+def _check_scale_out(settings: Settings) -> None:
+    if settings.redis is None:
+        if settings.worker:
+            raise click.ClickException("--worker runs a scale-out worker: give --redis too")
+        return
+    if not settings.redis.startswith(("redis://", "rediss://", "unix://")):
+        raise click.ClickException(f"--redis takes a redis:// URL, not {masked(settings.redis)}")
+    if not is_postgres(settings.database):
+        raise click.ClickException("the scale-out deployment (--redis) keeps its data in "
+                                   "PostgreSQL: give --db postgresql://…")
 
 
 def _check_files(settings: Settings) -> None:

@@ -44,6 +44,7 @@ class Conversation:
     last_final_started_at: float | None = None
     alerts: int = 0
     transfers: int = 0
+    published: int = 0  # number of the last monitor message: orders catch-up and live
     recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_LIMIT))
 
     # -- lifecycle ------------------------------------------------------------------
@@ -91,6 +92,10 @@ class Conversation:
             self.last_customer_turn = turn
         self.customer_waiting_since = track_wait(self.customer_waiting_since, segment.role, now)
         return turn, late
+
+    def take_message_number(self) -> int:
+        self.published += 1
+        return self.published
 
     def take_seq(self) -> int:
         seq, self.next_seq = self.next_seq, self.next_seq + 1
@@ -162,7 +167,7 @@ class Conversation:
             "last_scores": self.last_scores, "start_sentiment": self.start_sentiment,
             "counts": self.counts, "customer_waiting_since": self.customer_waiting_since,
             "last_final_started_at": self.last_final_started_at,
-            "alerts": self.alerts, "transfers": self.transfers,
+            "alerts": self.alerts, "transfers": self.transfers, "published": self.published,
         }
 
     @classmethod
@@ -188,6 +193,7 @@ class Conversation:
             customer_waiting_since=state.get("customer_waiting_since"),
             last_final_started_at=state.get("last_final_started_at"),
             alerts=state.get("alerts", 0), transfers=state.get("transfers", 0),
+            published=state.get("published", 0),
         )
         conv.counts.update(state.get("counts", {}))
         conv.recent.extend(recent)

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from contact_center import protocol as p
-from contact_center.bus import Bus, Source
+from contact_center.buses import Bus, Source
 from monitoring.auth import accept, authorize_websocket, require
 from monitoring.permissions import Permission
 

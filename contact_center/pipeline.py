@@ -1,10 +1,14 @@
-"""The embedded pipeline runner: takes event batches off the bus, scores them, has the
-`Applier` apply them, commits the batch, then answers and publishes. All I/O is here; the
-decisions are the applier's.
+"""The pipeline runner: scores event batches, has the `Applier` apply them, commits the
+batch, then answers and publishes. All I/O is here; the decisions are the applier's.
 
 Order of effects per batch: apply in memory -> one store transaction (group commit) ->
 settle replies (the ack means "durable") -> publish to live subscribers. Replies and
 live messages never get ahead of what the store holds.
+
+The embedded deployment runs it over the in-process bus (`run`) and publishes to the
+hub (`HubOutlet`); a scale-out worker (`contact_center.worker`) feeds it batches read
+from Redis, marks each batch with its partitions' fencing tokens, and publishes through
+Redis (`monitoring.feeds.redis.RedisOutlet`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from typing import Protocol
 
 from analytics.rolling import RollingConfig
 from analytics.rules import RuleSet
@@ -21,39 +26,88 @@ from analytics.scoring import Scorer, Scores
 from contact_center import protocol as p
 from contact_center.applier import (
     ALERTS_TOPIC,
-    LIVE_TOPIC,
     Applier,
     Effects,
     conversation_of,
     conversation_topic,
     error_reply,
 )
-from contact_center.bus import Bus, Delivery
+from contact_center.buses import Delivery
+from contact_center.buses.memory import InMemoryBus
 from contact_center.conversation import Conversation
-from contact_center.store import Store
+from contact_center.store import Fenced, PartitionMark, Store
+from monitoring.feeds import LIVE_TOPIC, AgentPush, conversation_updated
 from monitoring.hub import Hub
-from monitoring.metrics import agent_metrics
 
-__all__ = ["ALERTS_TOPIC", "LIVE_TOPIC", "Pipeline", "conversation_topic"]
+__all__ = ["ALERTS_TOPIC", "LIVE_TOPIC", "HubOutlet", "Outlet", "Pipeline",
+           "conversation_topic"]
 
 log = logging.getLogger(__name__)
 
-AGENT_METRICS_INTERVAL = 1.0  # seconds between agent metric pushes on the live board
+
+class Outlet(Protocol):
+    """Where a committed batch's live messages go."""
+
+    async def publish(self, effects: Effects) -> None:
+        """Publish the messages and the touched conversations' updates; never raises."""
+        ...
+
+    async def resync(self, conversation_ids: Collection[str]) -> None:
+        """Tell live subscribers that what they saw may not have been kept."""
+        ...
+
+
+class HubOutlet:
+    """The embedded outlet: this process's hub, and the recent entries kept in memory
+    for a monitor's catch-up."""
+
+    def __init__(self, hub: Hub, agents: AgentPush | None = None) -> None:
+        self.hub, self.agents = hub, agents
+
+    async def publish(self, effects: Effects) -> None:
+        for message in effects.messages:
+            try:
+                if message.keep:
+                    # Kept here, with the publishing and after the commit, so catch-up and
+                    # live never overlap or gap.
+                    effects.touched[message.conversation_id].recent.append(message.body)
+                self.hub.publish(message.topic, message.body, message.match,
+                                 number=message.number)
+            except Exception:  # a failed push must not cost the others theirs
+                log.exception("publishing a live message failed")
+        if self.hub.subscribers(LIVE_TOPIC) and effects.touched:
+            now = time.time()
+            for conv in effects.touched.values():
+                self.hub.publish(LIVE_TOPIC, conversation_updated(conv.summary(now)),
+                                 number=conv.published)
+            if self.agents is not None:
+                self.agents.changed()
+
+    async def resync(self, conversation_ids: Collection[str]) -> None:
+        message = {"type": "resync", "reason": "storage failure; reconnect for a fresh view"}
+        for cid in conversation_ids:
+            self.hub.publish(conversation_topic(cid), message)
+        self.hub.publish(LIVE_TOPIC, message)
+
+
+Marker = Callable[[Effects], list[PartitionMark]]
 
 
 class Pipeline:
-    def __init__(self, store: Store, hub: Hub, rules: RuleSet, rolling: RollingConfig,
-                 batch_size: int = 500, scorer: Scorer | None = None) -> None:
-        self.store, self.hub = store, hub
+    def __init__(self, store: Store, outlet: Outlet, rules: RuleSet, rolling: RollingConfig,
+                 batch_size: int = 500, scorer: Scorer | None = None,
+                 marker: Marker | None = None) -> None:
+        """``marker``: the partition marks each batch carries (scale-out workers)."""
+        self.store, self.outlet = store, outlet
         self.batch_size = batch_size
         self.scorer = scorer or Scorer()
+        self.marker = marker
+        self.on_fenced: Callable[[Fenced], None] = lambda exc: None
         self._wake = asyncio.Event()  # the earliest timer moved earlier
         self.applier = Applier(rules, rolling, self._wake.set)
-        self._lock = asyncio.Lock()  # one batch, tick or rules change at a time
+        self.lock = asyncio.Lock()  # one batch, tick or rules change at a time
         self.processed = 0
         self.batches = 0
-        self._agents_due: asyncio.TimerHandle | None = None
-        self._agents_sent_at = 0.0
 
     @property
     def conversations(self) -> dict[str, Conversation]:
@@ -67,19 +121,22 @@ class Pipeline:
         for stored in await self.store.load_conversations(None):
             self.applier.restore(stored)
 
-    async def run(self, bus: Bus) -> None:
+    async def run(self, bus: InMemoryBus) -> None:
         """Take batches off the bus and process them; clock rules run beside, never in
         the middle of a batch."""
-        clock = asyncio.create_task(self._clock(), name="pipeline-clock")
+        clock = asyncio.create_task(self.clock(), name="pipeline-clock")
         try:
             while True:
                 deliveries = await bus.take(self.batch_size)
-                async with self._lock:
-                    await self._process_or_refuse(bus, deliveries)
+                try:
+                    await self.handle(deliveries)
+                finally:
+                    bus.done(len(deliveries))
         finally:
             clock.cancel()
 
-    async def _clock(self) -> None:
+    async def clock(self) -> None:
+        """Fire clock rules when due, forever."""
         timers = self.applier.timers
         while True:
             self._wake.clear()
@@ -88,34 +145,40 @@ class Pipeline:
                 await asyncio.wait_for(self._wake.wait(), delay)
             if timers and timers[0][0] <= time.time():
                 try:
-                    async with self._lock:
+                    async with self.lock:
                         await self.tick()
                 except Exception:
                     log.exception("clock rules failed; retrying in a second")
                     await asyncio.sleep(1.0)
 
-    async def _process_or_refuse(self, bus: Bus, deliveries: list[Delivery]) -> None:
-        try:
-            await self.process(deliveries)
-        except Exception:
-            # Only a bug gets here (bad input gets its own error reply): drop what
-            # memory may hold half-applied, answer every event, keep serving.
-            log.exception("pipeline batch failed")
-            self.applier.forget({conversation_of(d.event) for d in deliveries})
-            for d in deliveries:
-                d.source.refused.add(conversation_of(d.event))
-                d.settle(error_reply(d.event, p.ErrorCode.INTERNAL_ERROR,
-                                     "internal error; the event was not applied"))
-        finally:
-            bus.done(len(deliveries))
+    async def handle(self, deliveries: list[Delivery]) -> bool:
+        """Process a batch between other batches and ticks; whether it was committed.
+        Every delivery is answered, unless a newer owner fenced this worker out (then
+        `Fenced` is raised and nothing is answered)."""
+        async with self.lock:
+            try:
+                return await self.process(deliveries)
+            except Fenced:
+                raise
+            except Exception:
+                # Only a bug gets here (bad input gets its own error reply): drop what
+                # memory may hold half-applied, answer every event, keep serving.
+                log.exception("pipeline batch failed")
+                self.applier.forget({conversation_of(d.event) for d in deliveries})
+                for d in deliveries:
+                    d.source.refused.add(conversation_of(d.event))
+                    d.settle(error_reply(d.event, p.ErrorCode.INTERNAL_ERROR,
+                                         "internal error; the event was not applied"))
+                return False
 
-    async def process(self, deliveries: list[Delivery]) -> None:
+    async def process(self, deliveries: list[Delivery]) -> bool:
+        """Apply, commit, answer and publish a batch; whether it was committed."""
         try:
             await self._load(self.applier.missing(d.event for d in deliveries))
         except Exception:
             log.exception("store read failed; %d events not applied", len(deliveries))
             self._refuse(deliveries)
-            return
+            return False
         finals = [i for i, d in enumerate(deliveries)
                   if isinstance(d.event, p.Segment) and d.event.final]
         scored: dict[int, Scores] = {}
@@ -127,55 +190,53 @@ class Pipeline:
         replies = self.applier.apply_all(
             [(d.event, d.received_at, scored.get(i), d.source.refused)
              for i, d in enumerate(deliveries)], effects)
-        effects.save_state(time.time())
-        try:
-            await self.store.write(effects.batch)
-        except Exception:
-            log.exception("store write failed; %d events not applied", len(deliveries))
-            self.applier.forget(effects.touched)
-            await self._reload_stale()  # back before anyone hears of the failure
+        if not await self._commit(effects, time.time()):
             self._refuse(deliveries)
-            self._resync(effects.touched)
-            return
+            await self.outlet.resync(effects.touched)
+            return False
         self.processed += len(deliveries)
         self.batches += 1
         if self.applier.stale:  # a conversation of this batch failed and was dropped
             await self._reload_stale()
         for d, reply in zip(deliveries, replies, strict=True):
             d.settle(reply)
-        self._publish(effects)
-        if self.hub.subscribers(LIVE_TOPIC):
-            now = time.time()
-            for conv in effects.touched.values():
-                self.hub.publish(LIVE_TOPIC, {"type": "conversation.updated",
-                                              "conversation": conv.summary(now)})
-            self._schedule_agent_metrics()
+        await self.outlet.publish(effects)
+        return True
 
-    def _publish(self, effects: Effects) -> None:
-        for message in effects.messages:
-            try:
-                if message.keep:
-                    # Kept entries feed a new monitor's catch-up; kept here, after the commit
-                    # and with the publishing, so catch-up and live never overlap or gap.
-                    effects.touched[message.conversation_id].recent.append(message.body)
-                self.hub.publish(message.topic, message.body, message.match)
-            except Exception:  # a failed push must not cost the others theirs
-                log.exception("publishing a live message failed")
+    async def _commit(self, effects: Effects, now: float) -> bool:
+        """Save the touched conversations' state with the batch, in one transaction;
+        whether it committed. After a failure memory is back in line with the store;
+        `Fenced` is raised (after forgetting what the batch touched)."""
+        effects.save_state(now)
+        try:
+            if self.marker is not None:
+                effects.batch.marks = self.marker(effects)
+            await self.store.write(effects.batch)
+            return True
+        except Fenced:
+            self.applier.forget(effects.touched)
+            self.applier.stale.difference_update(effects.touched)  # not ours to reload
+            raise
+        except Exception:
+            log.exception("store write failed; %d conversations not saved",
+                          len(effects.touched))
+            self.applier.forget(effects.touched)
+            await self._reload_stale()  # back before anyone hears of the failure
+            return False
 
     # -- rules and clock rules -----------------------------------------------------------
 
     async def change_rules(self, rules: RuleSet) -> None:
         """`set_rules` between batches, saving the rule state it changed."""
-        async with self._lock:
+        async with self.lock:
             effects = Effects()
             for conv in self.set_rules(rules):
                 effects.touched[conv.id] = conv
-            effects.save_state(time.time())
             try:
-                await self.store.write(effects.batch)
-            except Exception:
-                # Memory is ahead of the store; each conversation's next batch saves it.
-                log.exception("saving rule state after a rules change failed")
+                if not await self._commit(effects, time.time()):
+                    log.warning("rule state not saved; each conversation's next batch saves it")
+            except Fenced as exc:
+                self.on_fenced(exc)
 
     def set_rules(self, rules: RuleSet) -> list[Conversation]:
         """See `Applier.set_rules`."""
@@ -186,34 +247,19 @@ class Pipeline:
         now = time.time() if now is None else now
         effects = Effects()
         fired = self.applier.fire_due(now, effects)
-        effects.save_state(now)
         try:
-            await self.store.write(effects.batch)
-        except Exception:
-            log.exception("store write failed; %d timed alerts not raised yet",
-                          len(effects.touched))
-            self.applier.forget(effects.touched)
-            await self._reload_stale()  # reloaded conversations are rescheduled
-            for conv in fired:  # the others' timers are still due
+            committed = await self._commit(effects, now)
+        except Fenced as exc:
+            self.on_fenced(exc)
+            committed = False
+        if not committed:
+            for conv in fired:  # the others' timers are still due; reloaded ones rescheduled
                 if conv.id not in effects.touched:
                     self.applier.schedule(conv)
             return
-        self._publish(effects)
+        await self.outlet.publish(effects)
         for conv in fired:
             self.applier.schedule(conv)
-
-    def _schedule_agent_metrics(self) -> None:
-        """Push agent metrics at most every AGENT_METRICS_INTERVAL, always once more after
-        the last change."""
-        if self._agents_due is None:
-            delay = self._agents_sent_at + AGENT_METRICS_INTERVAL - time.monotonic()
-            self._agents_due = asyncio.get_running_loop().call_later(
-                max(0.0, delay), self._publish_agent_metrics)
-
-    def _publish_agent_metrics(self) -> None:
-        self._agents_due, self._agents_sent_at = None, time.monotonic()
-        self.hub.publish(LIVE_TOPIC, {"type": "agents.updated",
-                                      "agents": agent_metrics(list(self.conversations.values()))})
 
     @staticmethod
     def _refuse(deliveries: list[Delivery]) -> None:
@@ -221,13 +267,6 @@ class Pipeline:
             d.source.refused.add(conversation_of(d.event))
             d.settle(error_reply(d.event, p.ErrorCode.UNAVAILABLE,
                                  "storage is unavailable; the event was not applied, retry"))
-
-    def _resync(self, conversation_ids: Collection[str]) -> None:
-        """Tell live subscribers that what they saw may not have been kept."""
-        message = {"type": "resync", "reason": "storage failure; reconnect for a fresh view"}
-        for cid in conversation_ids:
-            self.hub.publish(conversation_topic(cid), message)
-        self.hub.publish(LIVE_TOPIC, message)
 
     # -- loading ------------------------------------------------------------------------
 

@@ -46,8 +46,8 @@ def _unknown(rule_id: str) -> HTTPException:
                                "message": f"no rule {rule_id}"})
 
 
-def _current(request: Request) -> RuleSet:
-    rules: RuleSet = request.app.state.pipeline.rules
+async def _current(request: Request) -> RuleSet:
+    rules: RuleSet = await request.app.state.runtime.current_rules()
     return rules
 
 
@@ -64,7 +64,7 @@ async def _commit(request: Request, rules: RuleSet) -> None:
         raise HTTPException(503, {"type": "error", "code": "unavailable",
                                   "message": "storage is unavailable; the rules were not "
                                              "changed, retry"}) from None
-    await request.app.state.pipeline.change_rules(rules)
+    await request.app.state.runtime.change_rules(rules)
 
 
 def _validated(make: Callable[[], T], where: tuple[str, ...] = ()) -> T:
@@ -90,7 +90,7 @@ def _check_version(rule_id: str, expected: int | None, current: AnyRule) -> None
 async def get_rules(request: Request,
                     _: Principal = require(Permission.RULES_MANAGE)) -> RuleSet:
     """The rule set in force, as a document that `PUT /v1/rules` takes back unchanged."""
-    return _current(request)
+    return await _current(request)
 
 
 @router.put("/v1/rules", response_model=RuleSet, responses=_CHANGES)
@@ -99,7 +99,8 @@ async def put_rules(request: Request, rules: RuleSet,
     """Replace the whole rule set (an import). Versions are the server's: an unchanged
     rule keeps its version, a changed one is bumped, a new one starts at 1."""
     async with _lock(request):
-        new = _validated(lambda: _current(request).replacing(rules))
+        current_rules = await _current(request)
+        new = _validated(lambda: current_rules.replacing(rules))
         await _commit(request, new)
     return new
 
@@ -112,10 +113,11 @@ async def create_rule(request: Request,
                       _: Principal = require(Permission.RULES_MANAGE)) -> AnyRule:
     """Add one rule (version 1); 409 ``rule_exists`` if its id is taken."""
     async with _lock(request):
-        if _current(request).get(rule.id) is not None:
+        rules = await _current(request)
+        if rules.get(rule.id) is not None:
             raise HTTPException(409, {"type": "error", "code": "rule_exists",
                                       "message": f"rule {rule.id} exists; PUT to change it"})
-        new = _validated(lambda: _current(request).with_rule(rule))
+        new = _validated(lambda: rules.with_rule(rule))
         await _commit(request, new)
     created = new.get(rule.id)
     assert created is not None
@@ -125,7 +127,7 @@ async def create_rule(request: Request,
 @router.get("/v1/rules/{rule_id}", response_model=Rule, responses={404: _ERROR})
 async def get_rule(request: Request, rule_id: str,
                    _: Principal = require(Permission.RULES_MANAGE)) -> AnyRule:
-    rule = _current(request).get(rule_id)
+    rule = (await _current(request)).get(rule_id)
     if rule is None:
         raise _unknown(rule_id)
     return rule
@@ -140,12 +142,13 @@ async def update_rule(request: Request, rule_id: str, rule: Annotated[Rule, Body
     if rule.id != rule_id:
         raise _invalid(("body", "id"), f"id {rule.id!r} differs from the path's {rule_id!r}")
     async with _lock(request):
-        current = _current(request).get(rule_id)
+        rules = await _current(request)
+        current = rules.get(rule_id)
         if current is None:
             raise _unknown(rule_id)
         _check_version(rule_id, rule.version if "version" in rule.model_fields_set else None,
                        current)
-        new = _validated(lambda: _current(request).with_rule(rule))
+        new = _validated(lambda: rules.with_rule(rule))
         await _commit(request, new)
     updated = new.get(rule_id)
     assert updated is not None
@@ -161,7 +164,8 @@ async def patch_rule(request: Request, rule_id: str,
     """Change some fields of one rule, e.g. ``{"enabled": false}`` to disable it. The
     result is validated as a whole rule; ``version``, if given, must be the current one."""
     async with _lock(request):
-        current = _current(request).get(rule_id)
+        rules = await _current(request)
+        current = rules.get(rule_id)
         if current is None:
             raise _unknown(rule_id)
         expected = change.pop("version", None)
@@ -174,7 +178,7 @@ async def patch_rule(request: Request, rule_id: str,
                                            "and delete this one")
         merged = current.model_dump(mode="json") | change
         rule = _validated(lambda: _RULE.validate_python(merged), ("body",))
-        new = _validated(lambda: _current(request).with_rule(rule))
+        new = _validated(lambda: rules.with_rule(rule))
         await _commit(request, new)
     patched = new.get(rule_id)
     assert patched is not None
@@ -187,9 +191,10 @@ async def delete_rule(request: Request, rule_id: str,
                       _: Principal = require(Permission.RULES_MANAGE)) -> None:
     """Delete one rule; its alerts stay, and record the version that fired."""
     async with _lock(request):
-        if _current(request).get(rule_id) is None:
+        rules = await _current(request)
+        if rules.get(rule_id) is None:
             raise _unknown(rule_id)
-        await _commit(request, _current(request).without(rule_id))
+        await _commit(request, rules.without(rule_id))
 
 
 # -- backtest ---------------------------------------------------------------------------------
@@ -256,7 +261,7 @@ async def run_backtest(request: Request, body: BacktestRequest,
         raise _invalid(("body",), "give exactly one of rule and rule_id")
     if body.since and body.until and body.since >= body.until:
         raise _invalid(("body", "until"), "until must be after since")
-    rules = _current(request)
+    rules = await _current(request)
     if body.rule_id is not None:
         rule, current = rules.get(body.rule_id), None
         if rule is None:

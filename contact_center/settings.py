@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from pathlib import Path
 from typing import Annotated
 
@@ -35,6 +36,28 @@ class Settings(BaseSettings):
     subscriber_queue_size: int = Field(default=1000, ge=1)
     allowed_origins: list[str] = Field(default_factory=list)
 
+    # Scale-out (see docs/deployment.md#scale-out): without ``redis``, everything runs
+    # embedded in one process.
+    redis: str | None = Field(default=None, description="redis:// URL: run as an API node")
+    redis_namespace: str = Field(default="cc", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    partitions: int = Field(default=16, ge=1, le=1024)
+    worker: bool = Field(default=False, description="an API node also runs a worker")
+    reply_timeout_seconds: float = Field(default=30.0, gt=0)
+
     @property
     def rolling(self) -> RollingConfig:
         return RollingConfig(window=self.rolling_window, ewma_alpha=self.ewma_alpha)
+
+
+def masked(url: str) -> str:
+    """A database or Redis URL for messages: without its password (in it or its query)."""
+    if "://" not in url:
+        return url
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@")
+    query = urllib.parse.urlencode(
+        [(k, "***" if k == "password" else v)
+         for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)], safe="*")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))

@@ -1,7 +1,8 @@
 """The store protocol: what the pipeline, the live views and the analyst need to persist.
 
 `stores.sqlite.SQLiteStore` is the embedded implementation and `stores.postgres.
-PostgresStore` the scale-out one; both pass the same tests.
+PostgresStore` the scale-out one; both pass the same tests. Only PostgreSQL is a
+`PartitionedStore`, the one several workers can share.
 """
 
 from __future__ import annotations
@@ -53,6 +54,31 @@ class AlertRow:
 
 
 @dataclass(slots=True)
+class PartitionMark:
+    """A scale-out worker's claim on a partition, checked in the batch's transaction:
+    the batch commits only while ``token`` is the partition's newest (a worker that lost
+    its lease is fenced out), and records how far the partition's stream is applied."""
+
+    partition: int
+    token: int
+    applied_through: str | None = None  # "<stream epoch>/<entry id>", None: unchanged
+
+
+class Fenced(Exception):
+    """A newer owner claimed these partitions; the batch was not committed."""
+
+    def __init__(self, partitions: set[int]) -> None:
+        super().__init__(f"partitions {sorted(partitions)} were claimed by another worker")
+        self.partitions = partitions
+
+
+@dataclass(slots=True)
+class PartitionClaim:
+    token: int
+    applied_through: str | None
+
+
+@dataclass(slots=True)
 class WriteBatch:
     """Everything one pipeline batch changes, committed in one transaction."""
 
@@ -60,9 +86,11 @@ class WriteBatch:
     segments: list[SegmentRow] = field(default_factory=list)
     events: list[EventRow] = field(default_factory=list)
     alerts: list[AlertRow] = field(default_factory=list)
+    marks: list[PartitionMark] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.conversations or self.segments or self.events or self.alerts)
+        return bool(self.conversations or self.segments or self.events or self.alerts
+                    or self.marks)
 
     def drop(self, conversation_ids: set[str]) -> None:
         """Remove everything these conversations would have written."""
@@ -210,3 +238,15 @@ class Store(Protocol):
                           limit: int = 100) -> list[dict[str, Any]]: ...
     async def search(self, query: SearchQuery) -> list[dict[str, Any]]: ...
     async def load_history(self, query: HistoryQuery) -> History: ...
+
+
+class PartitionedStore(Store, Protocol):
+    """A store scale-out workers can share (PostgreSQL): partitions claimed with fencing
+    tokens, and batches that carry `PartitionMark`s."""
+
+    async def claim_partition(self, partition: int) -> PartitionClaim:
+        """Take the next fencing token of ``partition``: every batch marked with an older
+        one fails with `Fenced` from now on."""
+        ...
+
+    async def live_conversation_ids(self) -> list[str]: ...

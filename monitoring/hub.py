@@ -18,6 +18,9 @@ Filter = Callable[[dict[str, Any]], bool]
 class Message(NamedTuple):
     type: str
     text: str  # serialized once, sent to every subscriber as is
+    # Orders a conversation's messages against a snapshot (0: not numbered); see feeds.
+    number: int = 0
+    conversation_id: str | None = None
 
 
 class Subscription:
@@ -68,12 +71,31 @@ class Hub:
         return len(self._by_topic.get(topic, ()))
 
     def publish(self, topic: str, message: dict[str, Any],
-                meta: dict[str, Any] | None = None) -> None:
-        """Serialize once and offer to every subscriber whose filter accepts ``meta``."""
-        subs = self._by_topic.get(topic)
-        if not subs:
-            return
-        serialized = Message(message["type"], json.dumps(message, separators=(",", ":")))
-        for sub in list(subs):
-            if sub.accept is None or sub.accept(meta or message):
-                sub.offer(serialized)
+                meta: dict[str, Any] | None = None, number: int = 0) -> None:
+        """Serialize once and offer to every subscriber whose filter accepts ``meta``
+        (else the message)."""
+        if topic in self._by_topic:
+            text = json.dumps(message, separators=(",", ":"))
+            self.offer(topic, Message(message["type"], text, number, _about(message)),
+                       meta or message)
+
+    def offer(self, topic: str, message: Message, meta: dict[str, Any] | None) -> None:
+        """Offer an already serialized message; filters see ``meta``."""
+        for sub in list(self._by_topic.get(topic, ())):
+            if sub.accept is None or (meta is not None and sub.accept(meta)):
+                sub.offer(message)
+
+    def broadcast(self, message: dict[str, Any]) -> None:
+        """Offer to every subscriber of every topic, unfiltered (e.g. ``resync``)."""
+        text = json.dumps(message, separators=(",", ":"))
+        subs = {sub for topic_subs in self._by_topic.values() for sub in topic_subs}
+        for sub in subs:
+            sub.offer(Message(message["type"], text))
+
+
+def _about(message: dict[str, Any]) -> str | None:
+    """The conversation a message is about, for ordering it against a snapshot."""
+    if "conversation_id" in message:
+        return str(message["conversation_id"])
+    conversation = message.get("conversation")
+    return str(conversation["id"]) if isinstance(conversation, dict) else None

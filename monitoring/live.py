@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,10 +15,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from contact_center.pipeline import ALERTS_TOPIC, LIVE_TOPIC, Pipeline, conversation_topic
+from contact_center.applier import ALERTS_TOPIC, conversation_topic
 from monitoring.auth import accept, authorize_websocket, deny, require
+from monitoring.feeds import LIVE_TOPIC, LiveFeed
 from monitoring.hub import Hub, Subscription
-from monitoring.metrics import agent_metrics
+from monitoring.metrics import agent_metrics, load_of
 from monitoring.permissions import Permission, Principal
 
 router = APIRouter(tags=["supervision"])
@@ -77,15 +77,13 @@ def board_filter(wanted: LiveFilter) -> Callable[[dict[str, Any]], bool]:
     return keep
 
 
-def _pipeline(conn: Request | WebSocket) -> Pipeline:
-    return conn.app.state.pipeline
+def _feed(conn: Request | WebSocket) -> LiveFeed:
+    feed: LiveFeed = conn.app.state.feed
+    return feed
 
 
-def _summaries(pipeline: Pipeline, wanted: LiveFilter) -> list[dict[str, Any]]:
-    """Matching live conversations, worst rolling customer sentiment first."""
-    now = time.time()
-    rows = [s for s in (c.summary(now) for c in pipeline.conversations.values())
-            if wanted.matches(s)]
+def _worst_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Live conversations, worst rolling customer sentiment first."""
     rows.sort(key=lambda s: (s["sentiment"]["window"] is None, s["sentiment"]["window"] or 0.0))
     return rows
 
@@ -95,17 +93,18 @@ async def live_conversations(request: Request, wanted: LiveFilter = Depends(live
                              _: Principal = require(Permission.REALTIME_METRICS),
                              ) -> dict[str, Any]:
     """Live conversations, filtered; sorted by rolling customer sentiment, worst first."""
-    return {"conversations": _summaries(_pipeline(request), wanted)}
+    live = await _feed(request).conversations()
+    return {"conversations": _worst_first([c.summary for c in live if wanted.matches(c.summary)])}
 
 
 @router.get("/v1/live/conversations/{conversation_id}")
 async def live_conversation(request: Request, conversation_id: str,
                             _: Principal = require(Permission.REALTIME_METRICS)) -> dict[str, Any]:
-    conv = _pipeline(request).conversations.get(conversation_id)
-    if conv is None:
+    live = await _feed(request).conversation(conversation_id)
+    if live is None:
         raise HTTPException(404, {"type": "error", "code": "unknown_conversation",
                                   "message": f"no live conversation {conversation_id}"})
-    return conv.summary(time.time())
+    return live.summary
 
 
 @router.get("/v1/live/agents")
@@ -113,8 +112,7 @@ async def live_agents(request: Request,
                       _: Principal = require(Permission.REALTIME_METRICS)) -> dict[str, Any]:
     agent_users = [u.agent_id for u in await request.app.state.store.list_users()
                    if u.agent_id and "Agent" in u.profiles]
-    return {"agents": agent_metrics(list(_pipeline(request).conversations.values()),
-                                    agent_users)}
+    return {"agents": agent_metrics(await _feed(request).agent_loads(), agent_users)}
 
 
 @router.get("/v1/alerts")
@@ -137,11 +135,14 @@ async def list_alerts(request: Request, conversation_id: str | None = None,
 
 
 async def _pump(ws: WebSocket, sub: Subscription, hub: Hub, first: list[dict[str, Any]],
-                endings: dict[str, tuple[int, str]] | None = None) -> None:
-    """Accept, send ``first``, then every message of ``sub``, until the client leaves, a
-    message whose type is in ``endings`` has been sent (then close with its code), or the
-    client is too slow and is cut off. Always unsubscribes."""
+                endings: dict[str, tuple[int, str]] | None = None,
+                seen: dict[str, int] | None = None) -> None:
+    """Accept, send ``first``, then every message of ``sub`` not already in it (``seen``:
+    the last message number ``first`` covers, per conversation), until the client leaves,
+    a message whose type is in ``endings`` has been sent (then close with its code), or
+    the client is too slow and is cut off. Always unsubscribes."""
     endings = {"resync": (RESYNC, "state changed; reconnect")} | (endings or {})
+    seen = seen or {}
 
     async def send_all() -> tuple[int, str]:
         for opening in first:
@@ -150,6 +151,8 @@ async def _pump(ws: WebSocket, sub: Subscription, hub: Hub, first: list[dict[str
             message = await sub.next()
             if message is None:
                 return SLOW_CONSUMER, "client too slow; reconnect"
+            if message.number and message.number <= seen.get(message.conversation_id or "", 0):
+                continue  # the snapshot in ``first`` already holds it
             await asyncio.wait_for(ws.send_text(message.text), SEND_TIMEOUT)
             if message.type in endings:
                 return endings[message.type]
@@ -192,9 +195,17 @@ async def monitor(ws: WebSocket, conversation_id: str) -> None:
     principal = await authorize_websocket(ws, Permission.MANAGER_MONITOR)
     if principal is None:
         return
-    pipeline, hub = _pipeline(ws), ws.app.state.hub
-    conv = pipeline.conversations.get(conversation_id)
-    if conv is None:
+    hub = ws.app.state.hub
+    # Subscribed before the snapshot: what happens meanwhile is both in the subscription
+    # and the snapshot, and the message numbers tell which to skip.
+    sub = hub.subscribe(conversation_topic(conversation_id))
+    try:
+        caught_up = await _feed(ws).catch_up(conversation_id)
+    except Exception:
+        hub.unsubscribe(sub)
+        raise
+    if caught_up is None:
+        hub.unsubscribe(sub)
         stored = await ws.app.state.store.get_conversation(conversation_id)
         if stored is None:
             code, status = "unknown_conversation", 404
@@ -205,12 +216,11 @@ async def monitor(ws: WebSocket, conversation_id: str) -> None:
         await deny(ws, status, {"type": "error", "code": code,
                                 "message": f"no live conversation {conversation_id}"})
         return
-    # Subscribe and snapshot in one step (no await between): nothing is missed or repeated.
-    sub = hub.subscribe(conversation_topic(conversation_id))
-    catch_up = {"type": "catch_up", "conversation": conv.summary(time.time()),
-                "transcript": list(conv.recent)}
+    catch_up = {"type": "catch_up", "conversation": caught_up.summary,
+                "transcript": caught_up.transcript}
     await _pump(ws, sub, hub, [catch_up, {"type": "live"}],
-                {"conversation.ended": (1000, "conversation ended")})
+                {"conversation.ended": (1000, "conversation ended")},
+                {conversation_id: caught_up.number})
 
 
 @router.websocket("/v1/live")
@@ -219,15 +229,20 @@ async def live_board(ws: WebSocket, wanted: LiveFilter = Depends(live_filter)) -
     then each update."""
     if await authorize_websocket(ws, Permission.REALTIME_METRICS) is None:
         return
-    pipeline, hub = _pipeline(ws), ws.app.state.hub
+    hub = ws.app.state.hub
     accept_update = board_filter(wanted)
-    sub = hub.subscribe(LIVE_TOPIC, accept=accept_update)
-    rows = _summaries(pipeline, wanted)
+    sub = hub.subscribe(LIVE_TOPIC, accept=accept_update)  # before the snapshot: see monitor
+    try:
+        live = await _feed(ws).conversations()
+    except Exception:
+        hub.unsubscribe(sub)
+        raise
+    rows = _worst_first([c.summary for c in live if wanted.matches(c.summary)])
     for row in rows:
         accept_update({"conversation": row})  # remember what the snapshot showed
     snapshot = {"type": "snapshot", "conversations": rows,
-                "agents": agent_metrics(list(pipeline.conversations.values()))}
-    await _pump(ws, sub, hub, [snapshot])
+                "agents": agent_metrics(load_of(c.summary) for c in live)}
+    await _pump(ws, sub, hub, [snapshot], seen={c.summary["id"]: c.number for c in live})
 
 
 @router.websocket("/v1/alerts/stream")

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
-from contact_center.conversation import Conversation
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
 
 
-def agent_metrics(conversations: list[Conversation],
+class AgentLoad(NamedTuple):
+    """What agent metrics read of one live conversation."""
+
+    agent_id: str | None
+    alerts: int
+    sentiment: float | None  # rolling customer sentiment
+
+
+def load_of(summary: dict[str, Any]) -> AgentLoad:
+    return AgentLoad(summary["agent_id"], summary["alerts"], summary["sentiment"]["window"])
+
+
+def agent_metrics(conversations: Iterable[AgentLoad],
                   known_agents: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Per agent: live conversations, their mean customer sentiment, alerts raised.
     ``known_agents`` (agent users) are listed even while they handle nothing."""
@@ -23,8 +33,8 @@ def agent_metrics(conversations: list[Conversation],
         a["conversations"] += 1
         a["open_alerts"] += conv.alerts
         a["escalated_conversations"] += conv.alerts > 0
-        if conv.rolling.mean is not None:
-            a["_sentiments"].append(conv.rolling.mean)
+        if conv.sentiment is not None:
+            a["_sentiments"].append(conv.sentiment)
     rows = []
     for a in agents.values():
         values = a.pop("_sentiments")

@@ -9,7 +9,12 @@ import hashlib
 import itertools
 import os
 import secrets
+import shutil
+import socket
 import sqlite3
+import subprocess
+import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,8 +33,10 @@ from monitoring.auth import create_user, issue_token
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
-# Every store implementation runs the same tests.
+# Every store implementation runs the same tests; every app test also runs on the
+# scale-out deployment (an API node with its worker, on Redis and PostgreSQL).
 STORE_BACKENDS = ["sqlite", "postgres"]
+APP_BACKENDS = [*STORE_BACKENDS, "scaleout"]
 # A PostgreSQL server the tests may create a throwaway database on (.ci/run starts one).
 POSTGRES = os.environ.get("CC_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 _run_database: dict[str, str] = {}
@@ -39,7 +46,7 @@ def make_store(backend: str, tmp_path: Path) -> Store:
     """The store of one test: the same ``tmp_path`` gives the same data."""
     if backend == "sqlite":
         return SQLiteStore(tmp_path / "cc.db")
-    if backend == "postgres":
+    if backend in ("postgres", "scaleout"):
         return PostgresStore(_run_database["url"], min_size=1, max_size=4,
                              schema=_schema(tmp_path))
     raise ValueError(backend)
@@ -112,11 +119,86 @@ def stored(backend: str, tmp_path: Path) -> Stored:
     return Stored(backend, tmp_path)
 
 
-@pytest.fixture(params=STORE_BACKENDS)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        app = "client" in metafunc.fixturenames
+        metafunc.parametrize("backend", APP_BACKENDS if app else STORE_BACKENDS, indirect=True)
+
+
+@pytest.fixture
 def backend(request: pytest.FixtureRequest) -> str:
-    if request.param == "postgres":
+    if request.param in ("postgres", "scaleout"):
         request.getfixturevalue("postgres_database")
+    if request.param == "scaleout":
+        request.getfixturevalue("redis_server")
     return str(request.param)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """A throwaway redis-server: its own port and directory, AOF on (fsync always), no
+    eviction: what docs/deployment.md asks of a production Redis."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="cc-redis-"))
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is needed for the scale-out tests (.ci/run installs it)")
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+             "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+             "--maxmemory-policy", "noeviction"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as c:
+                    c.sendall(b"PING\r\n")
+                    if c.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        pytest.fail("redis-server did not start")
+
+    def stop(self, kill: bool = False) -> None:
+        if self.process is not None:
+            if kill:
+                self.process.kill()
+            else:
+                self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server for the run; each test uses its own key namespace."""
+    server = RedisServer()
+    server.start()
+    yield server
+    server.remove()
+
+
+def scale_out(settings: Settings, tmp_path: Path, redis_url: str, **more: Any) -> Settings:
+    """These settings as an API node (with its worker) in this test's own namespace."""
+    return settings.model_copy(update={
+        "redis": redis_url, "redis_namespace": _schema(tmp_path), "worker": True,
+        "partitions": 4} | more)
 
 
 @pytest.fixture
@@ -156,10 +238,37 @@ def users(backend: str, tmp_path: Path) -> Users:
 
 
 @pytest.fixture
-def client(backend: str, settings: Settings, tmp_path: Path) -> Iterator[TestClient]:
+def client(backend: str, settings: Settings, tmp_path: Path,
+           request: pytest.FixtureRequest) -> Iterator[TestClient]:
+    if backend == "scaleout":
+        settings = scale_out(settings, tmp_path, request.getfixturevalue("redis_server").url)
     app = create_app(settings, make_store(backend, tmp_path))
     with TestClient(app) as c:
+        if backend == "scaleout":
+            wait_for_partitions(c)
         yield c
+
+
+def wait_for_partitions(client: TestClient, timeout: float = 10.0) -> None:
+    """Until the in-process worker holds every partition."""
+    deadline = time.monotonic() + timeout
+    while client.get("/healthz").json().get("partitions_unowned") != 0:
+        assert time.monotonic() < deadline, client.get("/healthz").json()
+        time.sleep(0.02)
+
+
+def pipeline_of(client: TestClient) -> Any:
+    """The pipeline applying this app's events (embedded, or its in-process worker)."""
+    runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    worker = getattr(runtime, "worker", None)
+    return worker[0].pipeline if worker else runtime.pipeline
+
+
+def runner_of(client: TestClient) -> Any:
+    """The task running that pipeline."""
+    runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    worker = getattr(runtime, "worker", None)
+    return worker[1] if worker else runtime.runner
 
 
 def auth(token: str) -> dict[str, str]:

@@ -13,11 +13,21 @@ from starlette.websockets import WebSocketDisconnect
 
 from contact_center import protocol as p
 from contact_center.app import create_app
-from contact_center.bus import InMemoryBus, Source
+from contact_center.buses import InMemoryBus, Source
 from contact_center.settings import Settings
 from contact_center.store import SegmentRow, Store, WriteBatch
 from monitoring.hub import Hub
-from tests.conftest import ANGRY, Connector, Stored, Users, auth, make_store, run
+from tests.conftest import (
+    ANGRY,
+    Connector,
+    Stored,
+    Users,
+    auth,
+    make_store,
+    pipeline_of,
+    run,
+    runner_of,
+)
 
 META = {"id": "c1", "channel": "chat", "queue": "q", "agent_id": "a", "customer": {},
         "recording": "all", "attributes": {}, "status": "live", "started_at": 1.0,
@@ -132,7 +142,7 @@ def test_failed_commit_is_not_acked_and_a_retry_applies_once(tmp_path: Path, use
     manager = auth(users.token("CallCenterManager"))
     ingest = auth(connector_token)
     with TestClient(create_app(Settings(database=tmp_path / "cc.db"), store)) as client:
-        pipeline = client.app.state.pipeline  # type: ignore[attr-defined]
+        pipeline = pipeline_of(client)
         with client.websocket_connect("/v1/ingest", headers=ingest) as ws:
             c = Connector(ws)
             c.start("f1")
@@ -204,7 +214,7 @@ def test_health_reports_a_stopped_pipeline(client: TestClient, connector_token: 
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and health["live_conversations"] == 1
     assert health["events_processed"] == 1 and health["batches_committed"] == 1
-    runner = client.app.state.runner  # type: ignore[attr-defined]
+    runner = runner_of(client)
     runner.cancel()
     deadline = time.monotonic() + 5
     while not runner.done() and time.monotonic() < deadline:

@@ -14,7 +14,7 @@ from analytics.scoring import score
 from contact_center.app import create_app
 from contact_center.conversation import Conversation
 from contact_center.settings import Settings
-from tests.conftest import ANGRY, Connector, Stored, Users, auth, make_store
+from tests.conftest import ANGRY, Connector, Stored, Users, auth, make_store, pipeline_of
 
 
 def test_hello_then_ack_with_scores(ingest: Connector) -> None:
@@ -233,7 +233,7 @@ def test_a_retried_segment_after_the_end_is_a_duplicate(ingest: Connector, clien
     assert ingest.say("d1", "last", "thanks, bye")["status"] == "duplicate"
     assert ingest.say("d1", "new", "one more thing")["code"] == "conversation_ended"
     # Also once memory has forgotten it (as after a restart): the store still knows.
-    pipeline = client.app.state.pipeline  # type: ignore[attr-defined]
+    pipeline = pipeline_of(client)
     pipeline.applier._ended.clear()
     pipeline.applier._ended_applied.clear()
     assert ingest.say("d1", "last", "thanks, bye")["status"] == "duplicate"

@@ -33,8 +33,8 @@ from analytics.rolling import RollingConfig
 from analytics.rules import KeywordRule, ResponseTimeRule, RuleSet, SentimentRule
 from analytics.scoring import score
 from contact_center import protocol as p
-from contact_center.bus import Delivery, Source
-from contact_center.pipeline import ALERTS_TOPIC, Pipeline
+from contact_center.buses import Delivery, Source
+from contact_center.pipeline import ALERTS_TOPIC, HubOutlet, Pipeline
 from contact_center.stores.sqlite import SQLiteStore
 from monitoring.hub import Hub
 
@@ -150,7 +150,7 @@ class RulesOnTheLivePipeline(RuleBasedStateMachine):
         self.hub = Hub(queue_size=100_000)
         self.subscription = self.hub.subscribe(ALERTS_TOPIC)
         self.rule_set = RuleSet()
-        self.pipeline = Pipeline(self.store, self.hub, self.rule_set, RollingConfig())
+        self.pipeline = Pipeline(self.store, HubOutlet(self.hub), self.rule_set, RollingConfig())
         self.source = Source()
         self.now = 1_000_000.0
         self.rules: dict[str, ModelRule] = {}  # in rule-set order
@@ -428,7 +428,7 @@ class RulesOnTheLivePipeline(RuleBasedStateMachine):
     def restart(self) -> None:
         """A new pipeline on the same store resumes every live conversation's rule state
         (what edits dropped stays dropped)."""
-        self.pipeline = Pipeline(self.store, self.hub, self.rule_set, RollingConfig())
+        self.pipeline = Pipeline(self.store, HubOutlet(self.hub), self.rule_set, RollingConfig())
         self.run(self.pipeline.start())
         self.check_alerts([])
 

@@ -16,8 +16,10 @@ import asyncpg
 
 from contact_center.conversation import RECENT_LIMIT
 from contact_center.store import (
+    Fenced,
     History,
     HistoryQuery,
+    PartitionClaim,
     SearchQuery,
     StoredConversation,
     Token,
@@ -121,6 +123,13 @@ MIGRATIONS: list[str] = [
     ALTER TABLE conversation_events ADD COLUMN event_id text;
     CREATE INDEX events_keyed ON conversation_events (conversation_id)
         WHERE event_id IS NOT NULL;
+    """,
+    """
+    CREATE TABLE partitions (
+        partition integer PRIMARY KEY,
+        token bigint NOT NULL,
+        applied_through text
+    );
     """,
 ]
 _MIGRATION_LOCK = 7_303_001  # advisory lock id: one migrator at a time
@@ -226,10 +235,31 @@ class PostgresStore:
 
     # -- pipeline ---------------------------------------------------------------------
 
+    async def claim_partition(self, partition: int) -> PartitionClaim:
+        row = await self.pool.fetchrow(
+            "INSERT INTO partitions (partition, token) VALUES ($1, 1) ON CONFLICT (partition) "
+            "DO UPDATE SET token = partitions.token + 1 RETURNING token, applied_through",
+            partition)
+        return PartitionClaim(row["token"], row["applied_through"])
+
+    async def live_conversation_ids(self) -> list[str]:
+        return [r[0] for r in await self.pool.fetch(
+            "SELECT id FROM conversations WHERE status = 'live'")]
+
     async def write(self, batch: WriteBatch) -> None:
         if not batch:
             return
         async with self.pool.acquire() as db, db.transaction():
+            fenced = set()
+            for mark in batch.marks:  # first: the row lock orders us before a new claim
+                status = await db.execute(
+                    "UPDATE partitions SET applied_through = coalesce($3, applied_through) "
+                    "WHERE partition = $1 AND token = $2",
+                    mark.partition, mark.token, mark.applied_through)
+                if status == "UPDATE 0":
+                    fenced.add(mark.partition)
+            if fenced:
+                raise Fenced(fenced)
             if batch.conversations:
                 await db.executemany(_CONVERSATION_UPSERT, [
                     (m["id"], m["channel"], m["queue"], m["agent_id"], m["customer"],

@@ -224,6 +224,8 @@ class SQLiteStore:
     # -- pipeline ---------------------------------------------------------------------
 
     async def write(self, batch: WriteBatch) -> None:
+        if batch.marks:
+            raise ValueError("partition marks need the PostgreSQL store (scale-out)")
         if batch:
             await self._writer.run(lambda db: _write(db, batch))
 

@@ -1,0 +1,227 @@
+"""The two deployments behind the same routes: what the app starts, and what its routes
+ask of it (the bus, the live feed, the rules in force, health).
+
+`Embedded`: one process; the pipeline runs here over the in-process bus, on SQLite (or
+PostgreSQL). `ScaleOutNode`: an API node of the scale-out deployment; events go through
+Redis Streams to pipeline workers (`contact_center.worker`, also run here with
+``--worker``), the store is PostgreSQL, and live views are read from Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, Protocol
+
+from analytics.default_rules import DEFAULT_RULES
+from analytics.rules import RuleSet
+from analytics.scoring import Scorer, load_overlay
+from contact_center import streams
+from contact_center.buses import Bus
+from contact_center.buses.memory import InMemoryBus
+from contact_center.buses.redis import RedisBus
+from contact_center.leases import alive_workers, unowned
+from contact_center.pipeline import HubOutlet, Pipeline
+from contact_center.settings import Settings, masked
+from contact_center.store import PartitionedStore, Store
+from contact_center.worker import Worker
+from monitoring.feeds import AgentPush, LiveFeed
+from monitoring.feeds.memory import MemoryFeed
+from monitoring.feeds.redis import RedisFeed
+from monitoring.hub import Hub
+
+log = logging.getLogger(__name__)
+
+DRAIN_SECONDS = 10.0
+HEALTH_TIMEOUT = 2.0  # seconds a dependency gets to answer a health check
+
+
+class Runtime(Protocol):
+    @property
+    def bus(self) -> Bus: ...
+
+    @property
+    def feed(self) -> LiveFeed: ...
+
+    async def current_rules(self) -> RuleSet: ...
+
+    async def change_rules(self, rules: RuleSet) -> None:
+        """Apply a rule set already saved to the store."""
+        ...
+
+    async def health(self) -> tuple[str, dict[str, Any]]:
+        """``ok``, ``degraded`` or ``pipeline stopped``, and what /healthz reports."""
+        ...
+
+    async def stop(self) -> None: ...
+
+
+async def load_rules(settings: Settings, store: Store) -> RuleSet:
+    """A rules file wins (and is saved, versioned against the saved rules); else the last
+    rules set over the API; else the defaults."""
+    saved = await store.load_rules()
+    rules = RuleSet.model_validate(saved) if saved is not None else DEFAULT_RULES
+    if settings.rules_file is not None:
+        rules = rules.replacing(RuleSet.model_validate_json(settings.rules_file.read_bytes()))
+        await store.save_rules(rules.model_dump(mode="json"))
+    return rules
+
+
+def scorer_for(settings: Settings) -> Scorer:
+    return Scorer(load_overlay(settings.lexicon_overlay) if settings.lexicon_overlay else None)
+
+
+async def _answers(check: Any) -> str:
+    try:
+        await asyncio.wait_for(check, HEALTH_TIMEOUT)
+        return "ok"
+    except Exception:
+        return "unavailable"
+
+
+def _report_stopped(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        log.critical("%s stopped: %r; /healthz now answers 503", task.get_name(),
+                     task.exception())
+
+
+class Embedded:
+    def __init__(self, store: Store, pipeline: Pipeline, bus: InMemoryBus) -> None:
+        self.store, self.pipeline, self.bus = store, pipeline, bus
+        self.feed = MemoryFeed(pipeline)
+        self.runner = asyncio.create_task(pipeline.run(bus), name="the pipeline")
+        self.runner.add_done_callback(_report_stopped)
+
+    @classmethod
+    async def start(cls, settings: Settings, store: Store, hub: Hub) -> Embedded:
+        await store.claim_pipeline()
+        outlet = HubOutlet(hub)
+        pipeline = Pipeline(store, outlet, await load_rules(settings, store), settings.rolling,
+                            settings.batch_size, scorer_for(settings))
+        await pipeline.start()
+        runtime = cls(store, pipeline, InMemoryBus(settings.bus_queue_size))
+        outlet.agents = AgentPush(hub, runtime.feed.agent_loads)
+        return runtime
+
+    async def current_rules(self) -> RuleSet:
+        return self.pipeline.rules
+
+    async def change_rules(self, rules: RuleSet) -> None:
+        await self.pipeline.change_rules(rules)
+
+    async def health(self) -> tuple[str, dict[str, Any]]:
+        database = await _answers(self.store.ping())
+        status = ("pipeline stopped" if self.runner.done()
+                  else "ok" if database == "ok" else "degraded")
+        return status, {"dependencies": {"database": database},
+                        "queue_depth": self.bus.depth,
+                        "events_processed": self.pipeline.processed,
+                        "batches_committed": self.pipeline.batches,
+                        "live_conversations": len(self.pipeline.conversations)}
+
+    async def stop(self) -> None:
+        # Let accepted events finish so their connectors get a reply, then stop.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.bus.drain(), DRAIN_SECONDS)
+        self.runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.runner
+
+
+def partitioned(store: Store) -> PartitionedStore:
+    if not hasattr(store, "claim_partition"):
+        raise RuntimeError("the scale-out deployment (--redis) needs PostgreSQL as its store: "
+                           "give --db postgresql://…")
+    return store  # type: ignore[return-value]
+
+
+def layout_for(settings: Settings) -> streams.Layout:
+    return streams.Layout(settings.redis_namespace, settings.partitions)
+
+
+async def start_worker(settings: Settings, store: Store,
+                       redis: Any) -> tuple[Worker, asyncio.Task[None]]:
+    """A pipeline worker on these connections, running."""
+    layout = layout_for(settings)
+    await layout.check(redis)
+    saved = await store.load_rules()
+    rules = RuleSet.model_validate(saved) if saved is not None else DEFAULT_RULES
+    worker = Worker(partitioned(store), redis, layout, rules, settings.rolling,
+                    settings.batch_size, scorer_for(settings))
+    task = asyncio.create_task(worker.run(), name="the pipeline worker")
+    task.add_done_callback(_report_stopped)
+    return worker, task
+
+
+class ScaleOutNode:
+    def __init__(self, settings: Settings, store: Store, redis: Any, hub: Hub) -> None:
+        self.store, self.redis = partitioned(store), redis
+        self.layout = layout_for(settings)
+        self.bus = RedisBus(redis, self.layout, settings.bus_queue_size,
+                            settings.reply_timeout_seconds)
+        self.feed = RedisFeed(redis, self.layout, hub)
+        self.worker: tuple[Worker, asyncio.Task[None]] | None = None
+
+    @classmethod
+    async def start(cls, settings: Settings, store: Store, hub: Hub) -> ScaleOutNode:
+        redis = streams.connect(settings.redis)  # type: ignore[arg-type]
+        node = cls(settings, store, redis, hub)
+        try:
+            await node.layout.check(redis)
+        except OSError as exc:
+            raise RuntimeError(f"cannot reach Redis at {masked(settings.redis or '')}: "
+                               f"{exc}") from None
+        await load_rules(settings, store)  # a rules file given here is saved for all
+        await node.bus.start()
+        await node.feed.start()
+        if settings.worker:
+            node.worker = await start_worker(settings, store, redis)
+        return node
+
+    async def current_rules(self) -> RuleSet:
+        # Read each time: any node may have changed them.
+        saved = await self.store.load_rules()
+        return RuleSet.model_validate(saved) if saved is not None else DEFAULT_RULES
+
+    async def change_rules(self, rules: RuleSet) -> None:
+        try:
+            await self.redis.publish(self.layout.rules_changed, "changed")
+        except Exception:  # workers also check every few seconds
+            log.warning("telling workers of the new rules failed; they find them shortly")
+
+    async def health(self) -> tuple[str, dict[str, Any]]:
+        database = await _answers(self.store.ping())
+        redis = await _answers(self.redis.ping())
+        workers = partitions_unowned = live = None
+        if redis == "ok":
+            with contextlib.suppress(Exception):
+                workers = await alive_workers(self.redis, self.layout)
+                partitions_unowned = await unowned(self.redis, self.layout)
+                live = int(await self.redis.hlen(self.layout.summaries))
+        stopped = self.worker is not None and self.worker[1].done()
+        status = ("pipeline stopped" if stopped
+                  else "ok" if database == redis == "ok" and self.feed.healthy
+                  else "degraded")
+        fields: dict[str, Any] = {
+            "dependencies": {"database": database, "redis": redis},
+            "queue_depth": self.bus.depth, "workers": workers,
+            "partitions": self.layout.partitions, "partitions_unowned": partitions_unowned,
+            "live_conversations": live}
+        if self.worker is not None:
+            worker = self.worker[0]
+            fields |= {"events_processed": worker.pipeline.processed,
+                       "batches_committed": worker.pipeline.batches,
+                       "partitions_held": sorted(worker.owned)}
+        return status, fields
+
+    async def stop(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.bus.drain(), DRAIN_SECONDS)
+        if self.worker is not None:
+            self.worker[1].cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.worker[1]
+        await self.bus.stop()
+        await self.feed.stop()
+        await self.redis.aclose()

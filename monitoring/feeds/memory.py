@@ -1,0 +1,33 @@
+"""The embedded feed: reads the pipeline's conversations in this process's memory."""
+
+from __future__ import annotations
+
+import time
+
+from contact_center.pipeline import Pipeline
+from monitoring.feeds import CatchUp, Live
+from monitoring.metrics import AgentLoad
+
+
+class MemoryFeed:
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+
+    async def conversations(self) -> list[Live]:
+        now = time.time()
+        return [Live(c.summary(now), c.published)
+                for c in self.pipeline.conversations.values()]
+
+    async def conversation(self, conversation_id: str) -> Live | None:
+        conv = self.pipeline.conversations.get(conversation_id)
+        return None if conv is None else Live(conv.summary(time.time()), conv.published)
+
+    async def catch_up(self, conversation_id: str) -> CatchUp | None:
+        conv = self.pipeline.conversations.get(conversation_id)
+        if conv is None:
+            return None
+        return CatchUp(conv.summary(time.time()), list(conv.recent), conv.published)
+
+    async def agent_loads(self) -> list[AgentLoad]:
+        return [AgentLoad(c.agent_id, c.alerts, c.rolling.mean)
+                for c in self.pipeline.conversations.values()]

@@ -1,0 +1,200 @@
+"""The scale-out feed, both halves: workers publish (`RedisOutlet`), API nodes read and
+relay (`RedisFeed`).
+
+What Redis holds for each live conversation, written in one transaction per batch:
+- ``{ns}:summaries`` field ``<id>``: ``{"n": <number>, "at": <time>, "s": <summary>}``,
+  ``n`` being the number of the conversation's last monitor message;
+- ``{ns}:recent:<id>``: its kept monitor messages, ``{"n": .., "m": <message>}``, oldest
+  first, at most RECENT_LIMIT;
+- every live message on the ``{ns}:live`` stream, which each API node reads into its hub.
+A snapshot (catch-up, board) and the messages after it are told apart by ``n``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Collection
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+
+from contact_center.applier import Effects, conversation_topic
+from contact_center.conversation import RECENT_LIMIT, Conversation
+from contact_center.streams import BLOCK_MS, Layout, dumps, read_reply
+from monitoring.feeds import LIVE_TOPIC, AgentPush, CatchUp, Live, conversation_updated
+from monitoring.hub import Hub, Message
+from monitoring.metrics import AgentLoad, load_of
+
+log = logging.getLogger(__name__)
+
+LIVE_STREAM_LENGTH = 100_000  # live messages kept for API nodes that lag (approximate)
+RESYNC = {"type": "resync", "reason": "live messages may have been lost; reconnect"}
+
+
+class RedisOutlet:
+    """A worker's outlet: one Redis transaction per committed batch."""
+
+    def __init__(self, redis: aioredis.Redis, layout: Layout) -> None:
+        self.redis, self.layout = redis, layout
+
+    async def publish(self, effects: Effects) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        for m in effects.messages:
+            text = dumps(m.body)
+            fields: dict[Any, Any] = {"t": m.topic, "y": m.body["type"], "m": text, "n": m.number,
+                      "c": m.conversation_id}
+            if m.match is not None:
+                fields["a"] = dumps(m.match)
+            pipe.xadd(self.layout.live, fields, maxlen=LIVE_STREAM_LENGTH, approximate=True)
+            if m.keep:
+                pipe.rpush(self.layout.recent(m.conversation_id),
+                           f'{{"n":{m.number},"m":{text}}}')
+        now = time.time()
+        for conv in effects.touched.values():
+            self._summary(pipe, conv, now)
+        await self._execute(pipe)
+
+    def _summary(self, pipe: Any, conv: Conversation, now: float) -> None:
+        summary = conv.summary(now)
+        if conv.status == "live":
+            pipe.hset(self.layout.summaries, conv.id,
+                      dumps({"n": conv.published, "at": now, "s": summary}))
+            pipe.ltrim(self.layout.recent(conv.id), -RECENT_LIMIT, -1)
+        else:
+            pipe.hdel(self.layout.summaries, conv.id)
+            pipe.delete(self.layout.recent(conv.id))
+        pipe.xadd(self.layout.live, {"t": LIVE_TOPIC, "y": "conversation.updated",
+                                     "m": dumps(conversation_updated(summary)),
+                                     "n": conv.published, "c": conv.id},
+                  maxlen=LIVE_STREAM_LENGTH, approximate=True)
+
+    async def resync(self, conversation_ids: Collection[str]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for topic in [*map(conversation_topic, conversation_ids), LIVE_TOPIC]:
+            pipe.xadd(self.layout.live, {"t": topic, "y": "resync", "m": dumps(RESYNC),
+                                         "n": 0, "c": ""},
+                      maxlen=LIVE_STREAM_LENGTH, approximate=True)
+        await self._execute(pipe)
+
+    async def restored(self, conversations: list[Conversation]) -> None:
+        """After a worker takes conversations over: where Redis lost what was published
+        of them (an emptied Redis, or a worker that died between commit and publish),
+        rewrite their summary and catch-up from the store and make their monitors
+        reconnect."""
+        if not conversations:
+            return
+        numbers = await self.redis.hmget(self.layout.summaries, [c.id for c in conversations])
+        behind = [conv for conv, raw in zip(conversations, numbers, strict=True)
+                  if raw is None or json.loads(raw)["n"] != conv.published]
+        if not behind:
+            return
+        pipe = self.redis.pipeline(transaction=True)
+        now = time.time()
+        for conv in behind:
+            pipe.delete(self.layout.recent(conv.id))
+            if conv.recent:
+                pipe.rpush(self.layout.recent(conv.id), *[
+                    dumps({"n": conv.published, "m": entry}) for entry in conv.recent])
+            self._summary(pipe, conv, now)
+        await self._execute(pipe)
+        await self.resync([conv.id for conv in behind])
+
+    @staticmethod
+    async def _execute(pipe: Any) -> None:
+        try:
+            await pipe.execute()
+        except Exception:
+            # Committed already: monitors of these conversations miss messages; the API
+            # nodes' readers tell them to resync when Redis comes back.
+            log.warning("publishing live messages to Redis failed", exc_info=True)
+
+
+class RedisFeed:
+    """An API node's view: reads from Redis, and relays the live stream into the hub."""
+
+    def __init__(self, redis: aioredis.Redis, layout: Layout, hub: Hub) -> None:
+        self.redis, self.layout, self.hub = redis, layout, hub
+        self.agents = AgentPush(hub, self.agent_loads)
+        self.healthy = True
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._reader = asyncio.create_task(self._relay(), name="live-relay")
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+
+    async def _relay(self) -> None:
+        last, backoff = "$", 0.5
+        while True:
+            try:
+                reply = await self.redis.xread({self.layout.live: last}, count=1000,
+                                               block=BLOCK_MS)
+            except (aioredis.RedisError, OSError):
+                if self.healthy:
+                    log.warning("reading live messages from Redis failed; retrying")
+                self.healthy = False
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if not self.healthy:
+                # Whatever was published meanwhile never reached this node's subscribers.
+                log.info("reading live messages from Redis again")
+                self.healthy, backoff = True, 0.5
+                self.hub.broadcast(RESYNC)
+            for _, entries in read_reply(reply):
+                for entry_id, fields in entries:
+                    last = entry_id
+                    self._offer(fields)
+
+    def _offer(self, fields: dict[str, str]) -> None:
+        topic = fields["t"]
+        if not self.hub.subscribers(topic):
+            return
+        text = fields["m"]
+        meta = (json.loads(fields["a"]) if "a" in fields
+                else json.loads(text) if topic == LIVE_TOPIC else None)
+        self.hub.offer(topic, Message(fields["y"], text, int(fields["n"]), fields["c"] or None),
+                       meta)
+        if topic == LIVE_TOPIC and fields["y"] == "conversation.updated":
+            self.agents.changed()
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def conversations(self) -> list[Live]:
+        now = time.time()
+        stored = cast(dict[str, str], await self.redis.hgetall(self.layout.summaries))
+        return [_live(raw, now) for raw in stored.values()]
+
+    async def conversation(self, conversation_id: str) -> Live | None:
+        raw = cast(str | None, await self.redis.hget(self.layout.summaries, conversation_id))
+        return None if raw is None else _live(raw, time.time())
+
+    async def catch_up(self, conversation_id: str) -> CatchUp | None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hget(self.layout.summaries, conversation_id)
+        pipe.lrange(self.layout.recent(conversation_id), 0, -1)
+        raw, recent = await pipe.execute()
+        if raw is None:
+            return None
+        live = _live(raw, time.time())
+        return CatchUp(live.summary, [json.loads(e)["m"] for e in recent], live.number)
+
+    async def agent_loads(self) -> list[AgentLoad]:
+        return [load_of(live.summary) for live in await self.conversations()]
+
+
+def _live(raw: str, now: float) -> Live:
+    """A stored summary, with the customer's wait brought up to ``now``."""
+    stored = json.loads(raw)
+    summary = stored["s"]
+    if summary["customer_waiting_seconds"] is not None:
+        summary["customer_waiting_seconds"] += max(0.0, now - stored["at"])
+    return Live(summary, stored["n"])
