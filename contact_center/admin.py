@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import Field
 
 from contact_center.protocol import Model
@@ -91,3 +91,12 @@ async def revoke_token(request: Request, token_id: str,
     if not await request.app.state.store.revoke_token(token_id):
         raise HTTPException(404, {"type": "error", "code": "unknown_token",
                                   "message": "no such active token"})
+
+
+@router.get("/v1/admin/dead-letters")
+async def dead_letters(request: Request, limit: int = Query(default=100, ge=1, le=1000),
+                       _: Principal = require(Permission.OPERATE)) -> dict[str, Any]:
+    """Events set aside by scale-out workers after failing too often, newest first
+    (always empty embedded, where a failing event is answered ``internal_error`` at
+    once)."""
+    return {"dead_letters": await request.app.state.runtime.dead_letters(limit)}

@@ -25,7 +25,8 @@ from contact_center.leases import alive_workers, unowned
 from contact_center.pipeline import HubOutlet, Pipeline
 from contact_center.settings import Settings, masked
 from contact_center.store import PartitionedStore, Store
-from contact_center.worker import Worker
+from contact_center.streams import read_entries
+from contact_center.worker import Worker, dead_letter
 from monitoring.feeds import AgentPush, LiveFeed
 from monitoring.feeds.memory import MemoryFeed
 from monitoring.feeds.redis import RedisFeed
@@ -52,6 +53,10 @@ class Runtime(Protocol):
 
     async def health(self) -> tuple[str, dict[str, Any]]:
         """``ok``, ``degraded`` or ``pipeline stopped``, and what /healthz reports."""
+        ...
+
+    async def dead_letters(self, limit: int) -> list[dict[str, Any]]:
+        """Events set aside after failing too often, newest first."""
         ...
 
     async def stop(self) -> None: ...
@@ -119,6 +124,9 @@ class Embedded:
                         "events_processed": self.pipeline.processed,
                         "batches_committed": self.pipeline.batches,
                         "live_conversations": len(self.pipeline.conversations)}
+
+    async def dead_letters(self, limit: int) -> list[dict[str, Any]]:
+        return []
 
     async def stop(self) -> None:
         # Let accepted events finish so their connectors get a reply, then stop.
@@ -214,6 +222,10 @@ class ScaleOutNode:
                        "batches_committed": worker.pipeline.batches,
                        "partitions_held": sorted(worker.owned)}
         return status, fields
+
+    async def dead_letters(self, limit: int) -> list[dict[str, Any]]:
+        entries = read_entries(await self.redis.xrevrange(self.layout.dead, count=limit))
+        return [dead_letter(entry_id, fields) for entry_id, fields in entries]
 
     async def stop(self) -> None:
         with contextlib.suppress(TimeoutError):

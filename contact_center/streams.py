@@ -103,6 +103,11 @@ def read_reply(reply: Any) -> list[tuple[str, Entries]]:
     return cast(list[tuple[str, Entries]], reply or [])
 
 
+def read_entries(reply: Any) -> Entries:
+    """An XRANGE/XREVRANGE reply (decoded)."""
+    return cast(Entries, reply or [])
+
+
 def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 

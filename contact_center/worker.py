@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -381,3 +382,14 @@ class Worker:
 
 def _as_json(reply: p.Reply) -> dict[str, Any]:
     return reply.model_dump(mode="json", exclude_none=True)
+
+
+def dead_letter(letter_id: str, fields: dict[str, str]) -> dict[str, Any]:
+    """A dead-letter entry as the admin API shows it."""
+    try:
+        event: Any = json.loads(fields["e"])
+    except ValueError:
+        event = fields["e"]
+    return {"id": letter_id, "partition": int(fields["partition"]), "entry": fields["entry"],
+            "deliveries": int(fields["deliveries"]), "at": float(fields["at"]),
+            "event": event, "node": fields["n"], "request": fields["r"]}

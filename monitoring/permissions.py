@@ -20,6 +20,7 @@ class Permission(StrEnum):
     TRANSCRIPTS_READ = "transcripts-read"      # read a recorded conversation
     RULES_MANAGE = "rules-manage"              # read and change escalation rules
     USERS_MANAGE = "users-manage"              # users, profiles and tokens
+    OPERATE = "operate"                        # pipeline internals: dead letters
 
 
 PROFILES: dict[str, frozenset[Permission]] = {

@@ -21,6 +21,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketDenialResponse
 
@@ -40,6 +41,7 @@ APP_BACKENDS = [*STORE_BACKENDS, "scaleout"]
 # A PostgreSQL server the tests may create a throwaway database on (.ci/run starts one).
 POSTGRES = os.environ.get("CC_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 _run_database: dict[str, str] = {}
+_run_redis: dict[str, str] = {}
 
 
 def make_store(backend: str, tmp_path: Path) -> Store:
@@ -121,7 +123,8 @@ def stored(backend: str, tmp_path: Path) -> Stored:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
-        app = "client" in metafunc.fixturenames
+        app = "client" in metafunc.fixturenames or metafunc.definition.get_closest_marker(
+            "app") is not None
         metafunc.parametrize("backend", APP_BACKENDS if app else STORE_BACKENDS, indirect=True)
 
 
@@ -190,6 +193,7 @@ def redis_server() -> Iterator[RedisServer]:
     """One redis-server for the run; each test uses its own key namespace."""
     server = RedisServer()
     server.start()
+    _run_redis["url"] = server.url
     yield server
     server.remove()
 
@@ -237,13 +241,17 @@ def users(backend: str, tmp_path: Path) -> Users:
     return Users(lambda: make_store(backend, tmp_path))
 
 
-@pytest.fixture
-def client(backend: str, settings: Settings, tmp_path: Path,
-           request: pytest.FixtureRequest) -> Iterator[TestClient]:
+def make_app(settings: Settings, backend: str, tmp_path: Path) -> FastAPI:
+    """The app of one test on ``backend``: the same ``tmp_path`` gives the same data (and,
+    scale-out, the same Redis namespace)."""
     if backend == "scaleout":
-        settings = scale_out(settings, tmp_path, request.getfixturevalue("redis_server").url)
-    app = create_app(settings, make_store(backend, tmp_path))
-    with TestClient(app) as c:
+        settings = scale_out(settings, tmp_path, _run_redis["url"])
+    return create_app(settings, make_store(backend, tmp_path))
+
+
+@pytest.fixture
+def client(backend: str, settings: Settings, tmp_path: Path) -> Iterator[TestClient]:
+    with TestClient(make_app(settings, backend, tmp_path)) as c:
         if backend == "scaleout":
             wait_for_partitions(c)
         yield c

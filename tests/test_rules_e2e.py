@@ -15,9 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from analytics import signals
-from contact_center.app import create_app
 from contact_center.settings import Settings
-from tests.conftest import ANGRY, HAPPY, Connector, Users, auth, make_store
+from tests.conftest import ANGRY, HAPPY, Connector, Users, auth, make_app
 
 NEUTRAL = "Hello, I have a question about my bill"
 
@@ -317,9 +316,10 @@ def test_response_time_rule(ingest: Connector, client: TestClient, admin: str, a
 
 
 def _client(settings: Settings, backend: str, tmp_path: Path) -> TestClient:
-    return TestClient(create_app(settings, make_store(backend, tmp_path)))
+    return TestClient(make_app(settings, backend, tmp_path))
 
 
+@pytest.mark.app
 def test_response_time_fires_after_a_restart(settings: Settings, backend: str,
                                              tmp_path: Path, users: Users, admin: str,
                                              connector_token: str) -> None:
@@ -360,6 +360,7 @@ def test_response_time_fires_after_a_restart(settings: Settings, backend: str,
             "alerts"]] == [alert["id"]]
 
 
+@pytest.mark.app
 def test_breach_streak_survives_a_restart(settings: Settings, backend: str, tmp_path: Path,
                                           users: Users, admin: str, ann: str, supervisor: str,
                                           connector_token: str) -> None:

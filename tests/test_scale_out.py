@@ -1,0 +1,523 @@
+"""The scale-out deployment as users run it: API nodes and workers as separate processes
+on a throwaway redis-server and a throwaway PostgreSQL database; and its parts' rules
+(fencing, partition assignment, dead letters) on their own."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import secrets
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx2 as httpx
+import pytest
+import redis.asyncio as aioredis
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from contact_center.leases import assign
+from contact_center.store import Fenced, PartitionMark, WriteBatch
+from contact_center.stores.postgres import PostgresStore
+from contact_center.stores.sqlite import SQLiteStore
+from contact_center.streams import GROUP, Layout
+from tests.conftest import ANGRY, POSTGRES, RedisServer, free_port, run
+from tests.test_server import PROJECT, cli, command
+
+PARTITIONS = 8
+
+
+# -- the parts ----------------------------------------------------------------------------
+
+
+def test_every_partition_goes_to_one_alive_worker_and_few_move() -> None:
+    workers = [f"w{i}" for i in range(5)]
+    before = assign(workers, 64)
+    assert set(before) == set(range(64)) and set(before.values()) == set(workers)
+    assert max(list(before.values()).count(w) for w in workers) <= 64 // 5 * 2  # roughly fair
+    after = assign([*workers, "w5"], 64)
+    moved = {p for p in before if before[p] != after[p]}
+    assert moved and all(after[p] == "w5" for p in moved)  # only to the newcomer
+    gone = assign(workers[1:], 64)
+    assert {p for p in before if before[p] != gone[p]} == {
+        p for p in before if before[p] == "w0"}  # only the leaver's share moves
+    assert assign([], 64) == {}
+
+
+def test_a_fenced_out_worker_commits_nothing(postgres_database: str, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = PostgresStore(postgres_database, min_size=1, max_size=2,
+                              schema=f"fence_{secrets.token_hex(4)}")
+        await store.open()
+        try:
+            old = await store.claim_partition(3)
+            await store.write(WriteBatch(marks=[PartitionMark(3, old.token, "e/1-0")]))
+            new = await store.claim_partition(3)  # another worker took it over
+            assert new.token == old.token + 1 and new.applied_through == "e/1-0"
+            batch = WriteBatch(marks=[PartitionMark(3, old.token, "e/2-0")])
+            batch.conversations["c"] = ({"id": "c", "channel": "chat", "queue": "q",
+                                         "agent_id": None, "customer": {}, "recording": "all",
+                                         "attributes": {}, "status": "live",
+                                         "started_at": 1.0, "ended_at": None,
+                                         "updated_at": 1.0}, {})
+            with pytest.raises(Fenced) as fenced:
+                await store.write(batch)
+            assert fenced.value.partitions == {3}
+            assert await store.live_conversation_ids() == []  # nothing of it landed
+            await store.write(WriteBatch(marks=[PartitionMark(3, new.token, None)]))
+            assert (await store.claim_partition(3)).applied_through == "e/1-0"  # kept
+        finally:
+            await store.close()
+
+    run(scenario())
+
+
+def test_the_sqlite_store_refuses_partition_marks(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = SQLiteStore(tmp_path / "cc.db")
+        await store.open()
+        try:
+            with pytest.raises(ValueError, match="PostgreSQL"):
+                await store.write(WriteBatch(marks=[PartitionMark(0, 1)]))
+        finally:
+            await store.close()
+
+    run(scenario())
+
+
+# -- processes ----------------------------------------------------------------------------
+
+
+class Process:
+    def __init__(self, name: str, *args: str, env: dict[str, str] | None = None) -> None:
+        self.name, self.args, self.env = name, args, os.environ | (env or {})
+        self.output: list[str] = []
+        self.proc: subprocess.Popen[str] | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([*command(), *self.args], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, cwd=PROJECT,
+                                     env=self.env)
+        threading.Thread(target=self._collect, args=(self.proc,), daemon=True).start()
+
+    def _collect(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self.output.append(line)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+class Deployment:
+    """API nodes and workers on one Redis and one PostgreSQL database."""
+
+    def __init__(self, redis: RedisServer, database: str) -> None:
+        self.redis, self.database = redis, database
+        self.nodes: list[tuple[Process, str]] = []
+        self.workers: list[Process] = []
+        self._tokens: dict[str, str] = {}
+
+    def common(self) -> list[str]:
+        return ["--db", self.database, "--redis", self.redis.url,
+                "--partitions", str(PARTITIONS)]
+
+    def node(self, **env: str) -> str:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        process = Process(f"node{len(self.nodes)}", "serve", "--port", str(port),
+                          *self.common(), env=env)
+        self.nodes.append((process, url))
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz").json().get("dependencies", {}).get(
+                        "redis") == "ok":
+                    return url
+            except (httpx.TransportError, ValueError):
+                pass
+            assert time.monotonic() < deadline, "".join(process.output)
+            time.sleep(0.1)
+
+    def worker(self) -> Process:
+        process = Process(f"worker{len(self.workers)}", "worker", *self.common())
+        self.workers.append(process)
+        return process
+
+    def wait_until_owned(self, url: str, workers: int, timeout: float = 20) -> float:
+        """Until every partition is held and ``workers`` are alive; returns the seconds."""
+        started = time.monotonic()
+        while True:
+            health = httpx.get(f"{url}/healthz").json()
+            if health["partitions_unowned"] == 0 and health["workers"] == workers:
+                return time.monotonic() - started
+            assert time.monotonic() - started < timeout, health
+            time.sleep(0.05)
+
+    def token(self, username: str, *profiles: str, agent_id: str | None = None) -> str:
+        extra = ["--agent-id", agent_id] if agent_id else []
+        cli("users", "create", username, *[f"--profile={p}" for p in profiles], *extra,
+            "--db", self.database)
+        return cli("tokens", "create", username, "--db", self.database).strip()
+
+    def stop(self) -> None:
+        for process in [*self.workers, *(n for n, _ in self.nodes)]:
+            process.stop()
+
+
+@pytest.fixture
+def database(postgres_database: str) -> Iterator[str]:
+    """A database of its own (the processes take a plain URL)."""
+    name = f"cc_so_{secrets.token_hex(5)}"
+
+    async def on_server(sql: str) -> None:
+        connection = await asyncpg.connect(POSTGRES)
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    run(on_server(f'CREATE DATABASE "{name}"'))
+    yield POSTGRES.rsplit("/", 1)[0] + "/" + name
+    run(on_server(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def redis_of_test() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def deployment(redis_of_test: RedisServer, database: str) -> Iterator[Deployment]:
+    d = Deployment(redis_of_test, database)
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def _recv(ws: Any) -> dict[str, Any]:
+    return json.loads(await asyncio.wait_for(ws.recv(), 20))  # type: ignore[no-any-return]
+
+
+def test_two_nodes_two_workers_one_conversation(deployment: Deployment) -> None:
+    """A connector on node 1; on node 2 a supervisor monitors the conversation and an
+    agent follows its alerts: every segment and alert arrives, in order."""
+    node1, node2 = deployment.node(), deployment.node()
+    deployment.worker(), deployment.worker()
+    deployment.wait_until_owned(node1, workers=2)
+    connector = deployment.token("connector", "Connector")
+    supervisor = deployment.token("sue", "CallCenterManager")
+    agent = deployment.token("ann", "Agent", agent_id="ann")
+    ws1, ws2 = node1.replace("http", "ws"), node2.replace("http", "ws")
+
+    async def scenario() -> None:
+        async with connect(f"{ws1}/v1/ingest", additional_headers=_bearer(connector)) as ingest:
+            await _recv(ingest)  # hello
+
+            async def send(event: dict[str, Any]) -> dict[str, Any]:
+                await ingest.send(json.dumps(event))
+                return await _recv(ingest)
+
+            start = {"type": "conversation.started", "conversation": {
+                "id": "x1", "channel": "chat", "queue": "billing", "agent_id": "ann",
+                "recording": "all"}}
+            assert (await send(start))["status"] == "accepted"
+            said = [await send({"type": "segment", "conversation_id": "x1",
+                                "segment_id": "s0", "role": "customer",
+                                "text": "Hello, I have a question."})]
+            async with connect(f"{ws2}/v1/conversations/x1/monitor",
+                               additional_headers=_bearer(supervisor)) as monitor, \
+                    connect(f"{ws2}/v1/alerts/stream",
+                            additional_headers=_bearer(agent)) as alerts:
+                catch_up = await _recv(monitor)
+                assert catch_up["type"] == "catch_up"
+                assert [t["segment_id"] for t in catch_up["transcript"]] == ["s0"]
+                assert (await _recv(monitor))["type"] == "live"
+                assert (await _recv(alerts))["type"] == "subscribed"
+                for i, text in enumerate([*ANGRY, "Thanks, that fixed it."], 1):
+                    said.append(await send({"type": "segment", "conversation_id": "x1",
+                                            "segment_id": f"s{i}", "role": "customer",
+                                            "text": text}))
+                assert all(r["status"] == "accepted" for r in said)
+                await send({"type": "conversation.ended", "conversation_id": "x1"})
+                seen = []
+                while True:
+                    message = await _recv(monitor)
+                    seen.append(message)
+                    if message["type"] == "conversation.ended":
+                        break
+                segments = [m["segment_id"] for m in seen if m["type"] == "segment"]
+                assert segments == ["s1", "s2", "s3", "s4"]  # s0 came with the catch-up
+                raised = [m["alert"] for m in seen if m["type"] == "alert"]
+                assert raised, "the angry turns raised alerts"
+                # Each alert right after the segment that raised it.
+                for alert in raised:
+                    trigger = alert["evidence"]["segments"][-1]["segment_id"]
+                    position = seen.index({"type": "alert", "alert": alert})
+                    assert seen[position - 1]["segment_id"] == trigger or \
+                        seen[position - 1]["type"] == "alert"
+                pushed = [(await _recv(alerts))["alert"]["id"] for _ in raised]
+                assert pushed == [a["id"] for a in raised]
+        listed = httpx.get(f"{node2}/v1/alerts", headers=_bearer(supervisor)).json()["alerts"]
+        assert sorted(a["id"] for a in listed) == sorted(a["id"] for a in raised)
+        for node in (node1, node2):  # the same from every node
+            transcript = httpx.get(f"{node}/v1/transcripts/x1", headers=_bearer(supervisor))
+            assert [t["segment_id"] for t in transcript.json()["turns"]] == [
+                f"s{i}" for i in range(5)]
+
+    asyncio.run(scenario())
+
+
+class Ledger:
+    """A connector that keeps a ledger: every event sent and every reply. Each
+    conversation resends from its first unacknowledged event on an error or a dropped
+    connection, as docs/protocol.md tells connectors to."""
+
+    def __init__(self, urls: list[str], token: str) -> None:
+        self.urls, self.token = urls, token
+        self.acked: dict[str, str] = {}  # segment id -> status
+        self.refused = 0
+        self.reconnects = 0
+
+    async def conversation(self, cid: str, segments: int, url: str) -> None:
+        events = [{"type": "conversation.started", "conversation": {
+            "id": cid, "channel": "chat", "queue": "q", "agent_id": "ann",
+            "recording": "all"}}]
+        events += [{"type": "segment", "conversation_id": cid, "segment_id": f"{cid}-{i}",
+                    "role": "customer" if i % 2 else "agent",
+                    "text": random.choice([*ANGRY, "fine", "ok thanks", "where is it?"])}
+                   for i in range(segments)]
+        position = 0
+        while position < len(events):
+            try:
+                async with connect(f"{url}/v1/ingest",
+                                   additional_headers=_bearer(self.token)) as ws:
+                    await _recv(ws)
+                    while position < len(events):
+                        await ws.send(json.dumps(events[position]))
+                        reply = json.loads(await asyncio.wait_for(ws.recv(), 60))
+                        if reply["type"] != "ack":
+                            assert reply["code"] == "unavailable", reply
+                            self.refused += 1
+                            break
+                        if "segment_id" in events[position]:
+                            self.acked[events[position]["segment_id"]] = reply["status"]
+                        position += 1
+            except (ConnectionClosed, OSError):
+                pass
+            if position < len(events):
+                self.reconnects += 1
+                await asyncio.sleep(0.2)
+
+    async def run(self, conversations: int, segments: int) -> None:
+        await asyncio.gather(*[
+            self.conversation(f"c{i}", segments, self.urls[i % len(self.urls)].replace(
+                "http", "ws")) for i in range(conversations)])
+
+
+async def _stored(database: str) -> tuple[list[str], dict[str, int], dict[str, int], int]:
+    db = await asyncpg.connect(database)
+    try:
+        segments = [r[0] for r in await db.fetch("SELECT segment_id FROM segments")]
+        counted = {r[0]: json.loads(r[1])["counts"] for r in await db.fetch(
+            "SELECT id, state::text FROM conversations")}
+        rows = {r[0]: r[1] for r in await db.fetch(
+            "SELECT conversation_id, count(*) FROM segments GROUP BY 1")}
+        starts = await db.fetchval(
+            "SELECT count(*) FROM conversation_events WHERE type = 'conversation.started'")
+        return segments, {c: n["customer"] + n["agent"] for c, n in counted.items()}, rows, \
+            starts
+    finally:
+        await db.close()
+
+
+def _check_ledger(ledger: Ledger, database: str, conversations: int, segments: int) -> None:
+    stored, counted, rows, starts = run(_stored(database))
+    assert len(stored) == len(set(stored)) == conversations * segments
+    assert set(ledger.acked) == set(stored), "every acked segment is stored, and only those"
+    assert counted == rows, "no segment counted twice in a conversation's state"
+    assert starts == conversations
+
+
+def test_kill_9_a_worker_three_times_during_10000_segments(deployment: Deployment) -> None:
+    node1, node2 = deployment.node(), deployment.node()
+    first, second = deployment.worker(), deployment.worker()
+    deployment.wait_until_owned(node1, workers=2)
+    ledger = Ledger([node1, node2], deployment.token("connector", "Connector"))
+    takeovers: list[float] = []
+
+    async def scenario() -> None:
+        sending = asyncio.create_task(ledger.run(conversations=50, segments=200))
+        for victim in (first, second, first):
+            await asyncio.sleep(2.0)
+            victim.kill()
+            # The survivor takes the victim's partitions over once its lease lapses.
+            takeovers.append(await asyncio.to_thread(deployment.wait_until_owned, node1, 1))
+            victim.start()
+            await asyncio.to_thread(deployment.wait_until_owned, node1, 2)
+        await sending
+
+    asyncio.run(scenario())
+    _check_ledger(ledger, deployment.database, 50, 200)
+    print(f"takeovers {takeovers} s; {ledger.refused} refusals, {ledger.reconnects} resends")
+    assert max(takeovers) <= 10, takeovers  # the documented bound
+
+
+def test_redis_restart_mid_stream_loses_no_acked_segment(deployment: Deployment) -> None:
+    node = deployment.node()
+    deployment.worker()
+    deployment.wait_until_owned(node, workers=1)
+    ledger = Ledger([node], deployment.token("connector", "Connector"))
+
+    async def scenario() -> None:
+        sending = asyncio.create_task(ledger.run(conversations=20, segments=100))
+        await asyncio.sleep(1.5)
+        deployment.redis.stop()  # SIGTERM: AOF (fsync always) holds everything
+        await asyncio.sleep(1.0)
+        deployment.redis.start()
+        await sending
+
+    asyncio.run(scenario())
+    _check_ledger(ledger, deployment.database, 20, 100)
+    assert ledger.refused + ledger.reconnects > 0, "the restart was noticed"
+
+
+def test_redis_down_answers_unavailable_and_recovers(deployment: Deployment) -> None:
+    node = deployment.node()
+    deployment.worker()
+    deployment.wait_until_owned(node, workers=1)
+    connector = deployment.token("connector", "Connector")
+    ws = node.replace("http", "ws")
+
+    async def say(segment: str) -> dict[str, Any]:
+        async with connect(f"{ws}/v1/ingest", additional_headers=_bearer(connector)) as c:
+            await _recv(c)
+            await c.send(json.dumps({"type": "segment", "conversation_id": "d1",
+                                     "segment_id": segment, "role": "customer",
+                                     "text": "hello"}))
+            return await _recv(c)
+
+    async def scenario() -> None:
+        async with connect(f"{ws}/v1/ingest", additional_headers=_bearer(connector)) as c:
+            await _recv(c)
+            await c.send(json.dumps({"type": "conversation.started", "conversation": {
+                "id": "d1", "channel": "chat", "queue": "q", "recording": "all"}}))
+            assert (await _recv(c))["status"] == "accepted"
+        deployment.redis.stop(kill=True)
+        refused = await say("s1")
+        assert refused["type"] == "error" and refused["code"] == "unavailable"
+        health = httpx.get(f"{node}/healthz")
+        assert health.status_code == 503
+        assert health.json()["dependencies"]["redis"] == "unavailable"
+        assert health.json()["status"] == "degraded"
+        deployment.redis.start()
+        await asyncio.to_thread(deployment.wait_until_owned, node, 1)
+        assert (await say("s1"))["status"] == "accepted"  # drained by itself
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{node}/healthz").status_code != 200:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+
+    asyncio.run(scenario())
+    stored, _, _, _ = run(_stored(deployment.database))
+    assert stored == ["s1"]
+
+
+def test_an_emptied_redis_is_recovered_without_manual_steps(deployment: Deployment) -> None:
+    # What was in flight is gone with the data: answered unavailable after this long.
+    node = deployment.node(CC_REPLY_TIMEOUT_SECONDS="3")
+    deployment.worker()
+    deployment.wait_until_owned(node, workers=1)
+    ledger = Ledger([node], deployment.token("connector", "Connector"))
+
+    async def empty() -> None:
+        client = aioredis.Redis.from_url(deployment.redis.url)
+        try:
+            await client.flushall()
+        finally:
+            await client.aclose()
+
+    async def scenario() -> None:
+        sending = asyncio.create_task(ledger.run(conversations=10, segments=60))
+        await asyncio.sleep(1.0)
+        await empty()  # streams, groups, leases, live views: all gone
+        await sending
+
+    asyncio.run(scenario())
+    _check_ledger(ledger, deployment.database, 10, 60)
+
+
+def test_poison_entries_go_to_the_dead_letter_stream(deployment: Deployment) -> None:
+    """An entry delivered too often (it keeps killing its worker) is set aside, answered
+    and listed for admins; the partition goes on."""
+    node = deployment.node()
+    admin = deployment.token("root", "Admin")
+    layout = Layout(partitions=PARTITIONS)
+    event = {"type": "conversation.started", "conversation": {
+        "id": "p1", "channel": "chat", "queue": "q", "recording": "all"}}
+    inbox = layout.inbox(layout.partition_of("p1"))
+
+    async def poison() -> None:
+        client = aioredis.Redis.from_url(deployment.redis.url, decode_responses=True)
+        try:
+            await client.xgroup_create(inbox, GROUP, id="0", mkstream=True)
+            await client.xadd(inbox, {"e": json.dumps(event), "n": "gone-node", "r": "1",
+                                      "s": "src", "t": str(time.time())})
+            # Six workers took it and died: one read it, five claimed it after.
+            await client.xreadgroup(GROUP, "dead-0", {inbox: ">"})
+            for i in range(1, 6):
+                await client.xautoclaim(inbox, GROUP, f"dead-{i}", 0, "0-0")
+        finally:
+            await client.aclose()
+
+    run(poison())
+    deployment.worker()
+    deployment.wait_until_owned(node, workers=1)
+    deadline = time.monotonic() + 10
+    while not (letters := httpx.get(f"{node}/v1/admin/dead-letters",
+                                    headers=_bearer(admin)).json()["dead_letters"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    (letter,) = letters
+    assert letter["partition"] == layout.partition_of("p1") and letter["deliveries"] >= 6
+    assert letter["event"] == event
+    assert httpx.get(f"{node}/v1/admin/dead-letters").status_code == 401
+    # The partition goes on: the same conversation starts normally when sent again.
+    connector = deployment.token("connector", "Connector")
+    result = httpx.post(f"{node}/v1/conversations", headers=_bearer(connector),
+                        json=event["conversation"])
+    assert result.status_code == 201
+
+
+def test_a_worker_refuses_sqlite(tmp_path: Path, redis_server: RedisServer) -> None:
+    done = subprocess.run([*command(), "worker", "--db", str(tmp_path / "x.db"), "--redis",
+                           redis_server.url], capture_output=True, text=True, timeout=60,
+                          cwd=PROJECT, env=os.environ | {"CC_DATABASE": ""})
+    assert done.returncode != 0 and "postgresql://" in done.stderr
