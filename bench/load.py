@@ -164,7 +164,7 @@ def throwaway_database(server: str | None) -> Iterator[str | None]:
     if server is None:
         yield None
         return
-    name = f"cc_bench_{os.getpid()}"
+    name = f"cc_bench_{os.getpid()}_{os.urandom(3).hex()}"
 
     async def admin(sql: str) -> None:
         connection = await asyncpg.connect(server)
@@ -195,6 +195,74 @@ def count(db: str, table: str) -> int:
     return asyncio.run(fetch())
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_redis(tmp: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A throwaway redis-server as docs/deployment.md asks of a production one."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    redis = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", tmp,
+         "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+         "--maxmemory-policy", "noeviction"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return redis, f"redis://127.0.0.1:{port}/0"
+
+
+def measure(args: argparse.Namespace, db: str, redis: str | None = None,
+            workers: int = 0) -> dict[str, Any]:
+    """Start the service (embedded, or one API node and ``workers`` workers on
+    ``redis``), load it, stop it; the report, with every process's CPU time."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    scale_out = ["--redis", redis] if redis else []
+    processes = {"server" if not redis else "api node": subprocess.Popen(
+        [sys.executable, "-m", "contact_center", "serve", "--port", str(port),
+         "--db", str(db), *scale_out], stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, cwd=ROOT)}
+    for i in range(workers):
+        processes[f"worker {i + 1}"] = subprocess.Popen(
+            [sys.executable, "-m", "contact_center", "worker", "--db", str(db), *scale_out],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                health = httpx.get(f"{base}/healthz").json()
+                if health.get("partitions_unowned", 0) == 0 and \
+                        health.get("workers", workers) == workers:
+                    break
+            except (httpx.TransportError, ValueError):
+                pass
+            time.sleep(0.1)
+        suffix = os.urandom(3).hex()
+        cli(db, "users", "create", f"bench-{suffix}", "--profile", "Connector")
+        cli(db, "users", "create", f"watch-{suffix}", "--profile", "CallCenterManager")
+        token = cli(db, "tokens", "create", f"bench-{suffix}")
+        watcher = cli(db, "tokens", "create", f"watch-{suffix}")
+        cpu = {name: cpu_seconds(p.pid) for name, p in processes.items()}
+        report = asyncio.run(run(args, base, token, watcher))
+        report["cpu_s"] = {name: round(cpu_seconds(p.pid) - cpu[name], 2)
+                           for name, p in processes.items()}
+    finally:
+        for process in processes.values():
+            process.terminate()
+        for process in processes.values():
+            process.wait(15)
+    # Every ack must be in the database.
+    report["stored_segments"] = count(db, "segments")
+    report["stored_alerts"] = count(db, "alerts")
+    report["store"] = "postgresql" if "://" in db else "sqlite"
+    report["deployment"] = f"scale-out, {workers} worker(s)" if redis else "embedded"
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -209,35 +277,8 @@ def main() -> None:
                              "instead of SQLite")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp, socket.socket() as s, \
-            throwaway_database(args.postgres) as postgres:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        db = postgres or str(Path(tmp) / "bench.db")
-        server = subprocess.Popen(
-            [sys.executable, "-m", "contact_center", "serve", "--port", str(port),
-             "--db", str(db)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            for _ in range(300):
-                try:
-                    httpx.get(f"{base}/healthz")
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.1)
-            cli(db, "users", "create", "bench", "--profile", "Connector")
-            cli(db, "users", "create", "bench-watch", "--profile", "CallCenterManager")
-            token = cli(db, "tokens", "create", "bench")
-            watcher = cli(db, "tokens", "create", "bench-watch")
-            report = asyncio.run(run(args, base, token, watcher))
-        finally:
-            server.terminate()
-            server.wait(15)
-        # Every ack must be in the database.
-        report["stored_segments"] = count(db, "segments")
-        report["stored_alerts"] = count(db, "alerts")
-        report["store"] = "postgresql" if postgres else "sqlite"
+    with tempfile.TemporaryDirectory() as tmp, throwaway_database(args.postgres) as postgres:
+        report = measure(args, postgres or str(Path(tmp) / "bench.db"))
     print(json.dumps(report, indent=2))
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")

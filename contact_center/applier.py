@@ -60,6 +60,8 @@ class Effects:
     batch: WriteBatch = field(default_factory=WriteBatch)
     messages: list[Message] = field(default_factory=list)
     touched: dict[str, Conversation] = field(default_factory=dict)
+    replies: list[p.Reply] = field(default_factory=list)  # per event, in order
+    position: Any = None  # where the batch came from (a scale-out worker's stream entries)
 
     def to_monitors(self, conv: Conversation, body: dict[str, Any], keep: bool = True) -> None:
         self.messages.append(Message(conv.id, conversation_topic(conv.id), body, keep,

@@ -13,7 +13,6 @@ work; what makes a late writer harmless is the fencing token checked in the data
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Iterable
 
 import redis.asyncio as aioredis
@@ -59,8 +58,10 @@ class Leases:
         self._release = redis.register_script(_RELEASE)
 
     async def heartbeat(self) -> list[str]:
-        """Say this worker is alive; returns the alive workers."""
-        now = int(time.time() * 1000)
+        """Say this worker is alive; returns the alive workers. Times are Redis's, so a
+        worker whose clock is off cannot push the others out."""
+        seconds, microseconds = await self.redis.time()
+        now = seconds * 1000 + microseconds // 1000
         pipe = self.redis.pipeline(transaction=True)
         pipe.zadd(self.layout.workers, {self.worker_id: now})
         pipe.zremrangebyscore(self.layout.workers, 0, now - LEASE_MS)
@@ -93,4 +94,6 @@ async def unowned(redis: aioredis.Redis, layout: Layout) -> int:
 
 
 async def alive_workers(redis: aioredis.Redis, layout: Layout) -> int:
-    return int(await redis.zcount(layout.workers, int(time.time() * 1000) - LEASE_MS, "+inf"))
+    seconds, microseconds = await redis.time()
+    now = seconds * 1000 + microseconds // 1000
+    return int(await redis.zcount(layout.workers, now - LEASE_MS, "+inf"))

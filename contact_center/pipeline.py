@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection
-from typing import Protocol
+from typing import Any, Protocol
 
 from analytics.rolling import RollingConfig
 from analytics.rules import RuleSet
@@ -151,13 +151,13 @@ class Pipeline:
                     log.exception("clock rules failed; retrying in a second")
                     await asyncio.sleep(1.0)
 
-    async def handle(self, deliveries: list[Delivery]) -> bool:
+    async def handle(self, deliveries: list[Delivery], position: Any = None) -> bool:
         """Process a batch between other batches and ticks; whether it was committed.
         Every delivery is answered, unless a newer owner fenced this worker out (then
-        `Fenced` is raised and nothing is answered)."""
+        `Fenced` is raised and nothing is answered). ``position``: see `Effects`."""
         async with self.lock:
             try:
-                return await self.process(deliveries)
+                return await self.process(deliveries, position)
             except Fenced:
                 raise
             except Exception:
@@ -171,7 +171,7 @@ class Pipeline:
                                          "internal error; the event was not applied"))
                 return False
 
-    async def process(self, deliveries: list[Delivery]) -> bool:
+    async def process(self, deliveries: list[Delivery], position: Any = None) -> bool:
         """Apply, commit, answer and publish a batch; whether it was committed."""
         try:
             await self._load(self.applier.missing(d.event for d in deliveries))
@@ -186,8 +186,8 @@ class Pipeline:
             texts = [deliveries[i].event.text for i in finals]  # type: ignore[union-attr]
             scored = dict(zip(finals, await asyncio.to_thread(self.scorer.score_many, texts),
                               strict=True))
-        effects = Effects()
-        replies = self.applier.apply_all(
+        effects = Effects(position=position)
+        replies = effects.replies = self.applier.apply_all(
             [(d.event, d.received_at, scored.get(i), d.source.refused)
              for i, d in enumerate(deliveries)], effects)
         if not await self._commit(effects, time.time()):
@@ -214,8 +214,9 @@ class Pipeline:
             await self.store.write(effects.batch)
             return True
         except Fenced:
+            # The fenced partitions' conversations are dropped by `on_fenced`; the rest
+            # (a tick spans partitions) are reloaded as stale.
             self.applier.forget(effects.touched)
-            self.applier.stale.difference_update(effects.touched)  # not ours to reload
             raise
         except Exception:
             log.exception("store write failed; %d conversations not saved",
@@ -251,6 +252,7 @@ class Pipeline:
             committed = await self._commit(effects, now)
         except Fenced as exc:
             self.on_fenced(exc)
+            await self._reload_stale()
             committed = False
         if not committed:
             for conv in fired:  # the others' timers are still due; reloaded ones rescheduled

@@ -153,6 +153,7 @@ async def start_worker(settings: Settings, store: Store,
     """A pipeline worker on these connections, running."""
     layout = layout_for(settings)
     await layout.check(redis)
+    await partitioned(store).join_workers()
     saved = await store.load_rules()
     rules = RuleSet.model_validate(saved) if saved is not None else DEFAULT_RULES
     worker = Worker(partitioned(store), redis, layout, rules, settings.rolling,
@@ -233,7 +234,8 @@ class ScaleOutNode:
         if self.worker is not None:
             self.worker[1].cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.worker[1]
+                await asyncio.wait_for(self.worker[1], DRAIN_SECONDS)
         await self.bus.stop()
         await self.feed.stop()
-        await self.redis.aclose()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.redis.aclose(), HEALTH_TIMEOUT)

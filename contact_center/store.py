@@ -62,6 +62,9 @@ class PartitionMark:
     partition: int
     token: int
     applied_through: str | None = None  # "<stream epoch>/<entry id>", None: unchanged
+    # The replies to the batch's entries (entry id -> reply), kept with the position, so
+    # an entry delivered again gets the answer it got (or would have got) the first time.
+    replies: dict[str, Any] | None = None
 
 
 class Fenced(Exception):
@@ -76,6 +79,7 @@ class Fenced(Exception):
 class PartitionClaim:
     token: int
     applied_through: str | None
+    replies: dict[str, Any]  # to the entries of the batch that ends at applied_through
 
 
 @dataclass(slots=True)
@@ -250,3 +254,8 @@ class PartitionedStore(Store, Protocol):
         ...
 
     async def live_conversation_ids(self) -> list[str]: ...
+
+    async def join_workers(self) -> None:
+        """Take part in the database's pipeline as one of several workers until closed;
+        RuntimeError while an embedded service runs its pipeline on it."""
+        ...

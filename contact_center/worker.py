@@ -38,7 +38,7 @@ from analytics.rolling import RollingConfig
 from analytics.rules import RuleSet
 from analytics.scoring import Scorer
 from contact_center import protocol as p
-from contact_center.applier import Effects, already_applied, error_reply
+from contact_center.applier import Effects, already_applied, conversation_of, error_reply
 from contact_center.buses import Delivery, Source
 from contact_center.leases import HEARTBEAT_SECONDS, LEASE_MS, Leases, assign
 from contact_center.pipeline import Pipeline
@@ -47,6 +47,7 @@ from contact_center.streams import (
     BLOCK_MS,
     GROUP,
     Entry,
+    Fields,
     Layout,
     after,
     dumps,
@@ -57,13 +58,15 @@ from monitoring.feeds.redis import RedisOutlet
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTER_AFTER = 5  # deliveries of one entry before it is set aside
+DEAD_LETTER_AFTER = 10  # deliveries of one entry before it is set aside (each takeover
+# of its partition counts one, so this stays above what lease moves alone can reach)
 DEAD_LETTER_LENGTH = 10_000  # dead letters kept (approximate)
 REPLY_STREAM_LENGTH = 100_000
 REPLY_STREAM_SECONDS = 3600  # an API node's reply stream outlives it by this much
 SOURCES_REMEMBERED = 10_000
 RULES_CHECK_SECONDS = 5.0
 STORE_BACKOFF_SECONDS = 0.5  # pause after a batch the store refused
+STOP_SECONDS = 5.0  # at most this long to hand partitions back when stopping
 
 
 @dataclass(slots=True)
@@ -71,7 +74,17 @@ class Owned:
     token: int  # this worker's fencing token for the partition
     epoch: str  # the Redis streams' epoch the applied position belongs to
     through: str | None  # last entry applied (of this epoch)
+    replies: dict[str, Any]  # entry id -> reply, for the batch that ended at ``through``
     backlog: bool = True  # pending entries to claim before reading new ones
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """A batch's place in its partition's stream, which its commit records."""
+
+    partition: int
+    entries: list[str]  # the entry ids of the batch's deliveries, in order
+    last: str  # the last entry id of the batch (delivered or not)
 
 
 class Worker:
@@ -87,13 +100,14 @@ class Worker:
         self.leases = Leases(redis, layout, self.id)
         self.owned: dict[int, Owned] = {}
         self.healthy = True
-        self._batch: tuple[int, str] | None = None  # partition and last entry being applied
         self._sources: OrderedDict[str, Source] = OrderedDict()
         self._renewed_at = 0.0
+        self._workers: list[str] = []  # alive, as of the last heartbeat
 
     async def run(self) -> None:
         """Work until cancelled; then hand the partitions back at once."""
-        tasks = [asyncio.create_task(self._hold_leases(), name="worker-leases"),
+        tasks = [asyncio.create_task(self._heartbeat(), name="worker-heartbeat"),
+                 asyncio.create_task(self._rebalance(), name="worker-rebalance"),
                  asyncio.create_task(self._consume(), name="worker-consume"),
                  asyncio.create_task(self.pipeline.clock(), name="worker-clock"),
                  asyncio.create_task(self._follow_rules(), name="worker-rules")]
@@ -102,69 +116,117 @@ class Worker:
         finally:
             for task in tasks:
                 task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await asyncio.gather(*tasks, return_exceptions=True)
             with contextlib.suppress(Exception):
-                async with self.pipeline.lock:
-                    for partition in list(self.owned):
-                        await self.leases.release(partition)
-                    await self.leases.leave()
+                await asyncio.wait_for(self._hand_back(), STOP_SECONDS)
+
+    async def _hand_back(self) -> None:
+        async with self.pipeline.lock:
+            for partition in list(self.owned):
+                self._drop(partition)
+                await self.leases.release(partition)
+            await self.leases.leave()
 
     # -- partitions ------------------------------------------------------------------------
 
-    async def _hold_leases(self) -> None:
+    async def _heartbeat(self) -> None:
+        """Say this worker is alive and keep its leases, every second, whatever else
+        is slow; a lease not renewed in time is given up."""
         while True:
             try:
-                await self._balance()
+                self._workers = await self.leases.heartbeat()
+                held = list(self.owned)
+                self._lose(set(held) - await self.leases.renew(held))
                 self._renewed_at = time.monotonic()
+                if not self.healthy:
+                    log.info("worker %s reaches Redis again", self.id)
                 self.healthy = True
-            except (aioredis.RedisError, OSError) as exc:
+            except Exception as exc:
                 if self.healthy:
                     log.warning("worker %s cannot reach Redis (%s); retrying", self.id, exc)
                 self.healthy = False
                 if self.owned and time.monotonic() - self._renewed_at > LEASE_MS / 1000:
                     self._lose(set(self.owned))  # the leases have lapsed by now
-            except Exception:
-                log.exception("worker %s: taking partitions failed; retrying", self.id)
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
+    async def _rebalance(self) -> None:
+        """Take this worker's share of the partitions and give back the rest."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            try:
+                await self._balance()
+                await self._repair_live_views()
+            except (aioredis.RedisError, OSError):
+                pass  # the heartbeat says so
+            except Exception:
+                log.exception("worker %s: taking partitions failed; retrying", self.id)
+
     async def _balance(self) -> None:
-        workers = await self.leases.heartbeat()
-        mine = {p for p, w in assign(workers, self.layout.partitions).items() if w == self.id}
-        held = list(self.owned)
-        kept = await self.leases.renew(held)
-        self._lose(set(held) - kept)
-        for partition in sorted(kept - mine):  # another worker's share now
+        if not self.healthy or self.id not in self._workers:
+            return
+        mine = {p for p, w in assign(self._workers, self.layout.partitions).items()
+                if w == self.id}
+        for partition in sorted(set(self.owned) - mine):  # another worker's share now
             async with self.pipeline.lock:
                 self._drop(partition)
             await self.leases.release(partition)
-        for partition in sorted(mine - set(self.owned)):
+        wanted = sorted(mine - set(self.owned))
+        live_ids: list[str] | None = None
+        for partition in wanted:
             if await self.leases.acquire(partition):
                 try:
-                    await self._take(partition)
+                    if live_ids is None:
+                        live_ids = await self.store.live_conversation_ids()
+                    await self._take(partition, live_ids)
                 except BaseException:
                     await self.leases.release(partition)
                     raise
 
-    async def _take(self, partition: int) -> None:
+    async def _take(self, partition: int, live_ids: list[str]) -> None:
         claim = await self.store.claim_partition(partition)
         epoch = await self._ensure_stream(partition)
-        through = None
+        through, replies = None, {}
         if claim.applied_through and claim.applied_through.startswith(epoch + "/"):
-            through = claim.applied_through.split("/", 1)[1]
-        ids = [cid for cid in await self.store.live_conversation_ids()
-               if self.layout.partition_of(cid) == partition]
+            through, replies = claim.applied_through.split("/", 1)[1], claim.replies
+        ids = [cid for cid in live_ids if self.layout.partition_of(cid) == partition]
+        stored = await self.store.load_conversations(ids)
         async with self.pipeline.lock:
-            stored = await self.store.load_conversations(ids)
+            loaded = []
             for conversation in stored:
                 self.pipeline.applier.restore(conversation)
-            self.owned[partition] = Owned(claim.token, epoch, through)
-        restored = [self.pipeline.conversations[c.meta["id"]] for c in stored
-                    if c.meta["id"] in self.pipeline.conversations]
-        await self.outlet.restored(restored)
+                conv = self.pipeline.conversations.get(conversation.meta["id"])
+                if conv is not None:
+                    loaded.append(conv)
+            try:
+                # Before any new message of theirs, so the rewrite cannot hide one.
+                await self.outlet.restored(loaded)
+            except BaseException:
+                self.pipeline.applier.drop([c.id for c in loaded])
+                raise
+            self.owned[partition] = Owned(claim.token, epoch, through, replies)
+        await self._forget_idle_consumers(partition)
         log.info("worker %s took partition %d (token %d, %d live conversations)",
-                 self.id, partition, claim.token, len(restored))
+                 self.id, partition, claim.token, len(loaded))
+
+    async def _repair_live_views(self) -> None:
+        """Rewrite the live views of conversations whose messages could not be
+        published, from the store (under the lock: nothing is published meanwhile)."""
+        if not self.outlet.behind:
+            return
+        async with self.pipeline.lock:
+            ids = [cid for cid in self.outlet.behind if cid in self.pipeline.conversations]
+            self.outlet.behind.intersection_update(ids)  # the others are not ours now
+            stored = await self.store.load_conversations(ids)
+            await self.outlet.restored([self.pipeline.conversations[cid] for cid in ids],
+                                       {s.meta["id"]: s.recent for s in stored})
+
+    async def _forget_idle_consumers(self, partition: int) -> None:
+        """Remove consumers of departed workers that hold no pending entry."""
+        inbox = self.layout.inbox(partition)
+        for consumer in await self.redis.xinfo_consumers(inbox, GROUP):
+            if consumer["name"] != self.id and consumer["pending"] == 0 and \
+                    consumer["idle"] > 2 * LEASE_MS:
+                await self.redis.xgroup_delconsumer(inbox, GROUP, consumer["name"])
 
     def _drop(self, partition: int) -> None:
         self.owned.pop(partition, None)
@@ -187,18 +249,22 @@ class Worker:
         return str(await self.redis.get(f"{self.layout.namespace}:epoch"))
 
     def _marks(self, effects: Effects) -> list[PartitionMark]:
+        position: Position | None = effects.position
         partitions = {self.layout.partition_of(cid) for cid in effects.touched}
-        if self._batch is not None:
-            partitions.add(self._batch[0])
+        if position is not None:
+            partitions.add(position.partition)
         marks = []
-        for partition in partitions:
+        for partition in sorted(partitions):
             owned = self.owned.get(partition)
             if owned is None:
                 raise Fenced({partition})
-            through = None
-            if self._batch is not None and self._batch[0] == partition:
-                through = f"{owned.epoch}/{self._batch[1]}"
-            marks.append(PartitionMark(partition, owned.token, through))
+            if position is not None and position.partition == partition:
+                replies = dict(zip(position.entries, map(_as_json, effects.replies),
+                                   strict=True))
+                marks.append(PartitionMark(partition, owned.token,
+                                           f"{owned.epoch}/{position.last}", replies))
+            else:
+                marks.append(PartitionMark(partition, owned.token))
         return marks
 
     # -- entries ---------------------------------------------------------------------------
@@ -217,26 +283,43 @@ class Worker:
                     GROUP, self.id, {self.layout.inbox(q): ">" for q in ready},
                     count=self.pipeline.batch_size, block=BLOCK_MS)
                 for stream, entries in read_reply(reply):
-                    await self._apply(self.layout.partition_from(stream), entries)
+                    partition = self.layout.partition_from(stream)
+                    if await self._in_order(partition, entries):
+                        await self._apply(partition, entries)
                 backoff = 0.5
-            except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                log.warning("Redis lost the consumer groups (emptied?); recreating them")
-                await self._recover_streams()
-            except (aioredis.RedisError, OSError) as exc:
-                log.warning("worker %s: Redis error (%s); retrying in %.1fs", self.id, exc,
-                            backoff)
+            except Exception as exc:
+                if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
+                    log.warning("Redis lost the consumer groups (emptied?); recreating them")
+                    with contextlib.suppress(Exception):
+                        await self._recover_streams()
+                else:
+                    log.warning("worker %s: %s; retrying in %.1fs", self.id,
+                                exc if isinstance(exc, aioredis.RedisError | OSError)
+                                else repr(exc), backoff, exc_info=not isinstance(
+                                    exc, aioredis.RedisError | OSError))
                 for owned in self.owned.values():
                     owned.backlog = True  # what was read but not acknowledged is pending
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
+    async def _in_order(self, partition: int, entries: list[tuple[str, Fields]]) -> bool:
+        """Whether nothing older than these new entries is still pending: a read the
+        partition's previous owner had in flight when it let go may have taken one.
+        If so, the backlog pass claims it and applies everything in order."""
+        if partition not in self.owned or not entries:
+            return False
+        summary = await self.redis.xpending(self.layout.inbox(partition), GROUP)
+        oldest = summary.get("min")
+        if oldest and stream_id(str(oldest)) < stream_id(entries[0][0]):
+            self.owned[partition].backlog = True
+            return False
+        return True
+
     async def _recover_streams(self) -> None:
         for partition, owned in list(self.owned.items()):
             epoch = await self._ensure_stream(partition)
             if epoch != owned.epoch:
-                owned.epoch, owned.through = epoch, None
+                owned.epoch, owned.through, owned.replies = epoch, None, {}
             owned.backlog = True
 
     async def _claim_backlog(self, partition: int) -> None:
@@ -270,7 +353,7 @@ class Worker:
             log.error("entry %s of partition %d was delivered %d times; moved to %s",
                       entry_id, partition, count, self.layout.dead)
             dead: dict[Any, Any] = {**fields, "partition": partition, "entry": entry_id,
-                                         "deliveries": count, "at": time.time()}
+                                    "deliveries": count, "at": time.time()}
             pipe.xadd(self.layout.dead, dead, maxlen=DEAD_LETTER_LENGTH, approximate=True)
             pipe.xack(inbox, GROUP, entry_id)
             reply = p.ErrorReply(code=p.ErrorCode.INTERNAL_ERROR, message=(
@@ -279,6 +362,8 @@ class Worker:
             with contextlib.suppress(p.ProtocolError):
                 event = p.parse_event(fields["e"])
                 reply = error_reply(event, reply.code, reply.message)
+                # Like any refused event: its source's later ones wait for a resend.
+                self._source(fields["s"]).refused.add(conversation_of(event))
             replies.setdefault(fields["n"], []).append([fields["r"], _as_json(reply)])
         self._send_replies(pipe, replies)
         await pipe.execute()
@@ -290,36 +375,39 @@ class Worker:
         if owned is None or not entries:
             return  # no longer ours: the entries stay pending for the next owner
         loop = asyncio.get_running_loop()
-        answered: list[tuple[dict[str, str], p.Reply]] = []
-        deliveries: list[tuple[dict[str, str], Delivery]] = []
+        answered: list[tuple[dict[str, str], dict[str, Any]]] = []
+        deliveries: list[tuple[str, dict[str, str], Delivery]] = []
         for entry_id, fields in entries:
             if fields is None:  # trimmed or deleted: nothing left to apply
                 continue
             try:
                 event = p.parse_event(fields["e"])
             except p.ProtocolError as exc:  # an API node validated it; not expected
-                answered.append((fields, p.ErrorReply.of(exc)))
+                answered.append((fields, _as_json(p.ErrorReply.of(exc))))
                 continue
             if owned.through is not None and stream_id(entry_id) <= stream_id(owned.through):
-                answered.append((fields, already_applied(event)))
+                # Applied before (its worker died before answering): the same answer.
+                answered.append((fields, owned.replies.get(entry_id)
+                                 or _as_json(already_applied(event))))
                 continue
-            deliveries.append((fields, Delivery(event, self._source(fields["s"]),
-                                                float(fields["t"]), loop.create_future())))
+            deliveries.append((entry_id, fields, Delivery(
+                event, self._source(fields["s"]), float(fields["t"]), loop.create_future())))
         last, committed = entries[-1][0], True
         if deliveries:
-            self._batch = (partition, last)
+            position = Position(partition, [i for i, _, _ in deliveries], last)
             try:
-                committed = await self.pipeline.handle([d for _, d in deliveries])
+                committed = await self.pipeline.handle([d for _, _, d in deliveries], position)
             except Fenced as exc:
                 self._lose(exc.partitions)
                 return
-            finally:
-                self._batch = None
             if committed and partition in self.owned:
                 self.owned[partition].through = last
+                self.owned[partition].replies = {
+                    i: _as_json(d.reply.result()) for i, _, d in deliveries}
         replies: dict[str, list[Any]] = {}
-        for fields, reply in [*answered, *((f, d.reply.result()) for f, d in deliveries)]:
-            replies.setdefault(fields["n"], []).append([fields["r"], _as_json(reply)])
+        for fields, reply in [*answered, *((f, _as_json(d.reply.result()))
+                                           for _, f, d in deliveries)]:
+            replies.setdefault(fields["n"], []).append([fields["r"], reply])
         pipe = self.redis.pipeline(transaction=False)
         self._send_replies(pipe, replies)
         inbox = self.layout.inbox(partition)

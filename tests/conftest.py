@@ -81,6 +81,11 @@ def _schema(tmp_path: Path) -> str:
     return "t_" + hashlib.sha1(str(tmp_path).encode()).hexdigest()[:16]
 
 
+def namespace(tmp_path: Path) -> str:
+    """The Redis namespace of one test's scale-out deployment."""
+    return _schema(tmp_path)
+
+
 class Stored:
     """What a test's store holds, read raw whatever the backend: plain SQL without
     parameters, and every stored byte (to prove what was never written)."""
@@ -201,7 +206,7 @@ def redis_server() -> Iterator[RedisServer]:
 def scale_out(settings: Settings, tmp_path: Path, redis_url: str, **more: Any) -> Settings:
     """These settings as an API node (with its worker) in this test's own namespace."""
     return settings.model_copy(update={
-        "redis": redis_url, "redis_namespace": _schema(tmp_path), "worker": True,
+        "redis": redis_url, "redis_namespace": namespace(tmp_path), "worker": True,
         "partitions": 4} | more)
 
 

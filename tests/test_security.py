@@ -45,6 +45,7 @@ MATRIX: dict[tuple[str, str], set[Permission]] = {
     ("POST", "/v1/users/{username}/tokens"): {P.USERS_MANAGE},
     ("PATCH", "/v1/users/{username}"): {P.USERS_MANAGE},
     ("DELETE", "/v1/tokens/{token_id}"): {P.USERS_MANAGE},
+    ("GET", "/v1/admin/dead-letters"): {P.OPERATE},
 }
 
 

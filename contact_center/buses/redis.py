@@ -119,7 +119,7 @@ class RedisBus:
             try:
                 await pipe.execute()
                 self.healthy = True
-            except (aioredis.RedisError, OSError) as exc:
+            except Exception as exc:
                 if self.healthy:
                     log.warning("Redis refused events (%s); answering unavailable", exc)
                 self.healthy = False
@@ -141,14 +141,20 @@ class RedisBus:
                 reply = await self.redis.xread({stream: self._reply_from}, count=100,
                                                block=BLOCK_MS)
                 backoff = 0.5
-            except (aioredis.RedisError, OSError):
+            except Exception as exc:
+                log.warning("reading replies from Redis failed (%r); retrying", exc)
                 await asyncio.sleep(backoff)  # unanswered events time out meanwhile
                 backoff = min(backoff * 2, 5.0)
                 continue
             for _, entries in read_reply(reply):
                 for entry_id, fields in entries:
                     self._reply_from = entry_id
-                    for request, answer in _REPLY.validate_json(fields["r"]):
+                    try:
+                        answers = _REPLY.validate_json(fields["r"])
+                    except Exception:  # not expected; its events time out
+                        log.exception("unreadable reply entry %s", entry_id)
+                        continue
+                    for request, answer in answers:
                         self._settle(request, answer)
 
     async def _expire(self) -> None:

@@ -128,7 +128,8 @@ MIGRATIONS: list[str] = [
     CREATE TABLE partitions (
         partition integer PRIMARY KEY,
         token bigint NOT NULL,
-        applied_through text
+        applied_through text,
+        replies json
     );
     """,
 ]
@@ -223,14 +224,27 @@ class PostgresStore:
 
     async def claim_pipeline(self) -> None:
         """Hold this database's pipeline lock while open (see `Store.claim_pipeline`)."""
+        await self._lock_pipeline(shared=False)
+
+    async def join_workers(self) -> None:
+        """Share the pipeline lock with the other scale-out workers while open: they may
+        run together, but not beside an embedded service on the same database."""
+        await self._lock_pipeline(shared=True)
+
+    async def _lock_pipeline(self, shared: bool) -> None:
+        if self._pipeline_lock is not None:
+            return
         connection = await asyncpg.connect(self.dsn)
         # Per schema, so deployments (and test runs) sharing a database do not collide.
         key = _PIPELINE_LOCK ^ zlib.crc32((self.schema or "").encode())
-        if not await connection.fetchval("SELECT pg_try_advisory_lock($1)", key):
+        lock = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
+        if not await connection.fetchval(f"SELECT {lock}($1)", key):
             await connection.close()
-            raise RuntimeError("another contact-center process runs a pipeline on this "
-                               "database; stop it first (one pipeline per database until "
-                               "the scale-out workers)")
+            raise RuntimeError(
+                "an embedded contact-center service runs its pipeline on this database; "
+                "stop it before starting scale-out workers" if shared else
+                "another contact-center process runs a pipeline on this database (an "
+                "embedded service or scale-out workers); stop it first")
         self._pipeline_lock = connection
 
     # -- pipeline ---------------------------------------------------------------------
@@ -238,9 +252,9 @@ class PostgresStore:
     async def claim_partition(self, partition: int) -> PartitionClaim:
         row = await self.pool.fetchrow(
             "INSERT INTO partitions (partition, token) VALUES ($1, 1) ON CONFLICT (partition) "
-            "DO UPDATE SET token = partitions.token + 1 RETURNING token, applied_through",
-            partition)
-        return PartitionClaim(row["token"], row["applied_through"])
+            "DO UPDATE SET token = partitions.token + 1 RETURNING token, applied_through, "
+            "replies", partition)
+        return PartitionClaim(row["token"], row["applied_through"], row["replies"] or {})
 
     async def live_conversation_ids(self) -> list[str]:
         return [r[0] for r in await self.pool.fetch(
@@ -251,11 +265,14 @@ class PostgresStore:
             return
         async with self.pool.acquire() as db, db.transaction():
             fenced = set()
-            for mark in batch.marks:  # first: the row lock orders us before a new claim
+            # First, in one order (no deadlock between two workers): the row lock orders
+            # this batch before a new claim.
+            for mark in sorted(batch.marks, key=lambda m: m.partition):
                 status = await db.execute(
-                    "UPDATE partitions SET applied_through = coalesce($3, applied_through) "
+                    "UPDATE partitions SET applied_through = coalesce($3, applied_through), "
+                    "replies = CASE WHEN $3::text IS NULL THEN replies ELSE $4 END "
                     "WHERE partition = $1 AND token = $2",
-                    mark.partition, mark.token, mark.applied_through)
+                    mark.partition, mark.token, mark.applied_through, mark.replies)
                 if status == "UPDATE 0":
                     fenced.add(mark.partition)
             if fenced:

@@ -40,6 +40,9 @@ class RedisOutlet:
 
     def __init__(self, redis: aioredis.Redis, layout: Layout) -> None:
         self.redis, self.layout = redis, layout
+        # Conversations whose live messages could not be published: their summary and
+        # catch-up are rewritten (`restored`) once Redis takes writes again.
+        self.behind: set[str] = set()
 
     async def publish(self, effects: Effects) -> None:
         pipe = self.redis.pipeline(transaction=True)
@@ -56,7 +59,8 @@ class RedisOutlet:
         now = time.time()
         for conv in effects.touched.values():
             self._summary(pipe, conv, now)
-        await self._execute(pipe)
+        if not await self._execute(pipe):
+            self.behind.update(effects.touched)
 
     def _summary(self, pipe: Any, conv: Conversation, now: float) -> None:
         summary = conv.summary(now)
@@ -80,11 +84,12 @@ class RedisOutlet:
                       maxlen=LIVE_STREAM_LENGTH, approximate=True)
         await self._execute(pipe)
 
-    async def restored(self, conversations: list[Conversation]) -> None:
-        """After a worker takes conversations over: where Redis lost what was published
-        of them (an emptied Redis, or a worker that died between commit and publish),
-        rewrite their summary and catch-up from the store and make their monitors
-        reconnect."""
+    async def restored(self, conversations: list[Conversation],
+                       recent: dict[str, list[dict[str, Any]]] | None = None) -> None:
+        """Where Redis lost what was published of these conversations (an emptied Redis,
+        a worker that died between commit and publish, a failed publish), rewrite their
+        summary and catch-up (``recent``: their transcripts as stored, else the
+        conversations' own) and make their monitors reconnect. Raises if Redis fails."""
         if not conversations:
             return
         numbers = await self.redis.hmget(self.layout.summaries, [c.id for c in conversations])
@@ -95,22 +100,24 @@ class RedisOutlet:
         pipe = self.redis.pipeline(transaction=True)
         now = time.time()
         for conv in behind:
+            transcript = (recent or {}).get(conv.id, list(conv.recent))
             pipe.delete(self.layout.recent(conv.id))
-            if conv.recent:
+            if transcript:
                 pipe.rpush(self.layout.recent(conv.id), *[
-                    dumps({"n": conv.published, "m": entry}) for entry in conv.recent])
+                    dumps({"n": conv.published, "m": entry}) for entry in transcript])
             self._summary(pipe, conv, now)
-        await self._execute(pipe)
+        await pipe.execute()
+        self.behind.difference_update(c.id for c in conversations)
         await self.resync([conv.id for conv in behind])
 
     @staticmethod
-    async def _execute(pipe: Any) -> None:
+    async def _execute(pipe: Any) -> bool:
         try:
             await pipe.execute()
+            return True
         except Exception:
-            # Committed already: monitors of these conversations miss messages; the API
-            # nodes' readers tell them to resync when Redis comes back.
             log.warning("publishing live messages to Redis failed", exc_info=True)
+            return False
 
 
 class RedisFeed:
@@ -132,14 +139,17 @@ class RedisFeed:
                 await self._reader
 
     async def _relay(self) -> None:
-        last, backoff = "$", 0.5
+        last, backoff = None, 0.5
         while True:
             try:
+                if last is None:  # from the newest entry on, as a definite id
+                    newest = await self.redis.xrevrange(self.layout.live, count=1)
+                    last = str(newest[0][0]) if newest else "0-0"
                 reply = await self.redis.xread({self.layout.live: last}, count=1000,
                                                block=BLOCK_MS)
-            except (aioredis.RedisError, OSError):
+            except Exception as exc:
                 if self.healthy:
-                    log.warning("reading live messages from Redis failed; retrying")
+                    log.warning("reading live messages from Redis failed (%r); retrying", exc)
                 self.healthy = False
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -152,7 +162,10 @@ class RedisFeed:
             for _, entries in read_reply(reply):
                 for entry_id, fields in entries:
                     last = entry_id
-                    self._offer(fields)
+                    try:
+                        self._offer(fields)
+                    except Exception:  # one bad entry must not stop the relay
+                        log.exception("relaying live message %s failed", entry_id)
 
     def _offer(self, fields: dict[str, str]) -> None:
         topic = fields["t"]
