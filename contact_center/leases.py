@@ -60,8 +60,7 @@ class Leases:
     async def heartbeat(self) -> list[str]:
         """Say this worker is alive; returns the alive workers. Times are Redis's, so a
         worker whose clock is off cannot push the others out."""
-        seconds, microseconds = await self.redis.time()
-        now = seconds * 1000 + microseconds // 1000
+        now = await _now_ms(self.redis)
         pipe = self.redis.pipeline(transaction=True)
         pipe.zadd(self.layout.workers, {self.worker_id: now})
         pipe.zremrangebyscore(self.layout.workers, 0, now - LEASE_MS)
@@ -93,7 +92,15 @@ async def unowned(redis: aioredis.Redis, layout: Layout) -> int:
     return sum(h is None for h in holders)
 
 
-async def alive_workers(redis: aioredis.Redis, layout: Layout) -> int:
+async def _now_ms(redis: aioredis.Redis) -> int:
     seconds, microseconds = await redis.time()
-    now = seconds * 1000 + microseconds // 1000
-    return int(await redis.zcount(layout.workers, now - LEASE_MS, "+inf"))
+    return int(seconds) * 1000 + int(microseconds) // 1000
+
+
+async def alive_workers(redis: aioredis.Redis, layout: Layout) -> int:
+    return int(await redis.zcount(layout.workers, await _now_ms(redis) - LEASE_MS, "+inf"))
+
+
+async def alive_worker_ids(redis: aioredis.Redis, layout: Layout) -> list[str]:
+    alive = await redis.zrangebyscore(layout.workers, await _now_ms(redis) - LEASE_MS, "+inf")
+    return [str(worker) for worker in alive]

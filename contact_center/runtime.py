@@ -21,12 +21,12 @@ from contact_center import streams
 from contact_center.buses import Bus
 from contact_center.buses.memory import InMemoryBus
 from contact_center.buses.redis import RedisBus
-from contact_center.leases import alive_workers, unowned
+from contact_center.leases import alive_worker_ids, alive_workers, unowned
 from contact_center.pipeline import HubOutlet, Pipeline
 from contact_center.settings import Settings, masked
 from contact_center.store import PartitionedStore, Store
 from contact_center.streams import read_entries
-from contact_center.worker import Worker, dead_letter
+from contact_center.worker import RULES_CHECK_SECONDS, Worker, dead_letter
 from monitoring.feeds import AgentPush, LiveFeed
 from monitoring.feeds.memory import MemoryFeed
 from monitoring.feeds.redis import RedisFeed
@@ -35,6 +35,7 @@ from monitoring.hub import Hub
 log = logging.getLogger(__name__)
 
 DRAIN_SECONDS = 10.0
+RULES_WAIT_SECONDS = 5.0  # an API node waits this long for workers to apply new rules
 HEALTH_TIMEOUT = 2.0  # seconds a dependency gets to answer a health check
 
 
@@ -194,10 +195,23 @@ class ScaleOutNode:
         return RuleSet.model_validate(saved) if saved is not None else DEFAULT_RULES
 
     async def change_rules(self, rules: RuleSet) -> None:
+        """Tell the workers, and wait (up to RULES_WAIT_SECONDS) until every alive one
+        applies them: an event accepted after this returns meets the new rules."""
+        wanted = streams.fingerprint(rules.model_dump(mode="json"))
+        deadline = asyncio.get_running_loop().time() + RULES_WAIT_SECONDS
         try:
             await self.redis.publish(self.layout.rules_changed, "changed")
+            while asyncio.get_running_loop().time() < deadline:
+                alive = await alive_worker_ids(self.redis, self.layout)
+                seen = await self.redis.hgetall(self.layout.rules_seen)
+                if all(seen.get(worker) == wanted for worker in alive):
+                    return
+                await asyncio.sleep(0.01)
+            log.warning("not every worker confirmed the new rules within %ss; they apply "
+                        "them within %ss", RULES_WAIT_SECONDS, RULES_CHECK_SECONDS)
         except Exception:  # workers also check every few seconds
-            log.warning("telling workers of the new rules failed; they find them shortly")
+            log.warning("telling workers of the new rules failed; they find them within "
+                        "%ss", RULES_CHECK_SECONDS)
 
     async def health(self) -> tuple[str, dict[str, Any]]:
         database = await _answers(self.store.ping())

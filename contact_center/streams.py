@@ -9,6 +9,7 @@ fan-out stream every API node reads. See docs/deployment.md#scale-out.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zlib
 from dataclasses import dataclass
@@ -79,6 +80,11 @@ class Layout:
         return f"{self.namespace}:rules"
 
     @property
+    def rules_seen(self) -> str:
+        """Hash: worker id -> fingerprint of the rule set it applies."""
+        return f"{self.namespace}:rules-seen"
+
+    @property
     def config(self) -> str:
         return f"{self.namespace}:config"
 
@@ -110,6 +116,11 @@ def read_entries(reply: Any) -> Entries:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
+
+
+def fingerprint(document: Any) -> str:
+    """Names a rule set (or any JSON document) by its content."""
+    return hashlib.sha1(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
 def stream_id(entry_id: str) -> tuple[int, int]:

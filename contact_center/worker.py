@@ -51,6 +51,7 @@ from contact_center.streams import (
     Layout,
     after,
     dumps,
+    fingerprint,
     read_reply,
     stream_id,
 )
@@ -126,6 +127,7 @@ class Worker:
                 self._drop(partition)
                 await self.leases.release(partition)
             await self.leases.leave()
+            await self.redis.hdel(self.layout.rules_seen, self.id)
 
     # -- partitions ------------------------------------------------------------------------
 
@@ -459,13 +461,16 @@ class Worker:
                     await pubsub.aclose()
 
     async def _reload_rules(self) -> None:
+        """Apply the saved rule set if it changed, then say which one this worker
+        applies (an API node changing the rules waits for every worker to say so)."""
         document = await self.store.load_rules()
-        if document is None:
-            return
-        rules = RuleSet.model_validate(document)
-        if rules != self.pipeline.rules:
-            await self.pipeline.change_rules(rules)
-            log.info("worker %s applies the changed rules", self.id)
+        if document is not None:
+            rules = RuleSet.model_validate(document)
+            if rules != self.pipeline.rules:
+                await self.pipeline.change_rules(rules)
+                log.info("worker %s applies the changed rules", self.id)
+        await self.redis.hset(self.layout.rules_seen, self.id,
+                              fingerprint(self.pipeline.rules.model_dump(mode="json")))
 
 
 def _as_json(reply: p.Reply) -> dict[str, Any]:

@@ -431,6 +431,80 @@ def test_kill_9_a_worker_three_times_during_10000_segments(deployment: Deploymen
     assert max(takeovers) <= 10, takeovers  # the documented bound
 
 
+def test_a_paused_worker_that_lost_its_lease_applies_nothing_after(
+        deployment: Deployment) -> None:
+    """SIGSTOP a worker past its lease while events flow: the other takes its partitions
+    over; woken up, the paused one's batch in progress is fenced out and it drops them."""
+    node = deployment.node()
+    paused, other = deployment.worker(), deployment.worker()
+    deployment.wait_until_owned(node, workers=2)
+    ledger = Ledger([node], deployment.token("connector", "Connector"))
+
+    async def scenario() -> None:
+        sending = asyncio.create_task(ledger.run(conversations=20, segments=100))
+        await asyncio.sleep(1.0)
+        assert paused.proc is not None
+        paused.proc.send_signal(signal.SIGSTOP)
+        await asyncio.to_thread(deployment.wait_until_owned, node, 1)  # all on the other
+        paused.proc.send_signal(signal.SIGCONT)
+        await sending
+
+    asyncio.run(scenario())
+    _check_ledger(ledger, deployment.database, 20, 100)
+    deadline = time.monotonic() + 10
+    while not any("lost partition" in line for line in paused.output):
+        assert time.monotonic() < deadline, "".join(paused.output[-20:])
+        time.sleep(0.1)
+    assert other.proc is not None and other.proc.poll() is None
+
+
+def test_a_streak_in_progress_survives_kill_9_of_its_worker(deployment: Deployment) -> None:
+    node = deployment.node()
+    admin = deployment.token("root", "Admin")
+    streak = {"id": "neg", "kind": "sentiment", "metric": "turn", "below": -0.5,
+              "consecutive": 2, "clear_above": 0.0, "cooldown_seconds": 0}
+    assert httpx.put(f"{node}/v1/rules", headers=_bearer(admin),
+                     json={"rules": [streak]}).status_code == 200
+    first = deployment.worker()  # starts with the saved rules
+    deployment.wait_until_owned(node, workers=1)
+    connector = deployment.token("connector", "Connector")
+    ws = node.replace("http", "ws")
+
+    async def say(*events: dict[str, Any]) -> list[dict[str, Any]]:
+        async with connect(f"{ws}/v1/ingest", additional_headers=_bearer(connector)) as c:
+            await _recv(c)
+            replies = []
+            for event in events:
+                await c.send(json.dumps(event))
+                replies.append(await _recv(c))
+            return replies
+
+    def turn(segment: str, text: str) -> dict[str, Any]:
+        return {"type": "segment", "conversation_id": "k1", "segment_id": segment,
+                "role": "customer", "text": text}
+
+    async def scenario() -> None:
+        started, one = await say({"type": "conversation.started", "conversation": {
+            "id": "k1", "channel": "chat", "queue": "q", "agent_id": "ann",
+            "recording": "all"}}, turn("a0", ANGRY[0]))
+        assert started["status"] == one["status"] == "accepted"
+        first.kill()
+        deployment.worker()
+        await asyncio.to_thread(deployment.wait_until_owned, node, 1)
+        (two,) = await say(turn("a1", ANGRY[1]))
+        assert two["status"] == "accepted"
+
+    asyncio.run(scenario())
+    deadline = time.monotonic() + 10
+    while not (alerts := httpx.get(f"{node}/v1/alerts", headers=_bearer(admin)).json()[
+            "alerts"]):
+        assert time.monotonic() < deadline, "the streak did not survive the kill"
+        time.sleep(0.1)
+    (alert,) = alerts
+    assert alert["rule_id"] == "neg"
+    assert [s["segment_id"] for s in alert["evidence"]["segments"]] == ["a0", "a1"]
+
+
 def test_redis_restart_mid_stream_loses_no_acked_segment(deployment: Deployment) -> None:
     node = deployment.node()
     deployment.worker()
