@@ -32,6 +32,8 @@ from contact_center.stores.postgres import PostgresStore
 from contact_center.stores.sqlite import SQLiteStore
 from contact_center.streams import GROUP, Layout
 from contact_center.worker import DEAD_LETTER_AFTER
+from monitoring.feeds.redis import RedisFeed
+from monitoring.hub import Hub
 from tests.conftest import (
     ANGRY,
     POSTGRES,
@@ -130,6 +132,29 @@ def test_the_sqlite_store_refuses_partition_marks(tmp_path: Path) -> None:
                 await store.write(WriteBatch(marks=[PartitionMark(0, 1)]))
         finally:
             await store.close()
+
+    run(scenario())
+
+
+def test_a_node_that_fell_behind_the_live_stream_tells_subscribers_to_resync(
+        redis_server: RedisServer, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        redis = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+        layout, hub = Layout(namespace(tmp_path), 4), Hub()
+        feed = RedisFeed(redis, layout, hub)
+        sub = hub.subscribe("conversation:c1")
+        try:
+            for i in range(50):
+                await redis.xadd(layout.live, {"t": "x", "y": "segment", "m": "{}", "n": i,
+                                               "c": "c1"})
+            assert await feed._check_lag(50) == 50 and sub.queue.empty()  # read them all
+            await redis.xtrim(layout.live, maxlen=10, approximate=False)
+            assert await feed._check_lag(50) == 50 and sub.queue.empty()  # trimmed: read
+            assert await feed._check_lag(30) == 40  # 10 trimmed before this node read them
+            message = sub.queue.get_nowait()
+            assert message is not None and message.type == "resync"
+        finally:
+            await redis.aclose()
 
     run(scenario())
 

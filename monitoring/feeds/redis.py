@@ -32,6 +32,7 @@ from monitoring.metrics import AgentLoad, load_of
 log = logging.getLogger(__name__)
 
 LIVE_STREAM_LENGTH = 100_000  # live messages kept for API nodes that lag (approximate)
+RELAY_BATCH = 1000  # live messages an API node reads at a time
 RESYNC = {"type": "resync", "reason": "live messages may have been lost; reconnect"}
 
 
@@ -139,14 +140,20 @@ class RedisFeed:
                 await self._reader
 
     async def _relay(self) -> None:
-        last, backoff = None, 0.5
+        last: str | None = None
+        read = 0  # how many entries the stream had up to ``last``
+        behind, checked, backoff = False, 0.0, 0.5
         while True:
             try:
                 if last is None:  # from the newest entry on, as a definite id
-                    newest = await self.redis.xrevrange(self.layout.live, count=1)
-                    last = str(newest[0][0]) if newest else "0-0"
-                reply = await self.redis.xread({self.layout.live: last}, count=1000,
+                    last, read = await self._newest()
+                elif behind or time.monotonic() - checked > 1.0:
+                    read = await self._check_lag(read)
+                    checked = time.monotonic()
+                reply = await self.redis.xread({self.layout.live: last}, count=RELAY_BATCH,
                                                block=BLOCK_MS)
+                entries = [e for _, stream in read_reply(reply) for e in stream]
+                read, behind = read + len(entries), len(entries) == RELAY_BATCH
             except Exception as exc:
                 if self.healthy:
                     log.warning("reading live messages from Redis failed (%r); retrying", exc)
@@ -159,13 +166,36 @@ class RedisFeed:
                 log.info("reading live messages from Redis again")
                 self.healthy, backoff = True, 0.5
                 self.hub.broadcast(RESYNC)
-            for _, entries in read_reply(reply):
-                for entry_id, fields in entries:
-                    last = entry_id
-                    try:
-                        self._offer(fields)
-                    except Exception:  # one bad entry must not stop the relay
-                        log.exception("relaying live message %s failed", entry_id)
+            for entry_id, fields in entries:
+                last = entry_id
+                try:
+                    self._offer(fields)
+                except Exception:  # one bad entry must not stop the relay
+                    log.exception("relaying live message %s failed", entry_id)
+
+    async def _check_lag(self, read: int) -> int:
+        """If the stream was trimmed past what this node read (it fell more than
+        LIVE_STREAM_LENGTH behind), tell every subscriber to resync; returns how many
+        entries the stream has had up to where reading goes on."""
+        try:
+            info = await self.redis.xinfo_stream(self.layout.live)
+        except aioredis.ResponseError:  # gone (an emptied Redis): counting starts again
+            return 0
+        trimmed = int(info["entries-added"]) - int(info["length"])
+        if trimmed > read:
+            log.warning("this node fell %d live messages behind; subscribers resync",
+                        trimmed - read)
+            self.hub.broadcast(RESYNC)
+            return trimmed
+        return read
+
+    async def _newest(self) -> tuple[str, int]:
+        """The live stream's newest entry id, and how many entries it has had so far."""
+        try:
+            info = await self.redis.xinfo_stream(self.layout.live)
+        except aioredis.ResponseError:  # no such stream yet
+            return "0-0", 0
+        return str(info["last-generated-id"]), int(info["entries-added"])
 
     def _offer(self, fields: dict[str, str]) -> None:
         topic = fields["t"]
