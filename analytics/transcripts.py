@@ -22,6 +22,9 @@ def parse_terms(q: str) -> list[str]:
     return [phrase or word for phrase, word in _QUOTED_OR_WORD.findall(q)]
 
 
+MAX_OFFSET = 1_000_000  # deeper pages: narrow the search (since, until, queue) instead
+
+
 @router.get("/v1/transcripts/{conversation_id}")
 async def get_transcript(request: Request, conversation_id: str,
                          _: Principal = require(Permission.TRANSCRIPTS_READ)) -> dict[str, Any]:
@@ -41,7 +44,8 @@ async def search_transcripts(
     since: datetime | None = None, until: datetime | None = None,
     queue: str | None = None, agent_id: str | None = None,
     role: str | None = Query(default=None, pattern="^(customer|agent|bot)$"),
-    limit: int = Query(default=50, ge=1, le=500), offset: int = Query(default=0, ge=0),
+    limit: int = Query(default=50, ge=1, le=500),
+    offset: int = Query(default=0, ge=0, le=MAX_OFFSET),
     _: Principal = require(Permission.CONTACT_SEARCH),
 ) -> dict[str, Any]:
     """Keyword search over recorded turns (case-insensitive substring match)."""

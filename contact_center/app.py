@@ -5,27 +5,42 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 
+import asyncpg
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from analytics import transcripts
 from contact_center import __version__, admin, ingest, rules_api
+from contact_center.protocol import MAX_ERROR_DETAILS
 from contact_center.runtime import Embedded, Runtime, ScaleOutNode
 from contact_center.settings import Settings
 from contact_center.store import Store
 from contact_center.stores import open_store
 from monitoring import live
+from monitoring.auth import CheckBeforeBody
 from monitoring.hub import Hub
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+UNPARSEABLE_BODY = "There was an error parsing the body"  # FastAPI's words, its 400
+
+# What says a database or Redis is down, full or unreachable (a 503), as opposed to a
+# bug (a 500).
+DEPENDENCY_FAILURES: tuple[type[Exception], ...] = (
+    sqlite3.OperationalError, OSError, RedisError, asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError, asyncpg.InsufficientResourcesError,
+    asyncpg.CannotConnectNowError, asyncpg.OperatorInterventionError)
 
 
 def _too_large(limit: int) -> HTTPException:
@@ -122,6 +137,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.include_router(rules_api.router)
     app.include_router(admin.router)
 
+    app.add_middleware(CheckBeforeBody)  # innermost: the body limit and NUL check run first
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(RefuseNul)
 
@@ -136,9 +152,24 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == UNPARSEABLE_BODY:
+            # FastAPI's answer to a body json cannot read at all (nested too deep):
+            # malformed JSON, as every other unreadable body is answered.
+            return JSONResponse({"type": "error", "code": "malformed_json",
+                                 "message": "the body is not JSON this service can read "
+                                            "(nested too deep?)"}, status_code=422)
         body = exc.detail if isinstance(exc.detail, dict) else {
             "type": "error", "code": "http_error", "message": str(exc.detail)}
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("%s %s: a dependency failed: %r", request.method, request.url.path, exc)
+        return JSONResponse({"type": "error", "code": "unavailable",
+                             "message": "storage is unavailable; nothing was changed, retry"},
+                            status_code=503)
+
+    for failure in DEPENDENCY_FAILURES:
+        app.add_exception_handler(failure, unavailable)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -148,13 +179,16 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
         details = [{"loc": [str(p) for p in e["loc"]], "msg": str(e["msg"]),
-                    "type": str(e["type"])} for e in exc.errors()]
+                    "type": str(e["type"])} for e in errors[:MAX_ERROR_DETAILS]]
         message = "invalid request"
-        if exc.errors():
-            first = exc.errors()[0]
-            message = ".".join(str(p) for p in first["loc"]) + ": " + str(first["msg"])
-        code = "malformed_json" if any(d["type"] == "json_invalid" for d in details) \
+        if errors:
+            message = ".".join(str(p) for p in errors[0]["loc"]) + ": " + str(errors[0]["msg"])
+        if len(errors) > MAX_ERROR_DETAILS:  # an answer never costs more than its question
+            message += f" (and {len(errors) - 1} more problems; the first "\
+                       f"{MAX_ERROR_DETAILS} are in details)"
+        code = "malformed_json" if any(e["type"] == "json_invalid" for e in errors) \
             else "validation_error"
         return JSONResponse({"type": "error", "code": code, "message": message,
                              "details": details}, status_code=422)

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     TypeAdapter,
@@ -40,7 +41,18 @@ def _as_utc(value: datetime) -> datetime:
     return value
 
 
-Timestamp = Annotated[datetime, AfterValidator(_as_utc)]
+def _iso_8601(value: Any) -> Any:
+    """Timestamps are ISO 8601 strings: a bare number is ambiguous (seconds or
+    milliseconds?) and was once read as milliseconds past ~2e10 without a word."""
+    if isinstance(value, int | float):
+        raise ValueError("timestamps are ISO 8601 strings, e.g. \"2026-11-26T10:00:00Z\"")
+    return value
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_iso_8601), AfterValidator(_as_utc)]
+
+
+MAX_ERROR_DETAILS = 20  # problems listed in an error's details, at most
 
 
 class ErrorCode(StrEnum):
@@ -192,7 +204,7 @@ def parse_event(raw: str | bytes) -> Event:
         if any(e["type"] == "json_invalid" for e in errors):
             raise ProtocolError(ErrorCode.MALFORMED_JSON, "message is not valid JSON") from None
         raise ProtocolError(ErrorCode.VALIDATION_ERROR, _summary(errors), _ref_of(raw),
-                            [_clean(e) for e in errors]) from None
+                            [_clean(e) for e in errors[:MAX_ERROR_DETAILS]]) from None
 
 
 def _summary(errors: list[Any]) -> str:

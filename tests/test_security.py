@@ -4,6 +4,8 @@ own route list so that a new route without an entry here fails the suite."""
 from __future__ import annotations
 
 import hashlib
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,8 +13,9 @@ from fastapi.routing import APIRoute, APIWebSocketRoute
 from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketDenialResponse
 
+from contact_center.stores.sqlite import SQLiteStore
 from monitoring.permissions import PROFILES, Permission
-from tests.conftest import Stored, Users, auth, refused
+from tests.conftest import Stored, Users, auth, refused, run
 
 P = Permission
 OPEN = {("GET", "/healthz"), ("GET", "/docs"), ("GET", "/openapi.json"),
@@ -185,3 +188,107 @@ def test_user_admin_errors(client: TestClient, users: Users) -> None:
     listed = client.get("/v1/users", headers=admin).json()["users"]
     assert {"y"} <= {u["username"] for u in listed}
     assert client.post("/v1/users/ghost/tokens", headers=admin, json={}).status_code == 404
+
+
+class Body:
+    """A request body that counts what the server read of it."""
+
+    def __init__(self, chunks: int, size: int = 64 * 1024) -> None:
+        self.chunks, self.size, self.read = chunks, size, 0
+
+    def __iter__(self) -> Any:
+        for _ in range(self.chunks):
+            self.read += 1
+            yield b" " * self.size
+
+
+@pytest.mark.parametrize(("token", "status"), [(None, 401), ("agent", 403), ("bad", 401)])
+def test_no_body_is_read_before_the_token_and_permission_pass(
+        client: TestClient, users: Users, token: str | None, status: int) -> None:
+    secrets = {None: None, "bad": "cc_" + "x" * 43, "agent": users.token("Agent")}
+    headers = auth(secrets[token]) if secrets[token] else {}
+    for path in ("/v1/conversations", "/v1/events", "/v1/rules/backtest"):
+        body = Body(chunks=100)  # 6.4 MB, never read
+        answer = client.post(path, content=body, headers=headers)
+        assert answer.status_code == status, answer.text
+        assert answer.json()["code"] == ("unauthenticated" if status == 401 else "forbidden")
+        assert body.read <= 1, f"{path}: {body.read} chunks of the body were read first"
+    # With the right token the body is read, parsed and answered as always.
+    connector = users.token("Connector")
+    assert client.post("/v1/conversations", headers=auth(connector),
+                       json={"id": "ok-1"}).status_code == 201
+
+
+def test_an_error_answer_never_grows_with_the_number_of_problems(
+        client: TestClient, connector_token: str) -> None:
+    """400,000 bad values used to earn a 40 MB answer: the details stop at 20."""
+    bad = {"type": "conversation.started", "conversation": {
+        "id": "many", "attributes": {f"k{i}": [i] for i in range(20_000)}}}
+    answer = client.post("/v1/events", headers=auth(connector_token),
+                         json={"events": [bad] * 10})
+    assert answer.status_code == 422
+    body = answer.json()
+    assert body["code"] == "validation_error" and len(body["details"]) == 20
+    assert "more problems" in body["message"] and len(answer.content) < 10_000
+    with client.websocket_connect("/v1/ingest", headers=auth(connector_token)) as ws:
+        ws.receive_json()
+        few = {"type": "conversation.started", "conversation": {
+            "id": "many", "attributes": {f"k{i}": [i] for i in range(3_000)}}}
+        ws.send_json(few)
+        reply = ws.receive_json()
+        assert reply["code"] == "validation_error" and len(reply["details"]) == 20
+        assert "more" in reply["message"]
+
+
+def test_input_errors_are_4xx_and_dependency_failures_503(
+        client: TestClient, users: Users, monkeypatch: pytest.MonkeyPatch) -> None:
+    admin = auth(users.token("Admin"))
+    huge = client.get("/v1/transcripts?q=x&offset=9223372036854775808", headers=admin)
+    assert huge.status_code == 422 and huge.json()["code"] == "validation_error"
+    assert client.get("/v1/transcripts?q=x&offset=1000000", headers=admin).status_code == 200
+
+    async def full(*args: Any) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(client.app.state.store, "add_token", full)  # type: ignore[attr-defined]
+    users_list = client.get("/v1/users", headers=admin).json()["users"]
+    issued = client.post(f"/v1/users/{users_list[0]['username']}/tokens", headers=admin,
+                         json={"label": "x"})
+    assert issued.status_code == 503 and issued.json()["code"] == "unavailable"
+    assert client.get("/v1/me", headers=admin).status_code == 200  # and it carries on
+
+
+def test_the_sqlite_files_are_private(tmp_path: Path) -> None:
+    """Transcripts, contacts and token digests: readable by the service's user alone."""
+    folder = tmp_path / "new"
+
+    async def scenario() -> dict[str, str]:
+        store = SQLiteStore(folder / "cc.db")
+        await store.open()
+        try:
+            await store.claim_pipeline()
+            await store.save_rules({"rules": []})
+            return {f.name: oct(f.stat().st_mode & 0o777) for f in folder.iterdir()}
+        finally:
+            await store.close()
+
+    modes = run(scenario())
+    assert set(modes) == {"cc.db", "cc.db-wal", "cc.db-shm", "cc.db.lock"}
+    assert modes == dict.fromkeys(modes, "0o600")
+    assert oct(folder.stat().st_mode & 0o777) == "0o700"
+
+
+def test_a_body_nested_too_deep_is_malformed_json(client: TestClient,
+                                                   connector_token: str) -> None:
+    answer = client.post("/v1/events", content=b"[" * 100_000, headers={
+        **auth(connector_token), "Content-Type": "application/json"})
+    assert answer.status_code == 422 and answer.json()["code"] == "malformed_json"
+
+
+def test_timestamps_are_iso_8601_strings_not_numbers(ingest: Any) -> None:
+    ingest.start("ts")
+    for number in (253402300800, 1767261600, 1.5, True):
+        reply = ingest.say("ts", f"n{number}", "hello", started_at=number)
+        assert reply["code"] == "validation_error" and "ISO 8601" in reply["message"], reply
+    assert ingest.say("ts", "iso", "hello", started_at="2026-01-01T10:00:00Z")[
+        "status"] == "accepted"

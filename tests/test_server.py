@@ -106,6 +106,19 @@ def test_serve_explains_docs_and_admin_token(server: Server) -> None:
     assert httpx.get(f"{server.url}/openapi.json").json()["info"]["title"] == "contact-center"
 
 
+def test_an_unauthorised_body_is_refused_before_it_is_sent(server: Server) -> None:
+    """A client that announces 16 MB and sends 10 bytes gets its 401 at once: the server
+    waits for no body it would have to parse."""
+    for headers in ("", f"Authorization: Bearer {server.token('lister', 'Agent')}\r\n"):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
+            raw.sendall(f"POST /v1/conversations HTTP/1.1\r\nHost: x\r\n{headers}"
+                        "Content-Type: application/json\r\n"
+                        "Content-Length: 16000000\r\n\r\n{\"id\": \"x\"".encode())
+            answer = raw.recv(4096).decode()
+        status = "401" if not headers else "403"
+        assert answer.startswith(f"HTTP/1.1 {status}"), answer[:200]
+
+
 def test_oversized_frame_closes_only_that_socket(server: Server) -> None:
     token = server.token("big-connector", "Connector")
     headers = {"Authorization": f"Bearer {token}"}

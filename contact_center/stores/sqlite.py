@@ -202,7 +202,7 @@ class SQLiteStore:
         self._pipeline_lock: TextIO | None = None
 
     async def open(self) -> None:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(_create_private, Path(self.path))
         await self._writer.run(_migrate)
 
     async def close(self) -> None:
@@ -328,6 +328,15 @@ class SQLiteStore:
 
 
 # -- SQL run on the connection threads ----------------------------------------------------
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file (and its directory) readable by this user alone: it
+    holds transcripts, customer contacts and token digests. SQLite gives its -wal and
+    -shm files the database file's permissions."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700)
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
 
 
 def _exclusive_lock(path: str) -> TextIO:
