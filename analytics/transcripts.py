@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
-from contact_center.store import SearchQuery
+from contact_center.store import SEARCH_SECONDS, QueryTimeout, SearchQuery
 from monitoring.auth import require
 from monitoring.permissions import Permission, Principal
 
@@ -56,4 +56,10 @@ async def search_transcripts(
     query = SearchQuery(terms=terms, since=since.timestamp() if since else None,
                         until=until.timestamp() if until else None, queue=queue,
                         agent_id=agent_id, role=role, limit=limit, offset=offset)
-    return {"terms": terms, "hits": await request.app.state.store.search(query)}
+    try:
+        hits = await request.app.state.store.search(query)
+    except QueryTimeout:
+        raise HTTPException(503, {"type": "error", "code": "query_timeout", "message": (
+            f"the search ran past {SEARCH_SECONDS:g} s and was stopped; narrow it (since, "
+            "until, queue, agent_id, role, or more specific words)")}) from None
+    return {"terms": terms, "hits": hits}

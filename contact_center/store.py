@@ -67,6 +67,13 @@ class PartitionMark:
     replies: dict[str, Any] | None = None
 
 
+SEARCH_SECONDS = 5.0  # a transcript search that runs longer is stopped
+
+
+class QueryTimeout(Exception):
+    """A search ran past SEARCH_SECONDS and was stopped."""
+
+
 class Fenced(Exception):
     """A newer owner claimed these partitions; the batch was not committed."""
 
@@ -240,7 +247,10 @@ class Store(Protocol):
     async def list_alerts(self, conversation_id: str | None = None,
                           agent_id: str | None = None,
                           limit: int = 100) -> list[dict[str, Any]]: ...
-    async def search(self, query: SearchQuery) -> list[dict[str, Any]]: ...
+    async def search(self, query: SearchQuery) -> list[dict[str, Any]]:
+        """Stopped with `QueryTimeout` after SEARCH_SECONDS; analyst queries never delay
+        the reads supervisors and the pipeline make."""
+        ...
     async def load_history(self, query: HistoryQuery) -> History: ...
 
 

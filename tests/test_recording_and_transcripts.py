@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import ANGRY, Connector, Stored, Users, auth
+from contact_center.store import QueryTimeout, SearchQuery, SegmentRow, Store, WriteBatch
+from contact_center.stores import postgres as postgres_store
+from contact_center.stores import sqlite as sqlite_store
+from contact_center.stores.sqlite import SQLiteStore
+from tests.conftest import ANGRY, Connector, Stored, Users, auth, make_store, run
 
 CUSTOMER = "I want to cancel my account, this is awful and I am furious!"
 AGENT = "I am sorry to hear that, let me help you with the cancellation."
@@ -134,3 +142,68 @@ def test_keyword_search_with_filters(ingest: Connector, client: TestClient,
     assert client.get("/v1/transcripts", headers=analyst,
                       params={"q": "invoice", "limit": 501}).status_code == 422
     assert client.get("/v1/transcripts", headers=analyst, params={"q": ""}).status_code == 422
+
+
+def test_a_search_past_its_time_limit_is_answered_query_timeout(
+        client: TestClient, users: Users, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def too_long(query: SearchQuery) -> None:
+        raise QueryTimeout
+
+    monkeypatch.setattr(client.app.state.store, "search", too_long)  # type: ignore[attr-defined]
+    stopped = client.get("/v1/transcripts?q=refund", headers=auth(users.token("Analyst")))
+    assert stopped.status_code == 503 and stopped.json()["code"] == "query_timeout"
+
+
+def test_the_stores_stop_a_search_past_its_time_limit(
+        backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def fill(store: Store) -> None:
+        meta = {"id": "big", "channel": "chat", "queue": "q", "agent_id": None,
+                "customer": {}, "recording": "all", "attributes": {}, "status": "live",
+                "started_at": 1.0, "ended_at": None, "updated_at": 1.0}
+        batch = WriteBatch(conversations={"big": (meta, {})}, segments=[
+            SegmentRow("big", f"s{i}", i, "customer", "c", f"refund number {i}",
+                       {"neg": 0.0, "neu": 1.0, "pos": 0.0, "compound": 0.0}, None, None,
+                       float(i)) for i in range(20_000)])
+        await store.write(batch)
+
+    async def search(store: Store) -> list[dict[str, Any]]:
+        return await store.search(SearchQuery(terms=["refund", "number 1"]))
+
+    async def scenario() -> None:
+        store = make_store(backend, tmp_path)
+        await store.open()
+        try:
+            await fill(store)
+            assert await search(store)  # within the limit
+            monkeypatch.setattr(sqlite_store, "SEARCH_SECONDS", 0.0)
+            monkeypatch.setattr(sqlite_store, "PROGRESS_EVERY", 1)
+            monkeypatch.setattr(postgres_store, "SEARCH_SECONDS", 0.001)
+            with pytest.raises(QueryTimeout):
+                await search(store)
+            assert await store.get_conversation("big") is not None  # the store carries on
+        finally:
+            await store.close()
+
+    run(scenario())
+
+
+def test_analyst_queries_never_delay_supervisor_reads(tmp_path: Path) -> None:
+    """A long search (here: its connection kept busy for 1.5 s) does not hold up a
+    transcript read or the user list the live agents view reads."""
+    async def scenario() -> tuple[float, float]:
+        store = SQLiteStore(tmp_path / "cc.db")
+        await store.open()
+        try:
+            slow = asyncio.create_task(store._analyst.run(lambda db: time.sleep(1.5)))
+            await asyncio.sleep(0.1)
+            started = time.monotonic()
+            await store.get_conversation("none")
+            await store.list_users()
+            took = time.monotonic() - started
+            await slow
+            return took, time.monotonic() - started
+        finally:
+            await store.close()
+
+    took, slow_done = run(scenario())
+    assert took < 0.5 < slow_done, (took, slow_done)

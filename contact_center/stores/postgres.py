@@ -16,10 +16,12 @@ import asyncpg
 
 from contact_center.conversation import RECENT_LIMIT
 from contact_center.store import (
+    SEARCH_SECONDS,
     Fenced,
     History,
     HistoryQuery,
     PartitionClaim,
+    QueryTimeout,
     SearchQuery,
     StoredConversation,
     Token,
@@ -428,12 +430,19 @@ class PostgresStore:
             if value is not None:
                 args.append(value)
                 where.append(clause.format(f"${len(args)}"))
-        rows = await self.pool.fetch(
-            "SELECT s.*, c.queue, c.agent_id, c.channel FROM segments s "
-            "JOIN conversations c ON c.id = s.conversation_id "
-            f"WHERE {' AND '.join(where)} ORDER BY s.received_at DESC, s.seq DESC, "
-            f"s.conversation_id, s.segment_id "
-            f"LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}", *args, query.limit, query.offset)
+        async with self.pool.acquire() as db, db.transaction():
+            limit_ms = max(1, int(SEARCH_SECONDS * 1000))  # 0 would mean no limit
+            await db.execute(f"SET LOCAL statement_timeout = {limit_ms}")
+            try:
+                rows = await db.fetch(
+                    "SELECT s.*, c.queue, c.agent_id, c.channel FROM segments s "
+                    "JOIN conversations c ON c.id = s.conversation_id "
+                    f"WHERE {' AND '.join(where)} ORDER BY s.received_at DESC, s.seq DESC, "
+                    f"s.conversation_id, s.segment_id "
+                    f"LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}",
+                    *args, query.limit, query.offset)
+            except asyncpg.QueryCanceledError:
+                raise QueryTimeout from None
         return [as_hit(r) for r in rows]
 
     async def load_history(self, query: HistoryQuery) -> History:

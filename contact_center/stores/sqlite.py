@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -20,8 +21,10 @@ from typing import Any, TextIO, TypeVar
 
 from contact_center.conversation import RECENT_LIMIT
 from contact_center.store import (
+    SEARCH_SECONDS,
     History,
     HistoryQuery,
+    QueryTimeout,
     SearchQuery,
     StoredConversation,
     Token,
@@ -197,8 +200,10 @@ class SQLiteStore:
         self.path = str(path)
         self._writer = _Connection(self.path, "sqlite-writer", synchronous)
         self._reader = _Connection(self.path, "sqlite-reader", synchronous)
-        # Token checks get their own connection: a long search never delays a login.
+        # Token checks get their own connection: a long search never delays a login; and
+        # analysts (search, backtest history) theirs, never delaying supervisors' reads.
         self._auth = _Connection(self.path, "sqlite-auth", synchronous)
+        self._analyst = _Connection(self.path, "sqlite-analyst", synchronous)
         self._pipeline_lock: TextIO | None = None
 
     async def open(self) -> None:
@@ -206,7 +211,7 @@ class SQLiteStore:
         await self._writer.run(_migrate)
 
     async def close(self) -> None:
-        for connection in (self._writer, self._reader, self._auth):
+        for connection in (self._writer, self._reader, self._auth, self._analyst):
             await connection.close()
         if self._pipeline_lock is not None:
             self._pipeline_lock.close()  # releases the lock
@@ -321,10 +326,10 @@ class SQLiteStore:
         return await self._reader.run(q)
 
     async def search(self, query: SearchQuery) -> list[dict[str, Any]]:
-        return await self._reader.run(lambda db: _search(db, query))
+        return await self._analyst.run(lambda db: _search(db, query))
 
     async def load_history(self, query: HistoryQuery) -> History:
-        return await self._reader.run(lambda db: _load_history(db, query))
+        return await self._analyst.run(lambda db: _load_history(db, query))
 
 
 # -- SQL run on the connection threads ----------------------------------------------------
@@ -496,6 +501,9 @@ def _read_history(db: sqlite3.Connection, q: HistoryQuery) -> History:
 
 
 
+PROGRESS_EVERY = 10_000  # SQLite VM steps between checks of a search's time limit
+
+
 def _search(db: sqlite3.Connection, q: SearchQuery) -> list[dict[str, Any]]:
     where: list[str] = ["s.text IS NOT NULL"]
     args: list[Any] = []
@@ -508,10 +516,19 @@ def _search(db: sqlite3.Connection, q: SearchQuery) -> list[dict[str, Any]]:
         if value is not None:
             where.append(clause)
             args.append(value)
-    rows = db.execute(
-        "SELECT s.*, c.queue, c.agent_id, c.channel FROM segments s "
-        "JOIN conversations c ON c.id = s.conversation_id "
-        f"WHERE {' AND '.join(where)} ORDER BY s.received_at DESC, s.seq DESC, "
-        f"s.conversation_id, s.segment_id LIMIT ? OFFSET ?",
-        [*args, q.limit, q.offset]).fetchall()
+    deadline = time.monotonic() + SEARCH_SECONDS
+    db.set_progress_handler(lambda: time.monotonic() > deadline, PROGRESS_EVERY)
+    try:
+        rows = db.execute(
+            "SELECT s.*, c.queue, c.agent_id, c.channel FROM segments s "
+            "JOIN conversations c ON c.id = s.conversation_id "
+            f"WHERE {' AND '.join(where)} ORDER BY s.received_at DESC, s.seq DESC, "
+            f"s.conversation_id, s.segment_id LIMIT ? OFFSET ?",
+            [*args, q.limit, q.offset]).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "interrupted" in str(exc):
+            raise QueryTimeout from None
+        raise
+    finally:
+        db.set_progress_handler(None, 0)
     return [as_hit(r) for r in rows]
