@@ -12,6 +12,7 @@ import asyncpg
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from redis.exceptions import RedisError
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -123,7 +124,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
             await runtime.stop()
             await store.close()
 
-    app = FastAPI(
+    # /docs and /redoc from assets installed with the package (fastapi-offline), not a
+    # CDN: they work on a machine without internet access.
+    app = FastAPIOffline(
         title="contact-center",
         version=__version__,
         description="Live monitoring and analytics for contact centers. "

@@ -19,7 +19,8 @@ from tests.conftest import Stored, Users, auth, refused, run
 
 P = Permission
 OPEN = {("GET", "/healthz"), ("GET", "/docs"), ("GET", "/openapi.json"),
-        ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc")}
+        ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc"),
+        ("GET", "/static-offline-docs")}  # the API pages' scripts and styles
 MATRIX: dict[tuple[str, str], set[Permission]] = {
     ("POST", "/v1/conversations"): {P.INGEST},
     ("POST", "/v1/conversations/{conversation_id}/segments"): {P.INGEST},
@@ -292,3 +293,14 @@ def test_timestamps_are_iso_8601_strings_not_numbers(ingest: Any) -> None:
         assert reply["code"] == "validation_error" and "ISO 8601" in reply["message"], reply
     assert ingest.say("ts", "iso", "hello", started_at="2026-01-01T10:00:00Z")[
         "status"] == "accepted"
+
+
+def test_the_api_pages_need_no_internet(client: TestClient) -> None:
+    for page, assets in (("/docs", ("swagger-ui-bundle.js", "swagger-ui.css")),
+                         ("/redoc", ("redoc.standalone.js",))):
+        html = client.get(page).text
+        assert "cdn" not in html.lower() and "http://" not in html and "https://" not in html
+        for asset in assets:
+            assert f"/static-offline-docs/{asset}" in html
+            served = client.get(f"/static-offline-docs/{asset}")
+            assert served.status_code == 200 and len(served.content) > 100_000
