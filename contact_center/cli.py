@@ -72,8 +72,13 @@ def _with_store(database: str, work: Callable[[Store], Awaitable[T]],
             await store.open()
         except (OSError, ValueError, RuntimeError, asyncpg.PostgresError,
                 sqlite3.DatabaseError) as exc:
-            raise click.ClickException(f"cannot open the database {masked(database)}: {exc}"
-                                       ) from None
+            hint = ""
+            if isinstance(exc, OSError | sqlite3.OperationalError) and \
+                    not is_postgres(database):
+                hint = ("; check that its directory exists (or can be created) and that "
+                        "this user may write there, and that the disk is not full")
+            raise click.ClickException(f"cannot open the database {masked(database)}: "
+                                       f"{exc}{hint}") from None
         try:
             return await work(store)
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from contact_center.app import create_app
 from contact_center.buses import InMemoryBus, Source
 from contact_center.settings import Settings
 from contact_center.store import SegmentRow, Store, WriteBatch
+from contact_center.stores.sqlite import SQLiteStore
 from monitoring.hub import Hub
 from tests.conftest import (
     ANGRY,
@@ -293,3 +295,29 @@ def test_a_rules_change_that_cannot_be_saved_changes_nothing(tmp_path: Path, bac
         refused = client.patch("/v1/rules/insult", headers=admin, json={"enabled": False})
         assert refused.status_code == 503 and refused.json()["code"] == "unavailable"
         assert client.get("/v1/rules", headers=admin).json() == before
+
+
+def test_a_full_disk_is_reported_as_such(tmp_path: Path) -> None:
+    """SQLite rolls a transaction back itself when the disk is full; the error says
+    "full", not a second rollback's "no transaction is active"."""
+    async def scenario() -> str:
+        store = SQLiteStore(tmp_path / "cc.db")
+        await store.open()
+        try:
+            await store._writer.run(lambda db: db.execute(
+                "PRAGMA max_page_count = " + str(db.execute(
+                    "PRAGMA page_count").fetchone()[0] + 2)))
+            meta = {"id": "f", "channel": "chat", "queue": "q", "agent_id": None,
+                    "customer": {}, "recording": "all", "attributes": {}, "status": "live",
+                    "started_at": 1.0, "ended_at": None, "updated_at": 1.0}
+            batch = WriteBatch(conversations={"f": (meta, {})}, segments=[
+                SegmentRow("f", f"s{i}", i, "customer", "c", "words " * 500,
+                           {"neg": 0.0, "neu": 1.0, "pos": 0.0, "compound": 0.0}, None, None,
+                           1.0) for i in range(200)])
+            with pytest.raises(sqlite3.OperationalError) as full:
+                await store.write(batch)
+            return str(full.value)
+        finally:
+            await store.close()
+
+    assert "full" in run(scenario())

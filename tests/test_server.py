@@ -323,3 +323,12 @@ def test_the_cli_runs_on_postgresql(postgres_database: str, tmp_path: Path) -> N
         assert [a["rule_id"] for a in transcript["alerts"]] == ["churn-or-legal-threat"]
     finally:
         assert served.stop() < 15
+
+
+def test_serve_on_a_place_it_cannot_write_says_what_to_do(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    done = subprocess.run([*command(), "serve", "--db", str(blocker / "cc.db")],
+                          capture_output=True, text=True, timeout=60, cwd=PROJECT)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "cannot open the database" in done.stderr and "directory" in done.stderr

@@ -395,7 +395,10 @@ def _write(db: sqlite3.Connection, batch: WriteBatch) -> None:
               a.status) for a in batch.alerts])
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        # SQLite may have rolled back already (a full disk does): a second ROLLBACK
+        # would fail and hide the cause.
+        if db.in_transaction:
+            db.execute("ROLLBACK")
         raise
 
 
