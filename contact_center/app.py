@@ -116,7 +116,6 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
             raise
         app.state.hub, app.state.runtime = hub, runtime
         app.state.bus, app.state.feed = runtime.bus, runtime.feed
-        app.state.rules_lock = asyncio.Lock()
         app.state.backtest_lock = asyncio.Lock()
         try:
             yield

@@ -186,11 +186,9 @@ class Applier:
             self.stale.discard(cid)
 
     def forget(self, conversation_ids: Collection[str]) -> None:
-        """After a failed commit, drop what memory changed; the store is the truth."""
-        for cid in conversation_ids:
-            self.conversations.pop(cid, None)
-            self._ended.pop(cid, None)
-            self._ended_applied.pop(cid, None)
+        """After a failed commit, drop what memory changed, to reload it from the store
+        (the truth)."""
+        self.drop(conversation_ids)
         self.stale.update(conversation_ids)
 
     # -- rules and clock rules -------------------------------------------------------------

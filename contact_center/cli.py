@@ -188,6 +188,9 @@ def worker(database: str | None, redis: str | None, partitions: int | None,
 
     settings = _settings(database, redis=redis, partitions=partitions,
                          redis_namespace=namespace, lexicon_overlay=lexicon_overlay)
+    if not settings.redis:
+        raise click.ClickException("a worker takes its events from Redis: give --redis "
+                                   "redis://HOST:PORT/N (or set CC_REDIS)")
     _check_files(settings)
     _check_scale_out(settings)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -238,6 +238,7 @@ class Pipeline:
                     log.warning("rule state not saved; each conversation's next batch saves it")
             except Fenced as exc:
                 self.on_fenced(exc)
+                await self._reload_stale()  # those of partitions still held
 
     def set_rules(self, rules: RuleSet) -> list[Conversation]:
         """See `Applier.set_rules`."""

@@ -9,6 +9,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, HTTPException, Request, Response
@@ -51,8 +52,9 @@ async def _current(request: Request) -> RuleSet:
     return rules
 
 
-def _lock(request: Request) -> asyncio.Lock:
-    lock: asyncio.Lock = request.app.state.rules_lock
+def _lock(request: Request) -> AbstractAsyncContextManager[None]:
+    """One rules change at a time, across every API node of the deployment."""
+    lock: AbstractAsyncContextManager[None] = request.app.state.runtime.rules_lock()
     return lock
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from analytics.default_rules import DEFAULT_RULES
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 
 DRAIN_SECONDS = 10.0
 RULES_WAIT_SECONDS = 5.0  # an API node waits this long for workers to apply new rules
+RULES_LOCK_SECONDS = 30.0  # a rules change holds the deployment's rules lock at most this
 HEALTH_TIMEOUT = 2.0  # seconds a dependency gets to answer a health check
 
 
@@ -58,6 +61,10 @@ class Runtime(Protocol):
 
     async def dead_letters(self, limit: int) -> list[dict[str, Any]]:
         """Events set aside after failing too often, newest first."""
+        ...
+
+    def rules_lock(self) -> AbstractAsyncContextManager[None]:
+        """Held while a rules change reads, checks and saves the rule set."""
         ...
 
     async def stop(self) -> None: ...
@@ -96,6 +103,7 @@ class Embedded:
     def __init__(self, store: Store, pipeline: Pipeline, bus: InMemoryBus) -> None:
         self.store, self.pipeline, self.bus = store, pipeline, bus
         self.feed = MemoryFeed(pipeline)
+        self._rules_lock = asyncio.Lock()
         self.runner = asyncio.create_task(pipeline.run(bus), name="the pipeline")
         self.runner.add_done_callback(_report_stopped)
 
@@ -128,6 +136,9 @@ class Embedded:
 
     async def dead_letters(self, limit: int) -> list[dict[str, Any]]:
         return []
+
+    def rules_lock(self) -> AbstractAsyncContextManager[None]:
+        return self._rules_lock
 
     async def stop(self) -> None:
         # Let accepted events finish so their connectors get a reply, then stop.
@@ -172,6 +183,7 @@ class ScaleOutNode:
                             settings.reply_timeout_seconds)
         self.feed = RedisFeed(redis, self.layout, hub)
         self.worker: tuple[Worker, asyncio.Task[None]] | None = None
+        self._rules_lock = asyncio.Lock()
 
     @classmethod
     async def start(cls, settings: Settings, store: Store, hub: Hub) -> ScaleOutNode:
@@ -223,7 +235,7 @@ class ScaleOutNode:
                 partitions_unowned = await unowned(self.redis, self.layout)
                 live = int(await self.redis.hlen(self.layout.summaries))
         stopped = self.worker is not None and self.worker[1].done()
-        status = ("pipeline stopped" if stopped
+        status = ("pipeline stopped" if stopped or workers == 0  # nothing would be acked
                   else "ok" if database == redis == "ok" and self.feed.healthy
                   else "degraded")
         fields: dict[str, Any] = {
@@ -237,6 +249,22 @@ class ScaleOutNode:
                        "batches_committed": worker.pipeline.batches,
                        "partitions_held": sorted(worker.owned)}
         return status, fields
+
+    @contextlib.asynccontextmanager
+    async def rules_lock(self) -> AsyncIterator[None]:
+        """This node's lock, then the deployment's (a Redis lock that expires, so a node
+        that dies holding it blocks no one for long)."""
+        async with self._rules_lock:
+            lock = self.redis.lock(f"{self.layout.namespace}:rules-lock",
+                                   timeout=RULES_LOCK_SECONDS,
+                                   blocking_timeout=RULES_LOCK_SECONDS)
+            if not await lock.acquire():
+                raise TimeoutError("another API node is changing the rules; retry")
+            try:
+                yield
+            finally:
+                with contextlib.suppress(Exception):
+                    await lock.release()
 
     async def dead_letters(self, limit: int) -> list[dict[str, Any]]:
         entries = read_entries(await self.redis.xrevrange(self.layout.dead, count=limit))

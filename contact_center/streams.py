@@ -20,6 +20,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 GROUP = "workers"
+MIN_REDIS = (7, 0)
 BLOCK_MS = 1000  # longest blocking read; well under the client's socket timeout
 SOCKET_TIMEOUT = 10.0
 
@@ -89,8 +90,13 @@ class Layout:
         return f"{self.namespace}:config"
 
     async def check(self, redis: aioredis.Redis) -> None:
-        """Record the partition count on first use; refuse a different one later (events
-        would go to streams no worker reads in order)."""
+        """Refuse a Redis older than 7.0 (XAUTOCLAIM's deleted ids, stream counters);
+        record the partition count on first use, and refuse a different one later
+        (events would go to streams no worker reads in order)."""
+        version = str((await redis.info("server"))["redis_version"])
+        if tuple(int(x) for x in version.split(".")[:2]) < MIN_REDIS:
+            raise RuntimeError(f"Redis {version} is too old: the scale-out deployment needs "
+                               f"Redis {'.'.join(map(str, MIN_REDIS))} or newer")
         await redis.hsetnx(self.config, "partitions", self.partitions)
         recorded = int(await redis.hget(self.config, "partitions") or self.partitions)
         if recorded != self.partitions:

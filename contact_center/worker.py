@@ -8,12 +8,12 @@ For each partition it takes over (`leases`), in order:
 3. claim every pending entry of the stream (XAUTOCLAIM), apply them, then read new ones.
 
 Each batch is one PostgreSQL transaction that also records how far the stream is
-applied, so an entry delivered again (a worker died between commit and XACK) is
-answered ``duplicate`` and not applied twice, whatever its kind. Then the replies go to
-each API node's reply stream and the entries are acknowledged and trimmed, in one round
-trip. An entry delivered DEAD_LETTER_AFTER times without being acknowledged (it keeps
-killing its worker) is set aside on the dead-letter stream and answered
-``internal_error``.
+applied and the answers to entries not acknowledged yet, so an entry delivered again (a
+worker died between commit and XACK) is not applied twice, whatever its kind, and gets
+its first answer. Then the replies go to each API node's reply stream and the entries
+are acknowledged and trimmed, in one Redis transaction. An entry delivered more than
+DEAD_LETTER_AFTER times without being acknowledged (it keeps killing its worker) is set
+aside on the dead-letter stream and answered ``internal_error``.
 """
 
 from __future__ import annotations
@@ -68,6 +68,13 @@ SOURCES_REMEMBERED = 10_000
 RULES_CHECK_SECONDS = 5.0
 STORE_BACKOFF_SECONDS = 0.5  # pause after a batch the store refused
 STOP_SECONDS = 5.0  # at most this long to hand partitions back when stopping
+RESTORE_SECONDS = 5.0  # at most this long to rewrite live views, holding the lock
+
+_DELETE_IDLE_CONSUMER = """
+local pending = redis.call('xpending', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if #pending == 0 then return redis.call('xgroup', 'delconsumer', KEYS[1], ARGV[1], ARGV[2]) end
+return -1
+"""
 
 
 @dataclass(slots=True)
@@ -75,7 +82,7 @@ class Owned:
     token: int  # this worker's fencing token for the partition
     epoch: str  # the Redis streams' epoch the applied position belongs to
     through: str | None  # last entry applied (of this epoch)
-    replies: dict[str, Any]  # entry id -> reply, for the batch that ended at ``through``
+    replies: dict[str, Any]  # entry id -> reply, for applied entries not acknowledged yet
     backlog: bool = True  # pending entries to claim before reading new ones
 
 
@@ -104,6 +111,9 @@ class Worker:
         self._sources: OrderedDict[str, Source] = OrderedDict()
         self._renewed_at = 0.0
         self._workers: list[str] = []  # alive, as of the last heartbeat
+        self._taking: set[int] = set()  # partitions being taken over
+        self._rules_loaded = False
+        self._delete_idle = redis.register_script(_DELETE_IDLE_CONSUMER)
 
     async def run(self) -> None:
         """Work until cancelled; then hand the partitions back at once."""
@@ -137,8 +147,9 @@ class Worker:
         while True:
             try:
                 self._workers = await self.leases.heartbeat()
-                held = list(self.owned)
-                self._lose(set(held) - await self.leases.renew(held))
+                held = sorted(set(self.owned) | self._taking)
+                kept = await self.leases.renew(held)
+                self._lose(set(held) - kept)
                 self._renewed_at = time.monotonic()
                 if not self.healthy:
                     log.info("worker %s reaches Redis again", self.id)
@@ -164,35 +175,38 @@ class Worker:
                 log.exception("worker %s: taking partitions failed; retrying", self.id)
 
     async def _balance(self) -> None:
-        if not self.healthy or self.id not in self._workers:
-            return
+        if not self.healthy or self.id not in self._workers or not self._rules_loaded:
+            return  # (nor before it applies the saved rules: it would apply stale ones)
         mine = {p for p, w in assign(self._workers, self.layout.partitions).items()
                 if w == self.id}
         for partition in sorted(set(self.owned) - mine):  # another worker's share now
             async with self.pipeline.lock:
                 self._drop(partition)
             await self.leases.release(partition)
-        wanted = sorted(mine - set(self.owned))
-        live_ids: list[str] | None = None
-        for partition in wanted:
+        for partition in sorted(mine - set(self.owned)):
             if await self.leases.acquire(partition):
+                self._taking.add(partition)  # its lease is renewed meanwhile
                 try:
-                    if live_ids is None:
-                        live_ids = await self.store.live_conversation_ids()
-                    await self._take(partition, live_ids)
+                    await self._take(partition)
                 except BaseException:
                     await self.leases.release(partition)
                     raise
+                finally:
+                    self._taking.discard(partition)
 
-    async def _take(self, partition: int, live_ids: list[str]) -> None:
+    async def _take(self, partition: int) -> None:
         claim = await self.store.claim_partition(partition)
         epoch = await self._ensure_stream(partition)
         through, replies = None, {}
         if claim.applied_through and claim.applied_through.startswith(epoch + "/"):
             through, replies = claim.applied_through.split("/", 1)[1], claim.replies
-        ids = [cid for cid in live_ids if self.layout.partition_of(cid) == partition]
+        # Read after the claim: the previous owner can start no conversation after it.
+        ids = [cid for cid in await self.store.live_conversation_ids()
+               if self.layout.partition_of(cid) == partition]
         stored = await self.store.load_conversations(ids)
         async with self.pipeline.lock:
+            if partition not in await self.leases.renew([partition]):
+                return  # lost meanwhile (a take slower than the lease): try again later
             loaded = []
             for conversation in stored:
                 self.pipeline.applier.restore(conversation)
@@ -201,7 +215,7 @@ class Worker:
                     loaded.append(conv)
             try:
                 # Before any new message of theirs, so the rewrite cannot hide one.
-                await self.outlet.restored(loaded)
+                await asyncio.wait_for(self.outlet.restored(loaded), RESTORE_SECONDS)
             except BaseException:
                 self.pipeline.applier.drop([c.id for c in loaded])
                 raise
@@ -219,27 +233,32 @@ class Worker:
             ids = [cid for cid in self.outlet.behind if cid in self.pipeline.conversations]
             self.outlet.behind.intersection_update(ids)  # the others are not ours now
             stored = await self.store.load_conversations(ids)
-            await self.outlet.restored([self.pipeline.conversations[cid] for cid in ids],
-                                       {s.meta["id"]: s.recent for s in stored})
+            await asyncio.wait_for(self.outlet.restored(
+                [self.pipeline.conversations[cid] for cid in ids],
+                {s.meta["id"]: s.recent for s in stored}, force=True), RESTORE_SECONDS)
 
     async def _forget_idle_consumers(self, partition: int) -> None:
-        """Remove consumers of departed workers that hold no pending entry."""
+        """Remove consumers of departed workers that hold no pending entry (checked and
+        removed in one step: one that wakes up and reads meanwhile keeps its entries)."""
         inbox = self.layout.inbox(partition)
         for consumer in await self.redis.xinfo_consumers(inbox, GROUP):
-            if consumer["name"] != self.id and consumer["pending"] == 0 and \
-                    consumer["idle"] > 2 * LEASE_MS:
-                await self.redis.xgroup_delconsumer(inbox, GROUP, consumer["name"])
+            if consumer["name"] not in (self.id, *self._workers) and \
+                    consumer["pending"] == 0 and consumer["idle"] > 2 * LEASE_MS:
+                await self._delete_idle(keys=[inbox], args=[GROUP, consumer["name"]])
 
     def _drop(self, partition: int) -> None:
+        """Let go of a partition: its conversations leave memory, including those
+        waiting to be reloaded after a failure (the new owner has them)."""
         self.owned.pop(partition, None)
-        self.pipeline.applier.drop([cid for cid in self.pipeline.conversations
-                                    if self.layout.partition_of(cid) == partition])
+        applier = self.pipeline.applier
+        applier.drop([cid for cid in {*applier.conversations, *applier.stale}
+                      if self.layout.partition_of(cid) == partition])
 
     def _lose(self, partitions: set[int]) -> None:
         for partition in partitions:
             if partition in self.owned:
                 log.warning("worker %s lost partition %d", self.id, partition)
-                self._drop(partition)
+            self._drop(partition)
 
     async def _ensure_stream(self, partition: int) -> str:
         """The partition's stream and consumer group (from its first entry, so an emptied
@@ -261,8 +280,9 @@ class Worker:
             if owned is None:
                 raise Fenced({partition})
             if position is not None and position.partition == partition:
-                replies = dict(zip(position.entries, map(_as_json, effects.replies),
-                                   strict=True))
+                # With the answers to entries not yet acknowledged (a failed XACK).
+                replies = owned.replies | dict(zip(
+                    position.entries, map(_as_json, effects.replies), strict=True))
                 marks.append(PartitionMark(partition, owned.token,
                                            f"{owned.epoch}/{position.last}", replies))
             else:
@@ -284,6 +304,8 @@ class Worker:
                 reply = await self.redis.xreadgroup(
                     GROUP, self.id, {self.layout.inbox(q): ">" for q in ready},
                     count=self.pipeline.batch_size, block=BLOCK_MS)
+                if not reply:
+                    await self._look_for_strays(ready)
                 for stream, entries in read_reply(reply):
                     partition = self.layout.partition_from(stream)
                     if await self._in_order(partition, entries):
@@ -317,6 +339,17 @@ class Worker:
             return False
         return True
 
+    async def _look_for_strays(self, partitions: list[int]) -> None:
+        """On a quiet moment: entries still pending on these partitions were taken by
+        a reader that let go (or not acknowledged here); claim and answer them now,
+        not when the next new entry comes."""
+        pipe = self.redis.pipeline(transaction=False)
+        for partition in partitions:
+            pipe.xpending(self.layout.inbox(partition), GROUP)
+        for partition, summary in zip(partitions, await pipe.execute(), strict=True):
+            if summary.get("pending") and partition in self.owned:
+                self.owned[partition].backlog = True
+
     async def _recover_streams(self) -> None:
         for partition, owned in list(self.owned.items()):
             epoch = await self._ensure_stream(partition)
@@ -344,8 +377,10 @@ class Worker:
         pending = await self.redis.xpending_range(inbox, GROUP, min=entries[0][0],
                                                   max=entries[-1][0], count=len(entries))
         deliveries = {str(row["message_id"]): int(row["times_delivered"]) for row in pending}
-        poison = [(i, f) for i, f in entries if f is not None
-                  and deliveries.get(i, 0) > DEAD_LETTER_AFTER]
+        owned = self.owned.get(partition)
+        through = stream_id(owned.through) if owned and owned.through else (0, -1)
+        poison = [(i, f) for i, f in entries if f is not None  # (applied ones are answered)
+                  and deliveries.get(i, 0) > DEAD_LETTER_AFTER and stream_id(i) > through]
         if not poison:
             return entries
         pipe = self.redis.pipeline(transaction=True)
@@ -403,20 +438,26 @@ class Worker:
                 self._lose(exc.partitions)
                 return
             if committed and partition in self.owned:
+                # Kept (and recorded with each batch) until acknowledged, for redelivery.
                 self.owned[partition].through = last
-                self.owned[partition].replies = {
-                    i: _as_json(d.reply.result()) for i, _, d in deliveries}
+                self.owned[partition].replies.update(
+                    (i, _as_json(d.reply.result())) for i, _, d in deliveries)
         replies: dict[str, list[Any]] = {}
         for fields, reply in [*answered, *((f, _as_json(d.reply.result()))
                                            for _, f, d in deliveries)]:
             replies.setdefault(fields["n"], []).append([fields["r"], reply])
-        pipe = self.redis.pipeline(transaction=False)
+        # One transaction: no entry is acknowledged unless its reply was written too (a
+        # Redis out of memory refuses the whole of it).
+        pipe = self.redis.pipeline(transaction=True)
         self._send_replies(pipe, replies)
         inbox = self.layout.inbox(partition)
         pipe.xack(inbox, GROUP, *[entry_id for entry_id, _ in entries])
         # Everything up to ``last`` is applied and acknowledged: trimming it loses nothing.
         pipe.xtrim(inbox, minid=after(last), approximate=True)
         await pipe.execute()
+        if partition in self.owned:
+            for entry_id, _ in entries:
+                self.owned[partition].replies.pop(entry_id, None)
         if deliveries and not committed:
             await asyncio.sleep(STORE_BACKOFF_SECONDS)  # no hot loop while the store is down
 
@@ -471,6 +512,7 @@ class Worker:
                 log.info("worker %s applies the changed rules", self.id)
         await self.redis.hset(self.layout.rules_seen, self.id,
                               fingerprint(self.pipeline.rules.model_dump(mode="json")))
+        self._rules_loaded = True
 
 
 def _as_json(reply: p.Reply) -> dict[str, Any]:

@@ -54,7 +54,8 @@ def make_store(backend: str, tmp_path: Path) -> Store:
     raise ValueError(backend)
 
 
-async def _on_server(sql: str) -> None:
+async def on_server(sql: str) -> None:
+    """Run ``sql`` on the test PostgreSQL server (e.g. CREATE DATABASE)."""
     connection = await asyncpg.connect(POSTGRES)
     try:
         await connection.execute(sql)
@@ -68,13 +69,13 @@ def postgres_database() -> Iterator[str]:
     dropped at the end."""
     name = f"cc_test_{os.getpid()}_{secrets.token_hex(4)}"
     try:
-        run(_on_server(f'CREATE DATABASE "{name}"'))
+        run(on_server(f'CREATE DATABASE "{name}"'))
     except (OSError, asyncpg.PostgresError) as exc:
         pytest.fail(f"PostgreSQL at {POSTGRES} is needed for the postgres backend: {exc} "
                     "(.ci/run starts one; or set CC_TEST_POSTGRES)")
     _run_database["url"] = POSTGRES.rsplit("/", 1)[0] + "/" + name
     yield _run_database["url"]
-    run(_on_server(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    run(on_server(f'DROP DATABASE "{name}" WITH (FORCE)'))
 
 
 def _schema(tmp_path: Path) -> str:

@@ -170,9 +170,12 @@ def test_rest_segment_batch_results_in_order(client: TestClient, connector_token
     huge = client.post("/v1/events", headers={**h, "Content-Type": "application/json"},
                        content=b" " * (16 * 1024 * 1024 + 1))
     assert huge.status_code == 413 and huge.json()["code"] == "message_too_large"
-    chunked = client.post("/v1/events", headers={"Content-Type": "application/json"},
+    chunked = client.post("/v1/events", headers={**h, "Content-Type": "application/json"},
                           content=(b" " * 1024 * 1024 for _ in range(20)))  # no length
     assert chunked.status_code == 413
+    anonymous = client.post("/v1/events", headers={"Content-Type": "application/json"},
+                            content=(b" " * 1024 * 1024 for _ in range(20)))
+    assert anonymous.status_code == 401  # refused before any of it is read
 
     broken = client.post("/v1/events", headers={**h, "Content-Type": "application/json"},
                          content=b"{nope")

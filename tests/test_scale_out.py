@@ -45,6 +45,7 @@ from tests.conftest import (
     make_app,
     make_store,
     namespace,
+    on_server,
     run,
     wait_for_partitions,
 )
@@ -96,6 +97,36 @@ def test_a_fenced_out_worker_commits_nothing(postgres_database: str, tmp_path: P
             await store.close()
 
     run(scenario())
+
+
+def test_a_worker_frozen_inside_a_transaction_does_not_block_a_takeover(
+        postgres_database: str) -> None:
+    async def scenario() -> float:
+        schema = f"frozen_{secrets.token_hex(4)}"
+        frozen, taker = (PostgresStore(postgres_database, min_size=1, max_size=2,
+                                       schema=schema) for _ in range(2))
+        await frozen.open()
+        await taker.open()
+        try:
+            await frozen.claim_partition(5)
+            db = await frozen.pool.acquire()
+            transaction = db.transaction()
+            await transaction.start()  # a batch in flight, row lock held, then it freezes
+            await db.execute("UPDATE partitions SET token = token WHERE partition = 5")
+            started = time.monotonic()
+            while True:
+                try:
+                    await taker.claim_partition(5)
+                    return time.monotonic() - started
+                except asyncpg.LockNotAvailableError:  # waited CLAIM_WAIT_MS; try again
+                    assert time.monotonic() - started < 15
+        finally:
+            await taker.close()
+            await frozen.pool.expire_connections()
+            await frozen.close()
+
+    took = run(scenario())
+    assert took < 10, took  # PostgreSQL ended the frozen session after 5 s idle
 
 
 def test_workers_share_a_database_but_not_with_an_embedded_service(
@@ -236,7 +267,8 @@ class Deployment:
             health = httpx.get(f"{url}/healthz").json()
             if health["partitions_unowned"] == 0 and health["workers"] == workers:
                 return time.monotonic() - started
-            assert time.monotonic() - started < timeout, health
+            assert time.monotonic() - started < timeout, json.dumps(health) + "".join(
+                line for w in self.workers for line in w.output[-15:])
             time.sleep(0.05)
 
     def token(self, username: str, *profiles: str, agent_id: str | None = None) -> str:
@@ -254,14 +286,6 @@ class Deployment:
 def database(postgres_database: str) -> Iterator[str]:
     """A database of its own (the processes take a plain URL)."""
     name = f"cc_so_{secrets.token_hex(5)}"
-
-    async def on_server(sql: str) -> None:
-        connection = await asyncpg.connect(POSTGRES)
-        try:
-            await connection.execute(sql)
-        finally:
-            await connection.close()
-
     run(on_server(f'CREATE DATABASE "{name}"'))
     yield POSTGRES.rsplit("/", 1)[0] + "/" + name
     run(on_server(f'DROP DATABASE "{name}" WITH (FORCE)'))
@@ -700,3 +724,49 @@ def test_an_entry_taken_by_a_departed_reader_is_applied_first(
             assert ingest.say("o1", "s2", "second")["status"] == "accepted"
         turns = client.get("/v1/transcripts/o1", headers=auth(admin)).json()["turns"]
         assert [(t["segment_id"], t["seq"]) for t in turns] == [("s1", 1), ("s2", 2)]
+
+
+def test_a_fenced_out_worker_lets_go_of_everything_and_takes_it_back(
+        settings: Settings, tmp_path: Path, redis_server: RedisServer,
+        postgres_database: str) -> None:
+    """Another owner claims a partition's token under a worker's feet: its batch there
+    commits nothing and it forgets the partition's conversations at once (others go
+    on); once its lease lapses it takes the partition again and applies the event."""
+    users = Users(lambda: make_store("scaleout", tmp_path))
+    connector = users.token("Connector")
+    layout = Layout(namespace(tmp_path), 4)
+    fenced = "f1"
+    other = next(f"g{i}" for i in range(100)
+                 if layout.partition_of(f"g{i}") != layout.partition_of(fenced))
+    partition = layout.partition_of(fenced)
+
+    async def claim_elsewhere() -> None:
+        store = make_store("scaleout", tmp_path)
+        await store.open()
+        try:
+            await store.claim_partition(partition)  # type: ignore[attr-defined]
+        finally:
+            await store.close()
+
+    with TestClient(make_app(settings, "scaleout", tmp_path)) as client:
+        wait_for_partitions(client)
+        worker = client.app.state.runtime.worker[0]  # type: ignore[attr-defined]
+        with client.websocket_connect("/v1/ingest", headers=auth(connector)) as one, \
+                client.websocket_connect("/v1/ingest", headers=auth(connector)) as two:
+            a, b = Connector(one), Connector(two)
+            assert a.start(fenced)["status"] == b.start(other)["status"] == "accepted"
+            run(claim_elsewhere())
+            one.send_json({"type": "segment", "conversation_id": fenced,
+                           "segment_id": "s1", "role": "customer", "text": "hello"})
+            assert b.say(other, "s1", "hi")["status"] == "accepted"  # its partition goes on
+            deadline = time.monotonic() + 5
+            while partition in worker.owned:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            assert b.say(other, "s2", "still here")["status"] == "accepted"
+            applier = worker.pipeline.applier
+            assert fenced not in applier.conversations and fenced not in applier.stale
+            # Its lease lapses, it takes the partition again, and answers the event.
+            reply = one.receive_json()
+            assert reply["status"] == "accepted" and reply["segment_id"] == "s1"
+            assert applier.conversations[fenced].counts["customer"] == 1

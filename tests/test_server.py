@@ -109,7 +109,8 @@ def test_serve_explains_docs_and_admin_token(server: Server) -> None:
 def test_an_unauthorised_body_is_refused_before_it_is_sent(server: Server) -> None:
     """A client that announces 16 MB and sends 10 bytes gets its 401 at once: the server
     waits for no body it would have to parse."""
-    for headers in ("", f"Authorization: Bearer {server.token('lister', 'Agent')}\r\n"):
+    agent = server.token("body-sender", "Agent")
+    for headers in ("", f"Authorization: Bearer {agent}\r\n"):
         with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
             raw.sendall(f"POST /v1/conversations HTTP/1.1\r\nHost: x\r\n{headers}"
                         "Content-Type: application/json\r\n"

@@ -167,7 +167,8 @@ class RedisBus:
                 self._settle(request, error_reply(
                     event, p.ErrorCode.UNAVAILABLE,
                     f"no worker applied the event within {self.reply_timeout:g}s; it may "
-                    "still be applied: resend it (a resent event is recognised)"))
+                    "still be applied: resend it (a resent segment or keyed event is "
+                    "recognised)"))
 
     def _settle(self, request: str, reply: p.Reply) -> None:
         waiting = self._waiting.pop(request, None)

@@ -135,6 +135,8 @@ MIGRATIONS: list[str] = [
     );
     """,
 ]
+IDLE_IN_TRANSACTION_MS = 5000
+CLAIM_WAIT_MS = 2000
 _MIGRATION_LOCK = 7_303_001  # advisory lock id: one migrator at a time
 _PIPELINE_LOCK = 7_303_002  # advisory lock id: one pipeline per database
 
@@ -195,7 +197,10 @@ class PostgresStore:
         return self._pool
 
     async def open(self) -> None:
-        settings = None
+        # A process frozen inside a transaction (a GC pause, a stopped VM) would hold its
+        # row locks, and with them a new owner's partition claim, for as long as it
+        # sleeps: PostgreSQL ends such a session instead.
+        settings = {"idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS)}
         if self.schema is not None:
             quoted = '"' + self.schema.replace('"', '""') + '"'
             connection = await asyncpg.connect(self.dsn)
@@ -206,7 +211,7 @@ class PostgresStore:
                     await connection.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
             finally:
                 await connection.close()
-            settings = {"search_path": quoted}
+            settings["search_path"] = quoted
         self._pool = await asyncpg.create_pool(
             self.dsn, min_size=self._sizes[0], max_size=self._sizes[1], init=_init,
             server_settings=settings)
@@ -252,10 +257,13 @@ class PostgresStore:
     # -- pipeline ---------------------------------------------------------------------
 
     async def claim_partition(self, partition: int) -> PartitionClaim:
-        row = await self.pool.fetchrow(
-            "INSERT INTO partitions (partition, token) VALUES ($1, 1) ON CONFLICT (partition) "
-            "DO UPDATE SET token = partitions.token + 1 RETURNING token, applied_through, "
-            "replies", partition)
+        async with self.pool.acquire() as db, db.transaction():
+            # Waits at most this long for a batch in flight (then the take is retried).
+            await db.execute(f"SET LOCAL lock_timeout = {CLAIM_WAIT_MS}")
+            row = await db.fetchrow(
+                "INSERT INTO partitions (partition, token) VALUES ($1, 1) ON CONFLICT "
+                "(partition) DO UPDATE SET token = partitions.token + 1 "
+                "RETURNING token, applied_through, replies", partition)
         return PartitionClaim(row["token"], row["applied_through"], row["replies"] or {})
 
     async def live_conversation_ids(self) -> list[str]:

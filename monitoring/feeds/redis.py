@@ -86,16 +86,18 @@ class RedisOutlet:
         await self._execute(pipe)
 
     async def restored(self, conversations: list[Conversation],
-                       recent: dict[str, list[dict[str, Any]]] | None = None) -> None:
+                       recent: dict[str, list[dict[str, Any]]] | None = None,
+                       force: bool = False) -> None:
         """Where Redis lost what was published of these conversations (an emptied Redis,
         a worker that died between commit and publish, a failed publish), rewrite their
         summary and catch-up (``recent``: their transcripts as stored, else the
-        conversations' own) and make their monitors reconnect. Raises if Redis fails."""
+        conversations' own) and make their monitors reconnect (``force``: all of them,
+        whatever Redis holds). Raises if Redis fails."""
         if not conversations:
             return
         numbers = await self.redis.hmget(self.layout.summaries, [c.id for c in conversations])
         behind = [conv for conv, raw in zip(conversations, numbers, strict=True)
-                  if raw is None or json.loads(raw)["n"] != conv.published]
+                  if force or raw is None or json.loads(raw)["n"] != conv.published]
         if not behind:
             return
         pipe = self.redis.pipeline(transaction=True)
