@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
+from contact_center.protocol import ErrorReply
 from contact_center.store import SEARCH_SECONDS, QueryTimeout, SearchQuery
 from monitoring.auth import require
 from monitoring.permissions import Permission, Principal
@@ -37,7 +38,9 @@ async def get_transcript(request: Request, conversation_id: str,
     return conversation
 
 
-@router.get("/v1/transcripts")
+@router.get("/v1/transcripts", responses={503: {
+    "model": ErrorReply, "description": "query_timeout: the search ran past its time limit; "
+                                        "or unavailable: the database is down"}})
 async def search_transcripts(
     request: Request,
     q: str = Query(min_length=1, max_length=500, description='Words; "quoted phrases" too.'),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from contact_center.protocol import Model
 from contact_center.store import User
@@ -93,7 +93,22 @@ async def revoke_token(request: Request, token_id: str,
                                   "message": "no such active token"})
 
 
-@router.get("/v1/admin/dead-letters")
+class DeadLetter(BaseModel):
+    id: str = Field(description="The dead letter's id on the dead-letter stream")
+    partition: int
+    entry: str = Field(description="The event's entry id on its partition stream")
+    deliveries: int = Field(description="How often it was delivered without being applied")
+    at: float = Field(description="When it was set aside (Unix time)")
+    event: Any = Field(description="The event as the API node passed it on")
+    node: str = Field(description="The API node that received it")
+    request: str
+
+
+class DeadLetters(BaseModel):
+    dead_letters: list[DeadLetter]
+
+
+@router.get("/v1/admin/dead-letters", response_model=DeadLetters)
 async def dead_letters(request: Request, limit: int = Query(default=100, ge=1, le=1000),
                        _: Principal = require(Permission.OPERATE)) -> dict[str, Any]:
     """Events set aside by scale-out workers after failing too often, newest first
