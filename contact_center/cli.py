@@ -125,6 +125,7 @@ def serve(host: str | None, port: int | None, database: str | None,
     import uvicorn
 
     from contact_center.app import create_app
+    from contact_center.connections import server_options
 
     settings = _settings(database, host=host, port=port, rules_file=rules_file,
                          lexicon_overlay=lexicon_overlay, redis=redis, worker=worker,
@@ -155,7 +156,8 @@ def serve(host: str | None, port: int | None, database: str | None,
     logging.getLogger("uvicorn.error").addFilter(_refusals_are_not_errors)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 ws="websockets-sansio", ws_max_size=settings.ws_max_frame_bytes,
-                ws_per_message_deflate=False, log_level="info")
+                ws_per_message_deflate=False, log_level="info",
+                **server_options(settings.header_timeout_seconds, settings.max_connections))
 
 
 @main.command()

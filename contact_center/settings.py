@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     ingest_window: int = Field(default=256, ge=1, description="unanswered events per socket")
     subscriber_queue_size: int = Field(default=1000, ge=1)
     allowed_origins: list[str] = Field(default_factory=list)
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=300,
+                                          description="request headers must arrive within")
+    max_connections: int | None = Field(default=None, ge=1, description=(
+        "connections at once, beyond which 503; default: the file-descriptor limit - 100"))
 
     # Scale-out (see docs/deployment.md#scale-out): without ``redis``, everything runs
     # embedded in one process.

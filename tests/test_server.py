@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -41,7 +42,7 @@ def cli(*args: str) -> str:
 
 
 class Server:
-    def __init__(self, tmp_path: Path, db: str | None = None) -> None:
+    def __init__(self, tmp_path: Path, db: str | None = None, **env: str) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -51,7 +52,8 @@ class Server:
         self.output: list[str] = []
         self.proc = subprocess.Popen(
             [*command(), "serve", "--port", str(self.port), "--db", str(self.db)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=PROJECT)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=PROJECT,
+            env=os.environ | env)
         threading.Thread(target=self._collect, daemon=True).start()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -333,3 +335,32 @@ def test_serve_on_a_place_it_cannot_write_says_what_to_do(tmp_path: Path) -> Non
                           capture_output=True, text=True, timeout=60, cwd=PROJECT)
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "cannot open the database" in done.stderr and "directory" in done.stderr
+
+
+def test_slow_or_silent_connections_are_closed_and_capped(tmp_path: Path) -> None:
+    """Slowloris and half-open handshakes: connections whose headers do not arrive in
+    time are closed, and past the connection cap a new one gets 503 at once; a
+    well-behaved client is served throughout."""
+    server = Server(tmp_path, CC_HEADER_TIMEOUT_SECONDS="1", CC_MAX_CONNECTIONS="60")
+    held: list[socket.socket] = []
+    try:
+        for i in range(50):
+            raw = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            if i % 2:  # half the headers of a socket handshake, then nothing more
+                raw.sendall(b"GET /v1/ingest HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n")
+            held.append(raw)
+        time.sleep(0.2)
+        assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
+        crowd = [socket.create_connection(("127.0.0.1", server.port), timeout=5)
+                 for _ in range(20)]  # past the cap of 60
+        crowd[-1].sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert crowd[-1].recv(64).startswith(b"HTTP/1.1 503")
+        started = time.monotonic()
+        for raw in [*held, *crowd[:-1]]:
+            assert raw.recv(64) == b"", "a connection that sent no full request stayed open"
+        assert time.monotonic() - started < 5  # about the 1 s header timeout
+        assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
+    finally:
+        for raw in held:
+            raw.close()
+        server.stop()
