@@ -3,30 +3,52 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
-from contact_center.protocol import ErrorReply
+from contact_center.openapi import COMMON, error
+from contact_center.protocol import Timestamp
 from contact_center.store import SEARCH_SECONDS, QueryTimeout, SearchQuery
+from contact_center.views import SearchResults, Transcript
 from monitoring.auth import require
 from monitoring.permissions import Permission, Principal
 
-router = APIRouter(tags=["analytics"])
+router = APIRouter(tags=["analytics"], responses=COMMON)
 
 _QUOTED_OR_WORD = re.compile(r'"([^"]+)"|(\S+)')
 
 
 def parse_terms(q: str) -> list[str]:
-    """Split a query into terms; "quoted phrases" stay whole. Every term must match."""
+    """Split a query into terms at whitespace; "quoted phrases" stay whole."""
     return [phrase or word for phrase, word in _QUOTED_OR_WORD.findall(q)]
 
 
 MAX_OFFSET = 1_000_000  # deeper pages: narrow the search (since, until, queue) instead
 
+# The one statement of what a search finds; docs/protocol.md says the same.
+SEARCH_SEMANTICS = f"""Find recorded turns by keywords, the same way on every store.
 
-@router.get("/v1/transcripts/{conversation_id}")
+- **Terms:** `q` is split at whitespace; a `"quoted phrase"` is one term, spaces included.
+- **Match:** a turn matches when its recorded text contains *every* term as a substring,
+  ignoring case: each character is lowercased (Unicode: `voice` finds `Invoice`, `école`
+  finds `ÉCOLE`). `%`, `_` and `\\` are plain characters. Unrecorded turns (`text: null`)
+  never match.
+- **Per turn:** each hit is one turn (a final segment), not a conversation. All the terms
+  must be in the same turn; a conversation appears once for each turn that matches.
+- **Filters:** `since` ≤ `at` < `until`, where `at` is when the service received the turn
+  (not the connector's `started_at`; a timestamp without a zone is UTC). `queue` and
+  `agent_id` are the conversation's (after any transfer); `role` is the turn's.
+- **Order and pages:** newest `at` first, then the later `seq`, then conversation id and
+  segment id (code point order); `limit` and `offset` page through that order. Turns
+  received meanwhile shift the pages: give every page the same `until` (say, when you
+  asked for the first) to page a fixed set.
+- A search running past {SEARCH_SECONDS:g} s is stopped and answered 503 `query_timeout`:
+  narrow it."""
+
+
+@router.get("/v1/transcripts/{conversation_id}", response_model=Transcript,
+            responses={404: error("unknown_conversation: no such conversation")})
 async def get_transcript(request: Request, conversation_id: str,
                          _: Principal = require(Permission.TRANSCRIPTS_READ)) -> dict[str, Any]:
     """A conversation with every turn's scores, its alerts and events. Turns whose role
@@ -38,20 +60,22 @@ async def get_transcript(request: Request, conversation_id: str,
     return conversation
 
 
-@router.get("/v1/transcripts", responses={503: {
-    "model": ErrorReply, "description": "query_timeout: the search ran past its time limit; "
-                                        "or unavailable: the database is down"}})
+@router.get("/v1/transcripts", response_model=SearchResults, description=SEARCH_SEMANTICS,
+            responses={503: error("query_timeout: the search ran past its time limit "
+                                  "(narrow it); unavailable: the database is down")})
 async def search_transcripts(
     request: Request,
-    q: str = Query(min_length=1, max_length=500, description='Words; "quoted phrases" too.'),
-    since: datetime | None = None, until: datetime | None = None,
+    q: str = Query(min_length=1, max_length=500,
+                   description='Terms, each a substring of the same turn; "quoted phrases" '
+                               'too.'),
+    since: Timestamp | None = Query(default=None, description="Turns received at or after."),
+    until: Timestamp | None = Query(default=None, description="Turns received before."),
     queue: str | None = None, agent_id: str | None = None,
     role: str | None = Query(default=None, pattern="^(customer|agent|bot)$"),
     limit: int = Query(default=50, ge=1, le=500),
     offset: int = Query(default=0, ge=0, le=MAX_OFFSET),
     _: Principal = require(Permission.CONTACT_SEARCH),
 ) -> dict[str, Any]:
-    """Keyword search over recorded turns (case-insensitive substring match)."""
     terms = parse_terms(q)
     if not terms:
         raise HTTPException(422, {"type": "error", "code": "validation_error",

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from contact_center.openapi import COMMON, Closed, error
 from contact_center.protocol import Model
 from contact_center.store import User
 from monitoring.auth import create_user, issue_token, require
-from monitoring.permissions import Permission, Principal, permissions_of
+from monitoring.permissions import PROFILES, Permission, Principal, permissions_of
 
-router = APIRouter(tags=["admin"])
+router = APIRouter(tags=["admin"], responses=COMMON)
 
 
-@router.get("/v1/me")
+class Me(Closed):
+    username: str
+    agent_id: str | None
+    profiles: list[str]
+    permissions: list[Permission]
+
+
+@router.get("/v1/me", response_model=Me)
 async def me(principal: Principal = require()) -> dict[str, Any]:
     """Who this token belongs to, and what it may do."""
     return {"username": principal.username, "agent_id": principal.agent_id,
@@ -24,8 +32,23 @@ async def me(principal: Principal = require()) -> dict[str, Any]:
 
 class NewUser(Model):
     username: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
-    profiles: list[str] = Field(min_length=1)
+    # Checked by `create_user` (which names the unknown ones); the document lists them.
+    profiles: list[str] = Field(min_length=1, json_schema_extra={
+        "items": {"type": "string", "enum": list(PROFILES)}})
     agent_id: str | None = Field(default=None, max_length=128)
+
+
+class UserInfo(Closed):
+    id: str
+    username: str
+    agent_id: str | None
+    profiles: list[str]
+    disabled: bool
+    permissions: list[Permission] = Field(description="The union of the profiles'.")
+
+
+class Users(Closed):
+    users: list[UserInfo]
 
 
 def _public(user: User) -> dict[str, Any]:
@@ -34,13 +57,14 @@ def _public(user: User) -> dict[str, Any]:
             "permissions": sorted(permissions_of(user.profiles))}
 
 
-@router.get("/v1/users")
+@router.get("/v1/users", response_model=Users)
 async def list_users(request: Request,
                      _: Principal = require(Permission.USERS_MANAGE)) -> dict[str, Any]:
     return {"users": [_public(u) for u in await request.app.state.store.list_users()]}
 
 
-@router.post("/v1/users", status_code=201)
+@router.post("/v1/users", status_code=201, response_model=UserInfo,
+             responses={409: error("invalid_user: the username is taken")})
 async def add_user(request: Request, body: NewUser,
                    _: Principal = require(Permission.USERS_MANAGE)) -> dict[str, Any]:
     try:
@@ -57,7 +81,8 @@ class UserChange(Model):
     disabled: bool
 
 
-@router.patch("/v1/users/{username}")
+@router.patch("/v1/users/{username}", response_model=UserInfo,
+              responses={404: error("unknown_user: no such user")})
 async def change_user(request: Request, username: str, change: UserChange,
                       _: Principal = require(Permission.USERS_MANAGE)) -> dict[str, Any]:
     """Disable (or re-enable) a user: every token of theirs stops working at once."""
@@ -72,7 +97,15 @@ class NewToken(Model):
     label: str = Field(default="", max_length=100)
 
 
-@router.post("/v1/users/{username}/tokens", status_code=201)
+class IssuedToken(Closed):
+    id: str
+    username: str
+    label: str
+    token: str = Field(description="The secret: shown in this response only.")
+
+
+@router.post("/v1/users/{username}/tokens", status_code=201, response_model=IssuedToken,
+             responses={404: error("unknown_user: no such user")})
 async def add_token(request: Request, username: str, body: NewToken,
                     _: Principal = require(Permission.USERS_MANAGE)) -> dict[str, Any]:
     """Issue an API token. The token is in this response only; it is stored hashed."""
@@ -85,7 +118,8 @@ async def add_token(request: Request, username: str, body: NewToken,
     return {"id": token.id, "username": username, "label": token.label, "token": secret}
 
 
-@router.delete("/v1/tokens/{token_id}", status_code=204)
+@router.delete("/v1/tokens/{token_id}", status_code=204, response_class=Response,
+               responses={404: error("unknown_token: no such active token")})
 async def revoke_token(request: Request, token_id: str,
                        _: Principal = require(Permission.USERS_MANAGE)) -> None:
     if not await request.app.state.store.revoke_token(token_id):

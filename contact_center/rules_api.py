@@ -18,7 +18,8 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from analytics.backtest import backtest, reads_words
 from analytics.rules import AnyRule, HumanRequestedRule, Rule, RuleSet
-from contact_center.protocol import ErrorReply, Model, Timestamp
+from contact_center.openapi import COMMON, Responses, error
+from contact_center.protocol import Model, Timestamp
 from contact_center.store import HistoryQuery
 from monitoring.auth import require
 from monitoring.permissions import Permission, Principal
@@ -26,10 +27,10 @@ from monitoring.permissions import Permission, Principal
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _RULE: TypeAdapter[AnyRule] = TypeAdapter(Rule)
-_ERROR: dict[str, Any] = {"model": ErrorReply}
-# Every rule route may answer these (401/403 from the token check; 422 on a bad body).
-router = APIRouter(tags=["rules"], responses={401: _ERROR, 403: _ERROR, 422: _ERROR})
-_CHANGES: dict[int | str, dict[str, Any]] = {503: _ERROR}  # storage down: nothing changed
+router = APIRouter(tags=["rules"], responses=COMMON)
+_UNKNOWN: Responses = {404: error("unknown_rule: no rule with this id")}
+_CONFLICT = error("version_conflict: the rule is at another version than the body says; "
+                  "fetch it and retry")
 RULE_EXAMPLE = {"id": "churn", "kind": "signal", "name": "Threatens to leave",
                 "any_of": ["churn"], "severity": "high"}
 
@@ -95,7 +96,7 @@ async def get_rules(request: Request,
     return await _current(request)
 
 
-@router.put("/v1/rules", response_model=RuleSet, responses=_CHANGES)
+@router.put("/v1/rules", response_model=RuleSet)
 async def put_rules(request: Request, rules: RuleSet,
                     _: Principal = require(Permission.RULES_MANAGE)) -> RuleSet:
     """Replace the whole rule set (an import). Versions are the server's: an unchanged
@@ -108,7 +109,7 @@ async def put_rules(request: Request, rules: RuleSet,
 
 
 @router.post("/v1/rules", status_code=201, response_model=Rule,
-             responses={409: _ERROR, **_CHANGES})
+             responses={409: error("rule_exists: a rule has this id; PUT to change it")})
 async def create_rule(request: Request,
                       rule: Annotated[Rule, Body(openapi_examples={
                           "signal": {"value": RULE_EXAMPLE}})],
@@ -126,7 +127,7 @@ async def create_rule(request: Request,
     return created
 
 
-@router.get("/v1/rules/{rule_id}", response_model=Rule, responses={404: _ERROR})
+@router.get("/v1/rules/{rule_id}", response_model=Rule, responses=_UNKNOWN)
 async def get_rule(request: Request, rule_id: str,
                    _: Principal = require(Permission.RULES_MANAGE)) -> AnyRule:
     rule = (await _current(request)).get(rule_id)
@@ -136,7 +137,7 @@ async def get_rule(request: Request, rule_id: str,
 
 
 @router.put("/v1/rules/{rule_id}", response_model=Rule,
-            responses={404: _ERROR, 409: _ERROR, **_CHANGES})
+            responses={**_UNKNOWN, 409: _CONFLICT})
 async def update_rule(request: Request, rule_id: str, rule: Annotated[Rule, Body()],
                       _: Principal = require(Permission.RULES_MANAGE)) -> AnyRule:
     """Replace one rule. A ``version`` in the body, if given, must be the current one
@@ -158,7 +159,7 @@ async def update_rule(request: Request, rule_id: str, rule: Annotated[Rule, Body
 
 
 @router.patch("/v1/rules/{rule_id}", response_model=Rule,
-              responses={404: _ERROR, 409: _ERROR, **_CHANGES})
+              responses={**_UNKNOWN, 409: _CONFLICT})
 async def patch_rule(request: Request, rule_id: str,
                      change: Annotated[dict[str, Any], Body(openapi_examples={
                          "disable": {"value": {"enabled": False}}})],
@@ -188,7 +189,7 @@ async def patch_rule(request: Request, rule_id: str,
 
 
 @router.delete("/v1/rules/{rule_id}", status_code=204, response_class=Response,
-               responses={404: _ERROR, **_CHANGES})
+               responses=_UNKNOWN)
 async def delete_rule(request: Request, rule_id: str,
                       _: Principal = require(Permission.RULES_MANAGE)) -> None:
     """Delete one rule; its alerts stay, and record the version that fired."""
@@ -253,7 +254,7 @@ class BacktestResult(BacktestOutcome):
 
 
 @router.post("/v1/rules/backtest", response_model=BacktestResult,
-             responses={404: _ERROR, 503: _ERROR})
+             responses={404: error("unknown_rule: no saved rule with rule_id")})
 async def run_backtest(request: Request, body: BacktestRequest,
                        _: Principal = require(Permission.RULES_MANAGE)) -> dict[str, Any]:
     """Run a draft or saved rule over recorded conversations and see what it would have

@@ -428,7 +428,7 @@ class PostgresStore:
 
     async def search(self, query: SearchQuery) -> list[dict[str, Any]]:
         where, args = ["s.text IS NOT NULL"], list[Any]()
-        for term in query.terms:
+        for term in query.terms:  # ILIKE lowercases each character, as `folded` does
             args.append(like_pattern(term))
             where.append(f"s.text ILIKE ${len(args)}")
         for clause, value in (("s.received_at >= {}", query.since),
@@ -446,7 +446,9 @@ class PostgresStore:
                     "SELECT s.*, c.queue, c.agent_id, c.channel FROM segments s "
                     "JOIN conversations c ON c.id = s.conversation_id "
                     f"WHERE {' AND '.join(where)} ORDER BY s.received_at DESC, s.seq DESC, "
-                    f"s.conversation_id, s.segment_id "
+                    # Ties in code point order, as SQLite orders them, whatever the
+                    # database's collation.
+                    's.conversation_id COLLATE "C", s.segment_id COLLATE "C" '
                     f"LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}",
                     *args, query.limit, query.offset)
             except asyncpg.QueryCanceledError:

@@ -70,3 +70,10 @@ def like_pattern(term: str) -> str:
     """A LIKE pattern that finds ``term`` as a substring (backslash escapes % and _)."""
     escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
+
+
+def folded(text: str) -> str:
+    """``text`` as search compares it, case aside: each character lowercased on its own,
+    as PostgreSQL's ILIKE does in a UTF-8 database (Python's `str.lower` alone would
+    make a final Σ a ς, and İ two characters)."""
+    return text.replace("\u03a3", "\u03c3").replace("\u0130", "i").lower()

@@ -41,6 +41,7 @@ from contact_center.stores.rows import (
     as_token,
     as_turn,
     as_user,
+    folded,
     like_pattern,
 )
 
@@ -171,6 +172,7 @@ class _Connection:
         db.execute(f"PRAGMA synchronous={self._synchronous}")
         db.execute("PRAGMA busy_timeout=5000")
         db.execute("PRAGMA foreign_keys=ON")
+        db.create_function("holds_all", -1, _holds_all, deterministic=True)
         self._db = db
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -507,18 +509,38 @@ def _read_history(db: sqlite3.Connection, q: HistoryQuery) -> History:
 PROGRESS_EVERY = 10_000  # SQLite VM steps between checks of a search's time limit
 
 
+# The only characters outside ASCII whose lowercase holds an ASCII letter (İ, the Kelvin
+# sign): a text without them can hold an ASCII term, case aside, only where LIKE finds it.
+_FOLDS_TO_ASCII = ["%\u0130%", "%\u212a%"]
+
+
+def _holds_all(text: str | None, *terms: str) -> bool:
+    """Whether ``text`` holds every (already folded) term once folded."""
+    if text is None:
+        return False
+    text = folded(text)
+    return all(term in text for term in terms)
+
+
 def _search(db: sqlite3.Connection, q: SearchQuery) -> list[dict[str, Any]]:
     where: list[str] = ["s.text IS NOT NULL"]
     args: list[Any] = []
-    for term in q.terms:
-        where.append("s.text LIKE ? ESCAPE '\\'")
-        args.append(like_pattern(term))
+    # SQLite's LIKE folds the case of ASCII letters only, so `holds_all` decides. For
+    # ASCII terms LIKE first rules out most turns natively: a Python call on every turn
+    # made a search that finds little 2 to 4 times slower.
+    ascii_terms = [like_pattern(term) for term in q.terms if term.isascii()]
+    if ascii_terms:
+        likes = " AND ".join(["s.text LIKE ? ESCAPE '\\'"] * len(ascii_terms))
+        where.append(f"(({likes}) OR s.text LIKE ? OR s.text LIKE ?)")
+        args += [*ascii_terms, *_FOLDS_TO_ASCII]
     for clause, value in (("s.received_at >= ?", q.since), ("s.received_at < ?", q.until),
                           ("c.queue = ?", q.queue), ("c.agent_id = ?", q.agent_id),
                           ("s.role = ?", q.role)):
         if value is not None:
             where.append(clause)
             args.append(value)
+    where.append(f"holds_all(s.text, {_marks(len(q.terms))})")
+    args += [folded(term) for term in q.terms]
     deadline = time.monotonic() + SEARCH_SECONDS
     db.set_progress_handler(lambda: time.monotonic() > deadline, PROGRESS_EVERY)
     try:
@@ -535,3 +557,23 @@ def _search(db: sqlite3.Connection, q: SearchQuery) -> list[dict[str, Any]]:
     finally:
         db.set_progress_handler(None, 0)
     return [as_hit(r) for r in rows]
+
+
+def backup(database: Path, target: Path) -> None:
+    """Copy a SQLite database to ``target`` (created 0600) while the service runs: SQLite's
+    online backup copies a consistent snapshot, between the writer's commits."""
+    if target.exists():
+        raise FileExistsError(f"{target} exists; back up to a new file")
+    _create_private(target)
+    source = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        copy = sqlite3.connect(target)
+        try:
+            source.backup(copy, pages=1024)  # a step at a time: the writer is not held up
+            (check,) = copy.execute("PRAGMA quick_check").fetchone()
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"the backup does not check out: {check}")
+        finally:
+            copy.close()
+    finally:
+        source.close()
