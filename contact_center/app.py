@@ -7,11 +7,12 @@ import contextlib
 import logging
 import sqlite3
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from redis.exceptions import RedisError
 from starlette.datastructures import Headers
@@ -20,14 +21,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from analytics import transcripts
 from contact_center import __version__, admin, ingest, rules_api
+from contact_center import service_metrics as metrics
+from contact_center.logs import RequestIds
 from contact_center.protocol import MAX_ERROR_DETAILS
 from contact_center.runtime import Embedded, Runtime, ScaleOutNode
 from contact_center.settings import Settings
 from contact_center.store import Store
 from contact_center.stores import open_store
+from contact_center.views import Health, Liveness
 from monitoring import live
-from monitoring.auth import CheckBeforeBody
+from monitoring.auth import CheckBeforeBody, require
 from monitoring.hub import Hub
+from monitoring.limits import Limits, SocketCaps
+from monitoring.permissions import Permission
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +139,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         lifespan=lifespan,
     )
     app.state.settings, app.state.store = settings, store
+    app.state.limits = Limits(settings.ws_messages_per_second, settings.max_sockets_per_token,
+                              settings.auth_failures_per_minute)
     app.include_router(ingest.router)
     app.include_router(live.router)
     app.include_router(transcripts.router)
@@ -140,17 +148,41 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.include_router(admin.router)
 
     app.add_middleware(CheckBeforeBody)  # innermost: the body limit and NUL check run first
+    app.add_middleware(SocketCaps)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(RefuseNul)
+    app.add_middleware(RequestIds)  # outermost: every answer has an id and a log line
 
-    @app.get("/healthz", tags=["operations"])
+    not_ready: dict[int | str, dict[str, Any]] = {503: {"description": "Not ready"}}
+
+    @app.get("/healthz", response_model=Health, tags=["operations"], responses=not_ready)
+    @app.get("/readyz", response_model=Health, tags=["operations"], responses=not_ready)
     async def health(request: Request) -> JSONResponse:
-        """Liveness, dependencies and pipeline depth (open by design: it reveals no
+        """Readiness: dependencies and pipeline depth (open by design: it reveals no
         data). 503 when the pipeline has stopped or a dependency does not answer:
-        nothing would be acknowledged."""
+        nothing would be acknowledged. ``/readyz`` and ``/healthz`` are the same."""
         status, fields = await request.app.state.runtime.health()
         return JSONResponse({"status": status, "version": __version__} | fields,
                             status_code=200 if status == "ok" else 503)
+
+    @app.get("/livez", response_model=Liveness, tags=["operations"], responses=not_ready)
+    async def liveness(request: Request) -> JSONResponse:
+        """Liveness: 503 only when restarting this process would help (its pipeline or
+        worker has stopped); a dependency that is down is /readyz's concern. Open."""
+        alive = request.app.state.runtime.alive()
+        return JSONResponse({"status": "ok" if alive else "pipeline stopped"},
+                            status_code=200 if alive else 503)
+
+    @app.get("/metrics", tags=["operations"], response_class=Response,
+             responses={200: {"content": {"text/plain": {}},
+                              "description": "Prometheus text format"}})
+    async def prometheus_metrics(request: Request,
+                                 _: object = require(Permission.OPERATE)) -> Response:
+        """This process's metrics for Prometheus (see docs/operations.md#metrics)."""
+        metrics.BUS_DEPTH.set(request.app.state.runtime.bus.depth)
+        metrics.HUB_SUBSCRIBERS.set(request.app.state.hub.subscriptions)
+        return Response(metrics.exposition(),
+                        media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

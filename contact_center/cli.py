@@ -20,8 +20,17 @@ from pydantic import ValidationError
 
 from analytics.rules import RuleSet
 from analytics.scoring import OverlayError, load_overlay
-from contact_center import __version__
-from contact_center.settings import Settings, masked
+from contact_center import __version__, logs, service_metrics
+from contact_center.settings import (
+    ConfigError,
+    Settings,
+    config_file_in_use,
+    effective,
+    load_settings,
+    masked,
+    read_config_file,
+    source_of,
+)
 from contact_center.store import Store, Token, User
 from contact_center.stores import is_postgres, open_store
 from monitoring.auth import create_user, issue_token
@@ -29,10 +38,24 @@ from monitoring.permissions import PROFILES
 
 T = TypeVar("T")
 
-db_option = click.option(
-    "--db", "database", default=None,
-    help="SQLite database file, or a postgresql:// URL [default: $CC_DATABASE or "
-         "./contact-center.db]")
+def _remember_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    if value is not None:
+        ctx.meta["config_file"] = value
+
+
+config_option = click.option(
+    "--config", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    expose_value=False, is_eager=True, callback=_remember_config,
+    help="TOML settings file (see docs/operations.md#configuration) [default: $CC_CONFIG]")
+
+
+def db_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--db, and --config (which may name the database, among others)."""
+    command = click.option(
+        "--db", "database", default=None,
+        help="SQLite database file, or a postgresql:// URL [default: $CC_DATABASE or "
+             "./contact-center.db]")(command)
+    return config_option(command)
 
 
 redis_option = click.option(
@@ -51,12 +74,14 @@ def partition_options(command: Callable[..., Any]) -> Callable[..., Any]:
                              "[default: $CC_PARTITIONS or 16]")(command)
 
 
-def _settings(database: str | None, **overrides: Any) -> Settings:
-    settings = Settings()
-    values = {k: v for k, v in overrides.items() if v is not None}
-    if database is not None:
-        values["database"] = database
-    return settings.model_copy(update=values)
+def _settings(database: str | None, **options: Any) -> Settings:
+    """The effective settings: these options over $CC_* over --config's file."""
+    context = click.get_current_context(silent=True)
+    config_file = context.meta.get("config_file") if context is not None else None
+    try:
+        return load_settings(config_file, database=database, **options)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _with_store(database: str, work: Callable[[Store], Awaitable[T]],
@@ -152,12 +177,54 @@ def serve(host: str | None, port: int | None, database: str | None,
                f"--db {masked(settings.database)}")
     click.echo(f"Send demo traffic with:       contact-center simulate --url {base} "
                f"--db {masked(settings.database)}")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_format, settings.log_level)
     logging.getLogger("uvicorn.error").addFilter(_refusals_are_not_errors)
+    # uvicorn's own access log is off: ours (contact_center.logs) has the request id and
+    # masks token-like query parameters.
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 ws="websockets-sansio", ws_max_size=settings.ws_max_frame_bytes,
-                ws_per_message_deflate=False, log_level="info",
+                ws_per_message_deflate=False, log_level=settings.log_level.lower(),
+                access_log=False, log_config=None,
                 **server_options(settings.header_timeout_seconds, settings.max_connections))
+
+
+@main.command()
+@db_option
+@click.option("--to", "target", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="The backup file to create")
+def backup(database: str | None, target: Path) -> None:
+    """Back up the embedded SQLite database while the service runs (SQLite's online
+    backup: a consistent copy). For PostgreSQL use pg_dump; see docs/operations.md."""
+    from contact_center.stores.sqlite import backup as sqlite_backup
+
+    settings = _settings(database)
+    if is_postgres(settings.database):
+        raise click.ClickException("the database is PostgreSQL: back it up with pg_dump "
+                                   "(see docs/operations.md#backups)")
+    source = Path(settings.database)
+    if not source.exists():
+        raise click.ClickException(f"no database at {source}")
+    try:
+        sqlite_backup(source, target)
+    except (OSError, sqlite3.DatabaseError) as exc:
+        raise click.ClickException(f"backup failed: {exc}") from None
+    click.echo(f"backed up {source} to {target} ({target.stat().st_size} bytes)")
+
+
+@main.command("config")
+@db_option
+@redis_option
+def show_config(database: str | None, redis: str | None) -> None:
+    """Print the effective settings and where each comes from (options, then $CC_*, then
+    --config's file, then defaults), passwords masked. The output is TOML: a starting
+    point for a --config file."""
+    settings = _settings(database, redis=redis)
+    config_file = config_file_in_use(click.get_current_context().meta.get("config_file"))
+    from_file = read_config_file(config_file) if config_file is not None else {}
+    given = {k: v for k, v in {"database": database, "redis": redis}.items() if v is not None}
+    for name, value in effective(settings).items():
+        line = f"# {name} (not set)" if value is None else f"{name} = {json.dumps(value)}"
+        click.echo(f"{line:<44} # {source_of(name, given, from_file, config_file)}")
 
 
 @main.command()
@@ -180,8 +247,12 @@ def migrate(database: str | None) -> None:
 @click.option("--lexicon", "lexicon_overlay", type=click.Path(exists=True, dir_okay=False,
                                                               path_type=Path),
               default=None, help="Lexicon overlay, as serve's (the same on every worker)")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
+              help="Serve Prometheus metrics on this port (on $CC_METRICS_HOST, default "
+                   "127.0.0.1) [default: $CC_METRICS_PORT, none]")
 def worker(database: str | None, redis: str | None, partitions: int | None,
-           namespace: str | None, lexicon_overlay: Path | None) -> None:
+           namespace: str | None, lexicon_overlay: Path | None,
+           metrics_port: int | None) -> None:
     """Run a pipeline worker of the scale-out deployment: it takes a share of the
     partitions and applies their events; stop it with Ctrl-C or SIGTERM (its partitions
     move to the other workers at once)."""
@@ -189,13 +260,20 @@ def worker(database: str | None, redis: str | None, partitions: int | None,
     from contact_center.streams import connect
 
     settings = _settings(database, redis=redis, partitions=partitions,
-                         redis_namespace=namespace, lexicon_overlay=lexicon_overlay)
+                         redis_namespace=namespace, lexicon_overlay=lexicon_overlay,
+                         metrics_port=metrics_port)
     if not settings.redis:
         raise click.ClickException("a worker takes its events from Redis: give --redis "
                                    "redis://HOST:PORT/N (or set CC_REDIS)")
     _check_files(settings)
     _check_scale_out(settings)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_format, settings.log_level)
+    if settings.metrics_port is not None:
+        try:
+            service_metrics.serve(settings.metrics_host, settings.metrics_port)
+        except OSError as exc:
+            raise click.ClickException(f"cannot serve metrics on {settings.metrics_host}:"
+                                       f"{settings.metrics_port}: {exc}") from None
 
     async def work(store: Store) -> None:
         client = connect(settings.redis or "")

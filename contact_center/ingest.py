@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 from fastapi import APIRouter, Request, WebSocket
@@ -16,13 +17,32 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from contact_center import protocol as p
+from contact_center import service_metrics as metrics
 from contact_center.buses import Bus, Source
+from contact_center.openapi import COMMON, Error, Responses
 from monitoring.auth import accept, authorize_websocket, require
 from monitoring.permissions import Permission
 
-router = APIRouter(tags=["ingest"])
+router = APIRouter(tags=["ingest"], responses=COMMON)
 
 Pending = asyncio.Queue["asyncio.Future[p.Reply] | p.Reply"]
+
+
+def _counted(answer: asyncio.Future[p.Reply] | p.Reply,
+             started: float) -> asyncio.Future[p.Reply] | p.Reply:
+    """Count the reply, by status and code, and its latency, once it is known."""
+
+    def count(reply: p.Reply) -> None:
+        code = str(reply.code) if isinstance(reply, p.ErrorReply) else ""
+        metrics.REPLIES.labels("error" if code else "ack", code).inc()
+        metrics.ACK_SECONDS.observe(time.perf_counter() - started)
+
+    if isinstance(answer, asyncio.Future):
+        answer.add_done_callback(
+            lambda f: None if f.cancelled() or f.exception() else count(f.result()))
+    else:
+        count(answer)
+    return answer
 
 
 def _encode(reply: p.Reply) -> str:
@@ -31,7 +51,9 @@ def _encode(reply: p.Reply) -> str:
 
 # After one of these the connection is closed: the connector resends from the first event
 # it has no ack for (nothing after it was applied either).
-RESEND_FROM_HERE = {p.ErrorCode.UNAVAILABLE, p.ErrorCode.INTERNAL_ERROR}
+RESEND_FROM_HERE = {p.ErrorCode.UNAVAILABLE, p.ErrorCode.INTERNAL_ERROR,
+                    p.ErrorCode.RATE_LIMITED}
+SEND_TIMEOUT = 10.0  # seconds the replies before a rate_limited one get to go out
 
 
 async def _send_replies(ws: WebSocket, pending: Pending) -> None:
@@ -40,30 +62,51 @@ async def _send_replies(ws: WebSocket, pending: Pending) -> None:
         reply = await item if isinstance(item, asyncio.Future) else item
         await ws.send_text(_encode(reply))
         if isinstance(reply, p.ErrorReply) and reply.code in RESEND_FROM_HERE:
-            await ws.close(1011, "resend from the first unacknowledged event")
+            # 1013: try again later (after a pause); 1011: the server failed
+            await ws.close(1013 if reply.code == p.ErrorCode.RATE_LIMITED else 1011,
+                           "resend from the first unacknowledged event")
             return
 
 
 async def _submit(bus: Bus, source: Source, raw: str | bytes,
                   limit: int) -> asyncio.Future[p.Reply] | p.Reply:
+    started = time.perf_counter()
     size = len(raw) if isinstance(raw, bytes) else len(raw.encode())
-    if size > limit:
-        return p.ErrorReply(code=p.ErrorCode.MESSAGE_TOO_LARGE,
-                            message=f"message is {size} bytes; the limit is {limit}")
+    try:
+        if size > limit:
+            raise p.ProtocolError(p.ErrorCode.MESSAGE_TOO_LARGE,
+                                  f"message is {size} bytes; the limit is {limit}")
+        event = p.parse_event(raw)
+    except p.ProtocolError as exc:
+        metrics.EVENTS.labels("invalid").inc()
+        return _counted(p.ErrorReply.of(exc), started)
+    metrics.EVENTS.labels(event.type).inc()
     try:
         # No deadline: a socket waits for room, so its events stay in order and TCP
         # pushes back on the connector.
-        return await bus.submit(p.parse_event(raw), source, max_wait=None)
+        return _counted(await bus.submit(event, source, max_wait=None), started)
     except p.ProtocolError as exc:
-        return p.ErrorReply.of(exc)
+        return _counted(p.ErrorReply.of(exc), started)
 
 
-async def _read_events(ws: WebSocket, pending: Pending, bus: Bus, limit: int) -> None:
+async def _read_events(ws: WebSocket, pending: Pending, bus: Bus, limit: int) -> bool:
+    """Read and submit events until the client leaves (False) or sends faster than its
+    allowance (True: the last reply queued is its ``rate_limited``; nothing after it is
+    read, so the connector resends in order from there)."""
     source = Source()
+    allowance = ws.app.state.limits.message_bucket(time.monotonic())
     while True:
         message = await ws.receive()
         if message["type"] == "websocket.disconnect":
-            return
+            return False
+        if not allowance.take(time.monotonic()):
+            metrics.REFUSED.labels("rate_limited").inc()
+            await pending.put(_counted(p.ErrorReply(
+                code=p.ErrorCode.RATE_LIMITED,
+                message=f"more than {allowance.rate:g} messages a second on one socket; "
+                        "this event was not applied: reconnect after a pause and resend "
+                        "from it"), time.perf_counter()))
+            return True
         raw = message.get("text") if message.get("text") is not None else message.get("bytes")
         await pending.put(await _submit(bus, source, raw or "", limit))
 
@@ -80,12 +123,21 @@ async def ingest_socket(ws: WebSocket) -> None:
     # Bounded: once `ingest_window` events await their reply, reading pauses and TCP
     # pushes back on the connector.
     pending: Pending = asyncio.Queue(settings.ingest_window)
+    open_sockets = metrics.CONNECTIONS.labels("ingest")
+    open_sockets.inc()
     tasks = [asyncio.create_task(_read_events(ws, pending, bus, settings.max_message_bytes)),
              asyncio.create_task(_send_replies(ws, pending))]
+    reader, sender = tasks
     try:
-        # Whichever side stops first (the client left, a send failed) ends both.
+        # Whichever side stops first (the client left, a send failed) ends both; but
+        # a rate-limited reader waits for its replies to go out, its refusal last.
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if reader.done() and not reader.cancelled() and reader.exception() is None \
+                and reader.result():
+            with contextlib.suppress(Exception):  # (the client may be gone meanwhile)
+                await asyncio.wait_for(sender, SEND_TIMEOUT)
     finally:
+        open_sockets.dec()
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -114,21 +166,43 @@ class BatchResult(BaseModel):
     results: list[p.Ack | p.ErrorReply]
 
 
+# A batch whose every event failed for one reason answers that reason's status, with the
+# results as ever. (A 500 or 503 may also come from the app itself: then an `Error`.)
+_BATCH_FAILED: Responses = {
+    404: {"model": BatchResult, "description": "every event: unknown_conversation"},
+    409: {"model": BatchResult, "description": "every event: conversation_ended"},
+    500: {"model": BatchResult | Error, "description": "every event: internal_error (a bug; "
+                                                       "report it if it persists)"},
+    503: {"model": BatchResult | Error,
+          "description": "every event: overloaded or unavailable; nothing from the first "
+                         "refused event on was applied: resend from there, with the same ids"},
+}
+# The same for the one event of `POST /v1/conversations`, answered as the error reply.
+_START_FAILED: Responses = {
+    500: {"model": p.ErrorReply | Error, "description": "internal_error: a bug"},
+    503: {"model": p.ErrorReply | Error,
+          "description": "overloaded or unavailable: not started; retry"},
+}
+
+
 async def _apply_all(bus: Bus, events: list[Any], max_wait: float) -> list[p.Reply]:
     """Submit a batch in order within one deadline. Once one event is refused as
     overloaded, the rest are too, so a retry from that point keeps the order."""
     deadline = asyncio.get_running_loop().time() + max_wait
+    started = time.perf_counter()
     source = Source()
     futures: list[asyncio.Future[p.Reply] | p.Reply] = []
     for event in events:
+        metrics.EVENTS.labels(event.type).inc()
         if futures and isinstance(futures[-1], p.ErrorReply):
-            futures.append(futures[-1].model_copy(update={"ref": event.ref}))
+            futures.append(_counted(futures[-1].model_copy(update={"ref": event.ref}),
+                                    started))
             continue
         left = max(0.0, deadline - asyncio.get_running_loop().time())
         try:
-            futures.append(await bus.submit(event, source, max_wait=left))
+            futures.append(_counted(await bus.submit(event, source, max_wait=left), started))
         except p.ProtocolError as exc:
-            futures.append(p.ErrorReply.of(exc))
+            futures.append(_counted(p.ErrorReply.of(exc), started))
     return [await f if isinstance(f, asyncio.Future) else f for f in futures]
 
 
@@ -141,8 +215,10 @@ def _status_for(results: list[p.Reply]) -> int:
     """A batch that failed as a whole for one reason gets that reason's status."""
     codes = {r.code for r in results if isinstance(r, p.ErrorReply)}
     if len(codes) == 1 and all(isinstance(r, p.ErrorReply) for r in results):
+        # No other code reaches a REST event: its body was validated whole before.
         return {p.ErrorCode.UNKNOWN_CONVERSATION: 404, p.ErrorCode.CONVERSATION_ENDED: 409,
-                p.ErrorCode.OVERLOADED: 503, p.ErrorCode.UNAVAILABLE: 503}.get(codes.pop(), 400)
+                p.ErrorCode.OVERLOADED: 503, p.ErrorCode.UNAVAILABLE: 503,
+                p.ErrorCode.INTERNAL_ERROR: 500}.get(codes.pop(), 500)
     return 200
 
 
@@ -152,8 +228,9 @@ def _batch_response(results: list[p.Reply]) -> JSONResponse:
 
 
 @router.post("/v1/conversations", status_code=201, response_model=ConversationCreated,
-             responses={200: {"description": "Already started (idempotent retry)"},
-                        503: {"description": "Overloaded or storage unavailable"}})
+             responses={200: {"model": ConversationCreated,
+                              "description": "Already started (an idempotent retry)"},
+                        **_START_FAILED})
 async def create_conversation(request: Request, conversation: p.ConversationInfo,
                               _: Any = require(Permission.INGEST)) -> JSONResponse:
     """Start a conversation (the id is generated when omitted) and get its monitor URL."""
@@ -167,20 +244,17 @@ async def create_conversation(request: Request, conversation: p.ConversationInfo
     return JSONResponse(body.model_dump(), status_code=201 if reply.status == "accepted" else 200)
 
 
-@router.post("/v1/conversations/{conversation_id}/segments", response_model=BatchResult)
-async def post_segments(request: Request, conversation_id: str, batch: SegmentBatch,
+@router.post("/v1/conversations/{conversation_id}/segments", response_model=BatchResult,
+             responses=_BATCH_FAILED)
+async def post_segments(request: Request, conversation_id: p.Id, batch: SegmentBatch,
                         _: Any = require(Permission.INGEST)) -> JSONResponse:
     """Post a batch of segments; each gets its own result, in order."""
-    try:
-        events = [p.Segment(conversation_id=conversation_id, **s.model_dump())
-                  for s in batch.segments]
-    except ValueError as exc:
-        return JSONResponse({"type": "error", "code": p.ErrorCode.VALIDATION_ERROR,
-                             "message": str(exc)}, status_code=422)
+    events = [p.Segment(conversation_id=conversation_id, **s.model_dump())
+              for s in batch.segments]
     return _batch_response(await _apply_rest(request, events))
 
 
-@router.post("/v1/events", response_model=BatchResult)
+@router.post("/v1/events", response_model=BatchResult, responses=_BATCH_FAILED)
 async def post_events(request: Request, batch: EventBatch,
                       _: Any = require(Permission.INGEST)) -> JSONResponse:
     """Post any protocol events (the same JSON as on the socket); results are in order."""

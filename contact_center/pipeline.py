@@ -24,6 +24,7 @@ from analytics.rolling import RollingConfig
 from analytics.rules import RuleSet
 from analytics.scoring import Scorer, Scores
 from contact_center import protocol as p
+from contact_center import service_metrics as metrics
 from contact_center.applier import (
     ALERTS_TOPIC,
     Applier,
@@ -186,6 +187,8 @@ class Pipeline:
             texts = [deliveries[i].event.text for i in finals]  # type: ignore[union-attr]
             scored = dict(zip(finals, await asyncio.to_thread(self.scorer.score_many, texts),
                               strict=True))
+            metrics.SEGMENTS_SCORED.inc(len(finals))
+        metrics.BATCH_SIZE.observe(len(deliveries))
         effects = Effects(position=position)
         replies = effects.replies = self.applier.apply_all(
             [(d.event, d.received_at, scored.get(i), d.source.refused)
@@ -196,6 +199,7 @@ class Pipeline:
             return False
         self.processed += len(deliveries)
         self.batches += 1
+        metrics.LIVE_CONVERSATIONS.set(len(self.applier.conversations))
         if self.applier.stale:  # a conversation of this batch failed and was dropped
             await self._reload_stale()
         for d, reply in zip(deliveries, replies, strict=True):
@@ -211,7 +215,10 @@ class Pipeline:
         try:
             if self.marker is not None:
                 effects.batch.marks = self.marker(effects)
-            await self.store.write(effects.batch)
+            with metrics.COMMIT_SECONDS.time():
+                await self.store.write(effects.batch)
+            for alert in effects.batch.alerts:
+                metrics.ALERTS.labels(alert.rule_id, alert.severity).inc()
             return True
         except Fenced:
             # The fenced partitions' conversations are dropped by `on_fenced`; the rest
@@ -219,6 +226,7 @@ class Pipeline:
             self.applier.forget(effects.touched)
             raise
         except Exception:
+            metrics.COMMIT_FAILURES.inc()
             log.exception("store write failed; %d conversations not saved",
                           len(effects.touched))
             self.applier.forget(effects.touched)

@@ -7,6 +7,7 @@ documents them with examples.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -41,10 +42,14 @@ def _as_utc(value: datetime) -> datetime:
     return value
 
 
+_NUMBER = re.compile(r"\s*[-+]?[0-9.]+\s*")
+
+
 def _iso_8601(value: Any) -> Any:
     """Timestamps are ISO 8601 strings: a bare number is ambiguous (seconds or
-    milliseconds?) and was once read as milliseconds past ~2e10 without a word."""
-    if isinstance(value, int | float):
+    milliseconds?) and was once read as milliseconds past ~2e10 without a word. So is a
+    number in a string (pydantic reads "1700000000" as Unix time), as a query's is."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
         raise ValueError("timestamps are ISO 8601 strings, e.g. \"2026-11-26T10:00:00Z\"")
     return value
 
@@ -66,6 +71,7 @@ class ErrorCode(StrEnum):
     OVERLOADED = "overloaded"
     UNAVAILABLE = "unavailable"
     INTERNAL_ERROR = "internal_error"
+    RATE_LIMITED = "rate_limited"
 
 
 def has_nul(value: Any) -> bool:
@@ -109,7 +115,16 @@ class ConversationInfo(Model):
                                                                      max_length=50)
 
 
+def _type_required(schema: dict[str, Any]) -> None:
+    """An event's ``type`` has a default in code, but on the wire it is what tells the
+    events apart: the JSON schema requires it."""
+    if "type" in schema.get("properties", {}) and "type" not in schema.get("required", []):
+        schema["required"] = ["type", *schema.get("required", [])]
+
+
 class _Event(Model):
+    model_config = ConfigDict(json_schema_extra=_type_required)
+
     ref: str | None = Field(default=None, max_length=128,
                             description="Client correlation id, echoed in the reply.")
 

@@ -59,6 +59,10 @@ class Runtime(Protocol):
         """``ok``, ``degraded`` or ``pipeline stopped``, and what /healthz reports."""
         ...
 
+    def alive(self) -> bool:
+        """Whether the pipeline (or worker) this process runs is still running."""
+        ...
+
     async def dead_letters(self, limit: int) -> list[dict[str, Any]]:
         """Events set aside after failing too often, newest first."""
         ...
@@ -133,6 +137,9 @@ class Embedded:
                         "events_processed": self.pipeline.processed,
                         "batches_committed": self.pipeline.batches,
                         "live_conversations": len(self.pipeline.conversations)}
+
+    def alive(self) -> bool:
+        return not self.runner.done()
 
     async def dead_letters(self, limit: int) -> list[dict[str, Any]]:
         return []
@@ -249,6 +256,9 @@ class ScaleOutNode:
                        "batches_committed": worker.pipeline.batches,
                        "partitions_held": sorted(worker.owned)}
         return status, fields
+
+    def alive(self) -> bool:
+        return self.worker is None or not self.worker[1].done()
 
     @contextlib.asynccontextmanager
     async def rules_lock(self) -> AsyncIterator[None]:

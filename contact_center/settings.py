@@ -1,13 +1,22 @@
-"""Settings, read from CC_* environment variables (and the CLI's options)."""
+"""Settings: one model, read from the command line's options, then CC_* environment
+variables, then a TOML configuration file (``--config`` or ``CC_CONFIG``), then the
+defaults; validated at start. See docs/operations.md#configuration."""
 
 from __future__ import annotations
 
+import os
+import tomllib
 import urllib.parse
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from analytics.rolling import RollingConfig
 
@@ -40,6 +49,23 @@ class Settings(BaseSettings):
     max_connections: int | None = Field(default=None, ge=1, description=(
         "connections at once, beyond which 503; default: the file-descriptor limit - 100"))
 
+    # Abuse limits (see docs/operations.md#limits).
+    ws_messages_per_second: float = Field(default=10_000, gt=0, description=(
+        "messages a client may send per second on one WebSocket (bursts of one second's "
+        "worth); beyond, the socket is answered rate_limited and closed"))
+    max_sockets_per_token: int = Field(default=200, ge=1, description=(
+        "WebSockets one API token may hold open at once (per API node)"))
+    auth_failures_per_minute: int = Field(default=30, ge=0, description=(
+        "failed authentications one client address may make per minute before its "
+        "requests are answered 429 for the rest of the minute; 0: no limit"))
+
+    # Operations (see docs/operations.md).
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    metrics_port: int | None = Field(default=None, ge=1, le=65535, description=(
+        "a worker's Prometheus port (an API node serves /metrics itself)"))
+    metrics_host: str = "127.0.0.1"
+
     # Scale-out (see docs/deployment.md#scale-out): without ``redis``, everything runs
     # embedded in one process.
     redis: str | None = Field(default=None, description="redis:// URL: run as an API node")
@@ -51,6 +77,87 @@ class Settings(BaseSettings):
     @property
     def rolling(self) -> RollingConfig:
         return RollingConfig(window=self.rolling_window, ewma_alpha=self.ewma_alpha)
+
+
+SECRET_SETTINGS = ("database", "redis")  # URLs that may hold a password
+
+
+class ConfigError(ValueError):
+    """Settings that cannot be used, said for a person: which setting, from where, why."""
+
+
+def load_settings(config_file: Path | None = None, **options: Any) -> Settings:
+    """The effective settings: ``options`` (the command line's; None means not given)
+    over the environment over ``config_file`` (else $CC_CONFIG) over the defaults."""
+    given = {k: v for k, v in options.items() if v is not None}
+    config_file = config_file_in_use(config_file)
+    from_file = read_config_file(config_file) if config_file is not None else {}
+
+    class Effective(Settings):
+        @classmethod
+        def settings_customise_sources(
+                cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                env_settings: PydanticBaseSettingsSource,
+                dotenv_settings: PydanticBaseSettingsSource,
+                file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, InitSettingsSource(settings_cls, from_file))
+
+    try:
+        return Settings.model_validate(Effective(**given).model_dump())
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, given, from_file, config_file)) from None
+
+
+def config_file_in_use(config_file: Path | None) -> Path | None:
+    if config_file is None and os.environ.get("CC_CONFIG"):
+        return Path(os.environ["CC_CONFIG"])
+    return config_file
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        values = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read the configuration file {path}: "
+                          f"{exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not TOML: {exc}") from None
+    unknown = sorted(set(values) - Settings.model_fields.keys())
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)}; "
+                          "'contact-center config' lists them all")
+    return values
+
+
+def source_of(name: str, given: dict[str, Any], from_file: dict[str, Any],
+              config_file: Path | None) -> str:
+    if name in given:
+        return "command line"
+    if f"CC_{name.upper()}" in {k.upper() for k in os.environ}:
+        return f"environment CC_{name.upper()}"
+    if name in from_file:
+        return f"file {config_file}"
+    return "default"
+
+
+def _explain(exc: ValidationError, given: dict[str, Any], from_file: dict[str, Any],
+             config_file: Path | None) -> str:
+    lines = []
+    for error in exc.errors(include_url=False):
+        name = str(error["loc"][0]) if error["loc"] else "settings"
+        lines.append(f"  {name} ({source_of(name, given, from_file, config_file)}): "
+                     f"{error['msg']}")
+    return "invalid settings:\n" + "\n".join(lines)
+
+
+def effective(settings: Settings) -> dict[str, Any]:
+    """The settings as plain values for display, passwords masked."""
+    values = settings.model_dump(mode="json")
+    for name in SECRET_SETTINGS:
+        if values.get(name):
+            values[name] = masked(values[name])
+    return values
 
 
 def masked(url: str) -> str:

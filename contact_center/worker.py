@@ -38,6 +38,7 @@ from analytics.rolling import RollingConfig
 from analytics.rules import RuleSet
 from analytics.scoring import Scorer
 from contact_center import protocol as p
+from contact_center import service_metrics as metrics
 from contact_center.applier import Effects, already_applied, conversation_of, error_reply
 from contact_center.buses import Delivery, Source
 from contact_center.leases import HEARTBEAT_SECONDS, LEASE_MS, Leases, assign
@@ -220,6 +221,7 @@ class Worker:
                 self.pipeline.applier.drop([c.id for c in loaded])
                 raise
             self.owned[partition] = Owned(claim.token, epoch, through, replies)
+            metrics.PARTITIONS_HELD.set(len(self.owned))
         await self._forget_idle_consumers(partition)
         log.info("worker %s took partition %d (token %d, %d live conversations)",
                  self.id, partition, claim.token, len(loaded))
@@ -250,6 +252,7 @@ class Worker:
         """Let go of a partition: its conversations leave memory, including those
         waiting to be reloaded after a failure (the new owner has them)."""
         self.owned.pop(partition, None)
+        metrics.PARTITIONS_HELD.set(len(self.owned))
         applier = self.pipeline.applier
         applier.drop([cid for cid in {*applier.conversations, *applier.stale}
                       if self.layout.partition_of(cid) == partition])
@@ -404,6 +407,7 @@ class Worker:
             replies.setdefault(fields["n"], []).append([fields["r"], _as_json(reply)])
         self._send_replies(pipe, replies)
         await pipe.execute()
+        metrics.DEAD_LETTERS.inc(len(poison))
         ids = {i for i, _ in poison}
         return [(i, f) for i, f in entries if i not in ids]
 

@@ -7,8 +7,10 @@ is shown once, when issued, and never stored or logged.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import math
 import secrets
 import time
 import uuid
@@ -20,7 +22,9 @@ from starlette.requests import HTTPConnection
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from contact_center import service_metrics as metrics
 from contact_center.store import Store, Token, User
+from monitoring.limits import HELD, FailedAuthentications
 from monitoring.permissions import PROFILES, Permission, Principal, permissions_of
 
 TOKEN_MARK = "cc_"
@@ -86,15 +90,59 @@ def _subprotocol_token(ws: WebSocket) -> str | None:
     return None
 
 
-def _problem(status: int, code: str, message: str) -> dict[str, Any]:
-    return {"status": status, "body": {"type": "error", "code": code, "message": message}}
+def _problem(status: int, code: str, message: str,
+             headers: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"status": status, "body": {"type": "error", "code": code, "message": message},
+            "headers": headers or {}}
+
+
+def _address(conn: HTTPConnection) -> str:
+    return conn.client.host if conn.client else "-"
+
+
+async def _slowly(conn: HTTPConnection, token: str | None, failures: FailedAuthentications,
+                  address: str) -> Principal | None:
+    """Authenticate for an address that failed too often: a failure is answered after a
+    pause, and with ``PAUSED_AT_ONCE`` answers pending the token is not even looked at,
+    so guessing from one address goes a few a second; a good token passes at once."""
+    if failures.paused[address] >= failures.PAUSED_AT_ONCE:
+        return None
+    failures.paused[address] += 1
+    try:
+        principal = await authenticate(conn.app.state.store, token)
+        if principal is None:
+            failures.failed(address, time.monotonic())
+            await asyncio.sleep(failures.PAUSE)
+        return principal
+    finally:
+        failures.paused[address] -= 1
+        if not failures.paused[address]:
+            del failures.paused[address]
+
+
+def _too_many_failures(slowed: float) -> dict[str, Any]:
+    metrics.REFUSED.labels("too_many_failures").inc()
+    return _problem(429, "too_many_failures",
+                    "too many failed authentications from this address; answers to "
+                    f"failures are slowed down for {math.ceil(slowed)} s",
+                    {"Retry-After": str(math.ceil(slowed))})
 
 
 async def _check(conn: HTTPConnection, token: str | None,
                  permissions: tuple[Permission, ...]) -> tuple[Principal | None, dict[str, Any]]:
-    principal = await authenticate(conn.app.state.store, token)
-    if principal is None:
-        return None, _problem(401, "unauthenticated", "a valid API token is required")
+    failures, address = conn.app.state.limits.failures, _address(conn)
+    slowed = failures.slowed(address, time.monotonic())
+    if slowed:
+        principal = await _slowly(conn, token, failures, address)
+        if principal is None:
+            return None, _too_many_failures(slowed)
+    else:
+        principal = await authenticate(conn.app.state.store, token)
+        if principal is None:
+            failures.failed(address, time.monotonic())
+            metrics.REFUSED.labels("unauthenticated").inc()
+            return None, _problem(401, "unauthenticated", "a valid API token is required",
+                                  {"WWW-Authenticate": "Bearer"})
     if permissions and not any(principal.can(p) for p in permissions):
         needed = " or ".join(permissions)
         return None, _problem(403, "forbidden", f"this requires the {needed} permission")
@@ -111,18 +159,17 @@ def require(*permissions: Permission) -> Any:
             return checked
         principal, problem = await _check(request, _bearer(request), permissions)
         if principal is None:
-            headers = {"WWW-Authenticate": "Bearer"} if problem["status"] == 401 else None
-            raise HTTPException(problem["status"], problem["body"], headers=headers)
+            raise HTTPException(problem["status"], problem["body"], headers=problem["headers"])
         return principal
 
     dependency.permissions = permissions  # type: ignore[attr-defined]  # read by the tests
     return Depends(dependency)
 
 
-async def deny(ws: WebSocket, status: int, body: dict[str, Any]) -> None:
+async def deny(ws: WebSocket, status: int, body: dict[str, Any],
+               headers: dict[str, str] | None = None) -> None:
     """Refuse a socket before accepting it, with an HTTP status when the server can."""
     if "websocket.http.response" in ws.scope.get("extensions", {}):
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         await ws.send_denial_response(JSONResponse(body, status_code=status, headers=headers))
     else:
         await ws.close(code=1008, reason=body.get("code", "denied"))
@@ -135,9 +182,19 @@ async def authorize_websocket(ws: WebSocket, *permissions: Permission) -> Princi
     if origin is not None and allowed and origin not in allowed:
         await deny(ws, 403, _problem(403, "origin_not_allowed", "origin not allowed")["body"])
         return None
-    principal, problem = await _check(ws, _bearer(ws) or _subprotocol_token(ws), permissions)
+    token = _bearer(ws) or _subprotocol_token(ws)
+    principal, problem = await _check(ws, token, permissions)
     if principal is None:
-        await deny(ws, problem["status"], problem["body"])
+        await deny(ws, problem["status"], problem["body"], problem["headers"])
+        return None
+    counts = ws.app.state.limits.sockets
+    if not counts.enter(_prefix(token or "")):
+        metrics.REFUSED.labels("too_many_connections").inc()
+        await deny(ws, 429, _problem(429, "too_many_connections",
+                                     f"this API token already holds {counts.limit} sockets "
+                                     "(the most one token may)")["body"])
+        return None
+    ws.scope[HELD].update(key=_prefix(token or ""), counts=counts)  # released by SocketCaps
     return principal
 
 
@@ -186,8 +243,7 @@ class CheckBeforeBody:
         conn = HTTPConnection(scope)
         principal, problem = await _check(conn, _bearer(conn), permissions)
         if principal is None:
-            headers = {"WWW-Authenticate": "Bearer"} if problem["status"] == 401 else {}
-            headers["Connection"] = "close"  # its body stays unread
+            headers = problem["headers"] | {"Connection": "close"}  # its body stays unread
             await JSONResponse(problem["body"], status_code=problem["status"],
                                headers=headers)(scope, receive, send)
             return

@@ -70,6 +70,10 @@ class Hub:
     def subscribers(self, topic: str) -> int:
         return len(self._by_topic.get(topic, ()))
 
+    @property
+    def subscriptions(self) -> int:
+        return len({sub for subs in self._by_topic.values() for sub in subs})
+
     def publish(self, topic: str, message: dict[str, Any],
                 meta: dict[str, Any] | None = None, number: int = 0) -> None:
         """Serialize once and offer to every subscriber whose filter accepts ``meta``

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,16 +16,20 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from contact_center import service_metrics as metrics
 from contact_center.applier import ALERTS_TOPIC, conversation_topic
+from contact_center.openapi import COMMON, error
+from contact_center.views import Alerts, LiveAgents, LiveConversations, LiveSummary
 from monitoring.auth import accept, authorize_websocket, deny, require
 from monitoring.feeds import LIVE_TOPIC, LiveFeed
 from monitoring.hub import Hub, Subscription
 from monitoring.metrics import agent_metrics, load_of
 from monitoring.permissions import Permission, Principal
 
-router = APIRouter(tags=["supervision"])
+router = APIRouter(tags=["supervision"], responses=COMMON)
 
 SLOW_CONSUMER = 1013  # "try again later": this client could not keep up
+RATE_LIMITED = 1008  # "policy violation": this client sent more than it may
 RESYNC = 1012  # "service restart": what was sent may not have been kept; reconnect
 SEND_TIMEOUT = 10.0  # a client that takes longer to accept one message is cut off
 
@@ -88,7 +93,7 @@ def _worst_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-@router.get("/v1/live/conversations")
+@router.get("/v1/live/conversations", response_model=LiveConversations)
 async def live_conversations(request: Request, wanted: LiveFilter = Depends(live_filter),
                              _: Principal = require(Permission.REALTIME_METRICS),
                              ) -> dict[str, Any]:
@@ -97,7 +102,8 @@ async def live_conversations(request: Request, wanted: LiveFilter = Depends(live
     return {"conversations": _worst_first([c.summary for c in live if wanted.matches(c.summary)])}
 
 
-@router.get("/v1/live/conversations/{conversation_id}")
+@router.get("/v1/live/conversations/{conversation_id}", response_model=LiveSummary,
+            responses={404: error("unknown_conversation: no live conversation with this id")})
 async def live_conversation(request: Request, conversation_id: str,
                             _: Principal = require(Permission.REALTIME_METRICS)) -> dict[str, Any]:
     live = await _feed(request).conversation(conversation_id)
@@ -107,7 +113,7 @@ async def live_conversation(request: Request, conversation_id: str,
     return live.summary
 
 
-@router.get("/v1/live/agents")
+@router.get("/v1/live/agents", response_model=LiveAgents)
 async def live_agents(request: Request,
                       _: Principal = require(Permission.REALTIME_METRICS)) -> dict[str, Any]:
     agent_users = [u.agent_id for u in await request.app.state.store.list_users()
@@ -115,7 +121,7 @@ async def live_agents(request: Request,
     return {"agents": agent_metrics(await _feed(request).agent_loads(), agent_users)}
 
 
-@router.get("/v1/alerts")
+@router.get("/v1/alerts", response_model=Alerts)
 async def list_alerts(request: Request, conversation_id: str | None = None,
                       limit: int = Query(default=100, ge=1, le=1000),
                       principal: Principal = require(Permission.ALERTS_OWN,
@@ -134,8 +140,8 @@ async def list_alerts(request: Request, conversation_id: str | None = None,
 # -- streams ----------------------------------------------------------------------------------
 
 
-async def _pump(ws: WebSocket, sub: Subscription, hub: Hub, first: list[dict[str, Any]],
-                endings: dict[str, tuple[int, str]] | None = None,
+async def _pump(ws: WebSocket, kind: str, sub: Subscription, hub: Hub,
+                first: list[dict[str, Any]], endings: dict[str, tuple[int, str]] | None = None,
                 seen: dict[str, int] | None = None) -> None:
     """Accept, send ``first``, then every message of ``sub`` not already in it (``seen``:
     the last message number ``first`` covers, per conversation), until the client leaves,
@@ -158,13 +164,19 @@ async def _pump(ws: WebSocket, sub: Subscription, hub: Hub, first: list[dict[str
                 return endings[message.type]
 
     async def watch_disconnect() -> tuple[int, str]:
-        # A send-only stream learns of a departed client only by reading.
+        # A send-only stream learns of a departed client only by reading; what a client
+        # sends is ignored, within its allowance.
+        allowance = ws.app.state.limits.message_bucket(time.monotonic())
         while (await ws.receive())["type"] != "websocket.disconnect":
-            pass
+            if not allowance.take(time.monotonic()):
+                metrics.REFUSED.labels("rate_limited").inc()
+                return RATE_LIMITED, "rate_limited: too many messages"
         return 1000, ""
 
     tasks: list[asyncio.Task[tuple[int, str]]] = []
     close = (1000, "")
+    open_sockets = metrics.CONNECTIONS.labels(kind)
+    open_sockets.inc()
     try:
         await accept(ws)
         sender = asyncio.create_task(send_all())
@@ -176,7 +188,12 @@ async def _pump(ws: WebSocket, sub: Subscription, hub: Hub, first: list[dict[str
                 close = sender.result()
             elif isinstance(error, TimeoutError):
                 close = (SLOW_CONSUMER, "client too slow; reconnect")
+        elif tasks[1].done() and tasks[1].exception() is None:
+            close = tasks[1].result()
     finally:
+        open_sockets.dec()
+        if close[0] == SLOW_CONSUMER:
+            metrics.SLOW_CLIENTS.labels(kind).inc()
         hub.unsubscribe(sub)
         for task in tasks:
             task.cancel()
@@ -218,7 +235,7 @@ async def monitor(ws: WebSocket, conversation_id: str) -> None:
         return
     catch_up = {"type": "catch_up", "conversation": caught_up.summary,
                 "transcript": caught_up.transcript}
-    await _pump(ws, sub, hub, [catch_up, {"type": "live"}],
+    await _pump(ws, "monitor", sub, hub, [catch_up, {"type": "live"}],
                 {"conversation.ended": (1000, "conversation ended")},
                 {conversation_id: caught_up.number})
 
@@ -242,7 +259,7 @@ async def live_board(ws: WebSocket, wanted: LiveFilter = Depends(live_filter)) -
         accept_update({"conversation": row})  # remember what the snapshot showed
     snapshot = {"type": "snapshot", "conversations": rows,
                 "agents": agent_metrics(load_of(c.summary) for c in live)}
-    await _pump(ws, sub, hub, [snapshot], seen={c.summary["id"]: c.number for c in live})
+    await _pump(ws, "live", sub, hub, [snapshot], seen={c.summary["id"]: c.number for c in live})
 
 
 @router.websocket("/v1/alerts/stream")
@@ -253,5 +270,5 @@ async def alert_stream(ws: WebSocket) -> None:
         return
     hub = ws.app.state.hub
     sub = hub.subscribe(ALERTS_TOPIC, accept=lambda meta: principal.can_see_alert(meta["agent_id"]))
-    await _pump(ws, sub, hub, [{"type": "subscribed", "user": principal.username,
+    await _pump(ws, "alerts", sub, hub, [{"type": "subscribed", "user": principal.username,
                                 "agent_id": principal.agent_id}])

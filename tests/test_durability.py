@@ -215,6 +215,7 @@ def test_health_reports_a_stopped_pipeline(client: TestClient, connector_token: 
     client.post("/v1/conversations", headers=auth(connector_token), json={"id": "h"})
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and health["live_conversations"] == 1
+    assert client.get("/livez").json() == {"status": "ok"}
     assert health["events_processed"] == 1 and health["batches_committed"] == 1
     runner = runner_of(client)
     runner.cancel()
@@ -223,6 +224,9 @@ def test_health_reports_a_stopped_pipeline(client: TestClient, connector_token: 
         time.sleep(0.01)
     stopped = client.get("/healthz")
     assert stopped.status_code == 503 and stopped.json()["status"] == "pipeline stopped"
+    assert client.get("/readyz").json() == stopped.json()
+    # Restarting would help: liveness fails too.
+    assert client.get("/livez").status_code == 503
 
 
 def test_full_bus_answers_overloaded() -> None:
@@ -281,6 +285,9 @@ def test_health_says_when_the_database_is_unavailable(tmp_path: Path, backend: s
         assert down.status_code == 503
         assert down.json()["status"] == "degraded"
         assert down.json()["dependencies"] == {"database": "unavailable"}
+        assert client.get("/readyz").status_code == 503
+        # Restarting would not bring the database back: the process is alive.
+        assert client.get("/livez").status_code == 200
         store.ping_fails = False
         assert client.get("/healthz").json()["status"] == "ok"
 

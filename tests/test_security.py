@@ -18,8 +18,9 @@ from monitoring.permissions import PROFILES, Permission
 from tests.conftest import Stored, Users, auth, refused, run
 
 P = Permission
-OPEN = {("GET", "/healthz"), ("GET", "/docs"), ("GET", "/openapi.json"),
-        ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc"),
+OPEN = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/livez"),
+        ("GET", "/docs"), ("GET", "/openapi.json"), ("GET", "/docs/oauth2-redirect"),
+        ("GET", "/redoc"),
         ("GET", "/static-offline-docs")}  # the API pages' scripts and styles
 MATRIX: dict[tuple[str, str], set[Permission]] = {
     ("POST", "/v1/conversations"): {P.INGEST},
@@ -50,6 +51,7 @@ MATRIX: dict[tuple[str, str], set[Permission]] = {
     ("PATCH", "/v1/users/{username}"): {P.USERS_MANAGE},
     ("DELETE", "/v1/tokens/{token_id}"): {P.USERS_MANAGE},
     ("GET", "/v1/admin/dead-letters"): {P.OPERATE},
+    ("GET", "/metrics"): {P.OPERATE},
 }
 
 

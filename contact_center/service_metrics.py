@@ -1,0 +1,71 @@
+"""The service's Prometheus metrics (prometheus-client), one place for all of them.
+
+They count this process: an embedded server or an API node serves them at ``/metrics``
+(permission ``operate``), a scale-out worker on its own port (``--metrics-port``). The
+process collector's ``process_*`` figures (CPU, memory, file descriptors) come with them.
+What each means, and what to alert on: docs/operations.md#metrics.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    start_http_server,
+)
+
+# Seconds, from a millisecond to the reply timeout.
+_LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+# -- ingest (API side) -------------------------------------------------------------------
+EVENTS = Counter("cc_events_received", "Events received, by type ('invalid': unreadable)",
+                 ["type"])
+REPLIES = Counter("cc_replies", "Replies sent to connectors, by status and error code",
+                  ["status", "code"])
+ACK_SECONDS = Histogram("cc_ingest_reply_seconds",
+                        "From an event's arrival to its reply (the ack means durable)",
+                        buckets=_LATENCY)
+BUS_DEPTH = Gauge("cc_bus_depth", "Events accepted and not yet answered on this node")
+
+# -- pipeline (embedded server, or a scale-out worker) -----------------------------------
+SEGMENTS_SCORED = Counter("cc_segments_scored", "Final segments sentiment-scored")
+ALERTS = Counter("cc_alerts_raised", "Escalation alerts raised, by rule and severity",
+                 ["rule", "severity"])
+BATCH_SIZE = Histogram("cc_batch_events", "Events per pipeline batch",
+                       buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000))
+COMMIT_SECONDS = Histogram("cc_commit_seconds", "Store transaction per batch (group commit)",
+                           buckets=_LATENCY)
+COMMIT_FAILURES = Counter("cc_commit_failures", "Batches whose store transaction failed")
+LIVE_CONVERSATIONS = Gauge("cc_live_conversations", "Live conversations held by this process")
+PARTITIONS_HELD = Gauge("cc_partitions_held", "Partitions this worker holds (scale-out)")
+DEAD_LETTERS = Counter("cc_dead_letters", "Events set aside after failing too often")
+
+# -- connections and abuse limits --------------------------------------------------------
+CONNECTIONS = Gauge("cc_websockets_open", "WebSockets open, by kind", ["kind"])
+SLOW_CLIENTS = Counter("cc_slow_client_disconnects",
+                       "Subscribers cut off for falling behind, by kind", ["kind"])
+HUB_SUBSCRIBERS = Gauge("cc_live_subscribers", "Live subscriptions (monitors, boards, alerts)")
+REFUSED = Counter("cc_refused",
+                  "Requests and sockets refused by a limit, by reason "
+                  "(rate_limited, too_many_connections, too_many_failures, unauthenticated)",
+                  ["reason"])
+
+# -- HTTP ----------------------------------------------------------------------------------
+HTTP_REQUESTS = Counter("cc_http_requests", "HTTP requests, by method, route and status",
+                        ["method", "route", "status"])
+HTTP_SECONDS = Histogram("cc_http_request_seconds", "HTTP request duration, by route",
+                         ["route"], buckets=_LATENCY)
+
+
+def exposition() -> bytes:
+    """Every metric of this process, in Prometheus's text format."""
+    return generate_latest(REGISTRY)
+
+
+def serve(host: str, port: int) -> None:
+    """Serve the metrics over HTTP on their own port, from a thread (a worker's way: it
+    has no API). Unauthenticated: bind it where only Prometheus reaches."""
+    start_http_server(port, addr=host)
