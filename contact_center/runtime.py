@@ -86,7 +86,8 @@ async def load_rules(settings: Settings, store: Store) -> RuleSet:
 
 
 def scorer_for(settings: Settings) -> Scorer:
-    return Scorer(load_overlay(settings.lexicon_overlay) if settings.lexicon_overlay else None)
+    return Scorer(load_overlay(settings.lexicon_overlay) if settings.lexicon_overlay else None,
+                  engine=settings.scorer)
 
 
 async def _answers(check: Any) -> str:

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     sqlite_synchronous: str = Field(default="FULL", pattern="^(FULL|NORMAL|EXTRA)$")
     rules_file: Path | None = None
     lexicon_overlay: Path | None = None
+    scorer: Literal["fast", "reference"] = Field(default="fast", description=(
+        "fast: analytics.fast_vader, the same scores as vaderSentiment, faster; "
+        "reference: vaderSentiment itself"))
 
     rolling_window: int = Field(default=5, ge=1, le=1000)
     ewma_alpha: float = Field(default=0.5, gt=0, le=1)
