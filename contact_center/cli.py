@@ -183,7 +183,9 @@ def serve(host: str | None, port: int | None, database: str | None,
     # masks token-like query parameters.
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 ws="websockets-sansio", ws_max_size=settings.ws_max_frame_bytes,
-                ws_per_message_deflate=False, log_level=settings.log_level.lower(),
+                ws_per_message_deflate=False,
+                # never DEBUG: see logs.configure (the WebSocket library's frame lines)
+                log_level=max(logging.INFO, logging.getLevelName(settings.log_level)),
                 access_log=False, log_config=None,
                 **server_options(settings.header_timeout_seconds, settings.max_connections))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from typing import Any
 
@@ -28,21 +29,24 @@ router = APIRouter(tags=["ingest"], responses=COMMON)
 Pending = asyncio.Queue["asyncio.Future[p.Reply] | p.Reply"]
 
 
+def _count(reply: p.Reply, started: float) -> None:
+    metrics.count_reply(reply.code if isinstance(reply, p.ErrorReply) else "",
+                        time.perf_counter() - started)
+
+
 def _counted(answer: asyncio.Future[p.Reply] | p.Reply,
              started: float) -> asyncio.Future[p.Reply] | p.Reply:
     """Count the reply, by status and code, and its latency, once it is known."""
-
-    def count(reply: p.Reply) -> None:
-        code = str(reply.code) if isinstance(reply, p.ErrorReply) else ""
-        metrics.REPLIES.labels("error" if code else "ack", code).inc()
-        metrics.ACK_SECONDS.observe(time.perf_counter() - started)
-
     if isinstance(answer, asyncio.Future):
-        answer.add_done_callback(
-            lambda f: None if f.cancelled() or f.exception() else count(f.result()))
+        answer.add_done_callback(functools.partial(_count_settled, started=started))
     else:
-        count(answer)
+        _count(answer, started)
     return answer
+
+
+def _count_settled(future: asyncio.Future[p.Reply], started: float) -> None:
+    if not future.cancelled() and future.exception() is None:
+        _count(future.result(), started)
 
 
 def _encode(reply: p.Reply) -> str:
@@ -78,9 +82,9 @@ async def _submit(bus: Bus, source: Source, raw: str | bytes,
                                   f"message is {size} bytes; the limit is {limit}")
         event = p.parse_event(raw)
     except p.ProtocolError as exc:
-        metrics.EVENTS.labels("invalid").inc()
+        metrics.count_event("invalid")
         return _counted(p.ErrorReply.of(exc), started)
-    metrics.EVENTS.labels(event.type).inc()
+    metrics.count_event(event.type)
     try:
         # No deadline: a socket waits for room, so its events stay in order and TCP
         # pushes back on the connector.
@@ -101,8 +105,9 @@ async def _read_events(ws: WebSocket, pending: Pending, bus: Bus, limit: int) ->
             return False
         if not allowance.take(time.monotonic()):
             metrics.REFUSED.labels("rate_limited").inc()
+            raw = message.get("text") or message.get("bytes") or ""
             await pending.put(_counted(p.ErrorReply(
-                code=p.ErrorCode.RATE_LIMITED,
+                code=p.ErrorCode.RATE_LIMITED, ref=p.ref_of(raw),
                 message=f"more than {allowance.rate:g} messages a second on one socket; "
                         "this event was not applied: reconnect after a pause and resend "
                         "from it"), time.perf_counter()))
@@ -193,7 +198,7 @@ async def _apply_all(bus: Bus, events: list[Any], max_wait: float) -> list[p.Rep
     source = Source()
     futures: list[asyncio.Future[p.Reply] | p.Reply] = []
     for event in events:
-        metrics.EVENTS.labels(event.type).inc()
+        metrics.count_event(event.type)
         if futures and isinstance(futures[-1], p.ErrorReply):
             futures.append(_counted(futures[-1].model_copy(update={"ref": event.ref}),
                                     started))

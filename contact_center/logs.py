@@ -1,8 +1,10 @@
 """Logging: one line per request or socket (the access log), a request id on every line
 logged while serving it, and text or JSON output.
 
-What is never logged: tokens (not the header, and the values of token-like query
-parameters are masked) and transcript text (no log call formats an event's text).
+What is never logged: tokens (not the header; of a query string only the values of the
+parameters in `SHOWN_PARAMETERS`, never a token's, a search's terms or an unknown one's)
+and transcript text (no log call formats an event's text, and the WebSocket library's
+frame-by-frame debug lines are kept off at every level).
 """
 
 from __future__ import annotations
@@ -28,16 +30,26 @@ access_log = logging.getLogger("contact_center.access")
 # A client's own X-Request-ID is kept (to follow a request through a proxy) when it is
 # plainly an id; anything else is replaced, so a log line cannot be forged through it.
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-_SECRET_PARAMETER = re.compile(r"token|key|secret|password|auth", re.IGNORECASE)
+# Query parameters whose values say nothing about a customer or a secret.
+SHOWN_PARAMETERS = frozenset({"limit", "offset", "since", "until", "role", "queue", "channel",
+                              "escalated", "sentiment_below", "status"})
+# Methods counted by name; any other (uvicorn passes whatever a client sends) is "other",
+# so no client can create metric series at will.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def masked_query(query: str) -> str:
-    """A query string for the log: the values of token-like parameters masked."""
+    """A query string for the log: values shown only for `SHOWN_PARAMETERS`."""
     if not query:
         return ""
     pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
     return urllib.parse.urlencode(
-        [(k, "***" if _SECRET_PARAMETER.search(k) else v) for k, v in pairs], safe="*")
+        [(k, v if k in SHOWN_PARAMETERS else "***") for k, v in pairs], safe="*")
+
+
+def _printable(path: str) -> str:
+    """A path for a log line: control characters (a forged second line) escaped."""
+    return path if path.isprintable() else path.encode("unicode_escape").decode("ascii")
 
 
 class RequestIds:
@@ -64,6 +76,8 @@ class RequestIds:
                 MutableHeaders(scope=message).append("x-request-id", rid)
             elif message["type"] == "websocket.accept":
                 status = 101
+                message = {**message, "headers": [*message.get("headers", ()),
+                                                  (b"x-request-id", rid.encode())]}
             await send(message)
 
         try:
@@ -74,13 +88,15 @@ class RequestIds:
         finally:
             seconds = time.perf_counter() - started
             route = _route_of(scope)
-            if scope["type"] == "http":
-                metrics.HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
-                metrics.HTTP_SECONDS.labels(route).observe(seconds)
             method = scope["method"] if scope["type"] == "http" else "WS"
+            if method not in _METHODS:
+                method = "other" if scope["type"] == "http" else method
+            if scope["type"] == "http":
+                metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc()
+                metrics.HTTP_SECONDS.labels(route).observe(seconds)
             query = masked_query(scope.get("query_string", b"").decode("latin-1"))
             client = scope.get("client") or ("-", 0)
-            access_log.info("%s %s%s %s %.1fms %s", method, scope["path"],
+            access_log.info("%s %s%s %s %.1fms %s", method, _printable(scope["path"]),
                             f"?{query}" if query else "", status or "-", seconds * 1000,
                             client[0], extra={"status": status, "route": route,
                                               "duration_ms": round(seconds * 1000, 2)})
@@ -139,3 +155,7 @@ def configure(log_format: str = "text", level: str = "INFO") -> None:
     for name in ("uvicorn", "uvicorn.error"):  # through the root handler, as the rest
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # uvicorn hands "uvicorn.error" to the WebSocket library, which at DEBUG logs every
+    # handshake header (the token) and frame (transcript text): never below INFO.
+    for name in ("uvicorn.error", "websockets"):
+        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLevelName(level)))

@@ -187,8 +187,6 @@ class Pipeline:
             texts = [deliveries[i].event.text for i in finals]  # type: ignore[union-attr]
             scored = dict(zip(finals, await asyncio.to_thread(self.scorer.score_many, texts),
                               strict=True))
-            metrics.SEGMENTS_SCORED.inc(len(finals))
-        metrics.BATCH_SIZE.observe(len(deliveries))
         effects = Effects(position=position)
         replies = effects.replies = self.applier.apply_all(
             [(d.event, d.received_at, scored.get(i), d.source.refused)
@@ -199,6 +197,8 @@ class Pipeline:
             return False
         self.processed += len(deliveries)
         self.batches += 1
+        metrics.SEGMENTS_SCORED.inc(len(finals))  # (counted once committed: a retry of a
+        metrics.BATCH_SIZE.observe(len(deliveries))  # failed batch is not counted twice)
         metrics.LIVE_CONVERSATIONS.set(len(self.applier.conversations))
         if self.applier.stale:  # a conversation of this batch failed and was dropped
             await self._reload_stale()

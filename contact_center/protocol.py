@@ -218,7 +218,7 @@ def parse_event(raw: str | bytes) -> Event:
         errors = exc.errors(include_url=False, include_input=False)
         if any(e["type"] == "json_invalid" for e in errors):
             raise ProtocolError(ErrorCode.MALFORMED_JSON, "message is not valid JSON") from None
-        raise ProtocolError(ErrorCode.VALIDATION_ERROR, _summary(errors), _ref_of(raw),
+        raise ProtocolError(ErrorCode.VALIDATION_ERROR, _summary(errors), ref_of(raw),
                             [_clean(e) for e in errors[:MAX_ERROR_DETAILS]]) from None
 
 
@@ -233,7 +233,7 @@ def _clean(error: Any) -> dict[str, Any]:
     return {"loc": [str(p) for p in error["loc"]], "msg": error["msg"], "type": error["type"]}
 
 
-def _ref_of(raw: str | bytes) -> str | None:
+def ref_of(raw: str | bytes) -> str | None:
     """Best effort: echo the client's ref even when the event is invalid."""
     try:
         ref = json.loads(raw).get("ref")

@@ -8,6 +8,8 @@ What each means, and what to alert on: docs/operations.md#metrics.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     REGISTRY,
     Counter,
@@ -58,6 +60,28 @@ HTTP_REQUESTS = Counter("cc_http_requests", "HTTP requests, by method, route and
                         ["method", "route", "status"])
 HTTP_SECONDS = Histogram("cc_http_request_seconds", "HTTP request duration, by route",
                          ["route"], buckets=_LATENCY)
+
+
+# Labelled children looked up once: `.labels()` costs more than the count itself, and
+# these are counted per event. (Their label values are bounded: event types, codes.)
+_event_counters: dict[str, Any] = {}
+_reply_counters: dict[str, Any] = {}
+
+
+def count_event(kind: str) -> None:
+    counter = _event_counters.get(kind)
+    if counter is None:
+        counter = _event_counters[kind] = EVENTS.labels(kind)
+    counter.inc()
+
+
+def count_reply(code: str, seconds: float) -> None:
+    """A reply: an ack (``code`` empty) or an error with its code, and its latency."""
+    counter = _reply_counters.get(code)
+    if counter is None:
+        counter = _reply_counters[code] = REPLIES.labels("error" if code else "ack", code)
+    counter.inc()
+    ACK_SECONDS.observe(seconds)
 
 
 def exposition() -> bytes:

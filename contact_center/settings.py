@@ -59,8 +59,9 @@ class Settings(BaseSettings):
     max_sockets_per_token: int = Field(default=200, ge=1, description=(
         "WebSockets one API token may hold open at once (per API node)"))
     auth_failures_per_minute: int = Field(default=30, ge=0, description=(
-        "failed authentications one client address may make per minute before its "
-        "requests are answered 429 for the rest of the minute; 0: no limit"))
+        "failed authentications one client address may make per minute; past them, its "
+        "further failures are answered 429 after a pause for the rest of the minute "
+        "(good tokens still pass); 0: no limit"))
 
     # Operations (see docs/operations.md).
     log_format: Literal["text", "json"] = "text"

@@ -256,6 +256,7 @@ class Worker:
         applier = self.pipeline.applier
         applier.drop([cid for cid in {*applier.conversations, *applier.stale}
                       if self.layout.partition_of(cid) == partition])
+        metrics.LIVE_CONVERSATIONS.set(len(applier.conversations))
 
     def _lose(self, partitions: set[int]) -> None:
         for partition in partitions:

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from contact_center import service_metrics as metrics
 from contact_center.store import Store, Token, User
-from monitoring.limits import HELD, FailedAuthentications
+from monitoring.limits import HELD, FailedAuthentications, client_key
 from monitoring.permissions import PROFILES, Permission, Principal, permissions_of
 
 TOKEN_MARK = "cc_"
@@ -102,22 +102,24 @@ def _address(conn: HTTPConnection) -> str:
 
 async def _slowly(conn: HTTPConnection, token: str | None, failures: FailedAuthentications,
                   address: str) -> Principal | None:
-    """Authenticate for an address that failed too often: a failure is answered after a
-    pause, and with ``PAUSED_AT_ONCE`` answers pending the token is not even looked at,
-    so guessing from one address goes a few a second; a good token passes at once."""
-    if failures.paused[address] >= failures.PAUSED_AT_ONCE:
-        return None
-    failures.paused[address] += 1
-    try:
-        principal = await authenticate(conn.app.state.store, token)
-        if principal is None:
-            failures.failed(address, time.monotonic())
-            await asyncio.sleep(failures.PAUSE)
+    """Authenticate for an address that failed too often: a good token passes at once (a
+    call centre behind one NAT is not locked out by one broken client), a failure is
+    answered after a pause, ``PAUSED_AT_ONCE`` at a time (past them, at once)."""
+    principal = await authenticate(conn.app.state.store, token)
+    if principal is not None:
         return principal
+    failures.failed(address, time.monotonic())
+    client = client_key(address)
+    if failures.paused[client] >= failures.PAUSED_AT_ONCE:
+        return None
+    failures.paused[client] += 1
+    try:
+        await asyncio.sleep(failures.PAUSE)
     finally:
-        failures.paused[address] -= 1
-        if not failures.paused[address]:
-            del failures.paused[address]
+        failures.paused[client] -= 1
+        if not failures.paused[client]:
+            del failures.paused[client]
+    return None
 
 
 def _too_many_failures(slowed: float) -> dict[str, Any]:

@@ -8,6 +8,7 @@ All of them count in this process: in the scale-out deployment, per API node.
 from __future__ import annotations
 
 import collections
+import ipaddress
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -50,10 +51,11 @@ class SocketCounts:
 
 
 class FailedAuthentications:
-    """Failed authentications per client address in the current minute. An address past
-    ``per_minute`` is slowed down for the rest of its minute (see monitoring.auth): its
-    failures are answered late, a few at a time. Remembers at most ``addresses``
-    addresses (the least recently failing are forgotten first)."""
+    """Failed authentications per client address (IPv6: per /64, what one client gets)
+    in the current minute. An address past ``per_minute`` is slowed down for the rest of
+    its minute (see monitoring.auth): its failures are answered late, a few at a time.
+    Remembers at most ``addresses`` addresses (the least recently failing are forgotten
+    first)."""
 
     WINDOW = 60.0
     PAUSE = 1.0  # seconds a slowed-down address waits for each failure's answer
@@ -67,6 +69,7 @@ class FailedAuthentications:
 
     def slowed(self, address: str, now: float) -> float:
         """Seconds ``address`` stays slowed down (0: it is not)."""
+        address = client_key(address)
         if not self.per_minute or address not in self._by_address:
             return 0.0
         started, failures = self._by_address[address]
@@ -78,12 +81,24 @@ class FailedAuthentications:
     def failed(self, address: str, now: float) -> None:
         if not self.per_minute:
             return
+        address = client_key(address)
         started, failures = self._by_address.pop(address, (now, 0))
         if now - started >= self.WINDOW:
             started, failures = now, 0
         self._by_address[address] = (started, failures + 1)
         while len(self._by_address) > self.addresses:
             self._by_address.popitem(last=False)
+
+
+def client_key(address: str) -> str:
+    """What counts as one client: an IPv4 address, or an IPv6 /64 (one subscriber's
+    network: rotating addresses within it does not reset the count)."""
+    if ":" not in address:
+        return address
+    try:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    except ValueError:
+        return address
 
 
 HELD = "held_socket"  # the scope key naming what `SocketCaps` releases

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.websockets import WebSocketDisconnect
 
-from contact_center import service_metrics
+from contact_center import logs, service_metrics
 from contact_center.cli import main
 from contact_center.logs import JsonLines, WithRequestId, masked_query
 from contact_center.settings import ConfigError, Settings, load_settings
@@ -107,17 +107,22 @@ def test_every_answer_has_a_request_id_and_one_access_line_without_secrets(
         client: TestClient, users: Users, caplog: pytest.LogCaptureFixture) -> None:
     token = users.token("Admin")
     with caplog.at_level(logging.INFO, logger="contact_center.access"):
-        kept = client.get("/v1/me?access_token=hunter2&x=1",
+        kept = client.get("/v1/me?access_token=hunter2&limit=1",
                           headers=auth(token) | {"X-Request-ID": "lb-42.a"})
         forged = client.get("/v1/me", headers=auth(token) | {"X-Request-ID": "a b\nFAKE"})
         fresh = client.get("/livez")
+        client.get("/v1/transcripts?q=pat%40example.com&limit=5", headers=auth(token))
+        client.get("/v1/x%0a2026-01-01 INFO contact_center.access GET /v1/admin 200")
     assert kept.headers["x-request-id"] == "lb-42.a"
     assert forged.headers["x-request-id"] != "a b\nFAKE"
     assert len(fresh.headers["x-request-id"]) == 16
-    lines = [r for r in caplog.records if r.name == "contact_center.access"]
-    first = next(r for r in lines if getattr(r, "route", "") == "/v1/me")
-    assert first.getMessage().startswith("GET /v1/me?access_token=***&x=1 200 ")
-    assert all("hunter2" not in r.getMessage() and token not in r.getMessage() for r in lines)
+    lines = [r.getMessage() for r in caplog.records if r.name == "contact_center.access"]
+    assert any(line.startswith("GET /v1/me?access_token=***&limit=1 200 ") for line in lines)
+    # A search's terms are a customer's words: masked like a token.
+    assert any(line.startswith("GET /v1/transcripts?q=***&limit=5 200 ") for line in lines)
+    assert all("\n" not in line for line in lines)  # no forged second line
+    assert all("hunter2" not in line and token not in line and "example.com" not in line
+               for line in lines)
 
 
 def test_log_lines_carry_the_request_id_and_json_is_one_object_per_line() -> None:
@@ -129,7 +134,33 @@ def test_log_lines_carry_the_request_id_and_json_is_one_object_per_line() -> Non
     assert line["message"] == "GET /v1/me 200" and line["level"] == "INFO"
     assert line["request_id"] == "-" and line["status"] == 200 and line["route"] == "/v1/me"
     assert line["time"].endswith("Z")
-    assert masked_query("api_key=1&q=refund&password=2") == "api_key=***&q=refund&password=***"
+    assert masked_query("api_key=1&q=refund&limit=2") == "api_key=***&q=***&limit=2"
+
+
+def test_debug_logging_never_reaches_the_websocket_librarys_frame_lines() -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, {
+        name: logging.getLogger(name).level for name in ("uvicorn.error", "websockets")}
+    try:
+        logs.configure("json", "DEBUG")
+        assert root.isEnabledFor(logging.DEBUG)
+        assert not logging.getLogger("uvicorn.error").isEnabledFor(logging.DEBUG)
+        assert not logging.getLogger("websockets.server").isEnabledFor(logging.DEBUG)
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+        for name, level in saved[2].items():
+            logging.getLogger(name).setLevel(level)
+
+
+def test_metric_labels_stay_bounded_whatever_a_client_sends(
+        client: TestClient, users: Users) -> None:
+    operator = users.token("Admin")
+    for method in ("FOO0", "FOO1"):
+        client.request(method, "/v1/me")
+    samples = scrape(client, operator)
+    methods = {dict(labels)["method"] for (name, labels) in samples
+               if name == "cc_http_requests_total"}
+    assert not {"FOO0", "FOO1"} & methods and "other" in methods
 
 
 def test_no_token_or_transcript_text_is_logged(
@@ -143,9 +174,13 @@ def test_no_token_or_transcript_text_is_logged(
             connector.say("log-1", "s1", secret_text)
             connector.send({"type": "segment", "conversation_id": "log-1", "text": secret_text})
         client.get("/v1/transcripts/log-1", headers=auth(users.token("Admin")))
+        client.get("/v1/transcripts?q=4111", headers=auth(users.token("Admin")))
         client.get("/v1/me", headers=auth("cc_" + "x" * 43))
-    logged = "\n".join(r.getMessage() for r in caplog.records)
+    # (The test's own HTTP client logs its requests: not the server's.)
+    logged = "\n".join(r.getMessage() for r in caplog.records
+                        if not r.name.startswith(("httpx", "httpcore")))
     assert "4111" not in logged and connector_token not in logged
+    assert "x" * 43 not in logged
     assert "WS /v1/ingest 101" in logged  # the socket's own access line
 
 
@@ -307,8 +342,15 @@ def test_repeated_bad_tokens_from_one_address_are_slowed_down(
         assert time.monotonic() - started >= 1.0  # answered late
         assert slowed.status_code == 429 and slowed.json()["code"] == "too_many_failures"
         assert 0 < int(slowed.headers["retry-after"]) <= 60
-        # A good token from the same address (a call centre behind one NAT) still works.
+        # A good token from the same address (a call centre behind one NAT) still works,
+        # also while failures are waiting for their answers.
         assert client.get("/v1/me", headers=auth(good)).status_code == 200
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            waiting = [pool.submit(client.get, "/v1/me", headers=auth(f"cc_more{i}"))
+                       for i in range(10)]
+            time.sleep(0.3)
+            assert client.get("/v1/me", headers=auth(good)).status_code == 200
+            assert {f.result().status_code for f in waiting} == {429}
         with client.websocket_connect("/v1/alerts/stream", headers=auth(good)) as ws:
             assert ws.receive_json()["type"] == "subscribed"
 

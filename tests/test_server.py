@@ -236,6 +236,37 @@ def test_secrets_never_reach_the_logs(server: Server) -> None:
     assert token not in text and "cc_wrong" not in text
 
 
+def test_debug_logs_hold_no_token_or_transcript_text(tmp_path: Path) -> None:
+    """At DEBUG, JSON lines, over a real socket: the WebSocket library's frame-by-frame
+    lines (handshake headers, frames) stay off; the socket's answer has a request id."""
+    server = Server(tmp_path, CC_LOG_LEVEL="DEBUG", CC_LOG_FORMAT="json")
+    try:
+        token = server.token("debug-connector", "Connector")
+
+        async def talk() -> str:
+            async with connect(f"{server.ws}/v1/ingest",
+                               additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+                await ws.recv()
+                await ws.send(json.dumps({"type": "conversation.started",
+                                          "conversation": {"id": "dbg"}}))
+                await ws.send(json.dumps({"type": "segment", "conversation_id": "dbg",
+                                          "segment_id": "1", "role": "customer",
+                                          "text": "my card is 4111 1111 1111 1111"}))
+                await ws.recv(), await ws.recv()
+                assert ws.response is not None
+                return str(ws.response.headers["x-request-id"])
+
+        request_id = asyncio.run(talk())
+        time.sleep(0.3)
+        lines = [json.loads(line) for line in server.output if line.startswith("{")]
+        assert any(line["request_id"] == request_id and "WS /v1/ingest 101" in line["message"]
+                   for line in lines)
+        text = "".join(server.output)
+        assert token not in text and "4111" not in text
+    finally:
+        server.stop()
+
+
 def test_simulate_source_is_the_shared_corpus_else_the_packaged_sample(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     alone = tmp_path / "alone" / "checkout"

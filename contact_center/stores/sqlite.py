@@ -565,15 +565,19 @@ def backup(database: Path, target: Path) -> None:
     if target.exists():
         raise FileExistsError(f"{target} exists; back up to a new file")
     _create_private(target)
-    source = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
     try:
-        copy = sqlite3.connect(target)
+        source = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)
         try:
-            source.backup(copy, pages=1024)  # a step at a time: the writer is not held up
-            (check,) = copy.execute("PRAGMA quick_check").fetchone()
-            if check != "ok":
-                raise sqlite3.DatabaseError(f"the backup does not check out: {check}")
+            copy = sqlite3.connect(target)
+            try:
+                source.backup(copy, pages=1024)  # a step at a time: the writer goes on
+                (check,) = copy.execute("PRAGMA quick_check").fetchone()
+                if check != "ok":
+                    raise sqlite3.DatabaseError(f"the backup does not check out: {check}")
+            finally:
+                copy.close()
         finally:
-            copy.close()
-    finally:
-        source.close()
+            source.close()
+    except BaseException:
+        target.unlink(missing_ok=True)  # no half copy left to mistake for a backup
+        raise
