@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,13 +21,15 @@ class RollingConfig:
 @dataclass(slots=True)
 class RollingSentiment:
     config: RollingConfig
-    values: deque[float] = field(default_factory=deque)
+    # A list, not a deque: one per live conversation, and an empty deque alone takes
+    # over 600 bytes; the window is a handful of values.
+    values: list[float] = field(default_factory=list)
     ewma: float | None = None
 
     def add(self, compound: float) -> None:
         self.values.append(compound)
-        while len(self.values) > self.config.window:
-            self.values.popleft()
+        if len(self.values) > self.config.window:
+            del self.values[: len(self.values) - self.config.window]
         a = self.config.ewma_alpha
         self.ewma = compound if self.ewma is None else a * compound + (1 - a) * self.ewma
 
@@ -52,5 +53,4 @@ class RollingSentiment:
 
     @classmethod
     def restore(cls, config: RollingConfig, data: dict[str, Any]) -> RollingSentiment:
-        r = cls(config, deque(data.get("values", [])[-config.window :]), data.get("ewma"))
-        return r
+        return cls(config, list(data.get("values", [])[-config.window :]), data.get("ewma"))

@@ -324,12 +324,30 @@ class RuleState:
     bot_failures: list[Turn] = field(default_factory=list)  # human_requested
     fired_for: float | None = None  # response_time: the wait it fired for
 
+    @property
+    def fresh(self) -> bool:
+        """Whether it remembers nothing: the same as a new ``RuleState(kind)``, which the
+        engine creates when a rule has none, so a fresh one need not be kept or saved."""
+        return (self.armed and not self.breaches and self.last_fired_at is None
+                and self.start is None and self.peak is None and not self.turns
+                and not self.bot_failures and self.fired_for is None)
+
     def snapshot(self) -> dict[str, Any]:
-        return {"kind": self.kind, "armed": self.armed, "last_fired_at": self.last_fired_at,
-                "breaches": [t.reference() for t in self.breaches],
-                "start": self.start, "peak": self.peak, "turns": self.turns,
-                "bot_failures": [t.reference() for t in self.bot_failures],
-                "fired_for": self.fired_for}
+        """What differs from a fresh state (``restore`` reads the rest as the defaults)."""
+        data: dict[str, Any] = {"kind": self.kind}
+        if not self.armed:
+            data["armed"] = False
+        for name in ("last_fired_at", "start", "peak", "fired_for"):
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = value
+        if self.turns:
+            data["turns"] = self.turns
+        if self.breaches:
+            data["breaches"] = [t.reference() for t in self.breaches]
+        if self.bot_failures:
+            data["bot_failures"] = [t.reference() for t in self.bot_failures]
+        return data
 
     @classmethod
     def restore(cls, data: dict[str, Any],
@@ -575,6 +593,8 @@ def evaluate(rules: RuleSet, states: dict[str, RuleState], turn: Turn,
             fired = _human_requested(rule, state, turn, conv, detected)
         if fired is not None:
             triggers.append(fired)
+        elif state.fresh:  # (most rules of most turns: memory is per live conversation)
+            del states[rule.id]
     return triggers
 
 
@@ -610,4 +630,6 @@ def due(rules: RuleSet, states: dict[str, RuleState], conv: Subject, now: float,
             fired = _response_time(rule, state, conv, now, last_customer_turn)
             if fired is not None:
                 triggers.append(fired)
+            elif state.fresh:
+                del states[rule.id]
     return triggers

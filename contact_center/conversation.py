@@ -6,7 +6,6 @@ segments and a clock reading, and does all I/O itself.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +44,9 @@ class Conversation:
     alerts: int = 0
     transfers: int = 0
     published: int = 0  # number of the last monitor message: orders catch-up and live
-    recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_LIMIT))
+    # The newest RECENT_LIMIT transcript entries (see `remember`). A list, not a
+    # deque(maxlen): an empty deque takes over 600 bytes, times every live conversation.
+    recent: list[dict[str, Any]] = field(default_factory=list)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -156,12 +157,18 @@ class Conversation:
                 "status": self.status, "started_at": self.started_at,
                 "ended_at": self.ended_at}
 
+    def remember(self, entry: dict[str, Any]) -> None:
+        """Keep a transcript entry for a monitor's catch-up (the newest RECENT_LIMIT)."""
+        self.recent.append(entry)
+        if len(self.recent) > RECENT_LIMIT:
+            del self.recent[0]
+
     def snapshot(self) -> dict[str, Any]:
         """Live state persisted with each batch, so a restart resumes where it was."""
         return {
             "participants": self.participants, "next_seq": self.next_seq,
             "rolling": self.rolling.snapshot(),
-            "rules": {k: v.snapshot() for k, v in self.rule_states.items()},
+            "rules": {k: v.snapshot() for k, v in self.rule_states.items() if not v.fresh},
             "last_customer_turn": (self.last_customer_turn.reference()
                                    if self.last_customer_turn else None),
             "last_scores": self.last_scores, "start_sentiment": self.start_sentiment,
@@ -184,8 +191,8 @@ class Conversation:
             rolling=RollingSentiment.restore(rolling, state.get("rolling", {})),
             participants=state.get("participants", {}), applied=applied,
             next_seq=state.get("next_seq", 1),
-            rule_states={k: RuleState.restore(v, recorded.get)
-                         for k, v in state.get("rules", {}).items()},
+            rule_states={k: restored for k, v in state.get("rules", {}).items()
+                         if not (restored := RuleState.restore(v, recorded.get)).fresh},
             last_customer_turn=(Turn.from_reference(last, recorded.get(last["segment_id"]))
                                 if last else None),
             last_scores=state.get("last_scores", {}),
@@ -196,5 +203,5 @@ class Conversation:
             published=state.get("published", 0),
         )
         conv.counts.update(state.get("counts", {}))
-        conv.recent.extend(recent)
+        conv.recent.extend(recent[-RECENT_LIMIT:])
         return conv

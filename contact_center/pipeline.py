@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from typing import Any, Protocol
 
 from analytics.rolling import RollingConfig
@@ -71,7 +72,7 @@ class HubOutlet:
                 if message.keep:
                     # Kept here, with the publishing and after the commit, so catch-up and
                     # live never overlap or gap.
-                    effects.touched[message.conversation_id].recent.append(message.body)
+                    effects.touched[message.conversation_id].remember(message.body)
                 self.hub.publish(message.topic, message.body, message.match,
                                  number=message.number)
             except Exception:  # a failed push must not cost the others theirs
@@ -92,6 +93,22 @@ class HubOutlet:
 
 
 Marker = Callable[[Effects], list[PartitionMark]]
+
+
+@contextlib.contextmanager
+def bulk_load() -> Iterator[None]:
+    """Around loading many live conversations at once: no garbage collection meanwhile
+    (each full one would walk every object loaded so far: quadratic), then the loaded
+    objects are frozen out of the collector's walks (``gc.freeze``), so the collections
+    that follow, and the latency they add, do not grow with the live conversations."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+        gc.freeze()
 
 
 class Pipeline:
@@ -119,8 +136,9 @@ class Pipeline:
         return self.applier.rules
 
     async def start(self) -> None:
-        for stored in await self.store.load_conversations(None):
-            self.applier.restore(stored)
+        with bulk_load():
+            for stored in await self.store.load_conversations(None):
+                self.applier.restore(stored)
 
     async def run(self, bus: InMemoryBus) -> None:
         """Take batches off the bus and process them; clock rules run beside, never in

@@ -42,7 +42,7 @@ from contact_center import service_metrics as metrics
 from contact_center.applier import Effects, already_applied, conversation_of, error_reply
 from contact_center.buses import Delivery, Source
 from contact_center.leases import HEARTBEAT_SECONDS, LEASE_MS, Leases, assign
-from contact_center.pipeline import Pipeline
+from contact_center.pipeline import Pipeline, bulk_load
 from contact_center.store import Fenced, PartitionedStore, PartitionMark
 from contact_center.streams import (
     BLOCK_MS,
@@ -204,16 +204,18 @@ class Worker:
         # Read after the claim: the previous owner can start no conversation after it.
         ids = [cid for cid in await self.store.live_conversation_ids()
                if self.layout.partition_of(cid) == partition]
-        stored = await self.store.load_conversations(ids)
+        with bulk_load():
+            stored = await self.store.load_conversations(ids)
         async with self.pipeline.lock:
             if partition not in await self.leases.renew([partition]):
                 return  # lost meanwhile (a take slower than the lease): try again later
             loaded = []
-            for conversation in stored:
-                self.pipeline.applier.restore(conversation)
-                conv = self.pipeline.conversations.get(conversation.meta["id"])
-                if conv is not None:
-                    loaded.append(conv)
+            with bulk_load():
+                for conversation in stored:
+                    self.pipeline.applier.restore(conversation)
+                    conv = self.pipeline.conversations.get(conversation.meta["id"])
+                    if conv is not None:
+                        loaded.append(conv)
             try:
                 # Before any new message of theirs, so the rewrite cannot hide one.
                 await asyncio.wait_for(self.outlet.restored(loaded), RESTORE_SECONDS)

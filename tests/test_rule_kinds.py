@@ -890,7 +890,9 @@ def test_snapshot_keeps_the_streak_as_references_without_text() -> None:
                                  "scores": {"neg": 0.0, "neu": 1.0, "pos": 0.0,
                                             "compound": -0.9},
                                  "at": 10.0}]
-    assert snap["armed"] is True and snap["last_fired_at"] is None
+    # Only what differs from a fresh state is saved; restoring reads the rest as defaults.
+    assert "armed" not in snap and "last_fired_at" not in snap
+    assert RuleState.restore(snap, {"s0": "this is terrible"}.get) == conv.states["neg"]
 
     def resume(text_of: Any) -> Trigger:
         restored = RuleState.restore(json.loads(json.dumps(snap)), text_of)
@@ -1034,3 +1036,19 @@ def test_drop_from_start_reads_the_conversations_first_turn() -> None:
     (fired,) = evaluate(RuleSet(rules=[rule]), conv.states,
                         Turn("s2", "customer", "c", "", Scores(0, 0, 0, -0.5), 2.0), conv)
     assert "from its start 0.800" in fired.reason and fired.at == 2.0
+
+
+def test_a_state_that_remembers_nothing_is_neither_kept_nor_saved() -> None:
+    """Memory and saved state per live conversation: a rule that has nothing to remember
+    of it (most rules, most turns) holds no state; one that has, keeps exactly that."""
+    rule = SentimentRule(id="neg", metric="turn", below=-0.5, consecutive=2,
+                         cooldown_seconds=0)
+    conv = subject()
+    assert feed(rule, conv, turn(0, "fine thanks", compound=0.4, at=10.0)) == []
+    assert "neg" not in conv.states
+    assert feed(rule, conv, turn(1, "terrible", compound=-0.9, at=11.0)) == []
+    assert conv.states["neg"].breaches and not conv.states["neg"].fresh
+    full = RuleState(kind="sentiment", armed=False, last_fired_at=1.0, start=0.5,
+                     peak=0.7, turns=3, fired_for=2.0)
+    assert RuleState.restore(json.loads(json.dumps(full.snapshot()))) == full
+    assert RuleState("signal").snapshot() == {"kind": "signal"}

@@ -148,9 +148,16 @@ _ADDED_COLUMNS = [
 _CHUNK = 500  # stays under SQLite's bound-parameter limit
 
 
-def _chunks(items: list[str]) -> Iterator[list[str]]:
+def _chunks(items: list[T]) -> Iterator[list[T]]:
     for i in range(0, len(items), _CHUNK):
         yield items[i : i + _CHUNK]
+
+
+def _decode_all(documents: list[str]) -> list[Any]:
+    """Many JSON documents decoded in one call: faster than one by one, and the keys they
+    share become one string each (the decoder memoizes keys within a call), which counts
+    with every live conversation's state in memory."""
+    return json.loads("[" + ",".join(documents) + "]") if documents else []
 
 
 def _marks(n: int) -> str:
@@ -418,8 +425,10 @@ def _load_conversations(db: sqlite3.Connection,
         for chunk in _chunks(list(ids)):
             rows += db.execute(f"SELECT * FROM conversations WHERE id IN ({_marks(len(chunk))})",
                                chunk).fetchall()
-    loaded = {r["id"]: StoredConversation(as_meta(r, json.loads), json.loads(r["state"]), set(), [])
-              for r in rows}
+    loaded: dict[str, StoredConversation] = {}
+    for part in _chunks(rows):
+        for r, state in zip(part, _decode_all([r["state"] for r in part]), strict=True):
+            loaded[r["id"]] = StoredConversation(as_meta(r, json.loads), state, set(), [])
     for chunk in _chunks(list(loaded)):
         marks = _marks(len(chunk))
         for r in db.execute(
@@ -431,11 +440,14 @@ def _load_conversations(db: sqlite3.Connection,
                 f"WHERE conversation_id IN ({marks}) AND event_id IS NOT NULL", chunk):
             loaded[r[0]].applied.add(event_key(r[1]))
         live = [c for c in chunk if loaded[c].meta["status"] == "live"]
-        for cid in live:
-            recent = db.execute(
-                "SELECT * FROM segments WHERE conversation_id = ? AND text IS NOT NULL "
-                "ORDER BY seq DESC LIMIT ?", (cid, RECENT_LIMIT)).fetchall()
-            loaded[cid].recent = [as_turn(r) for r in reversed(recent)]
+        if live:  # each one's newest turns, in one query per chunk (not one per conversation)
+            for r in db.execute(
+                    f"SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY "
+                    f"conversation_id ORDER BY seq DESC) AS newest FROM segments "
+                    f"WHERE conversation_id IN ({_marks(len(live))}) AND text IS NOT NULL) "
+                    f"WHERE newest <= ? ORDER BY conversation_id, seq",
+                    [*live, RECENT_LIMIT]):
+                loaded[r["conversation_id"]].recent.append(as_turn(r))
     return list(loaded.values())
 
 
