@@ -23,6 +23,7 @@ from contact_center import streams
 from contact_center.buses import Bus
 from contact_center.buses.memory import InMemoryBus
 from contact_center.buses.redis import RedisBus
+from contact_center.collector import keep_long_lived_state_frozen
 from contact_center.leases import alive_worker_ids, alive_workers, unowned
 from contact_center.pipeline import HubOutlet, Pipeline
 from contact_center.settings import Settings, masked
@@ -104,9 +105,21 @@ def _report_stopped(task: asyncio.Task[None]) -> None:
                      task.exception())
 
 
+def _freezer(settings: Settings, runner: asyncio.Task[None]) -> asyncio.Task[None] | None:
+    """Keep the pipeline's long-lived state out of full garbage collections (see
+    contact_center.collector) for as long as ``runner`` runs."""
+    if not settings.gc_freeze_seconds:
+        return None
+    freezer = asyncio.create_task(keep_long_lived_state_frozen(settings.gc_freeze_seconds),
+                                  name="gc-freezer")
+    runner.add_done_callback(lambda _: freezer.cancel())
+    return freezer
+
+
 class Embedded:
     def __init__(self, store: Store, pipeline: Pipeline, bus: InMemoryBus) -> None:
         self.store, self.pipeline, self.bus = store, pipeline, bus
+        self.freezer: asyncio.Task[None] | None = None
         self.feed = MemoryFeed(pipeline)
         self._rules_lock = asyncio.Lock()
         self.runner = asyncio.create_task(pipeline.run(bus), name="the pipeline")
@@ -121,6 +134,7 @@ class Embedded:
         await pipeline.start()
         runtime = cls(store, pipeline, InMemoryBus(settings.bus_queue_size))
         outlet.agents = AgentPush(hub, runtime.feed.agent_loads)
+        runtime.freezer = _freezer(settings, runtime.runner)
         return runtime
 
     async def current_rules(self) -> RuleSet:
@@ -180,6 +194,7 @@ async def start_worker(settings: Settings, store: Store,
                     settings.batch_size, scorer_for(settings))
     task = asyncio.create_task(worker.run(), name="the pipeline worker")
     task.add_done_callback(_report_stopped)
+    _freezer(settings, task)
     return worker, task
 
 

@@ -3,8 +3,10 @@ limits (messages per socket, sockets per token, failed authentications per addre
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
+import gc
 import json
 import logging
 import time
@@ -369,3 +371,33 @@ def test_a_slowed_down_address_gets_only_a_few_answers_at_once(strict: Any) -> N
     assert {status for status, _ in answers} == {429}
     late = [took for _, took in answers if took >= 1.0]
     assert 1 <= len(late) <= FailedAuthentications.PAUSED_AT_ONCE  # the rest at once
+
+
+# -- the collector's policy -------------------------------------------------------------------
+
+
+def test_long_lived_state_is_frozen_out_of_full_collections() -> None:
+    from contact_center.collector import freeze_survivors
+
+    survivors = [{"conversation": i} for i in range(1000)]
+    frozen_before = gc.get_freeze_count()
+    freeze_survivors()
+    assert gc.get_freeze_count() >= frozen_before + len(survivors)
+    # Frozen: no longer in any generation a collection walks.
+    walked = {id(o) for generation in range(3) for o in gc.get_objects(generation)}
+    assert not any(id(s) in walked for s in survivors)
+
+
+@pytest.mark.app
+def test_the_running_service_freezes_its_state_unless_told_not_to(
+        strict: Any, backend: str) -> None:
+    with strict(gc_freeze_seconds=0) as client:
+        runtime = client.app.state.runtime  # type: ignore[attr-defined]
+        assert getattr(runtime, "freezer", None) is None
+    with strict() as client:
+        tasks = client.portal.call(_task_names)  # type: ignore[union-attr]
+        assert "gc-freezer" in tasks
+
+
+async def _task_names() -> set[str]:
+    return {task.get_name() for task in asyncio.all_tasks()}
