@@ -93,6 +93,7 @@ class HubOutlet:
 
 
 Marker = Callable[[Effects], list[PartitionMark]]
+LOAD_SLICE = 5_000  # live conversations read at a time at start
 
 
 @contextlib.contextmanager
@@ -136,9 +137,13 @@ class Pipeline:
         return self.applier.rules
 
     async def start(self) -> None:
+        """Load the live conversations, a slice at a time: what is read of one slice is
+        garbage before the next is read, so memory never holds all of it at once."""
+        ids = await self.store.live_conversation_ids()
         with bulk_load():
-            for stored in await self.store.load_conversations(None):
-                self.applier.restore(stored)
+            for i in range(0, len(ids), LOAD_SLICE):
+                for stored in await self.store.load_conversations(ids[i : i + LOAD_SLICE]):
+                    self.applier.restore(stored)
 
     async def run(self, bus: InMemoryBus) -> None:
         """Take batches off the bus and process them; clock rules run beside, never in

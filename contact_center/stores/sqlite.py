@@ -248,6 +248,10 @@ class SQLiteStore:
     ) -> list[StoredConversation]:
         return await self._writer.run(lambda db: _load_conversations(db, ids))
 
+    async def live_conversation_ids(self) -> list[str]:
+        return await self._writer.run(lambda db: [r[0] for r in db.execute(
+            "SELECT id FROM conversations WHERE status = 'live'")])
+
     # -- rules ------------------------------------------------------------------------
 
     async def load_rules(self) -> dict[str, Any] | None:
