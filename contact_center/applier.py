@@ -218,6 +218,8 @@ class Applier:
             elif not rule.enabled and (state.breaches or state.bot_failures):
                 state.breaches.clear()
                 state.bot_failures.clear()
+                if state.fresh:  # (a disabled rule's is never evaluated to drop it)
+                    del conv.rule_states[rule_id]
                 changed = True
         return changed
 

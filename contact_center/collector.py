@@ -8,9 +8,10 @@ few seconds the young generations are collected (cheap: that is where cyclic gar
 is found) and what survived is frozen out of every later collection (``gc.freeze``:
 a constant-time list splice). Full collections then walk only what is new since.
 
-The cost: a reference cycle that became garbage only after it was frozen is not
-reclaimed. Our live state holds no cycles (conversations are freed by reference
-counting when they end), and cycles made while serving die young.
+The cost: a reference cycle that becomes garbage after it was frozen (a closed socket's
+handler, say) is not reclaimed by the young collections. So every FULL_SECONDS
+everything is unfrozen and collected once, fully: one pause of the old kind every few
+minutes instead of many, and nothing kept for longer than that.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import logging
 log = logging.getLogger(__name__)
 
 FREEZE_SECONDS = 5.0
+FULL_SECONDS = 300.0
 
 
 def freeze_survivors() -> None:
@@ -29,8 +31,23 @@ def freeze_survivors() -> None:
     gc.freeze()
 
 
-async def keep_long_lived_state_frozen(period: float = FREEZE_SECONDS) -> None:
-    """Forever: every ``period`` seconds, `freeze_survivors`."""
+def collect_everything() -> None:
+    """Unfreeze, collect fully (what was frozen and has since become garbage), refreeze."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
+async def keep_long_lived_state_frozen(period: float = FREEZE_SECONDS,
+                                       full_every: float = FULL_SECONDS) -> None:
+    """Forever: every ``period`` seconds `freeze_survivors`, and every ``full_every``
+    seconds `collect_everything` instead."""
+    loop = asyncio.get_running_loop()
+    full_at = loop.time() + full_every
     while True:
         await asyncio.sleep(period)
-        freeze_survivors()
+        if loop.time() >= full_at:
+            full_at = loop.time() + full_every
+            collect_everything()
+        else:
+            freeze_survivors()

@@ -36,6 +36,7 @@ from contact_center.applier import (
 )
 from contact_center.buses import Delivery
 from contact_center.buses.memory import InMemoryBus
+from contact_center.collector import freeze_survivors
 from contact_center.conversation import Conversation
 from contact_center.store import Fenced, PartitionMark, Store
 from monitoring.feeds import LIVE_TOPIC, AgentPush, conversation_updated
@@ -97,11 +98,12 @@ LOAD_SLICE = 5_000  # live conversations read at a time at start
 
 
 @contextlib.contextmanager
-def bulk_load() -> Iterator[None]:
-    """Around loading many live conversations at once: no garbage collection meanwhile
-    (each full one would walk every object loaded so far: quadratic), then the loaded
-    objects are frozen out of the collector's walks (``gc.freeze``), so the collections
-    that follow, and the latency they add, do not grow with the live conversations."""
+def bulk_load(freeze: bool = True) -> Iterator[None]:
+    """Around restoring many live conversations at once (no awaits inside: other work's
+    garbage must not pile up meanwhile): no garbage collection meanwhile (each full one
+    would walk every object restored so far: quadratic); then one young collection, and,
+    with ``freeze``, what survived is frozen out of the collections that follow (see
+    contact_center.collector)."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -109,15 +111,20 @@ def bulk_load() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-        gc.freeze()
+        if freeze:
+            freeze_survivors()
+        else:
+            gc.collect(1)
 
 
 class Pipeline:
     def __init__(self, store: Store, outlet: Outlet, rules: RuleSet, rolling: RollingConfig,
                  batch_size: int = 500, scorer: Scorer | None = None,
-                 marker: Marker | None = None) -> None:
-        """``marker``: the partition marks each batch carries (scale-out workers)."""
+                 marker: Marker | None = None, freeze: bool = True) -> None:
+        """``marker``: the partition marks each batch carries (scale-out workers);
+        ``freeze``: freeze what a bulk load restored (see `bulk_load`)."""
         self.store, self.outlet = store, outlet
+        self.freeze = freeze
         self.batch_size = batch_size
         self.scorer = scorer or Scorer()
         self.marker = marker
@@ -140,10 +147,11 @@ class Pipeline:
         """Load the live conversations, a slice at a time: what is read of one slice is
         garbage before the next is read, so memory never holds all of it at once."""
         ids = await self.store.live_conversation_ids()
-        with bulk_load():
-            for i in range(0, len(ids), LOAD_SLICE):
-                for stored in await self.store.load_conversations(ids[i : i + LOAD_SLICE]):
-                    self.applier.restore(stored)
+        for i in range(0, len(ids), LOAD_SLICE):
+            stored = await self.store.load_conversations(ids[i : i + LOAD_SLICE])
+            with bulk_load(self.freeze):
+                for conversation in stored:
+                    self.applier.restore(conversation)
 
     async def run(self, bus: InMemoryBus) -> None:
         """Take batches off the bus and process them; clock rules run beside, never in

@@ -130,7 +130,8 @@ class Embedded:
         await store.claim_pipeline()
         outlet = HubOutlet(hub)
         pipeline = Pipeline(store, outlet, await load_rules(settings, store), settings.rolling,
-                            settings.batch_size, scorer_for(settings))
+                            settings.batch_size, scorer_for(settings),
+                            freeze=settings.gc_freeze_seconds > 0)
         await pipeline.start()
         runtime = cls(store, pipeline, InMemoryBus(settings.bus_queue_size))
         outlet.agents = AgentPush(hub, runtime.feed.agent_loads)
@@ -191,7 +192,8 @@ async def start_worker(settings: Settings, store: Store,
     saved = await store.load_rules()
     rules = RuleSet.model_validate(saved) if saved is not None else DEFAULT_RULES
     worker = Worker(partitioned(store), redis, layout, rules, settings.rolling,
-                    settings.batch_size, scorer_for(settings))
+                    settings.batch_size, scorer_for(settings),
+                    freeze=settings.gc_freeze_seconds > 0)
     task = asyncio.create_task(worker.run(), name="the pipeline worker")
     task.add_done_callback(_report_stopped)
     _freezer(settings, task)

@@ -99,12 +99,12 @@ class Position:
 class Worker:
     def __init__(self, store: PartitionedStore, redis: aioredis.Redis, layout: Layout,
                  rules: RuleSet, rolling: RollingConfig, batch_size: int = 500,
-                 scorer: Scorer | None = None) -> None:
+                 scorer: Scorer | None = None, freeze: bool = True) -> None:
         self.id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.store, self.redis, self.layout = store, redis, layout
         self.outlet = RedisOutlet(redis, layout)
         self.pipeline = Pipeline(store, self.outlet, rules, rolling, batch_size, scorer,
-                                 marker=self._marks)
+                                 marker=self._marks, freeze=freeze)
         self.pipeline.on_fenced = lambda exc: self._lose(exc.partitions)
         self.leases = Leases(redis, layout, self.id)
         self.owned: dict[int, Owned] = {}
@@ -204,13 +204,12 @@ class Worker:
         # Read after the claim: the previous owner can start no conversation after it.
         ids = [cid for cid in await self.store.live_conversation_ids()
                if self.layout.partition_of(cid) == partition]
-        with bulk_load():
-            stored = await self.store.load_conversations(ids)
+        stored = await self.store.load_conversations(ids)
         async with self.pipeline.lock:
             if partition not in await self.leases.renew([partition]):
                 return  # lost meanwhile (a take slower than the lease): try again later
             loaded = []
-            with bulk_load():
+            with bulk_load(self.pipeline.freeze):
                 for conversation in stored:
                     self.pipeline.applier.restore(conversation)
                     conv = self.pipeline.conversations.get(conversation.meta["id"])

@@ -34,6 +34,7 @@ from tests.conftest import (
     auth,
     free_port,
     make_app,
+    pipeline_of,
     refused,
     wait_for_partitions,
 )
@@ -388,12 +389,42 @@ def test_long_lived_state_is_frozen_out_of_full_collections() -> None:
     assert not any(id(s) in walked for s in survivors)
 
 
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_frozen_garbage_is_reclaimed_by_the_periodic_full_collection() -> None:
+    import weakref
+
+    from contact_center.collector import collect_everything, freeze_survivors
+    from contact_center.pipeline import bulk_load
+
+    with bulk_load(freeze=True):
+        made_while_loading = weakref.ref(_Cycle())  # garbage at once: never frozen
+    assert made_while_loading() is None
+    alive = _Cycle()
+    freeze_survivors()
+    later_garbage = weakref.ref(alive)
+    del alive  # a cycle that became garbage after it was frozen...
+    gc.collect()
+    assert later_garbage() is not None  # ...is kept by the freeze,
+    collect_everything()
+    assert later_garbage() is None  # until the periodic full collection
+    frozen = gc.get_freeze_count()
+    with bulk_load(freeze=False):
+        pass
+    assert gc.get_freeze_count() <= frozen  # no freezing when it is turned off
+
+
 @pytest.mark.app
 def test_the_running_service_freezes_its_state_unless_told_not_to(
         strict: Any, backend: str) -> None:
     with strict(gc_freeze_seconds=0) as client:
         runtime = client.app.state.runtime  # type: ignore[attr-defined]
         assert getattr(runtime, "freezer", None) is None
+        assert pipeline_of(client).freeze is False
+        assert "gc-freezer" not in client.portal.call(_task_names)  # type: ignore[union-attr]
     with strict() as client:
         tasks = client.portal.call(_task_names)  # type: ignore[union-attr]
         assert "gc-freezer" in tasks
