@@ -23,6 +23,7 @@ from analytics import transcripts
 from contact_center import __version__, admin, ingest, rules_api
 from contact_center import service_metrics as metrics
 from contact_center.logs import RequestIds
+from contact_center.openapi import COMMON
 from contact_center.protocol import MAX_ERROR_DETAILS
 from contact_center.runtime import Embedded, Runtime, ScaleOutNode
 from contact_center.settings import Settings
@@ -175,7 +176,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
 
     @app.get("/metrics", tags=["operations"], response_class=Response,
              responses={200: {"content": {"text/plain": {}},
-                              "description": "Prometheus text format"}})
+                              "description": "Prometheus text format"},
+                        **{status: COMMON[status] for status in (401, 403, 429)}})
     async def prometheus_metrics(request: Request,
                                  _: object = require(Permission.OPERATE)) -> Response:
         """This process's metrics for Prometheus (see docs/operations.md#metrics)."""
