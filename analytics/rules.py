@@ -185,6 +185,15 @@ class HumanRequestedRule(_RuleBase):
         return signals.phrase_pattern(self.phrases) if self.phrases else None
 
 
+def reacts_to(rule: _RuleBase, role: str) -> bool:
+    """Whether a final turn by ``role`` can raise ``rule``'s alert or change its state."""
+    if isinstance(rule, SentimentRule | SentimentDropRule):
+        return role == "customer"
+    if isinstance(rule, KeywordRule | SignalRule | AgentConductRule):
+        return role in rule.roles
+    return isinstance(rule, HumanRequestedRule) and role in ("customer", "bot")
+
+
 def signals_read(rule: _RuleBase, role: str) -> frozenset[str]:
     """The signals ``rule`` looks for in a turn by ``role``."""
     if isinstance(rule, SignalRule) and role in rule.roles:
@@ -217,13 +226,31 @@ class RuleSet(BaseModel):
         return self
 
     def get(self, rule_id: str) -> AnyRule | None:
-        return next((r for r in self.rules if r.id == rule_id), None)
+        return self._by_id.get(rule_id)
+
+    @cached_property
+    def _by_id(self) -> dict[str, AnyRule]:
+        return {r.id: r for r in self.rules}
+
+    @cached_property
+    def timers(self) -> tuple[ResponseTimeRule, ...]:
+        """The enabled clock rules (response time)."""
+        return tuple(r for r in self.rules if isinstance(r, ResponseTimeRule) and r.enabled)
 
     @cached_property
     def _signals_by_role(self) -> dict[str, frozenset[str]]:
         return {role: frozenset().union(*(signals_read(r, role) for r in self.rules
                                           if r.enabled))
                 for role in ("customer", "agent", "bot")}
+
+    @cached_property
+    def _reacting(self) -> dict[str, tuple[AnyRule, ...]]:
+        return {role: tuple(r for r in self.rules if r.enabled and reacts_to(r, role))
+                for role in ("customer", "agent", "bot")}
+
+    def reacting_to(self, role: str) -> tuple[AnyRule, ...]:
+        """The enabled rules a final turn by ``role`` can change (in scope or not)."""
+        return self._reacting[role]
 
     def signals_for(self, role: str) -> frozenset[str]:
         """The signals the enabled rules read in a turn by ``role``: a turn is searched
@@ -352,14 +379,18 @@ class RuleState:
     @classmethod
     def restore(cls, data: dict[str, Any],
                 text_of: Callable[[str], str | None] = lambda _: None) -> RuleState:
-        def turns(key: str) -> list[Turn]:
-            return [Turn.from_reference(r, text_of(r["segment_id"])) for r in data.get(key, [])]
+        state = cls(data.get("kind", ""))
+        for name, value in data.items():  # (what a snapshot left out keeps its default)
+            if name in _TURN_LISTS:
+                setattr(state, name, [Turn.from_reference(r, text_of(r["segment_id"]))
+                                      for r in value])
+            elif name in _VALUES:
+                setattr(state, name, value)
+        return state
 
-        return cls(kind=data.get("kind", ""), armed=data.get("armed", True),
-                   breaches=turns("breaches"),
-                   last_fired_at=data.get("last_fired_at"), start=data.get("start"),
-                   peak=data.get("peak"), turns=data.get("turns", 0),
-                   bot_failures=turns("bot_failures"), fired_for=data.get("fired_for"))
+
+_TURN_LISTS = frozenset({"breaches", "bot_failures"})
+_VALUES = frozenset({"armed", "last_fired_at", "start", "peak", "turns", "fired_for"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,6 +408,8 @@ class Trigger:
 
 
 # -- evaluators, one per kind ---------------------------------------------------------------
+
+Detect = Callable[[bool], dict[str, list[str]]]  # the turn's signals, by negation awareness
 
 
 def _cooling(state: RuleState, rule: _RuleBase, now: float) -> bool:
@@ -398,8 +431,8 @@ def _customer_metric(turn: Turn, conv: Subject, metric: str) -> float | None:
     return conv.rolling.value(metric) if turn.role == "customer" else None
 
 
-def _sentiment(rule: SentimentRule, state: RuleState, turn: Turn,
-               conv: Subject) -> Trigger | None:
+def _sentiment(rule: SentimentRule, state: RuleState, turn: Turn, conv: Subject,
+               detect: Detect) -> Trigger | None:
     value = _customer_metric(turn, conv, rule.metric)
     if value is None:
         return None
@@ -423,8 +456,8 @@ def _sentiment(rule: SentimentRule, state: RuleState, turn: Turn,
                 f"for {rule.consecutive} consecutive customer turn(s)")))
 
 
-def _sentiment_drop(rule: SentimentDropRule, state: RuleState, turn: Turn,
-                    conv: Subject) -> Trigger | None:
+def _sentiment_drop(rule: SentimentDropRule, state: RuleState, turn: Turn, conv: Subject,
+                    detect: Detect) -> Trigger | None:
     value = _customer_metric(turn, conv, rule.metric)
     if value is None:
         return None
@@ -449,7 +482,8 @@ def _sentiment_drop(rule: SentimentDropRule, state: RuleState, turn: Turn,
                 f"{rule.reference} {reference:.3f} to {value:.3f} (more than {rule.drop})")))
 
 
-def _keyword(rule: KeywordRule, state: RuleState, turn: Turn) -> Trigger | None:
+def _keyword(rule: KeywordRule, state: RuleState, turn: Turn, conv: Subject,
+             detect: Detect) -> Trigger | None:
     if turn.role not in rule.roles or turn.text is None:
         return None
     found = signals.matches(rule.pattern, turn.text, rule.negation_aware)
@@ -460,10 +494,8 @@ def _keyword(rule: KeywordRule, state: RuleState, turn: Turn) -> Trigger | None:
         turns=(turn,), matched=tuple(found)))
 
 
-Detect = Callable[[bool], dict[str, list[str]]]  # the turn's signals, by negation awareness
-
-
-def _signal(rule: SignalRule, state: RuleState, turn: Turn, detect: Detect) -> Trigger | None:
+def _signal(rule: SignalRule, state: RuleState, turn: Turn, conv: Subject,
+            detect: Detect) -> Trigger | None:
     if turn.role not in rule.roles:
         return None
     detected = detect(rule.negation_aware)
@@ -487,7 +519,7 @@ def _signal(rule: SignalRule, state: RuleState, turn: Turn, detect: Detect) -> T
                + ", ".join(repr(w) for w in words[:5]) + tone))
 
 
-def _agent_conduct(rule: AgentConductRule, state: RuleState, turn: Turn,
+def _agent_conduct(rule: AgentConductRule, state: RuleState, turn: Turn, conv: Subject,
                    detect: Detect) -> Trigger | None:
     if turn.role not in rule.roles:
         return None
@@ -558,6 +590,12 @@ def applies(rule: AnyRule, conv: Subject) -> bool:
     return rule.enabled and rule.scope.covers(conv.queue, conv.channel)
 
 
+# The evaluator of each kind that reacts to final turns (response_time runs on the clock).
+_EVALUATORS: dict[str, Callable[..., Trigger | None]] = {
+    "sentiment": _sentiment, "sentiment_drop": _sentiment_drop, "keyword": _keyword,
+    "signal": _signal, "agent_conduct": _agent_conduct, "human_requested": _human_requested}
+
+
 def evaluate(rules: RuleSet, states: dict[str, RuleState], turn: Turn,
              conv: Subject) -> list[Trigger]:
     """Run every enabled rule in scope on one final turn (``conv.rolling`` includes it)."""
@@ -571,35 +609,26 @@ def evaluate(rules: RuleSet, states: dict[str, RuleState], turn: Turn,
                                           if turn.text else {})
         return detections[negation_aware]
 
-    for rule in rules.rules:
-        if not applies(rule, conv) or rule.kind == "response_time":
+    spare: RuleState | None = None  # a fresh state, for the next rule that has none
+    for rule in rules.reacting_to(turn.role):
+        if not rule.scope.covers(conv.queue, conv.channel):
             continue
         state = states.get(rule.id)
+        new = state is None
         if state is None:
-            state = states[rule.id] = RuleState(rule.kind)
-        fired: Trigger | None
-        if isinstance(rule, SentimentRule):
-            fired = _sentiment(rule, state, turn, conv)
-        elif isinstance(rule, SentimentDropRule):
-            fired = _sentiment_drop(rule, state, turn, conv)
-        elif isinstance(rule, KeywordRule):
-            fired = _keyword(rule, state, turn)
-        elif isinstance(rule, SignalRule):
-            fired = _signal(rule, state, turn, detected)
-        elif isinstance(rule, AgentConductRule):
-            fired = _agent_conduct(rule, state, turn, detected)
-        else:
-            assert isinstance(rule, HumanRequestedRule)
-            fired = _human_requested(rule, state, turn, conv, detected)
+            state, spare = spare or RuleState(), None
+            state.kind = rule.kind
+        fired = _EVALUATORS[rule.kind](rule, state, turn, conv, detected)
         if fired is not None:
             triggers.append(fired)
-        elif state.fresh:  # (most rules of most turns: memory is per live conversation)
+        if not state.fresh:
+            if new:
+                states[rule.id] = state
+        elif new:  # (most rules of most turns: memory is per live conversation)
+            spare = state
+        else:
             del states[rule.id]
     return triggers
-
-
-def timer_rules(rules: RuleSet) -> list[ResponseTimeRule]:
-    return [r for r in rules.rules if isinstance(r, ResponseTimeRule) and r.enabled]
 
 
 def deadlines(rules: RuleSet, states: dict[str, RuleState], conv: Subject) -> list[float]:
@@ -609,7 +638,7 @@ def deadlines(rules: RuleSet, states: dict[str, RuleState], conv: Subject) -> li
     if waiting is None:
         return []
     pending = []
-    for rule in timer_rules(rules):
+    for rule in rules.timers:
         state = states.get(rule.id)
         if not applies(rule, conv) or (state is not None and state.fired_for == waiting):
             continue
@@ -624,7 +653,7 @@ def due(rules: RuleSet, states: dict[str, RuleState], conv: Subject, now: float,
         last_customer_turn: Turn | None = None) -> list[Trigger]:
     """Run the clock rules (response time) at ``now``."""
     triggers = []
-    for rule in timer_rules(rules):
+    for rule in rules.timers:
         if applies(rule, conv):
             state = states.setdefault(rule.id, RuleState(rule.kind))
             fired = _response_time(rule, state, conv, now, last_customer_turn)

@@ -7,6 +7,7 @@ signals with sentiment. Pure functions over text; `docs/rules.md` lists every pa
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator
 
@@ -198,9 +199,10 @@ def _union(options: Iterable[set[str] | None]) -> set[str] | None:
 
 
 def _literal(items: list[Any]) -> str | None:
-    """The longest run of literal characters every match contains, if any (lower-case)."""
+    """The longest run of literal characters every match contains, if any (lower-case);
+    groups that every match goes through count (a branch or a repeat ends a run)."""
     runs, run = [], ""
-    for op, av in items:
+    for op, av in _flattened(items):
         if op is sre.LITERAL:
             run += chr(av).lower()
         else:
@@ -210,14 +212,25 @@ def _literal(items: list[Any]) -> str | None:
     return longest if len(longest) >= 2 else None
 
 
+def _flattened(items: list[Any]) -> Iterator[tuple[Any, Any]]:
+    for op, av in items:
+        if op is sre.SUBPATTERN:
+            yield from _flattened(list(av[-1]))
+        else:
+            yield op, av
+
+
 def _gate(pattern: str) -> tuple[set[str] | None, str | None]:
+    """How a match of ``pattern`` can start (see `_leading`), and a piece of text every
+    match holds (see `_literal`)."""
     parsed = list(sre_parse.parse(pattern.replace(" ", r"\s+")))
-    starts = _leading(parsed)
-    return starts, None if starts is not None else _literal(parsed)
+    return _leading(parsed), _literal(parsed)
 
 
 # Every pattern on its own, indexed by how its matches can start (else by a piece of text
-# each match holds): a text runs only the few patterns that could match it.
+# each match holds): a text runs only the few patterns that could match it. The start is
+# often a common word ("i", "the", "you"): a pattern whose matches all hold a longer
+# piece of text ("the hell": "hell") also runs only where that piece is.
 def _compile_lowered(pattern: str) -> re.Pattern[str]:
     """For lower-cased text; the word boundary before a match is checked by `_find`, as a
     look-behind would keep `re` from skipping ahead to the pattern's first letters."""
@@ -228,7 +241,12 @@ _PATTERNS: list[tuple[str, re.Pattern[str], set[str] | None, str | None]] = [
     (name, _compile_lowered(p), *_gate(p)) for name, patterns in PATTERNS.items()
     for p in patterns]
 _ALWAYS = [i for i, entry in enumerate(_PATTERNS) if entry[2] is None and entry[3] is None]
-_BY_PIECE = [(i, entry[3]) for i, entry in enumerate(_PATTERNS) if entry[3]]
+_BY_PIECE = [(i, entry[3]) for i, entry in enumerate(_PATTERNS)
+             if entry[2] is None and entry[3]]
+# The piece checked after the start matched, where it says more than the start did.
+_PIECE_AFTER_START = {i: entry[3] for i, entry in enumerate(_PATTERNS)
+                      if entry[2] is not None and entry[3]
+                      and not any(entry[3].startswith(s.lstrip("=")) for s in entry[2])}
 _BY_START: dict[str, list[int]] = {}
 for _i, _entry in enumerate(_PATTERNS):
     for _start in _entry[2] or ():
@@ -236,16 +254,21 @@ for _i, _entry in enumerate(_PATTERNS):
 _TOKEN = re.compile(r"[\w*]+")
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a vocabulary's worth: most tokens recur
+def _started_by(token: str) -> frozenset[int]:
+    """The patterns whose matches can start with ``token``."""
+    keys = (token[:3], token[:2], "=" + token) if len(token) < 3 else (token[:3], token[:2])
+    return frozenset(i for key in keys for i in _BY_START.get(key, ()))
+
+
 def _candidates(lowered: str) -> list[int]:
     """Indexes into _PATTERNS of the patterns that could match ``lowered``, in order."""
     found = set(_ALWAYS)
     found.update(i for i, piece in _BY_PIECE if piece in lowered)
-    for token in set(_TOKEN.findall(lowered)):
-        for key in (token[:3], token[:2], "=" + token) if len(token) < 3 else (token[:3],
-                                                                               token[:2]):
-            hit = _BY_START.get(key)
-            if hit:
-                found.update(hit)
+    for i in frozenset().union(*map(_started_by, set(_TOKEN.findall(lowered)))):
+        piece = _PIECE_AFTER_START.get(i)
+        if piece is None or piece in lowered:
+            found.add(i)
     return sorted(found)
 
 
@@ -259,7 +282,7 @@ def negated(text: str, start: int) -> bool:
 
 
 def _find(pattern: re.Pattern[str], lowered: str) -> Iterator[re.Match[str]]:
-    """Matches of a `_compile_lowered` pattern that start a word."""
+    """Matches of ``pattern`` that start a word."""
     at = 0
     while (m := pattern.search(lowered, at)) is not None:
         start = m.start()
@@ -304,8 +327,8 @@ def detect(text: str, negation_aware: bool = True,
     found: dict[str, list[str]] = {}
     for i in _candidates(lowered):
         name, pattern, _, _ = _PATTERNS[i]
-        if only is not None and name not in only:
-            continue
+        if (only is not None and name not in only) or pattern.search(lowered) is None:
+            continue  # (most candidates: one search, no match)
         negatable = negation_aware and name in NEGATABLE
         hits = [" ".join(m.group().split()) for m in _find(pattern, lowered)
                 if not (negatable and negated(lowered, m.start()))]

@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     model_validator,
 )
 
@@ -90,7 +91,9 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
     @model_validator(mode="after")
-    def _no_nul(self) -> Model:
+    def _no_nul(self, info: ValidationInfo) -> Model:
+        if info.context is _NUL_FREE:  # (see parse_event)
+            return self
         for name, value in self.__dict__.items():
             if has_nul(value):
                 raise ValueError(f"{name} must not contain NUL characters (\\u0000)")
@@ -210,10 +213,16 @@ class ProtocolError(Exception):
         self.code, self.message, self.ref, self.details = code, message, ref, details
 
 
+_NUL_FREE: dict[str, Any] = {}  # validation context: the JSON text holds no NUL escape
+
+
 def parse_event(raw: str | bytes) -> Event:
     """Decode and validate one JSON event, or raise ProtocolError with a stable code."""
+    # JSON text holds a NUL character only as the escape \u0000: without one, no string
+    # in the event can hold one, and its models skip looking.
+    escaped = (b"\\u0000" in raw) if isinstance(raw, bytes) else ("\\u0000" in raw)
     try:
-        return _event_adapter.validate_json(raw)
+        return _event_adapter.validate_json(raw, context=None if escaped else _NUL_FREE)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False)
         if any(e["type"] == "json_invalid" for e in errors):
