@@ -19,6 +19,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from contact_center import codec
+
 GROUP = "workers"
 MIN_REDIS = (7, 0)
 BLOCK_MS = 1000  # longest blocking read; well under the client's socket timeout
@@ -120,8 +122,7 @@ def read_entries(reply: Any) -> Entries:
     return cast(Entries, reply or [])
 
 
-def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+dumps = codec.dumps
 
 
 def fingerprint(document: Any) -> str:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import secrets
@@ -37,6 +36,7 @@ from redis.exceptions import ResponseError
 from analytics.rolling import RollingConfig
 from analytics.rules import RuleSet
 from analytics.scoring import Scorer
+from contact_center import codec
 from contact_center import protocol as p
 from contact_center import service_metrics as metrics
 from contact_center.applier import Effects, already_applied, conversation_of, error_reply
@@ -528,7 +528,7 @@ def _as_json(reply: p.Reply) -> dict[str, Any]:
 def dead_letter(letter_id: str, fields: dict[str, str]) -> dict[str, Any]:
     """A dead-letter entry as the admin API shows it."""
     try:
-        event: Any = json.loads(fields["e"])
+        event: Any = codec.loads(fields["e"])
     except ValueError:
         event = fields["e"]
     return {"id": letter_id, "partition": int(fields["partition"]), "entry": fields["entry"],

@@ -8,9 +8,10 @@ rather than slowing the pipeline or growing memory.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from typing import Any, NamedTuple
+
+from contact_center import codec
 
 Filter = Callable[[dict[str, Any]], bool]
 
@@ -79,7 +80,7 @@ class Hub:
         """Serialize once and offer to every subscriber whose filter accepts ``meta``
         (else the message)."""
         if topic in self._by_topic:
-            text = json.dumps(message, separators=(",", ":"))
+            text = codec.dumps(message)
             self.offer(topic, Message(message["type"], text, number, _about(message)),
                        meta or message)
 
@@ -91,7 +92,7 @@ class Hub:
 
     def broadcast(self, message: dict[str, Any]) -> None:
         """Offer to every subscriber of every topic, unfiltered (e.g. ``resync``)."""
-        text = json.dumps(message, separators=(",", ":"))
+        text = codec.dumps(message)
         subs = {sub for topic_subs in self._by_topic.values() for sub in topic_subs}
         for sub in subs:
             sub.offer(Message(message["type"], text))

@@ -7,13 +7,13 @@ Same tables and semantics as the SQLite store; a pipeline batch is one transacti
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections.abc import Collection
 from typing import Any
 
 import asyncpg
 
+from contact_center import codec
 from contact_center.conversation import RECENT_LIMIT
 from contact_center.store import (
     SEARCH_SECONDS,
@@ -159,7 +159,7 @@ async def migrate(connection: asyncpg.Connection) -> tuple[int, int]:
 
 async def _init(connection: asyncpg.Connection) -> None:
     for name in ("json", "jsonb"):
-        await connection.set_type_codec(name, encoder=json.dumps, decoder=json.loads,
+        await connection.set_type_codec(name, encoder=codec.dumps, decoder=codec.loads,
                                         schema="pg_catalog")
 
 

@@ -19,6 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
+from contact_center import codec
 from contact_center.conversation import RECENT_LIMIT
 from contact_center.store import (
     SEARCH_SECONDS,
@@ -157,7 +158,7 @@ def _decode_all(documents: list[str]) -> list[Any]:
     """Many JSON documents decoded in one call: faster than one by one, and the keys they
     share become one string each (the decoder memoizes keys within a call), which counts
     with every live conversation's state in memory."""
-    return json.loads("[" + ",".join(documents) + "]") if documents else []
+    return codec.loads("[" + ",".join(documents) + "]") if documents else []
 
 
 def _marks(n: int) -> str:
@@ -383,9 +384,9 @@ def _write(db: sqlite3.Connection, batch: WriteBatch) -> None:
     try:
         if batch.conversations:
             db.executemany(_CONVERSATION_UPSERT, [
-                meta | {"customer": json.dumps(meta["customer"]),
-                        "attributes": json.dumps(meta["attributes"]),
-                        "state": json.dumps(state), "updated_at": meta["updated_at"]}
+                meta | {"customer": codec.dumps(meta["customer"]),
+                        "attributes": codec.dumps(meta["attributes"]),
+                        "state": codec.dumps(state), "updated_at": meta["updated_at"]}
                 for meta, state in batch.conversations.values()
             ])
         db.executemany(_SEGMENT_INSERT, [
@@ -397,14 +398,14 @@ def _write(db: sqlite3.Connection, batch: WriteBatch) -> None:
         db.executemany(
             "INSERT INTO conversation_events (conversation_id, type, payload, at, event_id) "
             "VALUES (?, ?, ?, ?, ?)",
-            [(e.conversation_id, e.type, json.dumps(e.payload), e.at, e.event_id)
+            [(e.conversation_id, e.type, codec.dumps(e.payload), e.at, e.event_id)
              for e in batch.events])
         db.executemany(
             "INSERT INTO alerts (id, conversation_id, rule_id, rule_version, rule_name, kind,"
             " severity, reason, raised_at, agent_id, queue, evidence, status)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             [(a.id, a.conversation_id, a.rule_id, a.rule_version, a.rule_name, a.kind,
-              a.severity, a.reason, a.raised_at, a.agent_id, a.queue, json.dumps(a.evidence),
+              a.severity, a.reason, a.raised_at, a.agent_id, a.queue, codec.dumps(a.evidence),
               a.status) for a in batch.alerts])
         db.execute("COMMIT")
     except BaseException:
@@ -432,7 +433,7 @@ def _load_conversations(db: sqlite3.Connection,
     loaded: dict[str, StoredConversation] = {}
     for part in _chunks(rows):
         for r, state in zip(part, _decode_all([r["state"] for r in part]), strict=True):
-            loaded[r["id"]] = StoredConversation(as_meta(r, json.loads), state, set(), [])
+            loaded[r["id"]] = StoredConversation(as_meta(r, codec.loads), state, set(), [])
     for chunk in _chunks(list(loaded)):
         marks = _marks(len(chunk))
         for r in db.execute(

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Collection
@@ -22,6 +21,7 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 
+from contact_center import codec
 from contact_center.applier import Effects, conversation_topic
 from contact_center.conversation import RECENT_LIMIT, Conversation
 from contact_center.streams import BLOCK_MS, Layout, dumps, read_reply
@@ -97,7 +97,7 @@ class RedisOutlet:
             return
         numbers = await self.redis.hmget(self.layout.summaries, [c.id for c in conversations])
         behind = [conv for conv, raw in zip(conversations, numbers, strict=True)
-                  if force or raw is None or json.loads(raw)["n"] != conv.published]
+                  if force or raw is None or codec.loads(raw)["n"] != conv.published]
         if not behind:
             return
         pipe = self.redis.pipeline(transaction=True)
@@ -204,14 +204,17 @@ class RedisFeed:
         if not self.hub.subscribers(topic):
             return
         text = fields["m"]
-        meta = (json.loads(fields["a"]) if "a" in fields
-                else json.loads(text) if topic == LIVE_TOPIC else None)
+        meta = (codec.loads(fields["a"]) if "a" in fields
+                else codec.loads(text) if topic == LIVE_TOPIC else None)
         self.hub.offer(topic, Message(fields["y"], text, int(fields["n"]), fields["c"] or None),
                        meta)
         if topic == LIVE_TOPIC and fields["y"] == "conversation.updated":
             self.agents.changed()
 
     # -- reads ---------------------------------------------------------------------------
+
+    async def ready(self) -> None:
+        """Always: the workers publish what the feed reads."""
 
     async def conversations(self) -> list[Live]:
         now = time.time()
@@ -230,7 +233,7 @@ class RedisFeed:
         if raw is None:
             return None
         live = _live(raw, time.time())
-        return CatchUp(live.summary, [json.loads(e)["m"] for e in recent], live.number)
+        return CatchUp(live.summary, [codec.loads(e)["m"] for e in recent], live.number)
 
     async def agent_loads(self) -> list[AgentLoad]:
         return [load_of(live.summary) for live in await self.conversations()]
@@ -238,7 +241,7 @@ class RedisFeed:
 
 def _live(raw: str, now: float) -> Live:
     """A stored summary, with the customer's wait brought up to ``now``."""
-    stored = json.loads(raw)
+    stored = codec.loads(raw)
     summary = stored["s"]
     if summary["customer_waiting_seconds"] is not None:
         summary["customer_waiting_seconds"] += max(0.0, now - stored["at"])
