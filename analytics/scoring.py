@@ -66,7 +66,7 @@ def load_overlay(path: Path) -> dict[str, float]:
 
 
 class Scorer:
-    """Scores texts; thread-safe (the pipeline scores batches off the event loop)."""
+    """Scores texts; thread-safe."""
 
     def __init__(self, overlay: Mapping[str, float] | None = None,
                  engine: Engine = "fast") -> None:
@@ -103,5 +103,5 @@ def score(text: str) -> Scores:
 
 
 def score_many(texts: Iterable[str]) -> list[Scores]:
-    """Score a batch with plain VADER; the pipeline runs this off the event loop."""
+    """Score a batch with plain VADER."""
     return _default.score_many(texts)

@@ -163,6 +163,11 @@ class Applier:
                 missing.add(cid)
         return missing
 
+    def knows(self, conversation_id: str) -> bool:
+        """Whether memory has its say on this conversation (live, ended, or to reload)."""
+        return (conversation_id in self.conversations or conversation_id in self._ended
+                or conversation_id in self.stale)
+
     def restore(self, stored: StoredConversation) -> None:
         if stored.meta["status"] != "live":
             self._remember_ended(stored.meta["id"], stored.applied)
@@ -359,10 +364,11 @@ class Applier:
         turn, late = conv.add_final(event, scores, now)
         seq = conv.take_seq()
         kept = records(conv.recording, event.role)
+        as_dict = scores.as_dict()  # (shared by the row, the message and the ack: not mutated)
         effects.batch.segments.append(SegmentRow(
             conversation_id=conv.id, segment_id=event.segment_id, seq=seq, role=event.role,
             participant_id=turn.participant_id, text=event.text if kept else None,
-            scores=scores.as_dict(),
+            scores=as_dict,
             started_at=event.started_at.timestamp() if event.started_at else None,
             ended_at=event.ended_at.timestamp() if event.ended_at else None,
             received_at=now, late=late))
@@ -370,11 +376,11 @@ class Applier:
             "type": "segment", "conversation_id": conv.id, "seq": seq,
             "segment_id": event.segment_id, "role": event.role,
             "participant_id": turn.participant_id, "text": event.text, "recorded": kept,
-            "final": True, "scores": scores.as_dict(), "at": now, "late": late})
+            "final": True, "scores": as_dict, "at": now, "late": late})
         for trigger in evaluate(self.rules, conv.rule_states, turn, conv):
             self._raise(conv, trigger, now, effects)
         self.schedule(conv)
-        return _ack(event, scores=scores.as_dict(), late=late)
+        return _ack(event, scores=as_dict, late=late)
 
     def _new_alert_id(self, now: float) -> str:
         """Sortable and unguessable: strictly increasing milliseconds, then 64 random bits."""

@@ -38,7 +38,7 @@ from contact_center.buses import Delivery
 from contact_center.buses.memory import InMemoryBus
 from contact_center.collector import freeze_survivors
 from contact_center.conversation import Conversation
-from contact_center.store import Fenced, PartitionMark, Store
+from contact_center.store import Fenced, PartitionMark, Store, StoredConversation
 from monitoring.feeds import LIVE_TOPIC, AgentPush, conversation_updated
 from monitoring.hub import Hub
 
@@ -95,6 +95,7 @@ class HubOutlet:
 
 Marker = Callable[[Effects], list[PartitionMark]]
 LOAD_SLICE = 5_000  # live conversations read at a time at start
+RESTORE_STEP = 1_000  # ... and restored at a time, between batches (about 40 ms here)
 
 
 @contextlib.contextmanager
@@ -131,7 +132,8 @@ class Pipeline:
         self.on_fenced: Callable[[Fenced], None] = lambda exc: None
         self._wake = asyncio.Event()  # the earliest timer moved earlier
         self.applier = Applier(rules, rolling, self._wake.set)
-        self.lock = asyncio.Lock()  # one batch, tick or rules change at a time
+        self.lock = asyncio.Lock()  # one batch, tick, rules change or restore step at a time
+        self.restored = asyncio.Event()  # set once `restore` has brought back every one
         self.processed = 0
         self.batches = 0
 
@@ -143,15 +145,44 @@ class Pipeline:
     def rules(self) -> RuleSet:
         return self.applier.rules
 
-    async def start(self) -> None:
-        """Load the live conversations, a slice at a time: what is read of one slice is
-        garbage before the next is read, so memory never holds all of it at once."""
+    async def restore(self) -> None:
+        """Bring back every live conversation the store holds, then set `restored`.
+
+        Runs beside the batches (embedded: from start, so the service takes events at
+        once): an event of a conversation not restored yet loads it, as any missing one;
+        this skips the conversations the batches have loaded (or ended) meanwhile. The
+        store reads a slice while the one before it is restored, RESTORE_STEP at a time
+        under the lock: memory never holds more than two slices' rows."""
         ids = await self.store.live_conversation_ids()
-        for i in range(0, len(ids), LOAD_SLICE):
-            stored = await self.store.load_conversations(ids[i : i + LOAD_SLICE])
-            with bulk_load(self.freeze):
-                for conversation in stored:
-                    self.applier.restore(conversation)
+        slices = [ids[i : i + LOAD_SLICE] for i in range(0, len(ids), LOAD_SLICE)]
+        reading = [asyncio.ensure_future(self._read(s)) for s in slices[:1]]
+        for n in range(len(slices)):
+            stored = await reading.pop()
+            if n + 1 < len(slices):
+                reading.append(asyncio.ensure_future(self._read(slices[n + 1])))
+            for step in range(0, len(stored), RESTORE_STEP):
+                async with self.lock:
+                    with bulk_load(self.freeze):
+                        for conversation in stored[step : step + RESTORE_STEP]:
+                            if not self.applier.knows(conversation.meta["id"]):
+                                self._restore_one(conversation)
+            del stored
+        self.restored.set()
+
+    async def _read(self, ids: list[str]) -> list[StoredConversation]:
+        while True:
+            try:
+                return await self.store.load_conversations(ids)
+            except Exception:
+                log.warning("reading live conversations failed; retrying in a second",
+                            exc_info=True)
+                await asyncio.sleep(1.0)
+
+    def _restore_one(self, stored: StoredConversation) -> None:
+        try:
+            self.applier.restore(stored)
+        except Exception:  # its events load it again (and fail alone); the rest come back
+            log.exception("restoring conversation %s failed", stored.meta["id"])
 
     async def run(self, bus: InMemoryBus) -> None:
         """Take batches off the bus and process them; clock rules run beside, never in
@@ -213,11 +244,12 @@ class Pipeline:
             return False
         finals = [i for i, d in enumerate(deliveries)
                   if isinstance(d.event, p.Segment) and d.event.final]
-        scored: dict[int, Scores] = {}
-        if finals:
-            texts = [deliveries[i].event.text for i in finals]  # type: ignore[union-attr]
-            scored = dict(zip(finals, await asyncio.to_thread(self.scorer.score_many, texts),
-                              strict=True))
+        # Scored here, not in a thread: scoring is pure Python, so a thread would hold the
+        # same lock the event loop needs (no time won) and add a hand-off to every batch.
+        # A full batch of the fast scorer takes a few milliseconds.
+        texts = [deliveries[i].event.text for i in finals]  # type: ignore[union-attr]
+        scored: dict[int, Scores] = dict(zip(finals, self.scorer.score_many(texts),
+                                             strict=True))
         effects = Effects(position=position)
         replies = effects.replies = self.applier.apply_all(
             [(d.event, d.received_at, scored.get(i), d.source.refused)

@@ -105,6 +105,11 @@ def _report_stopped(task: asyncio.Task[None]) -> None:
                      task.exception())
 
 
+def _report_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s failed: %r", task.get_name(), task.exception())
+
+
 def _freezer(settings: Settings, runner: asyncio.Task[None]) -> asyncio.Task[None] | None:
     """Keep the pipeline's long-lived state out of full garbage collections (see
     contact_center.collector) for as long as ``runner`` runs."""
@@ -124,6 +129,10 @@ class Embedded:
         self._rules_lock = asyncio.Lock()
         self.runner = asyncio.create_task(pipeline.run(bus), name="the pipeline")
         self.runner.add_done_callback(_report_stopped)
+        # Events are taken at once; live views wait for the restore (see MemoryFeed).
+        self.restoring = asyncio.create_task(pipeline.restore(), name="restore")
+        self.restoring.add_done_callback(_report_failure)
+        self.runner.add_done_callback(lambda _: self.restoring.cancel())
 
     @classmethod
     async def start(cls, settings: Settings, store: Store, hub: Hub) -> Embedded:
@@ -132,7 +141,6 @@ class Embedded:
         pipeline = Pipeline(store, outlet, await load_rules(settings, store), settings.rolling,
                             settings.batch_size, scorer_for(settings),
                             freeze=settings.gc_freeze_seconds > 0)
-        await pipeline.start()
         runtime = cls(store, pipeline, InMemoryBus(settings.bus_queue_size))
         outlet.agents = AgentPush(hub, runtime.feed.agent_loads)
         runtime.freezer = _freezer(settings, runtime.runner)

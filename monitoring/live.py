@@ -213,6 +213,7 @@ async def monitor(ws: WebSocket, conversation_id: str) -> None:
     if principal is None:
         return
     hub = ws.app.state.hub
+    await _feed(ws).ready()  # (not subscribed meanwhile: nothing piles up)
     # Subscribed before the snapshot: what happens meanwhile is both in the subscription
     # and the snapshot, and the message numbers tell which to skip.
     sub = hub.subscribe(conversation_topic(conversation_id))
@@ -247,6 +248,7 @@ async def live_board(ws: WebSocket, wanted: LiveFilter = Depends(live_filter)) -
     if await authorize_websocket(ws, Permission.REALTIME_METRICS) is None:
         return
     hub = ws.app.state.hub
+    await _feed(ws).ready()  # (not subscribed meanwhile: nothing piles up)
     accept_update = board_filter(wanted)
     sub = hub.subscribe(LIVE_TOPIC, accept=accept_update)  # before the snapshot: see monitor
     try:

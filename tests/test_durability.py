@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,61 @@ def test_restart_resumes_live_state(tmp_path: Path, users: Users, connector_toke
             assert [t["segment_id"] for t in catch_up["transcript"]] == ["s1", "s2", "s3"]
         # The keyword rule's cooldown survived the restart: still one alert.
         assert client.get("/v1/live/conversations/live-1", headers=manager).json()["alerts"] == 1
+
+
+class HeldRestore:
+    """A real store whose first read of live conversations by `Pipeline.restore` (a list
+    of ids; events' loads pass a set) waits, once read, until ``release`` is set."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.read, self.release = threading.Event(), threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def load_conversations(self, ids=None):  # type: ignore[no-untyped-def]
+        loaded = await self._store.load_conversations(ids)
+        if isinstance(ids, list) and not self.read.is_set():
+            self.read.set()
+            await asyncio.to_thread(self.release.wait, 30)
+        return loaded
+
+
+def test_events_are_taken_while_live_conversations_are_restored(
+        tmp_path: Path, users: Users, connector_token: str, backend: str) -> None:
+    """After a restart the service takes events at once: a conversation not restored yet
+    is loaded by its event, and the restore, whose copy is older, leaves it alone. The
+    live views answer once every live conversation is back."""
+    settings = Settings(database=tmp_path / "cc.db")
+    manager = auth(users.token("CallCenterManager"))
+    with (TestClient(create_app(settings, make_store(backend, tmp_path))) as client,
+          client.websocket_connect("/v1/ingest", headers=auth(connector_token)) as ws):
+        c = Connector(ws)
+        for cid in ("live-1", "live-2", "live-3"):
+            c.start(cid)
+            c.say(cid, f"{cid}-s1", ANGRY[0])
+
+    store = HeldRestore(make_store(backend, tmp_path))
+    with TestClient(create_app(settings, store)) as client:  # type: ignore[arg-type]
+        assert store.read.wait(30), "the restore read the live conversations"
+        assert client.get("/readyz").status_code == 200
+        with client.websocket_connect("/v1/ingest", headers=auth(connector_token)) as ws:
+            c = Connector(ws)
+            assert c.say("live-1", "live-1-s1", ANGRY[0])["status"] == "duplicate"
+            assert c.say("live-1", "live-1-s2", ANGRY[1])["status"] == "accepted"
+        assert not pipeline_of(client).restored.is_set()
+        store.release.set()
+        live = client.get("/v1/live/conversations", headers=manager).json()["conversations"]
+        assert pipeline_of(client).restored.is_set()
+        assert sorted(row["id"] for row in live) == ["live-1", "live-2", "live-3"]
+        counts = {row["id"]: row["counts"]["customer"] for row in live}
+        assert counts == {"live-1": 2, "live-2": 1, "live-3": 1}
+        with client.websocket_connect("/v1/conversations/live-1/monitor",
+                                      headers=manager) as ws:
+            catch_up = ws.receive_json()
+            turns = [t["segment_id"] for t in catch_up["transcript"] if t["type"] == "segment"]
+            assert turns == ["live-1-s1", "live-1-s2"]
 
 
 class FlakyStore:

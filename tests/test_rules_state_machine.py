@@ -159,7 +159,7 @@ class RulesOnTheLivePipeline(RuleBasedStateMachine):
         self.stored: set[str] = set()  # ids of the alerts the store already held
         self.total_alerts = 0
         self.run(self.store.open())
-        self.run(self.pipeline.start())
+        self.run(self.pipeline.restore())
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
@@ -429,7 +429,7 @@ class RulesOnTheLivePipeline(RuleBasedStateMachine):
         """A new pipeline on the same store resumes every live conversation's rule state
         (what edits dropped stays dropped)."""
         self.pipeline = Pipeline(self.store, HubOutlet(self.hub), self.rule_set, RollingConfig())
-        self.run(self.pipeline.start())
+        self.run(self.pipeline.restore())
         self.check_alerts([])
 
     # -- the clock ------------------------------------------------------------------------

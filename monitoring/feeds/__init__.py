@@ -42,6 +42,11 @@ class CatchUp:
 
 
 class LiveFeed(Protocol):
+    async def ready(self) -> None:
+        """Return once the feed answers for every live conversation (embedded: after a
+        restart, once they are restored); a stream subscribes after it."""
+        ...
+
     async def conversations(self) -> list[Live]:
         """Every live conversation."""
         ...
