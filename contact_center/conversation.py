@@ -44,6 +44,9 @@ class Conversation:
     alerts: int = 0
     transfers: int = 0
     published: int = 0  # number of the last monitor message: orders catch-up and live
+    # ... of the last one published (numbers are taken when a batch is applied, and its
+    # messages published once it is committed): a catch-up covers up to this one.
+    shown: int = 0
     # The newest RECENT_LIMIT transcript entries (see `remember`). A list, not a
     # deque(maxlen): an empty deque takes over 600 bytes, times every live conversation.
     recent: list[dict[str, Any]] = field(default_factory=list)
@@ -164,15 +167,16 @@ class Conversation:
             del self.recent[0]
 
     def snapshot(self) -> dict[str, Any]:
-        """Live state persisted with each batch, so a restart resumes where it was."""
+        """Live state persisted with each batch, so a restart resumes where it was. Shares
+        nothing that later events change (it is written while the next batch applies)."""
         return {
-            "participants": self.participants, "next_seq": self.next_seq,
+            "participants": dict(self.participants), "next_seq": self.next_seq,
             "rolling": self.rolling.snapshot(),
             "rules": {k: v.snapshot() for k, v in self.rule_states.items() if not v.fresh},
             "last_customer_turn": (self.last_customer_turn.reference()
                                    if self.last_customer_turn else None),
-            "last_scores": self.last_scores, "start_sentiment": self.start_sentiment,
-            "counts": self.counts, "customer_waiting_since": self.customer_waiting_since,
+            "last_scores": dict(self.last_scores), "start_sentiment": self.start_sentiment,
+            "counts": dict(self.counts), "customer_waiting_since": self.customer_waiting_since,
             "last_final_started_at": self.last_final_started_at,
             "alerts": self.alerts, "transfers": self.transfers, "published": self.published,
         }
@@ -200,7 +204,7 @@ class Conversation:
             customer_waiting_since=state.get("customer_waiting_since"),
             last_final_started_at=state.get("last_final_started_at"),
             alerts=state.get("alerts", 0), transfers=state.get("transfers", 0),
-            published=state.get("published", 0),
+            published=state.get("published", 0), shown=state.get("published", 0),
         )
         conv.counts.update(state.get("counts", {}))
         conv.recent.extend(recent[-RECENT_LIMIT:])

@@ -3,7 +3,9 @@ batch, then answers and publishes. All I/O is here; the decisions are the applie
 
 Order of effects per batch: apply in memory -> one store transaction (group commit) ->
 settle replies (the ack means "durable") -> publish to live subscribers. Replies and
-live messages never get ahead of what the store holds.
+live messages never get ahead of what the store holds. The embedded runner (`run`)
+applies the next batch while one is being written, so the event loop works while the
+disk syncs; a batch that fails to be written takes the one applied after it down too.
 
 The embedded deployment runs it over the in-process bus (`run`) and publishes to the
 hub (`HubOutlet`); a scale-out worker (`contact_center.worker`) feeds it batches read
@@ -15,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import time
 from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from analytics.rolling import RollingConfig
@@ -70,10 +74,13 @@ class HubOutlet:
     async def publish(self, effects: Effects) -> None:
         for message in effects.messages:
             try:
-                if message.keep:
+                if message.number:
+                    conv = effects.touched[message.conversation_id]
                     # Kept here, with the publishing and after the commit, so catch-up and
                     # live never overlap or gap.
-                    effects.touched[message.conversation_id].remember(message.body)
+                    if message.keep:
+                        conv.remember(message.body)
+                    conv.shown = message.number
                 self.hub.publish(message.topic, message.body, message.match,
                                  number=message.number)
             except Exception:  # a failed push must not cost the others theirs
@@ -91,6 +98,17 @@ class HubOutlet:
         for cid in conversation_ids:
             self.hub.publish(conversation_topic(cid), message)
         self.hub.publish(LIVE_TOPIC, message)
+
+
+@dataclass(slots=True)
+class Committing:
+    """A batch applied in memory whose write is in flight (see `Pipeline.run`)."""
+
+    deliveries: list[Delivery]
+    effects: Effects
+    finals: int  # segments scored
+    done: Callable[[], None]  # called once the batch is answered
+    write: asyncio.Future[None]
 
 
 Marker = Callable[[Effects], list[PartitionMark]]
@@ -134,6 +152,7 @@ class Pipeline:
         self.applier = Applier(rules, rolling, self._wake.set)
         self.lock = asyncio.Lock()  # one batch, tick, rules change or restore step at a time
         self.restored = asyncio.Event()  # set once `restore` has brought back every one
+        self._committing: Committing | None = None  # the batch being written (see `run`)
         self.processed = 0
         self.batches = 0
 
@@ -185,18 +204,87 @@ class Pipeline:
             log.exception("restoring conversation %s failed", stored.meta["id"])
 
     async def run(self, bus: InMemoryBus) -> None:
-        """Take batches off the bus and process them; clock rules run beside, never in
-        the middle of a batch."""
+        """Take batches off the bus and process them, one ahead: a batch is applied while
+        the one before it is being written, and answered once that write is done (in
+        order; never before its own write). Clock rules run beside, never in the middle
+        of a batch."""
         clock = asyncio.create_task(self.clock(), name="pipeline-clock")
+        taking: asyncio.Future[list[Delivery]] | None = None
         try:
             while True:
-                deliveries = await bus.take(self.batch_size)
-                try:
-                    await self.handle(deliveries)
-                finally:
-                    bus.done(len(deliveries))
+                taking = taking or asyncio.ensure_future(bus.take(self.batch_size))
+                waiting: list[asyncio.Future[Any]] = [taking]
+                if self._committing is not None:
+                    waiting.append(self._committing.write)
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if not taking.done():  # the write came first: answer its batch at once
+                    async with self.lock:
+                        await self._finish_committing()
+                    continue
+                deliveries, taking = taking.result(), None
+                async with self.lock:
+                    await self._apply_ahead(deliveries, functools.partial(bus.done,
+                                                                          len(deliveries)))
         finally:
             clock.cancel()
+            if taking is not None:
+                taking.cancel()
+            committing, self._committing = self._committing, None
+            if committing is not None:  # stopped while writing: it may or may not be kept
+                self._refuse(committing.deliveries)
+                committing.done()
+
+    async def _apply_ahead(self, deliveries: list[Delivery], done: Callable[[], None]) -> None:
+        """Apply a batch, answer the batch being written, then start this one's write
+        (or refuse it, if that write failed: it was applied on what the failure undid).
+        ``done`` is called once the batch is answered."""
+        handed_over = False
+        try:
+            applied = await self._apply(deliveries)
+            if not await self._finish_committing():
+                if applied is not None:
+                    self.applier.forget(applied[0].touched)
+                    await self._reload_stale()
+                    self._refuse(deliveries)
+                    await self.outlet.resync(applied[0].touched)
+                return
+            if applied is not None:
+                effects, finals = applied
+                effects.save_state(time.time())  # now: what the next batch changes is not in it
+                self._committing = Committing(deliveries, effects, finals, done,
+                                              asyncio.ensure_future(self._store_batch(effects)))
+                handed_over = True
+        except asyncio.CancelledError:  # (stopping)
+            self._refuse(deliveries)
+            raise
+        except Exception:
+            await self._finish_committing()
+            self._failed_by_bug(deliveries)
+        finally:
+            if not handed_over:
+                done()
+
+    async def _finish_committing(self) -> bool:
+        """Wait for the batch being written, then answer and publish it, or refuse it if
+        the write failed; whether it was written (True when there was none)."""
+        committing, self._committing = self._committing, None
+        if committing is None:
+            return True
+        try:
+            try:
+                await committing.write
+            except asyncio.CancelledError:  # (stopping: it may or may not be kept)
+                self._refuse(committing.deliveries)
+                raise
+            except Exception:
+                await self._failed_commit(committing.effects)
+                self._refuse(committing.deliveries)
+                await self.outlet.resync(committing.effects.touched)
+                return False
+            await self._answer(committing.deliveries, committing.effects, committing.finals)
+            return True
+        finally:
+            committing.done()
 
     async def clock(self) -> None:
         """Fire clock rules when due, forever."""
@@ -224,24 +312,43 @@ class Pipeline:
             except Fenced:
                 raise
             except Exception:
-                # Only a bug gets here (bad input gets its own error reply): drop what
-                # memory may hold half-applied, answer every event, keep serving.
-                log.exception("pipeline batch failed")
-                self.applier.forget({conversation_of(d.event) for d in deliveries})
-                for d in deliveries:
-                    d.source.refused.add(conversation_of(d.event))
-                    d.settle(error_reply(d.event, p.ErrorCode.INTERNAL_ERROR,
-                                         "internal error; the event was not applied"))
+                self._failed_by_bug(deliveries)
                 return False
+
+    def _failed_by_bug(self, deliveries: list[Delivery]) -> None:
+        # Only a bug gets here (bad input gets its own error reply): drop what memory may
+        # hold half-applied, answer every event, keep serving.
+        log.exception("pipeline batch failed")
+        self.applier.forget({conversation_of(d.event) for d in deliveries})
+        for d in deliveries:
+            d.source.refused.add(conversation_of(d.event))
+            d.settle(error_reply(d.event, p.ErrorCode.INTERNAL_ERROR,
+                                 "internal error; the event was not applied"))
 
     async def process(self, deliveries: list[Delivery], position: Any = None) -> bool:
         """Apply, commit, answer and publish a batch; whether it was committed."""
+        await self._finish_committing()
+        applied = await self._apply(deliveries, position)
+        if applied is None:
+            return False
+        effects, finals = applied
+        if not await self._commit(effects, time.time()):
+            self._refuse(deliveries)
+            await self.outlet.resync(effects.touched)
+            return False
+        await self._answer(deliveries, effects, finals)
+        return True
+
+    async def _apply(self, deliveries: list[Delivery],
+                     position: Any = None) -> tuple[Effects, int] | None:
+        """Load what is missing, score, apply in memory: the effects and the number of
+        segments scored; None when the store could not be read (then all are refused)."""
         try:
             await self._load(self.applier.missing(d.event for d in deliveries))
         except Exception:
             log.exception("store read failed; %d events not applied", len(deliveries))
             self._refuse(deliveries)
-            return False
+            return None
         finals = [i for i, d in enumerate(deliveries)
                   if isinstance(d.event, p.Segment) and d.event.final]
         # Scored here, not in a thread: scoring is pure Python, so a thread would hold the
@@ -251,24 +358,23 @@ class Pipeline:
         scored: dict[int, Scores] = dict(zip(finals, self.scorer.score_many(texts),
                                              strict=True))
         effects = Effects(position=position)
-        replies = effects.replies = self.applier.apply_all(
+        effects.replies = self.applier.apply_all(
             [(d.event, d.received_at, scored.get(i), d.source.refused)
              for i, d in enumerate(deliveries)], effects)
-        if not await self._commit(effects, time.time()):
-            self._refuse(deliveries)
-            await self.outlet.resync(effects.touched)
-            return False
+        return effects, len(finals)
+
+    async def _answer(self, deliveries: list[Delivery], effects: Effects, finals: int) -> None:
+        """A committed batch: count it, answer every event, publish."""
         self.processed += len(deliveries)
         self.batches += 1
-        metrics.SEGMENTS_SCORED.inc(len(finals))  # (counted once committed: a retry of a
+        metrics.SEGMENTS_SCORED.inc(finals)  # (counted once committed: a retry of a
         metrics.BATCH_SIZE.observe(len(deliveries))  # failed batch is not counted twice)
         metrics.LIVE_CONVERSATIONS.set(len(self.applier.conversations))
         if self.applier.stale:  # a conversation of this batch failed and was dropped
             await self._reload_stale()
-        for d, reply in zip(deliveries, replies, strict=True):
+        for d, reply in zip(deliveries, effects.replies, strict=True):
             d.settle(reply)
         await self.outlet.publish(effects)
-        return True
 
     async def _commit(self, effects: Effects, now: float) -> bool:
         """Save the touched conversations' state with the batch, in one transaction;
@@ -278,10 +384,7 @@ class Pipeline:
         try:
             if self.marker is not None:
                 effects.batch.marks = self.marker(effects)
-            with metrics.COMMIT_SECONDS.time():
-                await self.store.write(effects.batch)
-            for alert in effects.batch.alerts:
-                metrics.ALERTS.labels(alert.rule_id, alert.severity).inc()
+            await self._store_batch(effects)
             return True
         except Fenced:
             # The fenced partitions' conversations are dropped by `on_fenced`; the rest
@@ -289,18 +392,28 @@ class Pipeline:
             self.applier.forget(effects.touched)
             raise
         except Exception:
-            metrics.COMMIT_FAILURES.inc()
-            log.exception("store write failed; %d conversations not saved",
-                          len(effects.touched))
-            self.applier.forget(effects.touched)
-            await self._reload_stale()  # back before anyone hears of the failure
+            await self._failed_commit(effects)
             return False
+
+    async def _store_batch(self, effects: Effects) -> None:
+        with metrics.COMMIT_SECONDS.time():
+            await self.store.write(effects.batch)
+        for alert in effects.batch.alerts:
+            metrics.ALERTS.labels(alert.rule_id, alert.severity).inc()
+
+    async def _failed_commit(self, effects: Effects) -> None:
+        """Put memory back in line with the store, before anyone hears of the failure."""
+        metrics.COMMIT_FAILURES.inc()
+        log.exception("store write failed; %d conversations not saved", len(effects.touched))
+        self.applier.forget(effects.touched)
+        await self._reload_stale()
 
     # -- rules and clock rules -----------------------------------------------------------
 
     async def change_rules(self, rules: RuleSet) -> None:
         """`set_rules` between batches, saving the rule state it changed."""
         async with self.lock:
+            await self._finish_committing()  # (its state is saved before this change's)
             effects = Effects()
             for conv in self.set_rules(rules):
                 effects.touched[conv.id] = conv
@@ -318,6 +431,7 @@ class Pipeline:
     async def tick(self, now: float | None = None) -> None:
         """Fire the clock rules that are due (response time), as one committed batch."""
         now = time.time() if now is None else now
+        await self._finish_committing()  # (its state is saved before the tick's)
         effects = Effects()
         fired = self.applier.fire_due(now, effects)
         try:

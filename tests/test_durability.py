@@ -243,6 +243,109 @@ def test_failed_commit_is_not_acked_and_a_retry_applies_once(tmp_path: Path, use
             assert [t["segment_id"] for t in mon.receive_json()["transcript"]] == ["s1", "s2"]
 
 
+class HeldWrites:
+    """A real store whose writes, while ``hold`` is set, wait for ``release`` (and then
+    fail, with ``fail``)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.hold, self.release, self.fail = threading.Event(), threading.Event(), False
+        self.waiting = threading.Event()  # a write is held
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def write(self, batch: WriteBatch) -> None:
+        if self.hold.is_set():
+            self.waiting.set()
+            await asyncio.to_thread(self.release.wait, 30)
+            if self.fail:
+                self.fail = False
+                raise OSError("disk full")
+        await self._store.write(batch)
+
+
+def _until(condition: Any, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_batch_is_applied_while_the_one_before_is_written_and_answered_after_it(
+        tmp_path: Path, users: Users, connector_token: str, backend: str) -> None:
+    """The next batch is applied while a batch is being written; both are answered in
+    order once written. A monitor that joins meanwhile catches up to what was published
+    and gets the rest live: nothing numbered before it is skipped."""
+    store = HeldWrites(make_store(backend, tmp_path))
+    settings = Settings(database=tmp_path / "cc.db", batch_size=1)
+    manager = auth(users.token("CallCenterManager"))
+    with (TestClient(create_app(settings, store)) as client,  # type: ignore[arg-type]
+          client.websocket_connect("/v1/ingest", headers=auth(connector_token)) as ws):
+        pipeline, c = pipeline_of(client), Connector(ws)
+        c.start("p1")
+        answered = pipeline.processed
+        store.hold.set()
+        for sid in ("s1", "s2"):
+            ws.send_json({"type": "segment", "conversation_id": "p1", "segment_id": sid,
+                          "role": "customer", "text": ANGRY[0]})
+        assert store.waiting.wait(10)
+        _until(lambda: pipeline.conversations["p1"].counts["customer"] == 2)  # s2 applied
+        assert pipeline.processed == answered  # ... and nothing answered
+        with client.websocket_connect("/v1/conversations/p1/monitor", headers=manager) as mon:
+            catch_up = mon.receive_json()
+            assert [t for t in catch_up["transcript"] if t["type"] == "segment"] == []
+            assert mon.receive_json()["type"] == "live"
+            store.hold.clear()
+            store.release.set()
+            assert [ws.receive_json()["segment_id"] for _ in range(2)] == ["s1", "s2"]
+            assert c.say("p1", "s3", "thanks")["status"] == "accepted"
+            live: list[str] = []
+            while live[-1:] != ["s3"]:  # (alerts come between them)
+                message = mon.receive_json()
+                if message["type"] == "segment":
+                    live.append(message["segment_id"])
+            assert live == ["s1", "s2", "s3"]
+        assert pipeline.processed == answered + 3
+
+
+def test_when_a_write_fails_the_batch_applied_after_it_is_refused_too(
+        tmp_path: Path, users: Users, connector_token: str, backend: str) -> None:
+    """It was applied on top of what the failure undid: refused, and memory is back in
+    line with the store; the resend applies each segment once."""
+    store = HeldWrites(make_store(backend, tmp_path))
+    settings = Settings(database=tmp_path / "cc.db", batch_size=1)
+    ingest = auth(connector_token)
+    with TestClient(create_app(settings, store)) as client:  # type: ignore[arg-type]
+        pipeline = pipeline_of(client)
+        with client.websocket_connect("/v1/ingest", headers=ingest) as ws:
+            c = Connector(ws)
+            c.start("p2")
+            store.hold.set()
+            store.fail = True
+            for sid in ("s1", "s2"):
+                ws.send_json({"type": "segment", "conversation_id": "p2", "segment_id": sid,
+                              "role": "customer", "text": ANGRY[0]})
+            assert store.waiting.wait(10)
+            _until(lambda: pipeline.conversations["p2"].counts["customer"] == 2)
+            store.hold.clear()
+            store.release.set()
+            refused = ws.receive_json()
+            assert (refused["code"], refused["segment_id"]) == ("unavailable", "s1")
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+            assert closed.value.code == 1011
+        _until(lambda: "p2" in pipeline.conversations)  # reloaded from the store
+        assert pipeline.conversations["p2"].counts["customer"] == 0
+        with client.websocket_connect("/v1/ingest", headers=ingest) as ws:
+            c = Connector(ws)
+            assert [c.say("p2", sid, ANGRY[0])["status"] for sid in ("s1", "s2")] == [
+                "accepted", "accepted"]
+        assert pipeline.conversations["p2"].counts["customer"] == 2
+        stored = client.portal.call(store.get_conversation, "p2")  # type: ignore[union-attr]
+        assert [t["segment_id"] for t in stored["turns"]] == ["s1", "s2"]
+
+
 def test_nothing_after_a_refused_event_is_applied_before_the_resend(
         tmp_path: Path, connector_token: str, backend: str, stored: Stored) -> None:
     """Events already sent behind a refused one are refused too, so a resend from the

@@ -278,7 +278,8 @@ def test_one_failing_conversation_does_not_fail_its_batch_neighbours(
 def test_full_pipeline_answers_overloaded_over_rest_in_order(tmp_path, connector_token: str,
                                                              backend: str) -> None:
     """With the bus full and the store stalled, a REST batch waits its deadline, then the
-    rest of it is refused as overloaded (503 when all are), never applied out of order."""
+    rest of it is refused as overloaded (503 when all are), never applied out of order.
+    (The pipeline holds two batches out of the bus: one being written, the next applied.)"""
     settings = Settings(database=tmp_path / "cc.db", bus_queue_size=1, batch_size=1,
                         submit_timeout_seconds=0.2)
     stalled = threading.Event()
@@ -293,18 +294,19 @@ def test_full_pipeline_answers_overloaded_over_rest_in_order(tmp_path, connector
     with TestClient(create_app(settings, store)) as client:
         h = auth(connector_token)
         events = [{"type": "conversation.started", "conversation": {"id": f"o{i}"}}
-                  for i in range(4)]
+                  for i in range(5)]
         first = threading.Thread(target=client.post, args=("/v1/events",),
-                                 kwargs={"headers": h, "json": {"events": events[:2]}})
+                                 kwargs={"headers": h, "json": {"events": events[:3]}})
         first.start()
-        time.sleep(0.3)  # event 0 is in the stalled store, event 1 fills the bus
-        r = client.post("/v1/events", headers=h, json={"events": events[2:]})
+        # event 0 is in the stalled store, event 1 applied after it, event 2 fills the bus
+        time.sleep(0.3)
+        r = client.post("/v1/events", headers=h, json={"events": events[3:]})
         assert r.status_code == 503
         assert [x["code"] for x in r.json()["results"]] == ["overloaded", "overloaded"]
         stalled.set()
         first.join(10)
         assert client.post("/v1/events", headers=h,
-                           json={"events": events[2:]}).status_code == 200
+                           json={"events": events[3:]}).status_code == 200
 
 
 def test_keyed_events_apply_once(client: TestClient, ingest: Connector, stored: Stored,

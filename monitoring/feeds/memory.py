@@ -34,7 +34,7 @@ class MemoryFeed:
         conv = self.pipeline.conversations.get(conversation_id)
         if conv is None:
             return None
-        return CatchUp(conv.summary(time.time()), list(conv.recent), conv.published)
+        return CatchUp(conv.summary(time.time()), list(conv.recent), conv.shown)
 
     async def agent_loads(self) -> list[AgentLoad]:
         await self.ready()
