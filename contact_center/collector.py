@@ -4,7 +4,7 @@ CPython's full collections walk every tracked object. With 100,000 live conversa
 that is millions of objects and a pause of about a second (measured in
 bench/README.md#suite-issue-16), during which no event is answered. Almost all of that
 state lives long and is freed by reference counting, never by the collector. So every
-few seconds the young generations are collected (cheap: that is where cyclic garbage
+second the young generations are collected (cheap: that is where cyclic garbage
 is found) and what survived is frozen out of every later collection (``gc.freeze``:
 a constant-time list splice). Full collections then walk only what is new since.
 
@@ -22,7 +22,7 @@ import logging
 
 log = logging.getLogger(__name__)
 
-FREEZE_SECONDS = 5.0
+FREEZE_SECONDS = 1.0  # (5 s let 10,000 sockets pile up enough for 0.3 s full collections)
 FULL_SECONDS = 300.0
 
 

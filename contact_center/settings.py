@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     ewma_alpha: float = Field(default=0.5, gt=0, le=1)
 
     batch_size: int = Field(default=500, ge=1, le=10_000)
-    gc_freeze_seconds: float = Field(default=5.0, ge=0, description=(
+    gc_freeze_seconds: float = Field(default=1.0, ge=0, description=(
         "every so often, freeze what survived into the collector's permanent generation "
         "(no full-collection pauses that grow with the live state); 0: never"))
     bus_queue_size: int = Field(default=10_000, ge=1)
