@@ -254,10 +254,11 @@ for _i, _entry in enumerate(_PATTERNS):
 _TOKEN = re.compile(r"[\w*]+")
 
 
-@functools.lru_cache(maxsize=1 << 16)  # a vocabulary's worth: most tokens recur
-def _started_by(token: str) -> frozenset[int]:
-    """The patterns whose matches can start with ``token``."""
-    keys = (token[:3], token[:2], "=" + token) if len(token) < 3 else (token[:3], token[:2])
+@functools.lru_cache(maxsize=1 << 16)
+def _started_by(start: str) -> frozenset[int]:
+    """The patterns whose matches can start a token that begins with ``start`` (its first
+    three characters, or all of a shorter one: all the index keys look at)."""
+    keys = (start, start[:2], "=" + start) if len(start) < 3 else (start, start[:2])
     return frozenset(i for key in keys for i in _BY_START.get(key, ()))
 
 
@@ -265,7 +266,8 @@ def _candidates(lowered: str) -> list[int]:
     """Indexes into _PATTERNS of the patterns that could match ``lowered``, in order."""
     found = set(_ALWAYS)
     found.update(i for i, piece in _BY_PIECE if piece in lowered)
-    for i in frozenset().union(*map(_started_by, set(_TOKEN.findall(lowered)))):
+    starts = {token[:3] for token in _TOKEN.findall(lowered)}
+    for i in frozenset().union(*map(_started_by, starts)):
         piece = _PIECE_AFTER_START.get(i)
         if piece is None or piece in lowered:
             found.add(i)

@@ -6,6 +6,8 @@ settle replies (the ack means "durable") -> publish to live subscribers. Replies
 live messages never get ahead of what the store holds. The embedded runner (`run`)
 applies the next batch while one is being written, so the event loop works while the
 disk syncs; a batch that fails to be written takes the one applied after it down too.
+(A conversation's summary published with a batch may already show the batch applied
+after it: a commit's time early; if that batch is refused, a resync follows.)
 
 The embedded deployment runs it over the in-process bus (`run`) and publishes to the
 hub (`HubOutlet`); a scale-out worker (`contact_center.worker`) feeds it batches read
@@ -21,9 +23,10 @@ import functools
 import gc
 import logging
 import time
-from collections.abc import Callable, Collection, Iterator
+from asyncio import CancelledError
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from analytics.rolling import RollingConfig
 from analytics.rules import RuleSet
@@ -50,6 +53,7 @@ __all__ = ["ALERTS_TOPIC", "LIVE_TOPIC", "HubOutlet", "Outlet", "Pipeline",
            "conversation_topic"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Outlet(Protocol):
@@ -100,6 +104,11 @@ class HubOutlet:
         self.hub.publish(LIVE_TOPIC, message)
 
 
+def _retrieve(write: asyncio.Future[None]) -> None:
+    if not write.cancelled():
+        write.exception()  # (retrieved: stopping, nobody waits for it any more)
+
+
 @dataclass(slots=True)
 class Committing:
     """A batch applied in memory whose write is in flight (see `Pipeline.run`)."""
@@ -114,6 +123,17 @@ class Committing:
 Marker = Callable[[Effects], list[PartitionMark]]
 LOAD_SLICE = 5_000  # live conversations read at a time at start
 RESTORE_STEP = 1_000  # ... and restored at a time, between batches (about 40 ms here)
+
+
+async def _retried(read: Callable[[], Awaitable[T]]) -> T:
+    """A read at start, retried every second until the store answers."""
+    while True:
+        try:
+            return await read()
+        except Exception:
+            log.warning("reading live conversations failed; retrying in a second",
+                        exc_info=True)
+            await asyncio.sleep(1.0)
 
 
 @contextlib.contextmanager
@@ -171,31 +191,31 @@ class Pipeline:
         once): an event of a conversation not restored yet loads it, as any missing one;
         this skips the conversations the batches have loaded (or ended) meanwhile. The
         store reads a slice while the one before it is restored, RESTORE_STEP at a time
-        under the lock: memory never holds more than two slices' rows."""
-        ids = await self.store.live_conversation_ids()
-        slices = [ids[i : i + LOAD_SLICE] for i in range(0, len(ids), LOAD_SLICE)]
-        reading = [asyncio.ensure_future(self._read(s)) for s in slices[:1]]
-        for n in range(len(slices)):
-            stored = await reading.pop()
-            if n + 1 < len(slices):
-                reading.append(asyncio.ensure_future(self._read(slices[n + 1])))
-            for step in range(0, len(stored), RESTORE_STEP):
-                async with self.lock:
-                    with bulk_load(self.freeze):
-                        for conversation in stored[step : step + RESTORE_STEP]:
-                            if not self.applier.knows(conversation.meta["id"]):
-                                self._restore_one(conversation)
-            del stored
-        self.restored.set()
+        under the lock: memory never holds more than two slices' rows. Reads that fail
+        are retried; `restored` is set however it ends (a live view never waits for good)."""
+        reading: list[asyncio.Future[list[StoredConversation]]] = []
+        try:
+            ids = await _retried(self.store.live_conversation_ids)
+            slices = [ids[i : i + LOAD_SLICE] for i in range(0, len(ids), LOAD_SLICE)]
+            reading += [asyncio.ensure_future(self._read(s)) for s in slices[:1]]
+            for n in range(len(slices)):
+                stored = await reading.pop()
+                if n + 1 < len(slices):
+                    reading.append(asyncio.ensure_future(self._read(slices[n + 1])))
+                for step in range(0, len(stored), RESTORE_STEP):
+                    async with self.lock:
+                        with bulk_load(self.freeze):
+                            for conversation in stored[step : step + RESTORE_STEP]:
+                                if not self.applier.knows(conversation.meta["id"]):
+                                    self._restore_one(conversation)
+                del stored
+        finally:
+            for read in reading:
+                read.cancel()
+            self.restored.set()
 
     async def _read(self, ids: list[str]) -> list[StoredConversation]:
-        while True:
-            try:
-                return await self.store.load_conversations(ids)
-            except Exception:
-                log.warning("reading live conversations failed; retrying in a second",
-                            exc_info=True)
-                await asyncio.sleep(1.0)
+        return await _retried(lambda: self.store.load_conversations(ids))
 
     def _restore_one(self, stored: StoredConversation) -> None:
         try:
@@ -222,15 +242,19 @@ class Pipeline:
                         await self._finish_committing()
                     continue
                 deliveries, taking = taking.result(), None
-                async with self.lock:
-                    await self._apply_ahead(deliveries, functools.partial(bus.done,
-                                                                          len(deliveries)))
+                await self._apply_ahead(deliveries, functools.partial(bus.done,
+                                                                      len(deliveries)))
         finally:
+            # Stopping: what is not answered yet may or may not be kept; it is refused
+            # (a resend of what was kept is a duplicate).
             clock.cancel()
-            if taking is not None:
-                taking.cancel()
+            if (taking is not None and not taking.cancel() and not taking.cancelled()
+                    and taking.exception() is None):
+                self._refuse(taking.result())  # (taken just before the stop)
+                bus.done(len(taking.result()))
             committing, self._committing = self._committing, None
-            if committing is not None:  # stopped while writing: it may or may not be kept
+            if committing is not None:
+                committing.write.add_done_callback(_retrieve)
                 self._refuse(committing.deliveries)
                 committing.done()
 
@@ -239,6 +263,22 @@ class Pipeline:
         (or refuse it, if that write failed: it was applied on what the failure undid).
         ``done`` is called once the batch is answered."""
         handed_over = False
+        try:
+            async with self.lock:
+                await self._apply_ahead_locked(deliveries, done)
+                handed_over = self._committing is not None and self._committing.done is done
+        except asyncio.CancelledError:  # (stopping)
+            if not handed_over:
+                self._refuse(deliveries)
+            raise
+        finally:
+            if not handed_over:
+                done()
+
+    async def _apply_ahead_locked(self, deliveries: list[Delivery],
+                                  done: Callable[[], None]) -> None:
+        """`_apply_ahead` under the lock; leaves ``self._committing`` set to this batch
+        when its write has started."""
         try:
             applied = await self._apply(deliveries)
             if not await self._finish_committing():
@@ -253,31 +293,27 @@ class Pipeline:
                 effects.save_state(time.time())  # now: what the next batch changes is not in it
                 self._committing = Committing(deliveries, effects, finals, done,
                                               asyncio.ensure_future(self._store_batch(effects)))
-                handed_over = True
-        except asyncio.CancelledError:  # (stopping)
-            self._refuse(deliveries)
-            raise
         except Exception:
             await self._finish_committing()
             self._failed_by_bug(deliveries)
-        finally:
-            if not handed_over:
-                done()
+            # The batch answered before it may have published this one's state (summaries).
+            await self.outlet.resync({conversation_of(d.event) for d in deliveries})
 
     async def _finish_committing(self) -> bool:
         """Wait for the batch being written, then answer and publish it, or refuse it if
         the write failed; whether it was written (True when there was none)."""
-        committing, self._committing = self._committing, None
+        committing = self._committing
         if committing is None:
             return True
+        # (`wait`, not `await`: a waiter cancelled, a tick or a rules change, must not
+        # cancel the write; the batch then stays for whoever holds the lock next.)
+        await asyncio.wait([committing.write])
+        self._committing = None
         try:
-            try:
-                await committing.write
-            except asyncio.CancelledError:  # (stopping: it may or may not be kept)
-                self._refuse(committing.deliveries)
-                raise
-            except Exception:
-                await self._failed_commit(committing.effects)
+            write = committing.write
+            error = CancelledError() if write.cancelled() else write.exception()
+            if error is not None:
+                await self._failed_commit(committing.effects, error)
                 self._refuse(committing.deliveries)
                 await self.outlet.resync(committing.effects.touched)
                 return False
@@ -391,8 +427,8 @@ class Pipeline:
             # (a tick spans partitions) are reloaded as stale.
             self.applier.forget(effects.touched)
             raise
-        except Exception:
-            await self._failed_commit(effects)
+        except Exception as error:
+            await self._failed_commit(effects, error)
             return False
 
     async def _store_batch(self, effects: Effects) -> None:
@@ -401,10 +437,11 @@ class Pipeline:
         for alert in effects.batch.alerts:
             metrics.ALERTS.labels(alert.rule_id, alert.severity).inc()
 
-    async def _failed_commit(self, effects: Effects) -> None:
+    async def _failed_commit(self, effects: Effects, error: BaseException) -> None:
         """Put memory back in line with the store, before anyone hears of the failure."""
         metrics.COMMIT_FAILURES.inc()
-        log.exception("store write failed; %d conversations not saved", len(effects.touched))
+        log.error("store write failed; %d conversations not saved", len(effects.touched),
+                  exc_info=error)
         self.applier.forget(effects.touched)
         await self._reload_stale()
 

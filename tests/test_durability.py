@@ -118,6 +118,36 @@ class HeldRestore:
         return loaded
 
 
+class FirstListingFails:
+    """A real store whose first listing of the live conversations fails."""
+
+    def __init__(self, store: Store) -> None:
+        self._store, self.failed = store, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def live_conversation_ids(self) -> list[str]:
+        if not self.failed:
+            self.failed = True
+            raise OSError("database is locked")
+        return await self._store.live_conversation_ids()  # type: ignore[no-any-return]
+
+
+def test_the_restore_retries_a_failed_read(tmp_path: Path, users: Users,
+                                           connector_token: str, backend: str) -> None:
+    """A read that fails at start is retried: the live views answer, with everything."""
+    settings = Settings(database=tmp_path / "cc.db")
+    with (TestClient(create_app(settings, make_store(backend, tmp_path))) as client,
+          client.websocket_connect("/v1/ingest", headers=auth(connector_token)) as ws):
+        Connector(ws).start("r1")
+    store = FirstListingFails(make_store(backend, tmp_path))
+    with TestClient(create_app(settings, store)) as client:  # type: ignore[arg-type]
+        live = client.get("/v1/live/conversations",
+                          headers=auth(users.token("CallCenterManager"))).json()
+        assert store.failed and [c["id"] for c in live["conversations"]] == ["r1"]
+
+
 def test_events_are_taken_while_live_conversations_are_restored(
         tmp_path: Path, users: Users, connector_token: str, backend: str) -> None:
     """After a restart the service takes events at once: a conversation not restored yet
