@@ -380,7 +380,11 @@ class Pipeline:
         """Load what is missing, score, apply in memory: the effects and the number of
         segments scored; None when the store could not be read (then all are refused)."""
         try:
-            await self._load(self.applier.missing(d.event for d in deliveries))
+            if self.applier.missing(d.event for d in deliveries):
+                # No store read while a write is in flight: it could read what that write
+                # is about to change (a conversation it ends, beyond the ended memory).
+                await self._finish_committing()
+                await self._load(self.applier.missing(d.event for d in deliveries))
         except Exception:
             log.exception("store read failed; %d events not applied", len(deliveries))
             self._refuse(deliveries)
