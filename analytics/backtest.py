@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from analytics.history import History
 from analytics.replay import Replayed, fresh, replay
 from analytics.rolling import RollingConfig
 from analytics.rules import (
@@ -34,7 +35,6 @@ from analytics.rules import (
     Turn,
 )
 from analytics.scoring import Scores
-from contact_center.store import History
 
 COMPOUND = 3  # column of the compound score in History.scores
 

@@ -21,7 +21,7 @@ from analytics import signals
 from analytics.rolling import RollingSentiment
 from analytics.scoring import Scores
 from analytics.signals import Signal
-from contact_center.protocol import has_nul
+from analytics.text import has_nul
 
 Role = Literal["customer", "agent", "bot"]
 Severity = Literal["low", "medium", "high"]

@@ -39,7 +39,7 @@ from analytics.rules import (  # noqa: E402
     SignalRule,
 )
 from analytics.scoring import Scorer  # noqa: E402
-from contact_center.store import HistoryQuery, SegmentRow, WriteBatch  # noqa: E402
+from contact_center.stores import HistoryQuery, SegmentRow, WriteBatch  # noqa: E402
 from contact_center.stores.sqlite import SQLiteStore  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "data" / "twitter-care" / "conversations.jsonl"

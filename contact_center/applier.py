@@ -19,7 +19,7 @@ from analytics.rules import RuleSet, Trigger, deadlines, due, evaluate
 from analytics.scoring import Scores
 from contact_center import protocol as p
 from contact_center.conversation import Conversation
-from contact_center.store import (
+from contact_center.stores import (
     AlertRow,
     EventRow,
     SegmentRow,
@@ -27,6 +27,8 @@ from contact_center.store import (
     WriteBatch,
     event_key,
 )
+from monitoring import messages as live
+from monitoring.messages import ALERTS_TOPIC, LiveMessage, conversation_topic
 from monitoring.recording import records
 
 log = logging.getLogger(__name__)
@@ -34,23 +36,6 @@ V = TypeVar("V")
 
 ENDED_MEMORY = 50_000  # ended conversation ids remembered to answer late events fast
 ENDED_APPLIED_MEMORY = 1_000  # ... and the idempotency keys of the latest ones, for retries
-ALERTS_TOPIC = "alerts"
-
-
-def conversation_topic(conversation_id: str) -> str:
-    return f"conversation:{conversation_id}"
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """A live message to publish once its batch is committed."""
-
-    conversation_id: str
-    topic: str
-    body: dict[str, Any]
-    keep: bool = False  # also kept in the conversation's recent entries (monitor catch-up)
-    match: dict[str, Any] | None = None  # what subscribers filter on (alerts)
-    number: int = 0  # a monitor message's number in its conversation (0: not numbered)
 
 
 @dataclass(slots=True)
@@ -58,13 +43,13 @@ class Effects:
     """What applying a batch decided: rows to commit, then messages to publish."""
 
     batch: WriteBatch = field(default_factory=WriteBatch)
-    messages: list[Message] = field(default_factory=list)
+    messages: list[LiveMessage] = field(default_factory=list)
     touched: dict[str, Conversation] = field(default_factory=dict)
     replies: list[p.Reply] = field(default_factory=list)  # per event, in order
     position: Any = None  # where the batch came from (a scale-out worker's stream entries)
 
     def to_monitors(self, conv: Conversation, body: dict[str, Any], keep: bool = True) -> None:
-        self.messages.append(Message(conv.id, conversation_topic(conv.id), body, keep,
+        self.messages.append(LiveMessage(conv.id, conversation_topic(conv.id), body, keep,
                                      number=conv.take_message_number()))
 
     def drop(self, conversation_ids: set[str]) -> None:
@@ -342,8 +327,7 @@ class Applier:
             self._remember_ended(cid, conv.applied)
         batch.events.append(EventRow(cid, event.type, payload, now,
                                      getattr(event, "event_id", None)))
-        effects.to_monitors(conv, {"type": event.type, "conversation_id": cid, "at": now,
-                                   **payload})
+        effects.to_monitors(conv, live.conversation_event(event.type, cid, now, payload))
         self.schedule(conv)  # a transfer can bring the conversation into a clock rule's scope
         return _ack(event)
 
@@ -355,10 +339,8 @@ class Applier:
         participant = event.participant_id or conv.default_participant(event.role)
         if not event.final:
             conv.counts["partial"] += 1
-            effects.to_monitors(conv, {
-                "type": "segment", "conversation_id": conv.id, "segment_id": event.segment_id,
-                "role": event.role, "participant_id": participant, "text": event.text,
-                "final": False, "at": now}, keep=False)
+            effects.to_monitors(conv, live.partial_segment(
+                conv.id, event.segment_id, event.role, participant, event.text, now), keep=False)
             return _ack(event)
         assert scores is not None
         turn, late = conv.add_final(event, scores, now)
@@ -372,11 +354,9 @@ class Applier:
             started_at=event.started_at.timestamp() if event.started_at else None,
             ended_at=event.ended_at.timestamp() if event.ended_at else None,
             received_at=now, late=late))
-        effects.to_monitors(conv, {
-            "type": "segment", "conversation_id": conv.id, "seq": seq,
-            "segment_id": event.segment_id, "role": event.role,
-            "participant_id": turn.participant_id, "text": event.text, "recorded": kept,
-            "final": True, "scores": as_dict, "at": now, "late": late})
+        effects.to_monitors(conv, live.final_segment(
+            conv.id, seq, event.segment_id, event.role, turn.participant_id, event.text, kept,
+            as_dict, now, late))
         for trigger in evaluate(self.rules, conv.rule_states, turn, conv):
             self._raise(conv, trigger, now, effects)
         self.schedule(conv)
@@ -409,7 +389,7 @@ class Applier:
             rule_name=rule.name, kind=rule.kind, severity=rule.severity,
             reason=reason or trigger.reason, raised_at=now, agent_id=conv.agent_id,
             queue=conv.queue, evidence=stored))
-        message = {"type": "alert", "alert": alert}
+        message = live.alert_raised(alert)
         effects.to_monitors(conv, message)
-        effects.messages.append(Message(conv.id, ALERTS_TOPIC, message, match={
+        effects.messages.append(LiveMessage(conv.id, ALERTS_TOPIC, message, match={
             "agent_id": conv.agent_id, "queue": conv.queue}))

@@ -31,9 +31,8 @@ from contact_center.settings import (
     read_config_file,
     source_of,
 )
-from contact_center.store import Store, Token, User
-from contact_center.stores import is_postgres, open_store
-from monitoring.auth import create_user, issue_token
+from contact_center.stores import Store, is_postgres, open_store
+from monitoring.credentials import Token, User, create_user, issue_token
 from monitoring.permissions import PROFILES
 
 T = TypeVar("T")

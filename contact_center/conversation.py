@@ -13,8 +13,7 @@ from analytics.rolling import RollingConfig, RollingSentiment
 from analytics.rules import RuleState, Turn, track_wait
 from analytics.scoring import Scores
 from contact_center import protocol as p
-
-RECENT_LIMIT = 500  # transcript entries kept in memory for a monitor's catch-up
+from monitoring.messages import RECENT_LIMIT
 
 
 @dataclass(slots=True)

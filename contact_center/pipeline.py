@@ -10,9 +10,9 @@ disk syncs; a batch that fails to be written takes the one applied after it down
 after it: a commit's time early; if that batch is refused, a resync follows.)
 
 The embedded deployment runs it over the in-process bus (`run`) and publishes to the
-hub (`HubOutlet`); a scale-out worker (`contact_center.worker`) feeds it batches read
-from Redis, marks each batch with its partitions' fencing tokens, and publishes through
-Redis (`monitoring.feeds.redis.RedisOutlet`).
+hub (`monitoring.feeds.memory.HubOutlet`); a scale-out worker (`contact_center.worker`)
+feeds it batches read from Redis, marks each batch with its partitions' fencing tokens,
+and publishes through Redis (`monitoring.feeds.redis.RedisOutlet`).
 """
 
 from __future__ import annotations
@@ -24,84 +24,25 @@ import gc
 import logging
 import time
 from asyncio import CancelledError
-from collections.abc import Awaitable, Callable, Collection, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from analytics.rolling import RollingConfig
 from analytics.rules import RuleSet
 from analytics.scoring import Scorer, Scores
 from contact_center import protocol as p
 from contact_center import service_metrics as metrics
-from contact_center.applier import (
-    ALERTS_TOPIC,
-    Applier,
-    Effects,
-    conversation_of,
-    conversation_topic,
-    error_reply,
-)
+from contact_center.applier import Applier, Effects, conversation_of, error_reply
 from contact_center.buses import Delivery
 from contact_center.buses.memory import InMemoryBus
 from contact_center.collector import freeze_survivors
 from contact_center.conversation import Conversation
-from contact_center.store import Fenced, PartitionMark, Store, StoredConversation
-from monitoring.feeds import LIVE_TOPIC, AgentPush, conversation_updated
-from monitoring.hub import Hub
-
-__all__ = ["ALERTS_TOPIC", "LIVE_TOPIC", "HubOutlet", "Outlet", "Pipeline",
-           "conversation_topic"]
+from contact_center.stores import Fenced, PartitionMark, Store, StoredConversation
+from monitoring.feeds import Outlet
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class Outlet(Protocol):
-    """Where a committed batch's live messages go."""
-
-    async def publish(self, effects: Effects) -> None:
-        """Publish the messages and the touched conversations' updates; never raises."""
-        ...
-
-    async def resync(self, conversation_ids: Collection[str]) -> None:
-        """Tell live subscribers that what they saw may not have been kept."""
-        ...
-
-
-class HubOutlet:
-    """The embedded outlet: this process's hub, and the recent entries kept in memory
-    for a monitor's catch-up."""
-
-    def __init__(self, hub: Hub, agents: AgentPush | None = None) -> None:
-        self.hub, self.agents = hub, agents
-
-    async def publish(self, effects: Effects) -> None:
-        for message in effects.messages:
-            try:
-                if message.number:
-                    conv = effects.touched[message.conversation_id]
-                    # Kept here, with the publishing and after the commit, so catch-up and
-                    # live never overlap or gap.
-                    if message.keep:
-                        conv.remember(message.body)
-                    conv.shown = message.number
-                self.hub.publish(message.topic, message.body, message.match,
-                                 number=message.number)
-            except Exception:  # a failed push must not cost the others theirs
-                log.exception("publishing a live message failed")
-        if self.hub.subscribers(LIVE_TOPIC) and effects.touched:
-            now = time.time()
-            for conv in effects.touched.values():
-                self.hub.publish(LIVE_TOPIC, conversation_updated(conv.summary(now)),
-                                 number=conv.published)
-            if self.agents is not None:
-                self.agents.changed()
-
-    async def resync(self, conversation_ids: Collection[str]) -> None:
-        message = {"type": "resync", "reason": "storage failure; reconnect for a fresh view"}
-        for cid in conversation_ids:
-            self.hub.publish(conversation_topic(cid), message)
-        self.hub.publish(LIVE_TOPIC, message)
 
 
 def _retrieve(write: asyncio.Future[None]) -> None:

@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from analytics.text import has_nul
+
 PROTOCOL_VERSION = "cc.v1"
 
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@+-]+$")]
@@ -73,18 +75,6 @@ class ErrorCode(StrEnum):
     UNAVAILABLE = "unavailable"
     INTERNAL_ERROR = "internal_error"
     RATE_LIMITED = "rate_limited"
-
-
-def has_nul(value: Any) -> bool:
-    """Whether a string (or one inside a dict or list) holds a NUL character, which no
-    store can keep (PostgreSQL text refuses it)."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(has_nul(k) or has_nul(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(has_nul(v) for v in value)
-    return False
 
 
 class Model(BaseModel):

@@ -25,13 +25,13 @@ from contact_center.buses.memory import InMemoryBus
 from contact_center.buses.redis import RedisBus
 from contact_center.collector import keep_long_lived_state_frozen
 from contact_center.leases import alive_worker_ids, alive_workers, unowned
-from contact_center.pipeline import HubOutlet, Pipeline
+from contact_center.pipeline import Pipeline
 from contact_center.settings import Settings, masked
-from contact_center.store import PartitionedStore, Store
+from contact_center.stores import PartitionedStore, Store
 from contact_center.streams import read_entries
 from contact_center.worker import RULES_CHECK_SECONDS, Worker, dead_letter
 from monitoring.feeds import AgentPush, LiveFeed
-from monitoring.feeds.memory import MemoryFeed
+from monitoring.feeds.memory import HubOutlet, MemoryFeed
 from monitoring.feeds.redis import RedisFeed
 from monitoring.hub import Hub
 

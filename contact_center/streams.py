@@ -19,7 +19,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from contact_center import codec
+from monitoring import codec
+from monitoring.feeds.redis import FeedKeys
 
 GROUP = "workers"
 MIN_REDIS = (7, 0)
@@ -36,8 +37,10 @@ def connect(url: str) -> aioredis.Redis:
 
 
 @dataclass(frozen=True, slots=True)
-class Layout:
-    namespace: str = "cc"
+class Layout(FeedKeys):
+    """Key names of one deployment (``namespace``): the bus's here, the live feed's in
+    `FeedKeys`."""
+
     partitions: int = 16
 
     def partition_of(self, conversation_id: str) -> int:
@@ -52,21 +55,8 @@ class Layout:
     def replies(self, node: str) -> str:
         return f"{self.namespace}:reply:{node}"
 
-    def recent(self, conversation_id: str) -> str:
-        return f"{self.namespace}:recent:{conversation_id}"
-
     def lease(self, partition: int) -> str:
         return f"{self.namespace}:lease:{partition}"
-
-    @property
-    def live(self) -> str:
-        """Every live message, for every API node's hub."""
-        return f"{self.namespace}:live"
-
-    @property
-    def summaries(self) -> str:
-        """Hash: live conversation id -> its summary and message number."""
-        return f"{self.namespace}:summaries"
 
     @property
     def dead(self) -> str:

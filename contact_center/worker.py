@@ -36,14 +36,13 @@ from redis.exceptions import ResponseError
 from analytics.rolling import RollingConfig
 from analytics.rules import RuleSet
 from analytics.scoring import Scorer
-from contact_center import codec
 from contact_center import protocol as p
 from contact_center import service_metrics as metrics
 from contact_center.applier import Effects, already_applied, conversation_of, error_reply
 from contact_center.buses import Delivery, Source
 from contact_center.leases import HEARTBEAT_SECONDS, LEASE_MS, Leases, assign
 from contact_center.pipeline import Pipeline, bulk_load
-from contact_center.store import Fenced, PartitionedStore, PartitionMark
+from contact_center.stores import Fenced, PartitionedStore, PartitionMark
 from contact_center.streams import (
     BLOCK_MS,
     GROUP,
@@ -56,6 +55,7 @@ from contact_center.streams import (
     read_reply,
     stream_id,
 )
+from monitoring import codec
 from monitoring.feeds.redis import RedisOutlet
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from contact_center import codec
+from monitoring import codec
 
 Filter = Callable[[dict[str, Any]], bool]
 

@@ -27,10 +27,10 @@ from starlette.testclient import WebSocketDenialResponse
 
 from contact_center.app import create_app
 from contact_center.settings import Settings
-from contact_center.store import Store
+from contact_center.stores import Store
 from contact_center.stores.postgres import PostgresStore
 from contact_center.stores.sqlite import SQLiteStore
-from monitoring.auth import create_user, issue_token
+from monitoring.credentials import create_user, issue_token
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -13,7 +13,7 @@ from analytics.backtest import run
 from analytics.default_rules import DEFAULT_RULES
 from analytics.quality import load_corpus
 from analytics.rolling import RollingConfig
-from contact_center.store import HistoryQuery
+from contact_center.stores import HistoryQuery
 from tests.conftest import ANGRY, Connector, Users, auth, make_store
 
 SAMPLE = Path(__file__).resolve().parents[1] / "contact_center" / "samples" / \

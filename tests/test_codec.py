@@ -9,7 +9,7 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from contact_center import codec
+from monitoring import codec
 
 documents = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)

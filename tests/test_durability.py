@@ -17,7 +17,7 @@ from contact_center import protocol as p
 from contact_center.app import create_app
 from contact_center.buses import InMemoryBus, Source
 from contact_center.settings import Settings
-from contact_center.store import SegmentRow, Store, WriteBatch
+from contact_center.stores import SegmentRow, Store, WriteBatch
 from contact_center.stores.sqlite import SQLiteStore
 from monitoring.hub import Hub
 from tests.conftest import (

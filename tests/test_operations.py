@@ -24,9 +24,9 @@ from starlette.websockets import WebSocketDisconnect
 
 from contact_center import logs, service_metrics
 from contact_center.cli import main
+from contact_center.limits import FailedAuthentications, SocketCounts, TokenBucket
 from contact_center.logs import JsonLines, WithRequestId, masked_query
 from contact_center.settings import ConfigError, Settings, load_settings
-from monitoring.limits import FailedAuthentications, SocketCounts, TokenBucket
 from tests.conftest import (
     ANGRY,
     Connector,

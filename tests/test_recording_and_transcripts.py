@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from contact_center.store import QueryTimeout, SearchQuery, SegmentRow, Store, WriteBatch
+from contact_center.stores import QueryTimeout, SearchQuery, SegmentRow, Store, WriteBatch
 from contact_center.stores import postgres as postgres_store
 from contact_center.stores import sqlite as sqlite_store
 from contact_center.stores.sqlite import SQLiteStore

@@ -34,9 +34,11 @@ from analytics.rules import KeywordRule, ResponseTimeRule, RuleSet, SentimentRul
 from analytics.scoring import score
 from contact_center import protocol as p
 from contact_center.buses import Delivery, Source
-from contact_center.pipeline import ALERTS_TOPIC, HubOutlet, Pipeline
+from contact_center.pipeline import Pipeline
 from contact_center.stores.sqlite import SQLiteStore
+from monitoring.feeds.memory import HubOutlet
 from monitoring.hub import Hub
+from monitoring.messages import ALERTS_TOPIC
 
 T = TypeVar("T")
 

@@ -27,7 +27,7 @@ from websockets.exceptions import ConnectionClosed
 
 from contact_center.leases import assign
 from contact_center.settings import Settings
-from contact_center.store import Fenced, PartitionMark, WriteBatch
+from contact_center.stores import Fenced, PartitionMark, WriteBatch
 from contact_center.stores.postgres import PostgresStore
 from contact_center.stores.sqlite import SQLiteStore
 from contact_center.streams import GROUP, Layout

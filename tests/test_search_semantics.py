@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from analytics.transcripts import parse_terms
-from contact_center.store import SearchQuery, SegmentRow, WriteBatch
+from contact_center.api.transcripts import parse_terms
+from contact_center.stores import SearchQuery, SegmentRow, WriteBatch
 from tests.conftest import Users, auth, make_store, run
 
 NEUTRAL = {"neg": 0.0, "neu": 1.0, "pos": 0.0, "compound": 0.0}

@@ -1,12 +1,219 @@
-"""The store implementations, side by side: SQLite (embedded) and PostgreSQL (scale-out).
-
-Both implement `contact_center.store.Store` and pass the same tests. `open_store` picks
-one from the ``--db`` / ``CC_DATABASE`` value: a ``postgresql://`` URL or a SQLite path.
+"""Stores, side by side: the protocol (what the pipeline, the live views and the analyst
+need to persist) here; `sqlite.SQLiteStore`, the embedded implementation, and
+`postgres.PostgresStore`, the scale-out one, beside it; both pass the same tests.
+`open_store` picks one from the ``--db`` / ``CC_DATABASE`` value: a ``postgresql://``
+URL or a SQLite path. Only PostgreSQL is a `PartitionedStore`, the one several workers
+can share.
 """
 
 from __future__ import annotations
 
-from contact_center.store import Store
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from analytics.history import History
+from monitoring.credentials import Token, User
+
+
+@dataclass(slots=True)
+class SegmentRow:
+    conversation_id: str
+    segment_id: str
+    seq: int
+    role: str
+    participant_id: str
+    text: str | None  # None when the recording policy does not keep this role's words
+    scores: dict[str, float]
+    started_at: float | None
+    ended_at: float | None
+    received_at: float
+    late: bool = False
+
+
+@dataclass(slots=True)
+class EventRow:
+    conversation_id: str
+    type: str
+    payload: dict[str, Any]
+    at: float
+    event_id: str | None = None  # the connector's idempotency key, if it gave one
+
+
+@dataclass(slots=True)
+class AlertRow:
+    id: str
+    conversation_id: str
+    rule_id: str
+    rule_version: int
+    rule_name: str
+    kind: str
+    severity: str
+    reason: str
+    raised_at: float
+    agent_id: str | None
+    queue: str
+    evidence: dict[str, Any]
+    status: str = "open"
+
+
+@dataclass(slots=True)
+class PartitionMark:
+    """A scale-out worker's claim on a partition, checked in the batch's transaction:
+    the batch commits only while ``token`` is the partition's newest (a worker that lost
+    its lease is fenced out), and records how far the partition's stream is applied."""
+
+    partition: int
+    token: int
+    applied_through: str | None = None  # "<stream epoch>/<entry id>", None: unchanged
+    # The replies to the batch's entries (entry id -> reply), kept with the position, so
+    # an entry delivered again gets the answer it got (or would have got) the first time.
+    replies: dict[str, Any] | None = None
+
+
+SEARCH_SECONDS = 5.0  # a transcript search that runs longer is stopped
+
+
+class QueryTimeout(Exception):
+    """A search ran past SEARCH_SECONDS and was stopped."""
+
+
+class Fenced(Exception):
+    """A newer owner claimed these partitions; the batch was not committed."""
+
+    def __init__(self, partitions: set[int]) -> None:
+        super().__init__(f"partitions {sorted(partitions)} were claimed by another worker")
+        self.partitions = partitions
+
+
+@dataclass(slots=True)
+class PartitionClaim:
+    token: int
+    applied_through: str | None
+    replies: dict[str, Any]  # to the entries of the batch that ends at applied_through
+
+
+@dataclass(slots=True)
+class WriteBatch:
+    """Everything one pipeline batch changes, committed in one transaction."""
+
+    conversations: dict[str, tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=dict)
+    segments: list[SegmentRow] = field(default_factory=list)
+    events: list[EventRow] = field(default_factory=list)
+    alerts: list[AlertRow] = field(default_factory=list)
+    marks: list[PartitionMark] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.conversations or self.segments or self.events or self.alerts
+                    or self.marks)
+
+    def drop(self, conversation_ids: set[str]) -> None:
+        """Remove everything these conversations would have written."""
+        for cid in conversation_ids:
+            self.conversations.pop(cid, None)
+        self.segments = [s for s in self.segments if s.conversation_id not in conversation_ids]
+        self.events = [e for e in self.events if e.conversation_id not in conversation_ids]
+        self.alerts = [a for a in self.alerts if a.conversation_id not in conversation_ids]
+
+
+@dataclass(slots=True)
+class StoredConversation:
+    meta: dict[str, Any]
+    state: dict[str, Any]
+    applied: set[str]  # idempotency keys: segment ids, and event_key() of keyed events
+    recent: list[dict[str, Any]]  # recorded transcript entries, for a monitor's catch-up
+
+
+def event_key(event_id: str) -> str:
+    """An event's idempotency key beside segment ids ('#' is never in an id)."""
+    return "#" + event_id
+
+
+@dataclass(slots=True)
+class SearchQuery:
+    terms: list[str]
+    since: float | None = None
+    until: float | None = None
+    queue: str | None = None
+    agent_id: str | None = None
+    role: str | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+@dataclass(slots=True)
+class HistoryQuery:
+    """Recorded conversations for a backtest: started in [since, until), in a queue."""
+
+    since: float | None = None
+    until: float | None = None
+    queue: str | None = None
+    with_text: bool = False
+    with_agents: bool = False  # when each conversation got a human agent
+    limit: int = 10_000  # conversations, oldest first
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None:
+        """Raise if the database does not answer a trivial query."""
+        ...
+    async def claim_pipeline(self) -> None:
+        """Claim the database for this process's pipeline until closed; RuntimeError if
+        another process holds it (two pipelines would overwrite each other's state)."""
+        ...
+
+    # pipeline
+    async def write(self, batch: WriteBatch) -> None: ...
+    async def load_conversations(
+        self, ids: Collection[str] | None = None
+    ) -> list[StoredConversation]:
+        """The given conversations (live or ended), or every live one when ids is None."""
+        ...
+
+    async def live_conversation_ids(self) -> list[str]: ...
+
+    # rules
+    async def load_rules(self) -> dict[str, Any] | None: ...
+    async def save_rules(self, document: dict[str, Any]) -> None: ...
+
+    # users and tokens
+    async def create_user(self, user: User) -> None: ...
+    async def get_user(self, *, user_id: str | None = None,
+                       username: str | None = None) -> User | None: ...
+    async def list_users(self) -> list[User]: ...
+    async def set_disabled(self, username: str, disabled: bool) -> bool: ...
+    async def add_token(self, token: Token) -> None: ...
+    async def find_token(self, prefix: str) -> Token | None: ...
+    async def list_tokens(self, user_id: str) -> list[Token]: ...
+    async def revoke_token(self, token_id: str) -> bool: ...
+
+    # analyst
+    async def get_conversation(self, conversation_id: str) -> dict[str, Any] | None: ...
+    async def list_alerts(self, conversation_id: str | None = None,
+                          agent_id: str | None = None,
+                          limit: int = 100) -> list[dict[str, Any]]: ...
+    async def search(self, query: SearchQuery) -> list[dict[str, Any]]:
+        """Stopped with `QueryTimeout` after SEARCH_SECONDS; analyst queries never delay
+        the reads supervisors and the pipeline make."""
+        ...
+    async def load_history(self, query: HistoryQuery) -> History: ...
+
+
+class PartitionedStore(Store, Protocol):
+    """A store scale-out workers can share (PostgreSQL): partitions claimed with fencing
+    tokens, and batches that carry `PartitionMark`s."""
+
+    async def claim_partition(self, partition: int) -> PartitionClaim:
+        """Take the next fencing token of ``partition``: every batch marked with an older
+        one fails with `Fenced` from now on."""
+        ...
+
+    async def join_workers(self) -> None:
+        """Take part in the database's pipeline as one of several workers until closed;
+        RuntimeError while an embedded service runs its pipeline on it."""
+        ...
 
 
 def is_postgres(database: str) -> bool:

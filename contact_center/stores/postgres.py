@@ -13,21 +13,16 @@ from typing import Any
 
 import asyncpg
 
-from contact_center import codec
-from contact_center.conversation import RECENT_LIMIT
-from contact_center.store import (
+from analytics.history import History, agent_assignments
+from contact_center.stores import (
     SEARCH_SECONDS,
     Fenced,
-    History,
     HistoryQuery,
     PartitionClaim,
     QueryTimeout,
     SearchQuery,
     StoredConversation,
-    Token,
-    User,
     WriteBatch,
-    agent_assignments,
     event_key,
 )
 from contact_center.stores.rows import (
@@ -40,6 +35,9 @@ from contact_center.stores.rows import (
     as_user,
     like_pattern,
 )
+from monitoring import codec
+from monitoring.credentials import Token, User
+from monitoring.messages import RECENT_LIMIT
 
 # Each entry upgrades the schema by one version; never edit a shipped one, add another.
 MIGRATIONS: list[str] = [

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from contact_center.store import Token, User
+from monitoring.credentials import Token, User
 
 Row = Mapping[str, Any]
 Decode = Callable[[Any], Any]

@@ -19,19 +19,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
-from contact_center import codec
-from contact_center.conversation import RECENT_LIMIT
-from contact_center.store import (
+from analytics.history import History, agent_assignments
+from contact_center.stores import (
     SEARCH_SECONDS,
-    History,
     HistoryQuery,
     QueryTimeout,
     SearchQuery,
     StoredConversation,
-    Token,
-    User,
     WriteBatch,
-    agent_assignments,
     event_key,
 )
 from contact_center.stores.rows import (
@@ -45,6 +40,9 @@ from contact_center.stores.rows import (
     folded,
     like_pattern,
 )
+from monitoring import codec
+from monitoring.credentials import Token, User
+from monitoring.messages import RECENT_LIMIT
 
 T = TypeVar("T")
 

@@ -1,9 +1,11 @@
-"""Live feeds: what the supervision routes read of the conversations in progress, side by
-side in this folder.
+"""Live feeds, side by side in this folder: where a committed batch's live messages are
+published (an `Outlet`), and what the supervision routes read of the conversations in
+progress (a `LiveFeed`).
 
-`memory.MemoryFeed` reads the embedded pipeline's memory; `redis.RedisFeed` reads what
-scale-out workers keep in Redis and relays their live messages into this node's hub (its
-other half, `redis.RedisOutlet`, is how workers publish). A snapshot carries each
+Embedded (`memory`): `HubOutlet` publishes into this process's hub, and `MemoryFeed`
+reads the pipeline's memory. Scale-out (`redis`): workers publish through `RedisOutlet`;
+each API node's `RedisFeed` reads what they keep in Redis and relays their live messages
+into its hub. The messages' topics and shapes are in `monitoring.messages`. A snapshot carries each
 conversation's message number, so a stream opened on it sends only the messages after
 it: catch-up then live, no gap, no overlap, on every node.
 """
@@ -13,16 +15,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from monitoring.hub import Hub
+from monitoring.messages import LIVE_TOPIC, LiveMessage, agents_updated
 from monitoring.metrics import AgentLoad, agent_metrics
 
 log = logging.getLogger(__name__)
 
-LIVE_TOPIC = "live"
 AGENT_METRICS_INTERVAL = 1.0  # seconds between agent metric pushes on the live board
 
 
@@ -60,8 +62,47 @@ class LiveFeed(Protocol):
     async def agent_loads(self) -> list[AgentLoad]: ...
 
 
-def conversation_updated(summary: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "conversation.updated", "conversation": summary}
+class Watched(Protocol):
+    """A live conversation as outlets see it (`contact_center.conversation.Conversation`)."""
+
+    shown: int  # the number of its last monitor message published
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def published(self) -> int:
+        """The number of its last monitor message (published or not yet)."""
+        ...
+    @property
+    def recent(self) -> list[dict[str, Any]]:
+        """Its kept monitor messages, for a catch-up."""
+        ...
+
+    def summary(self, now: float) -> dict[str, Any]: ...
+    def remember(self, entry: dict[str, Any]) -> None: ...
+
+
+class Committed(Protocol):
+    """What an outlet publishes of a committed batch (`contact_center.applier.Effects`)."""
+
+    @property
+    def messages(self) -> Sequence[LiveMessage]: ...
+    @property
+    def touched(self) -> Mapping[str, Watched]: ...
+
+
+class Outlet(Protocol):
+    """Where a committed batch's live messages go."""
+
+    async def publish(self, batch: Committed) -> None:
+        """Publish the messages and the touched conversations' updates; never raises."""
+        ...
+
+    async def resync(self, conversation_ids: Collection[str]) -> None:
+        """Tell live subscribers that what they saw may not have been kept."""
+        ...
 
 
 class AgentPush:
@@ -83,7 +124,7 @@ class AgentPush:
                                     - time.monotonic()))
             self._due, self._sent_at = None, time.monotonic()
             agents = agent_metrics(await self.loads())
-            self.hub.publish(LIVE_TOPIC, {"type": "agents.updated", "agents": agents})
+            self.hub.publish(LIVE_TOPIC, agents_updated(agents))
         except Exception:
             self._due = None
             log.warning("pushing agent metrics failed", exc_info=True)

@@ -1,18 +1,91 @@
-"""The embedded feed: reads the pipeline's conversations in this process's memory."""
+"""The embedded outlet and feed: the pipeline publishes into this process's hub, and
+the live views read the pipeline's conversations in memory."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+from collections.abc import Collection, Mapping
+from typing import Protocol
 
-from contact_center.pipeline import Pipeline
-from monitoring.feeds import CatchUp, Live
+from monitoring.feeds import AgentPush, CatchUp, Committed, Live, Watched
+from monitoring.hub import Hub
+from monitoring.messages import (
+    LIVE_TOPIC,
+    STORAGE_RESYNC,
+    conversation_topic,
+    conversation_updated,
+)
 from monitoring.metrics import AgentLoad
+
+log = logging.getLogger(__name__)
+
+
+class HubOutlet:
+    """The embedded outlet: this process's hub, and the recent entries kept in memory
+    for a monitor's catch-up."""
+
+    def __init__(self, hub: Hub, agents: AgentPush | None = None) -> None:
+        self.hub, self.agents = hub, agents
+
+    async def publish(self, batch: Committed) -> None:
+        for message in batch.messages:
+            try:
+                if message.number:
+                    conv = batch.touched[message.conversation_id]
+                    # Kept here, with the publishing and after the commit, so catch-up and
+                    # live never overlap or gap.
+                    if message.keep:
+                        conv.remember(message.body)
+                    conv.shown = message.number
+                self.hub.publish(message.topic, message.body, message.match,
+                                 number=message.number)
+            except Exception:  # a failed push must not cost the others theirs
+                log.exception("publishing a live message failed")
+        if self.hub.subscribers(LIVE_TOPIC) and batch.touched:
+            now = time.time()
+            for conv in batch.touched.values():
+                self.hub.publish(LIVE_TOPIC, conversation_updated(conv.summary(now)),
+                                 number=conv.published)
+            if self.agents is not None:
+                self.agents.changed()
+
+    async def resync(self, conversation_ids: Collection[str]) -> None:
+        for cid in conversation_ids:
+            self.hub.publish(conversation_topic(cid), STORAGE_RESYNC)
+        self.hub.publish(LIVE_TOPIC, STORAGE_RESYNC)
+
+
+class Memory(Protocol):
+    """What the embedded feed reads (`contact_center.pipeline.Pipeline`)."""
+
+    restored: asyncio.Event  # set once every live conversation is back after a start
+
+    @property
+    def conversations(self) -> Mapping[str, Remembered]: ...
+
+
+class Remembered(Watched, Protocol):
+    """A live conversation as the embedded feed reads it."""
+
+    @property
+    def agent_id(self) -> str | None: ...
+    @property
+    def alerts(self) -> int: ...
+    @property
+    def rolling(self) -> Rolling: ...
+
+
+class Rolling(Protocol):
+    @property
+    def mean(self) -> float | None: ...
 
 
 class MemoryFeed:
     """Answers once the pipeline has restored every live conversation (see `ready`)."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Memory) -> None:
         self.pipeline = pipeline
 
     async def ready(self) -> None:

@@ -16,38 +16,64 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import redis.asyncio as aioredis
 
-from contact_center import codec
-from contact_center.applier import Effects, conversation_topic
-from contact_center.conversation import RECENT_LIMIT, Conversation
-from contact_center.streams import BLOCK_MS, Layout, dumps, read_reply
-from monitoring.feeds import LIVE_TOPIC, AgentPush, CatchUp, Live, conversation_updated
+from monitoring import codec
+from monitoring.codec import dumps
+from monitoring.feeds import AgentPush, CatchUp, Committed, Live, Watched
 from monitoring.hub import Hub, Message
+from monitoring.messages import (
+    LIVE_TOPIC,
+    RECENT_LIMIT,
+    RELAY_RESYNC,
+    conversation_topic,
+    conversation_updated,
+)
 from monitoring.metrics import AgentLoad, load_of
 
 log = logging.getLogger(__name__)
 
 LIVE_STREAM_LENGTH = 100_000  # live messages kept for API nodes that lag (approximate)
 RELAY_BATCH = 1000  # live messages an API node reads at a time
-RESYNC = {"type": "resync", "reason": "live messages may have been lost; reconnect"}
+READ_BLOCK_MS = 1000  # longest blocking read; well under the Redis client's socket timeout
+
+
+@dataclass(frozen=True, slots=True)
+class FeedKeys:
+    """The feed's Redis keys (`contact_center.streams.Layout` adds the bus's)."""
+
+    namespace: str = "cc"
+
+    def recent(self, conversation_id: str) -> str:
+        return f"{self.namespace}:recent:{conversation_id}"
+
+    @property
+    def live(self) -> str:
+        """Every live message, for every API node's hub."""
+        return f"{self.namespace}:live"
+
+    @property
+    def summaries(self) -> str:
+        """Hash: live conversation id -> its summary and message number."""
+        return f"{self.namespace}:summaries"
 
 
 class RedisOutlet:
     """A worker's outlet: one Redis transaction per committed batch."""
 
-    def __init__(self, redis: aioredis.Redis, layout: Layout) -> None:
+    def __init__(self, redis: aioredis.Redis, layout: FeedKeys) -> None:
         self.redis, self.layout = redis, layout
         # Conversations whose live messages could not be published: their summary and
         # catch-up are rewritten (`restored`) once Redis takes writes again.
         self.behind: set[str] = set()
 
-    async def publish(self, effects: Effects) -> None:
+    async def publish(self, batch: Committed) -> None:
         pipe = self.redis.pipeline(transaction=True)
-        for m in effects.messages:
+        for m in batch.messages:
             text = dumps(m.body)
             fields: dict[Any, Any] = {"t": m.topic, "y": m.body["type"], "m": text, "n": m.number,
                       "c": m.conversation_id}
@@ -58,12 +84,12 @@ class RedisOutlet:
                 pipe.rpush(self.layout.recent(m.conversation_id),
                            f'{{"n":{m.number},"m":{text}}}')
         now = time.time()
-        for conv in effects.touched.values():
+        for conv in batch.touched.values():
             self._summary(pipe, conv, now)
         if not await self._execute(pipe):
-            self.behind.update(effects.touched)
+            self.behind.update(batch.touched)
 
-    def _summary(self, pipe: Any, conv: Conversation, now: float) -> None:
+    def _summary(self, pipe: Any, conv: Watched, now: float) -> None:
         summary = conv.summary(now)
         if conv.status == "live":
             pipe.hset(self.layout.summaries, conv.id,
@@ -80,12 +106,12 @@ class RedisOutlet:
     async def resync(self, conversation_ids: Collection[str]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         for topic in [*map(conversation_topic, conversation_ids), LIVE_TOPIC]:
-            pipe.xadd(self.layout.live, {"t": topic, "y": "resync", "m": dumps(RESYNC),
+            pipe.xadd(self.layout.live, {"t": topic, "y": "resync", "m": dumps(RELAY_RESYNC),
                                          "n": 0, "c": ""},
                       maxlen=LIVE_STREAM_LENGTH, approximate=True)
         await self._execute(pipe)
 
-    async def restored(self, conversations: list[Conversation],
+    async def restored(self, conversations: Sequence[Watched],
                        recent: dict[str, list[dict[str, Any]]] | None = None,
                        force: bool = False) -> None:
         """Where Redis lost what was published of these conversations (an emptied Redis,
@@ -126,7 +152,7 @@ class RedisOutlet:
 class RedisFeed:
     """An API node's view: reads from Redis, and relays the live stream into the hub."""
 
-    def __init__(self, redis: aioredis.Redis, layout: Layout, hub: Hub) -> None:
+    def __init__(self, redis: aioredis.Redis, layout: FeedKeys, hub: Hub) -> None:
         self.redis, self.layout, self.hub = redis, layout, hub
         self.agents = AgentPush(hub, self.agent_loads)
         self.healthy = True
@@ -153,8 +179,9 @@ class RedisFeed:
                     read = await self._check_lag(read)
                     checked = time.monotonic()
                 reply = await self.redis.xread({self.layout.live: last}, count=RELAY_BATCH,
-                                               block=BLOCK_MS)
-                entries = [e for _, stream in read_reply(reply) for e in stream]
+                                               block=READ_BLOCK_MS)
+                streams = cast(list[tuple[str, Any]], reply or [])
+                entries = [e for _, stream in streams for e in stream]
                 read, behind = read + len(entries), len(entries) == RELAY_BATCH
             except Exception as exc:
                 if self.healthy:
@@ -167,7 +194,7 @@ class RedisFeed:
                 # Whatever was published meanwhile never reached this node's subscribers.
                 log.info("reading live messages from Redis again")
                 self.healthy, backoff = True, 0.5
-                self.hub.broadcast(RESYNC)
+                self.hub.broadcast(RELAY_RESYNC)
             for entry_id, fields in entries:
                 last = entry_id
                 try:
@@ -187,7 +214,7 @@ class RedisFeed:
         if trimmed > read:
             log.warning("this node fell %d live messages behind; subscribers resync",
                         trimmed - read)
-            self.hub.broadcast(RESYNC)
+            self.hub.broadcast(RELAY_RESYNC)
             return trimmed
         return read
 

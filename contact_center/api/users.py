@@ -1,16 +1,16 @@
-"""Administration routes: who am I, users and their API tokens."""
+"""Users and their API tokens, and who am I."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, HTTPException, Request, Response
+from pydantic import Field
 
-from contact_center.openapi import COMMON, Closed, error
+from contact_center.api.auth import require
+from contact_center.api.openapi import COMMON, Closed, error
 from contact_center.protocol import Model
-from contact_center.store import User
-from monitoring.auth import create_user, issue_token, require
+from monitoring.credentials import User, create_user, issue_token
 from monitoring.permissions import PROFILES, Permission, Principal, permissions_of
 
 router = APIRouter(tags=["admin"], responses=COMMON)
@@ -125,27 +125,3 @@ async def revoke_token(request: Request, token_id: str,
     if not await request.app.state.store.revoke_token(token_id):
         raise HTTPException(404, {"type": "error", "code": "unknown_token",
                                   "message": "no such active token"})
-
-
-class DeadLetter(BaseModel):
-    id: str = Field(description="The dead letter's id on the dead-letter stream")
-    partition: int
-    entry: str = Field(description="The event's entry id on its partition stream")
-    deliveries: int = Field(description="How often it was delivered without being applied")
-    at: float = Field(description="When it was set aside (Unix time)")
-    event: Any = Field(description="The event as the API node passed it on")
-    node: str = Field(description="The API node that received it")
-    request: str
-
-
-class DeadLetters(BaseModel):
-    dead_letters: list[DeadLetter]
-
-
-@router.get("/v1/admin/dead-letters", response_model=DeadLetters)
-async def dead_letters(request: Request, limit: int = Query(default=100, ge=1, le=1000),
-                       _: Principal = require(Permission.OPERATE)) -> dict[str, Any]:
-    """Events set aside by scale-out workers after failing too often, newest first
-    (always empty embedded, where a failing event is answered ``internal_error`` at
-    once)."""
-    return {"dead_letters": await request.app.state.runtime.dead_letters(limit)}

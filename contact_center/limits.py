@@ -1,6 +1,6 @@
 """Abuse limits: messages per second on one socket, sockets per API token, and failed
 authentications per client address. The counting is pure (callers pass the time); what
-to answer is decided where each is checked (monitoring.auth, the socket handlers).
+to answer is decided where each is checked (contact_center.api.auth, the socket handlers).
 
 All of them count in this process: in the scale-out deployment, per API node.
 """
@@ -53,7 +53,7 @@ class SocketCounts:
 class FailedAuthentications:
     """Failed authentications per client address (IPv6: per /64, what one client gets)
     in the current minute. An address past ``per_minute`` is slowed down for the rest of
-    its minute (see monitoring.auth): its failures are answered late, a few at a time.
+    its minute (see contact_center.api.auth): its failures are answered late, a few at a time.
     Remembers at most ``addresses`` addresses (the least recently failing are forgotten
     first)."""
 
@@ -106,7 +106,7 @@ HELD = "held_socket"  # the scope key naming what `SocketCaps` releases
 
 class SocketCaps:
     """Releases, when a socket ends, the place it took in a `SocketCounts` (taken by
-    `monitoring.auth.authorize_websocket` once the socket's token is known)."""
+    `contact_center.api.auth.authorize_websocket` once the socket's token is known)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

@@ -19,9 +19,9 @@ from pydantic import BaseModel, Field
 
 from contact_center import protocol as p
 from contact_center import service_metrics as metrics
+from contact_center.api.auth import accept, authorize_websocket, require
+from contact_center.api.openapi import COMMON, Error, Responses
 from contact_center.buses import Bus, Source
-from contact_center.openapi import COMMON, Error, Responses
-from monitoring.auth import accept, authorize_websocket, require
 from monitoring.permissions import Permission
 
 router = APIRouter(tags=["ingest"], responses=COMMON)

@@ -1,19 +1,16 @@
-"""Authentication: API tokens (stored hashed) and the checks every route and socket runs.
+"""Where permissions are checked: the dependency every route names (`require`), the
+check every socket runs before it is accepted (`authorize_websocket`), and the check of a
+request with a body before that body is read (`CheckBeforeBody`).
 
-A token is ``cc_`` + 43 url-safe characters. The store keeps its first 12 characters
-(to find it) and its SHA-256 digest (to verify it in constant time); the token itself
-is shown once, when issued, and never stored or logged.
+Tokens are verified by `monitoring.credentials`; what each permission allows is
+`monitoring.permissions`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import math
-import secrets
 import time
-import uuid
 from typing import Any
 
 from fastapi import Depends, HTTPException, Request, WebSocket
@@ -23,57 +20,9 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from contact_center import service_metrics as metrics
-from contact_center.store import Store, Token, User
-from monitoring.limits import HELD, FailedAuthentications, client_key
-from monitoring.permissions import PROFILES, Permission, Principal, permissions_of
-
-TOKEN_MARK = "cc_"
-_PREFIX_LEN = 12
-_MAX_TOKEN_LEN = 200
-
-
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _prefix(token: str) -> str:
-    return token[len(TOKEN_MARK) : len(TOKEN_MARK) + _PREFIX_LEN]
-
-
-async def create_user(store: Store, username: str, profiles: list[str],
-                      agent_id: str | None = None) -> User:
-    unknown = set(profiles) - PROFILES.keys()
-    if unknown:
-        raise ValueError(f"unknown profile(s): {', '.join(sorted(unknown))}; "
-                         f"known: {', '.join(PROFILES)}")
-    if await store.get_user(username=username) is not None:
-        raise ValueError(f"user {username!r} already exists")
-    user = User(id=uuid.uuid4().hex, username=username, agent_id=agent_id,
-                profiles=list(profiles), disabled=False, created_at=time.time())
-    await store.create_user(user)
-    return user
-
-
-async def issue_token(store: Store, user: User, label: str = "") -> tuple[Token, str]:
-    """Create a token for ``user``; returns the record and the secret (shown once)."""
-    secret = TOKEN_MARK + secrets.token_urlsafe(32)
-    token = Token(id=uuid.uuid4().hex, user_id=user.id, prefix=_prefix(secret),
-                  digest=_digest(secret), label=label, created_at=time.time(), revoked=False)
-    await store.add_token(token)
-    return token, secret
-
-
-async def authenticate(store: Store, secret: str | None) -> Principal | None:
-    if not secret or not secret.startswith(TOKEN_MARK) or len(secret) > _MAX_TOKEN_LEN:
-        return None
-    token = await store.find_token(_prefix(secret))
-    if token is None or token.revoked or not hmac.compare_digest(token.digest, _digest(secret)):
-        return None
-    user = await store.get_user(user_id=token.user_id)
-    if user is None or user.disabled:
-        return None
-    return Principal(user_id=user.id, username=user.username, agent_id=user.agent_id,
-                     profiles=tuple(user.profiles), permissions=permissions_of(user.profiles))
+from contact_center.limits import HELD, FailedAuthentications, client_key
+from monitoring.credentials import authenticate, token_prefix
+from monitoring.permissions import Permission, Principal
 
 
 def _bearer(conn: HTTPConnection) -> str | None:
@@ -190,13 +139,13 @@ async def authorize_websocket(ws: WebSocket, *permissions: Permission) -> Princi
         await deny(ws, problem["status"], problem["body"], problem["headers"])
         return None
     counts = ws.app.state.limits.sockets
-    if not counts.enter(_prefix(token or "")):
+    if not counts.enter(token_prefix(token or "")):
         metrics.REFUSED.labels("too_many_connections").inc()
         await deny(ws, 429, _problem(429, "too_many_connections",
                                      f"this API token already holds {counts.limit} sockets "
                                      "(the most one token may)")["body"])
         return None
-    ws.scope[HELD].update(key=_prefix(token or ""), counts=counts)  # released by SocketCaps
+    ws.scope[HELD].update(key=token_prefix(token or ""), counts=counts)  # released by SocketCaps
     return principal
 
 

@@ -1,28 +1,20 @@
-"""Transcript queries for analysts: one recorded conversation, and keyword search."""
+"""Transcripts for analysts: one recorded conversation, and keyword search."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
-from contact_center.openapi import COMMON, error
+from analytics.search import parse_terms
+from contact_center.api.auth import require
+from contact_center.api.openapi import COMMON, error
+from contact_center.api.views import SearchResults, Transcript
 from contact_center.protocol import Timestamp
-from contact_center.store import SEARCH_SECONDS, QueryTimeout, SearchQuery
-from contact_center.views import SearchResults, Transcript
-from monitoring.auth import require
+from contact_center.stores import SEARCH_SECONDS, QueryTimeout, SearchQuery
 from monitoring.permissions import Permission, Principal
 
 router = APIRouter(tags=["analytics"], responses=COMMON)
-
-_QUOTED_OR_WORD = re.compile(r'"([^"]+)"|(\S+)')
-
-
-def parse_terms(q: str) -> list[str]:
-    """Split a query into terms at whitespace; "quoted phrases" stay whole."""
-    return [phrase or word for phrase, word in _QUOTED_OR_WORD.findall(q)]
-
 
 MAX_OFFSET = 1_000_000  # deeper pages: narrow the search (since, until, queue) instead
 

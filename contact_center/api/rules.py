@@ -18,10 +18,10 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from analytics.backtest import backtest, reads_words
 from analytics.rules import AnyRule, HumanRequestedRule, Rule, RuleSet
-from contact_center.openapi import COMMON, Responses, error
+from contact_center.api.auth import require
+from contact_center.api.openapi import COMMON, Responses, error
 from contact_center.protocol import Model, Timestamp
-from contact_center.store import HistoryQuery
-from monitoring.auth import require
+from contact_center.stores import HistoryQuery
 from monitoring.permissions import Permission, Principal
 
 log = logging.getLogger(__name__)

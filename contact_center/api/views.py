@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from analytics.rules import Severity
-from contact_center.openapi import Closed
+from contact_center.api.openapi import Closed
 from contact_center.protocol import Channel, RecordingPolicy, Role
 
 

@@ -1,0 +1,12 @@
+"""Transcript search: how a query's text becomes terms (pure)."""
+
+from __future__ import annotations
+
+import re
+
+_QUOTED_OR_WORD = re.compile(r'"([^"]+)"|(\S+)')
+
+
+def parse_terms(q: str) -> list[str]:
+    """Split a query into terms at whitespace; "quoted phrases" stay whole."""
+    return [phrase or word for phrase, word in _QUOTED_OR_WORD.findall(q)]

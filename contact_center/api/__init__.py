@@ -1,0 +1,22 @@
+"""Every HTTP and WebSocket route, one module per resource; each route is thin: parse,
+check the permission (`auth`), call the domain, shape the answer (`views`).
+
+ingest (connectors), live (supervisors' views and monitor), alerts, transcripts
+(analysts), rules, users (and tokens), operations (probes, metrics, dead letters). Shared:
+`auth` (where permissions are checked), `openapi` (the error body and common answers),
+`views` (response shapes), `sockets` (streaming to a client), `errors`, `middleware`.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from contact_center.api import alerts, ingest, live, operations, rules, transcripts, users
+
+ROUTERS = [ingest.router, live.router, alerts.router, transcripts.router, rules.router,
+           users.router, operations.router]
+
+
+def include_routes(app: FastAPI) -> None:
+    for router in ROUTERS:
+        app.include_router(router)

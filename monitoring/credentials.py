@@ -1,0 +1,98 @@
+"""Users and API tokens: issuing and verifying them (stored hashed).
+
+A token is ``cc_`` + 43 url-safe characters. The store keeps its first 12 characters
+(to find it) and its SHA-256 digest (to verify it in constant time); the token itself
+is shown once, when issued, and never stored or logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Protocol
+
+from monitoring.permissions import PROFILES, Principal, permissions_of
+
+
+@dataclass(slots=True)
+class User:
+    id: str
+    username: str
+    agent_id: str | None
+    profiles: list[str]
+    disabled: bool
+    created_at: float
+
+
+@dataclass(slots=True)
+class Token:
+    id: str
+    user_id: str
+    prefix: str
+    digest: str
+    label: str
+    created_at: float
+    revoked: bool
+
+
+class Accounts(Protocol):
+    """What issuing and verifying read and write (the service's store)."""
+
+    async def create_user(self, user: User) -> None: ...
+    async def get_user(self, *, user_id: str | None = None,
+                       username: str | None = None) -> User | None: ...
+    async def add_token(self, token: Token) -> None: ...
+    async def find_token(self, prefix: str) -> Token | None: ...
+
+
+TOKEN_MARK = "cc_"
+PREFIX_LEN = 12
+MAX_TOKEN_LEN = 200
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_prefix(token: str) -> str:
+    return token[len(TOKEN_MARK) : len(TOKEN_MARK) + PREFIX_LEN]
+
+
+async def create_user(store: Accounts, username: str, profiles: list[str],
+                      agent_id: str | None = None) -> User:
+    unknown = set(profiles) - PROFILES.keys()
+    if unknown:
+        raise ValueError(f"unknown profile(s): {', '.join(sorted(unknown))}; "
+                         f"known: {', '.join(PROFILES)}")
+    if await store.get_user(username=username) is not None:
+        raise ValueError(f"user {username!r} already exists")
+    user = User(id=uuid.uuid4().hex, username=username, agent_id=agent_id,
+                profiles=list(profiles), disabled=False, created_at=time.time())
+    await store.create_user(user)
+    return user
+
+
+async def issue_token(store: Accounts, user: User, label: str = "") -> tuple[Token, str]:
+    """Create a token for ``user``; returns the record and the secret (shown once)."""
+    secret = TOKEN_MARK + secrets.token_urlsafe(32)
+    token = Token(id=uuid.uuid4().hex, user_id=user.id, prefix=token_prefix(secret),
+                  digest=digest(secret), label=label, created_at=time.time(), revoked=False)
+    await store.add_token(token)
+    return token, secret
+
+
+async def authenticate(store: Accounts, secret: str | None) -> Principal | None:
+    if not secret or not secret.startswith(TOKEN_MARK) or len(secret) > MAX_TOKEN_LEN:
+        return None
+    token = await store.find_token(token_prefix(secret))
+    if token is None or token.revoked or not hmac.compare_digest(token.digest, digest(secret)):
+        return None
+    user = await store.get_user(user_id=token.user_id)
+    if user is None or user.disabled:
+        return None
+    return Principal(user_id=user.id, username=user.username, agent_id=user.agent_id,
+                     profiles=tuple(user.profiles), permissions=permissions_of(user.profiles))

@@ -1,0 +1,77 @@
+"""Live messages: their topics and shapes, in one place (docs/protocol.md#live-streams).
+
+The pipeline decides which to send (`contact_center.applier`); an outlet publishes them
+once their batch is committed (`monitoring.feeds`); subscribers get them through the hub.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+LIVE_TOPIC = "live"  # the live board: conversation and agent updates
+ALERTS_TOPIC = "alerts"  # every alert, filtered per subscriber
+RECENT_LIMIT = 500  # monitor messages kept per live conversation for a monitor's catch-up
+
+
+def conversation_topic(conversation_id: str) -> str:
+    """A conversation's monitor messages."""
+    return f"conversation:{conversation_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class LiveMessage:
+    """A live message to publish once its batch is committed."""
+
+    conversation_id: str
+    topic: str
+    body: dict[str, Any]
+    keep: bool = False  # also kept in the conversation's recent entries (monitor catch-up)
+    match: dict[str, Any] | None = None  # what subscribers filter on (alerts)
+    number: int = 0  # a monitor message's number in its conversation (0: not numbered)
+
+
+# -- shapes ----------------------------------------------------------------------------
+
+
+def partial_segment(conversation_id: str, segment_id: str, role: str, participant_id: str,
+                    text: str, at: float) -> dict[str, Any]:
+    return {"type": "segment", "conversation_id": conversation_id, "segment_id": segment_id,
+            "role": role, "participant_id": participant_id, "text": text, "final": False,
+            "at": at}
+
+
+def final_segment(conversation_id: str, seq: int, segment_id: str, role: str,
+                  participant_id: str, text: str, recorded: bool, scores: dict[str, float],
+                  at: float, late: bool) -> dict[str, Any]:
+    return {"type": "segment", "conversation_id": conversation_id, "seq": seq,
+            "segment_id": segment_id, "role": role, "participant_id": participant_id,
+            "text": text, "recorded": recorded, "final": True, "scores": scores, "at": at,
+            "late": late}
+
+
+def conversation_event(event_type: str, conversation_id: str, at: float,
+                       payload: dict[str, Any]) -> dict[str, Any]:
+    """A lifecycle event (participant joined or left, transfer, handover, end)."""
+    return {"type": event_type, "conversation_id": conversation_id, "at": at, **payload}
+
+
+def alert_raised(alert: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "alert", "alert": alert}
+
+
+def conversation_updated(summary: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "conversation.updated", "conversation": summary}
+
+
+def agents_updated(agents: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": "agents.updated", "agents": agents}
+
+
+def resync(reason: str) -> dict[str, Any]:
+    """What a subscriber saw may not have been kept, or it missed messages: reconnect."""
+    return {"type": "resync", "reason": reason}
+
+
+STORAGE_RESYNC = resync("storage failure; reconnect for a fresh view")
+RELAY_RESYNC = resync("live messages may have been lost; reconnect")
