@@ -24,8 +24,8 @@ from contact_center.buses import Bus
 from contact_center.buses.memory import InMemoryBus
 from contact_center.buses.redis import RedisBus
 from contact_center.collector import keep_long_lived_state_frozen
+from contact_center.embedded_pipeline import EmbeddedPipeline
 from contact_center.leases import alive_worker_ids, alive_workers, unowned
-from contact_center.pipeline import Pipeline
 from contact_center.settings import Settings, masked
 from contact_center.stores import PartitionedStore, Store
 from contact_center.streams import read_entries
@@ -122,7 +122,7 @@ def _freezer(settings: Settings, runner: asyncio.Task[None]) -> asyncio.Task[Non
 
 
 class Embedded:
-    def __init__(self, store: Store, pipeline: Pipeline, bus: InMemoryBus) -> None:
+    def __init__(self, store: Store, pipeline: EmbeddedPipeline, bus: InMemoryBus) -> None:
         self.store, self.pipeline, self.bus = store, pipeline, bus
         self.freezer: asyncio.Task[None] | None = None
         self.feed = MemoryFeed(pipeline)
@@ -138,9 +138,9 @@ class Embedded:
     async def start(cls, settings: Settings, store: Store, hub: Hub) -> Embedded:
         await store.claim_pipeline()
         outlet = HubOutlet(hub)
-        pipeline = Pipeline(store, outlet, await load_rules(settings, store), settings.rolling,
-                            settings.batch_size, scorer_for(settings),
-                            freeze=settings.gc_freeze_seconds > 0)
+        pipeline = EmbeddedPipeline(store, outlet, await load_rules(settings, store),
+                                    settings.rolling, settings.batch_size,
+                                    scorer_for(settings), freeze=settings.gc_freeze_seconds > 0)
         runtime = cls(store, pipeline, InMemoryBus(settings.bus_queue_size))
         outlet.agents = AgentPush(hub, runtime.feed.agent_loads)
         runtime.freezer = _freezer(settings, runtime.runner)

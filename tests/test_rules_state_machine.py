@@ -1,6 +1,6 @@
 """The live pipeline's rules under random interleavings (a hypothesis state machine).
 
-Drives the real `Pipeline` (real SQLite store, real hub) through customer and agent
+Drives the real `EmbeddedPipeline` (real SQLite store, real hub) through customer and agent
 turns on up to three live conversations, duplicate deliveries (as sent, or retried with
 other words), rule edits while the conversations are live (create, update, disable,
 enable, delete, delete and create again), restarts on the same store and clock ticks, on
@@ -34,7 +34,7 @@ from analytics.rules import KeywordRule, ResponseTimeRule, RuleSet, SentimentRul
 from analytics.scoring import score
 from contact_center import protocol as p
 from contact_center.buses import Delivery, Source
-from contact_center.pipeline import Pipeline
+from contact_center.embedded_pipeline import EmbeddedPipeline
 from contact_center.stores.sqlite import SQLiteStore
 from monitoring.feeds.memory import HubOutlet
 from monitoring.hub import Hub
@@ -152,7 +152,8 @@ class RulesOnTheLivePipeline(RuleBasedStateMachine):
         self.hub = Hub(queue_size=100_000)
         self.subscription = self.hub.subscribe(ALERTS_TOPIC)
         self.rule_set = RuleSet()
-        self.pipeline = Pipeline(self.store, HubOutlet(self.hub), self.rule_set, RollingConfig())
+        self.pipeline = EmbeddedPipeline(self.store, HubOutlet(self.hub), self.rule_set,
+                                         RollingConfig())
         self.source = Source()
         self.now = 1_000_000.0
         self.rules: dict[str, ModelRule] = {}  # in rule-set order
@@ -430,7 +431,8 @@ class RulesOnTheLivePipeline(RuleBasedStateMachine):
     def restart(self) -> None:
         """A new pipeline on the same store resumes every live conversation's rule state
         (what edits dropped stays dropped)."""
-        self.pipeline = Pipeline(self.store, HubOutlet(self.hub), self.rule_set, RollingConfig())
+        self.pipeline = EmbeddedPipeline(self.store, HubOutlet(self.hub), self.rule_set,
+                                         RollingConfig())
         self.run(self.pipeline.restore())
         self.check_alerts([])
 
