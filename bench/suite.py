@@ -908,8 +908,13 @@ COMPONENTS = (("scorer", ("fast_vader", "vaderSentiment", "analytics/scoring")),
               ("store (SQLite)", ("stores/sqlite", "sqlite3")),
               ("WebSocket/HTTP stack", ("websockets/", "uvicorn/", "starlette/", "fastapi/",
                                         "httptools")),
-              ("pipeline, ingest, live streams", ("contact_center/",)),
-              ("auth, metrics, logs", ("monitoring/", "prometheus_client", "logging/")),
+              ("auth, metrics, logs", ("api/auth", "monitoring/credentials",
+                                       "contact_center/limits", "contact_center/logs",
+                                       "contact_center/service_metrics", "prometheus_client",
+                                       "logging/")),
+              # (frames are shortened to their last two path parts: see `short`)
+              ("pipeline, ingest, live streams", ("contact_center/", "api/", "monitoring/",
+                                                  "feeds/")),
               ("event loop (I/O, callbacks)", ("asyncio/", "uvloop")))
 
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from contact_center import __version__, api
+from contact_center import __version__, api, stopping
 from contact_center.api import errors
 from contact_center.api.auth import CheckBeforeBody
 from contact_center.api.middleware import MAX_BODY_BYTES, BodyLimit, RefuseNul
@@ -20,6 +20,8 @@ from contact_center.runtime import Embedded, Runtime, ScaleOutNode
 from contact_center.settings import Settings
 from contact_center.stores import Store, open_store
 from monitoring.hub import Hub
+
+CLOSE_STORE_SECONDS = 3.0
 
 
 def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
@@ -43,7 +45,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
             yield
         finally:
             await runtime.stop()
-            await store.close()
+            await stopping.step("closing the database", store.close(), CLOSE_STORE_SECONDS)
 
     # /docs and /redoc from assets installed with the package (fastapi-offline), not a
     # CDN: they work on a machine without internet access.

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from analytics.rules import RuleSet
 from analytics.scoring import OverlayError, load_overlay
-from contact_center import __version__, logs, service_metrics
+from contact_center import __version__, logs, service_metrics, stopping
 from contact_center.settings import (
     ConfigError,
     Settings,
@@ -149,7 +149,7 @@ def serve(host: str | None, port: int | None, database: str | None,
     import uvicorn
 
     from contact_center.app import create_app
-    from contact_center.connections import server_options
+    from contact_center.connections import Server, server_options
 
     settings = _settings(database, host=host, port=port, rules_file=rules_file,
                          lexicon_overlay=lexicon_overlay, redis=redis, worker=worker,
@@ -180,13 +180,15 @@ def serve(host: str | None, port: int | None, database: str | None,
     logging.getLogger("uvicorn.error").addFilter(_refusals_are_not_errors)
     # uvicorn's own access log is off: ours (contact_center.logs) has the request id and
     # masks token-like query parameters.
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                ws="websockets-sansio", ws_max_size=settings.ws_max_frame_bytes,
-                ws_per_message_deflate=False,
-                # never DEBUG: see logs.configure (the WebSocket library's frame lines)
-                log_level=max(logging.INFO, logging.getLevelName(settings.log_level)),
-                access_log=False, log_config=None,
-                **server_options(settings.header_timeout_seconds, settings.max_connections))
+    config = uvicorn.Config(
+        create_app(settings), host=settings.host, port=settings.port,
+        ws="websockets-sansio", ws_max_size=settings.ws_max_frame_bytes,
+        ws_per_message_deflate=False,
+        # never DEBUG: see logs.configure (the WebSocket library's frame lines)
+        log_level=max(logging.INFO, logging.getLevelName(settings.log_level)),
+        access_log=False, log_config=None,
+        **server_options(settings.header_timeout_seconds, settings.max_connections))
+    Server(config).run()
 
 
 @main.command()
@@ -284,15 +286,22 @@ def worker(database: str | None, redis: str | None, partitions: int | None,
             raise click.ClickException(f"cannot start the worker: {exc}") from None
         click.echo(f"worker {running.id}: {settings.partitions} partitions on "
                    f"{masked(settings.redis or '')}, database {masked(settings.database)}")
+        stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signal_number in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signal_number, task.cancel)
+            loop.add_signal_handler(signal_number, stop.set)
+        asked = asyncio.ensure_future(stop.wait())
         try:
-            await task
-        except asyncio.CancelledError:
+            await asyncio.wait([task, asked], return_when=asyncio.FIRST_COMPLETED)
+            if not stop.is_set():
+                await task  # it ended by itself: say why
+            # Within a deadline, whatever hangs (contact_center.stopping).
+            stopping.exit_if_still_running()
+            await running.stop()
             click.echo(f"worker {running.id} stopped; its partitions are free")
         finally:
-            await client.aclose()
+            asked.cancel()
+            await stopping.step("closing Redis connections", client.aclose(), 2.0)
 
     _with_store(settings.database, work, create=True)
 

@@ -1,5 +1,6 @@
 """How the server treats connections before any route sees them: a request's headers must
-arrive in time, and the number of connections is capped.
+arrive in time, and the number of connections is capped; and how it lets them go when it
+stops (within a deadline, see contact_center.stopping).
 
 Without these a client that opens connections and sends nothing (or a header a minute)
 holds a file descriptor each for as long as it likes; enough of them and the server
@@ -12,9 +13,15 @@ import asyncio
 import resource
 from typing import Any
 
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from contact_center import stopping
+
 RESERVED_DESCRIPTORS = 100  # kept free of connections: the database, Redis, logs
+# When stopping, open connections get this long to finish before their tasks are
+# cancelled; then the app's own stop steps follow (app.py, runtime.py).
+CONNECTIONS_CLOSE_SECONDS = 4.0
 
 
 class TimelyHttp(HttpToolsProtocol):
@@ -72,4 +79,14 @@ def connection_limit(configured: int | None) -> int:
 
 def server_options(header_timeout: float, max_connections: int | None) -> dict[str, Any]:
     return {"http": timely_http(header_timeout),
-            "limit_concurrency": connection_limit(max_connections)}
+            "limit_concurrency": connection_limit(max_connections),
+            "timeout_graceful_shutdown": CONNECTIONS_CLOSE_SECONDS}
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, which arms the last resort of a stop as the stop begins: the
+    process ends within `stopping.WORST_CASE_SECONDS` of SIGTERM, whatever hangs."""
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        stopping.exit_if_still_running()
+        await super().shutdown(sockets)

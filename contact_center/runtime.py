@@ -19,17 +19,19 @@ from typing import Any, Protocol
 from analytics.default_rules import DEFAULT_RULES
 from analytics.rules import RuleSet
 from analytics.scoring import Scorer, load_overlay
-from contact_center import streams
+from contact_center import stopping, streams
 from contact_center.buses import Bus
 from contact_center.buses.memory import InMemoryBus
 from contact_center.buses.redis import RedisBus
 from contact_center.collector import keep_long_lived_state_frozen
 from contact_center.embedded_pipeline import EmbeddedPipeline
+from contact_center.entries import dead_letter
 from contact_center.leases import alive_worker_ids, alive_workers, unowned
+from contact_center.saved_rules import RULES_CHECK_SECONDS
 from contact_center.settings import Settings, masked
 from contact_center.stores import PartitionedStore, Store
 from contact_center.streams import read_entries
-from contact_center.worker import RULES_CHECK_SECONDS, Worker, dead_letter
+from contact_center.worker import Worker
 from monitoring.feeds import AgentPush, LiveFeed
 from monitoring.feeds.memory import HubOutlet, MemoryFeed
 from monitoring.feeds.redis import RedisFeed
@@ -172,12 +174,10 @@ class Embedded:
         return self._rules_lock
 
     async def stop(self) -> None:
-        # Let accepted events finish so their connectors get a reply, then stop.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.bus.drain(), DRAIN_SECONDS)
-        self.runner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.runner
+        """Let accepted events finish so their connectors get a reply, then stop the
+        pipeline; each step within its deadline (see contact_center.stopping)."""
+        await stopping.step("answering accepted events", self.bus.drain(), DRAIN_SECONDS)
+        await stopping.cancel([self.runner, self.restoring], "the pipeline")
 
 
 def partitioned(store: Store) -> PartitionedStore:
@@ -307,13 +307,14 @@ class ScaleOutNode:
         return [dead_letter(entry_id, fields) for entry_id, fields in entries]
 
     async def stop(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.bus.drain(), DRAIN_SECONDS)
+        """Let accepted events be answered, stop this node's worker (it hands its
+        partitions back), the bus (what is still waiting is answered ``unavailable``) and
+        the relay, then close Redis; each step within its deadline, whatever Redis does
+        (see contact_center.stopping)."""
+        await stopping.step("answering accepted events", self.bus.drain(), DRAIN_SECONDS)
         if self.worker is not None:
-            self.worker[1].cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self.worker[1], DRAIN_SECONDS)
-        await self.bus.stop()
-        await self.feed.stop()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.redis.aclose(), HEALTH_TIMEOUT)
+            await self.worker[0].stop()
+            await stopping.cancel([self.worker[1]], "the pipeline worker", 0.5)
+        await stopping.step("the event bus and the live relay",
+                            asyncio.gather(self.bus.stop(), self.feed.stop()))
+        await stopping.step("closing Redis connections", self.redis.aclose(), HEALTH_TIMEOUT)

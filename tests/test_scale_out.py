@@ -25,13 +25,14 @@ from fastapi.testclient import TestClient
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from contact_center.entries import DEAD_LETTER_AFTER
 from contact_center.leases import assign
 from contact_center.settings import Settings
+from contact_center.stopping import WORST_CASE_SECONDS
 from contact_center.stores import Fenced, PartitionMark, WriteBatch
 from contact_center.stores.postgres import PostgresStore
 from contact_center.stores.sqlite import SQLiteStore
 from contact_center.streams import GROUP, Layout
-from contact_center.worker import DEAD_LETTER_AFTER
 from monitoring.feeds.redis import RedisFeed
 from monitoring.hub import Hub
 from tests.conftest import (
@@ -770,3 +771,60 @@ def test_a_fenced_out_worker_lets_go_of_everything_and_takes_it_back(
             reply = one.receive_json()
             assert reply["status"] == "accepted" and reply["segment_id"] == "s1"
             assert applier.conversations[fenced].counts["customer"] == 1
+
+
+# -- stopping always ends (docs/operations.md#stopping) ---------------------------------
+
+
+def _stop_and_time(deployment: Deployment) -> tuple[float, int | None, str]:
+    process = deployment.nodes[0][0]
+    assert process.proc is not None
+    started = time.monotonic()
+    process.proc.terminate()
+    code: int | None
+    try:
+        code = process.proc.wait(WORST_CASE_SECONDS + 20)
+    except subprocess.TimeoutExpired:
+        code = None
+        process.proc.kill()
+    return time.monotonic() - started, code, "".join(process.output)
+
+
+def _stop_with_a_reply_pending(deployment: Deployment, redis_down: bool) -> None:
+    node = deployment.node(CC_REPLY_TIMEOUT_SECONDS="30")  # no worker: the reply pends
+    connector = deployment.token("connector", "Connector")
+
+    async def scenario() -> tuple[float, int | None, str]:
+        async with connect(f"{node.replace('http', 'ws')}/v1/ingest",
+                           additional_headers=_bearer(connector)) as c:
+            await _recv(c)
+            await c.send(json.dumps({"type": "conversation.started", "conversation": {
+                "id": "s1", "channel": "chat", "queue": "q"}}))
+            await asyncio.sleep(0.5)  # on its partition's stream, where no worker reads
+            if redis_down:
+                deployment.redis.stop(kill=True)
+            stopped = asyncio.create_task(asyncio.to_thread(_stop_and_time, deployment))
+            answers = []
+            try:
+                while True:  # whatever comes before the close: never an ack
+                    answers.append(json.loads(await asyncio.wait_for(c.recv(), 60)))
+            except ConnectionClosed:
+                pass
+            assert all(a.get("status") != "accepted" for a in answers), answers
+            return await stopped
+
+    elapsed, code, output = asyncio.run(scenario())
+    assert code is not None, f"still running {elapsed:.0f} s after SIGTERM:\n{output}"
+    assert elapsed <= WORST_CASE_SECONDS, f"took {elapsed:.1f} s:\n{output}"
+    assert "stopping: answering accepted events did not finish within" in output  # said
+    # Its own stop ended it (uvicorn re-raises the SIGTERM it caught), not the last resort.
+    assert code == -signal.SIGTERM, f"exit code {code} (1: the last resort):\n{output}"
+
+
+def test_a_node_stops_in_time_with_redis_down_and_a_reply_pending(
+        deployment: Deployment) -> None:
+    _stop_with_a_reply_pending(deployment, redis_down=True)
+
+
+def test_a_node_stops_in_time_with_a_reply_pending(deployment: Deployment) -> None:
+    _stop_with_a_reply_pending(deployment, redis_down=False)

@@ -13,7 +13,6 @@ retry of a keyed event is recognised).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import secrets
@@ -24,6 +23,7 @@ import redis.asyncio as aioredis
 from pydantic import TypeAdapter
 
 from contact_center import protocol as p
+from contact_center import stopping
 from contact_center.applier import conversation_of, error_reply
 from contact_center.buses import Source
 from contact_center.streams import BLOCK_MS, Layout, read_reply
@@ -69,11 +69,9 @@ class RedisBus:
                        asyncio.create_task(self._expire(), name="bus-expire")]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        """Stop sending and reading (within STEP_SECONDS), then answer every event still
+        waiting ``unavailable``."""
+        await stopping.cancel(self._tasks, "the event bus's Redis tasks")
         self._settle_all("the API node is stopping; the event may not have been applied, "
                          "resend it")
 

@@ -13,7 +13,6 @@ A snapshot (catch-up, board) and the messages after it are told apart by ``n``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Collection, Sequence
@@ -161,11 +160,19 @@ class RedisFeed:
     async def start(self) -> None:
         self._reader = asyncio.create_task(self._relay(), name="live-relay")
 
-    async def stop(self) -> None:
-        if self._reader is not None:
+    async def stop(self, seconds: float = 5.0) -> bool:
+        """Stop relaying; whether the relay ended within ``seconds`` (it is cancelled
+        again meanwhile: a cancellation lost inside redis-py must not hang a stop)."""
+        if self._reader is None:
+            return True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while not self._reader.done() and loop.time() < deadline:
             self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+            await asyncio.wait([self._reader], timeout=0.1)
+        if not self._reader.done():
+            log.warning("the live relay did not stop within %g s; left running", seconds)
+        return self._reader.done()
 
     async def _relay(self) -> None:
         last: str | None = None
