@@ -21,8 +21,6 @@ from contact_center.settings import Settings
 from contact_center.stores import Store, open_store
 from monitoring.hub import Hub
 
-CLOSE_STORE_SECONDS = 3.0
-
 
 def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
     settings = settings or Settings()
@@ -45,7 +43,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
             yield
         finally:
             await runtime.stop()
-            await stopping.step("closing the database", store.close(), CLOSE_STORE_SECONDS)
+            await stopping.step("closing the database", store.close(),
+                                stopping.CLOSE_DATABASE_SECONDS)
 
     # /docs and /redoc from assets installed with the package (fastapi-offline), not a
     # CDN: they work on a machine without internet access.

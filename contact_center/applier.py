@@ -1,7 +1,6 @@
 """The pipeline's logic: applies events to live conversation state and decides what to
-store, what to answer and what to publish. No I/O: the runner (`pipeline.py`) loads what
-is missing, scores, commits the `Effects`, then answers and publishes them; a worker of
-the scale-out deployment does the same over other I/O.
+store, what to answer and what to publish. No I/O: the pipeline (`pipeline.py`) loads what
+is missing, scores, commits the `Effects`, then answers and publishes them.
 """
 
 from __future__ import annotations
@@ -50,7 +49,7 @@ class Effects:
 
     def to_monitors(self, conv: Conversation, body: dict[str, Any], keep: bool = True) -> None:
         self.messages.append(LiveMessage(conv.id, conversation_topic(conv.id), body, keep,
-                                     number=conv.take_message_number()))
+                                         number=conv.take_message_number()))
 
     def drop(self, conversation_ids: set[str]) -> None:
         """Forget everything these conversations would have written or published."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -106,7 +107,8 @@ def _with_store(database: str, work: Callable[[Store], Awaitable[T]],
         try:
             return await work(store)
         finally:
-            await store.close()
+            await stopping.step("closing the database", store.close(),
+                                stopping.CLOSE_DATABASE_SECONDS)
 
     return asyncio.run(run())
 
@@ -188,7 +190,8 @@ def serve(host: str | None, port: int | None, database: str | None,
         log_level=max(logging.INFO, logging.getLevelName(settings.log_level)),
         access_log=False, log_config=None,
         **server_options(settings.header_timeout_seconds, settings.max_connections))
-    Server(config).run()
+    with contextlib.suppress(KeyboardInterrupt):  # (Ctrl-C: stopped as asked, as uvicorn.run)
+        Server(config).run()
 
 
 @main.command()
@@ -259,8 +262,9 @@ def worker(database: str | None, redis: str | None, partitions: int | None,
     """Run a pipeline worker of the scale-out deployment: it takes a share of the
     partitions and applies their events; stop it with Ctrl-C or SIGTERM (its partitions
     move to the other workers at once)."""
-    from contact_center.runtime import start_worker
+    from contact_center.runtime import CLOSE_SECONDS, start_worker
     from contact_center.streams import connect
+    from contact_center.worker import WORKER_STOP_SECONDS
 
     settings = _settings(database, redis=redis, partitions=partitions,
                          redis_namespace=namespace, lexicon_overlay=lexicon_overlay,
@@ -293,15 +297,17 @@ def worker(database: str | None, redis: str | None, partitions: int | None,
         asked = asyncio.ensure_future(stop.wait())
         try:
             await asyncio.wait([task, asked], return_when=asyncio.FIRST_COMPLETED)
-            if not stop.is_set():
-                await task  # it ended by itself: say why
             # Within a deadline, whatever hangs (contact_center.stopping).
             stopping.exit_if_still_running()
-            await running.stop()
-            click.echo(f"worker {running.id} stopped; its partitions are free")
+            if stop.is_set():
+                running.stop()
+                await stopping.step("the pipeline worker", task, WORKER_STOP_SECONDS)
+                click.echo(f"worker {running.id} stopped; its partitions are free")
+            else:
+                await task  # it ended by itself (its partitions handed back): say why
         finally:
             asked.cancel()
-            await stopping.step("closing Redis connections", client.aclose(), 2.0)
+            await stopping.step("closing Redis connections", client.aclose(), CLOSE_SECONDS)
 
     _with_store(settings.database, work, create=True)
 

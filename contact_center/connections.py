@@ -21,7 +21,7 @@ from contact_center import stopping
 RESERVED_DESCRIPTORS = 100  # kept free of connections: the database, Redis, logs
 # When stopping, open connections get this long to finish before their tasks are
 # cancelled; then the app's own stop steps follow (app.py, runtime.py).
-CONNECTIONS_CLOSE_SECONDS = 4.0
+CONNECTIONS_CLOSE_SECONDS = 6.0
 
 
 class TimelyHttp(HttpToolsProtocol):

@@ -129,7 +129,7 @@ class EmbeddedPipeline(Pipeline):
                 await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 if not taking.done():  # the write came first: answer its batch at once
                     async with self.lock:
-                        await self._settle()
+                        await self._finish_committing()
                     continue
                 deliveries, taking = taking.result(), None
                 await self._apply_ahead(deliveries, functools.partial(bus.done,
@@ -171,7 +171,7 @@ class EmbeddedPipeline(Pipeline):
         when its write has started."""
         try:
             applied = await self._apply(deliveries)
-            if not await self._settle():
+            if not await self._finish_committing():
                 if applied is not None:
                     self.applier.forget(applied[0].touched)
                     await self._reload_stale()
@@ -184,12 +184,12 @@ class EmbeddedPipeline(Pipeline):
                 self._committing = Committing(deliveries, effects, finals, done,
                                               asyncio.ensure_future(self._store_batch(effects)))
         except Exception:
-            await self._settle()
+            await self._finish_committing()
             self._failed_by_bug(deliveries)
             # The batch answered before it may have published this one's state (summaries).
             await self.outlet.resync({conversation_of(d.event) for d in deliveries})
 
-    async def _settle(self) -> bool:
+    async def _finish_committing(self) -> bool:
         """Wait for the batch being written, then answer and publish it, or refuse it if
         the write failed; whether it was written (True when there was none)."""
         committing = self._committing

@@ -36,9 +36,7 @@ from monitoring.feeds import Outlet
 
 log = logging.getLogger(__name__)
 
-
 Marker = Callable[[Effects], list[PartitionMark]]
-
 
 
 @contextlib.contextmanager
@@ -89,7 +87,7 @@ class Pipeline:
     def rules(self) -> RuleSet:
         return self.applier.rules
 
-    async def _settle(self) -> bool:
+    async def _finish_committing(self) -> bool:
         """Wait for the write in flight, then answer and publish its batch, or refuse it
         if it failed; whether it was written (True when there was none, as ever here:
         `EmbeddedPipeline` keeps one in flight). Called before anything that must see
@@ -137,7 +135,7 @@ class Pipeline:
 
     async def process(self, deliveries: list[Delivery], position: Any = None) -> bool:
         """Apply, commit, answer and publish a batch; whether it was committed."""
-        await self._settle()
+        await self._finish_committing()
         applied = await self._apply(deliveries, position)
         if applied is None:
             return False
@@ -157,7 +155,7 @@ class Pipeline:
             if self.applier.missing(d.event for d in deliveries):
                 # No store read while a write is in flight: it could read what that write
                 # is about to change (a conversation it ends, beyond the ended memory).
-                await self._settle()
+                await self._finish_committing()
                 await self._load(self.applier.missing(d.event for d in deliveries))
         except Exception:
             log.exception("store read failed; %d events not applied", len(deliveries))
@@ -228,7 +226,7 @@ class Pipeline:
     async def change_rules(self, rules: RuleSet) -> None:
         """`set_rules` between batches, saving the rule state it changed."""
         async with self.lock:
-            await self._settle()  # (its state is saved before this change's)
+            await self._finish_committing()  # (its state is saved before this change's)
             effects = Effects()
             for conv in self.set_rules(rules):
                 effects.touched[conv.id] = conv
@@ -246,7 +244,7 @@ class Pipeline:
     async def tick(self, now: float | None = None) -> None:
         """Fire the clock rules that are due (response time), as one committed batch."""
         now = time.time() if now is None else now
-        await self._settle()  # (its state is saved before the tick's)
+        await self._finish_committing()  # (its state is saved before the tick's)
         effects = Effects()
         fired = self.applier.fire_due(now, effects)
         try:

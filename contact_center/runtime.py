@@ -31,7 +31,7 @@ from contact_center.saved_rules import RULES_CHECK_SECONDS
 from contact_center.settings import Settings, masked
 from contact_center.stores import PartitionedStore, Store
 from contact_center.streams import read_entries
-from contact_center.worker import Worker
+from contact_center.worker import WORKER_STOP_SECONDS, Worker
 from monitoring.feeds import AgentPush, LiveFeed
 from monitoring.feeds.memory import HubOutlet, MemoryFeed
 from monitoring.feeds.redis import RedisFeed
@@ -39,7 +39,8 @@ from monitoring.hub import Hub
 
 log = logging.getLogger(__name__)
 
-DRAIN_SECONDS = 10.0
+DRAIN_SECONDS = 5.0  # after open connections had theirs (connections.CONNECTIONS_CLOSE_SECONDS)
+CLOSE_SECONDS = 1.5  # closing Redis connections when stopping
 RULES_WAIT_SECONDS = 5.0  # an API node waits this long for workers to apply new rules
 RULES_LOCK_SECONDS = 30.0  # a rules change holds the deployment's rules lock at most this
 HEALTH_TIMEOUT = 2.0  # seconds a dependency gets to answer a health check
@@ -313,8 +314,7 @@ class ScaleOutNode:
         (see contact_center.stopping)."""
         await stopping.step("answering accepted events", self.bus.drain(), DRAIN_SECONDS)
         if self.worker is not None:
-            await self.worker[0].stop()
-            await stopping.cancel([self.worker[1]], "the pipeline worker", 0.5)
-        await stopping.step("the event bus and the live relay",
-                            asyncio.gather(self.bus.stop(), self.feed.stop()))
-        await stopping.step("closing Redis connections", self.redis.aclose(), HEALTH_TIMEOUT)
+            self.worker[0].stop()
+            await stopping.step("the pipeline worker", self.worker[1], WORKER_STOP_SECONDS)
+        await asyncio.gather(self.bus.stop(), stopping.cancel(self.feed.tasks, "the live relay"))
+        await stopping.step("closing Redis connections", self.redis.aclose(), CLOSE_SECONDS)

@@ -20,11 +20,11 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from monitoring import codec
-from monitoring.feeds.redis import FeedKeys
+from monitoring.feeds.redis import READ_BLOCK_MS, FeedKeys
 
 GROUP = "workers"
 MIN_REDIS = (7, 0)
-BLOCK_MS = 1000  # longest blocking read; well under the client's socket timeout
+BLOCK_MS = READ_BLOCK_MS  # longest blocking read; well under the client's socket timeout
 SOCKET_TIMEOUT = 10.0
 
 

@@ -27,8 +27,9 @@ from contact_center.stores import PartitionedStore
 from contact_center.streams import Layout
 from monitoring.feeds.redis import RedisOutlet
 
-LOOPS_STOP_SECONDS = 2.0  # at most this long for the loops to end when stopping
-STOP_SECONDS = 3.0  # ... and then to hand the partitions back
+LOOPS_STOP_SECONDS = 1.5  # at most this long for the loops to end when stopping
+HAND_BACK_SECONDS = 2.0  # ... and then to hand the partitions back
+WORKER_STOP_SECONDS = LOOPS_STOP_SECONDS + HAND_BACK_SECONDS + stopping.CANCEL_GRACE_SECONDS
 
 
 class Worker:
@@ -49,36 +50,37 @@ class Worker:
         self.pipeline.marker = self.partitions.marks
         self.pipeline.on_fenced = lambda exc: self.partitions.lose(exc.partitions)
         self.entries = Entries(redis, layout, self.id, self.pipeline, self.partitions)
-        self._loops: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
 
-    # What a node's health reports (`contact_center.runtime`).
     @property
     def owned(self) -> dict[int, Owned]:
+        """The partitions held (what a node's health reports)."""
         return self.partitions.owned
 
-    @property
-    def healthy(self) -> bool:
-        return self.partitions.healthy
+    def stop(self) -> None:
+        """Ask `run` to stop: it stops the loops and hands the partitions back."""
+        self._stopping.set()
 
     async def run(self) -> None:
-        """Work until `stop`."""
-        self._loops = [
+        """Work until `stop` (or a loop fails, or this is cancelled); then stop the loops
+        and hand the partitions back at once (else their leases lapse within LEASE_MS),
+        each step within its deadline (see contact_center.stopping)."""
+        loops = [
             asyncio.create_task(self.partitions.heartbeat(), name="worker-heartbeat"),
             asyncio.create_task(self.partitions.rebalance(), name="worker-rebalance"),
             asyncio.create_task(self.entries.consume(), name="worker-consume"),
             asyncio.create_task(self.pipeline.clock(), name="worker-clock"),
             asyncio.create_task(self.saved_rules.follow(), name="worker-rules")]
+        asked = asyncio.create_task(self._stopping.wait())
         try:
-            await asyncio.gather(*self._loops)
+            done, _ = await asyncio.wait([*loops, asked], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for loop in self._loops:
-                loop.cancel()
-
-    async def stop(self) -> None:
-        """Stop the loops, then hand the partitions back at once (else their leases lapse
-        within LEASE_MS); each step within its deadline (see contact_center.stopping)."""
-        await stopping.cancel(self._loops, "the worker's loops", LOOPS_STOP_SECONDS)
-        await stopping.step("handing partitions back", self._hand_back(), STOP_SECONDS)
+            asked.cancel()
+            await stopping.cancel(loops, "the worker's loops", LOOPS_STOP_SECONDS)
+            await stopping.step("handing partitions back", self._hand_back(),
+                                HAND_BACK_SECONDS)
+        for loop in done - {asked}:
+            loop.result()  # a loop that failed: so does the worker (and /livez says so)
 
     async def _hand_back(self) -> None:
         async with self.pipeline.lock:

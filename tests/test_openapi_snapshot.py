@@ -20,9 +20,10 @@ SNAPSHOT = Path(__file__).parent / "data" / "openapi.json"
 
 def test_the_document_is_the_committed_one(tmp_path: Path) -> None:
     document = create_app(Settings(database=str(tmp_path / "never-opened.db"))).openapi()
-    text = json.dumps(document, indent=1, sort_keys=True) + "\n"
+    text = json.dumps(document, indent=1) + "\n"
     if os.environ.get("CC_WRITE_OPENAPI"):
         SNAPSHOT.write_text(text)
-    assert document == json.loads(SNAPSHOT.read_text()), (
+    # As text: the order of paths and fields is the document's too.
+    assert text == SNAPSHOT.read_text(), (
         "/openapi.json changed; if that is meant, write tests/data/openapi.json anew "
         "(see this module's docstring) and commit it")

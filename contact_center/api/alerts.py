@@ -42,4 +42,4 @@ async def alert_stream(ws: WebSocket) -> None:
     hub = ws.app.state.hub
     sub = hub.subscribe(ALERTS_TOPIC, accept=lambda meta: principal.can_see_alert(meta["agent_id"]))
     await pump(ws, "alerts", sub, hub, [{"type": "subscribed", "user": principal.username,
-                                "agent_id": principal.agent_id}])
+                                         "agent_id": principal.agent_id}])

@@ -92,8 +92,8 @@ async def monitor(ws: WebSocket, conversation_id: str) -> None:
     catch_up = {"type": "catch_up", "conversation": caught_up.summary,
                 "transcript": caught_up.transcript}
     await pump(ws, "monitor", sub, hub, [catch_up, {"type": "live"}],
-                {"conversation.ended": (1000, "conversation ended")},
-                {conversation_id: caught_up.number})
+               {"conversation.ended": (1000, "conversation ended")},
+               {conversation_id: caught_up.number})
 
 
 @router.websocket("/v1/live")

@@ -16,7 +16,33 @@ from contact_center.api.openapi import COMMON
 from contact_center.api.views import Health, Liveness
 from monitoring.permissions import Permission, Principal
 
-router = APIRouter()  # (each route names its tags: these were declared apart before)
+router = APIRouter()  # (each route names its tags: they were declared apart before)
+
+
+class DeadLetter(BaseModel):
+    id: str = Field(description="The dead letter's id on the dead-letter stream")
+    partition: int
+    entry: str = Field(description="The event's entry id on its partition stream")
+    deliveries: int = Field(description="How often it was delivered without being applied")
+    at: float = Field(description="When it was set aside (Unix time)")
+    event: Any = Field(description="The event as the API node passed it on")
+    node: str = Field(description="The API node that received it")
+    request: str
+
+
+class DeadLetters(BaseModel):
+    dead_letters: list[DeadLetter]
+
+
+@router.get("/v1/admin/dead-letters", response_model=DeadLetters, tags=["admin"],
+            responses=COMMON)
+async def dead_letters(request: Request, limit: int = Query(default=100, ge=1, le=1000),
+                       _: Principal = require(Permission.OPERATE)) -> dict[str, Any]:
+    """Events set aside by scale-out workers after failing too often, newest first
+    (always empty embedded, where a failing event is answered ``internal_error`` at
+    once)."""
+    return {"dead_letters": await request.app.state.runtime.dead_letters(limit)}
+
 
 not_ready: dict[int | str, dict[str, Any]] = {503: {"description": "Not ready"}}
 
@@ -49,28 +75,3 @@ async def prometheus_metrics(request: Request,
     metrics.HUB_SUBSCRIBERS.set(request.app.state.hub.subscriptions)
     return Response(metrics.exposition(),
                     media_type="text/plain; version=0.0.4; charset=utf-8")
-
-
-class DeadLetter(BaseModel):
-    id: str = Field(description="The dead letter's id on the dead-letter stream")
-    partition: int
-    entry: str = Field(description="The event's entry id on its partition stream")
-    deliveries: int = Field(description="How often it was delivered without being applied")
-    at: float = Field(description="When it was set aside (Unix time)")
-    event: Any = Field(description="The event as the API node passed it on")
-    node: str = Field(description="The API node that received it")
-    request: str
-
-
-class DeadLetters(BaseModel):
-    dead_letters: list[DeadLetter]
-
-
-@router.get("/v1/admin/dead-letters", response_model=DeadLetters, tags=["admin"],
-            responses=COMMON)
-async def dead_letters(request: Request, limit: int = Query(default=100, ge=1, le=1000),
-                       _: Principal = require(Permission.OPERATE)) -> dict[str, Any]:
-    """Events set aside by scale-out workers after failing too often, newest first
-    (always empty embedded, where a failing event is answered ``internal_error`` at
-    once)."""
-    return {"dead_letters": await request.app.state.runtime.dead_letters(limit)}

@@ -22,8 +22,8 @@ SEND_TIMEOUT = 10.0  # a client that takes longer to accept one message is cut o
 
 
 async def pump(ws: WebSocket, kind: str, sub: Subscription, hub: Hub,
-                first: list[dict[str, Any]], endings: dict[str, tuple[int, str]] | None = None,
-                seen: dict[str, int] | None = None) -> None:
+               first: list[dict[str, Any]], endings: dict[str, tuple[int, str]] | None = None,
+               seen: dict[str, int] | None = None) -> None:
     """Accept, send ``first``, then every message of ``sub`` not already in it (``seen``:
     the last message number ``first`` covers, per conversation), until the client leaves,
     a message whose type is in ``endings`` has been sent (then close with its code), or

@@ -71,9 +71,11 @@ class RedisBus:
     async def stop(self) -> None:
         """Stop sending and reading (within STEP_SECONDS), then answer every event still
         waiting ``unavailable``."""
-        await stopping.cancel(self._tasks, "the event bus's Redis tasks")
-        self._settle_all("the API node is stopping; the event may not have been applied, "
-                         "resend it")
+        try:
+            await stopping.cancel(self._tasks, "the event bus's Redis tasks")
+        finally:
+            self._settle_all("the API node is stopping; the event may not have been applied, "
+                             "resend it")
 
     async def submit(self, event: p.Event, source: Source,
                      max_wait: float | None) -> asyncio.Future[p.Reply]:

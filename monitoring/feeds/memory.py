@@ -58,7 +58,7 @@ class HubOutlet:
 
 
 class Memory(Protocol):
-    """What the embedded feed reads (`contact_center.pipeline.Pipeline`)."""
+    """What the embedded feed reads (`contact_center.embedded_pipeline.EmbeddedPipeline`)."""
 
     restored: asyncio.Event  # set once every live conversation is back after a start
 

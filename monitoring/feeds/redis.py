@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 LIVE_STREAM_LENGTH = 100_000  # live messages kept for API nodes that lag (approximate)
 RELAY_BATCH = 1000  # live messages an API node reads at a time
 READ_BLOCK_MS = 1000  # longest blocking read; well under the Redis client's socket timeout
+# (contact_center.streams reads with the same)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +65,8 @@ class FeedKeys:
 class RedisOutlet:
     """A worker's outlet: one Redis transaction per committed batch."""
 
-    def __init__(self, redis: aioredis.Redis, layout: FeedKeys) -> None:
-        self.redis, self.layout = redis, layout
+    def __init__(self, redis: aioredis.Redis, keys: FeedKeys) -> None:
+        self.redis, self.keys = redis, keys
         # Conversations whose live messages could not be published: their summary and
         # catch-up are rewritten (`restored`) once Redis takes writes again.
         self.behind: set[str] = set()
@@ -78,9 +79,9 @@ class RedisOutlet:
                       "c": m.conversation_id}
             if m.match is not None:
                 fields["a"] = dumps(m.match)
-            pipe.xadd(self.layout.live, fields, maxlen=LIVE_STREAM_LENGTH, approximate=True)
+            pipe.xadd(self.keys.live, fields, maxlen=LIVE_STREAM_LENGTH, approximate=True)
             if m.keep:
-                pipe.rpush(self.layout.recent(m.conversation_id),
+                pipe.rpush(self.keys.recent(m.conversation_id),
                            f'{{"n":{m.number},"m":{text}}}')
         now = time.time()
         for conv in batch.touched.values():
@@ -91,13 +92,13 @@ class RedisOutlet:
     def _summary(self, pipe: Any, conv: Watched, now: float) -> None:
         summary = conv.summary(now)
         if conv.status == "live":
-            pipe.hset(self.layout.summaries, conv.id,
+            pipe.hset(self.keys.summaries, conv.id,
                       dumps({"n": conv.published, "at": now, "s": summary}))
-            pipe.ltrim(self.layout.recent(conv.id), -RECENT_LIMIT, -1)
+            pipe.ltrim(self.keys.recent(conv.id), -RECENT_LIMIT, -1)
         else:
-            pipe.hdel(self.layout.summaries, conv.id)
-            pipe.delete(self.layout.recent(conv.id))
-        pipe.xadd(self.layout.live, {"t": LIVE_TOPIC, "y": "conversation.updated",
+            pipe.hdel(self.keys.summaries, conv.id)
+            pipe.delete(self.keys.recent(conv.id))
+        pipe.xadd(self.keys.live, {"t": LIVE_TOPIC, "y": "conversation.updated",
                                      "m": dumps(conversation_updated(summary)),
                                      "n": conv.published, "c": conv.id},
                   maxlen=LIVE_STREAM_LENGTH, approximate=True)
@@ -105,7 +106,7 @@ class RedisOutlet:
     async def resync(self, conversation_ids: Collection[str]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         for topic in [*map(conversation_topic, conversation_ids), LIVE_TOPIC]:
-            pipe.xadd(self.layout.live, {"t": topic, "y": "resync", "m": dumps(RELAY_RESYNC),
+            pipe.xadd(self.keys.live, {"t": topic, "y": "resync", "m": dumps(RELAY_RESYNC),
                                          "n": 0, "c": ""},
                       maxlen=LIVE_STREAM_LENGTH, approximate=True)
         await self._execute(pipe)
@@ -120,7 +121,7 @@ class RedisOutlet:
         whatever Redis holds). Raises if Redis fails."""
         if not conversations:
             return
-        numbers = await self.redis.hmget(self.layout.summaries, [c.id for c in conversations])
+        numbers = await self.redis.hmget(self.keys.summaries, [c.id for c in conversations])
         behind = [conv for conv, raw in zip(conversations, numbers, strict=True)
                   if force or raw is None or codec.loads(raw)["n"] != conv.published]
         if not behind:
@@ -129,9 +130,9 @@ class RedisOutlet:
         now = time.time()
         for conv in behind:
             transcript = (recent or {}).get(conv.id, list(conv.recent))
-            pipe.delete(self.layout.recent(conv.id))
+            pipe.delete(self.keys.recent(conv.id))
             if transcript:
-                pipe.rpush(self.layout.recent(conv.id), *[
+                pipe.rpush(self.keys.recent(conv.id), *[
                     dumps({"n": conv.published, "m": entry}) for entry in transcript])
             self._summary(pipe, conv, now)
         await pipe.execute()
@@ -151,8 +152,8 @@ class RedisOutlet:
 class RedisFeed:
     """An API node's view: reads from Redis, and relays the live stream into the hub."""
 
-    def __init__(self, redis: aioredis.Redis, layout: FeedKeys, hub: Hub) -> None:
-        self.redis, self.layout, self.hub = redis, layout, hub
+    def __init__(self, redis: aioredis.Redis, keys: FeedKeys, hub: Hub) -> None:
+        self.redis, self.keys, self.hub = redis, keys, hub
         self.agents = AgentPush(hub, self.agent_loads)
         self.healthy = True
         self._reader: asyncio.Task[None] | None = None
@@ -160,19 +161,10 @@ class RedisFeed:
     async def start(self) -> None:
         self._reader = asyncio.create_task(self._relay(), name="live-relay")
 
-    async def stop(self, seconds: float = 5.0) -> bool:
-        """Stop relaying; whether the relay ended within ``seconds`` (it is cancelled
-        again meanwhile: a cancellation lost inside redis-py must not hang a stop)."""
-        if self._reader is None:
-            return True
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        while not self._reader.done() and loop.time() < deadline:
-            self._reader.cancel()
-            await asyncio.wait([self._reader], timeout=0.1)
-        if not self._reader.done():
-            log.warning("the live relay did not stop within %g s; left running", seconds)
-        return self._reader.done()
+    @property
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """What runs once started: the relay (cancelled to stop it)."""
+        return [] if self._reader is None else [self._reader]
 
     async def _relay(self) -> None:
         last: str | None = None
@@ -185,7 +177,7 @@ class RedisFeed:
                 elif behind or time.monotonic() - checked > 1.0:
                     read = await self._check_lag(read)
                     checked = time.monotonic()
-                reply = await self.redis.xread({self.layout.live: last}, count=RELAY_BATCH,
+                reply = await self.redis.xread({self.keys.live: last}, count=RELAY_BATCH,
                                                block=READ_BLOCK_MS)
                 streams = cast(list[tuple[str, Any]], reply or [])
                 entries = [e for _, stream in streams for e in stream]
@@ -214,7 +206,7 @@ class RedisFeed:
         LIVE_STREAM_LENGTH behind), tell every subscriber to resync; returns how many
         entries the stream has had up to where reading goes on."""
         try:
-            info = await self.redis.xinfo_stream(self.layout.live)
+            info = await self.redis.xinfo_stream(self.keys.live)
         except aioredis.ResponseError:  # gone (an emptied Redis): counting starts again
             return 0
         trimmed = int(info["entries-added"]) - int(info["length"])
@@ -228,7 +220,7 @@ class RedisFeed:
     async def _newest(self) -> tuple[str, int]:
         """The live stream's newest entry id, and how many entries it has had so far."""
         try:
-            info = await self.redis.xinfo_stream(self.layout.live)
+            info = await self.redis.xinfo_stream(self.keys.live)
         except aioredis.ResponseError:  # no such stream yet
             return "0-0", 0
         return str(info["last-generated-id"]), int(info["entries-added"])
@@ -252,17 +244,17 @@ class RedisFeed:
 
     async def conversations(self) -> list[Live]:
         now = time.time()
-        stored = cast(dict[str, str], await self.redis.hgetall(self.layout.summaries))
+        stored = cast(dict[str, str], await self.redis.hgetall(self.keys.summaries))
         return [_live(raw, now) for raw in stored.values()]
 
     async def conversation(self, conversation_id: str) -> Live | None:
-        raw = cast(str | None, await self.redis.hget(self.layout.summaries, conversation_id))
+        raw = cast(str | None, await self.redis.hget(self.keys.summaries, conversation_id))
         return None if raw is None else _live(raw, time.time())
 
     async def catch_up(self, conversation_id: str) -> CatchUp | None:
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hget(self.layout.summaries, conversation_id)
-        pipe.lrange(self.layout.recent(conversation_id), 0, -1)
+        pipe.hget(self.keys.summaries, conversation_id)
+        pipe.lrange(self.keys.recent(conversation_id), 0, -1)
         raw, recent = await pipe.execute()
         if raw is None:
             return None
