@@ -35,6 +35,8 @@ V = TypeVar("V")
 
 ENDED_MEMORY = 50_000  # ended conversation ids remembered to answer late events fast
 ENDED_APPLIED_MEMORY = 1_000  # ... and the idempotency keys of the latest ones, for retries
+TIMERS_PER_TICK = 1_000  # due timers handled in one tick (one batch); the rest right after
+IDLE_TIMEOUT_REASON = "idle_timeout"
 
 
 @dataclass(slots=True)
@@ -122,8 +124,12 @@ class Applier:
     """Live conversations and what the rules remember of them; applies events."""
 
     def __init__(self, rules: RuleSet, rolling: RollingConfig,
-                 on_earlier_timer: Callable[[], None] = lambda: None) -> None:
+                 on_earlier_timer: Callable[[], None] = lambda: None,
+                 idle_timeout: float = 0.0) -> None:
+        """``idle_timeout``: a live conversation with no event for this long (seconds) ends
+        itself (reason ``idle_timeout``); 0: never."""
         self.rules, self.rolling = rules, rolling
+        self.idle_timeout = idle_timeout
         self.conversations: dict[str, Conversation] = {}
         self.timers: list[tuple[float, str]] = []  # (when, conversation id): clock rules
         self.stale: set[str] = set()  # dropped from memory after a failure; reload them
@@ -192,6 +198,7 @@ class Applier:
         self.timers.clear()
         changed = [conv for conv in self.conversations.values() if self._fit_states(conv)]
         for conv in self.conversations.values():
+            conv.timer_at = None
             self.schedule(conv)
         self._on_earlier_timer()
         return changed
@@ -213,27 +220,45 @@ class Applier:
         return changed
 
     def schedule(self, conv: Conversation) -> None:
+        """Queue the conversation's next clock check: its clock rules' earliest deadline,
+        or when it would be idle too long. One entry in the queue at a time is enough (an
+        earlier one checks, then schedules again): events do not grow the queue."""
         if conv.status != "live":
             return
         pending = deadlines(self.rules, conv.rule_states, conv)
-        if pending:
-            earlier = not self.timers or pending[0] < self.timers[0][0]
-            heapq.heappush(self.timers, (pending[0], conv.id))
-            if earlier:
-                self._on_earlier_timer()
+        when = pending[0] if pending else None
+        if self.idle_timeout:
+            idle_at = conv.last_activity_at + self.idle_timeout
+            when = idle_at if when is None else min(when, idle_at)
+        if when is None or (conv.timer_at is not None and conv.timer_at <= when):
+            return
+        earlier = not self.timers or when < self.timers[0][0]
+        heapq.heappush(self.timers, (when, conv.id))
+        conv.timer_at = when
+        if earlier:
+            self._on_earlier_timer()
 
     def fire_due(self, now: float, effects: Effects) -> list[Conversation]:
-        """Raise the clock rules' alerts due at ``now``; returns the conversations whose
-        timers fired (to schedule again once committed)."""
+        """End the conversations idle too long and raise the clock rules' alerts due at
+        ``now`` (TIMERS_PER_TICK at most); returns the conversations whose timers fired
+        (to schedule again once committed)."""
         due_ids: dict[str, None] = {}
-        while self.timers and self.timers[0][0] <= now:
-            due_ids[heapq.heappop(self.timers)[1]] = None
+        while self.timers and self.timers[0][0] <= now and len(due_ids) < TIMERS_PER_TICK:
+            when, cid = heapq.heappop(self.timers)
+            conv = self.conversations.get(cid)
+            if conv is not None and conv.timer_at == when:
+                conv.timer_at = None
+            due_ids[cid] = None
         fired = []
         for cid in due_ids:
             conv = self.conversations.get(cid)
             if conv is None:
                 continue
             fired.append(conv)
+            if self.idle_timeout and now >= conv.last_activity_at + self.idle_timeout:
+                self._end(conv, now, {"reason": IDLE_TIMEOUT_REASON}, effects)
+                effects.touched[cid] = conv
+                continue
             for trigger in due(self.rules, conv.rule_states, conv, now, conv.last_customer_turn):
                 self._raise(conv, trigger, now, effects)
                 effects.touched[cid] = conv
@@ -284,6 +309,7 @@ class Applier:
             self.conversations[cid] = touched[cid] = started
             batch.events.append(EventRow(cid, event.type, {"agent_id": started.agent_id,
                                                            "queue": started.queue}, now))
+            self.schedule(started)  # (its idle timeout)
             return _ack(event)
 
         conv = self.conversations.get(cid)
@@ -297,6 +323,7 @@ class Applier:
             return error_reply(event, p.ErrorCode.UNKNOWN_CONVERSATION,
                           f"conversation {cid} was never started")
         touched[cid] = conv
+        conv.last_activity_at = max(conv.last_activity_at, now)
         if isinstance(event, p.Segment):
             return self._segment(conv, event, scores, now, effects)
         key = _key(event)
@@ -320,15 +347,24 @@ class Applier:
             payload = {"agent_id": event.agent_id}
             conv.handover(event)
         else:  # ConversationEnded
-            conv.end(now)
-            payload = {"reason": event.reason}
-            del self.conversations[cid]
-            self._remember_ended(cid, conv.applied)
+            self._end(conv, now, {"reason": event.reason}, effects,
+                      getattr(event, "event_id", None))
+            return _ack(event)
         batch.events.append(EventRow(cid, event.type, payload, now,
                                      getattr(event, "event_id", None)))
         effects.to_monitors(conv, live.conversation_event(event.type, cid, now, payload))
         self.schedule(conv)  # a transfer can bring the conversation into a clock rule's scope
         return _ack(event)
+
+    def _end(self, conv: Conversation, now: float, payload: dict[str, Any],
+             effects: Effects, event_id: str | None = None) -> None:
+        conv.end(now)
+        del self.conversations[conv.id]
+        self._remember_ended(conv.id, conv.applied)
+        effects.batch.events.append(EventRow(conv.id, "conversation.ended", payload, now,
+                                             event_id))
+        effects.to_monitors(conv, live.conversation_event("conversation.ended", conv.id, now,
+                                                          payload))
 
     def _segment(self, conv: Conversation, event: p.Segment, scores: Scores | None, now: float,
                  effects: Effects) -> p.Reply:

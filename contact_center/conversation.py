@@ -6,6 +6,7 @@ segments and a clock reading, and does all I/O itself.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,8 @@ class Conversation:
     # The newest RECENT_LIMIT transcript entries (see `remember`). A list, not a
     # deque(maxlen): an empty deque takes over 600 bytes, times every live conversation.
     recent: list[dict[str, Any]] = field(default_factory=list)
+    last_activity_at: float = 0.0  # when its last event was applied (the idle timeout)
+    timer_at: float | None = None  # its earliest entry in the applier's timers (not saved)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -61,7 +64,7 @@ class Conversation:
             customer=info.customer.model_dump(), recording=info.recording,
             attributes=dict(info.attributes),
             started_at=event.started_at.timestamp() if event.started_at else now,
-            rolling=RollingSentiment(rolling),
+            rolling=RollingSentiment(rolling), last_activity_at=now,
         )
         if info.agent_id:
             conv.participants[info.agent_id] = {"role": "agent", "name": None}
@@ -178,6 +181,7 @@ class Conversation:
             "counts": dict(self.counts), "customer_waiting_since": self.customer_waiting_since,
             "last_final_started_at": self.last_final_started_at,
             "alerts": self.alerts, "transfers": self.transfers, "published": self.published,
+            "last_activity_at": self.last_activity_at,
         }
 
     @classmethod
@@ -204,6 +208,8 @@ class Conversation:
             last_final_started_at=state.get("last_final_started_at"),
             alerts=state.get("alerts", 0), transfers=state.get("transfers", 0),
             published=state.get("published", 0), shown=state.get("published", 0),
+            # (saved by a version before the idle timeout: counted from this restore)
+            last_activity_at=state.get("last_activity_at", time.time()),
         )
         conv.counts.update(state.get("counts", {}))
         conv.recent.extend(recent[-RECENT_LIMIT:])

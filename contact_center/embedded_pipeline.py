@@ -69,8 +69,9 @@ class EmbeddedPipeline(Pipeline):
 
     def __init__(self, store: Store, outlet: Outlet, rules: RuleSet, rolling: RollingConfig,
                  batch_size: int = 500, scorer: Scorer | None = None,
-                 freeze: bool = True) -> None:
-        super().__init__(store, outlet, rules, rolling, batch_size, scorer, freeze=freeze)
+                 freeze: bool = True, idle_timeout: float = 0.0) -> None:
+        super().__init__(store, outlet, rules, rolling, batch_size, scorer, freeze=freeze,
+                         idle_timeout=idle_timeout)
         self.restored = asyncio.Event()  # set once `restore` has brought back every one
         self._committing: Committing | None = None  # the batch being written (see `run`)
 

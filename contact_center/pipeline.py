@@ -64,9 +64,11 @@ class Pipeline:
 
     def __init__(self, store: Store, outlet: Outlet, rules: RuleSet, rolling: RollingConfig,
                  batch_size: int = 500, scorer: Scorer | None = None,
-                 marker: Marker | None = None, freeze: bool = True) -> None:
+                 marker: Marker | None = None, freeze: bool = True,
+                 idle_timeout: float = 0.0) -> None:
         """``marker``: the partition marks each batch carries (scale-out workers);
-        ``freeze``: freeze what a bulk load restored (see `bulk_load`)."""
+        ``freeze``: freeze what a bulk load restored (see `bulk_load`); ``idle_timeout``:
+        see `Applier`."""
         self.store, self.outlet = store, outlet
         self.freeze = freeze
         self.batch_size = batch_size
@@ -74,7 +76,7 @@ class Pipeline:
         self.marker = marker
         self.on_fenced: Callable[[Fenced], None] = lambda exc: None
         self._wake = asyncio.Event()  # the earliest timer moved earlier
-        self.applier = Applier(rules, rolling, self._wake.set)
+        self.applier = Applier(rules, rolling, self._wake.set, idle_timeout)
         self.lock = asyncio.Lock()  # one batch, tick, rules change or restore step at a time
         self.processed = 0
         self.batches = 0

@@ -143,7 +143,8 @@ class Embedded:
         outlet = HubOutlet(hub)
         pipeline = EmbeddedPipeline(store, outlet, await load_rules(settings, store),
                                     settings.rolling, settings.batch_size,
-                                    scorer_for(settings), freeze=settings.gc_freeze_seconds > 0)
+                                    scorer_for(settings), freeze=settings.gc_freeze_seconds > 0,
+                                    idle_timeout=settings.idle_timeout_seconds)
         runtime = cls(store, pipeline, InMemoryBus(settings.bus_queue_size))
         outlet.agents = AgentPush(hub, runtime.feed.agent_loads)
         runtime.freezer = _freezer(settings, runtime.runner)
@@ -202,7 +203,8 @@ async def start_worker(settings: Settings, store: Store,
     rules = RuleSet.model_validate(saved) if saved is not None else DEFAULT_RULES
     worker = Worker(partitioned(store), redis, layout, rules, settings.rolling,
                     settings.batch_size, scorer_for(settings),
-                    freeze=settings.gc_freeze_seconds > 0)
+                    freeze=settings.gc_freeze_seconds > 0,
+                    idle_timeout=settings.idle_timeout_seconds)
     task = asyncio.create_task(worker.run(), name="the pipeline worker")
     task.add_done_callback(_report_stopped)
     _freezer(settings, task)

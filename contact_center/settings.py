@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     ewma_alpha: float = Field(default=0.5, gt=0, le=1)
 
     batch_size: int = Field(default=500, ge=1, le=10_000)
+    idle_timeout_seconds: float = Field(default=7200.0, ge=0, le=30 * 86400, description=(
+        "a live conversation with no event for this long ends itself (reason "
+        "idle_timeout: a connector that crashed never ends it); 0: never"))
     gc_freeze_seconds: float = Field(default=1.0, ge=0, description=(
         "every so often, freeze what survived into the collector's permanent generation "
         "(no full-collection pauses that grow with the live state); 0: never"))

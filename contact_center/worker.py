@@ -37,11 +37,12 @@ class Worker:
 
     def __init__(self, store: PartitionedStore, redis: aioredis.Redis, layout: Layout,
                  rules: RuleSet, rolling: RollingConfig, batch_size: int = 500,
-                 scorer: Scorer | None = None, freeze: bool = True) -> None:
+                 scorer: Scorer | None = None, freeze: bool = True,
+                 idle_timeout: float = 0.0) -> None:
         self.id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         outlet = RedisOutlet(redis, layout)
         self.pipeline = Pipeline(store, outlet, rules, rolling, batch_size, scorer,
-                                 freeze=freeze)
+                                 freeze=freeze, idle_timeout=idle_timeout)
         self.saved_rules = SavedRules(store, redis, layout, self.id, self.pipeline)
         self.partitions = Partitions(store, redis, layout, self.id, self.pipeline, outlet,
                                      self.saved_rules)
