@@ -8,6 +8,7 @@ from __future__ import annotations
 import heapq
 import logging
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ ENDED_MEMORY = 50_000  # ended conversation ids remembered to answer late events
 ENDED_APPLIED_MEMORY = 1_000  # ... and the idempotency keys of the latest ones, for retries
 TIMERS_PER_TICK = 1_000  # due timers handled in one tick (one batch); the rest right after
 IDLE_TIMEOUT_REASON = "idle_timeout"
+RESTORE_GRACE_SECONDS = 60.0  # a conversation restored idle past its time lives this long
 
 
 @dataclass(slots=True)
@@ -165,12 +167,28 @@ class Applier:
         conv = Conversation.restore(stored.meta, stored.state, stored.applied,
                                     stored.recent, self.rolling)
         self._fit_states(conv)  # the rules may have changed while it was stored
+        if self.idle_timeout:
+            # Idle past its time while nobody applied its events (a restart, a worker
+            # taking its partition over): its events still queued come first.
+            now = time.time()
+            if conv.last_activity_at + self.idle_timeout <= now:
+                grace = min(self.idle_timeout, RESTORE_GRACE_SECONDS)
+                conv.last_activity_at = now - self.idle_timeout + grace
         self.conversations[conv.id] = conv
         self.schedule(conv)
 
     def _remember_ended(self, conversation_id: str, applied: set[str]) -> None:
         _remember(self._ended, conversation_id, None, ENDED_MEMORY)
         _remember(self._ended_applied, conversation_id, applied, ENDED_APPLIED_MEMORY)
+        self._compact_timers()
+
+    def _compact_timers(self) -> None:
+        """Drop the entries of conversations no longer here (ended, let go of) once they
+        outnumber the live ones: memory stays in line with the live conversations."""
+        if len(self.timers) > 2 * len(self.conversations) + 1024:
+            self.timers[:] = [(c.timer_at, c.id) for c in self.conversations.values()
+                              if c.timer_at is not None]
+            heapq.heapify(self.timers)
 
     def drop(self, conversation_ids: Collection[str]) -> None:
         """Let go of conversations another worker now applies (their timers lapse)."""
@@ -254,14 +272,21 @@ class Applier:
             conv = self.conversations.get(cid)
             if conv is None:
                 continue
-            fired.append(conv)
-            if self.idle_timeout and now >= conv.last_activity_at + self.idle_timeout:
-                self._end(conv, now, {"reason": IDLE_TIMEOUT_REASON}, effects)
-                effects.touched[cid] = conv
+            try:
+                if self.idle_timeout and now >= conv.last_activity_at + self.idle_timeout:
+                    effects.touched[cid] = conv
+                    self._end(conv, now, {"reason": IDLE_TIMEOUT_REASON}, effects)
+                    continue
+                for trigger in due(self.rules, conv.rule_states, conv, now,
+                                   conv.last_customer_turn):
+                    effects.touched[cid] = conv
+                    self._raise(conv, trigger, now, effects)
+            except Exception:  # (a bug) this conversation alone is reloaded from the store
+                log.exception("the clock failed on conversation %s", cid)
+                effects.drop({cid})
+                self.forget({cid})
                 continue
-            for trigger in due(self.rules, conv.rule_states, conv, now, conv.last_customer_turn):
-                self._raise(conv, trigger, now, effects)
-                effects.touched[cid] = conv
+            fired.append(conv)
         return fired
 
     # -- applying a batch ---------------------------------------------------------------------
@@ -323,7 +348,6 @@ class Applier:
             return error_reply(event, p.ErrorCode.UNKNOWN_CONVERSATION,
                           f"conversation {cid} was never started")
         touched[cid] = conv
-        conv.last_activity_at = max(conv.last_activity_at, now)
         if isinstance(event, p.Segment):
             return self._segment(conv, event, scores, now, effects)
         key = _key(event)
@@ -331,6 +355,7 @@ class Applier:
             if key in conv.applied:
                 return _ack(event, "duplicate")
             conv.applied.add(key)
+        conv.last_activity_at = max(conv.last_activity_at, now)  # (applied: not a retry)
 
         if isinstance(event, p.ParticipantJoined):
             conv.join(event)
@@ -371,6 +396,7 @@ class Applier:
         if event.segment_id in conv.applied:
             # A retried final is a duplicate; a partial after its final is stale.
             return _ack(event, "duplicate" if event.final else "stale")
+        conv.last_activity_at = max(conv.last_activity_at, now)
         participant = event.participant_id or conv.default_participant(event.role)
         if not event.final:
             conv.counts["partial"] += 1

@@ -107,9 +107,11 @@ class Pipeline:
             if timers and timers[0][0] <= time.time():
                 try:
                     async with self.lock:
-                        await self.tick()
+                        committed = await self.tick()
                 except Exception:
                     log.exception("clock rules failed; retrying in a second")
+                    committed = False
+                if not committed:  # (what is due is due again at once: no hot loop)
                     await asyncio.sleep(1.0)
 
     async def handle(self, deliveries: list[Delivery], position: Any = None) -> bool:
@@ -243,12 +245,15 @@ class Pipeline:
         """See `Applier.set_rules`."""
         return self.applier.set_rules(rules)
 
-    async def tick(self, now: float | None = None) -> None:
-        """Fire the clock rules that are due (response time), as one committed batch."""
+    async def tick(self, now: float | None = None) -> bool:
+        """End the conversations idle too long and fire the clock rules that are due
+        (response time), as one committed batch; whether it was committed."""
         now = time.time() if now is None else now
         await self._finish_committing()  # (its state is saved before the tick's)
         effects = Effects()
         fired = self.applier.fire_due(now, effects)
+        if self.applier.stale:  # one failed (a bug): back from the store, rescheduled
+            await self._reload_stale()
         try:
             committed = await self._commit(effects, now)
         except Fenced as exc:
@@ -259,10 +264,12 @@ class Pipeline:
             for conv in fired:  # the others' timers are still due; reloaded ones rescheduled
                 if conv.id not in effects.touched:
                     self.applier.schedule(conv)
-            return
+            return False
+        metrics.LIVE_CONVERSATIONS.set(len(self.applier.conversations))
         await self.outlet.publish(effects)
         for conv in fired:
             self.applier.schedule(conv)
+        return True
 
     @staticmethod
     def _refuse(deliveries: list[Delivery]) -> None:

@@ -15,8 +15,9 @@ from analytics.default_rules import DEFAULT_RULES
 from analytics.rolling import RollingConfig
 from analytics.scoring import score
 from contact_center import protocol as p
-from contact_center.applier import TIMERS_PER_TICK, Applier, Effects
+from contact_center.applier import RESTORE_GRACE_SECONDS, TIMERS_PER_TICK, Applier, Effects
 from contact_center.settings import Settings
+from contact_center.stores import StoredConversation
 from tests.conftest import Connector, Users, auth, make_app, wait_for_partitions
 
 
@@ -123,3 +124,32 @@ def test_events_do_not_grow_the_clock_and_a_tick_ends_a_bounded_batch() -> None:
     applier.fire_due(100.0, rest)
     assert len(rest.touched) == 501  # the other 500, and "talker" (silent since 9.99)
     assert not applier.conversations
+
+
+def test_retries_are_no_activity() -> None:
+    applier = Applier(DEFAULT_RULES, RollingConfig(), idle_timeout=60.0)
+    _started(applier, "c1", 0.0)
+    segment = p.parse_event('{"type": "segment", "conversation_id": "c1", '
+                            '"segment_id": "s1", "role": "customer", "text": "hi"}')
+    joined = p.parse_event('{"type": "participant.joined", "conversation_id": "c1", '
+                           '"event_id": "e1", "participant": {"id": "sup", "role": "agent"}}')
+    assert applier.apply(segment, 10.0, score("hi"), Effects()).status == "accepted"
+    assert applier.apply(joined, 20.0, None, Effects()).status == "accepted"
+    assert applier.apply(segment, 50.0, score("hi"), Effects()).status == "duplicate"
+    assert applier.apply(joined, 55.0, None, Effects()).status == "duplicate"
+    assert applier.conversations["c1"].last_activity_at == 20.0
+
+
+def test_a_conversation_restored_past_its_idle_time_gets_a_grace() -> None:
+    """Its events still queued (a worker that took its partition over) come first."""
+    before = Applier(DEFAULT_RULES, RollingConfig(), idle_timeout=600.0)
+    _started(before, "c1", time.time() - 3600)
+    conv = before.conversations["c1"]
+    stored = StoredConversation(conv.metadata(), conv.snapshot(), set(conv.applied), [])
+    after = Applier(DEFAULT_RULES, RollingConfig(), idle_timeout=600.0)
+    after.restore(stored)
+    ended = Effects()
+    after.fire_due(time.time(), ended)
+    assert not ended.touched and "c1" in after.conversations
+    after.fire_due(time.time() + RESTORE_GRACE_SECONDS + 1, ended)
+    assert list(ended.touched) == ["c1"] and not after.conversations
