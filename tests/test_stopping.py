@@ -42,7 +42,7 @@ def test_a_lost_cancellation_is_made_again() -> None:
         return ended and task.cancelled(), time.monotonic() - started
 
     ended, elapsed = asyncio.run(scenario())
-    assert ended and elapsed < 1.0
+    assert ended and elapsed < 1.5  # (re-cancelled 0.5 s after the lost one; deadline 2 s)
 
 
 def test_a_task_that_never_ends_is_left_behind_at_the_deadline(
