@@ -97,8 +97,14 @@ async def watch(url: str, token: str, sent_at: dict[tuple[str, str], float],
         ready.set()
         async for raw in ws:
             received = time.perf_counter()
-            alert = json.loads(raw)["alert"]
-            trigger = alert["evidence"]["segments"][-1]["segment_id"]
+            event = json.loads(raw)
+            if event["type"] not in ("alert.raised", "alert.updated", "alert.escalated"):
+                continue
+            alert = event["alert"]
+            segments = alert["hits"][-1]["evidence"]["segments"]
+            if not segments:
+                continue
+            trigger = segments[-1]["segment_id"]
             t0 = sent_at.get((alert["conversation_id"], trigger))
             if t0 is not None:
                 alert_latency.append(received - t0)

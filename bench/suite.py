@@ -240,14 +240,16 @@ class Alerts:
             event = json.loads(message)
             if event.get("type") == "subscribed" and not self.subscribed.done():
                 self.subscribed.set_result(None)
-            if event.get("type") != "alert":
+            # A hit's push: a new alert, or one joining (or escalating) an open one.
+            if event.get("type") not in ("alert.raised", "alert.updated", "alert.escalated"):
                 continue
             alert = event["alert"]
-            client.alerts += 1
-            if alert.get("kind") == "response_time":  # raised by the clock, not a segment
+            client.alerts += event["type"] == "alert.raised"
+            hit = alert["hits"][-1]
+            if hit["kind"] == "response_time":  # raised by the clock, not a segment
                 client.clock_alerts += 1
                 continue
-            segments = (alert.get("evidence") or {}).get("segments") or []
+            segments = (hit.get("evidence") or {}).get("segments") or []
             if segments:
                 sent = client.sent_at.get((alert["conversation_id"],
                                            segments[-1]["segment_id"]))

@@ -20,15 +20,17 @@ from analytics.scoring import Scores
 from contact_center import protocol as p
 from contact_center.conversation import Conversation
 from contact_center.stores import (
-    AlertRow,
+    AlertEventRow,
     EventRow,
     SegmentRow,
     StoredConversation,
     WriteBatch,
     event_key,
 )
+from monitoring import alerts
 from monitoring import messages as live
-from monitoring.messages import ALERTS_TOPIC, LiveMessage, conversation_topic
+from monitoring.alerts import AlertPolicy, TransitionError
+from monitoring.messages import LiveMessage, conversation_topic
 from monitoring.recording import records
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,7 @@ class Effects:
     touched: dict[str, Conversation] = field(default_factory=dict)
     replies: list[p.Reply] = field(default_factory=list)  # per event, in order
     position: Any = None  # where the batch came from (a scale-out worker's stream entries)
+    hits: list[tuple[str, str]] = field(default_factory=list)  # (rule id, severity)
 
     def to_monitors(self, conv: Conversation, body: dict[str, Any], keep: bool = True) -> None:
         self.messages.append(LiveMessage(conv.id, conversation_topic(conv.id), body, keep,
@@ -62,6 +65,18 @@ class Effects:
         for cid in conversation_ids:
             self.touched.pop(cid, None)
 
+    def alert_event(self, conv: Conversation, event_type: str, at: float,
+                    by: str | None = None, origin: str | None = None) -> None:
+        """Store the conversation's alert as it now is, with this event, and push it to
+        its monitors (and, once committed and numbered, to the alert streams)."""
+        assert conv.alert is not None
+        alert = alerts.snapshot(conv.alert)
+        message = alerts.event(event_type, None, alert)
+        self.batch.alerts[alert["id"]] = alert
+        self.batch.alert_events.append(AlertEventRow(alert, event_type, at, by, origin,
+                                                     message))
+        self.to_monitors(conv, message)
+
     def save_state(self, now: float) -> None:
         """Add the touched conversations' state to the batch."""
         for conv in self.touched.values():
@@ -69,18 +84,18 @@ class Effects:
                                                  conv.snapshot())
 
 
-def _ack(event: p.Event, status: p.AckStatus = "accepted", **extra: Any) -> p.Ack:
+def _ack(event: p.Submitted, status: p.AckStatus = "accepted", **extra: Any) -> p.Ack:
     return p.Ack(ref=event.ref, event=event.type, status=status,
                  conversation_id=conversation_of(event),
                  segment_id=getattr(event, "segment_id", None), **extra)
 
 
-def already_applied(event: p.Event) -> p.Ack:
+def already_applied(event: p.Submitted) -> p.Ack:
     """The answer to an event applied before (a redelivery)."""
     return _ack(event, "duplicate")
 
 
-def error_reply(event: p.Event, code: p.ErrorCode, message: str) -> p.ErrorReply:
+def error_reply(event: p.Submitted, code: p.ErrorCode, message: str) -> p.ErrorReply:
     return p.ErrorReply(ref=event.ref, code=code, message=message,
                         conversation_id=conversation_of(event),
                         segment_id=getattr(event, "segment_id", None))
@@ -108,7 +123,7 @@ def _as_recorded(recording: str, trigger: Trigger, evidence: dict[str, Any]
     return stored, None
 
 
-def _key(event: p.Event) -> str | None:
+def _key(event: p.Submitted) -> str | None:
     """The event's idempotency key: a segment's id, or a keyed event's event_id."""
     if isinstance(event, p.Segment):
         return event.segment_id
@@ -116,7 +131,7 @@ def _key(event: p.Event) -> str | None:
     return None if event_id is None else event_key(event_id)
 
 
-def conversation_of(event: p.Event) -> str:
+def conversation_of(event: p.Submitted) -> str:
     if isinstance(event, p.ConversationStarted):
         return event.conversation.id
     return event.conversation_id
@@ -127,10 +142,12 @@ class Applier:
 
     def __init__(self, rules: RuleSet, rolling: RollingConfig,
                  on_earlier_timer: Callable[[], None] = lambda: None,
-                 idle_timeout: float = 0.0) -> None:
+                 idle_timeout: float = 0.0, policy: AlertPolicy | None = None) -> None:
         """``idle_timeout``: a live conversation with no event for this long (seconds) ends
-        itself (reason ``idle_timeout``); 0: never."""
+        itself (reason ``idle_timeout``); 0: never. ``policy``: what happens to alerts on
+        their own."""
         self.rules, self.rolling = rules, rolling
+        self.policy = policy or AlertPolicy()
         self.idle_timeout = idle_timeout
         self.conversations: dict[str, Conversation] = {}
         self.timers: list[tuple[float, str]] = []  # (when, conversation id): clock rules
@@ -142,7 +159,7 @@ class Applier:
 
     # -- what to load, restoring, forgetting -------------------------------------------------
 
-    def missing(self, events: Iterable[p.Event]) -> set[str]:
+    def missing(self, events: Iterable[p.Submitted]) -> set[str]:
         """Conversations to load from the store before these events can be applied."""
         missing = set(self.stale)
         for event in events:
@@ -165,7 +182,7 @@ class Applier:
             self._remember_ended(stored.meta["id"], stored.applied)
             return
         conv = Conversation.restore(stored.meta, stored.state, stored.applied,
-                                    stored.recent, self.rolling)
+                                    stored.recent, self.rolling, stored.alert)
         self._fit_states(conv)  # the rules may have changed while it was stored
         if self.idle_timeout:
             # Idle past its time while nobody applied its events (a restart, a worker
@@ -245,6 +262,9 @@ class Applier:
             return
         pending = deadlines(self.rules, conv.rule_states, conv)
         when = pending[0] if pending else None
+        renotify = alerts.renotify_at(conv.alert, self.policy)
+        if renotify is not None:
+            when = renotify if when is None else min(when, renotify)
         if self.idle_timeout:
             idle_at = conv.last_activity_at + self.idle_timeout
             when = idle_at if when is None else min(when, idle_at)
@@ -281,6 +301,10 @@ class Applier:
                                    conv.last_customer_turn):
                     effects.touched[cid] = conv
                     self._raise(conv, trigger, now, effects)
+                renotify = alerts.renotify_at(conv.alert, self.policy)
+                if conv.alert is not None and renotify is not None and renotify <= now:
+                    effects.touched[cid] = conv
+                    effects.alert_event(conv, alerts.renotify(conv.alert, now), now)
             except Exception:  # (a bug) this conversation alone is reloaded from the store
                 log.exception("the clock failed on conversation %s", cid)
                 effects.drop({cid})
@@ -291,7 +315,7 @@ class Applier:
 
     # -- applying a batch ---------------------------------------------------------------------
 
-    def apply_all(self, events: list[tuple[p.Event, float, Scores | None, set[str]]],
+    def apply_all(self, events: list[tuple[p.Submitted, float, Scores | None, set[str]]],
                   effects: Effects) -> list[p.Reply]:
         """Apply events (each with its received time, scores, and its source's refused
         conversations); one conversation's failure stays its own."""
@@ -322,7 +346,7 @@ class Applier:
                        for e, reply in zip(events, replies, strict=True)]
         return replies
 
-    def apply(self, event: p.Event, now: float, scores: Scores | None,
+    def apply(self, event: p.Submitted, now: float, scores: Scores | None,
               effects: Effects) -> p.Reply:
         """Apply one event to memory, adding what to store and publish to ``effects``."""
         batch, touched = effects.batch, effects.touched
@@ -350,6 +374,8 @@ class Applier:
         touched[cid] = conv
         if isinstance(event, p.Segment):
             return self._segment(conv, event, scores, now, effects)
+        if isinstance(event, p.AlertCommand):
+            return self._command(conv, event, now, effects)
         key = _key(event)
         if key is not None:
             if key in conv.applied:
@@ -368,9 +394,11 @@ class Applier:
                        "to_agent_id": event.to_agent_id, "to_queue": event.to_queue,
                        "reason": event.reason}
             conv.transfer(event)
+            self._follow(conv, now, effects)
         elif isinstance(event, p.BotHandover):
             payload = {"agent_id": event.agent_id}
             conv.handover(event)
+            self._follow(conv, now, effects)
         else:  # ConversationEnded
             self._end(conv, now, {"reason": event.reason}, effects,
                       getattr(event, "event_id", None))
@@ -381,8 +409,19 @@ class Applier:
         self.schedule(conv)  # a transfer can bring the conversation into a clock rule's scope
         return _ack(event)
 
+    def _follow(self, conv: Conversation, now: float, effects: Effects) -> None:
+        """An unresolved alert follows its conversation to its new agent and queue."""
+        if alerts.is_open(conv.alert):
+            assert conv.alert is not None
+            effects.alert_event(conv, alerts.move_to(conv.alert, conv.agent_id, conv.queue),
+                                now)
+
     def _end(self, conv: Conversation, now: float, payload: dict[str, Any],
              effects: Effects, event_id: str | None = None) -> None:
+        if self.policy.resolve_on_end and alerts.is_open(conv.alert):
+            assert conv.alert is not None
+            alerts.resolve(conv.alert, now, alerts.CONVERSATION_ENDED)
+            effects.alert_event(conv, "alert.resolved", now)
         conv.end(now)
         del self.conversations[conv.id]
         self._remember_ended(conv.id, conv.applied)
@@ -418,10 +457,47 @@ class Applier:
         effects.to_monitors(conv, live.final_segment(
             conv.id, seq, event.segment_id, event.role, turn.participant_id, event.text, kept,
             as_dict, now, late))
+        hits = 0
         for trigger in evaluate(self.rules, conv.rule_states, turn, conv):
             self._raise(conv, trigger, now, effects)
+            hits += 1
+        if event.role == "customer" and not hits and alerts.is_open(conv.alert):
+            assert conv.alert is not None
+            conv.recovering, recovered = alerts.recovery(conv.recovering, conv.rolling.mean,
+                                                         self.policy)
+            if recovered:
+                alerts.resolve(conv.alert, now, alerts.RECOVERED)
+                effects.alert_event(conv, "alert.resolved", now)
         self.schedule(conv)
         return _ack(event, scores=as_dict, late=late)
+
+    def _command(self, conv: Conversation, command: p.AlertCommand, now: float,
+                 effects: Effects) -> p.Reply:
+        """A person's change to the conversation's alert (see `monitoring.alerts`)."""
+        key = event_key(command.command_id)
+        if key in conv.applied:
+            return _ack(command, "duplicate")
+        alert = conv.alert
+        if alert is None or alert["id"] != command.alert_id:
+            # Not its newest: an older one, resolved when the newer one was raised.
+            return error_reply(command, p.ErrorCode.INVALID_TRANSITION,
+                               f"alert {command.alert_id} is resolved and a newer alert on "
+                               "its conversation followed it; only the newest can change")
+        try:
+            event_type = alerts.transition(alert, command.action, command.version,
+                                           command.by, now, assignee=command.assignee,
+                                           note=command.note)
+        except TransitionError as exc:
+            return error_reply(command, p.ErrorCode(exc.code), exc.message)
+        conv.applied.add(key)
+        if event_type == "alert.reopened":
+            conv.recovering = 0
+        effects.batch.events.append(EventRow(conv.id, event_type, {
+            "alert_id": alert["id"], "by": command.by, "from": command.origin,
+            "assignee": command.assignee, "note": command.note}, now, command.command_id))
+        effects.alert_event(conv, event_type, now, command.by, command.origin)
+        self.schedule(conv)  # (a reopened alert re-notifies)
+        return _ack(command)
 
     def _new_alert_id(self, now: float) -> str:
         """Sortable and unguessable: strictly increasing milliseconds, then 64 random bits."""
@@ -430,27 +506,27 @@ class Applier:
 
     def _raise(self, conv: Conversation, trigger: Trigger, now: float,
                effects: Effects) -> None:
-        conv.alerts += 1
+        """A rule fired: a hit, joining the conversation's unresolved alert or opening a
+        new one."""
         rule = trigger.rule
         evidence: dict[str, Any] = {
             "rule": rule.model_dump(mode="json"), "metric": trigger.metric,
             "window": None if trigger.window is None else list(trigger.window),
             "matched": list(trigger.matched), "signals": trigger.signals,
             "segments": [t.evidence() for t in trigger.turns]}
-        alert: dict[str, Any] = {
-            "id": self._new_alert_id(now), "conversation_id": conv.id, "rule_id": rule.id,
-            "rule_version": rule.version, "rule_name": rule.name, "kind": rule.kind,
-            "severity": rule.severity, "reason": trigger.reason, "raised_at": now,
-            "agent_id": conv.agent_id, "queue": conv.queue, "status": "open",
-            "evidence": evidence,
-        }
+        # Words of unrecorded roles are left out: the alert is stored, and a client that
+        # resumes must get what a live one got.
         stored, reason = _as_recorded(conv.recording, trigger, evidence)
-        effects.batch.alerts.append(AlertRow(
-            id=alert["id"], conversation_id=conv.id, rule_id=rule.id, rule_version=rule.version,
-            rule_name=rule.name, kind=rule.kind, severity=rule.severity,
-            reason=reason or trigger.reason, raised_at=now, agent_id=conv.agent_id,
-            queue=conv.queue, evidence=stored))
-        message = live.alert_raised(alert)
-        effects.to_monitors(conv, message)
-        effects.messages.append(LiveMessage(conv.id, ALERTS_TOPIC, message, match={
-            "agent_id": conv.agent_id, "queue": conv.queue}))
+        hit = {"rule_id": rule.id, "rule_version": rule.version, "rule_name": rule.name,
+               "kind": rule.kind, "severity": rule.severity,
+               "reason": reason or trigger.reason, "raised_at": now, "evidence": stored}
+        conv.recovering = 0
+        effects.hits.append((rule.id, rule.severity))
+        if alerts.is_open(conv.alert):
+            assert conv.alert is not None
+            effects.alert_event(conv, alerts.add_hit(conv.alert, hit), now)
+            return
+        conv.alerts += 1
+        conv.alert = alerts.new_alert(self._new_alert_id(now), conv.id, conv.agent_id,
+                                      conv.queue, hit)
+        effects.alert_event(conv, "alert.raised", now)

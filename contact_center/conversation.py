@@ -51,6 +51,10 @@ class Conversation:
     # deque(maxlen): an empty deque takes over 600 bytes, times every live conversation.
     recent: list[dict[str, Any]] = field(default_factory=list)
     last_activity_at: float = 0.0  # when its last event was applied (the idle timeout)
+    # Its newest alert, whatever its status (`monitoring.alerts`); stored in the alerts
+    # table, not in the snapshot.
+    alert: dict[str, Any] | None = None
+    recovering: int = 0  # customer turns in a row above the recovery threshold
     timer_at: float | None = None  # its earliest entry in the applier's timers (not saved)
 
     # -- lifecycle ------------------------------------------------------------------
@@ -151,6 +155,8 @@ class Conversation:
             "counts": dict(self.counts), "transfers": self.transfers,
             "customer_waiting_seconds": None if waiting is None else max(0.0, now - waiting),
             "alerts": self.alerts, "escalated": self.alerts > 0,
+            "alert": None if self.alert is None else {
+                k: self.alert[k] for k in ("id", "status", "severity", "version")},
         }
 
     # -- persistence ------------------------------------------------------------------
@@ -181,12 +187,13 @@ class Conversation:
             "counts": dict(self.counts), "customer_waiting_since": self.customer_waiting_since,
             "last_final_started_at": self.last_final_started_at,
             "alerts": self.alerts, "transfers": self.transfers, "published": self.published,
-            "last_activity_at": self.last_activity_at,
+            "last_activity_at": self.last_activity_at, "recovering": self.recovering,
         }
 
     @classmethod
     def restore(cls, meta: dict[str, Any], state: dict[str, Any], applied: set[str],
-                recent: list[dict[str, Any]], rolling: RollingConfig) -> Conversation:
+                recent: list[dict[str, Any]], rolling: RollingConfig,
+                alert: dict[str, Any] | None = None) -> Conversation:
         # Rule state keeps turns as references; their words come back only where recorded.
         recorded = {m["segment_id"]: m["text"] for m in recent if m.get("type") == "segment"}
         last = state.get("last_customer_turn")
@@ -210,6 +217,7 @@ class Conversation:
             published=state.get("published", 0), shown=state.get("published", 0),
             # (saved by a version before the idle timeout: counted from this restore)
             last_activity_at=state.get("last_activity_at", time.time()),
+            alert=alert, recovering=state.get("recovering", 0),
         )
         conv.counts.update(state.get("counts", {}))
         conv.recent.extend(recent[-RECENT_LIMIT:])

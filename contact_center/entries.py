@@ -170,7 +170,7 @@ class Entries:
                 f"the event failed {count} times and was set aside as dead letter "
                 f"{partition}/{entry_id}; it was not applied"))
             with contextlib.suppress(p.ProtocolError):
-                event = p.parse_event(fields["e"])
+                event = p.parse_submitted(fields["e"])
                 reply = error_reply(event, reply.code, reply.message)
                 # Like any refused event: its source's later ones wait for a resend.
                 self._source(fields["s"]).refused.add(conversation_of(event))
@@ -192,7 +192,7 @@ class Entries:
             if fields is None:  # trimmed or deleted: nothing left to apply
                 continue
             try:
-                event = p.parse_event(fields["e"])
+                event = p.parse_submitted(fields["e"])
             except p.ProtocolError as exc:  # an API node validated it; not expected
                 answered.append((fields, as_json(p.ErrorReply.of(exc))))
                 continue

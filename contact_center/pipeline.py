@@ -32,7 +32,9 @@ from contact_center.buses import Delivery
 from contact_center.collector import freeze_survivors
 from contact_center.conversation import Conversation
 from contact_center.stores import Fenced, PartitionMark, Store
+from monitoring.alerts import AlertPolicy
 from monitoring.feeds import Outlet
+from monitoring.messages import ALERT_EVENTS_TOPIC, LiveMessage
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +67,10 @@ class Pipeline:
     def __init__(self, store: Store, outlet: Outlet, rules: RuleSet, rolling: RollingConfig,
                  batch_size: int = 500, scorer: Scorer | None = None,
                  marker: Marker | None = None, freeze: bool = True,
-                 idle_timeout: float = 0.0) -> None:
+                 idle_timeout: float = 0.0, policy: AlertPolicy | None = None) -> None:
         """``marker``: the partition marks each batch carries (scale-out workers);
         ``freeze``: freeze what a bulk load restored (see `bulk_load`); ``idle_timeout``:
-        see `Applier`."""
+        see `Applier`; ``policy``: what happens to alerts on their own."""
         self.store, self.outlet = store, outlet
         self.freeze = freeze
         self.batch_size = batch_size
@@ -76,7 +78,7 @@ class Pipeline:
         self.marker = marker
         self.on_fenced: Callable[[Fenced], None] = lambda exc: None
         self._wake = asyncio.Event()  # the earliest timer moved earlier
-        self.applier = Applier(rules, rolling, self._wake.set, idle_timeout)
+        self.applier = Applier(rules, rolling, self._wake.set, idle_timeout, policy)
         self.lock = asyncio.Lock()  # one batch, tick, rules change or restore step at a time
         self.processed = 0
         self.batches = 0
@@ -214,8 +216,14 @@ class Pipeline:
     async def _store_batch(self, effects: Effects) -> None:
         with metrics.COMMIT_SECONDS.time():
             await self.store.write(effects.batch)
-        for alert in effects.batch.alerts:
-            metrics.ALERTS.labels(alert.rule_id, alert.severity).inc()
+        for row in effects.batch.alert_events:  # numbered now: to the alert streams
+            assert row.message is not None and row.event_id is not None
+            row.message["event_id"] = row.event_id
+            effects.messages.append(LiveMessage(
+                row.conversation_id, ALERT_EVENTS_TOPIC, row.message, event_id=row.event_id,
+                match={"agent_id": row.alert["agent_id"], "queue": row.alert["queue"]}))
+        for rule_id, severity in effects.hits:
+            metrics.ALERTS.labels(rule_id, severity).inc()
 
     async def _failed_commit(self, effects: Effects, error: BaseException) -> None:
         """Put memory back in line with the store, before anyone hears of the failure."""

@@ -75,6 +75,8 @@ class ErrorCode(StrEnum):
     UNAVAILABLE = "unavailable"
     INTERNAL_ERROR = "internal_error"
     RATE_LIMITED = "rate_limited"
+    VERSION_CONFLICT = "version_conflict"
+    INVALID_TRANSITION = "invalid_transition"
 
 
 class Model(BaseModel):
@@ -194,6 +196,36 @@ Event = Annotated[
     Field(discriminator="type"),
 ]
 _event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+class AlertCommand(_InConversation):
+    """A person's change to an alert (`monitoring.alerts.transition`), made by the alert
+    routes and applied by the pipeline in turn with the conversation's events. Internal:
+    never accepted from a connector."""
+
+    type: Literal["alert.command"] = "alert.command"
+    command_id: Id  # the idempotency key: a redelivered command is applied once
+    alert_id: Id
+    action: Literal["acknowledge", "assign", "resolve", "reopen"]
+    version: int
+    by: str
+    origin: str | None = None
+    assignee: str | None = None
+    note: str | None = None
+
+
+Submitted = Annotated[Event | AlertCommand, Field(discriminator="type")]
+"""What the bus carries: ingest events, and the API's own commands."""
+_submitted_adapter: TypeAdapter[Submitted] = TypeAdapter(Submitted)
+
+
+def parse_submitted(raw: str | bytes) -> Submitted:
+    """Decode what the bus carried (written by this service: no NUL check)."""
+    try:
+        return _submitted_adapter.validate_json(raw, context=_NUL_FREE)
+    except ValidationError as exc:
+        raise ProtocolError(ErrorCode.VALIDATION_ERROR, _summary(
+            exc.errors(include_url=False, include_input=False))) from None
 
 
 class ProtocolError(Exception):

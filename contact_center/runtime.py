@@ -32,9 +32,10 @@ from contact_center.settings import Settings, masked
 from contact_center.stores import PartitionedStore, Store
 from contact_center.streams import read_entries
 from contact_center.worker import WORKER_STOP_SECONDS, Worker
-from monitoring.feeds import AgentPush, LiveFeed
+from monitoring.alert_stream import AlertSequencer
+from monitoring.feeds import AgentPush, LiveFeed, Outlet
 from monitoring.feeds.memory import HubOutlet, MemoryFeed
-from monitoring.feeds.redis import RedisFeed
+from monitoring.feeds.redis import RedisFeed, RedisOutlet
 from monitoring.hub import Hub
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,14 @@ class Runtime(Protocol):
 
     @property
     def feed(self) -> LiveFeed: ...
+
+    @property
+    def outlet(self) -> Outlet:
+        """Where this node publishes live messages it makes itself."""
+        ...
+
+    @property
+    def alert_stream(self) -> AlertSequencer: ...
 
     async def current_rules(self) -> RuleSet: ...
 
@@ -125,8 +134,10 @@ def _freezer(settings: Settings, runner: asyncio.Task[None]) -> asyncio.Task[Non
 
 
 class Embedded:
-    def __init__(self, store: Store, pipeline: EmbeddedPipeline, bus: InMemoryBus) -> None:
+    def __init__(self, store: Store, pipeline: EmbeddedPipeline, bus: InMemoryBus,
+                 outlet: HubOutlet, alert_stream: AlertSequencer) -> None:
         self.store, self.pipeline, self.bus = store, pipeline, bus
+        self.outlet, self.alert_stream = outlet, alert_stream
         self.freezer: asyncio.Task[None] | None = None
         self.feed = MemoryFeed(pipeline)
         self._rules_lock = asyncio.Lock()
@@ -144,8 +155,11 @@ class Embedded:
         pipeline = EmbeddedPipeline(store, outlet, await load_rules(settings, store),
                                     settings.rolling, settings.batch_size,
                                     scorer_for(settings), freeze=settings.gc_freeze_seconds > 0,
-                                    idle_timeout=settings.idle_timeout_seconds)
-        runtime = cls(store, pipeline, InMemoryBus(settings.bus_queue_size))
+                                    idle_timeout=settings.idle_timeout_seconds,
+                                    policy=settings.alert_policy)
+        alert_stream = await _alert_stream(settings, store, hub)
+        runtime = cls(store, pipeline, InMemoryBus(settings.bus_queue_size), outlet,
+                      alert_stream)
         outlet.agents = AgentPush(hub, runtime.feed.agent_loads)
         runtime.freezer = _freezer(settings, runtime.runner)
         return runtime
@@ -179,7 +193,14 @@ class Embedded:
         """Let accepted events finish so their connectors get a reply, then stop the
         pipeline; each step within its deadline (see contact_center.stopping)."""
         await stopping.step("answering accepted events", self.bus.drain(), DRAIN_SECONDS)
-        await stopping.cancel([self.runner, self.restoring], "the pipeline")
+        await stopping.cancel([self.runner, self.restoring, *self.alert_stream.tasks],
+                              "the pipeline")
+
+
+async def _alert_stream(settings: Settings, store: Store, hub: Hub) -> AlertSequencer:
+    sequencer = AlertSequencer(hub, store, settings.alert_events_keep_days * 86400)
+    await sequencer.start()
+    return sequencer
 
 
 def partitioned(store: Store) -> PartitionedStore:
@@ -204,7 +225,8 @@ async def start_worker(settings: Settings, store: Store,
     worker = Worker(partitioned(store), redis, layout, rules, settings.rolling,
                     settings.batch_size, scorer_for(settings),
                     freeze=settings.gc_freeze_seconds > 0,
-                    idle_timeout=settings.idle_timeout_seconds)
+                    idle_timeout=settings.idle_timeout_seconds,
+                    policy=settings.alert_policy)
     task = asyncio.create_task(worker.run(), name="the pipeline worker")
     task.add_done_callback(_report_stopped)
     _freezer(settings, task)
@@ -218,6 +240,8 @@ class ScaleOutNode:
         self.bus = RedisBus(redis, self.layout, settings.bus_queue_size,
                             settings.reply_timeout_seconds)
         self.feed = RedisFeed(redis, self.layout, hub)
+        self.outlet = RedisOutlet(redis, self.layout)
+        self.alert_stream = AlertSequencer(hub, store, settings.alert_events_keep_days * 86400)
         self.worker: tuple[Worker, asyncio.Task[None]] | None = None
         self._rules_lock = asyncio.Lock()
 
@@ -233,6 +257,7 @@ class ScaleOutNode:
         await load_rules(settings, store)  # a rules file given here is saved for all
         await node.bus.start()
         await node.feed.start()
+        await node.alert_stream.start()
         if settings.worker:
             node.worker = await start_worker(settings, store, redis)
         return node
@@ -318,5 +343,6 @@ class ScaleOutNode:
         if self.worker is not None:
             self.worker[0].stop()
             await stopping.step("the pipeline worker", self.worker[1], WORKER_STOP_SECONDS)
-        await asyncio.gather(self.bus.stop(), stopping.cancel(self.feed.tasks, "the live relay"))
+        await asyncio.gather(self.bus.stop(), stopping.cancel(
+            [*self.feed.tasks, *self.alert_stream.tasks], "the live relay"))
         await stopping.step("closing Redis connections", self.redis.aclose(), CLOSE_SECONDS)

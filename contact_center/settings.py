@@ -19,6 +19,8 @@ from pydantic_settings import (
 )
 
 from analytics.rolling import RollingConfig
+from analytics.rules import Severity
+from monitoring.alerts import AlertPolicy
 
 
 class Settings(BaseSettings):
@@ -43,6 +45,22 @@ class Settings(BaseSettings):
     idle_timeout_seconds: float = Field(default=7200.0, ge=0, le=30 * 86400, description=(
         "a live conversation with no event for this long ends itself (reason "
         "idle_timeout: a connector that crashed never ends it); 0: never"))
+    # The alert workflow (see docs/alerts.md).
+    alert_resolve_on_end: bool = Field(default=True, description=(
+        "a conversation's end (idle timeout included) resolves its alert "
+        "(resolution conversation_ended)"))
+    alert_recovered_above: float = Field(default=0.05, ge=-1, le=1, description=(
+        "the customer's rolling sentiment at or above which a turn counts towards "
+        "recovery"))
+    alert_recovered_turns: int = Field(default=3, ge=0, le=100, description=(
+        "customer turns in a row above alert_recovered_above that resolve the alert "
+        "(resolution recovered); 0: never"))
+    alert_renotify_seconds: dict[Severity, float] = Field(
+        default_factory=lambda: dict(AlertPolicy().renotify_seconds), description=(
+            "an open alert nobody acknowledged is notified again after this long, per "
+            "severity (JSON object); 0: never"))
+    alert_events_keep_days: float = Field(default=30.0, gt=0, le=3650, description=(
+        "alert events kept for clients that resume (older: resync)"))
     gc_freeze_seconds: float = Field(default=1.0, ge=0, description=(
         "every so often, freeze what survived into the collector's permanent generation "
         "(no full-collection pauses that grow with the live state); 0: never"))
@@ -87,6 +105,14 @@ class Settings(BaseSettings):
     @property
     def rolling(self) -> RollingConfig:
         return RollingConfig(window=self.rolling_window, ewma_alpha=self.ewma_alpha)
+
+    @property
+    def alert_policy(self) -> AlertPolicy:
+        return AlertPolicy(resolve_on_end=self.alert_resolve_on_end,
+                           recovered_above=self.alert_recovered_above,
+                           recovered_turns=self.alert_recovered_turns,
+                           renotify_seconds={severity: self.alert_renotify_seconds.get(
+                               severity, 0.0) for severity in ("low", "medium", "high")})
 
 
 SECRET_SETTINGS = ("database", "redis")  # URLs that may hold a password

@@ -129,7 +129,8 @@ async def _watch_alerts(url: str, headers: dict[str, str], report: Report,
         subscribed.set()
         async for raw in ws:
             message = json.loads(raw)
-            if message.get("type") == "alert":
+            # What notifies a supervisor: a new alert, or one that got worse.
+            if message.get("type") in ("alert.raised", "alert.escalated"):
                 report.alerts += 1
                 on_alert(message["alert"])
 

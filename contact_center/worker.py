@@ -25,6 +25,7 @@ from contact_center.pipeline import Pipeline
 from contact_center.saved_rules import SavedRules
 from contact_center.stores import PartitionedStore
 from contact_center.streams import Layout
+from monitoring.alerts import AlertPolicy
 from monitoring.feeds.redis import RedisOutlet
 
 LOOPS_STOP_SECONDS = 1.5  # at most this long for the loops to end when stopping
@@ -38,11 +39,11 @@ class Worker:
     def __init__(self, store: PartitionedStore, redis: aioredis.Redis, layout: Layout,
                  rules: RuleSet, rolling: RollingConfig, batch_size: int = 500,
                  scorer: Scorer | None = None, freeze: bool = True,
-                 idle_timeout: float = 0.0) -> None:
+                 idle_timeout: float = 0.0, policy: AlertPolicy | None = None) -> None:
         self.id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         outlet = RedisOutlet(redis, layout)
         self.pipeline = Pipeline(store, outlet, rules, rolling, batch_size, scorer,
-                                 freeze=freeze, idle_timeout=idle_timeout)
+                                 freeze=freeze, idle_timeout=idle_timeout, policy=policy)
         self.saved_rules = SavedRules(store, redis, layout, self.id, self.pipeline)
         self.partitions = Partitions(store, redis, layout, self.id, self.pipeline, outlet,
                                      self.saved_rules)

@@ -54,8 +54,9 @@ class Hub:
         self._queue_size = queue_size
         self._by_topic: dict[str, set[Subscription]] = {}
 
-    def subscribe(self, *topics: str, accept: Filter | None = None) -> Subscription:
-        sub = Subscription(frozenset(topics), self._queue_size, accept)
+    def subscribe(self, *topics: str, accept: Filter | None = None,
+                  queue_size: int | None = None) -> Subscription:
+        sub = Subscription(frozenset(topics), queue_size or self._queue_size, accept)
         for topic in topics:
             self._by_topic.setdefault(topic, set()).add(sub)
         return sub

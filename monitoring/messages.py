@@ -10,7 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 LIVE_TOPIC = "live"  # the live board: conversation and agent updates
-ALERTS_TOPIC = "alerts"  # every alert, filtered per subscriber
+ALERTS_TOPIC = "alerts"  # alert events in event_id order, filtered per subscriber
+# Alert events as committed, in commit order within a worker; `monitoring.alert_stream`
+# puts them in event_id order onto ALERTS_TOPIC.
+ALERT_EVENTS_TOPIC = "alert-events"
 RECENT_LIMIT = 500  # monitor messages kept per live conversation for a monitor's catch-up
 
 
@@ -29,6 +32,7 @@ class LiveMessage:
     keep: bool = False  # also kept in the conversation's recent entries (monitor catch-up)
     match: dict[str, Any] | None = None  # what subscribers filter on (alerts)
     number: int = 0  # a monitor message's number in its conversation (0: not numbered)
+    event_id: int = 0  # an alert event's id (0: not an alert event)
 
 
 # -- shapes ----------------------------------------------------------------------------
@@ -54,10 +58,6 @@ def conversation_event(event_type: str, conversation_id: str, at: float,
                        payload: dict[str, Any]) -> dict[str, Any]:
     """A lifecycle event (participant joined or left, transfer, handover, end)."""
     return {"type": event_type, "conversation_id": conversation_id, "at": at, **payload}
-
-
-def alert_raised(alert: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "alert", "alert": alert}
 
 
 def conversation_updated(summary: dict[str, Any]) -> dict[str, Any]:

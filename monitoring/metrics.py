@@ -10,17 +10,22 @@ class AgentLoad(NamedTuple):
     """What agent metrics read of one live conversation."""
 
     agent_id: str | None
-    alerts: int
+    alerts: int  # raised on it so far
+    open_alert: bool  # its newest alert is unresolved
     sentiment: float | None  # rolling customer sentiment
 
 
 def load_of(summary: dict[str, Any]) -> AgentLoad:
-    return AgentLoad(summary["agent_id"], summary["alerts"], summary["sentiment"]["window"])
+    alert = summary["alert"]
+    return AgentLoad(summary["agent_id"], summary["alerts"],
+                     alert is not None and alert["status"] != "resolved",
+                     summary["sentiment"]["window"])
 
 
 def agent_metrics(conversations: Iterable[AgentLoad],
                   known_agents: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """Per agent: live conversations, their mean customer sentiment, alerts raised.
+    """Per agent: live conversations, their mean customer sentiment, unresolved alerts,
+    conversations with alerts.
     ``known_agents`` (agent users) are listed even while they handle nothing."""
 
     def row(agent_id: str | None) -> dict[str, Any]:
@@ -31,7 +36,7 @@ def agent_metrics(conversations: Iterable[AgentLoad],
     for conv in conversations:
         a = agents.setdefault(conv.agent_id or "(unassigned)", row(conv.agent_id))
         a["conversations"] += 1
-        a["open_alerts"] += conv.alerts
+        a["open_alerts"] += conv.open_alert
         a["escalated_conversations"] += conv.alerts > 0
         if conv.sentiment is not None:
             a["_sentiments"].append(conv.sentiment)

@@ -16,6 +16,7 @@ class Permission(StrEnum):
     MANAGER_MONITOR = "manager-monitor"        # silently monitor a conversation
     ALERTS_OWN = "alerts-own"                  # alerts on one's own conversations
     ALERTS_ALL = "alerts-all"                  # alerts on every conversation one may see
+    ALERTS_MANAGE = "alerts-manage"            # acknowledge, assign, resolve, reopen alerts
     CONTACT_SEARCH = "contact-search"          # search recorded transcripts
     TRANSCRIPTS_READ = "transcripts-read"      # read a recorded conversation
     RULES_MANAGE = "rules-manage"              # read and change escalation rules
@@ -27,7 +28,7 @@ PROFILES: dict[str, frozenset[Permission]] = {
     "Admin": frozenset(Permission),
     "CallCenterManager": frozenset({
         Permission.REALTIME_METRICS, Permission.MANAGER_MONITOR, Permission.ALERTS_ALL,
-        Permission.CONTACT_SEARCH, Permission.TRANSCRIPTS_READ,
+        Permission.ALERTS_MANAGE, Permission.CONTACT_SEARCH, Permission.TRANSCRIPTS_READ,
     }),
     "Agent": frozenset({Permission.ALERTS_OWN}),
     "Analyst": frozenset({Permission.CONTACT_SEARCH, Permission.TRANSCRIPTS_READ}),

@@ -50,9 +50,12 @@ def test_a_saved_rule_backtests_to_what_it_raised_live(
     replay_sample(ingest)
     live = client.get("/v1/alerts", headers=admin, params={"limit": 1000}).json()["alerts"]
     assert len(live) >= 10
+    # Live, a conversation's hits join its alert: the backtest's alerts are the hits.
+    assert all(a["hit_count"] == len(a["hits"]) for a in live)  # (every hit kept)
+    hits = [h | {"conversation_id": a["conversation_id"]} for a in live for h in a["hits"]]
     for rule in DEFAULT_RULES.rules:
         result = backtest(client, admin, rule_id=rule.id)
-        raised = [a for a in live if a["rule_id"] == rule.id]
+        raised = [h for h in hits if h["rule_id"] == rule.id]
         assert result["alerts"] == len(raised), rule.id
         assert result["conversations_with_alerts"] == len({a["conversation_id"] for a in raised})
         assert result["conversations"] == 30 and result["conversations_judged"] == 30
@@ -160,6 +163,7 @@ def test_hand_over_rules_backtest_to_what_they_raised_live(
         ingest.end(cid)
     live = client.get("/v1/alerts", headers=admin).json()["alerts"]
     assert sorted(a["conversation_id"] for a in live) == ["bot-only", "no-bot-turns"]
+    assert all(a["hit_count"] == 1 for a in live)  # one hit each, as the backtest finds
     result = backtest(client, admin, rule_id="hand-over")
     assert result["alerts"] == 2
     assert sorted(s["conversation_id"] for s in result["samples"]) == ["bot-only",

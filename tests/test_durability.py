@@ -85,6 +85,7 @@ def test_restart_resumes_live_state(tmp_path: Path, users: Users, connector_toke
     with TestClient(create_app(settings, make_store(backend, tmp_path))) as client:
         after = client.get("/v1/live/conversations/live-1", headers=manager).json()
         assert after["counts"] == before["counts"] and after["alerts"] == 1
+        assert after["alert"] == before["alert"] and after["alert"]["status"] == "open"
         assert after["sentiment"]["window"] == before["sentiment"]["window"]
         assert [r["id"] for r in client.get("/v1/rules", headers=admin).json()["rules"]] == ["kw"]
         with client.websocket_connect("/v1/ingest", headers=auth(connector_token)) as ws:
@@ -95,8 +96,12 @@ def test_restart_resumes_live_state(tmp_path: Path, users: Users, connector_toke
                                       headers=manager) as ws:
             catch_up = ws.receive_json()
             assert [t["segment_id"] for t in catch_up["transcript"]] == ["s1", "s2", "s3"]
-        # The keyword rule's cooldown survived the restart: still one alert.
+        # The keyword rule's cooldown survived the restart: still one hit (hits would join
+        # the one open alert: count them).
         assert client.get("/v1/live/conversations/live-1", headers=manager).json()["alerts"] == 1
+        (alert,) = client.get("/v1/alerts", headers=manager,
+                              params={"conversation_id": "live-1"}).json()["alerts"]
+        assert [h["rule_id"] for h in alert["hits"]] == ["kw"] and alert["hit_count"] == 1
 
 
 class HeldRestore:

@@ -45,6 +45,9 @@ def test_live_list_filters(ingest: Connector, client: TestClient, manager: str) 
 
     c1 = client.get("/v1/live/conversations/c1", headers=auth(manager)).json()
     assert c1["escalated"] and c1["alerts"] >= 1
+    # Its one alert, unresolved, at the highest severity of its hits.
+    assert c1["alert"] is not None and c1["alert"]["status"] == "open"
+    assert c1["alert"]["severity"] == "high"
     assert c1["counts"]["customer"] == 3
     assert c1["sentiment"]["window"] < -0.5 and c1["sentiment"]["start"] < -0.5
     assert c1["customer_waiting_seconds"] >= 0  # nobody answered the customer yet
@@ -69,7 +72,8 @@ def test_agent_metrics(ingest: Connector, client: TestClient, manager: str,
     agents = client.get("/v1/live/agents", headers=auth(manager)).json()["agents"]
     ann, bob, cy = agents
     assert ann["agent_id"] == "ann" and ann["conversations"] == 2
-    assert ann["open_alerts"] >= 1 and ann["escalated_conversations"] == 1
+    # (Unresolved alerts: one per conversation in trouble, however many hits.)
+    assert ann["open_alerts"] == 1 and ann["escalated_conversations"] == 1
     assert -1 < ann["average_customer_sentiment"] < 0.5
     assert bob == {"agent_id": "bob", "conversations": 1, "open_alerts": 0,
                    "escalated_conversations": 0, "average_customer_sentiment": None}
@@ -101,11 +105,19 @@ def test_monitor_catch_up_then_live_then_end(ingest: Connector, client: TestClie
             partial = ws.receive_json()
             assert partial["final"] is False and "scores" not in partial
             live = [ws.receive_json() for _ in range(5)]
-            assert [(m["type"], m.get("segment_id") or m["alert"]["rule_id"]) for m in live] == [
-                ("segment", "s3"), ("alert", "very-negative-turn"), ("segment", "s4"),
-                ("segment", "s5"), ("alert", "negative-sentiment")]
+            # Each rule's hit, as the newest hit of the conversation's one alert: the
+            # second (high, above medium) escalates it.
+            assert [(m["type"], m.get("segment_id") or m["alert"]["hits"][-1]["rule_id"])
+                    for m in live] == [
+                ("segment", "s3"), ("alert.raised", "very-negative-turn"), ("segment", "s4"),
+                ("segment", "s5"), ("alert.escalated", "negative-sentiment")]
+            assert live[1]["alert"]["id"] == live[4]["alert"]["id"]
         ingest.end("m1")
         for ws in (one, two):
+            # The end resolves the alert, pushed before the end itself.
+            resolved = ws.receive_json()
+            assert resolved["type"] == "alert.resolved"
+            assert resolved["alert"]["resolution"] == "conversation_ended"
             assert ws.receive_json()["type"] == "conversation.ended"
             with pytest.raises(WebSocketDisconnect) as closed:
                 ws.receive_json()
@@ -138,11 +150,18 @@ def test_alerts_reach_the_agent_and_supervisors_with_evidence(
         sup_ws.receive_json()
         replies = escalate(ingest, "x1")
         ingest.say("x2", "k1", "Let me speak to your supervisor right now")
-        turn_alert, ann_alert = (ann_ws.receive_json()["alert"] for _ in range(2))
-        assert turn_alert["rule_id"] == "very-negative-turn"
-        assert [s["segment_id"] for s in turn_alert["evidence"]["segments"]] == ["a0"]
+        # Two hits on x1: the first raises its alert, the second (high) escalates it.
+        raised, escalated = (ann_ws.receive_json() for _ in range(2))
+        assert (raised["type"], escalated["type"]) == ("alert.raised", "alert.escalated")
+        turn_alert, ann_alert = raised["alert"], escalated["alert"]
+        assert turn_alert["id"] == ann_alert["id"]
+        turn_hit, ann_hit = turn_alert["hits"][-1], ann_alert["hits"][-1]
+        assert turn_hit["rule_id"] == "very-negative-turn"
+        assert [s["segment_id"] for s in turn_hit["evidence"]["segments"]] == ["a0"]
         assert ann_alert["conversation_id"] == "x1" and ann_alert["agent_id"] == "ann"
-        evidence = ann_alert["evidence"]
+        assert ann_alert["hits"] == [turn_hit, ann_hit]
+        evidence = ann_hit["evidence"]
+        assert ann_alert["evidence"] == evidence  # the lead hit: the highest severity's
         assert evidence["rule"]["id"] == "negative-sentiment"
         assert evidence["metric"] < -0.5
         assert [s["segment_id"] for s in evidence["segments"]] == ["a0", "a1"]
@@ -151,8 +170,9 @@ def test_alerts_reach_the_agent_and_supervisors_with_evidence(
 
         seen = [sup_ws.receive_json()["alert"] for _ in range(3)]
         assert [a["id"] for a in seen[:2]] == [turn_alert["id"], ann_alert["id"]]
-        assert seen[2]["rule_id"] == "escalation-phrases"
-        assert seen[2]["evidence"]["matched"] == ["supervisor"]
+        assert [a["hits"][-1] for a in seen[:2]] == [turn_hit, ann_hit]
+        assert seen[2]["hits"][-1]["rule_id"] == "escalation-phrases"
+        assert seen[2]["hits"][-1]["evidence"]["matched"] == ["supervisor"]
         # Each agent gets their own alerts and nothing else: the next alert Ann sees is
         # her sentinel on x3, not Bob's on x2; Bob's first and only one is his.
         ingest.say("x3", "k1", "Let me speak to your manager")
@@ -235,13 +255,17 @@ def test_one_alert_per_bad_patch_end_to_end(ingest: Connector, client: TestClien
     for i, text in enumerate(texts):
         ingest.say("h1", f"s{i}", text)
 
-    def alerts() -> int:
-        return len(client.get("/v1/alerts", headers=admin,
-                              params={"conversation_id": "h1"}).json()["alerts"])
+    def alerts() -> int:  # the rule's hits (each a firing), on the conversation's alerts
+        return sum(a["hit_count"] for a in client.get(
+            "/v1/alerts", headers=admin, params={"conversation_id": "h1"}).json()["alerts"])
 
     assert alerts() == 1
     for i in range(5):  # recover above the clear threshold
         ingest.say("h1", f"h{i}", HAPPY)
+    # (The customer recovered: that resolved the first alert.)
+    [first] = client.get("/v1/alerts", headers=admin, params={"conversation_id": "h1"}).json()[
+        "alerts"]
+    assert (first["status"], first["resolution"]) == ("resolved", "recovered")
     for i, text in enumerate(ANGRY * 2):  # a window of 5 needs 4 to turn negative
         ingest.say("h1", f"t{i}", text)
     assert alerts() == 2

@@ -55,10 +55,16 @@ def test_recording_policy_decides_what_is_stored(
         assert (text is not None) == (role.replace("bot", "agent") in kept), (policy, role)
 
     # Alerts and metadata are always stored; their evidence follows the same policy.
-    alerts = stored.rows("SELECT rule_id, evidence, reason FROM alerts")
-    assert {a[0] for a in alerts} >= {"churn-or-legal-threat", "negative-sentiment"}
-    for rule_id, evidence, reason in alerts:
-        stored_evidence = json.loads(evidence)
+    # (One alert for the conversation; each rule firing is one of its hits.)
+    alerts = [json.loads(d) for d, in stored.rows("SELECT document FROM alerts")]
+    assert len(alerts) == 1
+    hits = alerts[0]["hits"]
+    assert {h["rule_id"] for h in hits} >= {"churn-or-legal-threat", "negative-sentiment"}
+    # The top level repeats the lead hit, in the same recorded form.
+    assert {k: alerts[0][k] for k in ("rule_id", "evidence", "reason")} in [
+        {k: h[k] for k in ("rule_id", "evidence", "reason")} for h in hits]
+    for hit in hits:
+        rule_id, stored_evidence, reason = hit["rule_id"], hit["evidence"], hit["reason"]
         for seg in stored_evidence["segments"]:
             assert (seg["text"] is not None) == (seg["role"] in kept)
             assert "compound" in seg["scores"]
@@ -89,9 +95,13 @@ def test_analyst_fetches_a_recorded_conversation(ingest: Connector, client: Test
     assert [(t["role"], t["text"]) for t in body["turns"]] == [
         ("customer", CUSTOMER), ("agent", None)]
     assert all(set(t["scores"]) == {"neg", "neu", "pos", "compound"} for t in body["turns"])
-    assert [a["rule_id"] for a in body["alerts"]] == ["churn-or-legal-threat",
-                                                      "very-negative-turn"]
-    assert all(a["rule_version"] == 1 for a in body["alerts"])
+    # One alert for the conversation, its hits one per rule firing; the end resolved it.
+    [alert] = body["alerts"]
+    assert [h["rule_id"] for h in alert["hits"]] == ["churn-or-legal-threat",
+                                                     "very-negative-turn"]
+    assert all(h["rule_version"] == 1 for h in alert["hits"])
+    assert alert["hit_count"] == 2
+    assert (alert["status"], alert["resolution"]) == ("resolved", "conversation_ended")
     assert [e["type"] for e in body["events"]] == [
         "conversation.started", "conversation.transferred", "conversation.ended"]
     assert body["events"][1]["from_queue"] == "billing"

@@ -14,7 +14,7 @@ from analytics.default_rules import DEFAULT_RULES
 from contact_center.app import create_app
 from contact_center.settings import Settings
 from tests.conftest import ANGRY, HAPPY, Connector, Users, auth, make_store
-from tests.test_rules_e2e import next_alert
+from tests.test_rules_e2e import hit, leads, next_alert
 
 KW = {"id": "kw", "kind": "keyword", "phrases": ["refund"]}
 # What the server stores for KW: every default filled in.
@@ -271,9 +271,11 @@ def test_disabled_rule_raises_nothing_until_enabled(ingest: Connector, client: T
     assert alerts(client, admin, "d1") == []  # not applied to turns already seen
     ingest.say("d1", "s2", "A refund, please")
     (alert,) = alerts(client, admin, "d1")
-    assert alert["rule_id"] == "kw" and alert["rule_version"] == 3
-    assert [s["segment_id"] for s in alert["evidence"]["segments"]] == ["s2"]
-    assert alert["evidence"]["rule"]["enabled"] is True
+    fired = hit(alert)
+    assert alert["hit_count"] == 1 and leads(alert, fired)  # s2's firing only
+    assert fired["rule_id"] == "kw" and fired["rule_version"] == 3
+    assert [s["segment_id"] for s in fired["evidence"]["segments"]] == ["s2"]
+    assert fired["evidence"]["rule"]["enabled"] is True
 
 
 def test_alerts_record_the_rule_version_in_force(ingest: Connector, client: TestClient,
@@ -284,26 +286,34 @@ def test_alerts_record_the_rule_version_in_force(ingest: Connector, client: Test
     with client.websocket_connect("/v1/alerts/stream", headers=auth(supervisor)) as ws:
         assert ws.receive_json()["type"] == "subscribed"
         ingest.say("v1", "s1", "I want a refund")
-        first = next_alert(ws)
+        raised = next_alert(ws, kind="alert.raised")
+        first = hit(raised)
         edited = client.put("/v1/rules/kw", headers=admin, json=KW | {
             "cooldown_seconds": 0, "phrases": ["refund", "money back"], "severity": "low"})
         assert edited.json()["version"] == 2
         ingest.say("v1", "s2", "Refund or money back, now")
-        second = next_alert(ws)
+        # A lower-severity hit joins the open alert quietly.
+        updated = next_alert(ws, kind="alert.updated")
+        second = hit(updated)
+    assert updated["id"] == raised["id"] and updated["hit_count"] == 2
     assert (first["rule_version"], second["rule_version"]) == (1, 2)
     assert (first["severity"], second["severity"]) == ("high", "low")
     assert first["evidence"]["rule"]["version"] == 1
     assert first["evidence"]["rule"]["phrases"] == ["refund"]
     assert second["evidence"]["rule"]["version"] == 2
     assert second["evidence"]["matched"] == ["refund", "money back"]
+    # The alert keeps the highest severity; the first (high) hit leads it.
+    assert updated["severity"] == "high" and leads(updated, first)
 
-    stored = alerts(client, admin, "v1")
-    assert [(a["id"], a["rule_version"]) for a in stored] == [
-        (second["id"], 2), (first["id"], 1)]
-    assert [a["evidence"]["rule"]["version"] for a in stored] == [2, 1]
-    # Deleting the rule keeps its alerts, with the versions that fired.
+    (stored,) = alerts(client, admin, "v1")
+    assert stored["id"] == raised["id"]
+    assert [(h["rule_version"], h["severity"]) for h in stored["hits"]] == [
+        (1, "high"), (2, "low")]
+    assert [h["evidence"]["rule"]["version"] for h in stored["hits"]] == [1, 2]
+    # Deleting the rule keeps its alerts and hits, with the versions that fired.
     assert client.delete("/v1/rules/kw", headers=admin).status_code == 204
-    assert [a["rule_version"] for a in alerts(client, admin, "v1")] == [2, 1]
+    assert [[h["rule_version"] for h in a["hits"]] for a in alerts(client, admin, "v1")] == [
+        [1, 2]]
 
 
 def test_openapi_lists_rule_routes_with_schemas(client: TestClient) -> None:
@@ -350,7 +360,8 @@ def test_a_streak_does_not_span_the_time_a_rule_was_disabled(
     assert alerts(client, admin, "k1") == []
     ingest.say("k1", "a2", ANGRY[2])
     (alert,) = alerts(client, admin, "k1")
-    assert [s["segment_id"] for s in alert["evidence"]["segments"]] == ["a1", "a2"]
+    assert alert["hit_count"] == 1
+    assert [s["segment_id"] for s in hit(alert)["evidence"]["segments"]] == ["a1", "a2"]
 
 
 def test_a_rule_redefined_as_another_kind_starts_afresh(
@@ -359,13 +370,18 @@ def test_a_rule_redefined_as_another_kind_starts_afresh(
         {"id": "r", "kind": "human_requested", "cooldown_seconds": 0}]})
     ingest.start("n1", agent_id=None)
     ingest.say("n1", "c0", "Can I talk to a real person please")
-    assert [a["kind"] for a in alerts(client, admin, "n1")] == ["human_requested"]
+    assert [[h["kind"] for h in a["hits"]] for a in alerts(client, admin, "n1")] == [
+        ["human_requested"]]
     redefined = client.put("/v1/rules/r", headers=admin, json={
         "id": "r", "kind": "sentiment", "metric": "turn", "below": -0.5, "consecutive": 1,
         "clear_above": 0.0, "cooldown_seconds": 0})
     assert redefined.json()["version"] == 2
     assert ingest.say("n1", "a0", ANGRY[0])["scores"]["compound"] < -0.5
-    latest = alerts(client, admin, "n1")[0]
+    # The new kind's hit joins the conversation's open alert.
+    (alert,) = alerts(client, admin, "n1")
+    assert [(h["kind"], h["rule_version"]) for h in alert["hits"]] == [
+        ("human_requested", 1), ("sentiment", 2)]
+    latest = hit(alert)
     assert (latest["kind"], latest["rule_version"]) == ("sentiment", 2)
     assert [s["segment_id"] for s in latest["evidence"]["segments"]] == ["a0"]
 
@@ -387,8 +403,10 @@ def test_shortening_a_response_time_applies_to_a_customer_already_waiting(
     assert client.patch("/v1/rules/slow", headers=admin,
                         json={"seconds": 0.3}).json()["version"] == 2
     (alert,) = wait_for_alert(client, admin, "w1")
-    assert alert["rule_id"] == "slow" and alert["rule_version"] == 2
-    assert [s["segment_id"] for s in alert["evidence"]["segments"]] == ["c0"]
+    fired = hit(alert)
+    assert alert["hit_count"] == 1 and leads(alert, fired)
+    assert fired["rule_id"] == "slow" and fired["rule_version"] == 2
+    assert [s["segment_id"] for s in fired["evidence"]["segments"]] == ["c0"]
 
 
 def test_a_response_time_rule_added_applies_to_a_customer_already_waiting(
@@ -399,4 +417,5 @@ def test_a_response_time_rule_added_applies_to_a_customer_already_waiting(
     assert client.post("/v1/rules", headers=admin, json={
         "id": "slow", "kind": "response_time", "seconds": 0.3}).status_code == 201
     (alert,) = wait_for_alert(client, admin, "w2")
-    assert alert["rule_id"] == "slow" and alert["rule_version"] == 1
+    assert alert["hit_count"] == 1 and leads(alert, hit(alert))
+    assert hit(alert)["rule_id"] == "slow" and hit(alert)["rule_version"] == 1

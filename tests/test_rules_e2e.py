@@ -19,11 +19,17 @@ from contact_center.settings import Settings
 from tests.conftest import ANGRY, HAPPY, Connector, Users, auth, make_app
 
 NEUTRAL = "Hello, I have a question about my bill"
+# The alert events pushed on an alert stream (docs/alerts.md).
+EVENT_TYPES = ("alert.raised", "alert.updated", "alert.escalated", "alert.renotified",
+               "alert.acknowledged", "alert.assigned", "alert.resolved", "alert.reopened")
+# The hit fields an alert repeats at its top level: its lead hit's.
+LEAD_FIELDS = ("rule_id", "rule_version", "rule_name", "kind", "reason", "evidence")
 
 
-def next_alert(ws: Any, seconds: float = 5.0) -> dict[str, Any]:
-    """The next message on an alert stream, which must be an alert, within ``seconds``
-    (a missing alert fails the test instead of hanging it)."""
+def next_event(ws: Any, seconds: float = 5.0) -> dict[str, Any]:
+    """The next message on an alert stream, which must be an alert event
+    (``{"type": "alert.…", "event_id": …, "alert": …}``), within ``seconds`` (a missing
+    event fails the test instead of hanging it)."""
 
     async def get() -> Any:
         with anyio.fail_after(seconds):
@@ -31,9 +37,41 @@ def next_alert(ws: Any, seconds: float = 5.0) -> dict[str, Any]:
 
     message = ws.portal.call(get)
     assert message["type"] == "websocket.send", message
-    body = json.loads(message["text"])
-    assert body["type"] == "alert", body
-    return body["alert"]  # type: ignore[no-any-return]
+    body: dict[str, Any] = json.loads(message["text"])
+    assert body["type"] in EVENT_TYPES, body
+    assert isinstance(body["event_id"], int), body
+    return body
+
+
+def next_alert(ws: Any, seconds: float = 5.0, kind: str | None = None) -> dict[str, Any]:
+    """The alert of the next event on an alert stream (of type ``kind`` if given): the
+    whole alert, its newest hit last in ``hits``."""
+    event = next_event(ws, seconds)
+    assert kind is None or event["type"] == kind, event
+    return event["alert"]  # type: ignore[no-any-return]
+
+
+def hit(alert: dict[str, Any]) -> dict[str, Any]:
+    """The alert's newest hit: the rule firing that the event was pushed for."""
+    return alert["hits"][-1]  # type: ignore[no-any-return]
+
+
+def leads(alert: dict[str, Any], found: dict[str, Any]) -> bool:
+    """Whether the alert repeats this hit at its top level (it is the lead hit)."""
+    return all(alert[k] == found[k] for k in LEAD_FIELDS)
+
+
+def raised_by(streams: list[Any], rule_id: str, version: int, kind: str | None = None,
+              severity: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The next event on every stream raises a new alert of one hit, this rule's (of
+    this kind and severity, if given): the alert and the hit."""
+    alert = both(streams, "alert.raised")
+    fired = hit(alert)
+    assert alert["hit_count"] == 1 and leads(alert, fired)
+    assert fired["rule_id"] == rule_id and fired["rule_version"] == version
+    assert kind is None or fired["kind"] == kind
+    assert severity is None or fired["severity"] == alert["severity"] == severity
+    return alert, fired
 
 
 @contextlib.contextmanager
@@ -44,7 +82,8 @@ def alert_streams(client: TestClient, *tokens: str) -> Iterator[list[Any]]:
         for token in tokens:
             ws = stack.enter_context(client.websocket_connect("/v1/alerts/stream",
                                                               headers=auth(token)))
-            assert ws.receive_json()["type"] == "subscribed"
+            greeting = ws.receive_json()
+            assert greeting["type"] == "subscribed" and isinstance(greeting["event_id"], int)
             sockets.append(ws)
         yield sockets
 
@@ -55,15 +94,18 @@ def configure(client: TestClient, admin: str, *rules: dict[str, Any]) -> list[di
     return r.json()["rules"]  # type: ignore[no-any-return]
 
 
-def both(streams: list[Any]) -> dict[str, Any]:
-    """The next alert on every stream: the same alert everywhere."""
-    alerts = [next_alert(ws) for ws in streams]
-    assert all(a == alerts[0] for a in alerts), alerts
-    return alerts[0]
+def both(streams: list[Any], kind: str | None = None) -> dict[str, Any]:
+    """The alert of the next event on every stream (of type ``kind`` if given): the same
+    event everywhere."""
+    events = [next_event(ws) for ws in streams]
+    assert all(e == events[0] for e in events), events
+    assert kind is None or events[0]["type"] == kind, events[0]
+    return events[0]["alert"]  # type: ignore[no-any-return]
 
 
-def segments(alert: dict[str, Any]) -> list[str]:
-    return [s["segment_id"] for s in alert["evidence"]["segments"]]
+def segments(found: dict[str, Any]) -> list[str]:
+    """The segment ids of a hit's (or an alert's lead hit's) evidence."""
+    return [s["segment_id"] for s in found["evidence"]["segments"]]
 
 
 @pytest.fixture
@@ -99,25 +141,29 @@ def test_sentiment_rule(ingest: Connector, client: TestClient, admin: str, ann: 
         assert agent["scores"]["compound"] < -0.5
         a2 = ingest.say("s1", "a2", ANGRY[2])
         assert a2["scores"]["compound"] < -0.5
-        alert = both(streams)
-        assert alert["rule_id"] == "neg-turns" and alert["rule_version"] == rule["version"] == 1
-        assert alert["kind"] == "sentiment" and alert["severity"] == "high"
+        alert, fired = raised_by(streams, "neg-turns", 1, "sentiment", "high")
+        assert rule["version"] == 1
+        assert alert["status"] == "open"
         assert alert["conversation_id"] == "s1" and alert["agent_id"] == "ann"
-        evidence = alert["evidence"]
-        assert segments(alert) == ["a1", "a2"]
+        evidence = fired["evidence"]
+        assert segments(fired) == ["a1", "a2"]
         assert [s["scores"] for s in evidence["segments"]] == [a1["scores"], a2["scores"]]
         assert [s["text"] for s in evidence["segments"]] == [ANGRY[1], ANGRY[2]]
         assert evidence["metric"] == a2["scores"]["compound"]
         assert evidence["window"] == [a2["scores"]["compound"]]
         assert evidence["rule"] == rule
         assert evidence["matched"] == [] and evidence["signals"] == {}
-        # Disarmed (hysteresis) until the turn climbs back to 0.0; then it fires again.
+        # Disarmed (hysteresis) until the turn climbs back to 0.0; then it fires again:
+        # a second hit, joining the conversation's open alert.
         ingest.say("s1", "a3", ANGRY[0])
         ingest.say("s1", "a4", ANGRY[1])
         assert ingest.say("s1", "h1", HAPPY)["scores"]["compound"] >= 0.0
         ingest.say("s1", "a5", ANGRY[0])
         ingest.say("s1", "a6", ANGRY[1])
-        assert segments(both(streams)) == ["a5", "a6"]
+        again = both(streams, "alert.updated")
+        assert again["id"] == alert["id"] and again["hit_count"] == 2
+        assert [segments(h) for h in again["hits"]] == [["a1", "a2"], ["a5", "a6"]]
+        assert hit(again)["rule_id"] == "neg-turns"
 
 
 def test_sentiment_drop_rule(ingest: Connector, client: TestClient, admin: str, ann: str,
@@ -134,14 +180,13 @@ def test_sentiment_drop_rule(ingest: Connector, client: TestClient, admin: str, 
         assert 0 < peak - neutral <= 1.0
         low = ingest.say("d1", "x", ANGRY[0])["scores"]
         assert peak - low["compound"] > 1.0
-        alert = both(streams)
-        assert alert["rule_id"] == "drop" and alert["rule_version"] == rule["version"] == 1
-        assert alert["kind"] == "sentiment_drop" and alert["severity"] == "medium"
-        assert segments(alert) == ["x"]
-        assert alert["evidence"]["segments"][0]["scores"] == low
-        assert alert["evidence"]["metric"] == low["compound"]
-        assert alert["evidence"]["window"] == [low["compound"]]
-        assert "peak" in alert["reason"]
+        _, fired = raised_by(streams, "drop", 1, "sentiment_drop", "medium")
+        assert rule["version"] == 1
+        assert segments(fired) == ["x"]
+        assert fired["evidence"]["segments"][0]["scores"] == low
+        assert fired["evidence"]["metric"] == low["compound"]
+        assert fired["evidence"]["window"] == [low["compound"]]
+        assert "peak" in fired["reason"]
 
 
 def test_keyword_rule_negation_aware(ingest: Connector, client: TestClient, admin: str,
@@ -156,15 +201,14 @@ def test_keyword_rule_negation_aware(ingest: Connector, client: TestClient, admi
         ingest.say("k1", "g1", "I can get a supervisor if you like", role="agent")  # role
         ingest.say("k1", "n3", "The supervisors were kind")  # not the whole word
         ack = ingest.say("k1", "m1", "Please ESCALATE this to a Supervisor now")
-        alert = both(streams)
-        assert alert["rule_id"] == "ask-boss" and alert["rule_version"] == rule["version"] == 1
-        assert alert["kind"] == "keyword" and alert["severity"] == "medium"
-        assert segments(alert) == ["m1"]
-        assert alert["evidence"]["matched"] == ["escalate", "supervisor"]
-        assert alert["evidence"]["segments"][0]["scores"] == ack["scores"]
-        assert alert["evidence"]["segments"][0]["text"] == \
+        _, fired = raised_by(streams, "ask-boss", 1, "keyword", "medium")
+        assert rule["version"] == 1
+        assert segments(fired) == ["m1"]
+        assert fired["evidence"]["matched"] == ["escalate", "supervisor"]
+        assert fired["evidence"]["segments"][0]["scores"] == ack["scores"]
+        assert fired["evidence"]["segments"][0]["text"] == \
             "Please ESCALATE this to a Supervisor now"
-        assert alert["evidence"]["metric"] is None and alert["evidence"]["window"] is None
+        assert fired["evidence"]["metric"] is None and fired["evidence"]["window"] is None
 
 
 def test_signal_rule(ingest: Connector, client: TestClient, admin: str, ann: str,
@@ -186,11 +230,9 @@ def test_signal_rule(ingest: Connector, client: TestClient, admin: str, ann: str
         text = "Your service is useless and I am cancelling my subscription"
         ack = ingest.say("g1", "m1", text)
         assert ack["scores"]["compound"] < 0.5
-        alert = both(streams)
-        assert alert["rule_id"] == "leaving" and alert["rule_version"] == 2
-        assert alert["kind"] == "signal" and alert["severity"] == "high"
-        assert segments(alert) == ["m1"]
-        evidence = alert["evidence"]
+        _, fired = raised_by(streams, "leaving", 2, "signal", "high")
+        assert segments(fired) == ["m1"]
+        evidence = fired["evidence"]
         assert evidence["signals"] == {"churn": ["cancelling my subscription"]}
         assert evidence["matched"] == ["cancelling my subscription"]
         assert evidence["metric"] == ack["scores"]["compound"]
@@ -211,27 +253,33 @@ def test_agent_conduct_rule(ingest: Connector, client: TestClient, admin: str, a
         hostile_text = "That is a stupid, terrible, awful question, I hate this!"
         hostile = ingest.say("a1", "m1", hostile_text, role="agent")
         assert hostile["scores"]["compound"] < -0.6
-        alert = both(streams)
-        assert alert["rule_id"] == "conduct" and alert["rule_version"] == rule["version"] == 1
-        assert alert["kind"] == "agent_conduct" and alert["severity"] == "medium"
-        assert alert["agent_id"] == "ann" and segments(alert) == ["m1"]
-        segment = alert["evidence"]["segments"][0]
+        alert, fired = raised_by(streams, "conduct", 1, "agent_conduct", "medium")
+        assert rule["version"] == 1
+        assert alert["agent_id"] == "ann" and segments(fired) == ["m1"]
+        segment = fired["evidence"]["segments"][0]
         assert segment["role"] == "agent" and segment["participant_id"] == "ann"
         assert segment["text"] == hostile_text and segment["scores"] == hostile["scores"]
-        assert alert["evidence"]["metric"] == hostile["scores"]["compound"]
-        assert alert["evidence"]["matched"] == []
+        assert fired["evidence"]["metric"] == hostile["scores"]["compound"]
+        assert fired["evidence"]["matched"] == []
 
+        # Each further firing is a hit joining the conversation's open alert.
         swear = ingest.say("a1", "m2", "Damn, that is a great result, well done!", role="agent")
         assert swear["scores"]["compound"] >= -0.6  # words alone
-        alert = both(streams)
-        assert segments(alert) == ["m2"]
-        assert alert["evidence"]["matched"] == ["damn"]
-        assert alert["evidence"]["signals"] == {"profanity": ["damn"]}
-        assert alert["evidence"]["metric"] is None
+        updated = both(streams, "alert.updated")
+        fired = hit(updated)
+        assert updated["id"] == alert["id"] and updated["hit_count"] == 2
+        assert fired["rule_id"] == "conduct" and segments(fired) == ["m2"]
+        assert fired["evidence"]["matched"] == ["damn"]
+        assert fired["evidence"]["signals"] == {"profanity": ["damn"]}
+        assert fired["evidence"]["metric"] is None
 
         ingest.say("a1", "m3", "Sir, please calm down.", role="agent")
-        alert = both(streams)
-        assert segments(alert) == ["m3"] and alert["evidence"]["matched"] == ["calm down"]
+        updated = both(streams, "alert.updated")
+        fired = hit(updated)
+        assert updated["id"] == alert["id"] and updated["hit_count"] == 3
+        assert fired["rule_id"] == "conduct"
+        assert segments(fired) == ["m3"] and fired["evidence"]["matched"] == ["calm down"]
+        assert leads(updated, alert["hits"][0])  # the first hit still leads
 
 
 def test_human_requested_rule(ingest: Connector, client: TestClient, admin: str, ann: str,
@@ -249,24 +297,29 @@ def test_human_requested_rule(ingest: Connector, client: TestClient, admin: str,
         ingest.say("h1", "b1", "Sorry, I did not understand that.", role="bot")
         ingest.say("h1", "c1", "Could you check my order status?")
         ingest.say("h1", "b2", "Sorry, I do not understand. Could you rephrase?", role="bot")
-        failed = next_alert(sup_ws)
+        alert = next_alert(sup_ws, kind="alert.raised")
+        failed = hit(alert)
+        assert alert["hit_count"] == 1 and leads(alert, failed)
         assert failed["rule_id"] == "handover" and failed["rule_version"] == rule["version"]
         assert failed["kind"] == "human_requested" and failed["severity"] == "low"
-        assert failed["conversation_id"] == "h1" and failed["agent_id"] is None
+        assert alert["conversation_id"] == "h1" and alert["agent_id"] is None
         assert segments(failed) == ["b1", "b2"]
         assert [s["role"] for s in failed["evidence"]["segments"]] == ["bot", "bot"]
         failures = failed["evidence"]["signals"]["bot_failure"]
         assert sorted(failures) == ["could you rephrase", "do not understand"]
         assert failed["evidence"]["signals"] == {"bot_failure": failures}
-        # Once raised, the conversation is being handed over: no second alert.
+        # Once raised, the conversation is being handed over: no second hit (the next
+        # event on the stream is h2's alert).
         ingest.say("h1", "c2", "Can I talk to a real person please")
 
         # The customer asks for a person.
         ingest.start("h2", agent_id=None)
         ingest.say("h2", "c1", NEUTRAL)
         ingest.say("h2", "c2", "Can I talk to a real person please")
-        asked = next_alert(sup_ws)
-        assert asked["rule_id"] == "handover" and asked["conversation_id"] == "h2"
+        alert = next_alert(sup_ws, kind="alert.raised")
+        asked = hit(alert)
+        assert alert["hit_count"] == 1 and leads(alert, asked)
+        assert asked["rule_id"] == "handover" and alert["conversation_id"] == "h2"
         assert segments(asked) == ["c2"]
         request = signals.detect("Can I talk to a real person please")["human_request"]
         assert request[0] == "talk to a real person"
@@ -280,9 +333,11 @@ def test_human_requested_rule(ingest: Connector, client: TestClient, admin: str,
         ingest.say("h3", "c1", "Can I talk to a real person please")
         ingest.say("h3", "c2", "sentinel")
         for ws in (ann_ws, sup_ws):
-            sentinel = next_alert(ws)
-            assert sentinel["rule_id"] == "sentinel" and sentinel["conversation_id"] == "h3"
-            assert sentinel["agent_id"] == "ann" and segments(sentinel) == ["c2"]
+            alert = next_alert(ws, kind="alert.raised")
+            sentinel = hit(alert)
+            assert alert["hit_count"] == 1 and leads(alert, sentinel)
+            assert sentinel["rule_id"] == "sentinel" and alert["conversation_id"] == "h3"
+            assert alert["agent_id"] == "ann" and segments(sentinel) == ["c2"]
 
 
 def test_response_time_rule(ingest: Connector, client: TestClient, admin: str, ann: str,
@@ -294,13 +349,13 @@ def test_response_time_rule(ingest: Connector, client: TestClient, admin: str, a
     with alert_streams(client, ann, supervisor) as streams:
         ingest.say("t1", "s1", NEUTRAL)
         # Nothing else arrives: the alert comes on the clock.
-        alert = both(streams)
-        assert alert["rule_id"] == "slow" and alert["rule_version"] == rule["version"] == 1
-        assert alert["kind"] == "response_time" and alert["severity"] == "low"
-        assert segments(alert) == ["s1"]
-        waited = alert["raised_at"] - alert["evidence"]["segments"][0]["at"]
+        alert, fired = raised_by(streams, "slow", 1, "response_time", "low")
+        assert rule["version"] == 1
+        assert segments(fired) == ["s1"]
+        assert alert["raised_at"] == fired["raised_at"] == alert["first_raised_at"]
+        waited = fired["raised_at"] - fired["evidence"]["segments"][0]["at"]
         assert waited >= 0.3
-        assert alert["evidence"]["metric"] == pytest.approx(waited)
+        assert fired["evidence"]["metric"] == pytest.approx(waited)
         time.sleep(0.4)  # the same wait goes on: it fired once for it
         ingest.say("t1", "a1", "Happy to help you with that today!", role="agent")
 
@@ -312,7 +367,10 @@ def test_response_time_rule(ingest: Connector, client: TestClient, admin: str, a
         assert [ingest.ws.receive_json()["status"] for _ in range(2)] == ["accepted"] * 2
         time.sleep(0.5)
         ingest.say("t1", "s3", "Are you there?")
-        assert segments(both(streams)) == ["s3"]
+        # The next event is s3's wait: a second hit, joining the open alert.
+        updated = both(streams, "alert.updated")
+        assert updated["id"] == alert["id"] and updated["hit_count"] == 2
+        assert hit(updated)["rule_id"] == "slow" and segments(hit(updated)) == ["s3"]
 
 
 def _client(settings: Settings, backend: str, tmp_path: Path) -> TestClient:
@@ -343,21 +401,24 @@ def test_response_time_fires_after_a_restart(settings: Settings, backend: str,
             assert time.time() < deadline, "the overdue alert never fired after the restart"
             time.sleep(0.05)
         (alert,) = alerts
-        assert alert["rule_id"] == "slow" and alert["rule_version"] == 1
-        assert alert["kind"] == "response_time" and alert["conversation_id"] == "r1"
+        fired = hit(alert)
+        assert alert["hit_count"] == 1 and leads(alert, fired)
+        assert fired["rule_id"] == "slow" and fired["rule_version"] == 1
+        assert fired["kind"] == "response_time" and alert["conversation_id"] == "r1"
         assert alert["agent_id"] == "ann"
-        assert alert["raised_at"] > stopped_at
-        assert segments(alert) == ["s1"]
-        assert alert["evidence"]["segments"][0]["text"] == NEUTRAL
-        assert alert["evidence"]["segments"][0]["scores"] == ack["scores"]
-        assert alert["evidence"]["metric"] >= 1.0
+        assert fired["raised_at"] > stopped_at and alert["raised_at"] == fired["raised_at"]
+        assert segments(fired) == ["s1"]
+        assert fired["evidence"]["segments"][0]["text"] == NEUTRAL
+        assert fired["evidence"]["segments"][0]["scores"] == ack["scores"]
+        assert fired["evidence"]["metric"] >= 1.0
 
-    # It fired once for that wait, and a second restart knows it.
+    # It fired once for that wait (one hit), and a second restart knows it.
     with _client(settings, backend, tmp_path) as client:
         with client.websocket_connect("/v1/ingest", headers=auth(connector_token)) as ws:
             Connector(ws).say("r1", "s2", "Still there?")  # the pipeline has ticked since
-        assert [a["id"] for a in client.get("/v1/alerts", headers=auth(admin)).json()[
-            "alerts"]] == [alert["id"]]
+        assert [(a["id"], a["hit_count"], [segments(h) for h in a["hits"]]) for a in
+                client.get("/v1/alerts", headers=auth(admin)).json()["alerts"]] == [
+            (alert["id"], 1, [["s1"]])]
 
 
 @pytest.mark.app
@@ -380,16 +441,19 @@ def test_breach_streak_survives_a_restart(settings: Settings, backend: str, tmp_
             client.websocket_connect("/v1/ingest", headers=auth(connector_token)) as ws:
         second = Connector(ws).say("b1", "a1", ANGRY[1])
         assert second["scores"]["compound"] < -0.5
-        alert = both(streams)
-        assert alert["rule_id"] == "neg" and alert["rule_version"] == 1
+        alert = both(streams, "alert.raised")
+        fired = hit(alert)
+        assert alert["hit_count"] == 1 and leads(alert, fired)
+        assert fired["rule_id"] == "neg" and fired["rule_version"] == 1
         assert alert["conversation_id"] == "b1" and alert["agent_id"] == "ann"
-        assert segments(alert) == ["a0", "a1"]
-        assert [s["scores"] for s in alert["evidence"]["segments"]] == [
+        assert segments(fired) == ["a0", "a1"]
+        assert [s["scores"] for s in fired["evidence"]["segments"]] == [
             first["scores"], second["scores"]]
-        assert [s["text"] for s in alert["evidence"]["segments"]] == [ANGRY[0], ANGRY[1]]
+        assert [s["text"] for s in fired["evidence"]["segments"]] == [ANGRY[0], ANGRY[1]]
         stored = client.get("/v1/alerts", headers=auth(admin)).json()["alerts"]
-        assert [a["id"] for a in stored] == [alert["id"]]
-        assert stored[0]["evidence"]["segments"] == alert["evidence"]["segments"]
+        assert [(a["id"], a["hit_count"]) for a in stored] == [(alert["id"], 1)]
+        assert stored[0]["hits"][0]["evidence"]["segments"] == fired["evidence"]["segments"]
+        assert stored[0]["evidence"]["segments"] == fired["evidence"]["segments"]
 
 
 def test_rule_edits_reach_the_stored_state(settings: Settings, backend: str, tmp_path: Path,
@@ -406,8 +470,8 @@ def test_rule_edits_reach_the_stored_state(settings: Settings, backend: str, tmp
             ingest = Connector(ws)
             ingest.start("e1")
             ingest.say("e1", "a0", ANGRY[0])  # "once" fires and disarms; "streak" is at 1
-        assert [a["rule_id"] for a in
-                client.get("/v1/alerts", headers=auth(admin)).json()["alerts"]] == ["once"]
+        assert [[h["rule_id"] for h in a["hits"]] for a in
+                client.get("/v1/alerts", headers=auth(admin)).json()["alerts"]] == [["once"]]
         assert client.delete("/v1/rules/once", headers=auth(admin)).status_code == 204
         assert client.patch("/v1/rules/streak", headers=auth(admin),
                             json={"enabled": False}).status_code == 200
@@ -415,10 +479,12 @@ def test_rule_edits_reach_the_stored_state(settings: Settings, backend: str, tmp
         configure(client, admin, once, streak)  # back, and enabled again
         with client.websocket_connect("/v1/ingest", headers=auth(connector_token)) as ws:
             Connector(ws).say("e1", "a1", ANGRY[1])
-        alerts = client.get("/v1/alerts", headers=auth(admin)).json()["alerts"]
-        # "once" starts afresh and fires; "streak" forgot a0, so a1 alone is not a streak.
-        assert [(a["rule_id"], segments(a)) for a in alerts] == [("once", ["a1"]),
-                                                                 ("once", ["a0"])]
+        (alert,) = client.get("/v1/alerts", headers=auth(admin)).json()["alerts"]
+        # "once" starts afresh and fires (a second hit on the conversation's open alert);
+        # "streak" forgot a0, so a1 alone is not a streak.
+        assert alert["hit_count"] == 2
+        assert [(h["rule_id"], segments(h)) for h in alert["hits"]] == [("once", ["a0"]),
+                                                                        ("once", ["a1"])]
 
 
 def test_a_transfer_into_scope_starts_the_response_clock(
@@ -431,6 +497,8 @@ def test_a_transfer_into_scope_starts_the_response_clock(
         time.sleep(0.5)  # out of scope: nothing yet
         ingest.send({"type": "conversation.transferred", "conversation_id": "x1",
                      "to_queue": "retention"})
-        alert = both(streams)
-        assert alert["rule_id"] == "slow-retention" and alert["queue"] == "retention"
-        assert segments(alert) == ["s1"]
+        alert = both(streams, "alert.raised")
+        fired = hit(alert)
+        assert alert["hit_count"] == 1 and leads(alert, fired)
+        assert fired["rule_id"] == "slow-retention" and alert["queue"] == "retention"
+        assert segments(fired) == ["s1"]

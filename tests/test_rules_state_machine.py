@@ -6,8 +6,11 @@ other words), rule edits while the conversations are live (create, update, disab
 enable, delete, delete and create again), restarts on the same store and clock ticks, on
 a clock the test controls.
 A small reference model, written here independently of the rule evaluators, predicts
-every alert; after each step the alerts the hub pushed and the store holds must be
-exactly the predicted ones.
+every hit (a rule firing) and what it does to its conversation's one alert (raised, or
+joined: docs/alerts.md), and the alert's own life: resolved when the conversation ends or
+the customer recovered, notified again when nobody acknowledged it; after each step the
+alert events the pipeline pushed and the alerts the store holds must be exactly the
+predicted ones.
 
 The rules are restricted so that the model stays simple: sentiment on the latest turn
 (one turn), keywords (customer turns), and response time.
@@ -35,10 +38,12 @@ from analytics.scoring import score
 from contact_center import protocol as p
 from contact_center.buses import Delivery, Source
 from contact_center.embedded_pipeline import EmbeddedPipeline
+from contact_center.stores import AlertQuery
 from contact_center.stores.sqlite import SQLiteStore
+from monitoring.alerts import MAX_HITS, AlertPolicy
 from monitoring.feeds.memory import HubOutlet
 from monitoring.hub import Hub
-from monitoring.messages import ALERTS_TOPIC
+from monitoring.messages import ALERT_EVENTS_TOPIC
 
 T = TypeVar("T")
 
@@ -70,6 +75,11 @@ MAX_LIVE = 3
 # Seconds between events: half of them short, so cooldowns and waits overlap often.
 gaps = st.sampled_from([0.0, 0.1, 1.0, 2.0]) | st.sampled_from([4.5, 5.0, 10.0, 30.0, 90.0])
 cooldowns = st.sampled_from([0.0, 5.0, 30.0, 120.0, 600.0])
+
+# The alert policy (the defaults): every rule here is "high", re-notified after 300 s.
+POLICY = AlertPolicy()
+RENOTIFY = POLICY.renotify_seconds["high"]
+WINDOW = RollingConfig().window  # customer turns in the rolling mean
 
 
 def says(text: str, phrase: str) -> bool:
@@ -120,9 +130,33 @@ class ModelConversation:
     waiting_since: float | None = None
     states: dict[str, ModelState] = field(default_factory=dict)
     sent: list[p.Segment] = field(default_factory=list)
+    compounds: list[float] = field(default_factory=list)  # the customer's, last WINDOW
+    # Its alert: whether one is unresolved, its hits so far, when last notified.
+    alert_open: bool = False
+    hit_count: int = 0
+    notified_at: float = 0.0
+    recovering: int = 0  # customer turns in a row recovered, while the alert is open
+    alert_id: str | None = None  # (learnt from the pushes: ids are random)
+
+    def hit(self, rule_id: str, version: int, now: float) -> Event:
+        """A hit: it joins the unresolved alert (all rules here are of one severity:
+        quietly), or raises a new one."""
+        self.recovering = 0
+        if self.alert_open:
+            self.hit_count += 1
+            return (self.id, "alert.updated", rule_id, version, now, self.hit_count, None)
+        self.alert_open, self.hit_count, self.notified_at = True, 1, now
+        return (self.id, "alert.raised", rule_id, version, now, 1, None)
+
+    def resolve(self, resolution: str) -> Event:
+        self.alert_open = False
+        return (self.id, "alert.resolved", None, None, None, self.hit_count, resolution)
 
 
-Alert = tuple[str, str, int, float]  # conversation id, rule id, rule version, raised at
+# An alert event: conversation id, type, then for a hit its rule id, rule version and
+# raised at; the alert's hit count; a resolution's reason.
+Event = tuple[str, str, str | None, int | None, float | None, int, str | None]
+HIT_EVENTS = ("alert.raised", "alert.updated", "alert.escalated")
 
 
 def params_for(kind: str) -> st.SearchStrategy[dict[str, Any]]:
@@ -150,17 +184,19 @@ class RulesOnTheLivePipeline(RuleBasedStateMachine):
         self.dir = Path(tempfile.mkdtemp(prefix="cc-rules-sm-"))
         self.store = SQLiteStore(self.dir / "cc.db", synchronous="OFF")
         self.hub = Hub(queue_size=100_000)
-        self.subscription = self.hub.subscribe(ALERTS_TOPIC)
+        # The pipeline's alert events as committed (in commit order: one pipeline).
+        self.subscription = self.hub.subscribe(ALERT_EVENTS_TOPIC)
         self.rule_set = RuleSet()
         self.pipeline = EmbeddedPipeline(self.store, HubOutlet(self.hub), self.rule_set,
-                                         RollingConfig())
+                                         RollingConfig(), policy=POLICY)
         self.source = Source()
         self.now = 1_000_000.0
         self.rules: dict[str, ModelRule] = {}  # in rule-set order
         self.conversations: list[ModelConversation] = []
         self.next_segment = 0
-        self.stored: set[str] = set()  # ids of the alerts the store already held
-        self.total_alerts = 0
+        self.latest: dict[str, dict[str, Any]] = {}  # each alert as last pushed
+        self.last_event_id = 0
+        self.total_hits = 0
         self.run(self.store.open())
         self.run(self.pipeline.restore())
 
@@ -188,43 +224,73 @@ class RulesOnTheLivePipeline(RuleBasedStateMachine):
 
         return self.run(go())
 
-    def check_alerts(self, expected: list[Alert]) -> None:
-        """The alerts raised by this step, as pushed live and as stored, are ``expected``."""
+    def check_alerts(self, expected: list[Event]) -> None:
+        """The alert events of this step, as pushed live, are ``expected`` (in order for
+        each conversation), and the store holds every alert as last pushed."""
         pushed = []
         while not self.subscription.queue.empty():
             message = self.subscription.queue.get_nowait()
             assert message is not None, "the alert subscriber overflowed"
-            pushed.append(json.loads(message.text)["alert"])
-        for alert in pushed:
-            # Invariants: an alert is for a rule in force and enabled, at its version.
-            model = self.rules.get(alert["rule_id"])
-            assert model is not None, f"alert for a deleted rule: {alert}"
-            assert model.enabled, f"alert for a disabled rule: {alert}"
-            assert alert["rule_version"] == model.version, alert
-            assert alert["kind"] == model.kind
-        got = sorted((a["conversation_id"], a["rule_id"], a["rule_version"], a["raised_at"])
-                     for a in pushed)
-        assert got == sorted(expected), f"pushed {got}, model expected {sorted(expected)}"
+            pushed.append(json.loads(message.text))
+        got: list[Event] = []
+        for event_ in pushed:
+            kind, alert = event_["type"], event_["alert"]
+            assert event_["event_id"] > self.last_event_id, "events in commit order"
+            self.last_event_id = event_["event_id"]
+            conv = next(c for c in self.conversations if c.id == alert["conversation_id"])
+            # Invariants: one alert per conversation at a time; each change one version.
+            if kind == "alert.raised":
+                assert alert["id"] not in self.latest and alert["version"] == 1, alert
+                assert conv.alert_id is None or \
+                    self.latest[conv.alert_id]["status"] == "resolved"
+                conv.alert_id = alert["id"]
+            else:
+                assert alert["id"] == conv.alert_id, (kind, alert)
+                assert alert["version"] == self.latest[alert["id"]]["version"] + 1, alert
+            assert alert["status"] == ("resolved" if kind == "alert.resolved" else "open")
+            assert alert["hit_count"] == len(alert["hits"]) or len(alert["hits"]) == MAX_HITS
+            self.latest[alert["id"]] = alert
+            if kind in HIT_EVENTS:
+                hit = alert["hits"][-1]
+                # Invariants: a hit is for a rule in force and enabled, at its version.
+                model = self.rules.get(hit["rule_id"])
+                assert model is not None, f"a hit of a deleted rule: {alert}"
+                assert model.enabled, f"a hit of a disabled rule: {alert}"
+                assert hit["rule_version"] == model.version, alert
+                assert hit["kind"] == model.kind
+                got.append((conv.id, kind, hit["rule_id"], hit["rule_version"],
+                            hit["raised_at"], alert["hit_count"], None))
+            else:
+                got.append((conv.id, kind, None, None, None, alert["hit_count"],
+                            alert["resolution"]))
 
-        stored = self.run(self.store.list_alerts(limit=10_000))
-        new = [a for a in stored if a["id"] not in self.stored]
-        assert sorted(a["id"] for a in new) == sorted(a["id"] for a in pushed)
-        assert sorted((a["conversation_id"], a["rule_id"], a["rule_version"], a["raised_at"])
-                      for a in new) == got
-        self.stored.update(a["id"] for a in new)
-        self.total_alerts += len(expected)
-        assert len(stored) == self.total_alerts
+        def per_conversation(events: list[Event]) -> dict[str, list[Event]]:
+            grouped: dict[str, list[Event]] = {}
+            for e in events:
+                grouped.setdefault(e[0], []).append(e)
+            return grouped
+
+        assert per_conversation(got) == per_conversation(expected), \
+            f"pushed {got}, model expected {expected}"
+
+        stored = self.run(self.store.list_alerts(AlertQuery(limit=10_000)))
+        assert {a["id"]: a for a in stored} == self.latest
+        self.total_hits += sum(e[1] in HIT_EVENTS for e in expected)
+        assert sum(a["hit_count"] for a in stored) == self.total_hits
+        assert sum(a["status"] != "resolved" for a in stored) == sum(
+            c.alert_open for c in self.conversations)
 
     # -- the model ----------------------------------------------------------------------
 
     def model_turn(self, conv: ModelConversation, role: str, text: str,
-                   now: float) -> list[Alert]:
+                   now: float) -> list[Event]:
         if role != "customer":
             conv.waiting_since = None  # an answer ends the wait
             return []
         if conv.waiting_since is None:
             conv.waiting_since = now
-        fired: list[Alert] = []
+        conv.compounds = [*conv.compounds, COMPOUND[text]][-WINDOW:]
+        fired: list[Event] = []
         for rule_id, model in self.rules.items():
             if not model.enabled or model.kind == "response_time":
                 continue
@@ -252,11 +318,20 @@ class RulesOnTheLivePipeline(RuleBasedStateMachine):
                     continue
             state.last_fired = now
             event(f"{model.kind}: alert")
-            fired.append((conv.id, rule_id, model.version, now))
+            if conv.alert_open:
+                event("a hit joins the open alert")
+            fired.append(conv.hit(rule_id, model.version, now))
+        if not fired and conv.alert_open:
+            # The customer recovers: a turn without a hit, the rolling mean high enough.
+            mean = sum(conv.compounds) / len(conv.compounds)
+            conv.recovering = conv.recovering + 1 if mean >= POLICY.recovered_above else 0
+            if conv.recovering >= POLICY.recovered_turns:
+                event("alert: resolved, the customer recovered")
+                fired.append(conv.resolve("recovered"))
         return fired
 
-    def model_tick(self, now: float) -> list[Alert]:
-        fired: list[Alert] = []
+    def model_tick(self, now: float) -> list[Event]:
+        fired: list[Event] = []
         for conv in self.conversations:
             waiting = conv.waiting_since
             if not conv.live or waiting is None:
@@ -272,7 +347,14 @@ class RulesOnTheLivePipeline(RuleBasedStateMachine):
                     continue
                 state.fired_for, state.last_fired = waiting, now
                 event("response_time: alert" + (" after an edit" if model.version > 1 else ""))
-                fired.append((conv.id, rule_id, model.version, now))
+                fired.append(conv.hit(rule_id, model.version, now))
+        for conv in self.conversations:
+            # An open alert nobody acknowledged is notified again.
+            if conv.live and conv.alert_open and conv.notified_at + RENOTIFY <= now:
+                event("alert: renotified")
+                conv.notified_at = now
+                fired.append((conv.id, "alert.renotified", None, None, None, conv.hit_count,
+                              None))
         return fired
 
     # -- conversations --------------------------------------------------------------------
@@ -311,7 +393,10 @@ class RulesOnTheLivePipeline(RuleBasedStateMachine):
         [reply] = self.deliver([(p.ConversationEnded(conversation_id=conv.id), self.now)])
         assert isinstance(reply, p.Ack) and reply.status == "accepted", reply
         conv.live, conv.waiting_since = False, None
-        self.check_alerts([])
+        # Its end resolves its alert.
+        if conv.alert_open:
+            event("alert: resolved, the conversation ended")
+        self.check_alerts([conv.resolve("conversation_ended")] if conv.alert_open else [])
 
     # -- segments -------------------------------------------------------------------------
 
@@ -335,7 +420,7 @@ class RulesOnTheLivePipeline(RuleBasedStateMachine):
     def send(self, ops: list[tuple[str, int, int, float]]) -> None:
         timed: list[tuple[p.Event, float]] = []
         expected_replies: list[tuple[str, str]] = []  # (reply type, status or error code)
-        expected: list[Alert] = []
+        expected: list[Event] = []
         for kind, which, text_index, gap in ops:
             conv = self.conversations[which % len(self.conversations)]
             if kind in ("duplicate", "altered duplicate"):
@@ -430,9 +515,9 @@ class RulesOnTheLivePipeline(RuleBasedStateMachine):
     @rule()
     def restart(self) -> None:
         """A new pipeline on the same store resumes every live conversation's rule state
-        (what edits dropped stays dropped)."""
+        (what edits dropped stays dropped) and its alert."""
         self.pipeline = EmbeddedPipeline(self.store, HubOutlet(self.hub), self.rule_set,
-                                         RollingConfig())
+                                         RollingConfig(), policy=POLICY)
         self.run(self.pipeline.restore())
         self.check_alerts([])
 

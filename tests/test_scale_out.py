@@ -366,18 +366,28 @@ def test_two_nodes_two_workers_one_conversation(deployment: Deployment) -> None:
                         break
                 segments = [m["segment_id"] for m in seen if m["type"] == "segment"]
                 assert segments == ["s1", "s2", "s3", "s4"]  # s0 came with the catch-up
-                raised = [m["alert"] for m in seen if m["type"] == "alert"]
-                assert raised, "the angry turns raised alerts"
-                # Each alert right after the segment that raised it.
-                for alert in raised:
-                    trigger = alert["evidence"]["segments"][-1]["segment_id"]
-                    position = seen.index({"type": "alert", "alert": alert})
-                    assert seen[position - 1]["segment_id"] == trigger or \
-                        seen[position - 1]["type"] == "alert"
-                pushed = [(await _recv(alerts))["alert"]["id"] for _ in raised]
-                assert pushed == [a["id"] for a in raised]
+                events = [m for m in seen if m["type"].startswith("alert.")]
+                hit_events = [(i, m) for i, m in enumerate(seen) if m["type"] in (
+                    "alert.raised", "alert.updated", "alert.escalated")]
+                assert hit_events, "the angry turns raised alerts"
+                assert hit_events[0][1]["type"] == "alert.raised"
+                # Each hit right after the segment that raised it.
+                for position, event in hit_events:
+                    trigger = event["alert"]["hits"][-1]["evidence"]["segments"][-1][
+                        "segment_id"]
+                    assert seen[position - 1].get("segment_id") == trigger or \
+                        seen[position - 1]["type"].startswith("alert.")
+                # The end resolved the alert, pushed before the end itself.
+                assert seen[-2]["type"] == "alert.resolved"
+                assert seen[-2]["alert"]["resolution"] == "conversation_ended"
+                # The alert stream pushes the very same events, in the same order.
+                pushed = [await _recv(alerts) for _ in events]
+                assert [(m["type"], m["event_id"], m["alert"]) for m in pushed] == [
+                    (m["type"], m["event_id"], m["alert"]) for m in events]
+                assert all(isinstance(m["event_id"], int) for m in pushed)
+                assert [m["event_id"] for m in pushed] == sorted({m["event_id"] for m in pushed})
         listed = httpx.get(f"{node2}/v1/alerts", headers=_bearer(supervisor)).json()["alerts"]
-        assert sorted(a["id"] for a in listed) == sorted(a["id"] for a in raised)
+        assert sorted(a["id"] for a in listed) == sorted({m["alert"]["id"] for m in events})
         for node in (node1, node2):  # the same from every node
             transcript = httpx.get(f"{node}/v1/transcripts/x1", headers=_bearer(supervisor))
             assert [t["segment_id"] for t in transcript.json()["turns"]] == [
@@ -551,8 +561,9 @@ def test_a_streak_in_progress_survives_kill_9_of_its_worker(deployment: Deployme
         assert time.monotonic() < deadline, "the streak did not survive the kill"
         time.sleep(0.1)
     (alert,) = alerts
-    assert alert["rule_id"] == "neg"
-    assert [s["segment_id"] for s in alert["evidence"]["segments"]] == ["a0", "a1"]
+    (hit,) = alert["hits"]
+    assert hit["rule_id"] == alert["rule_id"] == "neg"
+    assert [s["segment_id"] for s in hit["evidence"]["segments"]] == ["a0", "a1"]
 
 
 def test_redis_restart_mid_stream_loses_no_acked_segment(deployment: Deployment) -> None:

@@ -34,6 +34,12 @@ MATRIX: dict[tuple[str, str], set[Permission]] = {
     ("WS", "/v1/conversations/{conversation_id}/monitor"): {P.MANAGER_MONITOR},
     ("GET", "/v1/alerts"): {P.ALERTS_OWN, P.ALERTS_ALL},
     ("WS", "/v1/alerts/stream"): {P.ALERTS_OWN, P.ALERTS_ALL},
+    ("GET", "/v1/alerts/{alert_id}"): {P.ALERTS_OWN, P.ALERTS_ALL},
+    # (An agent acknowledges their own conversations' alerts: checked per alert.)
+    ("POST", "/v1/alerts/{alert_id}/acknowledge"): {P.ALERTS_MANAGE, P.ALERTS_OWN},
+    ("POST", "/v1/alerts/{alert_id}/assign"): {P.ALERTS_MANAGE},
+    ("POST", "/v1/alerts/{alert_id}/resolve"): {P.ALERTS_MANAGE},
+    ("POST", "/v1/alerts/{alert_id}/reopen"): {P.ALERTS_MANAGE},
     ("GET", "/v1/transcripts/{conversation_id}"): {P.TRANSCRIPTS_READ},
     ("GET", "/v1/transcripts"): {P.CONTACT_SEARCH},
     ("GET", "/v1/me"): set(),  # any authenticated user
@@ -79,7 +85,7 @@ def app_routes(client: TestClient) -> set[tuple[str, str]]:
 def call(client: TestClient, method: str, path: str, token: str | None) -> int:
     """Status a request gets; for sockets, the handshake's denial status or 101."""
     url = path.replace("{conversation_id}", "c-x").replace("{username}", "nobody") \
-        .replace("{token_id}", "t-x")
+        .replace("{token_id}", "t-x").replace("{alert_id}", "a-x")
     headers = auth(token) if token else {}
     if method == "WS":
         try:

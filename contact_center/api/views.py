@@ -42,9 +42,9 @@ class Turn(Closed):
     late: bool = Field(description="Arrived after a turn that started later.")
 
 
-class Alert(Closed):
-    id: str
-    conversation_id: str
+class Hit(Closed):
+    """One rule firing on the conversation."""
+
     rule_id: str
     rule_version: int
     rule_name: str
@@ -52,15 +52,70 @@ class Alert(Closed):
     severity: Severity
     reason: str
     raised_at: float = Field(description="Unix time.")
-    agent_id: str | None
+    evidence: dict[str, Any] = Field(description="Why it fired; see docs/alerts.md. Words "
+                                                 "of roles not recorded are left out.")
+
+
+AlertStatus = Literal["open", "acknowledged", "resolved"]
+
+
+class Alert(Closed):
+    """One alert per conversation in trouble; see docs/alerts.md."""
+
+    id: str = Field(description="Sortable by when it was raised.")
+    conversation_id: str
+    agent_id: str | None = Field(description="The conversation's agent (it follows "
+                                             "transfers while the alert is unresolved).")
     queue: str
-    evidence: dict[str, Any] = Field(description="Why it fired; see docs/protocol.md.")
-    status: str = Field(description="open (the only state until the alert lifecycle "
-                                    "arrives).")
+    status: AlertStatus
+    severity: Severity = Field(description="The highest of its hits'.")
+    version: int = Field(description="Grows with every change; a change names the version "
+                                     "it was made against (else 409 version_conflict).")
+    first_raised_at: float
+    last_hit_at: float
+    hits: list[Hit] = Field(description="The first, then the newest (50 at most).")
+    hit_count: int = Field(description="Every hit, kept or not.")
+    acknowledged_at: float | None
+    acknowledged_by: str | None
+    assignee: str | None
+    assigned_at: float | None
+    assigned_by: str | None
+    resolved_at: float | None
+    resolved_by: str | None = Field(description="null when resolved automatically.")
+    resolution: Literal["manual", "conversation_ended", "recovered"] | None
+    note: str | None = Field(description="The resolution's note.")
+    notified_at: float = Field(description="When it last notified (raised, escalated, "
+                                           "re-notified, reopened).")
+    notifications: int
+    # The lead hit (the first at the alert's severity), as alerts of one rule showed it.
+    rule_id: str
+    rule_version: int
+    rule_name: str
+    kind: str
+    reason: str
+    raised_at: float = Field(description="= first_raised_at.")
+    evidence: dict[str, Any]
 
 
 class Alerts(Closed):
     alerts: list[Alert] = Field(description="Newest first.")
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null "
+                                                "on the last.")
+
+
+class AlertChange(Closed):
+    """One event of an alert's history."""
+
+    event_id: int
+    type: str
+    at: float
+    by: str | None = Field(description="The user; null for the pipeline's own changes.")
+    from_: str | None = Field(alias="from", description="The client address of the "
+                                                        "request.")
+
+
+class AlertWithHistory(Alert):
+    history: list[AlertChange] = Field(description="Oldest first.")
 
 
 # -- live views ---------------------------------------------------------------------------
@@ -100,6 +155,13 @@ class Counts(Closed):
     partial: int
 
 
+class AlertBrief(Closed):
+    id: str
+    status: AlertStatus
+    severity: Severity
+    version: int
+
+
 class LiveSummary(Closed):
     """A conversation as supervisors see it live (also each `conversation.updated`)."""
 
@@ -118,8 +180,9 @@ class LiveSummary(Closed):
     transfers: int
     customer_waiting_seconds: float | None = Field(
         description="Since the customer's oldest unanswered message; null: nobody waits.")
-    alerts: int
-    escalated: bool
+    alerts: int = Field(description="Alerts raised on it so far.")
+    escalated: bool = Field(description="Whether any alert was raised on it.")
+    alert: AlertBrief | None = Field(description="Its newest alert; null: none yet.")
 
 
 class LiveConversations(Closed):

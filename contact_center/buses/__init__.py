@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from contact_center.protocol import Event, Reply
+from contact_center.protocol import Reply, Submitted
 
 
 @dataclass(eq=False, slots=True)
@@ -31,7 +31,7 @@ class Source:
 
 @dataclass(slots=True)
 class Delivery:
-    event: Event
+    event: Submitted
     source: Source
     received_at: float
     reply: asyncio.Future[Reply]
@@ -47,7 +47,7 @@ class Bus(Protocol):
         """Events submitted and not answered yet."""
         ...
 
-    async def submit(self, event: Event, source: Source,
+    async def submit(self, event: Submitted, source: Source,
                      max_wait: float | None) -> asyncio.Future[Reply]:
         """Enqueue an event, waiting up to ``max_wait`` seconds for room (None: as long as
         it takes); the returned future resolves once the event is durably handled."""

@@ -6,7 +6,7 @@ import asyncio
 import time
 
 from contact_center.buses import Delivery, Source
-from contact_center.protocol import ErrorCode, Event, ProtocolError, Reply
+from contact_center.protocol import ErrorCode, ProtocolError, Reply, Submitted
 
 
 class InMemoryBus:
@@ -17,7 +17,7 @@ class InMemoryBus:
     def depth(self) -> int:
         return self._queue.qsize()
 
-    async def submit(self, event: Event, source: Source,
+    async def submit(self, event: Submitted, source: Source,
                      max_wait: float | None) -> asyncio.Future[Reply]:
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         delivery = Delivery(event, source, time.time(), future)

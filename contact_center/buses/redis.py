@@ -36,7 +36,7 @@ _REPLY: TypeAdapter[list[tuple[str, p.Reply]]] = TypeAdapter(list[tuple[str, p.R
 @dataclass(slots=True)
 class _Outgoing:
     request: str
-    event: p.Event
+    event: p.Submitted
     source: Source
     received_at: float
 
@@ -49,7 +49,7 @@ class RedisBus:
         self.reply_timeout = reply_timeout
         self.healthy = True
         self._room = asyncio.Semaphore(max_in_flight)
-        self._waiting: dict[str, tuple[asyncio.Future[p.Reply], p.Event, float]] = {}
+        self._waiting: dict[str, tuple[asyncio.Future[p.Reply], p.Submitted, float]] = {}
         self._outbox: list[_Outgoing] = []
         self._wake = asyncio.Event()
         self._ids = itertools.count(1)
@@ -77,7 +77,7 @@ class RedisBus:
             self._settle_all("the API node is stopping; the event may not have been applied, "
                              "resend it")
 
-    async def submit(self, event: p.Event, source: Source,
+    async def submit(self, event: p.Submitted, source: Source,
                      max_wait: float | None) -> asyncio.Future[p.Reply]:
         try:
             await asyncio.wait_for(self._room.acquire(), max_wait)
@@ -128,7 +128,7 @@ class RedisBus:
                     self._settle(out.request, self._unavailable(out.event))
 
     @staticmethod
-    def _unavailable(event: p.Event) -> p.ErrorReply:
+    def _unavailable(event: p.Submitted) -> p.ErrorReply:
         return error_reply(event, p.ErrorCode.UNAVAILABLE,
                            "the event bus is unavailable; the event was not applied, retry")
 

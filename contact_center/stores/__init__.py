@@ -8,11 +8,12 @@ can share.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from analytics.history import History
+from monitoring.alert_stream import AlertEvents as AlertEvents
 from monitoring.credentials import Token, User
 
 
@@ -40,21 +41,22 @@ class EventRow:
     event_id: str | None = None  # the connector's idempotency key, if it gave one
 
 
-@dataclass(slots=True)
-class AlertRow:
-    id: str
-    conversation_id: str
-    rule_id: str
-    rule_version: int
-    rule_name: str
-    kind: str
-    severity: str
-    reason: str
-    raised_at: float
-    agent_id: str | None
-    queue: str
-    evidence: dict[str, Any]
-    status: str = "open"
+@dataclass(slots=True, eq=False)
+class AlertEventRow:
+    """One change of an alert (`monitoring.alerts`), with who made it and from where;
+    the store numbers it (``event_id``) as it commits, in commit order."""
+
+    alert: dict[str, Any]  # the whole alert after the change (a snapshot)
+    type: str
+    at: float
+    by: str | None = None  # a username; None: the pipeline itself
+    origin: str | None = None  # the client address of the request that made it
+    message: dict[str, Any] | None = None  # the pushed event, its event_id filled in
+    event_id: int | None = None
+
+    @property
+    def conversation_id(self) -> str:
+        return str(self.alert["conversation_id"])
 
 
 @dataclass(slots=True)
@@ -100,7 +102,8 @@ class WriteBatch:
     conversations: dict[str, tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=dict)
     segments: list[SegmentRow] = field(default_factory=list)
     events: list[EventRow] = field(default_factory=list)
-    alerts: list[AlertRow] = field(default_factory=list)
+    alerts: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> newest state
+    alert_events: list[AlertEventRow] = field(default_factory=list)
     marks: list[PartitionMark] = field(default_factory=list)
 
     def __bool__(self) -> bool:
@@ -113,7 +116,10 @@ class WriteBatch:
             self.conversations.pop(cid, None)
         self.segments = [s for s in self.segments if s.conversation_id not in conversation_ids]
         self.events = [e for e in self.events if e.conversation_id not in conversation_ids]
-        self.alerts = [a for a in self.alerts if a.conversation_id not in conversation_ids]
+        self.alerts = {k: a for k, a in self.alerts.items()
+                       if a["conversation_id"] not in conversation_ids}
+        self.alert_events = [e for e in self.alert_events
+                             if e.conversation_id not in conversation_ids]
 
 
 @dataclass(slots=True)
@@ -122,6 +128,7 @@ class StoredConversation:
     state: dict[str, Any]
     applied: set[str]  # idempotency keys: segment ids, and event_key() of keyed events
     recent: list[dict[str, Any]]  # recorded transcript entries, for a monitor's catch-up
+    alert: dict[str, Any] | None = None  # its newest alert (live conversations)
 
 
 def event_key(event_id: str) -> str:
@@ -139,6 +146,28 @@ class SearchQuery:
     role: str | None = None
     limit: int = 50
     offset: int = 0
+
+
+@dataclass(slots=True)
+class AlertQuery:
+    """Alerts newest first, filtered; ``before``: the cursor (an alert id)."""
+
+    status: str | None = None
+    severity: str | None = None
+    rule_id: str | None = None  # any of its hits
+    queue: str | None = None
+    agent_id: str | None = None
+    assignee: str | None = None
+    conversation_id: str | None = None
+    since: float | None = None  # first raised at or after
+    until: float | None = None  # ... before
+    before: str | None = None
+    limit: int = 100
+
+
+AlertChange = Callable[[dict[str, Any], bool], str]
+"""Applies a person's change to an alert (given whether it is its conversation's newest);
+returns the event type or raises `monitoring.alerts.TransitionError`."""
 
 
 @dataclass(slots=True)
@@ -191,9 +220,25 @@ class Store(Protocol):
 
     # analyst
     async def get_conversation(self, conversation_id: str) -> dict[str, Any] | None: ...
-    async def list_alerts(self, conversation_id: str | None = None,
-                          agent_id: str | None = None,
-                          limit: int = 100) -> list[dict[str, Any]]: ...
+    async def list_alerts(self, query: AlertQuery) -> list[dict[str, Any]]: ...
+    async def get_alert(self, alert_id: str) -> dict[str, Any] | None: ...
+    async def alert_history(self, alert_id: str) -> list[dict[str, Any]]:
+        """Its events, oldest first: event_id, type, at, by, from."""
+        ...
+    async def change_ended_alert(self, alert_id: str, change: AlertChange, by: str,
+                                 origin: str | None, now: float) -> AlertEventRow | None:
+        """Change an alert whose conversation has ended (the pipeline no longer touches
+        it), committing its event (numbered); None while its conversation is live (the pipeline
+        changes it); LookupError if there is no such alert."""
+        ...
+    async def alert_events_after(self, after: int, limit: int) -> AlertEvents: ...
+    async def newest_alert_event(self) -> int:
+        """The newest alert event's id (0: none yet)."""
+        ...
+    async def prune_alert_events(self, before: float) -> int:
+        """Forget the alert carried by events older than ``before`` (their who, when and
+        from where stay); returns how many."""
+        ...
     async def search(self, query: SearchQuery) -> list[dict[str, Any]]:
         """Stopped with `QueryTimeout` after SEARCH_SECONDS; analyst queries never delay
         the reads supervisors and the pipeline make."""

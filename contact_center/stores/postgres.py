@@ -16,6 +16,10 @@ import asyncpg
 from analytics.history import History, agent_assignments
 from contact_center.stores import (
     SEARCH_SECONDS,
+    AlertChange,
+    AlertEventRow,
+    AlertEvents,
+    AlertQuery,
     Fenced,
     HistoryQuery,
     PartitionClaim,
@@ -26,7 +30,12 @@ from contact_center.stores import (
     event_key,
 )
 from contact_center.stores.rows import (
+    ALERT_COLUMNS,
+    alert_filters,
+    alert_values,
     as_alert,
+    as_alert_change,
+    as_alert_event,
     as_event,
     as_hit,
     as_meta,
@@ -132,11 +141,37 @@ MIGRATIONS: list[str] = [
         replies json
     );
     """,
+    """
+    ALTER TABLE alerts ADD COLUMN version integer NOT NULL DEFAULT 1,
+        ADD COLUMN last_hit_at double precision, ADD COLUMN assignee text,
+        ADD COLUMN rule_ids text, ADD COLUMN document json;
+    CREATE INDEX alerts_status ON alerts (status, id);
+    CREATE TABLE alert_events (
+        id bigserial PRIMARY KEY,
+        alert_id text NOT NULL,
+        conversation_id text NOT NULL,
+        type text NOT NULL,
+        at double precision NOT NULL,
+        actor text,
+        origin text,
+        alert json
+    );
+    CREATE INDEX alert_events_alert ON alert_events (alert_id);
+    """,
 ]
 IDLE_IN_TRANSACTION_MS = 5000
 CLAIM_WAIT_MS = 2000
 _MIGRATION_LOCK = 7_303_001  # advisory lock id: one migrator at a time
 _PIPELINE_LOCK = 7_303_002  # advisory lock id: one pipeline per database
+# Advisory lock id, held from numbering alert events to commit: their ids are then in
+# commit order, so a reader that saw id n has seen every id below it.
+_ALERT_EVENTS_LOCK = 7_303_003
+_ALERT_UPSERT = (
+    f"INSERT INTO alerts ({', '.join(ALERT_COLUMNS)}) VALUES "
+    f"({', '.join(f'${i}' for i in range(1, len(ALERT_COLUMNS) + 1))}) ON CONFLICT (id) DO "
+    f"UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in ALERT_COLUMNS[2:])} "
+    "WHERE excluded.version >= alerts.version")
+_KEPT_AFTER = "alert_events_kept_after"  # settings key: see AlertEvents.kept_after
 
 
 async def migrate(connection: asyncpg.Connection) -> tuple[int, int]:
@@ -304,14 +339,9 @@ class PostgresStore:
                     [(e.conversation_id, e.type, e.payload, e.at, e.event_id)
                      for e in batch.events])
             if batch.alerts:
-                await db.executemany(
-                    "INSERT INTO alerts (id, conversation_id, rule_id, rule_version, rule_name,"
-                    " kind, severity, reason, raised_at, agent_id, queue, evidence, status)"
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-                    " ON CONFLICT DO NOTHING",
-                    [(a.id, a.conversation_id, a.rule_id, a.rule_version, a.rule_name, a.kind,
-                      a.severity, a.reason, a.raised_at, a.agent_id, a.queue, a.evidence,
-                      a.status) for a in batch.alerts])
+                await db.executemany(_ALERT_UPSERT, [alert_values(a, _as_is)
+                                                     for a in batch.alerts.values()])
+            await _add_alert_events(db, batch.alert_events)  # last: it holds a lock
 
     async def load_conversations(
         self, ids: Collection[str] | None = None
@@ -341,6 +371,10 @@ class PostgresStore:
                 live, RECENT_LIMIT)
             for r in recent:
                 loaded[r["conversation_id"]].recent.append(as_turn(r))
+            for r in await db.fetch(
+                    "SELECT DISTINCT ON (conversation_id) * FROM alerts WHERE conversation_id "
+                    "= ANY($1) ORDER BY conversation_id, id COLLATE \"C\" DESC", live):
+                loaded[r["conversation_id"]].alert = as_alert(r, _as_is)
         return list(loaded.values())
 
     # -- rules ------------------------------------------------------------------------
@@ -416,13 +450,61 @@ class PostgresStore:
                 "alerts": [as_alert(a, _as_is) for a in alerts],
                 "events": [as_event(e, _as_is) for e in events]}
 
-    async def list_alerts(self, conversation_id: str | None = None,
-                          agent_id: str | None = None,
-                          limit: int = 100) -> list[dict[str, Any]]:
-        where, args = _where((("conversation_id", conversation_id), ("agent_id", agent_id)))
+    async def list_alerts(self, query: AlertQuery) -> list[dict[str, Any]]:
+        where, args = alert_filters(query, lambda n: f"${n}", "strpos")
         rows = await self.pool.fetch(f"SELECT * FROM alerts WHERE {where} ORDER BY id DESC "
-                                     f"LIMIT ${len(args) + 1}", *args, limit)
+                                     f"LIMIT ${len(args) + 1}", *args, query.limit)
         return [as_alert(r, _as_is) for r in rows]
+
+    async def get_alert(self, alert_id: str) -> dict[str, Any] | None:
+        row = await self.pool.fetchrow("SELECT * FROM alerts WHERE id = $1", alert_id)
+        return None if row is None else as_alert(row, _as_is)
+
+    async def alert_history(self, alert_id: str) -> list[dict[str, Any]]:
+        return [as_alert_change(r) for r in await self.pool.fetch(
+            "SELECT id, type, at, actor, origin FROM alert_events WHERE alert_id = $1 "
+            "ORDER BY id", alert_id)]
+
+    async def change_ended_alert(self, alert_id: str, change: AlertChange, by: str,
+                                 origin: str | None, now: float) -> AlertEventRow | None:
+        async with self.pool.acquire() as db, db.transaction():
+            row = await db.fetchrow(
+                "SELECT a.*, c.status AS conversation_status, NOT EXISTS (SELECT 1 FROM "
+                "alerts b WHERE b.conversation_id = a.conversation_id AND b.id > a.id) AS "
+                "latest FROM alerts a LEFT JOIN conversations c ON c.id = a.conversation_id "
+                "WHERE a.id = $1 FOR UPDATE OF a", alert_id)
+            if row is None:
+                raise LookupError(alert_id)
+            if row["conversation_status"] == "live":
+                return None
+            alert = as_alert(row, _as_is)
+            event = AlertEventRow(alert, change(alert, row["latest"]), now, by, origin)
+            await db.execute(_ALERT_UPSERT, *alert_values(alert, _as_is))
+            await _add_alert_events(db, [event])
+        return event
+
+    async def alert_events_after(self, after: int, limit: int) -> AlertEvents:
+        async with self.pool.acquire() as db, db.transaction(isolation="repeatable_read",
+                                                             readonly=True):
+            kept = await db.fetchval("SELECT value FROM settings WHERE key = $1", _KEPT_AFTER)
+            rows = await db.fetch("SELECT id, type, alert FROM alert_events WHERE id > $1 "
+                                  "AND alert IS NOT NULL ORDER BY id LIMIT $2", after, limit)
+        return AlertEvents([as_alert_event(r, _as_is) for r in rows], int(kept or 0))
+
+    async def newest_alert_event(self) -> int:
+        return int(await self.pool.fetchval("SELECT coalesce(max(id), 0) FROM alert_events"))
+
+    async def prune_alert_events(self, before: float) -> int:
+        async with self.pool.acquire() as db, db.transaction():
+            newest = await db.fetchval("SELECT max(id) FROM alert_events WHERE at < $1 AND "
+                                       "alert IS NOT NULL", before)
+            if newest is None:
+                return 0
+            status = await db.execute("UPDATE alert_events SET alert = NULL WHERE id <= $1 "
+                                      "AND alert IS NOT NULL", newest)
+            await db.execute("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT "
+                             "(key) DO UPDATE SET value = excluded.value", _KEPT_AFTER, newest)
+        return _count(status)
 
     async def search(self, query: SearchQuery) -> list[dict[str, Any]]:
         where, args = ["s.text IS NOT NULL"], list[Any]()
@@ -487,6 +569,18 @@ class PostgresStore:
             scores=[(r[3], r[4], r[5], r[6]) for r in segments], at=[r[7] for r in segments],
             texts=[r[9] for r in segments] if query.with_text else None,
             truncated=len(rows) > query.limit, agents_from=agents_from)
+
+
+async def _add_alert_events(db: asyncpg.Connection, events: list[AlertEventRow]) -> None:
+    """Numbered under a lock held to commit (see _ALERT_EVENTS_LOCK)."""
+    if not events:
+        return
+    await db.execute("SELECT pg_advisory_xact_lock($1)", _ALERT_EVENTS_LOCK)
+    for e in events:
+        e.event_id = await db.fetchval(
+            "INSERT INTO alert_events (alert_id, conversation_id, type, at, actor, origin, "
+            "alert) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            e.alert["id"], e.conversation_id, e.type, e.at, e.by, e.origin, e.alert)
 
 
 def _as_is(value: Any) -> Any:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from contact_center.stores import AlertQuery
+from monitoring.alerts import new_alert
 from monitoring.credentials import Token, User
 
 Row = Mapping[str, Any]
@@ -41,13 +43,44 @@ def as_hit(row: Row) -> dict[str, Any]:
 
 
 def as_alert(row: Row, decode: Decode) -> dict[str, Any]:
-    return {
-        "id": row["id"], "conversation_id": row["conversation_id"], "rule_id": row["rule_id"],
-        "rule_version": row["rule_version"], "rule_name": row["rule_name"], "kind": row["kind"],
-        "severity": row["severity"], "reason": row["reason"],
-        "raised_at": row["raised_at"], "agent_id": row["agent_id"], "queue": row["queue"],
-        "evidence": decode(row["evidence"]), "status": row["status"],
-    }
+    """An alert row as served. Rows from before the alert workflow (one per rule hit,
+    no document) read as an alert of that one hit."""
+    if row["document"] is not None:
+        return dict(decode(row["document"]))
+    hit = {"rule_id": row["rule_id"], "rule_version": row["rule_version"],
+           "rule_name": row["rule_name"], "kind": row["kind"], "severity": row["severity"],
+           "reason": row["reason"], "raised_at": row["raised_at"],
+           "evidence": decode(row["evidence"])}
+    alert = new_alert(row["id"], row["conversation_id"], row["agent_id"], row["queue"], hit)
+    alert["status"] = row["status"]
+    return alert
+
+
+ALERT_COLUMNS = ("id", "conversation_id", "rule_id", "rule_version", "rule_name", "kind",
+                 "severity", "reason", "raised_at", "agent_id", "queue", "evidence",
+                 "status", "version", "last_hit_at", "assignee", "rule_ids", "document")
+
+
+def alert_values(alert: dict[str, Any], encode: Callable[[Any], Any]) -> tuple[Any, ...]:
+    """An alert's row, in ALERT_COLUMNS order: the columns filters use, and the whole
+    alert in ``document`` (``evidence`` is left empty: the document holds it)."""
+    rule_ids = "," + ",".join(sorted({h["rule_id"] for h in alert["hits"]})) + ","
+    return (alert["id"], alert["conversation_id"], alert["rule_id"], alert["rule_version"],
+            alert["rule_name"], alert["kind"], alert["severity"], alert["reason"],
+            alert["first_raised_at"], alert["agent_id"], alert["queue"], encode({}),
+            alert["status"], alert["version"], alert["last_hit_at"], alert["assignee"],
+            rule_ids, encode(alert))
+
+
+def as_alert_event(row: Row, decode: Decode) -> dict[str, Any]:
+    """An alert event as pushed (its ``alert`` kept)."""
+    return {"type": row["type"], "event_id": row["id"], "alert": decode(row["alert"])}
+
+
+def as_alert_change(row: Row) -> dict[str, Any]:
+    """An alert event as its history shows it: who, when, from where."""
+    return {"event_id": row["id"], "type": row["type"], "at": row["at"], "by": row["actor"],
+            "from": row["origin"]}
 
 
 def as_user(row: Row, decode: Decode) -> User:
@@ -77,3 +110,23 @@ def folded(text: str) -> str:
     as PostgreSQL's ILIKE does in a UTF-8 database (Python's `str.lower` alone would
     make a final Σ a ς, and İ two characters)."""
     return text.replace("\u03a3", "\u03c3").replace("\u0130", "i").lower()
+
+
+def alert_filters(q: AlertQuery, mark: Callable[[int], str],
+                  position: str) -> tuple[str, list[Any]]:
+    """The WHERE clause of an alert listing (``mark(n)``: the driver's nth placeholder;
+    ``position``: its function finding a string in another, ``instr`` or ``strpos``)."""
+    clauses, args = ["1 = 1"], list[Any]()
+    for clause, value in (("status = {}", q.status), ("severity = {}", q.severity),
+                          ("queue = {}", q.queue), ("agent_id = {}", q.agent_id),
+                          ("assignee = {}", q.assignee),
+                          ("conversation_id = {}", q.conversation_id),
+                          ("raised_at >= {}", q.since), ("raised_at < {}", q.until),
+                          ("id < {}", q.before),
+                          # (legacy rows have no rule_ids: their one rule is rule_id)
+                          (f"{position}(coalesce(rule_ids, ',' || rule_id || ','), {{}}) > 0",
+                           None if q.rule_id is None else f",{q.rule_id},")):
+        if value is not None:
+            args.append(value)
+            clauses.append(clause.format(mark(len(args))))
+    return " AND ".join(clauses), args

@@ -22,6 +22,10 @@ from typing import Any, TextIO, TypeVar
 from analytics.history import History, agent_assignments
 from contact_center.stores import (
     SEARCH_SECONDS,
+    AlertChange,
+    AlertEventRow,
+    AlertEvents,
+    AlertQuery,
     HistoryQuery,
     QueryTimeout,
     SearchQuery,
@@ -30,7 +34,12 @@ from contact_center.stores import (
     event_key,
 )
 from contact_center.stores.rows import (
+    ALERT_COLUMNS,
+    alert_filters,
+    alert_values,
     as_alert,
+    as_alert_change,
+    as_alert_event,
     as_event,
     as_hit,
     as_meta,
@@ -103,6 +112,17 @@ CREATE TABLE IF NOT EXISTS alerts (
 );
 CREATE INDEX IF NOT EXISTS alerts_conversation ON alerts(conversation_id);
 CREATE INDEX IF NOT EXISTS alerts_raised ON alerts(raised_at);
+CREATE TABLE IF NOT EXISTS alert_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert_id TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    at REAL NOT NULL,
+    actor TEXT,
+    origin TEXT,
+    alert TEXT
+);
+CREATE INDEX IF NOT EXISTS alert_events_alert ON alert_events(alert_id);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS users (
     id TEXT PRIMARY KEY,
@@ -143,7 +163,26 @@ _ADDED_COLUMNS = [
     ("alerts", "rule_version", "INTEGER NOT NULL DEFAULT 1"),
     ("alerts", "rule_name", "TEXT NOT NULL DEFAULT ''"),
     ("conversation_events", "event_id", "TEXT"),
+    ("alerts", "version", "INTEGER NOT NULL DEFAULT 1"),
+    ("alerts", "last_hit_at", "REAL"),
+    ("alerts", "assignee", "TEXT"),
+    ("alerts", "rule_ids", "TEXT"),
+    ("alerts", "document", "TEXT"),
 ]
+# Indexes over added columns (created once they exist).
+_ADDED_INDEXES = """
+CREATE INDEX IF NOT EXISTS alerts_status ON alerts(status, id);
+"""
+_ALERT_UPSERT = f"""
+INSERT INTO alerts ({", ".join(ALERT_COLUMNS)}) VALUES ({", ".join("?" * len(ALERT_COLUMNS))})
+ON CONFLICT(id) DO UPDATE SET {", ".join(f"{c} = excluded.{c}" for c in ALERT_COLUMNS[2:])}
+WHERE excluded.version >= alerts.version
+"""
+_ALERT_EVENT_INSERT = """
+INSERT INTO alert_events (alert_id, conversation_id, type, at, actor, origin, alert)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+"""
+_KEPT_AFTER = "alert_events_kept_after"  # settings key: see AlertEvents.kept_after
 _CHUNK = 500  # stays under SQLite's bound-parameter limit
 
 
@@ -320,21 +359,51 @@ class SQLiteStore:
     async def get_conversation(self, conversation_id: str) -> dict[str, Any] | None:
         return await self._reader.run(lambda db: _get_conversation(db, conversation_id))
 
-    async def list_alerts(self, conversation_id: str | None = None,
-                          agent_id: str | None = None,
-                          limit: int = 100) -> list[dict[str, Any]]:
-        def q(db: sqlite3.Connection) -> list[dict[str, Any]]:
-            where, args = ["1"], []
-            for column, value in (("conversation_id", conversation_id),
-                                  ("agent_id", agent_id)):
-                if value is not None:
-                    where.append(f"{column} = ?")
-                    args.append(value)
-            rows = db.execute(f"SELECT * FROM alerts WHERE {' AND '.join(where)} "
-                              "ORDER BY id DESC LIMIT ?", [*args, limit])
-            return [as_alert(r, json.loads) for r in rows]
+    async def list_alerts(self, query: AlertQuery) -> list[dict[str, Any]]:
+        where, args = alert_filters(query, lambda n: "?", "instr")
+        return await self._reader.run(lambda db: [as_alert(r, codec.loads) for r in db.execute(
+            f"SELECT * FROM alerts WHERE {where} ORDER BY id DESC LIMIT ?",
+            [*args, query.limit])])
+
+    async def get_alert(self, alert_id: str) -> dict[str, Any] | None:
+        def q(db: sqlite3.Connection) -> dict[str, Any] | None:
+            row = db.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+            return None if row is None else as_alert(row, codec.loads)
 
         return await self._reader.run(q)
+
+    async def alert_history(self, alert_id: str) -> list[dict[str, Any]]:
+        return await self._reader.run(lambda db: [as_alert_change(r) for r in db.execute(
+            "SELECT id, type, at, actor, origin FROM alert_events WHERE alert_id = ? "
+            "ORDER BY id", (alert_id,))])
+
+    async def change_ended_alert(self, alert_id: str, change: AlertChange, by: str,
+                                 origin: str | None, now: float) -> AlertEventRow | None:
+        return await self._writer.run(
+            lambda db: _change_ended_alert(db, alert_id, change, by, origin, now))
+
+    async def alert_events_after(self, after: int, limit: int) -> AlertEvents:
+        def q(db: sqlite3.Connection) -> AlertEvents:
+            db.execute("BEGIN")  # the events and the mark from one snapshot
+            try:
+                kept = db.execute("SELECT value FROM settings WHERE key = ?",
+                                  (_KEPT_AFTER,)).fetchone()
+                rows = db.execute("SELECT id, type, alert FROM alert_events WHERE id > ? "
+                                  "AND alert IS NOT NULL ORDER BY id LIMIT ?",
+                                  (after, limit)).fetchall()
+            finally:
+                db.execute("COMMIT")
+            return AlertEvents([as_alert_event(r, codec.loads) for r in rows],
+                               int(kept[0]) if kept else 0)
+
+        return await self._reader.run(q)
+
+    async def newest_alert_event(self) -> int:
+        return await self._reader.run(lambda db: int(db.execute(
+            "SELECT coalesce(max(id), 0) FROM alert_events").fetchone()[0]))
+
+    async def prune_alert_events(self, before: float) -> int:
+        return await self._writer.run(lambda db: _prune_alert_events(db, before))
 
     async def search(self, query: SearchQuery) -> list[dict[str, Any]]:
         return await self._analyst.run(lambda db: _search(db, query))
@@ -374,6 +443,7 @@ def _migrate(db: sqlite3.Connection) -> None:
         have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
         if column not in have:
             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+    db.executescript(_ADDED_INDEXES)
 
 
 def _write(db: sqlite3.Connection, batch: WriteBatch) -> None:
@@ -397,13 +467,9 @@ def _write(db: sqlite3.Connection, batch: WriteBatch) -> None:
             "VALUES (?, ?, ?, ?, ?)",
             [(e.conversation_id, e.type, codec.dumps(e.payload), e.at, e.event_id)
              for e in batch.events])
-        db.executemany(
-            "INSERT INTO alerts (id, conversation_id, rule_id, rule_version, rule_name, kind,"
-            " severity, reason, raised_at, agent_id, queue, evidence, status)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            [(a.id, a.conversation_id, a.rule_id, a.rule_version, a.rule_name, a.kind,
-              a.severity, a.reason, a.raised_at, a.agent_id, a.queue, codec.dumps(a.evidence),
-              a.status) for a in batch.alerts])
+        db.executemany(_ALERT_UPSERT, [alert_values(a, codec.dumps)
+                                       for a in batch.alerts.values()])
+        _add_alert_events(db, batch.alert_events)
         db.execute("COMMIT")
     except BaseException:
         # SQLite may have rolled back already (a full disk does): a second ROLLBACK
@@ -416,6 +482,60 @@ def _write(db: sqlite3.Connection, batch: WriteBatch) -> None:
 
 
 
+
+
+def _add_alert_events(db: sqlite3.Connection, events: list[AlertEventRow]) -> None:
+    """Numbered in commit order: one writer, one transaction at a time."""
+    for e in events:
+        cursor = db.execute(_ALERT_EVENT_INSERT, (
+            e.alert["id"], e.conversation_id, e.type, e.at, e.by, e.origin,
+            codec.dumps(e.alert)))
+        e.event_id = cursor.lastrowid
+
+
+def _change_ended_alert(db: sqlite3.Connection, alert_id: str, change: AlertChange,
+                        by: str, origin: str | None, now: float) -> AlertEventRow | None:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        row = db.execute("SELECT a.*, c.status AS conversation_status, NOT EXISTS ("
+                         "SELECT 1 FROM alerts b WHERE b.conversation_id = a.conversation_id "
+                         "AND b.id > a.id) AS latest FROM alerts a LEFT JOIN conversations c "
+                         "ON c.id = a.conversation_id WHERE a.id = ?", (alert_id,)).fetchone()
+        if row is None:
+            raise LookupError(alert_id)
+        if row["conversation_status"] == "live":
+            db.execute("ROLLBACK")
+            return None
+        alert = as_alert(row, codec.loads)
+        event = AlertEventRow(alert, change(alert, bool(row["latest"])), now, by, origin)
+        db.execute(_ALERT_UPSERT, alert_values(alert, codec.dumps))
+        _add_alert_events(db, [event])
+        db.execute("COMMIT")
+        return event
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+def _prune_alert_events(db: sqlite3.Connection, before: float) -> int:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        newest = db.execute("SELECT max(id) FROM alert_events WHERE at < ? AND alert IS NOT "
+                            "NULL", (before,)).fetchone()[0]
+        if newest is None:
+            db.execute("COMMIT")
+            return 0
+        count = db.execute("UPDATE alert_events SET alert = NULL WHERE id <= ? AND alert IS "
+                           "NOT NULL", (newest,)).rowcount
+        db.execute("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO "
+                   "UPDATE SET value = excluded.value", (_KEPT_AFTER, str(newest)))
+        db.execute("COMMIT")
+        return int(count)
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
 
 
 def _load_conversations(db: sqlite3.Connection,
@@ -450,6 +570,11 @@ def _load_conversations(db: sqlite3.Connection,
                     f"WHERE newest <= ? ORDER BY conversation_id, seq",
                     [*live, RECENT_LIMIT]):
                 loaded[r["conversation_id"]].recent.append(as_turn(r))
+            for r in db.execute(
+                    f"SELECT * FROM alerts WHERE id IN (SELECT max(id) FROM alerts WHERE "
+                    f"conversation_id IN ({_marks(len(live))}) GROUP BY conversation_id)",
+                    live):
+                loaded[r["conversation_id"]].alert = as_alert(r, codec.loads)
     return list(loaded.values())
 
 

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from monitoring.hub import Hub
@@ -91,6 +91,15 @@ class Committed(Protocol):
     def messages(self) -> Sequence[LiveMessage]: ...
     @property
     def touched(self) -> Mapping[str, Watched]: ...
+
+
+@dataclass(slots=True)
+class Announcement:
+    """Live messages an API node publishes itself (a change to an alert of an ended
+    conversation): no conversation state goes with them."""
+
+    messages: Sequence[LiveMessage]
+    touched: Mapping[str, Watched] = field(default_factory=dict)
 
 
 class Outlet(Protocol):

@@ -7,8 +7,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Collection, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
+from monitoring.alerts import is_open
 from monitoring.feeds import AgentPush, CatchUp, Committed, Live, Watched
 from monitoring.hub import Hub
 from monitoring.messages import (
@@ -40,7 +41,7 @@ class HubOutlet:
                         conv.remember(message.body)
                     conv.shown = message.number
                 self.hub.publish(message.topic, message.body, message.match,
-                                 number=message.number)
+                                 number=message.number or message.event_id)
             except Exception:  # a failed push must not cost the others theirs
                 log.exception("publishing a live message failed")
         if self.hub.subscribers(LIVE_TOPIC) and batch.touched:
@@ -73,6 +74,8 @@ class Remembered(Watched, Protocol):
     def agent_id(self) -> str | None: ...
     @property
     def alerts(self) -> int: ...
+    @property
+    def alert(self) -> dict[str, Any] | None: ...
     @property
     def rolling(self) -> Rolling: ...
 
@@ -111,5 +114,5 @@ class MemoryFeed:
 
     async def agent_loads(self) -> list[AgentLoad]:
         await self.ready()
-        return [AgentLoad(c.agent_id, c.alerts, c.rolling.mean)
+        return [AgentLoad(c.agent_id, c.alerts, is_open(c.alert), c.rolling.mean)
                 for c in self.pipeline.conversations.values()]

@@ -75,8 +75,8 @@ class RedisOutlet:
         pipe = self.redis.pipeline(transaction=True)
         for m in batch.messages:
             text = dumps(m.body)
-            fields: dict[Any, Any] = {"t": m.topic, "y": m.body["type"], "m": text, "n": m.number,
-                      "c": m.conversation_id}
+            fields: dict[Any, Any] = {"t": m.topic, "y": m.body["type"], "m": text,
+                                      "n": m.number or m.event_id, "c": m.conversation_id}
             if m.match is not None:
                 fields["a"] = dumps(m.match)
             pipe.xadd(self.keys.live, fields, maxlen=LIVE_STREAM_LENGTH, approximate=True)
