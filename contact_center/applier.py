@@ -483,6 +483,9 @@ class Applier:
             return error_reply(command, p.ErrorCode.INVALID_TRANSITION,
                                f"alert {command.alert_id} is resolved and a newer alert on "
                                "its conversation followed it; only the newest can change")
+        if command.agent_id is not None and alert["agent_id"] != command.agent_id:
+            return error_reply(command, p.ErrorCode.INVALID_TRANSITION,
+                               "the alert is no longer on your conversation")
         try:
             event_type = alerts.transition(alert, command.action, command.version,
                                            command.by, now, assignee=command.assignee,
@@ -499,9 +502,12 @@ class Applier:
         self.schedule(conv)  # (a reopened alert re-notifies)
         return _ack(command)
 
-    def _new_alert_id(self, now: float) -> str:
-        """Sortable and unguessable: strictly increasing milliseconds, then 64 random bits."""
-        self._last_alert_ms = max(int(now * 1000), self._last_alert_ms + 1)
+    def _new_alert_id(self, now: float, previous: dict[str, Any] | None) -> str:
+        """Sortable and unguessable: strictly increasing milliseconds, then 64 random bits;
+        after the conversation's ``previous`` alert even if another worker's clock was
+        ahead (its newest alert is the one with the highest id)."""
+        after = 0 if previous is None else int(previous["id"][:12], 16)
+        self._last_alert_ms = max(int(now * 1000), self._last_alert_ms + 1, after + 1)
         return f"{self._last_alert_ms:012x}{secrets.token_hex(8)}"
 
     def _raise(self, conv: Conversation, trigger: Trigger, now: float,
@@ -527,6 +533,6 @@ class Applier:
             effects.alert_event(conv, alerts.add_hit(conv.alert, hit), now)
             return
         conv.alerts += 1
-        conv.alert = alerts.new_alert(self._new_alert_id(now), conv.id, conv.agent_id,
+        conv.alert = alerts.new_alert(self._new_alert_id(now, conv.alert), conv.id, conv.agent_id,
                                       conv.queue, hit)
         effects.alert_event(conv, "alert.raised", now)

@@ -204,8 +204,9 @@ class AlertCommand(_InConversation):
     never accepted from a connector."""
 
     type: Literal["alert.command"] = "alert.command"
-    command_id: Id  # the idempotency key: a redelivered command is applied once
+    command_id: str = Field(max_length=300)  # the idempotency key: applied once
     alert_id: Id
+    agent_id: Id | None = None  # applied only while the alert is this agent's
     action: Literal["acknowledge", "assign", "resolve", "reopen"]
     version: int
     by: str

@@ -31,12 +31,14 @@ from contact_center.saved_rules import RULES_CHECK_SECONDS
 from contact_center.settings import Settings, masked
 from contact_center.stores import PartitionedStore, Store
 from contact_center.streams import read_entries
+from contact_center.webhook_delivery import WebhookDelivery
 from contact_center.worker import WORKER_STOP_SECONDS, Worker
 from monitoring.alert_stream import AlertSequencer
 from monitoring.feeds import AgentPush, LiveFeed, Outlet
 from monitoring.feeds.memory import HubOutlet, MemoryFeed
 from monitoring.feeds.redis import RedisFeed, RedisOutlet
 from monitoring.hub import Hub
+from monitoring.webhooks import allowed_networks
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,9 @@ class Runtime(Protocol):
 
     @property
     def alert_stream(self) -> AlertSequencer: ...
+
+    @property
+    def webhooks(self) -> WebhookDelivery: ...
 
     async def current_rules(self) -> RuleSet: ...
 
@@ -135,9 +140,11 @@ def _freezer(settings: Settings, runner: asyncio.Task[None]) -> asyncio.Task[Non
 
 class Embedded:
     def __init__(self, store: Store, pipeline: EmbeddedPipeline, bus: InMemoryBus,
-                 outlet: HubOutlet, alert_stream: AlertSequencer) -> None:
+                 outlet: HubOutlet, alert_stream: AlertSequencer,
+                 webhooks: WebhookDelivery) -> None:
         self.store, self.pipeline, self.bus = store, pipeline, bus
         self.outlet, self.alert_stream = outlet, alert_stream
+        self.webhooks = webhooks
         self.freezer: asyncio.Task[None] | None = None
         self.feed = MemoryFeed(pipeline)
         self._rules_lock = asyncio.Lock()
@@ -158,8 +165,11 @@ class Embedded:
                                     idle_timeout=settings.idle_timeout_seconds,
                                     policy=settings.alert_policy)
         alert_stream = await _alert_stream(settings, store, hub)
+        await store.release_delivery_leases()  # (held by this process before a crash)
+        webhooks = _webhooks(settings, store)
+        await _start_webhooks(webhooks, alert_stream)
         runtime = cls(store, pipeline, InMemoryBus(settings.bus_queue_size), outlet,
-                      alert_stream)
+                      alert_stream, webhooks)
         outlet.agents = AgentPush(hub, runtime.feed.agent_loads)
         runtime.freezer = _freezer(settings, runtime.runner)
         return runtime
@@ -193,14 +203,27 @@ class Embedded:
         """Let accepted events finish so their connectors get a reply, then stop the
         pipeline; each step within its deadline (see contact_center.stopping)."""
         await stopping.step("answering accepted events", self.bus.drain(), DRAIN_SECONDS)
-        await stopping.cancel([self.runner, self.restoring, *self.alert_stream.tasks],
-                              "the pipeline")
+        await asyncio.gather(
+            stopping.cancel([self.runner, self.restoring, *self.alert_stream.tasks],
+                            "the pipeline"),
+            self.webhooks.stop())
 
 
 async def _alert_stream(settings: Settings, store: Store, hub: Hub) -> AlertSequencer:
     sequencer = AlertSequencer(hub, store, settings.alert_events_keep_days * 86400)
     await sequencer.start()
     return sequencer
+
+
+def _webhooks(settings: Settings, store: Store) -> WebhookDelivery:
+    return WebhookDelivery(store, allowed_networks(settings.webhook_allowed_networks),
+                           settings.webhook_timeout_seconds,
+                           settings.webhook_disable_after_seconds)
+
+
+async def _start_webhooks(webhooks: WebhookDelivery, alert_stream: AlertSequencer) -> None:
+    alert_stream.listeners.append(webhooks.wake)  # (sooner than its next look)
+    await webhooks.start()
 
 
 def partitioned(store: Store) -> PartitionedStore:
@@ -242,6 +265,7 @@ class ScaleOutNode:
         self.feed = RedisFeed(redis, self.layout, hub)
         self.outlet = RedisOutlet(redis, self.layout)
         self.alert_stream = AlertSequencer(hub, store, settings.alert_events_keep_days * 86400)
+        self.webhooks = _webhooks(settings, store)
         self.worker: tuple[Worker, asyncio.Task[None]] | None = None
         self._rules_lock = asyncio.Lock()
 
@@ -258,6 +282,7 @@ class ScaleOutNode:
         await node.bus.start()
         await node.feed.start()
         await node.alert_stream.start()
+        await _start_webhooks(node.webhooks, node.alert_stream)
         if settings.worker:
             node.worker = await start_worker(settings, store, redis)
         return node
@@ -344,5 +369,6 @@ class ScaleOutNode:
             self.worker[0].stop()
             await stopping.step("the pipeline worker", self.worker[1], WORKER_STOP_SECONDS)
         await asyncio.gather(self.bus.stop(), stopping.cancel(
-            [*self.feed.tasks, *self.alert_stream.tasks], "the live relay"))
+            [*self.feed.tasks, *self.alert_stream.tasks], "the live relay"),
+            self.webhooks.stop())
         await stopping.step("closing Redis connections", self.redis.aclose(), CLOSE_SECONDS)

@@ -10,7 +10,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, ValidationError
+from pydantic import BeforeValidator, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -21,6 +21,7 @@ from pydantic_settings import (
 from analytics.rolling import RollingConfig
 from analytics.rules import Severity
 from monitoring.alerts import AlertPolicy
+from monitoring.webhooks import allowed_networks
 
 
 class Settings(BaseSettings):
@@ -61,6 +62,13 @@ class Settings(BaseSettings):
             "severity (JSON object); 0: never"))
     alert_events_keep_days: float = Field(default=30.0, gt=0, le=3650, description=(
         "alert events kept for clients that resume (older: resync)"))
+    webhook_allowed_networks: list[str] = Field(default_factory=list, description=(
+        "networks (CIDRs, e.g. [\"10.0.0.0/8\"]) webhooks may call though they are not "
+        "public: private, loopback and link-local addresses are refused otherwise"))
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60, description=(
+        "a receiver must answer a webhook within this long"))
+    webhook_disable_after_seconds: float = Field(default=3 * 86400.0, gt=0, description=(
+        "an endpoint whose deliveries have failed for this long is disabled"))
     gc_freeze_seconds: float = Field(default=1.0, ge=0, description=(
         "every so often, freeze what survived into the collector's permanent generation "
         "(no full-collection pauses that grow with the live state); 0: never"))
@@ -105,6 +113,12 @@ class Settings(BaseSettings):
     @property
     def rolling(self) -> RollingConfig:
         return RollingConfig(window=self.rolling_window, ewma_alpha=self.ewma_alpha)
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        allowed_networks(value)  # (names the bad one)
+        return value
 
     @property
     def alert_policy(self) -> AlertPolicy:

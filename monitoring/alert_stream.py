@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 2.0  # the store is asked for events nobody published this often
 PRUNE_SECONDS = 3600.0  # old events are pruned this often
 FILL_LIMIT = 1000  # events read from the store at a time
-RESUME_LIMIT = 10_000  # events a resuming client is sent from the store; beyond: resync
+RESUME_LIMIT = 1000  # events a resuming client is sent from the store; beyond: resync
 SEQUENCER_QUEUE = 100_000  # events waiting to be put in order (then: a store read)
 GAP_RESYNC = resync("alert events could not be read in order; reconnect with your cursor")
 
@@ -59,6 +60,8 @@ class AlertSequencer:
     def __init__(self, hub: Hub, log_: AlertLog, keep_seconds: float) -> None:
         self.hub, self.log, self.keep_seconds = hub, log_, keep_seconds
         self.delivered = 0  # the id of the last event passed on
+        self.listeners: list[Callable[[], None]] = []  # told of each event passed on
+        self._gap = False  # an event arrived ahead of one not passed on yet
         self._sub: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -74,33 +77,38 @@ class AlertSequencer:
     async def _run(self) -> None:
         pruned_at = 0.0
         while True:
-            assert self._sub is not None
             try:
-                message = await asyncio.wait_for(self._sub.next(), POLL_SECONDS)
-            except TimeoutError:
-                message = None
-            try:
-                if message is None:
-                    if self._sub.overflowed:  # fell behind: the store has them all
-                        self.hub.unsubscribe(self._sub)
-                        self._sub = self.hub.subscribe(ALERT_EVENTS_TOPIC,
-                                                       queue_size=SEQUENCER_QUEUE)
-                    await self._fill()
-                elif message.number == self.delivered + 1:
-                    self._pass_on(codec.loads(message.text), message)
-                elif message.number > self.delivered:
-                    await self._fill()
+                await self._step()
                 if time.monotonic() - pruned_at > PRUNE_SECONDS:
                     pruned_at = time.monotonic()
                     await self.log.prune_alert_events(time.time() - self.keep_seconds)
             except Exception:
+                # An event out of order stays unsent (never passed on ahead of one
+                # missing): subscribers resume from the store with their cursor, and the
+                # next look at the store passes it on here.
                 log.warning("reading alert events from the store failed", exc_info=True)
-                if message is not None and message.number > self.delivered:
-                    # Passed on out of order rather than held: clients resume from the
-                    # store with their cursor.
-                    self._pass_on(codec.loads(message.text), message)
-                    self.hub.publish(ALERTS_TOPIC, GAP_RESYNC)
+                if self._gap:
+                    self.hub.tell(ALERTS_TOPIC, GAP_RESYNC)
                 await asyncio.sleep(POLL_SECONDS)
+
+    async def _step(self) -> None:
+        """Pass on the next event published, or what the store holds if there is a gap
+        or nothing came for POLL_SECONDS."""
+        assert self._sub is not None
+        try:
+            message = await asyncio.wait_for(self._sub.next(), POLL_SECONDS)
+        except TimeoutError:
+            message = None
+        if message is None:
+            if self._sub.overflowed:  # fell behind: the store has them all
+                self.hub.unsubscribe(self._sub)
+                self._sub = self.hub.subscribe(ALERT_EVENTS_TOPIC, queue_size=SEQUENCER_QUEUE)
+            await self._fill()
+        elif message.number == self.delivered + 1:
+            self._pass_on(codec.loads(message.text), message)
+        elif message.number > self.delivered:
+            self._gap = True  # (until the store fills it)
+            await self._fill()
 
     async def _fill(self) -> None:
         """Pass on what the store holds after the last event passed on."""
@@ -109,6 +117,7 @@ class AlertSequencer:
             for event in page.events:
                 self._pass_on(event)
             if len(page.events) < FILL_LIMIT:
+                self._gap = False
                 return
 
     def _pass_on(self, event: dict[str, Any], message: Message | None = None) -> None:
@@ -116,6 +125,8 @@ class AlertSequencer:
         self.delivered = max(self.delivered, event_id)
         text = message.text if message is not None else codec.dumps(event)
         self.hub.offer(ALERTS_TOPIC, Message(event["type"], text, event_id), _meta(event))
+        for listener in self.listeners:
+            listener()
 
     async def since(self, after: int) -> list[dict[str, Any]] | None:
         """The events after ``after`` (a client's cursor), oldest first; None when they

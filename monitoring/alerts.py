@@ -17,7 +17,7 @@ from typing import Any, Literal
 from analytics.rules import Severity
 
 SEVERITY_RANK = {"low": 1, "medium": 2, "high": 3}
-MAX_HITS = 50  # hits kept per alert (the first, then the newest); ``hit_count`` counts all
+MAX_HITS = 20  # hits kept per alert (the first, then the newest); ``hit_count`` counts all
 
 Action = Literal["acknowledge", "assign", "resolve", "reopen"]
 ACTIONS: tuple[Action, ...] = ("acknowledge", "assign", "resolve", "reopen")
@@ -59,6 +59,7 @@ def new_alert(alert_id: str, conversation_id: str, agent_id: str | None, queue: 
     return {
         "id": alert_id, "conversation_id": conversation_id, "agent_id": agent_id,
         "queue": queue, "status": "open", "severity": hit["severity"], "version": 1,
+        "state_version": 1, "rule_ids": [hit["rule_id"]],
         "first_raised_at": at, "raised_at": at, "last_hit_at": at,
         **{k: hit[k] for k in _LEAD_FIELDS},
         "hits": [hit], "hit_count": 1,
@@ -79,6 +80,8 @@ def add_hit(alert: dict[str, Any], hit: dict[str, Any]) -> str:
     open again, notified) or updated."""
     alert["hit_count"] += 1
     alert["hits"].append(hit)
+    if hit["rule_id"] not in alert["rule_ids"]:
+        alert["rule_ids"].append(hit["rule_id"])
     if len(alert["hits"]) > MAX_HITS:
         del alert["hits"][1]  # the first stays: how it began
     alert["last_hit_at"] = max(alert["last_hit_at"], hit["raised_at"])
@@ -91,6 +94,7 @@ def add_hit(alert: dict[str, Any], hit: dict[str, Any]) -> str:
     alert["status"] = "open"
     alert["acknowledged_at"] = alert["acknowledged_by"] = None
     _notified(alert, hit["raised_at"])
+    alert["state_version"] = alert["version"]
     return "alert.escalated"
 
 
@@ -104,12 +108,15 @@ def move_to(alert: dict[str, Any], agent_id: str | None, queue: str) -> str:
 def transition(alert: dict[str, Any], action: Action, version: int, by: str, now: float,
                *, assignee: str | None = None, note: str | None = None,
                latest: bool = True) -> str:
-    """A person's change: check it, apply it, return its event type. ``latest``: whether
-    this is its conversation's newest alert (only that one may be reopened: at most one
-    is open per conversation). Raises `TransitionError`."""
-    if version != alert["version"]:
-        raise TransitionError("version_conflict", f"alert {alert['id']} is at version "
-                              f"{alert['version']}, not {version}; reload it and retry")
+    """A person's change: check it, apply it, return its event type. ``version``: the
+    alert's version the person saw; older than its last change of status, severity or
+    assignee (``state_version``) is stale, while quiet hits and moves since do not make
+    it so. ``latest``: whether this is its conversation's newest alert (only that one
+    may be reopened: at most one is open per conversation). Raises `TransitionError`."""
+    if not alert["state_version"] <= version <= alert["version"]:
+        raise TransitionError("version_conflict", f"alert {alert['id']} changed at version "
+                              f"{alert['state_version']} (now {alert['version']}), after "
+                              f"version {version}; reload it and retry")
     status = alert["status"]
     if action == "reopen":
         if status != "resolved":
@@ -132,9 +139,9 @@ def transition(alert: dict[str, Any], action: Action, version: int, by: str, now
     elif action == "assign":
         alert.update(assignee=assignee, assigned_at=now, assigned_by=by)
     else:
-        resolve(alert, now, MANUAL, by, note)
-        return "alert.resolved"
+        return resolve(alert, now, MANUAL, by, note)
     alert["version"] += 1
+    alert["state_version"] = alert["version"]
     return f"alert.{_PAST[action]}"
 
 
@@ -147,6 +154,7 @@ def resolve(alert: dict[str, Any], now: float, resolution: str, by: str | None =
     alert.update(status="resolved", resolved_at=now, resolved_by=by, resolution=resolution,
                  note=note)
     alert["version"] += 1
+    alert["state_version"] = alert["version"]
     return "alert.resolved"
 
 

@@ -91,6 +91,12 @@ class Hub:
             if sub.accept is None or (meta is not None and sub.accept(meta)):
                 sub.offer(message)
 
+    def tell(self, topic: str, message: dict[str, Any]) -> None:
+        """Offer to every subscriber of ``topic``, unfiltered (e.g. ``resync``)."""
+        text = codec.dumps(message)
+        for sub in list(self._by_topic.get(topic, ())):
+            sub.offer(Message(message["type"], text))
+
     def broadcast(self, message: dict[str, Any]) -> None:
         """Offer to every subscriber of every topic, unfiltered (e.g. ``resync``)."""
         text = codec.dumps(message)

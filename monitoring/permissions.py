@@ -21,6 +21,7 @@ class Permission(StrEnum):
     TRANSCRIPTS_READ = "transcripts-read"      # read a recorded conversation
     RULES_MANAGE = "rules-manage"              # read and change escalation rules
     USERS_MANAGE = "users-manage"              # users, profiles and tokens
+    WEBHOOKS_MANAGE = "webhooks-manage"        # webhooks: endpoints, deliveries
     OPERATE = "operate"                        # pipeline internals: dead letters
 
 

@@ -84,7 +84,10 @@ class AlertWorkflow(RuleBasedStateMachine):
         command_id = f"k{next(self.ids)}"
         command = p.AlertCommand(conversation_id=cid, command_id=command_id,
                                  alert_id=alert["id"], action=action,
-                                 version=alert["version"] - stale, by="sam",
+                                 # stale: before its last change of state (quiet
+                                 # hits since do not make a version stale)
+                                 version=alert["state_version"] - 1 if stale
+                                 else alert["version"], by="sam",
                                  assignee="kim" if action == "assign" else None)
         before = len(self.log)
         reply = self._apply(command)

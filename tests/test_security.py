@@ -40,6 +40,14 @@ MATRIX: dict[tuple[str, str], set[Permission]] = {
     ("POST", "/v1/alerts/{alert_id}/assign"): {P.ALERTS_MANAGE},
     ("POST", "/v1/alerts/{alert_id}/resolve"): {P.ALERTS_MANAGE},
     ("POST", "/v1/alerts/{alert_id}/reopen"): {P.ALERTS_MANAGE},
+    ("POST", "/v1/webhooks"): {P.WEBHOOKS_MANAGE},
+    ("GET", "/v1/webhooks"): {P.WEBHOOKS_MANAGE},
+    ("GET", "/v1/webhooks/{webhook_id}"): {P.WEBHOOKS_MANAGE},
+    ("PATCH", "/v1/webhooks/{webhook_id}"): {P.WEBHOOKS_MANAGE},
+    ("DELETE", "/v1/webhooks/{webhook_id}"): {P.WEBHOOKS_MANAGE},
+    ("GET", "/v1/webhooks/{webhook_id}/deliveries"): {P.WEBHOOKS_MANAGE},
+    ("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"):
+        {P.WEBHOOKS_MANAGE},
     ("GET", "/v1/transcripts/{conversation_id}"): {P.TRANSCRIPTS_READ},
     ("GET", "/v1/transcripts"): {P.CONTACT_SEARCH},
     ("GET", "/v1/me"): set(),  # any authenticated user
@@ -85,7 +93,8 @@ def app_routes(client: TestClient) -> set[tuple[str, str]]:
 def call(client: TestClient, method: str, path: str, token: str | None) -> int:
     """Status a request gets; for sockets, the handshake's denial status or 101."""
     url = path.replace("{conversation_id}", "c-x").replace("{username}", "nobody") \
-        .replace("{token_id}", "t-x").replace("{alert_id}", "a-x")
+        .replace("{token_id}", "t-x").replace("{alert_id}", "a-x") \
+        .replace("{webhook_id}", "wh-x").replace("{delivery_id}", "1")
     headers = auth(token) if token else {}
     if method == "WS":
         try:

@@ -1,7 +1,7 @@
 """Every HTTP and WebSocket route, one module per resource; each route is thin: parse,
 check the permission (`auth`), call the domain, shape the answer (`views`).
 
-ingest (connectors), live (supervisors' views and monitor), alerts, transcripts
+ingest (connectors), live (supervisors' views and monitor), alerts, webhooks, transcripts
 (analysts), rules, users (and tokens), operations (probes, metrics, dead letters). Shared:
 `auth` (where permissions are checked), `openapi` (the error body and common answers),
 `views` (response shapes), `sockets` (streaming to a client), `errors`, `middleware`.
@@ -11,10 +11,19 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from contact_center.api import alerts, ingest, live, operations, rules, transcripts, users
+from contact_center.api import (
+    alerts,
+    ingest,
+    live,
+    operations,
+    rules,
+    transcripts,
+    users,
+    webhooks,
+)
 
 ROUTERS = [ingest.router, live.router, alerts.router, transcripts.router, rules.router,
-           users.router, operations.router]
+           users.router, operations.router, webhooks.router]
 
 
 def include_routes(app: FastAPI) -> None:

@@ -93,6 +93,9 @@ async def get_alert(request: Request, alert_id: str,
 
 class Change(Model):
     version: int = Field(description="The alert's version this change is made against.")
+    request_id: p.Id | None = Field(default=None, description=(
+        "Makes retrying safe: a change sent again with the same request_id (by the same "
+        "user) is applied once, and answered with the alert as it is."))
 
 
 class Assignment(Change):
@@ -105,27 +108,35 @@ class Resolution(Change):
 
 async def _change(request: Request, alert_id: str, action: Action, change: Change,
                   principal: Principal, assignee: str | None = None,
-                  note: str | None = None) -> dict[str, Any]:
+                  note: str | None = None, own: bool = False) -> dict[str, Any]:
     """Have the pipeline make the change (in turn with the conversation's events), or,
-    once the conversation has ended, the store; answer the alert as it then is."""
-    store = request.app.state.store
+    once the conversation has ended, the store; answer the alert as it then is. ``own``:
+    only while the alert is on the caller's own conversation."""
     alert = await _visible(request, alert_id, principal)
     origin = request.client.host if request.client else None
+    key = (f"{principal.username}:{change.request_id}" if change.request_id
+           else secrets.token_hex(12))
     command = p.AlertCommand(
-        conversation_id=alert["conversation_id"], command_id=secrets.token_hex(12),
-        alert_id=alert_id, action=action, version=change.version, by=principal.username,
-        origin=origin, assignee=assignee, note=note)
-    reply = await (await request.app.state.bus.submit(
-        command, Source(), max_wait=COMMAND_WAIT_SECONDS))
-    if isinstance(reply, p.ErrorReply) and reply.code in (
-            p.ErrorCode.CONVERSATION_ENDED, p.ErrorCode.UNKNOWN_CONVERSATION):
-        reply = await _change_ended(request, alert_id, command)
+        conversation_id=alert["conversation_id"], command_id=key, alert_id=alert_id,
+        agent_id=principal.agent_id if own else None, action=action,
+        version=change.version, by=principal.username, origin=origin, assignee=assignee,
+        note=note)
+    try:
+        reply = await (await request.app.state.bus.submit(
+            command, Source(), max_wait=COMMAND_WAIT_SECONDS))
+        if isinstance(reply, p.ErrorReply) and reply.code in (
+                p.ErrorCode.CONVERSATION_ENDED, p.ErrorCode.UNKNOWN_CONVERSATION):
+            reply = await _change_ended(request, alert_id, command)
+    except p.ProtocolError as exc:  # the bus stayed full
+        reply = p.ErrorReply.of(exc)
+    except LookupError:  # (gone meanwhile)
+        raise _not_found(alert_id) from None
     if isinstance(reply, p.ErrorReply):
         status = {p.ErrorCode.VERSION_CONFLICT: 409, p.ErrorCode.INVALID_TRANSITION: 409,
                   p.ErrorCode.OVERLOADED: 503, p.ErrorCode.UNAVAILABLE: 503}.get(reply.code, 500)
         raise HTTPException(status, {"type": "error", "code": reply.code.value,
                                      "message": reply.message})
-    return await store.get_alert(alert_id)
+    return await _visible(request, alert_id, principal)
 
 
 async def _change_ended(request: Request, alert_id: str, command: p.AlertCommand) -> p.Reply:
@@ -134,6 +145,9 @@ async def _change_ended(request: Request, alert_id: str, command: p.AlertCommand
     runtime = request.app.state.runtime
 
     def change(alert: dict[str, Any], latest: bool) -> str:
+        if command.agent_id is not None and alert["agent_id"] != command.agent_id:
+            raise alerts.TransitionError("invalid_transition",
+                                         "the alert is no longer on your conversation")
         return alerts.transition(alert, command.action, command.version, command.by,
                                  time.time(), assignee=command.assignee, note=command.note,
                                  latest=latest)
@@ -158,12 +172,13 @@ async def acknowledge(request: Request, alert_id: str, change: Change,
                                                      Permission.ALERTS_OWN)) -> dict[str, Any]:
     """Someone is on it. Supervisors (alerts-manage), and agents for their own
     conversations' alerts."""
-    if not principal.can(Permission.ALERTS_MANAGE):
+    own = not principal.can(Permission.ALERTS_MANAGE)
+    if own:
         alert = await _visible(request, alert_id, principal)
         if alert["agent_id"] is None or alert["agent_id"] != principal.agent_id:
             raise HTTPException(403, {"type": "error", "code": "forbidden", "message": (
                 "acknowledging another agent's alert needs alerts-manage")})
-    return await _change(request, alert_id, "acknowledge", change, principal)
+    return await _change(request, alert_id, "acknowledge", change, principal, own=own)
 
 
 @router.post("/v1/alerts/{alert_id}/assign", response_model=Alert,
@@ -218,9 +233,9 @@ async def alert_stream(ws: WebSocket) -> None:
                 first = [e for e in missed if visible(e["alert"])]
                 through = max([int(after), *(e["event_id"] for e in missed)])
             else:
-                first = [await _snapshot(ws, visible, through)]
+                first = [await _snapshot(ws, principal, through)]
         elif after is not None:
-            first = [await _snapshot(ws, visible, through)]
+            first = [await _snapshot(ws, principal, through)]
     except Exception:
         hub.unsubscribe(sub)
         raise
@@ -229,13 +244,15 @@ async def alert_stream(ws: WebSocket) -> None:
     await pump(ws, "alerts", sub, hub, [hello, *first], seen={"": through})
 
 
-async def _snapshot(ws: WebSocket, visible: Any, through: int) -> dict[str, Any]:
+async def _snapshot(ws: WebSocket, principal: Principal, through: int) -> dict[str, Any]:
     """A resync: the unresolved alerts as they are now (events after ``through`` follow,
     some perhaps already reflected: keep the higher version)."""
     store = ws.app.state.store
+    agent_id = None if principal.can(Permission.ALERTS_ALL) else principal.agent_id
     found = [a for status in ("open", "acknowledged")
-             for a in await store.list_alerts(AlertQuery(status=status, limit=SNAPSHOT_LIMIT))
-             if visible({"agent_id": a["agent_id"]})]
+             for a in await store.list_alerts(AlertQuery(
+                 status=status, agent_id=agent_id, limit=SNAPSHOT_LIMIT))
+             if principal.can_see_alert(a["agent_id"])]
     found.sort(key=lambda a: a["id"], reverse=True)
     return {"type": "resync", "reason": "the cursor is older than the events kept, or not "
             "one of this deployment's", "event_id": through, "alerts": found[:SNAPSHOT_LIMIT]}

@@ -69,12 +69,18 @@ class Alert(Closed):
     queue: str
     status: AlertStatus
     severity: Severity = Field(description="The highest of its hits'.")
-    version: int = Field(description="Grows with every change; a change names the version "
-                                     "it was made against (else 409 version_conflict).")
+    version: int = Field(description="Grows with every change; a person's change names the "
+                                     "version it was made against.")
+    state_version: int = Field(description="The version of its last change of status, "
+                                           "severity or assignee: a change made against an "
+                                           "older version is answered 409 "
+                                           "version_conflict.")
     first_raised_at: float
     last_hit_at: float
-    hits: list[Hit] = Field(description="The first, then the newest (50 at most).")
+    hits: list[Hit] = Field(description="The first, then the newest (20 at most).")
     hit_count: int = Field(description="Every hit, kept or not.")
+    rule_ids: list[str] = Field(description="Every rule that hit it, in the order they "
+                                            "first did.")
     acknowledged_at: float | None
     acknowledged_by: str | None
     assignee: str | None

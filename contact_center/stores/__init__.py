@@ -73,6 +73,7 @@ class PartitionMark:
     replies: dict[str, Any] | None = None
 
 
+HISTORY_LIMIT = 1000  # an alert's history: its first changes, at most this many
 SEARCH_SECONDS = 5.0  # a transcript search that runs longer is stopped
 
 
@@ -165,6 +166,19 @@ class AlertQuery:
     limit: int = 100
 
 
+@dataclass(slots=True)
+class DeliveryOutcome:
+    """How one try of a webhook delivery went."""
+
+    delivery_id: int
+    webhook_id: str
+    at: float
+    status: int | None  # the HTTP status, None if no answer came
+    error: str | None  # None: delivered
+    retry_at: float | None  # when to try again; None after an error: given up
+    disable_after: float  # an endpoint failing for this long (seconds) is disabled
+
+
 AlertChange = Callable[[dict[str, Any], bool], str]
 """Applies a person's change to an alert (given whether it is its conversation's newest);
 returns the event type or raises `monitoring.alerts.TransitionError`."""
@@ -235,6 +249,40 @@ class Store(Protocol):
     async def newest_alert_event(self) -> int:
         """The newest alert event's id (0: none yet)."""
         ...
+    # webhooks (contact_center.stores.webhooks)
+    async def add_webhook(self, hook: dict[str, Any]) -> dict[str, Any]:
+        """Store a new endpoint; it gets the alert events after the newest one now."""
+        ...
+    async def list_webhooks(self) -> list[dict[str, Any]]: ...
+    async def get_webhook(self, webhook_id: str) -> dict[str, Any] | None: ...
+    async def update_webhook(self, webhook_id: str,
+                             changes: dict[str, Any]) -> dict[str, Any] | None: ...
+    async def delete_webhook(self, webhook_id: str) -> bool:
+        """With its deliveries."""
+        ...
+    async def webhooks_fanned_out(self) -> int:
+        """The newest alert event whose deliveries were added."""
+        ...
+    async def add_deliveries(self, deliveries: list[tuple[Any, ...]], through: int) -> None:
+        """Add deliveries (webhook id, event id, message id, type, payload, now, now) once
+        each, and mark the alert events through ``through`` fanned out, in one
+        transaction."""
+        ...
+    async def claim_deliveries(self, webhook_id: str, now: float, lease_until: float,
+                               limit: int) -> list[dict[str, Any]]:
+        """Due deliveries of an endpoint nobody holds, leased until ``lease_until``."""
+        ...
+    async def settle_delivery(self, outcome: DeliveryOutcome) -> bool:
+        """Record a try; whether the endpoint was disabled for failing too long."""
+        ...
+    async def list_deliveries(self, webhook_id: str, status: str | None,
+                              before: int | None, limit: int) -> list[dict[str, Any]]: ...
+    async def redeliver(self, webhook_id: str, delivery_id: int,
+                        now: float) -> dict[str, Any] | None: ...
+    async def release_delivery_leases(self) -> None:
+        """Free every lease (the embedded service at start: no other process holds one)."""
+        ...
+
     async def prune_alert_events(self, before: float) -> int:
         """Forget the alert carried by events older than ``before`` (their who, when and
         from where stay); returns how many."""

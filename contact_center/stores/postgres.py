@@ -15,11 +15,13 @@ import asyncpg
 
 from analytics.history import History, agent_assignments
 from contact_center.stores import (
+    HISTORY_LIMIT,
     SEARCH_SECONDS,
     AlertChange,
     AlertEventRow,
     AlertEvents,
     AlertQuery,
+    DeliveryOutcome,
     Fenced,
     HistoryQuery,
     PartitionClaim,
@@ -29,8 +31,10 @@ from contact_center.stores import (
     WriteBatch,
     event_key,
 )
+from contact_center.stores import webhooks as wh
 from contact_center.stores.rows import (
     ALERT_COLUMNS,
+    RESOLVE_LEGACY_ALERTS,
     alert_filters,
     alert_values,
     as_alert,
@@ -141,11 +145,12 @@ MIGRATIONS: list[str] = [
         replies json
     );
     """,
-    """
+    f"""
     ALTER TABLE alerts ADD COLUMN version integer NOT NULL DEFAULT 1,
         ADD COLUMN last_hit_at double precision, ADD COLUMN assignee text,
         ADD COLUMN rule_ids text, ADD COLUMN document json;
     CREATE INDEX alerts_status ON alerts (status, id);
+    {RESOLVE_LEGACY_ALERTS};
     CREATE TABLE alert_events (
         id bigserial PRIMARY KEY,
         alert_id text NOT NULL,
@@ -157,6 +162,43 @@ MIGRATIONS: list[str] = [
         alert json
     );
     CREATE INDEX alert_events_alert ON alert_events (alert_id);
+    CREATE TABLE webhooks (
+        id text PRIMARY KEY,
+        url text NOT NULL,
+        events json NOT NULL,
+        min_severity text NOT NULL,
+        queues json,
+        secret text NOT NULL,
+        enabled boolean NOT NULL,
+        disabled_reason text,
+        failing_since double precision,
+        after_event_id bigint NOT NULL,
+        created_at double precision NOT NULL,
+        created_by text
+    );
+    CREATE TABLE webhook_deliveries (
+        id bigserial PRIMARY KEY,
+        webhook_id text NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+        event_id bigint NOT NULL,
+        message_id text NOT NULL,
+        type text NOT NULL,
+        payload text NOT NULL,
+        status text NOT NULL,
+        attempts integer NOT NULL,
+        next_attempt_at double precision NOT NULL,
+        lease_until double precision,
+        last_status integer,
+        last_error text,
+        created_at double precision NOT NULL,
+        delivered_at double precision,
+        UNIQUE (webhook_id, event_id)
+    );
+    CREATE INDEX webhook_deliveries_due
+        ON webhook_deliveries (webhook_id, status, next_attempt_at);
+    CREATE TABLE webhook_cursor (
+        id integer PRIMARY KEY CHECK (id = 1),
+        through bigint NOT NULL
+    );
     """,
 ]
 IDLE_IN_TRANSACTION_MS = 5000
@@ -463,7 +505,7 @@ class PostgresStore:
     async def alert_history(self, alert_id: str) -> list[dict[str, Any]]:
         return [as_alert_change(r) for r in await self.pool.fetch(
             "SELECT id, type, at, actor, origin FROM alert_events WHERE alert_id = $1 "
-            "ORDER BY id", alert_id)]
+            "ORDER BY id LIMIT $2", alert_id, HISTORY_LIMIT)]
 
     async def change_ended_alert(self, alert_id: str, change: AlertChange, by: str,
                                  origin: str | None, now: float) -> AlertEventRow | None:
@@ -493,6 +535,73 @@ class PostgresStore:
 
     async def newest_alert_event(self) -> int:
         return int(await self.pool.fetchval("SELECT coalesce(max(id), 0) FROM alert_events"))
+
+    # -- webhooks ---------------------------------------------------------------------
+
+    async def add_webhook(self, hook: dict[str, Any]) -> dict[str, Any]:
+        async with self.pool.acquire() as db, db.transaction():
+            # Numbering alert events waits for this: none falls between read and add.
+            await db.execute("SELECT pg_advisory_xact_lock($1)", _ALERT_EVENTS_LOCK)
+            stored = hook | {"after_event_id": await db.fetchval(wh.NEWEST_EVENT)}
+            await db.execute(wh.numbered(wh.ADD_WEBHOOK), *wh.webhook_values(stored, _as_is))
+        return stored
+
+    async def list_webhooks(self) -> list[dict[str, Any]]:
+        return [wh.as_webhook(r, _as_is) for r in await self.pool.fetch(
+            "SELECT * FROM webhooks ORDER BY created_at, id")]
+
+    async def get_webhook(self, webhook_id: str) -> dict[str, Any] | None:
+        row = await self.pool.fetchrow("SELECT * FROM webhooks WHERE id = $1", webhook_id)
+        return None if row is None else wh.as_webhook(row, _as_is)
+
+    async def update_webhook(self, webhook_id: str,
+                             changes: dict[str, Any]) -> dict[str, Any] | None:
+        row = await self.pool.fetchrow(wh.numbered(wh.update_webhook(changes)),
+                                       *changes.values(), webhook_id)
+        return None if row is None else wh.as_webhook(row, _as_is)
+
+    async def delete_webhook(self, webhook_id: str) -> bool:
+        return _count(await self.pool.execute("DELETE FROM webhooks WHERE id = $1",
+                                              webhook_id)) > 0
+
+    async def webhooks_fanned_out(self) -> int:
+        return int(await self.pool.fetchval(wh.FANNED_OUT))
+
+    async def add_deliveries(self, deliveries: list[tuple[Any, ...]], through: int) -> None:
+        async with self.pool.acquire() as db, db.transaction():
+            if deliveries:
+                await db.executemany(wh.numbered(wh.ADD_DELIVERY), deliveries)
+            await db.execute(wh.numbered(wh.ADVANCE), through)
+
+    async def claim_deliveries(self, webhook_id: str, now: float, lease_until: float,
+                               limit: int) -> list[dict[str, Any]]:
+        return [wh.as_delivery(r) for r in await self.pool.fetch(
+            wh.numbered(wh.CLAIM.format(lock="FOR UPDATE SKIP LOCKED")),
+            lease_until, webhook_id, now, now, limit)]
+
+    async def settle_delivery(self, outcome: DeliveryOutcome) -> bool:
+        async with self.pool.acquire() as db, db.transaction():
+            for sql, args in wh.settling(outcome):
+                row = await db.fetchrow(wh.numbered(sql), *args)
+            reason = wh.disabling(outcome, row)
+            if reason is not None:
+                await db.execute(wh.numbered(wh.DISABLE), False, reason, outcome.webhook_id)
+        return reason is not None
+
+    async def list_deliveries(self, webhook_id: str, status: str | None,
+                              before: int | None, limit: int) -> list[dict[str, Any]]:
+        sql, args = wh.list_deliveries(status, before)
+        return [wh.as_delivery(r) for r in await self.pool.fetch(
+            wh.numbered(sql), webhook_id, *args, limit)]
+
+    async def redeliver(self, webhook_id: str, delivery_id: int,
+                        now: float) -> dict[str, Any] | None:
+        row = await self.pool.fetchrow(wh.numbered(wh.REDELIVER), now, webhook_id,
+                                       delivery_id)
+        return None if row is None else wh.as_delivery(row)
+
+    async def release_delivery_leases(self) -> None:
+        await self.pool.execute(wh.RELEASE)
 
     async def prune_alert_events(self, before: float) -> int:
         async with self.pool.acquire() as db, db.transaction():

@@ -56,6 +56,14 @@ def as_alert(row: Row, decode: Decode) -> dict[str, Any]:
     return alert
 
 
+# Upgrading to the alert workflow: alerts were one per hit, all open for ever. The newest
+# of each live conversation becomes its alert; the rest are resolved (no resolution).
+RESOLVE_LEGACY_ALERTS = """
+UPDATE alerts SET status = 'resolved' WHERE status = 'open' AND id NOT IN (
+    SELECT max(a.id) FROM alerts a JOIN conversations c ON c.id = a.conversation_id
+    WHERE c.status = 'live' GROUP BY a.conversation_id)
+"""
+
 ALERT_COLUMNS = ("id", "conversation_id", "rule_id", "rule_version", "rule_name", "kind",
                  "severity", "reason", "raised_at", "agent_id", "queue", "evidence",
                  "status", "version", "last_hit_at", "assignee", "rule_ids", "document")
@@ -64,7 +72,7 @@ ALERT_COLUMNS = ("id", "conversation_id", "rule_id", "rule_version", "rule_name"
 def alert_values(alert: dict[str, Any], encode: Callable[[Any], Any]) -> tuple[Any, ...]:
     """An alert's row, in ALERT_COLUMNS order: the columns filters use, and the whole
     alert in ``document`` (``evidence`` is left empty: the document holds it)."""
-    rule_ids = "," + ",".join(sorted({h["rule_id"] for h in alert["hits"]})) + ","
+    rule_ids = "," + ",".join(alert["rule_ids"]) + ","
     return (alert["id"], alert["conversation_id"], alert["rule_id"], alert["rule_version"],
             alert["rule_name"], alert["kind"], alert["severity"], alert["reason"],
             alert["first_raised_at"], alert["agent_id"], alert["queue"], encode({}),

@@ -21,11 +21,13 @@ from typing import Any, TextIO, TypeVar
 
 from analytics.history import History, agent_assignments
 from contact_center.stores import (
+    HISTORY_LIMIT,
     SEARCH_SECONDS,
     AlertChange,
     AlertEventRow,
     AlertEvents,
     AlertQuery,
+    DeliveryOutcome,
     HistoryQuery,
     QueryTimeout,
     SearchQuery,
@@ -33,8 +35,10 @@ from contact_center.stores import (
     WriteBatch,
     event_key,
 )
+from contact_center.stores import webhooks as wh
 from contact_center.stores.rows import (
     ALERT_COLUMNS,
+    RESOLVE_LEGACY_ALERTS,
     alert_filters,
     alert_values,
     as_alert,
@@ -123,6 +127,43 @@ CREATE TABLE IF NOT EXISTS alert_events (
     alert TEXT
 );
 CREATE INDEX IF NOT EXISTS alert_events_alert ON alert_events(alert_id);
+CREATE TABLE IF NOT EXISTS webhooks (
+    id TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    events TEXT NOT NULL,
+    min_severity TEXT NOT NULL,
+    queues TEXT,
+    secret TEXT NOT NULL,
+    enabled INTEGER NOT NULL,
+    disabled_reason TEXT,
+    failing_since REAL,
+    after_event_id INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    created_by TEXT
+);
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    webhook_id TEXT NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+    event_id INTEGER NOT NULL,
+    message_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_attempt_at REAL NOT NULL,
+    lease_until REAL,
+    last_status INTEGER,
+    last_error TEXT,
+    created_at REAL NOT NULL,
+    delivered_at REAL,
+    UNIQUE (webhook_id, event_id)
+);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due
+    ON webhook_deliveries(webhook_id, status, next_attempt_at);
+CREATE TABLE IF NOT EXISTS webhook_cursor (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    through INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS users (
     id TEXT PRIMARY KEY,
@@ -375,7 +416,7 @@ class SQLiteStore:
     async def alert_history(self, alert_id: str) -> list[dict[str, Any]]:
         return await self._reader.run(lambda db: [as_alert_change(r) for r in db.execute(
             "SELECT id, type, at, actor, origin FROM alert_events WHERE alert_id = ? "
-            "ORDER BY id", (alert_id,))])
+            "ORDER BY id LIMIT ?", (alert_id, HISTORY_LIMIT))])
 
     async def change_ended_alert(self, alert_id: str, change: AlertChange, by: str,
                                  origin: str | None, now: float) -> AlertEventRow | None:
@@ -404,6 +445,104 @@ class SQLiteStore:
 
     async def prune_alert_events(self, before: float) -> int:
         return await self._writer.run(lambda db: _prune_alert_events(db, before))
+
+    # -- webhooks ---------------------------------------------------------------------
+
+    async def add_webhook(self, hook: dict[str, Any]) -> dict[str, Any]:
+        def q(db: sqlite3.Connection) -> dict[str, Any]:
+            db.execute("BEGIN IMMEDIATE")  # (no alert event between reading and adding)
+            try:
+                stored = hook | {"after_event_id": db.execute(wh.NEWEST_EVENT).fetchone()[0]}
+                db.execute(wh.ADD_WEBHOOK, wh.webhook_values(stored, codec.dumps))
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            return stored
+
+        return await self._writer.run(q)
+
+    async def list_webhooks(self) -> list[dict[str, Any]]:
+        return await self._reader.run(lambda db: [wh.as_webhook(r, codec.loads) for r in
+                                                  db.execute("SELECT * FROM webhooks "
+                                                             "ORDER BY created_at, id")])
+
+    async def get_webhook(self, webhook_id: str) -> dict[str, Any] | None:
+        def q(db: sqlite3.Connection) -> dict[str, Any] | None:
+            row = db.execute("SELECT * FROM webhooks WHERE id = ?", (webhook_id,)).fetchone()
+            return None if row is None else wh.as_webhook(row, codec.loads)
+
+        return await self._reader.run(q)
+
+    async def update_webhook(self, webhook_id: str,
+                             changes: dict[str, Any]) -> dict[str, Any] | None:
+        values = [codec.dumps(v) if k in ("events", "queues") and v is not None else v
+                  for k, v in changes.items()]
+
+        def q(db: sqlite3.Connection) -> dict[str, Any] | None:
+            row = db.execute(wh.update_webhook(changes), [*values, webhook_id]).fetchone()
+            return None if row is None else wh.as_webhook(row, codec.loads)
+
+        return await self._writer.run(q)
+
+    async def delete_webhook(self, webhook_id: str) -> bool:
+        cursor = await self._writer.run(lambda db: db.execute(
+            "DELETE FROM webhooks WHERE id = ?", (webhook_id,)))
+        return cursor.rowcount > 0
+
+    async def webhooks_fanned_out(self) -> int:
+        return await self._reader.run(lambda db: int(db.execute(wh.FANNED_OUT).fetchone()[0]))
+
+    async def add_deliveries(self, deliveries: list[tuple[Any, ...]], through: int) -> None:
+        def q(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(wh.ADD_DELIVERY, deliveries)
+                db.execute(wh.ADVANCE, (through,))
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
+        await self._writer.run(q)
+
+    async def claim_deliveries(self, webhook_id: str, now: float, lease_until: float,
+                               limit: int) -> list[dict[str, Any]]:
+        return await self._writer.run(lambda db: [wh.as_delivery(r) for r in db.execute(
+            wh.CLAIM.format(lock=""), (lease_until, webhook_id, now, now, limit)).fetchall()])
+
+    async def settle_delivery(self, outcome: DeliveryOutcome) -> bool:
+        def q(db: sqlite3.Connection) -> bool:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                disabled = _settle(db.execute, outcome)
+                db.execute("COMMIT")
+                return disabled
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
+        return await self._writer.run(q)
+
+    async def list_deliveries(self, webhook_id: str, status: str | None,
+                              before: int | None, limit: int) -> list[dict[str, Any]]:
+        sql, args = wh.list_deliveries(status, before)
+        return await self._reader.run(lambda db: [wh.as_delivery(r) for r in db.execute(
+            sql, [webhook_id, *args, limit])])
+
+    async def redeliver(self, webhook_id: str, delivery_id: int,
+                        now: float) -> dict[str, Any] | None:
+        def q(db: sqlite3.Connection) -> dict[str, Any] | None:
+            row = db.execute(wh.REDELIVER, (now, webhook_id, delivery_id)).fetchone()
+            return None if row is None else wh.as_delivery(row)
+
+        return await self._writer.run(q)
+
+    async def release_delivery_leases(self) -> None:
+        await self._writer.run(lambda db: db.execute(wh.RELEASE))
 
     async def search(self, query: SearchQuery) -> list[dict[str, Any]]:
         return await self._analyst.run(lambda db: _search(db, query))
@@ -443,6 +582,8 @@ def _migrate(db: sqlite3.Connection) -> None:
         have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
         if column not in have:
             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+            if (table, column) == ("alerts", "document"):
+                db.execute(RESOLVE_LEGACY_ALERTS)
     db.executescript(_ADDED_INDEXES)
 
 
@@ -516,6 +657,16 @@ def _change_ended_alert(db: sqlite3.Connection, alert_id: str, change: AlertChan
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
+
+
+def _settle(execute: Callable[..., Any], o: DeliveryOutcome) -> bool:
+    """Record a try inside a transaction; whether the endpoint was disabled."""
+    for sql, args in wh.settling(o):
+        row = execute(sql, args).fetchone()
+    reason = wh.disabling(o, row)
+    if reason is not None:
+        execute(wh.DISABLE, (False, reason, o.webhook_id))
+    return reason is not None
 
 
 def _prune_alert_events(db: sqlite3.Connection, before: float) -> int:

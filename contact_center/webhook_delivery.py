@@ -1,0 +1,169 @@
+"""Delivering webhooks (docs/alerts.md#webhooks): alert events become delivery rows (the
+outbox), which are claimed with a lease, POSTed signed, and settled: delivered, retried
+later with backoff, or given up; an endpoint failing for too long is disabled.
+
+Every API node runs one; in the scale-out deployment they share the work through the
+store (each delivery row is added once and claimed by one node at a time), so each event
+reaches each endpoint once, and again with the same ``webhook-id`` only when a try's
+outcome was lost (a node that died mid-try: its lease runs out). A slow or dead receiver
+holds at most PER_ENDPOINT tries at once, never the pipeline or another endpoint's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+import time
+from typing import Any
+
+import httpx2 as httpx
+
+from contact_center import stopping
+from contact_center.stores import DeliveryOutcome, Store
+from monitoring import webhooks
+from monitoring.webhooks import Networks
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 1.0  # new alert events are looked for this often (and when woken)
+FAN_OUT_BATCH = 500  # alert events turned into deliveries per transaction
+PER_ENDPOINT = 4  # tries in flight per endpoint
+CLOSE_SECONDS = 1.0
+
+
+class WebhookDelivery:
+    def __init__(self, store: Store, allowed: Networks, timeout: float,
+                 disable_after: float) -> None:
+        self.store, self.allowed = store, allowed
+        self.timeout, self.disable_after = timeout, disable_after
+        self.lease_seconds = timeout + 20.0  # a try ends well within its lease
+        self._wake = asyncio.Event()
+        self._in_flight: dict[str, set[asyncio.Task[None]]] = {}
+        self._runner: asyncio.Task[None] | None = None
+        # Redirects are not followed (a redirect could lead anywhere: a failed try), nor
+        # proxies from the environment (the checked address is the one called).
+        self._client = httpx.AsyncClient(trust_env=False, follow_redirects=False,
+                                         timeout=timeout)
+
+    def wake(self) -> None:
+        """An alert event was committed: look now, not at the next tick."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._runner = asyncio.create_task(self._run(), name="webhook-delivery")
+
+    @property
+    def tasks(self) -> list[asyncio.Task[None]]:
+        tries = [t for ts in self._in_flight.values() for t in ts]
+        return [*([self._runner] if self._runner else []), *tries]
+
+    async def stop(self) -> None:
+        """Stop trying (a try cut short is tried again: embedded at the next start,
+        scale-out once its lease runs out), then close the HTTP client."""
+        await stopping.cancel(self.tasks, "webhook deliveries")
+        await stopping.step("closing the webhook client", self._client.aclose(),
+                            CLOSE_SECONDS)
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), TICK_SECONDS)
+            self._wake.clear()
+            try:
+                await self.fan_out()
+                await self._claim()
+            except Exception:
+                log.warning("webhook delivery failed a step; retrying", exc_info=True)
+                await asyncio.sleep(TICK_SECONDS)
+
+    async def fan_out(self) -> None:
+        """Add a delivery for each new alert event and each endpoint that wants it."""
+        through = await self.store.webhooks_fanned_out()
+        while True:
+            page = await self.store.alert_events_after(through, FAN_OUT_BATCH)
+            if not page.events:
+                return
+            # Read after the events: an endpoint added since wants only later ones.
+            hooks = [h for h in await self.store.list_webhooks() if h["enabled"]]
+            now = time.time()
+            rows = [(h["id"], e["event_id"], webhooks.message_id(e["event_id"], h["id"]),
+                     e["type"], webhooks.payload(e, now), now, now)
+                    for e in page.events for h in hooks if webhooks.wants(h, e)]
+            through = page.events[-1]["event_id"]
+            await self.store.add_deliveries(rows, through)
+            if len(page.events) < FAN_OUT_BATCH:
+                return
+
+    async def _claim(self) -> None:
+        now = time.time()
+        for hook in await self.store.list_webhooks():
+            if not hook["enabled"]:
+                continue
+            running = self._in_flight.setdefault(hook["id"], set())
+            room = PER_ENDPOINT - len(running)
+            if room <= 0:
+                continue
+            for delivery in await self.store.claim_deliveries(
+                    hook["id"], now, now + self.lease_seconds, room):
+                task = asyncio.create_task(self._try(hook, delivery))
+                running.add(task)
+                task.add_done_callback(running.discard)
+
+    async def _try(self, hook: dict[str, Any], delivery: dict[str, Any]) -> None:
+        started = time.time()
+        status, error = await self._post(hook, delivery)
+        retry = None
+        if error is not None:
+            delay = webhooks.retry_delay(delivery["attempts"])
+            retry = None if delay is None else time.time() + delay
+            log.info("webhook %s: delivery %s failed (%s)%s", hook["id"], delivery["id"],
+                     error, "" if retry else "; given up")
+        outcome = DeliveryOutcome(delivery["id"], hook["id"], started, status, error, retry,
+                                  self.disable_after)
+        if await self.store.settle_delivery(outcome):
+            log.warning("webhook %s disabled: it has been failing for over %.0f s",
+                        hook["id"], self.disable_after)
+        self.wake()  # (its next due delivery may go now)
+
+    async def _post(self, hook: dict[str, Any],
+                    delivery: dict[str, Any]) -> tuple[int | None, str | None]:
+        """One try: (the HTTP status, the error; None when delivered)."""
+        url = httpx.URL(hook["url"])
+        try:
+            address = await checked_address(url, self.allowed)
+        except (OSError, ValueError) as exc:
+            return None, f"refused: {exc}"
+        headers = webhooks.signed_headers(hook["secret"], delivery["message_id"],
+                                          delivery["payload"], time.time())
+        headers["host"] = url.netloc.decode()
+        ip = ipaddress.ip_address(address)
+        pinned = url.copy_with(host=address if ip.version == 4 else f"[{address}]")
+        extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
+        try:
+            response = await self._client.post(pinned, content=delivery["payload"],
+                                               headers=headers, extensions=extensions)
+        except httpx.HTTPError as exc:
+            return None, f"{type(exc).__name__}: {exc}"[:500]
+        if 200 <= response.status_code < 300:
+            return response.status_code, None
+        return response.status_code, f"HTTP {response.status_code}"
+
+
+async def checked_address(url: Any, allowed: Networks) -> str:
+    """The address to call for ``url``, resolved now; ValueError when the URL is not
+    http(s) or any address it resolves to is refused (`webhooks.refused_address`):
+    then a name that also resolves to a private address cannot be used to reach it."""
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError("a webhook URL is http:// or https:// with a host")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    infos = await asyncio.get_running_loop().getaddrinfo(url.host, port,
+                                                         type=socket.SOCK_STREAM)
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    for address in addresses:
+        reason = webhooks.refused_address(address, allowed)
+        if reason is not None:
+            raise ValueError(reason)
+    return addresses[0]

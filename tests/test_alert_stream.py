@@ -1,0 +1,96 @@
+"""The alert sequencer's order when events arrive out of order or the store fails, and the
+pure webhook rules (which addresses may be called, retry delays)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from typing import Any
+
+import pytest
+
+from monitoring import codec
+from monitoring.alert_stream import AlertEvents, AlertSequencer
+from monitoring.hub import Hub
+from monitoring.messages import ALERT_EVENTS_TOPIC, ALERTS_TOPIC
+from monitoring.webhooks import (
+    MAX_ATTEMPTS,
+    RETRY_DELAYS,
+    allowed_networks,
+    refused_address,
+    retry_delay,
+)
+
+
+def event(event_id: int) -> dict[str, Any]:
+    return {"type": "alert.updated", "event_id": event_id,
+            "alert": {"agent_id": "a1", "queue": "q", "id": "x"}}
+
+
+class Log:
+    """The store's alert events, as committed (a list), able to fail."""
+
+    def __init__(self, ids: list[int]) -> None:
+        self.events = [event(i) for i in ids]
+        self.failing = False
+
+    async def alert_events_after(self, after: int, limit: int) -> AlertEvents:
+        if self.failing:
+            raise OSError("the database is down")
+        return AlertEvents([e for e in self.events if e["event_id"] > after][:limit], 0)
+
+    async def newest_alert_event(self) -> int:
+        return max((e["event_id"] for e in self.events), default=0)
+
+    async def prune_alert_events(self, before: float) -> int:
+        return 0
+
+
+def test_events_out_of_order_wait_for_the_store_and_a_failing_store_asks_for_resync() -> None:
+    async def scenario() -> list[Any]:
+        hub, log = Hub(), Log([1, 2, 3, 4, 5])
+        sequencer = AlertSequencer(hub, log, keep_seconds=3600)
+        await sequencer.start()
+        sub = hub.subscribe(ALERTS_TOPIC, accept=lambda meta: True)
+        log.events += [event(6), event(7), event(8)]  # committed; 8 published first
+        log.failing = True
+        hub.publish(ALERT_EVENTS_TOPIC, event(8), number=8)
+        received = [await asyncio.wait_for(sub.next(), 5)]  # a resync, not event 8
+        assert sequencer.delivered == 5 and not sequencer.tasks[0].done()
+        log.failing = False  # the next look at the store passes 6, 7, 8 on, in order
+        received += [await asyncio.wait_for(sub.next(), 5) for _ in range(3)]
+        hub.publish(ALERT_EVENTS_TOPIC, event(8), number=8)  # late: already passed on
+        hub.publish(ALERT_EVENTS_TOPIC, event(9), number=9)
+        log.events.append(event(9))
+        received.append(await asyncio.wait_for(sub.next(), 5))
+        for task in sequencer.tasks:
+            task.cancel()
+        return received
+
+    received = asyncio.run(scenario())
+    assert json.loads(received[0].text)["type"] == "resync"
+    assert [m.number for m in received[1:]] == [6, 7, 8, 9]
+    assert [codec.loads(m.text)["event_id"] for m in received[1:]] == [6, 7, 8, 9]
+
+
+@pytest.mark.parametrize(("address", "refused"), [
+    ("93.184.216.34", False), ("2606:2800:220:1::1", False),
+    ("127.0.0.1", True), ("10.0.0.7", True), ("192.168.1.1", True), ("172.16.0.1", True),
+    ("169.254.169.254", True), ("::1", True), ("fe80::1", True), ("fc00::1", True),
+    ("0.0.0.0", True), ("224.0.0.1", True), ("::ffff:127.0.0.1", True),
+    ("100.64.0.1", True)])
+def test_only_public_addresses_unless_allowed(address: str, refused: bool) -> None:
+    assert (refused_address(address, []) is not None) == refused
+    allowed = allowed_networks(["127.0.0.0/8", "10.0.0.0/8", "::1/128"])
+    if address in ("127.0.0.1", "10.0.0.7", "::1", "::ffff:127.0.0.1"):
+        assert refused_address(address, allowed) is None
+
+
+def test_retries_back_off_with_jitter_then_give_up() -> None:
+    rng = random.Random(7)
+    for attempts, base in enumerate(RETRY_DELAYS, 1):
+        delay = retry_delay(attempts, rng)
+        assert delay is not None and base / 2 <= delay <= base
+    assert retry_delay(MAX_ATTEMPTS, rng) is None
+    assert sum(RETRY_DELAYS) > 12 * 3600  # "for hours"
