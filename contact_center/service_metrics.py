@@ -34,7 +34,8 @@ BUS_DEPTH = Gauge("cc_bus_depth", "Events accepted and not yet answered on this 
 
 # -- pipeline (embedded server, or a scale-out worker) -----------------------------------
 SEGMENTS_SCORED = Counter("cc_segments_scored", "Final segments sentiment-scored")
-ALERTS = Counter("cc_alerts_raised", "Escalation alerts raised, by rule and severity",
+ALERTS = Counter("cc_alerts_raised", "Rule hits (each joins or opens its conversation's "
+                 "alert), by rule and severity",
                  ["rule", "severity"])
 BATCH_SIZE = Histogram("cc_batch_events", "Events per pipeline batch",
                        buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000))

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 TICK_SECONDS = 1.0  # new alert events are looked for this often (and when woken)
 FAN_OUT_BATCH = 500  # alert events turned into deliveries per transaction
-PER_ENDPOINT = 4  # tries in flight per endpoint
+PER_ENDPOINT = 8  # tries in flight per endpoint
+TAKEN_PER_ENDPOINT = 32  # deliveries an endpoint may have leased here (tried 8 at a time)
 CLOSE_SECONDS = 1.0
 
 
@@ -39,9 +40,12 @@ class WebhookDelivery:
                  disable_after: float) -> None:
         self.store, self.allowed = store, allowed
         self.timeout, self.disable_after = timeout, disable_after
-        self.lease_seconds = timeout + 20.0  # a try ends well within its lease
+        # A leased delivery is tried well within its lease, even the last of those taken.
+        self.lease_seconds = timeout * (TAKEN_PER_ENDPOINT // PER_ENDPOINT) + 20.0
+        self._slots: dict[str, asyncio.Semaphore] = {}
         self._wake = asyncio.Event()
         self._in_flight: dict[str, set[asyncio.Task[None]]] = {}
+        self._outcomes: list[DeliveryOutcome] = []  # tries ended, not recorded yet
         self._runner: asyncio.Task[None] | None = None
         # Redirects are not followed (a redirect could lead anywhere: a failed try), nor
         # proxies from the environment (the checked address is the one called).
@@ -64,6 +68,7 @@ class WebhookDelivery:
         """Stop trying (a try cut short is tried again: embedded at the next start,
         scale-out once its lease runs out), then close the HTTP client."""
         await stopping.cancel(self.tasks, "webhook deliveries")
+        await stopping.step("recording webhook tries", self._settle(), CLOSE_SECONDS)
         await stopping.step("closing the webhook client", self._client.aclose(),
                             CLOSE_SECONDS)
 
@@ -73,27 +78,53 @@ class WebhookDelivery:
                 await asyncio.wait_for(self._wake.wait(), TICK_SECONDS)
             self._wake.clear()
             try:
+                await self._settle()
                 await self.fan_out()
                 await self._claim()
             except Exception:
                 log.warning("webhook delivery failed a step; retrying", exc_info=True)
                 await asyncio.sleep(TICK_SECONDS)
 
+    async def _settle(self) -> None:
+        """Record the tries that ended since the last time, in one transaction."""
+        if not self._outcomes:
+            return
+        outcomes, self._outcomes = self._outcomes, []
+        try:
+            disabled = await self.store.settle_deliveries(outcomes)
+        except Exception:
+            self._outcomes[:0] = outcomes  # (recorded at the next look)
+            raise
+        for webhook_id in disabled:
+            log.warning("webhook %s disabled: it has been failing for over %.0f s",
+                        webhook_id, self.disable_after)
+
     async def fan_out(self) -> None:
-        """Add a delivery for each new alert event and each endpoint that wants it."""
+        """Add a delivery for each new alert event and each endpoint that wants it; the
+        ones this node has room for come leased to it, and are tried at once."""
         through = await self.store.webhooks_fanned_out()
         while True:
             page = await self.store.alert_events_after(through, FAN_OUT_BATCH)
             if not page.events:
                 return
             # Read after the events: an endpoint added since wants only later ones.
-            hooks = [h for h in await self.store.list_webhooks() if h["enabled"]]
+            hooks = {h["id"]: h for h in await self.store.list_webhooks() if h["enabled"]}
+            room = {i: TAKEN_PER_ENDPOINT - len(self._in_flight.get(i, ())) for i in hooks}
             now = time.time()
-            rows = [(h["id"], e["event_id"], webhooks.message_id(e["event_id"], h["id"]),
-                     e["type"], webhooks.payload(e, now), now, now)
-                    for e in page.events for h in hooks if webhooks.wants(h, e)]
+            rows = []
+            for e in page.events:
+                for h in hooks.values():
+                    if webhooks.wants(h, e):
+                        leased = room[h["id"]] > 0
+                        room[h["id"]] -= leased
+                        rows.append((h["id"], e["event_id"],
+                                     webhooks.message_id(e["event_id"], h["id"]), e["type"],
+                                     webhooks.payload(e, now), int(leased), now, now,
+                                     now + self.lease_seconds if leased else None))
             through = page.events[-1]["event_id"]
-            await self.store.add_deliveries(rows, through)
+            for delivery in await self.store.add_deliveries(rows, through):
+                if delivery["attempts"]:  # leased to this node
+                    self._start(hooks[delivery["webhook_id"]], delivery)
             if len(page.events) < FAN_OUT_BATCH:
                 return
 
@@ -102,31 +133,32 @@ class WebhookDelivery:
         for hook in await self.store.list_webhooks():
             if not hook["enabled"]:
                 continue
-            running = self._in_flight.setdefault(hook["id"], set())
-            room = PER_ENDPOINT - len(running)
+            room = TAKEN_PER_ENDPOINT - len(self._in_flight.get(hook["id"], ()))
             if room <= 0:
                 continue
             for delivery in await self.store.claim_deliveries(
                     hook["id"], now, now + self.lease_seconds, room):
-                task = asyncio.create_task(self._try(hook, delivery))
-                running.add(task)
-                task.add_done_callback(running.discard)
+                self._start(hook, delivery)
+
+    def _start(self, hook: dict[str, Any], delivery: dict[str, Any]) -> None:
+        running = self._in_flight.setdefault(hook["id"], set())
+        task = asyncio.create_task(self._try(hook, delivery))
+        running.add(task)
+        task.add_done_callback(running.discard)
 
     async def _try(self, hook: dict[str, Any], delivery: dict[str, Any]) -> None:
-        started = time.time()
-        status, error = await self._post(hook, delivery)
+        async with self._slots.setdefault(hook["id"], asyncio.Semaphore(PER_ENDPOINT)):
+            started = time.time()
+            status, error = await self._post(hook, delivery)
         retry = None
         if error is not None:
             delay = webhooks.retry_delay(delivery["attempts"])
             retry = None if delay is None else time.time() + delay
             log.info("webhook %s: delivery %s failed (%s)%s", hook["id"], delivery["id"],
                      error, "" if retry else "; given up")
-        outcome = DeliveryOutcome(delivery["id"], hook["id"], started, status, error, retry,
-                                  self.disable_after)
-        if await self.store.settle_delivery(outcome):
-            log.warning("webhook %s disabled: it has been failing for over %.0f s",
-                        hook["id"], self.disable_after)
-        self.wake()  # (its next due delivery may go now)
+        self._outcomes.append(DeliveryOutcome(delivery["id"], hook["id"], started, status,
+                                              error, retry, self.disable_after))
+        self.wake()  # (recorded, and its next due delivery may go, now)
 
     async def _post(self, hook: dict[str, Any],
                     delivery: dict[str, Any]) -> tuple[int | None, str | None]:

@@ -22,6 +22,7 @@ import httpx2 as httpx
 import pytest
 import redis.asyncio as aioredis
 from fastapi.testclient import TestClient
+from standardwebhooks.webhooks import Webhook
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -50,7 +51,9 @@ from tests.conftest import (
     run,
     wait_for_partitions,
 )
+from tests.test_alert_workflow import INSULT
 from tests.test_server import PROJECT, cli, command
+from tests.test_webhooks import Receiver
 
 PARTITIONS = 8
 
@@ -839,3 +842,42 @@ def test_a_node_stops_in_time_with_redis_down_and_a_reply_pending(
 
 def test_a_node_stops_in_time_with_a_reply_pending(deployment: Deployment) -> None:
     _stop_with_a_reply_pending(deployment, redis_down=False)
+
+
+def test_each_alert_event_reaches_a_webhook_once_from_two_nodes(deployment: Deployment) -> None:
+    """Two API nodes both deliver webhooks from the shared outbox: every alert event
+    reaches the endpoint once (one webhook-id each), signed, none missing."""
+    allowed = {"CC_WEBHOOK_ALLOWED_NETWORKS": '["127.0.0.0/8"]'}
+    node1, node2 = deployment.node(**allowed), deployment.node(**allowed)
+    deployment.worker()
+    deployment.wait_until_owned(node1, workers=1)
+    admin = _bearer(deployment.token("root", "Admin"))
+    connector = _bearer(deployment.token("feed", "Connector"))
+    receiver = Receiver()
+    try:
+        hook = httpx.post(f"{node1}/v1/webhooks", headers=admin, json={
+            "url": receiver.url, "events": ["alert.raised", "alert.updated",
+                                            "alert.escalated", "alert.resolved"]}).json()
+        for i in range(10):
+            cid = f"h{i}"
+            assert httpx.post(f"{node2}/v1/conversations", headers=connector,
+                              json={"id": cid, "agent_id": "a1"}).status_code == 201
+            assert httpx.post(f"{node2}/v1/conversations/{cid}/segments", headers=connector,
+                              json={"segments": [{"segment_id": "s1", "role": "customer",
+                                                  "text": INSULT}]}).status_code == 200
+            assert httpx.post(f"{node1}/v1/events", headers=connector, json={"events": [
+                {"type": "conversation.ended", "conversation_id": cid}]}).status_code == 200
+        alerts = httpx.get(f"{node1}/v1/alerts?limit=100", headers=admin).json()["alerts"]
+        assert len(alerts) == 10
+        expected = {f"msg_{e['event_id']}_{hook['id']}"
+                    for a in alerts
+                    for e in httpx.get(f"{node2}/v1/alerts/{a['id']}",
+                                       headers=admin).json()["history"]}
+        receiver.wait_for(len(expected), seconds=20)
+        time.sleep(1.5)  # (a duplicate would have arrived by now)
+        ids = [headers["webhook-id"] for headers, _ in receiver.requests]
+        assert sorted(ids) == sorted(expected)  # each once, none missing
+        for request in receiver.requests:
+            Webhook(hook["secret"]).verify(request[1], request[0])
+    finally:
+        receiver.close()

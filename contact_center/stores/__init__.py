@@ -263,17 +263,20 @@ class Store(Protocol):
     async def webhooks_fanned_out(self) -> int:
         """The newest alert event whose deliveries were added."""
         ...
-    async def add_deliveries(self, deliveries: list[tuple[Any, ...]], through: int) -> None:
-        """Add deliveries (webhook id, event id, message id, type, payload, now, now) once
-        each, and mark the alert events through ``through`` fanned out, in one
-        transaction."""
+    async def add_deliveries(self, deliveries: list[tuple[Any, ...]],
+                             through: int) -> list[dict[str, Any]]:
+        """Add deliveries (webhook id, event id, message id, type, payload, attempts,
+        next attempt at, created at, leased until) once each, and mark the alert events
+        through ``through`` fanned out, in one transaction; returns those added (not
+        those another node added first)."""
         ...
     async def claim_deliveries(self, webhook_id: str, now: float, lease_until: float,
                                limit: int) -> list[dict[str, Any]]:
         """Due deliveries of an endpoint nobody holds, leased until ``lease_until``."""
         ...
-    async def settle_delivery(self, outcome: DeliveryOutcome) -> bool:
-        """Record a try; whether the endpoint was disabled for failing too long."""
+    async def settle_deliveries(self, outcomes: list[DeliveryOutcome]) -> set[str]:
+        """Record tries, in one transaction; the endpoints disabled for failing too
+        long."""
         ...
     async def list_deliveries(self, webhook_id: str, status: str | None,
                               before: int | None, limit: int) -> list[dict[str, Any]]: ...

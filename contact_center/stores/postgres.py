@@ -567,11 +567,17 @@ class PostgresStore:
     async def webhooks_fanned_out(self) -> int:
         return int(await self.pool.fetchval(wh.FANNED_OUT))
 
-    async def add_deliveries(self, deliveries: list[tuple[Any, ...]], through: int) -> None:
+    async def add_deliveries(self, deliveries: list[tuple[Any, ...]],
+                             through: int) -> list[dict[str, Any]]:
+        added = []
         async with self.pool.acquire() as db, db.transaction():
-            if deliveries:
-                await db.executemany(wh.numbered(wh.ADD_DELIVERY), deliveries)
+            insert = wh.numbered(wh.ADD_DELIVERY)
+            for d in deliveries:
+                row = await db.fetchrow(insert, *d)
+                if row is not None:
+                    added.append(wh.as_delivery(row))
             await db.execute(wh.numbered(wh.ADVANCE), through)
+        return added
 
     async def claim_deliveries(self, webhook_id: str, now: float, lease_until: float,
                                limit: int) -> list[dict[str, Any]]:
@@ -579,14 +585,18 @@ class PostgresStore:
             wh.numbered(wh.CLAIM.format(lock="FOR UPDATE SKIP LOCKED")),
             lease_until, webhook_id, now, now, limit)]
 
-    async def settle_delivery(self, outcome: DeliveryOutcome) -> bool:
+    async def settle_deliveries(self, outcomes: list[DeliveryOutcome]) -> set[str]:
+        disabled = set()
         async with self.pool.acquire() as db, db.transaction():
-            for sql, args in wh.settling(outcome):
-                row = await db.fetchrow(wh.numbered(sql), *args)
-            reason = wh.disabling(outcome, row)
-            if reason is not None:
-                await db.execute(wh.numbered(wh.DISABLE), False, reason, outcome.webhook_id)
-        return reason is not None
+            for outcome in outcomes:
+                for sql, args in wh.settling(outcome):
+                    row = await db.fetchrow(wh.numbered(sql), *args)
+                reason = wh.disabling(outcome, row)
+                if reason is not None:
+                    await db.execute(wh.numbered(wh.DISABLE), False, reason,
+                                     outcome.webhook_id)
+                    disabled.add(outcome.webhook_id)
+        return disabled
 
     async def list_deliveries(self, webhook_id: str, status: str | None,
                               before: int | None, limit: int) -> list[dict[str, Any]]:

@@ -494,30 +494,33 @@ class SQLiteStore:
     async def webhooks_fanned_out(self) -> int:
         return await self._reader.run(lambda db: int(db.execute(wh.FANNED_OUT).fetchone()[0]))
 
-    async def add_deliveries(self, deliveries: list[tuple[Any, ...]], through: int) -> None:
-        def q(db: sqlite3.Connection) -> None:
+    async def add_deliveries(self, deliveries: list[tuple[Any, ...]],
+                             through: int) -> list[dict[str, Any]]:
+        def q(db: sqlite3.Connection) -> list[dict[str, Any]]:
             db.execute("BEGIN IMMEDIATE")
             try:
-                db.executemany(wh.ADD_DELIVERY, deliveries)
+                added = [wh.as_delivery(row) for d in deliveries
+                         for row in db.execute(wh.ADD_DELIVERY, d).fetchall()]
                 db.execute(wh.ADVANCE, (through,))
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
+            return added
 
-        await self._writer.run(q)
+        return await self._writer.run(q)
 
     async def claim_deliveries(self, webhook_id: str, now: float, lease_until: float,
                                limit: int) -> list[dict[str, Any]]:
         return await self._writer.run(lambda db: [wh.as_delivery(r) for r in db.execute(
             wh.CLAIM.format(lock=""), (lease_until, webhook_id, now, now, limit)).fetchall()])
 
-    async def settle_delivery(self, outcome: DeliveryOutcome) -> bool:
-        def q(db: sqlite3.Connection) -> bool:
+    async def settle_deliveries(self, outcomes: list[DeliveryOutcome]) -> set[str]:
+        def q(db: sqlite3.Connection) -> set[str]:
             db.execute("BEGIN IMMEDIATE")
             try:
-                disabled = _settle(db.execute, outcome)
+                disabled = {o.webhook_id for o in outcomes if _settle(db.execute, o)}
                 db.execute("COMMIT")
                 return disabled
             except BaseException:

@@ -28,10 +28,11 @@ FANNED_OUT = "SELECT coalesce(max(through), 0) FROM webhook_cursor"
 ADVANCE = ("INSERT INTO webhook_cursor (id, through) VALUES (1, ?) ON CONFLICT (id) DO "
            "UPDATE SET through = CASE WHEN webhook_cursor.through < excluded.through THEN "
            "excluded.through ELSE webhook_cursor.through END")
+# A new delivery may come leased to the node that adds it (attempts 1): it tries it at once.
 ADD_DELIVERY = ("INSERT INTO webhook_deliveries (webhook_id, event_id, message_id, type, "
-                "payload, status, attempts, next_attempt_at, created_at) VALUES "
-                "(?, ?, ?, ?, ?, 'pending', 0, ?, ?) ON CONFLICT (webhook_id, event_id) "
-                "DO NOTHING")
+                "payload, status, attempts, next_attempt_at, created_at, lease_until) VALUES "
+                "(?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?) ON CONFLICT (webhook_id, event_id) "
+                "DO NOTHING RETURNING *")
 # {lock}: PostgreSQL's FOR UPDATE SKIP LOCKED (SQLite has one writer at a time).
 CLAIM = ("UPDATE webhook_deliveries SET lease_until = ?, attempts = attempts + 1 WHERE id IN "
          "(SELECT id FROM webhook_deliveries WHERE webhook_id = ? AND status = 'pending' AND "
