@@ -253,3 +253,32 @@ def test_a_delivery_cut_short_by_kill_9_is_delivered_after_the_restart(
             "timestamp": verified(hook["secret"], again)["timestamp"]}
     finally:
         restarted.stop()
+
+
+@pytest.mark.app
+def test_a_stuck_receiver_delays_neither_ingest_nor_another_receiver(
+        backend: str, settings: Settings, tmp_path: Path, users: Users,
+        receiver: Receiver) -> None:
+    admin, connector = auth(users.token("Admin")), auth(users.token("Connector"))
+    stuck = Receiver()
+    stuck.release.clear()  # takes every request and never answers (until the end)
+    try:
+        with _client(settings, backend, tmp_path, webhook_allowed_networks=LOOPBACK) as client:
+            if backend == "scaleout":
+                wait_for_partitions(client)
+            use_rules(client, users, RULES)
+            for url in (stuck.url, receiver.url):
+                assert client.post("/v1/webhooks", headers=admin, json={
+                    "url": url, "events": ["alert.raised"]}).status_code == 201
+            with client.websocket_connect("/v1/ingest", headers=connector) as ws:
+                c = Connector(ws)
+                for i in range(12):  # more alerts than the stuck one is tried at once
+                    started = time.monotonic()
+                    assert c.start(f"s{i}")["status"] == "accepted"
+                    assert c.say(f"s{i}", "t1", INSULT)["status"] == "accepted"
+                    assert time.monotonic() - started < 2.0  # ingest is not held up
+            arrived = receiver.wait_for(12)
+            assert len({headers["webhook-id"] for headers, _ in arrived}) == 12
+            assert 0 < len(stuck.requests) <= 8  # at most 8 tries at a time
+    finally:
+        stuck.close()
