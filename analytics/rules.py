@@ -64,7 +64,9 @@ class _RuleBase(BaseModel):
         return data
 
     id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
-    version: int = Field(default=1, ge=1, description="Bumped by the server on every change.")
+    # Strict: a version is an integer, not true, "3" or 2.0.
+    version: int = Field(default=1, ge=1, strict=True,
+                         description="Bumped by the server on every change.")
     name: str = Field(default="", max_length=200)
     severity: Severity = "high"
     scope: Scope = Field(default_factory=Scope)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,27 @@ def test_backtest_errors(client: TestClient, admin: dict[str, str], users: Users
     manager = auth(users.token("CallCenterManager"))
     assert client.post("/v1/rules/backtest", headers=manager,
                        json={"rule_id": "abuse"}).status_code == 403
+
+
+def test_a_second_backtest_is_answered_busy_at_once(client: TestClient,
+                                                   admin: dict[str, str]) -> None:
+    lock = client.app.state.backtest_lock  # type: ignore[attr-defined]
+
+    async def hold() -> None:
+        await lock.acquire()
+
+    client.portal.call(hold)  # (a backtest running on this node)
+    try:
+        started = time.monotonic()
+        busy = client.post("/v1/rules/backtest", headers=admin,
+                           json={"rule_id": "very-negative-turn"})
+        assert time.monotonic() - started < 1.0  # not queued behind it
+        assert busy.status_code == 503 and busy.json()["code"] == "busy"
+        assert int(busy.headers["retry-after"]) > 0
+    finally:
+        client.portal.call(lock.release)  # type: ignore[arg-type]
+    done = backtest(client, admin, rule_id="very-negative-turn")
+    assert done["elapsed_ms"] >= 0
 
 
 def test_narrowing_by_scores_changes_no_result(

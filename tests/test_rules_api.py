@@ -147,11 +147,16 @@ def test_patch_one_rule(client: TestClient, admin: dict[str, str]) -> None:
 def test_patch_version_is_read_as_put_reads_it(client: TestClient,
                                                admin: dict[str, str]) -> None:
     client.post("/v1/rules", headers=admin, json=KW)
-    # PUT validates the body's version as an integer: "1" is version 1, the current one.
+    # Both read the body's version as an integer and nothing else: "1" is refused.
     put = client.put("/v1/rules/kw", headers=admin, json=KW | {"version": "1"})
+    assert put.status_code == 422 and put.json()["details"][0]["loc"][-1] == "version"
+    refused = client.patch("/v1/rules/kw", headers=admin,
+                           json={"enabled": False, "version": "1"})
+    assert refused.status_code == 422 and refused.json()["details"][0]["loc"][-1] == "version"
+    put = client.put("/v1/rules/kw", headers=admin, json=KW | {"version": 1})
     assert put.status_code == 200 and put.json()["version"] == 1
     patched = client.patch("/v1/rules/kw", headers=admin,
-                           json={"enabled": False, "version": "1"})
+                           json={"enabled": False, "version": 1})
     assert patched.status_code == 200, patched.text
     assert patched.json() == KW_STORED | {"enabled": False, "version": 2}
 
@@ -226,6 +231,10 @@ def test_rule_set_validation_errors(client: TestClient, admin: dict[str, str]) -
 
     (bad_id,) = refused({"rules": [KW | {"id": "has spaces"}]})
     assert bad_id["loc"] == ["body", "rules", "0", "keyword", "id"]
+
+    for version in (True, "3", 2.0):  # a version is an integer, nothing that reads as one
+        (not_integer,) = refused({"rules": [KW | {"version": version}]})
+        assert not_integer["loc"] == ["body", "rules", "0", "keyword", "version"], version
 
 
 def test_rules_persist_across_a_restart(settings: Settings, backend: str, tmp_path: Path,

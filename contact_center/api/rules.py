@@ -173,8 +173,8 @@ async def patch_rule(request: Request, rule_id: str,
             raise _unknown(rule_id)
         expected = change.pop("version", None)
         if expected is not None:
-            expected = _validated(lambda: TypeAdapter(int).validate_python(expected),
-                                  ("body", "version"))
+            expected = _validated(lambda: TypeAdapter(int).validate_python(
+                expected, strict=True), ("body", "version"))
         _check_version(rule_id, expected, current)
         if "id" in change and change["id"] != rule_id:
             raise _invalid(("body", "id"), "a rule's id cannot be changed; create a new rule "
@@ -250,16 +250,23 @@ class BacktestResult(BacktestOutcome):
     current: BacktestOutcome | None = Field(
         description="The saved rule with the draft's id, run over the same conversations.")
     difference: BacktestDifference | None
-    elapsed_ms: float
+    elapsed_ms: float = Field(description="The run itself: reading the history and replaying "
+                                          "it.")
+
+
+BACKTEST_BUSY_RETRY_SECONDS = 5
 
 
 @router.post("/v1/rules/backtest", response_model=BacktestResult,
-             responses={404: error("unknown_rule: no saved rule with rule_id")})
+             responses={404: error("unknown_rule: no saved rule with rule_id"),
+                        503: error("busy: another backtest is running (one at a time); "
+                                   "retry after the `Retry-After` seconds; unavailable: "
+                                   "the database is down")})
 async def run_backtest(request: Request, body: BacktestRequest,
                        _: Principal = require(Permission.RULES_MANAGE)) -> dict[str, Any]:
     """Run a draft or saved rule over recorded conversations and see what it would have
-    raised, and how that differs from the saved rule with the same id."""
-    started = time.perf_counter()
+    raised, and how that differs from the saved rule with the same id. One at a time per
+    API node: another is answered 503 ``busy`` at once."""
     if (body.rule is None) == (body.rule_id is None):
         raise _invalid(("body",), "give exactly one of rule and rule_id")
     if body.since and body.until and body.since >= body.until:
@@ -280,7 +287,13 @@ async def run_backtest(request: Request, body: BacktestRequest,
                    or (current is not None and reads_words(current))),
         with_agents=any(isinstance(r, HumanRequestedRule) for r in (rule, current)),
         limit=body.max_conversations)
-    async with request.app.state.backtest_lock:  # one at a time: each takes a core
+    lock = request.app.state.backtest_lock
+    if lock.locked():  # one at a time (each takes a core): no queue of waiting requests
+        raise HTTPException(503, {"type": "error", "code": "busy", "message": (
+            "another backtest is running on this node; retry shortly")},
+            headers={"Retry-After": str(BACKTEST_BUSY_RETRY_SECONDS)})
+    async with lock:
+        started = time.perf_counter()
         try:
             history = await request.app.state.store.load_history(query)
         except Exception:
@@ -290,4 +303,5 @@ async def run_backtest(request: Request, body: BacktestRequest,
         result = await asyncio.to_thread(backtest, rule, history,
                                          request.app.state.settings.rolling, current,
                                          body.samples)
-    return result | {"elapsed_ms": (time.perf_counter() - started) * 1000}
+        elapsed = time.perf_counter() - started
+    return result | {"elapsed_ms": elapsed * 1000}
