@@ -17,6 +17,7 @@ import ipaddress
 import logging
 import socket
 import time
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 import httpx2 as httpx
@@ -32,6 +33,8 @@ TICK_SECONDS = 1.0  # new alert events are looked for this often (and when woken
 FAN_OUT_BATCH = 500  # alert events turned into deliveries per transaction
 PER_ENDPOINT = 8  # tries in flight per endpoint
 TAKEN_PER_ENDPOINT = 32  # deliveries an endpoint may have leased here (tried 8 at a time)
+MAX_ENDPOINTS = 100  # (as the routes allow)
+RESOLVERS = 8  # threads resolving receivers' names (a dead name server holds only these)
 CLOSE_SECONDS = 1.0
 
 
@@ -48,9 +51,15 @@ class WebhookDelivery:
         self._outcomes: list[DeliveryOutcome] = []  # tries ended, not recorded yet
         self._runner: asyncio.Task[None] | None = None
         # Redirects are not followed (a redirect could lead anywhere: a failed try), nor
-        # proxies from the environment (the checked address is the one called).
-        self._client = httpx.AsyncClient(trust_env=False, follow_redirects=False,
-                                         timeout=timeout)
+        # proxies from the environment (the checked address is the one called). No
+        # connection is kept for another request: a connection is to an address, and
+        # another endpoint's name (SNI) on that address must not ride on it; and no
+        # endpoint's connections can crowd out another's.
+        self._client = httpx.AsyncClient(
+            trust_env=False, follow_redirects=False, timeout=timeout,
+            limits=httpx.Limits(max_connections=PER_ENDPOINT * MAX_ENDPOINTS,
+                                max_keepalive_connections=0))
+        self._resolver = ThreadPoolExecutor(RESOLVERS, thread_name_prefix="webhook-dns")
 
     def wake(self) -> None:
         """An alert event was committed: look now, not at the next tick."""
@@ -71,18 +80,22 @@ class WebhookDelivery:
         await stopping.step("recording webhook tries", self._settle(), CLOSE_SECONDS)
         await stopping.step("closing the webhook client", self._client.aclose(),
                             CLOSE_SECONDS)
+        self._resolver.shutdown(wait=False, cancel_futures=True)
 
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), TICK_SECONDS)
             self._wake.clear()
-            try:
-                await self._settle()
-                await self.fan_out()
-                await self._claim()
-            except Exception:
-                log.warning("webhook delivery failed a step; retrying", exc_info=True)
+            failed = False
+            for step in (self._settle, self.fan_out, self._claim):  # (each on its own)
+                try:
+                    await step()
+                except Exception:
+                    log.warning("webhook delivery: %s failed; retrying", step.__name__,
+                                exc_info=True)
+                    failed = True
+            if failed:
                 await asyncio.sleep(TICK_SECONDS)
 
     async def _settle(self) -> None:
@@ -149,7 +162,15 @@ class WebhookDelivery:
     async def _try(self, hook: dict[str, Any], delivery: dict[str, Any]) -> None:
         async with self._slots.setdefault(hook["id"], asyncio.Semaphore(PER_ENDPOINT)):
             started = time.time()
-            status, error = await self._post(hook, delivery)
+            try:
+                async with asyncio.timeout(self.timeout):  # the whole try, name included
+                    status, error = await self._post(hook, delivery)
+            except TimeoutError:
+                status, error = None, f"no answer within {self.timeout:g} s"
+            except Exception as exc:  # (whatever it was, the try is recorded)
+                log.warning("webhook %s: delivery %s failed unexpectedly", hook["id"],
+                            delivery["id"], exc_info=True)
+                status, error = None, f"{type(exc).__name__}"
         retry = None
         if error is not None:
             delay = webhooks.retry_delay(delivery["attempts"])
@@ -165,7 +186,7 @@ class WebhookDelivery:
         """One try: (the HTTP status, the error; None when delivered)."""
         url = httpx.URL(hook["url"])
         try:
-            address = await checked_address(url, self.allowed)
+            address = await checked_address(url, self.allowed, self._resolver)
         except (OSError, ValueError) as exc:
             return None, f"refused: {exc}"
         headers = webhooks.signed_headers(hook["secret"], delivery["message_id"],
@@ -175,24 +196,26 @@ class WebhookDelivery:
         pinned = url.copy_with(host=address if ip.version == 4 else f"[{address}]")
         extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
         try:
-            response = await self._client.post(pinned, content=delivery["payload"],
-                                               headers=headers, extensions=extensions)
+            # The status is all that counts: the body is not read (however large).
+            async with self._client.stream("POST", pinned, content=delivery["payload"],
+                                           headers=headers, extensions=extensions) as answer:
+                status = answer.status_code
         except httpx.HTTPError as exc:
             return None, f"{type(exc).__name__}: {exc}"[:500]
-        if 200 <= response.status_code < 300:
-            return response.status_code, None
-        return response.status_code, f"HTTP {response.status_code}"
+        if 200 <= status < 300:
+            return status, None
+        return status, f"HTTP {status}"
 
 
-async def checked_address(url: Any, allowed: Networks) -> str:
+async def checked_address(url: Any, allowed: Networks, resolver: Executor | None = None) -> str:
     """The address to call for ``url``, resolved now; ValueError when the URL is not
     http(s) or any address it resolves to is refused (`webhooks.refused_address`):
     then a name that also resolves to a private address cannot be used to reach it."""
     if url.scheme not in ("http", "https") or not url.host:
         raise ValueError("a webhook URL is http:// or https:// with a host")
     port = url.port or (443 if url.scheme == "https" else 80)
-    infos = await asyncio.get_running_loop().getaddrinfo(url.host, port,
-                                                         type=socket.SOCK_STREAM)
+    infos = await asyncio.get_running_loop().run_in_executor(
+        resolver, lambda: socket.getaddrinfo(url.host, port, type=socket.SOCK_STREAM))
     addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     for address in addresses:
         reason = webhooks.refused_address(address, allowed)

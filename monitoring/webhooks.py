@@ -76,15 +76,30 @@ def allowed_networks(cidrs: Sequence[str]) -> list[ipaddress.IPv4Network | ipadd
     return [ipaddress.ip_network(cidr, strict=False) for cidr in cidrs]
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # IPv4 addresses, reached through NAT64
+_SITE_LOCAL = ipaddress.ip_network("fec0::/10")  # deprecated, still routed privately
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address reaches (mapped, NAT64, 6to4, Teredo)."""
+    found = [ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())]
+    if ip in _NAT64:
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return [v4 for v4 in found if v4 is not None]
+
+
 def refused_address(address: str, allowed: Networks) -> str | None:
     """Why a webhook may not call this address (None: it may): a private, loopback,
-    link-local or otherwise non-public address, unless the operator allowed its network."""
+    link-local or otherwise non-public address (or an IPv6 address that reaches one),
+    unless the operator allowed its network."""
     ip = ipaddress.ip_address(address.split("%")[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     if any(ip in network for network in allowed):
         return None
-    if ip.is_global and not ip.is_multicast:
+    reached = _embedded_ipv4(ip) if isinstance(ip, ipaddress.IPv6Address) else []
+    if (ip.is_global and not ip.is_multicast and ip not in _SITE_LOCAL
+            and all(v4.is_global for v4 in reached)):
         return None
-    return (f"{ip} is not a public address (private, loopback, link-local or reserved); "
-            "allow its network with CC_WEBHOOK_ALLOWED_NETWORKS")
+    return (f"{ip} is not a public address (private, loopback, link-local or reserved, "
+            "or reaching one); allow its network with CC_WEBHOOK_ALLOWED_NETWORKS")

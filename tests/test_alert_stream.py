@@ -79,7 +79,8 @@ def test_events_out_of_order_wait_for_the_store_and_a_failing_store_asks_for_res
     ("127.0.0.1", True), ("10.0.0.7", True), ("192.168.1.1", True), ("172.16.0.1", True),
     ("169.254.169.254", True), ("::1", True), ("fe80::1", True), ("fc00::1", True),
     ("0.0.0.0", True), ("224.0.0.1", True), ("::ffff:127.0.0.1", True),
-    ("100.64.0.1", True)])
+    ("100.64.0.1", True), ("64:ff9b::a9fe:a9fe", True), ("64:ff9b::a00:5", True),
+    ("64:ff9b::5db8:d822", False), ("2002:a00:1::1", True), ("fec0::1", True)])
 def test_only_public_addresses_unless_allowed(address: str, refused: bool) -> None:
     assert (refused_address(address, []) is not None) == refused
     allowed = allowed_networks(["127.0.0.0/8", "10.0.0.0/8", "::1/128"])

@@ -267,9 +267,9 @@ def test_a_stuck_receiver_delays_neither_ingest_nor_another_receiver(
             if backend == "scaleout":
                 wait_for_partitions(client)
             use_rules(client, users, RULES)
-            for url in (stuck.url, receiver.url):
-                assert client.post("/v1/webhooks", headers=admin, json={
-                    "url": url, "events": ["alert.raised"]}).status_code == 201
+            hooks = [client.post("/v1/webhooks", headers=admin, json={
+                "url": url, "events": ["alert.raised"]}).json() for url in (stuck.url,
+                                                                            receiver.url)]
             with client.websocket_connect("/v1/ingest", headers=connector) as ws:
                 c = Connector(ws)
                 for i in range(12):  # more alerts than the stuck one is tried at once
@@ -280,5 +280,14 @@ def test_a_stuck_receiver_delays_neither_ingest_nor_another_receiver(
             arrived = receiver.wait_for(12)
             assert len({headers["webhook-id"] for headers, _ in arrived}) == 12
             assert 0 < len(stuck.requests) <= 8  # at most 8 tries at a time
+            in_flight = stuck.requests[0][0]["webhook-id"]
+            (held,) = [d for d in client.get(f"/v1/webhooks/{hooks[0]['id']}/deliveries",
+                                             headers=admin).json()["deliveries"]
+                       if d["message_id"] == in_flight]
+            twice = client.post(f"/v1/webhooks/{hooks[0]['id']}/deliveries/{held['id']}"
+                                "/redeliver", headers=admin)  # not while it is tried
+            assert twice.status_code == 409 and twice.json()["code"] == "delivery_in_flight"
+            assert client.post(f"/v1/webhooks/{hooks[0]['id']}/deliveries/999999/redeliver",
+                               headers=admin).status_code == 404
     finally:
         stuck.close()

@@ -200,13 +200,22 @@ async def list_deliveries(request: Request, webhook_id: str,
 
 @router.post("/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
              status_code=202, response_model=Delivery,
-             responses={404: error("unknown_webhook / unknown_delivery")})
+             responses={404: error("unknown_webhook / unknown_delivery"),
+                        409: error("delivery_in_flight: a try of it is under way; ask "
+                                   "again once it has ended")})
 async def redeliver(request: Request, webhook_id: str, delivery_id: int,
                     _: Principal = require(Permission.WEBHOOKS_MANAGE)) -> dict[str, Any]:
     """Send a delivery again now (the same webhook-id), whatever its status."""
     await _found(request, webhook_id)
-    delivery = await request.app.state.store.redeliver(webhook_id, delivery_id, time.time())
+    store = request.app.state.store
+    delivery = await store.redeliver(webhook_id, delivery_id, time.time())
     if delivery is None:
+        # (the newest delivery up to this id: this one, if there is one)
+        found = await store.list_deliveries(webhook_id, None, delivery_id + 1, 1)
+        if found and found[0]["id"] == delivery_id:
+            raise HTTPException(409, {"type": "error", "code": "delivery_in_flight",
+                                      "message": f"delivery {delivery_id} is being tried; "
+                                                 "ask again once it has ended"})
         raise HTTPException(404, {"type": "error", "code": "unknown_delivery",
                                   "message": f"no delivery {delivery_id} of {webhook_id}"})
     request.app.state.runtime.webhooks.wake()

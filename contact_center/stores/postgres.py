@@ -607,7 +607,7 @@ class PostgresStore:
     async def redeliver(self, webhook_id: str, delivery_id: int,
                         now: float) -> dict[str, Any] | None:
         row = await self.pool.fetchrow(wh.numbered(wh.REDELIVER), now, webhook_id,
-                                       delivery_id)
+                                       delivery_id, now)
         return None if row is None else wh.as_delivery(row)
 
     async def release_delivery_leases(self) -> None:

@@ -539,7 +539,7 @@ class SQLiteStore:
     async def redeliver(self, webhook_id: str, delivery_id: int,
                         now: float) -> dict[str, Any] | None:
         def q(db: sqlite3.Connection) -> dict[str, Any] | None:
-            row = db.execute(wh.REDELIVER, (now, webhook_id, delivery_id)).fetchone()
+            row = db.execute(wh.REDELIVER, (now, webhook_id, delivery_id, now)).fetchone()
             return None if row is None else wh.as_delivery(row)
 
         return await self._writer.run(q)

@@ -46,8 +46,10 @@ HEALTHY = "UPDATE webhooks SET failing_since = NULL WHERE id = ? RETURNING faili
 FAILING = ("UPDATE webhooks SET failing_since = coalesce(failing_since, ?) WHERE id = ? "
            "RETURNING failing_since")
 DISABLE = ("UPDATE webhooks SET enabled = ?, disabled_reason = ? WHERE id = ?")
+# Not while a try holds it (its lease runs): that would send it twice at once.
 REDELIVER = ("UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = ?, "
-             "lease_until = NULL, attempts = 0 WHERE webhook_id = ? AND id = ? RETURNING *")
+             "lease_until = NULL, attempts = 0 WHERE webhook_id = ? AND id = ? AND "
+             "(lease_until IS NULL OR lease_until < ?) RETURNING *")
 RELEASE = "UPDATE webhook_deliveries SET lease_until = NULL WHERE lease_until IS NOT NULL"
 
 
