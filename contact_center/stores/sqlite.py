@@ -8,6 +8,7 @@ transaction (group commit).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import os
@@ -450,15 +451,9 @@ class SQLiteStore:
 
     async def add_webhook(self, hook: dict[str, Any]) -> dict[str, Any]:
         def q(db: sqlite3.Connection) -> dict[str, Any]:
-            db.execute("BEGIN IMMEDIATE")  # (no alert event between reading and adding)
-            try:
+            with _writing(db):  # (no alert event between reading and adding)
                 stored = hook | {"after_event_id": db.execute(wh.NEWEST_EVENT).fetchone()[0]}
                 db.execute(wh.ADD_WEBHOOK, wh.webhook_values(stored, codec.dumps))
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
             return stored
 
         return await self._writer.run(q)
@@ -497,16 +492,10 @@ class SQLiteStore:
     async def add_deliveries(self, deliveries: list[tuple[Any, ...]],
                              through: int) -> list[dict[str, Any]]:
         def q(db: sqlite3.Connection) -> list[dict[str, Any]]:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with _writing(db):
                 added = [wh.as_delivery(row) for d in deliveries
                          for row in db.execute(wh.ADD_DELIVERY, d).fetchall()]
                 db.execute(wh.ADVANCE, (through,))
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
             return added
 
         return await self._writer.run(q)
@@ -518,15 +507,8 @@ class SQLiteStore:
 
     async def settle_deliveries(self, outcomes: list[DeliveryOutcome]) -> set[str]:
         def q(db: sqlite3.Connection) -> set[str]:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                disabled = {o.webhook_id for o in outcomes if _settle(db.execute, o)}
-                db.execute("COMMIT")
-                return disabled
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+            with _writing(db):
+                return {o.webhook_id for o in outcomes if _settle(db.execute, o)}
 
         return await self._writer.run(q)
 
@@ -590,9 +572,23 @@ def _migrate(db: sqlite3.Connection) -> None:
     db.executescript(_ADDED_INDEXES)
 
 
-def _write(db: sqlite3.Connection, batch: WriteBatch) -> None:
+@contextlib.contextmanager
+def _writing(db: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction: committed if the block ends, else rolled back."""
     db.execute("BEGIN IMMEDIATE")
     try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        # SQLite may have rolled back already (a full disk does): a second ROLLBACK
+        # would fail and hide the cause.
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+def _write(db: sqlite3.Connection, batch: WriteBatch) -> None:
+    with _writing(db):
         if batch.conversations:
             db.executemany(_CONVERSATION_UPSERT, [
                 meta | {"customer": codec.dumps(meta["customer"]),
@@ -614,18 +610,6 @@ def _write(db: sqlite3.Connection, batch: WriteBatch) -> None:
         db.executemany(_ALERT_UPSERT, [alert_values(a, codec.dumps)
                                        for a in batch.alerts.values()])
         _add_alert_events(db, batch.alert_events)
-        db.execute("COMMIT")
-    except BaseException:
-        # SQLite may have rolled back already (a full disk does): a second ROLLBACK
-        # would fail and hide the cause.
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
-
-
-
-
-
 
 
 def _add_alert_events(db: sqlite3.Connection, events: list[AlertEventRow]) -> None:
@@ -639,8 +623,7 @@ def _add_alert_events(db: sqlite3.Connection, events: list[AlertEventRow]) -> No
 
 def _change_ended_alert(db: sqlite3.Connection, alert_id: str, change: AlertChange,
                         by: str, origin: str | None, now: float) -> AlertEventRow | None:
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with _writing(db):
         row = db.execute("SELECT a.*, c.status AS conversation_status, NOT EXISTS ("
                          "SELECT 1 FROM alerts b WHERE b.conversation_id = a.conversation_id "
                          "AND b.id > a.id) AS latest FROM alerts a LEFT JOIN conversations c "
@@ -648,18 +631,12 @@ def _change_ended_alert(db: sqlite3.Connection, alert_id: str, change: AlertChan
         if row is None:
             raise LookupError(alert_id)
         if row["conversation_status"] == "live":
-            db.execute("ROLLBACK")
-            return None
+            return None  # (nothing written)
         alert = as_alert(row, codec.loads)
         event = AlertEventRow(alert, change(alert, bool(row["latest"])), now, by, origin)
         db.execute(_ALERT_UPSERT, alert_values(alert, codec.dumps))
         _add_alert_events(db, [event])
-        db.execute("COMMIT")
         return event
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
 
 
 def _settle(execute: Callable[..., Any], o: DeliveryOutcome) -> bool:
@@ -673,23 +650,16 @@ def _settle(execute: Callable[..., Any], o: DeliveryOutcome) -> bool:
 
 
 def _prune_alert_events(db: sqlite3.Connection, before: float) -> int:
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with _writing(db):
         newest = db.execute("SELECT max(id) FROM alert_events WHERE at < ? AND alert IS NOT "
                             "NULL", (before,)).fetchone()[0]
         if newest is None:
-            db.execute("COMMIT")
             return 0
         count = db.execute("UPDATE alert_events SET alert = NULL WHERE id <= ? AND alert IS "
                            "NOT NULL", (newest,)).rowcount
         db.execute("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO "
                    "UPDATE SET value = excluded.value", (_KEPT_AFTER, str(newest)))
-        db.execute("COMMIT")
         return int(count)
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
 
 
 def _load_conversations(db: sqlite3.Connection,
