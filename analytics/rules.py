@@ -17,7 +17,9 @@ from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from analytics import phrases as phrase_index
 from analytics import signals
+from analytics.phrases import PhraseIndex
 from analytics.rolling import RollingSentiment
 from analytics.scoring import Scores
 from analytics.signals import Signal
@@ -37,6 +39,16 @@ def _has_a_word(phrase: str) -> str:
 
 Phrase = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_has_a_word)]
 Phrases = list[Phrase]
+# Rules read at most this much of a turn's text: its first and its last READ_CHARS
+# characters (what a customer says first and last); scores read all of it.
+READ_CHARS = 2000
+
+
+def readable(text: str) -> str:
+    """What rules read of ``text``: all of it, or its beginning and end."""
+    if len(text) <= 2 * READ_CHARS:
+        return text
+    return text[:READ_CHARS] + "\n" + text[-READ_CHARS:]
 
 
 class Scope(BaseModel):
@@ -118,7 +130,22 @@ class SentimentDropRule(_RuleBase):
         return self.drop / 2 if self.clear_within is None else self.clear_within
 
 
-class KeywordRule(_RuleBase):
+class _Phrased:
+    """A rule that reads literal ``phrases`` (matched by the rule set's `PhraseIndex`)."""
+
+    phrases: list[str]
+
+    @cached_property
+    def keys(self) -> frozenset[str]:
+        return frozenset(map(phrase_index.normalized, self.phrases))
+
+    def found(self, reading: Reading, negation_aware: bool) -> list[str]:
+        """Its phrases in the turn ``reading`` reads, first seen first."""
+        return [phrase for phrase, free in reading.phrases().items()
+                if phrase in self.keys and (free or not negation_aware)]
+
+
+class KeywordRule(_Phrased, _RuleBase):
     """A turn by one of ``roles`` contains one of ``phrases`` (whole words, any case);
     with ``negation_aware``, a phrase just after "not", "never", "don't"... does not count."""
 
@@ -126,10 +153,6 @@ class KeywordRule(_RuleBase):
     phrases: Phrases = Field(min_length=1, max_length=500)
     roles: list[Role] = Field(default=["customer"], min_length=1)
     negation_aware: bool = False
-
-    @cached_property
-    def pattern(self) -> re.Pattern[str]:
-        return signals.phrase_pattern(self.phrases)
 
 
 class SignalRule(_RuleBase):
@@ -158,7 +181,7 @@ class ResponseTimeRule(_RuleBase):
     seconds: float = Field(default=120.0, gt=0, le=MAX_COOLDOWN, allow_inf_nan=False)
 
 
-class AgentConductRule(_RuleBase):
+class AgentConductRule(_Phrased, _RuleBase):
     """An agent's own turn crosses a line: its compound score below ``below``, or words
     from the profanity signal (``profanity``) or from ``phrases``."""
 
@@ -168,12 +191,8 @@ class AgentConductRule(_RuleBase):
     phrases: Phrases = Field(default_factory=list, max_length=500)
     roles: list[Role] = Field(default=["agent"], min_length=1)
 
-    @cached_property
-    def pattern(self) -> re.Pattern[str] | None:
-        return signals.phrase_pattern(self.phrases) if self.phrases else None
 
-
-class HumanRequestedRule(_RuleBase):
+class HumanRequestedRule(_Phrased, _RuleBase):
     """In a bot-handled conversation (no agent assigned yet) the customer asks for a
     person, or the bot fails ``bot_failures`` times: a hand-over alert for the queue."""
 
@@ -181,10 +200,6 @@ class HumanRequestedRule(_RuleBase):
     bot_failures: int = Field(default=2, ge=0, le=100, description="0: never on failures")
     phrases: Phrases = Field(default_factory=list, max_length=500,
                              description="extra customer phrases asking for a person")
-
-    @cached_property
-    def pattern(self) -> re.Pattern[str] | None:
-        return signals.phrase_pattern(self.phrases) if self.phrases else None
 
 
 def reacts_to(rule: _RuleBase, role: str) -> bool:
@@ -225,7 +240,15 @@ class RuleSet(BaseModel):
             if rule.id in seen:
                 raise ValueError(f"rule id {rule.id!r} is used twice; ids must be unique")
             seen.add(rule.id)
+        over = phrase_index.budget(self.phrase_index)
+        if over is not None:
+            raise ValueError(over)
         return self
+
+    @cached_property
+    def phrase_index(self) -> PhraseIndex:
+        """Every phrase of the set's rules, for matching each turn once."""
+        return PhraseIndex(p for r in self.rules if isinstance(r, _Phrased) for p in r.phrases)
 
     def get(self, rule_id: str) -> AnyRule | None:
         return self._by_id.get(rule_id)
@@ -411,7 +434,28 @@ class Trigger:
 
 # -- evaluators, one per kind ---------------------------------------------------------------
 
-Detect = Callable[[bool], dict[str, list[str]]]  # the turn's signals, by negation awareness
+class Reading:
+    """A turn's words as rules read them (`readable`), each part read once whatever the
+    number of rules: its signals (by negation awareness) and the set's phrases."""
+
+    def __init__(self, text: str | None, wanted: frozenset[str],
+                 index: PhraseIndex) -> None:
+        self.text = readable(text) if text else None
+        self._wanted, self._index = wanted, index
+        self._signals: dict[bool, dict[str, list[str]]] = {}
+        self._phrases: dict[str, bool] | None = None
+
+    def signals(self, negation_aware: bool) -> dict[str, list[str]]:
+        if negation_aware not in self._signals:
+            self._signals[negation_aware] = (
+                signals.detect(self.text, negation_aware, self._wanted) if self.text else {})
+        return self._signals[negation_aware]
+
+    def phrases(self) -> dict[str, bool]:
+        """The set's phrases in the text, each with whether it occurs not negated."""
+        if self._phrases is None:
+            self._phrases = self._index.find(self.text) if self.text else {}
+        return self._phrases
 
 
 def _cooling(state: RuleState, rule: _RuleBase, now: float) -> bool:
@@ -434,7 +478,7 @@ def _customer_metric(turn: Turn, conv: Subject, metric: str) -> float | None:
 
 
 def _sentiment(rule: SentimentRule, state: RuleState, turn: Turn, conv: Subject,
-               detect: Detect) -> Trigger | None:
+               reading: Reading) -> Trigger | None:
     value = _customer_metric(turn, conv, rule.metric)
     if value is None:
         return None
@@ -459,7 +503,7 @@ def _sentiment(rule: SentimentRule, state: RuleState, turn: Turn, conv: Subject,
 
 
 def _sentiment_drop(rule: SentimentDropRule, state: RuleState, turn: Turn, conv: Subject,
-                    detect: Detect) -> Trigger | None:
+                    reading: Reading) -> Trigger | None:
     value = _customer_metric(turn, conv, rule.metric)
     if value is None:
         return None
@@ -485,10 +529,10 @@ def _sentiment_drop(rule: SentimentDropRule, state: RuleState, turn: Turn, conv:
 
 
 def _keyword(rule: KeywordRule, state: RuleState, turn: Turn, conv: Subject,
-             detect: Detect) -> Trigger | None:
-    if turn.role not in rule.roles or turn.text is None:
+             reading: Reading) -> Trigger | None:
+    if turn.role not in rule.roles:
         return None
-    found = signals.matches(rule.pattern, turn.text, rule.negation_aware)
+    found = rule.found(reading, rule.negation_aware)
     if not found or _cooling(state, rule, turn.at):
         return None
     return _fire(state, turn.at, Trigger(
@@ -497,10 +541,10 @@ def _keyword(rule: KeywordRule, state: RuleState, turn: Turn, conv: Subject,
 
 
 def _signal(rule: SignalRule, state: RuleState, turn: Turn, conv: Subject,
-            detect: Detect) -> Trigger | None:
+            reading: Reading) -> Trigger | None:
     if turn.role not in rule.roles:
         return None
-    detected = detect(rule.negation_aware)
+    detected = reading.signals(rule.negation_aware)
     if rule.any_of and not any(s in detected for s in rule.any_of):
         return None
     if not all(s in detected for s in rule.all_of):
@@ -522,13 +566,12 @@ def _signal(rule: SignalRule, state: RuleState, turn: Turn, conv: Subject,
 
 
 def _agent_conduct(rule: AgentConductRule, state: RuleState, turn: Turn, conv: Subject,
-                   detect: Detect) -> Trigger | None:
+                   reading: Reading) -> Trigger | None:
     if turn.role not in rule.roles:
         return None
-    detected = detect(True)
+    detected = reading.signals(True)
     words = list(detected.get("profanity", [])) if rule.profanity else []
-    if rule.pattern is not None and turn.text is not None:
-        words += signals.matches(rule.pattern, turn.text)
+    words += rule.found(reading, negation_aware=False)
     low = rule.below is not None and turn.scores.compound < rule.below
     if not (words or low) or _cooling(state, rule, turn.at):
         return None
@@ -543,12 +586,12 @@ def _agent_conduct(rule: AgentConductRule, state: RuleState, turn: Turn, conv: S
 
 
 def _human_requested(rule: HumanRequestedRule, state: RuleState, turn: Turn, conv: Subject,
-                     detect: Detect) -> Trigger | None:
+                     reading: Reading) -> Trigger | None:
     if conv.agent_id is not None or not state.armed or turn.text is None:
         return None
     if turn.role not in ("bot", "customer"):
         return None
-    detected = detect(True)
+    detected = reading.signals(True)
     if turn.role == "bot" and rule.bot_failures and "bot_failure" in detected:
         state.bot_failures.append(turn)
         if len(state.bot_failures) >= rule.bot_failures:
@@ -560,9 +603,7 @@ def _human_requested(rule: HumanRequestedRule, state: RuleState, turn: Turn, con
         return None
     if turn.role != "customer":
         return None
-    asked = list(detected.get("human_request", []))
-    if rule.pattern is not None:
-        asked += signals.matches(rule.pattern, turn.text, negation_aware=True)
+    asked = list(detected.get("human_request", [])) + rule.found(reading, negation_aware=True)
     if not asked:
         return None
     state.armed = False
@@ -602,14 +643,7 @@ def evaluate(rules: RuleSet, states: dict[str, RuleState], turn: Turn,
              conv: Subject) -> list[Trigger]:
     """Run every enabled rule in scope on one final turn (``conv.rolling`` includes it)."""
     triggers = []
-    wanted = rules.signals_for(turn.role)
-    detections: dict[bool, dict[str, list[str]]] = {}  # by negation awareness, once a turn
-
-    def detected(negation_aware: bool) -> dict[str, list[str]]:
-        if negation_aware not in detections:
-            detections[negation_aware] = (signals.detect(turn.text, negation_aware, wanted)
-                                          if turn.text else {})
-        return detections[negation_aware]
+    reading = Reading(turn.text, rules.signals_for(turn.role), rules.phrase_index)
 
     spare: RuleState | None = None  # a fresh state, for the next rule that has none
     for rule in rules.reacting_to(turn.role):
@@ -620,7 +654,7 @@ def evaluate(rules: RuleSet, states: dict[str, RuleState], turn: Turn,
         if state is None:
             state, spare = spare or RuleState(), None
             state.kind = rule.kind
-        fired = _EVALUATORS[rule.kind](rule, state, turn, conv, detected)
+        fired = _EVALUATORS[rule.kind](rule, state, turn, conv, reading)
         if fired is not None:
             triggers.append(fired)
         if not state.fresh:

@@ -130,10 +130,10 @@ NEGATABLE = frozenset({"churn", "threat", "insult", "human_request"})
 # "not only useless", "can't believe how useless", "can't even": emphasis, not negation.
 NOT_NEGATING = frozenset({"only", "just", "believe", "stand", "even"})
 NEGATION_REACH = 3  # words before a match in which a negator cancels it
-_NEGATION_CHARS = 60  # looked back at most; enough for three words
+NEGATION_CHARS = 60  # looked back at most; enough for three words
 _CLAUSE_BREAK = re.compile(r"[.,;:!?()\n]|\b(?:but|and|so|because)\b")
 
-_QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
+QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
 _WORD = re.compile(r"[\w'*]+")
 _CAPS_RUN = re.compile(r"[A-Z][A-Z']{2,}")
 _REPEATED_MARKS = re.compile(r"[!?]{2,}|!\s*!|\?\s*!")
@@ -149,12 +149,6 @@ _ACRONYMS = frozenset({  # three letters or more: shorter runs are never shoutin
 def _compile(patterns: Iterable[str]) -> re.Pattern[str]:
     body = "|".join("(?:" + p.replace(" ", r"\s+") + ")" for p in patterns)
     return re.compile(rf"(?<![\w*])(?:{body})(?![\w*])", re.IGNORECASE | re.MULTILINE)
-
-
-def phrase_pattern(phrases: Iterable[str]) -> re.Pattern[str]:
-    """Literal phrases as one whole-word, case-insensitive pattern."""
-    return _compile(r"\s+".join(re.escape(w) for w in p.translate(_QUOTES).split())
-                    for p in phrases)
 
 
 _SPACE = [(sre.IN, [(sre.CATEGORY, sre.CATEGORY_SPACE)])]
@@ -277,7 +271,7 @@ def _candidates(lowered: str) -> list[int]:
 def negated(text: str, start: int) -> bool:
     """Whether one of the NEGATION_REACH words before ``start``, in the same clause, is a
     negator ("I do not want to cancel"; not "No. I am cancelling")."""
-    before = _CLAUSE_BREAK.split(text[max(0, start - _NEGATION_CHARS):start].lower())[-1]
+    before = _CLAUSE_BREAK.split(text[max(0, start - NEGATION_CHARS):start].lower())[-1]
     words = _WORD.findall(before)[-NEGATION_REACH:]
     return any(w in NEGATORS and (i + 1 == len(words) or words[i + 1] not in NOT_NEGATING)
                for i, w in enumerate(words))
@@ -297,7 +291,7 @@ def _find(pattern: re.Pattern[str], lowered: str) -> Iterator[re.Match[str]]:
 
 def matches(pattern: re.Pattern[str], text: str, negation_aware: bool = False) -> list[str]:
     """Distinct matches of ``pattern`` in ``text`` (lower-cased, first seen first)."""
-    text = text.translate(_QUOTES)
+    text = text.translate(QUOTES)
     found = (m for m in pattern.finditer(text)
              if not (negation_aware and negated(text, m.start())))
     return list(dict.fromkeys(" ".join(m.group(0).lower().split()) for m in found))
@@ -322,7 +316,7 @@ def intensity(text: str) -> list[str]:
 def detect(text: str, negation_aware: bool = True,
            only: frozenset[str] | None = None) -> dict[str, list[str]]:
     """Every signal present in ``text`` (or those of ``only``), with what matched."""
-    text = text.translate(_QUOTES)
+    text = text.translate(QUOTES)
     lowered = text.lower()
     if len(lowered) != len(text):  # rare letters that lower-case to two: go slowly
         lowered = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -34,12 +35,13 @@ from contact_center.leases import HEARTBEAT_SECONDS, LEASE_MS, Leases, assign
 from contact_center.pipeline import Pipeline, bulk_load
 from contact_center.saved_rules import SavedRules
 from contact_center.stores import Fenced, PartitionedStore, PartitionMark
-from contact_center.streams import GROUP, Layout
+from contact_center.streams import GROUP, Layout, twin
 from monitoring.feeds.redis import RedisOutlet
 
 log = logging.getLogger("contact_center.worker")  # the worker's log, whichever part logs
 
 RESTORE_SECONDS = 5.0  # at most this long to rewrite live views, holding the lock
+STALL_SECONDS = 30.0  # a worker whose event loop is stuck this long lets its leases lapse
 
 _DELETE_IDLE_CONSUMER = """
 local pending = redis.call('xpending', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
@@ -78,30 +80,61 @@ class Partitions:
         self.owned: dict[int, Owned] = {}
         self.healthy = True
         self._renewed_at = 0.0
+        self._alive_at = 0.0  # when the event loop last said it was alive
         self._workers: list[str] = []  # alive, as of the last heartbeat
         self._taking: set[int] = set()  # partitions being taken over
         self._delete_idle = redis.register_script(_DELETE_IDLE_CONSUMER)
 
     async def heartbeat(self) -> None:
-        """Say this worker is alive and keep its leases, every second, whatever else
-        is slow; a lease not renewed in time is given up."""
-        while True:
+        """Say this worker is alive and keep its leases, every second, on a thread of
+        its own (its own event loop and Redis connection): a turn that keeps this loop
+        busy cannot make them late. Meanwhile this loop says it is alive; one stuck for
+        STALL_SECONDS lets its leases lapse, so its partitions move on."""
+        stop = threading.Event()
+        keeper = threading.Thread(target=self._keep, args=(asyncio.get_running_loop(), stop),
+                                  name=f"leases-{self.id}", daemon=True)
+        self._alive_at = time.monotonic()
+        keeper.start()
+        try:
+            while keeper.is_alive():
+                self._alive_at = time.monotonic()
+                await asyncio.sleep(HEARTBEAT_SECONDS / 4)
+            raise RuntimeError("the lease keeper stopped")
+        finally:
+            stop.set()
+            # Not after the hand-back: a last heartbeat would say it is still alive.
+            await asyncio.to_thread(keeper.join, HEARTBEAT_SECONDS + 1)
+
+    def _keep(self, loop: asyncio.AbstractEventLoop, stop: threading.Event) -> None:
+        with asyncio.Runner() as runner:
+            leases = Leases(twin(self.redis), self.layout, self.id)
             try:
-                self._workers = await self.leases.heartbeat()
-                held = sorted(set(self.owned) | self._taking)
-                kept = await self.leases.renew(held)
-                self.lose(set(held) - kept)
-                self._renewed_at = time.monotonic()
-                if not self.healthy:
-                    log.info("worker %s reaches Redis again", self.id)
-                self.healthy = True
-            except Exception as exc:
-                if self.healthy:
-                    log.warning("worker %s cannot reach Redis (%s); retrying", self.id, exc)
-                self.healthy = False
-                if self.owned and time.monotonic() - self._renewed_at > LEASE_MS / 1000:
-                    self.lose(set(self.owned))  # the leases have lapsed by now
-            await asyncio.sleep(HEARTBEAT_SECONDS)
+                while not stop.is_set():
+                    runner.run(self._beat(leases, loop))
+                    stop.wait(HEARTBEAT_SECONDS)
+            finally:
+                runner.run(leases.redis.aclose())
+
+    async def _beat(self, leases: Leases, loop: asyncio.AbstractEventLoop) -> None:
+        """One heartbeat and lease renewal (on the keeper's thread)."""
+        try:
+            self._workers = await leases.heartbeat()
+            if time.monotonic() - self._alive_at > STALL_SECONDS:
+                return  # stuck: the leases lapse, and their entries go to another worker
+            held = sorted(set(self.owned) | self._taking)
+            lost = set(held) - await leases.renew(held)
+            if lost:
+                loop.call_soon_threadsafe(self.lose, lost)
+            self._renewed_at = time.monotonic()
+            if not self.healthy:
+                log.info("worker %s reaches Redis again", self.id)
+            self.healthy = True
+        except Exception as exc:
+            if self.healthy:
+                log.warning("worker %s cannot reach Redis (%s); retrying", self.id, exc)
+            self.healthy = False
+            if self.owned and time.monotonic() - self._renewed_at > LEASE_MS / 1000:
+                loop.call_soon_threadsafe(self.lose, set(self.owned))  # lapsed by now
 
     async def rebalance(self) -> None:
         """Take this worker's share of the partitions and give back the rest."""

@@ -36,6 +36,13 @@ def connect(url: str) -> aioredis.Redis:
                                    health_check_interval=15, decode_responses=True)
 
 
+def twin(client: aioredis.Redis) -> aioredis.Redis:
+    """A client like ``client`` with connections of its own (for another event loop)."""
+    pool = client.connection_pool
+    return aioredis.Redis(connection_pool=aioredis.ConnectionPool(
+        connection_class=pool.connection_class, **pool.connection_kwargs))
+
+
 @dataclass(frozen=True, slots=True)
 class Layout(FeedKeys):
     """Key names of one deployment (``namespace``): the bus's here, the live feed's in
