@@ -5,11 +5,16 @@ The figures: the share of alerts raised on neutral turns, the share of conversat
 an "escalate" turn that raise any alert, and the share of high-severity alerts that land
 on "escalate" turns. Alerts that judge the agent (response time, agent conduct) are left
 out: the labels are the customer's.
+
+`cross_validated` judges fold by fold (folds by conversation): a change is judged on the
+folds it was not made from, and the spread says how far a figure can be trusted.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -59,6 +64,26 @@ def load_corpus(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
                 if limit is not None and len(conversations) >= limit:
                     break
     return conversations
+
+
+def load_snippets(path: Path, labels_path: Path) -> tuple[list[dict[str, Any]],
+                                                          dict[tuple[str, int], str]]:
+    """Human-rated snippets (``id<TAB>rating<TAB>text``, the shared vader-groundtruth
+    format) as one-turn customer conversations, each with its label. An id is
+    ``review_sentence``: a review's sentences share a fold (`fold_of`)."""
+    labels = {(row["id"], 1): row["label"] for row in map(
+        json.loads, labels_path.read_text(encoding="utf-8").splitlines())}
+    conversations = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        snippet_id, _, text = line.split("\t", 2)
+        conversations.append({"conversation_id": snippet_id, "queue": "reviews", "turns": [
+            {"seq": 1, "speaker": "customer", "text": text}]})
+    return conversations, labels
+
+
+def fold_of(conversation_id: str, folds: int) -> int:
+    """A conversation's fold: stable, and the same for a review's sentences."""
+    return zlib.crc32(conversation_id.split("_")[0].encode()) % folds
 
 
 def replay_corpus(rules: RuleSet, conversations: Iterable[dict[str, Any]],
@@ -111,3 +136,44 @@ def judge(rules: RuleSet, conversations: list[dict[str, Any]],
         high_alerts=high_total,
         high_on_escalate=high["escalate"] / high_total if high_total else 0.0,
         by_rule={rule: {k: n[k] for k in LABELS} for rule, n in sorted(by_rule.items())})
+
+
+@dataclass(frozen=True, slots=True)
+class Spread:
+    mean: float
+    stdev: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, values: list[float]) -> Spread:
+        return cls(statistics.mean(values), statistics.stdev(values) if len(values) > 1
+                   else 0.0, min(values), max(values))
+
+
+@dataclass(frozen=True, slots=True)
+class CrossValidated:
+    """A rule set judged fold by fold: each fold's figures, their spread, and the figures
+    of every fold's turns together."""
+
+    folds: list[Figures]
+    pooled: Figures
+    spread: dict[str, Spread]
+
+
+FIGURES = ("neutral_share", "escalate_recall", "high_on_escalate")
+
+
+def cross_validated(rules: RuleSet, conversations: list[dict[str, Any]],
+                    labels: dict[tuple[str, int], str], folds: int = 5,
+                    scorer: Scorer | None = None) -> CrossValidated:
+    """Judge ``rules`` on each of ``folds`` folds of ``conversations`` (by conversation).
+    A fixed rule set learns nothing from the folds; what a fold adds is the spread, and
+    the discipline that a change is made from some folds and judged on the others."""
+    scorer = scorer or Scorer()
+    per_fold = [judge(rules, [c for c in conversations
+                              if fold_of(c["conversation_id"], folds) == k], labels, scorer)
+                for k in range(folds)]
+    return CrossValidated(
+        folds=per_fold, pooled=judge(rules, conversations, labels, scorer),
+        spread={name: Spread.of([getattr(f, name) for f in per_fold]) for name in FIGURES})

@@ -17,57 +17,132 @@ from re import _constants as sre  # type: ignore[attr-defined]
 from re import _parser as sre_parse  # type: ignore[attr-defined]
 from typing import Any, Literal
 
-Signal = Literal["churn", "threat", "insult", "profanity", "repeated_contact", "exasperation",
-                 "intensity", "human_request", "bot_failure"]
+Signal = Literal["churn", "cancellation", "threat", "insult", "contempt", "profanity",
+                 "repeated_contact", "exasperation", "intensity", "human_request",
+                 "bot_failure"]
 
-# Written as regular expressions over lower-cased words; "\s+" stands between words.
+# Written as regular expressions over lower-cased words; "\s+" stands between words. Each
+# names a meaning in general words (a decision to leave in any tense, being sent round in
+# circles), not the phrase of one example; `docs/rules.md` says how they were judged.
+_I = r"(?:i|we|i'?m|im|i am|we'?re|we are|i'?ve|we'?ve|i have|we have|i'?ll|we'?ll|i will|we will)"
+_COMPANY = (r"(?:you|y'?all|you guys|your (?:\w+ )?(?:company|service|support|team|staff|"
+            r"people|app|product|customer service|bank|store)|this company|they|their "
+            r"(?:\w+ )?(?:service|support|company))")
 PATTERNS: dict[str, tuple[str, ...]] = {
-    # Leaving: cancelling, closing, switching, uninstalling, never buying again.
+    # Leaving, decided or threatened, in any tense: switching, going elsewhere, never again.
     "churn": (
+        rf"{_I} (?:just |already |finally )?(?:switch(?:ed|ing)?|mov(?:ed|ing)|going back|"
+        r"went back) (?:over )?to(?= [@\w])(?! (?:the|my|your|a new (?:version|phone|"
+        r"device)|dark|light|annual|monthly|a (?:new|different) plan)\b)",
+        r"switch(?:ing|ed)? (?:providers?|banks?|carriers?|companies|brands?)",
+        r"(?:switch|switched|switching|moved|moving) (?:over )?to @\w+",
+        r"(?:to|for) (?:a|another) (?:different |new |better )?(?:provider|bank|carrier|"
+        r"company|brand|service provider|airline|isp)",
+        r"(?:go|going|went|take|taking|took) (?:my (?:business|money|custom) )?elsewhere",
+        r"(?:take|taking|took) my (?:business|money|custom)",
+        r"never (?:again|(?:buy|order|shop|fly|stay|bank|use|recommend|purchas)\w* (?:again|"
+        r"from|with|here|another|an?y? ?\w+ (?:again|from|product|products)))",
+        r"not (?:going back|coming back|returning)",
+        r"(?:will|would|i'?ll|i'?d) never (?:buy|order|use|fly|shop|recommend|purchase|trust|"
+        r"go back|come back|bank)",
+        r"(?:won'?t|will not|wont|not going to|never going to) (?:be )?(?:buy|order|renew|"
+        r"purchas|us|shop|return|com|recommend|fly|bank)\w* (?:again|from (?:you|them)|with "
+        r"(?:you|them)|another|any(?:thing)? (?:more|else|\w+ product))",
+        r"(?:last|final) time (?:i|we)", r"(?:lost|losing|lose) (?:me|us|a|another|my|our) "
+        r"(?:as a )?(?:customer|client|business)", r"(?:lost|losing) (?:me|us)",
+        rf"{_I} (?:am |are |'?m )?(?:so |about |bout |officially |now )?done with",
+        r"(?:i'?m|im|i am) so done", r"done with (?:you|y'?all|this company|them)",
+        r"get rid of (?:you|these|this|them)", r"boycott\w*", r"stop (?:using|buying)",
+        r"find(?:ing)? (?:a|another) (?:new |different )?(?:provider|bank|company|service|carrier)",
+        r"(?:continue|keep) (?:being|to be) a customer", r"leav(?:e|ing) (?:you|your company|"
+        r"for)\b(?! (?:a|lots|plenty|with|alone)\b)", r"(?:i'?m|i am|we'?re|we are) leaving",
+        rf"{_I} (?:just |already |finally )?(?:uninstall|delet|cancel+|clos)(?:ed|ing) "
+        r"(?:the app|your app|my (?:\w+ )?(?:account|subscription|membership|card)s?|"
+        r"(?:the |my )?(?:service|plan|contract))",
+        r"(?:deleting|uninstalling|cancell?ing|closing) (?:it|the app|your app|my (?:\w+ )?"
+        r"(?:account|subscription|membership|card)s?)(?: (?:now|today|right now))?[.!]",
+        r"won'?t (?:be )?(?:buying|using|renewing)", r"(?:not|never) (?:be )?renew\w*",
+        r"trade it (?:in )?(?:for|with) (?:a|another) (?:different )?brand",
+        r"should (?:have|'?ve) (?:bought|gone with|gotten|got|chosen) (?:a|an|the)? ?\w+",
+        r"(?:enough|reason|time) (?:for (?:me|us) )?to (?:close|cancel|leave|switch|drop|quit)",
+    ),
+    # Asking to cancel or close: a churn risk, often asked calmly (rules weigh its tone).
+    "cancellation": (
         r"cancel(?:l?ing|l?ed)? (?:my|our|the|this) (?:\w+ )?(?:account|subscription|"
-        r"membership|service|contract|plan|card)s?",
+        r"membership|service|contract|plan|card|order)s?",
         r"clos(?:e|ing) (?:my|our) (?:\w+ )?(?:account|card)s?",
         r"delet(?:e|ing) (?:my|our) (?:\w+ )?account", r"unsubscrib(?:e|ing) from (?:you|your)",
-        r"switch(?:ing)? (?:over )?to (?:another|a different|a new|a competitor|your "
-        r"competitors?)", r"switch(?:ing)? (?:providers?|banks?|carriers?|companies)",
-        r"(?:i'?m|im|i am|we'?re|we are|i will|i'?ll|we'?ll|gonna|going to|about to) "
-        r"(?:be )?switch(?:ing)? (?:over )?to",
-        r"(?:i'?m|im|i am|i will|i'?ll|gonna|going to) uninstall(?:ing)?",
-        r"(?:go|going|take|taking) (?:my business |my money )?elsewhere",
-        r"taking my (?:business|money)", r"never (?:again|buy(?:ing)?|order(?:ing)?|"
-        r"shop(?:ping)?|recommend(?:ing)?)", r"(?:last|final) time i",
-        r"(?:i'?m|im|i am|we'?re|we are|bout|about) (?:so |about )?done with",
-        r"(?:i'?m|im|i am) so done", r"done with (?:you|y'?all)",
-        r"get rid of (?:you|these|this)", r"los(?:e|t|ing) (?:a|another|my) (?:customer|business)",
-        r"(?:won'?t|will not|not going to) (?:be )?renew(?:ing)?", r"boycott\w*",
-        r"stop (?:using|buying)", r"find (?:a|another) (?:provider|bank|company|service)",
-        r"(?:continue|keep) being a customer", r"leav(?:e|ing) (?:you|your company|for)",
+        r"(?:want|need|like|would like) (?:to )?(?:cancel|close|terminate|end)",
     ),
-    # Regulators, lawyers, going public.
+    # Regulators, lawyers, the press (as words or @handles), going public in any words.
     "threat": (
-        r"lawyers?", r"attorneys?", r"sue", r"suing", r"lawsuit", r"legal (?:action|claim)",
-        r"small claims", r"take (?:you|this) to court", r"bbb", r"better business bureau",
-        r"fcc", r"ftc", r"cfpb", r"ombudsman", r"regulators?", r"trading standards",
-        r"consumer protection", r"attorney general", r"report(?:ing)? you",
-        r"(?:file|filing|lodge|lodging) a (?:formal )?complaint", r"formal complaint",
-        r"chargeback", r"dispute the charge", r"go(?:ing)? public", r"the (?:media|press)",
-        r"warn (?:people|everyone|others)", r"tell (?:everyone|everybody)",
-        r"(?:1|one)[- ]star", r"bad review", r"should be illegal",
+        r"lawyers?", r"attorneys?", r"sue", r"suing (?:you|them|the)", r"lawsuit",
+        r"legal (?:action|claim|team)", r"small claims", r"take (?:you|this|them) to court",
+        r"bbb\w*", r"better business bureau", r"fcc", r"ftc", r"cfpb", r"ofcom", r"ombudsman",
+        r"fbi\w*", r"doj\w*", r"\w*atty\w*",
+        r"regulators?", r"trading standards", r"consumer (?:protection|affairs|rights)",
+        r"attorneys? general", r"\w*(?:attorneygeneral|attygen|consumerprotect|"
+        r"consumeraffairs)\w*", r"report(?:ing)? (?:you|this|them) to",
+        r"(?:file|filing|lodge|lodging|make|making|raise|raising) a (?:formal )?complaint",
+        r"formal complaint", r"chargeback", r"dispute (?:the|this) charge",
+        r"(?:go|going|went) public with", rf"{_I} (?:will|'?ll|am going to|'?m going to|"
+        r"gonna) go public", r"the (?:media|press|news)(?! (?:release|conference|kit)\b)",
+        r"(?:journalists?|reporters?|news (?:station|channel|outlet)s?|newspapers?)",
+        r"(?:cnn|bbcnews|bbcbreakfast|nbcnews|cbsnews|abcnews|foxnews|nytimes|wsj|"
+        r"consumerreports|watchdog\w*|\w*consumer\w*news|\w*newsdesk)",
+        r"warn (?:people|everyone|others|other customers|every\w*)",
+        r"(?:tell|telling|let) (?:everyone|everybody|all my friends|the world|the internet)",
+        r"(?:post|posting|share|sharing|spread|spreading) (?:this|it|my (?:story|experience)"
+        r"|the word) (?:everywhere|all over|on (?:social media|facebook|twitter|reddit|"
+        r"youtube|tiktok|instagram))", r"(?:go|going|gone) viral", r"expos(?:e|ing) (?:you|"
+        r"this|them)", r"(?:1|one|zero|0|no|negative)[- ]stars?", r"bad review",
+        r"should be illegal",
     ),
-    # Insults aimed at the company or its staff.
+    # Insults aimed at the company or its people.
     "insult": (
-        r"useless", r"incompetent", r"incompetence", r"pathetic", r"ridiculous", r"ludicrous",
-        r"a joke", r"(?:what a|such a|total|complete|is a|are a) scam", r"scam company",
-        r"scamming (?:me|us|people|customers)", r"thie(?:f|ves)", r"crooks?", r"idiots?",
-        r"morons?", r"clowns?", r"garbage", r"trash", r"rubbish", r"(?:you'?re|you are|"
-        r"y'?all are|you guys are|is) the worst", r"why are you the worst",
-        r"worst (?:\w+ )?(?:service|support|company|experience|provider|app|bank)",
-        r"disgrace(?:ful)?", r"shameful", r"shame on (?:you|y'?all)", r"unacceptable",
-        r"lazy", r"liars?", r"clueless", r"hopeless", r"disgusting", r"(?:a|the) ?holes?",
-        r"scum", r"greedy", r"shady",
-        r"(?:terrible|awful|horrible|horrendous|appalling|abysmal|lousy) (?:\w+ )?"
-        r"(?:service|support|company|experience)", r"piece of (?:shit|crap|junk)",
-        r"pieceo\w*", r"joke of a",
+        r"incompeten(?:t|ce)", r"pathetic", r"ridiculous", r"ludicrous",
+        rf"(?:{_COMPANY}|this|it|that) (?:is|are|'re|'s|was|were) (?:\w+ )?(?:a |such a |"
+        r"a total |a complete |an absolute )?(?:joke|scam|fraud|disgrace|rip-?off|con)",
+        r"(?:what a|such a|total|complete|absolute) (?:scam|fraud|joke|disgrace|rip-?off)",
+        r"scam (?:company|artists?)", r"scamm(?:ed|ing) (?:me|us|people|customers)",
+        r"thie(?:f|ves)", r"thieving", r"crooks?", r"crooked", r"morons?",
+        r"idiots?(?![- ](?:proof|program|mode))",
+        r"clowns?", r"liars?", r"lying (?:to|about)", r"clueless", r"lazy", r"scum\w*",
+        r"greedy", r"shady", r"criminals?", r"disgrace(?:ful)?", r"shameful",
+        r"(?:shame on|ashamed of) (?:you|y'?all|yourselves|this company)",
+        rf"{_COMPANY} should be ashamed", r"should be ashamed",
+        rf"(?:{_COMPANY}) (?:\w+ )?(?:suck|sucks|stink|stinks)",
+        rf"(?:you'?re|you are|y'?all are|you guys are|{_COMPANY} (?:is|are)) the worst",
+        r"why are you the worst",
+        r"worst (?:\w+ )?(?:service|support|company|experience|provider|app|bank|airline|"
+        r"customer service|isp|carrier)",
+        r"(?:terrible|awful|horrible|horrendous|appalling|abysmal|lousy|atrocious|"
+        r"shocking|disgusting|pathetic|non-?existent) (?:\w+ )?(?:customer )?(?:service|"
+        r"support|company|experience|communication)",
+        r"(?:customer )?(?:service|support) (?:is|was) (?:\w+ )?(?:non-?existent|a joke|"
+        r"terrible|awful|horrible|pathetic|disgusting)", r"unacceptable",
+        r"useless (?:company|service|support|staff|people|bank|airline)",
+        rf"(?:{_COMPANY}) (?:is|are|were|'re) (?:so |completely |utterly |absolutely )?useless",
+        r"(?:a|the) ?holes?", r"joke of a",
+    ),
+    # Contempt for what was bought or the service: worthless, a rip-off, not worth buying.
+    "contempt": (
+        r"sucks?", r"stinks?", r"useless", r"worthless", r"junk", r"trash", r"garbage",
+        r"rubbish", r"piece of (?:junk|crap|garbage|trash|shit)", r"pieceo\w*",
+        r"paperweight", r"rip-?off", r"ripped off", r"a joke", r"laughable",
+        r"waste of (?:\w+ )?(?:money|time|space)", r"(?:money|cash) down the drain",
+        r"screw(?:ed|ing) (?:me|us|over|out|up|customers)",
+        r"(?:got|get|getting|i'?m|im|i am|we'?re|we are) (?:so |totally |royally )?screwed",
+        r"(?:a |an absolute |a total |a complete |living )(?:nightmare|hell)",
+        r"(?:don'?t|do not|never) (?:ever )?(?:buy|purchase|order|waste)",
+        r"stay away", r"buyer beware", r"avoid (?:this|it|them|at all costs)",
+        r"save your (?:money|cash|time)", r"you(?:'ll| will) (?:be sorry|regret)",
+        r"thanks for nothing", r"nothing but (?:trouble|hassle|problems)",
+        r"more trouble than", r"(?:zero|negative|no|0) stars", r"inferior",
+        r"(?:price[- ])?goug(?:e|ing)", r"profiteer\w*", r"capitaliz(?:e|ing) on",
+        r"(?:utterly|absolutely|completely|totally) (?:terrible|horrible|awful|useless|"
+        r"unacceptable|disgusting|pathetic|atrocious)",
+        r"(?:worst|terrible|awful|horrible) (?:\w+ )?(?:ever|in the world|i'?ve ever)",
     ),
     "profanity": (
         r"fuu*c+k+\w*", r"\w*fuck\w*", r"f\*\**\w*", r"\*{3,}", r"sh[i1]t\w*", r"bullshit",
@@ -75,35 +150,60 @@ PATTERNS: dict[str, tuple[str, ...]] = {
         r"crap\w*", r"ass(?:hole)?s?", r"bitch\w*", r"bastards?", r"the hell", r"piss(?:ed)?",
         r"bloody", r"clusterfuck",
     ),
-    # Exasperation at repeated contact or failure: again, still, for weeks, nobody answers.
+    # Let down again and again, stuck in loops, unable to reach anyone, ignored.
     "repeated_contact": (
         r"(?:second|third|fourth|fifth|2nd|3rd|4th|5th|\d+th|umpteenth) time",
         r"(?:twice|\w+ times) now", r"how many times", r"yet again", r"again and again",
-        r"over and over", r"every (?:single )?time", r"(?:way )?too often",
+        r"over and over", r"every (?:single )?time (?:i|we) (?:call|contact|message|email|"
+        r"reach out|ask|tweet|chat)",
         r"(?:several|multiple|many|numerous|countless|so many|\d+|two|three|four|five) "
-        r"(?:msg'?s|messages|e-?mails|calls|tickets|tweets|dms|requests|complaints|chats)",
-        r"(?:emailed|called|messaged|contacted|tweeted|asked|reached out|written|wrote)"
-        r"(?: to)? (?:you|y'?all|you guys|support)? ?(?:twice|\w+ times|again)",
-        r"still (?:not|no|nothing|haven'?t|hasn'?t|can'?t|cannot|waiting|charging|unable|"
-        r"didn'?t|doesn'?t|don'?t|isn'?t|won'?t|have not|has not|did not|does not|"
-        r"broken|down|ignor\w+|the same|an issue|a problem|happening)",
-        r"(?:no|never (?:got|received|had) an?y?) (?:answer|response|reply|solution)(?: yet)?",
-        r"no one", r"nobody", r"no help",
-        r"(?:been|waiting|waited|over|almost|nearly|more than|since) (?:\d+\+?|a few|few|two|"
-        r"three|four|five|six|several|many|a|one) (?:days?|weeks?|months?|years?)",
-        r"(?:days|weeks|months) (?:now|later)", r"already (?:tried|contacted|called|emailed|"
-        r"sent|spoke|talked|asked|reported)", r"on hold for", r"been waiting",
-        r"ignor(?:ed|ing) (?:me|us|my)", r"spent (?:hours|days|weeks)",
-        r"(?:can'?t|cannot|couldn'?t) get (?:through|a response|an answer|help|any help)",
+        r"(?:msg'?s|messages|e-?mails|calls|phone calls|tickets|tweets|dms|requests|"
+        r"complaints|chats|attempts|times|hours on the phone)",
+        r"(?:emailed|called|messaged|contacted|tweeted|asked|reached out|written|wrote|"
+        r"tried|dm'?d|rang)(?: to)? (?:you|y'?all|you guys|support|them|customer service)? ?"
+        r"(?:twice|\w+ times|again|repeatedly|multiple times|several times|many times)",
+        r"still (?:not|no|nothing|haven'?t (?:received|gotten|got|heard|had|been)|hasn'?t "
+        r"(?:arrived|been|come)|can'?t|cannot|waiting|charging|unable|didn'?t|doesn'?t "
+        r"work|don'?t have|isn'?t|won'?t|have not|has not|did not|does not work|broken|down|"
+        r"ignor\w+|the same|an issue|a problem|happening)",
+        r"(?:no|never (?:got|received|had) an?y?) (?:answer|response|reply|solution|"
+        r"call back|callback)(?: yet)?", r"no one", r"nobody", r"no help", r"(?:of |was )?no "
+        r"help at all", r"(?:did|does|do) not help at all",
+        r"(?:waiting|waited) (?:for )?(?:over |almost |nearly |more than |about )?(?:\d+\+?|a few|"
+        r"few|two|three|four|five|six|several|many|a|an) (?:days?|weeks?|months?|years?|"
+        r"hours?)", r"(?:days|weeks|months) (?:later|and still|and no)",
+        r"already (?:tried|contacted|called|emailed|sent|spoke|talked|asked|reported)",
+        r"on hold (?:for|forever)", r"been waiting", r"ignor(?:ed|ing) (?:me|us|my)",
+        r"spent (?:hours|days|weeks)", r"(?:hours|days) on the phone",
+        r"(?:can'?t|cannot|couldn'?t|unable to|no way to|impossible to|never able to) "
+        r"(?:get (?:through|a response|an answer|help|any help|hold of|a hold of)|reach|"
+        r"contact|talk to|speak to|speak with|get anyone|get someone)",
+        r"(?:doesn'?t|does not|don'?t|do not|won'?t|will not|never|didn'?t|did not) "
+        r"(?:answer|respond|reply|call (?:me )?back|get back|pick up)",
+        r"(?:kept|keeps|keep) (?:ringing|hanging up|disconnecting|cutting off|transferring|"
+        r"sending me|telling me|saying)",
+        r"(?:sent|bounced|passed|transferred|shuffled|pushed) (?:me )?(?:around|back and "
+        r"forth|from (?:one|department|person|agent))", r"(?:going|go|goes|went|sent|send|"
+        r"sending|talking|run|running|spinning|stuck) (?:me )?(?:around )?in circles",
+        r"run(?:ning)? (?:me )?around", r"(?:endless|constant|countless|never-?ending) "
+        r"(?:\w+ )?(?:troubleshooting|calls|emails|loops?|hold|transfers|excuses)",
+        r"no (?:way to|one to) (?:contact|reach|talk)", r"gave up (?:on|with|trying)",
     ),
-    # Fed up, whatever the cause.
+    # Fed up, desperate or helpless, whatever the cause.
     "exasperation": (
         r"(?:getting |so |sick and )?tired of", r"fed up", r"sick of", r"had enough",
-        r"enough is enough", r"(?:can'?t|cannot|can not) believe", r"unbelievable",
-        r"nothing (?:works?|worked|helps?|helped)", r"none of (?:\w+ )+(?:work|worked|helped)",
+        r"enough is enough", r"(?:can'?t|cannot|can not) believe (?:this|that|you|how "
+        r"(?:bad|poor|terrible|awful|long|hard|difficult)|y'?all|they|it'?s|i have to)",
+        r"unbelievable", r"nothing (?:works?|worked|helps?|helped)",
+        r"none of (?:\w+ )+(?:work|worked|helped)",
         r"(?:this|it) is (?:a )?(?:nightmare|insane|absurd)", r"what am i paying (?:you )?for",
         r"what the hell am i paying", r"i give up", r"at my wit'?s end", r"fix (?:it|this)!",
         r"seriously[?!]", r"are you (?:kidding|serious)", r"you'?ve got to be kidding",
+        r"infuriat\w+", r"frustrat(?:ing|ed)", r"furious", r"livid", r"outraged?",
+        r"beg(?:ging)? (?:you|for)", r"i'?m begging", r"desperate(?:ly)?", r"devastat\w+",
+        r"heartbroken", r"in tears", r"at a loss", r"last resort", r"nowhere (?:else )?to turn",
+        r"(?:don'?t|do not) know what (?:else )?to do", r"please please",
+        r"(?:why|how) (?:is it so|is this so) (?:hard|difficult)",
     ),
     # A customer asking for a person (used by the human-requested rule).
     "human_request": (
@@ -126,7 +226,8 @@ NEGATORS = frozenset({
     "not", "no", "never", "dont", "don't", "won't", "wont", "wouldn't", "didn't",
     "doesn't", "isn't", "aren't", "cannot", "can't", "neither", "nor", "without",
 })
-NEGATABLE = frozenset({"churn", "threat", "insult", "human_request"})
+NEGATABLE = frozenset({"churn", "cancellation", "threat", "insult", "contempt",
+                       "human_request"})
 # "not only useless", "can't believe how useless", "can't even": emphasis, not negation.
 NOT_NEGATING = frozenset({"only", "just", "believe", "stand", "even"})
 NEGATION_REACH = 3  # words before a match in which a negator cancels it

@@ -329,7 +329,7 @@ def ingest(client: TestClient, connector_token: str) -> Iterator[Connector]:
 # Very negative to VADER, and free of the words the signal rules look for: these raise
 # the sentiment rules alone.
 ANGRY = [
-    "This is terrible, I am furious and upset, everything went badly wrong!",
+    "This is terrible, I am so upset and sad, everything went badly wrong!",
     "I hate this, it is sad and painful and so wrong!",
     "I am so angry and hurt, this is a terrible, miserable mess!",
 ]

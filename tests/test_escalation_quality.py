@@ -9,13 +9,22 @@ import itertools
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from analytics import signals
 from analytics.default_rules import DEFAULT_RULES
-from analytics.quality import judge, load_corpus, load_labels
+from analytics.quality import (
+    Spread,
+    cross_validated,
+    judge,
+    load_corpus,
+    load_labels,
+    load_snippets,
+    replay_corpus,
+)
 from analytics.scoring import Scorer, load_overlay
 from contact_center.app import create_app
 from contact_center.settings import Settings
@@ -25,6 +34,11 @@ LABELS = Path(__file__).parent / "data" / "twitter_care_labels.jsonl"
 CORPUS = SHARED_DATA / "twitter-care" / "conversations.jsonl"
 needs_corpus = pytest.mark.skipif(not CORPUS.is_file(),
                                   reason="needs ../shared/data (the twitter-care corpus)")
+# Review snippets labelled by reading (keyed by snippet id; the texts stay in ../shared).
+SNIPPETS = SHARED_DATA / "vader-groundtruth" / "amazonReviewSnippets_GroundTruth.tsv"
+SNIPPET_LABELS = Path(__file__).parent / "data" / "amazon_review_labels.jsonl"
+needs_snippets = pytest.mark.skipif(not SNIPPETS.is_file(),
+                                    reason="needs ../shared/data (vader-groundtruth)")
 
 
 @needs_corpus
@@ -37,16 +51,126 @@ def test_every_customer_turn_is_labelled() -> None:
 
 
 @needs_corpus
-def test_default_rules_find_the_unhappy_customers() -> None:
-    figures = judge(DEFAULT_RULES, load_corpus(CORPUS), load_labels(LABELS))
-    print(json.dumps(figures.as_dict(), indent=1))  # shown with -s; docs/rules.md has them
+def test_default_rules_find_the_unhappy_customers_fold_by_fold() -> None:
+    """The targets, on the labelled split judged in five folds by conversation: the
+    pooled figures meet them; each fold's are printed with their spread."""
+    judged = cross_validated(DEFAULT_RULES, load_corpus(CORPUS), load_labels(LABELS))
+    print(json.dumps({"pooled": {k: v for k, v in judged.pooled.as_dict().items()
+                                 if k != "by_rule"},
+                      "spread": {k: vars_of(v) for k, v in judged.spread.items()}}, indent=1))
+    figures = judged.pooled
     assert figures.escalate_conversations == 69
     # Few alerts on neutral turns: supervisors learn to trust them.
-    assert figures.neutral_share <= 0.10
+    assert figures.neutral_share <= 0.08
     # Most conversations with an "escalate" turn raise an alert.
-    assert figures.escalate_recall >= 0.70
+    assert figures.escalate_recall >= 0.78
     # High severity means it: most high alerts land on "escalate" turns.
-    assert figures.high_on_escalate >= 0.70
+    assert figures.high_on_escalate >= 0.75
+    # No fold is far off: the figures are not carried by a few conversations.
+    assert judged.spread["neutral_share"].high <= 0.15
+    assert judged.spread["escalate_recall"].low >= 0.6
+    assert judged.spread["high_on_escalate"].low >= 0.6
+
+
+def vars_of(spread: Spread) -> dict[str, float]:
+    return {k: round(getattr(spread, k), 3) for k in ("mean", "stdev", "low", "high")}
+
+
+@needs_snippets
+def test_every_review_snippet_is_labelled() -> None:
+    conversations, labels = load_snippets(SNIPPETS, SNIPPET_LABELS)
+    assert len(conversations) == len(labels) == 3708
+    assert {(c["conversation_id"], 1) for c in conversations} == set(labels)
+    assert Counter(labels.values()) == {"none": 2373, "mild": 1119, "escalate": 216}
+
+
+@needs_snippets
+def test_the_rules_hold_on_review_snippets_they_were_not_written_from() -> None:
+    """3,708 sentences of customers' product reviews, labelled the same way: each is a
+    one-turn conversation (so the figures are the turn-level signals'). The rules were
+    not tuned on them sentence by sentence; these figures say what carries over."""
+    judged = cross_validated(DEFAULT_RULES, *load_snippets(SNIPPETS, SNIPPET_LABELS))
+    print(json.dumps({"pooled": {k: v for k, v in judged.pooled.as_dict().items()},
+                      "spread": {k: vars_of(v) for k, v in judged.spread.items()}}, indent=1))
+    figures = judged.pooled
+    assert figures.neutral_share <= 0.12
+    assert figures.escalate_recall >= 0.5  # of the snippets labelled escalate
+    assert figures.high_on_escalate >= 0.75
+
+
+# What the issue's misses and false alarms were like, said in other words than any
+# labelled turn: each kind must raise an alert (of the severity it deserves).
+KINDS = {
+    "a decision to leave, already taken": [
+        ("I uninstalled your app this morning.", "high"),
+        ("We moved our accounts to another bank last week.", "high"),
+        ("You just lost me as a customer.", "high"),
+        ("Switched to @Verizon today, bye.", "high")],
+    "contempt without profanity": [
+        ("Your service sucks.", "high"), ("This company should be ashamed.", "high"),
+        ("Worthless product, total rip-off.", "medium")],
+    "stuck in a loop": [
+        ("I keep getting sent around in circles between departments.", "medium"),
+        ("Endless troubleshooting and nothing changes.", "medium"),
+        ("Impossible to reach a real person at your company.", "medium"),
+        ("Nobody answers the phone and your chat doesn't respond.", "medium")],
+    "regulators and the press": [
+        ("@FCC @CFPB look at how this company treats its customers", "high"),
+        ("I'm contacting a journalist about this.", "high"),
+        ("The attorney general will hear about this.", "high")],
+    "desperation and going public": [
+        ("I'm begging you, please restore my account.", "medium"),
+        ("This is devastating, all my photos are gone.", "medium"),
+        ("I'll be posting this everywhere on social media.", "high")],
+}
+SEVERITY = {"low": 0, "medium": 1, "high": 2}
+
+
+def _hits(text: str) -> list[Any]:
+    conversation = {"conversation_id": "k", "queue": "q",
+                    "turns": [{"seq": 1, "speaker": "customer", "text": text}]}
+    return [trigger for _, trigger in replay_corpus(DEFAULT_RULES, [conversation])]
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_each_kind_of_unhappy_customer_raises_an_alert(kind: str) -> None:
+    for text, severity in KINDS[kind]:
+        hits = _hits(text)
+        assert hits, text
+        assert max(SEVERITY[t.rule.severity] for t in hits) >= SEVERITY[severity], \
+            (text, [(t.rule.id, t.rule.severity) for t in hits])
+
+
+CALM = [
+    "Hi, I'd like to cancel my subscription please.", "Please close my account, thank you.",
+    "Can you help me cancel my membership?", "I want to cancel my order, it was a mistake.",
+    "How do I delete my account?", "Could I get a refund for the duplicate charge please?",
+    "Hello, please cancel my plan at the end of this month. Thanks!",
+    "I would like to close my savings account and move the money to my checking.",
+    "Is it possible to get a full refund? The item arrived damaged.",
+    "I need to cancel my card, I think I lost it.", "Please unsubscribe me from your newsletter",
+    "I'm moving abroad so I need to close my account. What do I need to do?",
+    "Can I cancel the service without a fee?", "Hi, requesting a refund for order 1234.",
+    "We are closing our business account at the end of the year, please advise.",
+    "Please cancel my subscription, I no longer need it.",
+    "I cancelled my order yesterday, when will I get my refund?",
+    # "scam" and "fraud" asked about, headlines and bugs described
+    "Is this email a scam? It says my account is locked.",
+    "Is this a fraud call? Someone phoned asking for my PIN.",
+    "I got a text saying I won a prize, is it a scam?",
+    "BREAKING NEWS: the merger is official, what happens to my plan?",
+    "Company X to go public next year, will my shares change?",
+    "The app crashes every time I open the camera on Android 14.",
+    "I have had this phone for three months now and the battery drains overnight.",
+]
+
+
+def test_calm_requests_raise_no_high_alert() -> None:
+    """Asking to cancel, close or get a refund, politely; asking whether something is a
+    scam; a headline; a bug described: a supervisor need not look now."""
+    for text in CALM:
+        high = [t.rule.id for t in _hits(text) if t.rule.severity == "high"]
+        assert not high, (text, high)
 
 
 def _texts() -> list[str]:

@@ -279,12 +279,15 @@ def test_keyword_cooldown() -> None:
 # -- signals ----------------------------------------------------------------------------------
 
 EXAMPLES: list[tuple[str, str, list[str]]] = [
-    ("churn", "I'm cancelling my subscription today.", ["cancelling my subscription"]),
+    ("churn", "I uninstalled your app, you lost me as a customer.",
+     ["lost me as a customer", "lost me", "i uninstalled your app"]),
+    ("cancellation", "Please cancel my subscription.", ["cancel my subscription"]),
     ("churn", "I'm switching to Verizon, done with you.", ["i'm switching to",
                                                           "done with you"]),
     ("threat", "I will be contacting my lawyer about this.", ["lawyer"]),
-    ("threat", "I am going to report this to the BBB", ["bbb"]),
-    ("insult", "Your support is useless.", ["useless"]),
+    ("threat", "I am going to report this to the BBB", ["bbb", "report this to"]),
+    ("insult", "Your support is useless.", ["your support is useless"]),
+    ("contempt", "What a rip-off, this thing is junk.", ["junk", "rip-off"]),
     ("profanity", "This shit is broken again", ["shit"]),
     ("repeated_contact", "This is the third time I have called about this.", ["third time"]),
     ("exasperation", "I am so fed up with this.", ["fed up"]),
@@ -333,7 +336,7 @@ def test_switching_a_setting_or_plan_is_not_churn(text: str) -> None:
 @pytest.mark.parametrize(("curly", "expected"), [
     ("I\u2019m switching to Verizon", {"churn": ["i'm switching to"]}),
     ("I\u2019ve had enough", {"exasperation": ["had enough"]}),
-    ("I can\u2019t believe this", {"exasperation": ["can't believe"]}),
+    ("I can\u2019t believe this", {"exasperation": ["can't believe this"]}),
     ("I won\u2019t be renewing", {"churn": ["won't be renewing"]}),
     ("I don\u2019t want to cancel my account, I just want a refund", {}),
     ("I don\u2019t want to sue anyone, just fix it", {}),
@@ -367,10 +370,11 @@ def test_signal_rule_any_of() -> None:
     assert t.matched == ("i'm switching to",)
     assert t.metric is None and t.window is None
     assert t.reason == "customer turn shows churn: \"i'm switching to\""
-    [t] = says(rule, "I want to cancel my account or I call my lawyer")
-    assert t.signals == {"churn": ["cancel my account"], "threat": ["lawyer"]}
-    assert t.matched == ("cancel my account", "lawyer")
+    [t] = says(rule, "I'm done with you or I call my lawyer")
+    assert t.signals == {"churn": ["i'm done with", "done with you"], "threat": ["lawyer"]}
+    assert t.matched == ("i'm done with", "done with you", "lawyer")
     assert says(rule, "Your support is useless.") == []
+    assert says(rule, "Please cancel my account.") == []  # asked: cancellation, not churn
 
 
 def test_signal_rule_all_of() -> None:
@@ -397,7 +401,8 @@ def test_signal_rule_sentiment_below() -> None:
     rule = SignalRule(id="s", any_of=["insult"], sentiment_below=0.0, cooldown_seconds=0)
     [t] = says(rule, "Your support is useless.", compound=-0.4)
     assert t.metric == -0.4
-    assert t.reason == "customer turn shows insult: 'useless'; sentiment -0.400 below 0.0"
+    assert t.reason == ("customer turn shows insult: 'your support is useless'; "
+                        "sentiment -0.400 below 0.0")
     assert says(rule, "Your support is useless.", compound=0.0) == []
     assert says(rule, "Your support is useless.", compound=0.3) == []
     assert says(rule, "Your support is great.", compound=-0.4) == []
@@ -408,16 +413,17 @@ def test_signal_rule_roles() -> None:
     assert says(customers, "Your support is useless.", role="agent") == []
     agents = SignalRule(id="s", any_of=["insult"], roles=["agent"], cooldown_seconds=0)
     assert says(agents, "Your support is useless.") == []
-    assert [t.reason for t in says(agents, "That is useless.", role="agent")] == [
-        "agent turn shows insult: 'useless'"]
+    assert [t.reason for t in says(agents, "You are useless.", role="agent")] == [
+        "agent turn shows insult: 'you are useless'"]
 
 
 def test_signal_rule_is_negation_aware_for_churn_and_threat() -> None:
-    rule = SignalRule(id="s", any_of=["churn", "threat"], cooldown_seconds=0)
+    rule = SignalRule(id="s", any_of=["churn", "cancellation", "threat"], cooldown_seconds=0)
     assert says(rule, "I don't want to cancel my account, I just want a refund") == []
     assert says(rule, "I'm not going to sue you") == []
+    assert says(rule, "I won't be going elsewhere") == []
     assert [t.signals for t in says(rule, "I want to cancel my account")] == [
-        {"churn": ["cancel my account"]}]
+        {"cancellation": ["cancel my account", "want to cancel"]}]
     assert [t.signals for t in says(rule, "I'm going to sue you")] == [{"threat": ["sue"]}]
     # A negator more than three words before the phrase does not cancel it.
     assert [t.signals for t in says(rule, "No, I am going to sue you")] == [
@@ -425,17 +431,18 @@ def test_signal_rule_is_negation_aware_for_churn_and_threat() -> None:
 
 
 def test_signal_rule_negation_aware_off_counts_negated_churn() -> None:
-    rule = SignalRule(id="s", any_of=["churn"], negation_aware=False, cooldown_seconds=0)
+    rule = SignalRule(id="s", any_of=["cancellation"], negation_aware=False,
+                      cooldown_seconds=0)
     [t] = says(rule, "I don't want to cancel my account")
-    assert t.signals == {"churn": ["cancel my account"]}
+    assert t.signals == {"cancellation": ["cancel my account", "want to cancel"]}
 
 
 def test_signal_rule_cooldown() -> None:
     rule = SignalRule(id="s", any_of=["insult"], cooldown_seconds=30)
     conv = subject()
-    assert len(feed(rule, conv, turn(0, "useless", at=0))) == 1
-    assert feed(rule, conv, turn(1, "useless", at=29)) == []
-    assert len(feed(rule, conv, turn(2, "useless", at=30))) == 1
+    assert len(feed(rule, conv, turn(0, "you are useless", at=0))) == 1
+    assert feed(rule, conv, turn(1, "you are useless", at=29)) == []
+    assert len(feed(rule, conv, turn(2, "you are useless", at=30))) == 1
 
 
 # -- response_time ------------------------------------------------------------------------------
@@ -988,11 +995,11 @@ def test_load_overlay_names_the_bad_line(tmp_path: Path, bad: str) -> None:
 
 
 @pytest.mark.parametrize(("text", "signal", "found"), [
-    ("I'm not happy, cancel my account", "churn", ["cancel my account"]),
-    ("No. I am cancelling my subscription", "churn", ["cancelling my subscription"]),
-    ("I can't believe how useless you are", "insult", ["useless"]),
-    ("not only useless but rude", "insult", ["useless"]),
-    ("I do not want to cancel my account", "churn", []),
+    ("I'm not happy, cancel my account", "cancellation", ["cancel my account"]),
+    ("No. I am cancelling my subscription", "churn", ["i am cancelling my subscription"]),
+    ("I can't believe how useless this is", "contempt", ["useless"]),
+    ("not only useless but rude", "contempt", ["useless"]),
+    ("I do not want to cancel my account", "cancellation", []),
     ("I won't be going elsewhere", "churn", []),
 ])
 def test_negation_stays_in_its_clause(text: str, signal: str, found: list[str]) -> None:

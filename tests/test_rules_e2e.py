@@ -233,8 +233,8 @@ def test_signal_rule(ingest: Connector, client: TestClient, admin: str, ann: str
         _, fired = raised_by(streams, "leaving", 2, "signal", "high")
         assert segments(fired) == ["m1"]
         evidence = fired["evidence"]
-        assert evidence["signals"] == {"churn": ["cancelling my subscription"]}
-        assert evidence["matched"] == ["cancelling my subscription"]
+        assert evidence["signals"] == {"churn": ["i am cancelling my subscription"]}
+        assert evidence["matched"] == ["i am cancelling my subscription"]
         assert evidence["metric"] == ack["scores"]["compound"]
         assert evidence["segments"][0]["text"] == text
         assert evidence["rule"]["version"] == 2 and evidence["rule"]["severity"] == "high"
