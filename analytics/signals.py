@@ -62,6 +62,9 @@ PATTERNS: dict[str, tuple[str, ...]] = {
         r"(?:deleting|uninstalling|cancell?ing|closing) (?:it|the app|your app|my (?:\w+ )?"
         r"(?:account|subscription|membership|card)s?)(?: (?:now|today|right now))?[.!]",
         r"won'?t (?:be )?(?:buying|using|renewing)", r"(?:not|never) (?:be )?renew\w*",
+        r"(?:i|we) (?:will|'?ll|am going to|'?m going to|are going to|'?re going to|'?m gonna|"
+        r"am gonna|gonna) (?:cancel|close|delete|leave|switch|uninstall|unsubscribe|quit|"
+        r"drop)",
         r"trade it (?:in )?(?:for|with) (?:a|another) (?:different )?brand",
         r"should (?:have|'?ve) (?:bought|gone with|gotten|got|chosen) (?:a|an|the)? ?\w+",
         r"(?:enough|reason|time) (?:for (?:me|us) )?to (?:close|cancel|leave|switch|drop|quit)",
@@ -69,10 +72,10 @@ PATTERNS: dict[str, tuple[str, ...]] = {
     # Asking to cancel or close: a churn risk, often asked calmly (rules weigh its tone).
     "cancellation": (
         r"cancel(?:l?ing|l?ed)? (?:my|our|the|this) (?:\w+ )?(?:account|subscription|"
-        r"membership|service|contract|plan|card|order)s?",
-        r"clos(?:e|ing) (?:my|our) (?:\w+ )?(?:account|card)s?",
+        r"membership|service|contract|plan|order)s?",
+        r"clos(?:e|ing) (?:my|our) (?:\w+ )?accounts?",
         r"delet(?:e|ing) (?:my|our) (?:\w+ )?account", r"unsubscrib(?:e|ing) from (?:you|your)",
-        r"(?:want|need|like|would like) (?:to )?(?:cancel|close|terminate|end)",
+        r"terminat(?:e|ing) (?:my|our|the) (?:\w+ )?(?:account|subscription|contract|plan)",
     ),
     # Regulators, lawyers, the press (as words or @handles), going public in any words.
     "threat": (

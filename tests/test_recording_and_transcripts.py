@@ -59,7 +59,7 @@ def test_recording_policy_decides_what_is_stored(
     alerts = [json.loads(d) for d, in stored.rows("SELECT document FROM alerts")]
     assert len(alerts) == 1
     hits = alerts[0]["hits"]
-    assert {h["rule_id"] for h in hits} >= {"churn-or-legal-threat", "negative-sentiment"}
+    assert {h["rule_id"] for h in hits} >= {"angry-cancellation", "negative-sentiment"}
     # The top level repeats the lead hit, in the same recorded form.
     assert {k: alerts[0][k] for k in ("rule_id", "evidence", "reason")} in [
         {k: h[k] for k in ("rule_id", "evidence", "reason")} for h in hits]
@@ -68,9 +68,9 @@ def test_recording_policy_decides_what_is_stored(
         for seg in stored_evidence["segments"]:
             assert (seg["text"] is not None) == (seg["role"] in kept)
             assert "compound" in seg["scores"]
-        if rule_id == "churn-or-legal-threat":  # the matched words are transcript too
+        if rule_id == "angry-cancellation":  # the matched words are transcript too
             assert (stored_evidence["matched"] == ["cancel my account"]) == ("customer" in kept)
-            assert (stored_evidence["signals"] == {"churn": ["cancel my account"]}) == (
+            assert (stored_evidence["signals"] == {"cancellation": ["cancel my account"]}) == (
                 "customer" in kept)
             assert ("cancel my account" in reason) == ("customer" in kept)
     assert stored.rows("SELECT recording, status FROM conversations") == [(policy, "ended")]
@@ -97,10 +97,10 @@ def test_analyst_fetches_a_recorded_conversation(ingest: Connector, client: Test
     assert all(set(t["scores"]) == {"neg", "neu", "pos", "compound"} for t in body["turns"])
     # One alert for the conversation, its hits one per rule firing; the end resolved it.
     [alert] = body["alerts"]
-    assert [h["rule_id"] for h in alert["hits"]] == ["churn-or-legal-threat",
+    assert [h["rule_id"] for h in alert["hits"]] == ["angry-cancellation", "exasperation",
                                                      "very-negative-turn"]
     assert all(h["rule_version"] == 1 for h in alert["hits"])
-    assert alert["hit_count"] == 2
+    assert alert["hit_count"] == 3
     assert (alert["status"], alert["resolution"]) == ("resolved", "conversation_ended")
     assert [e["type"] for e in body["events"]] == [
         "conversation.started", "conversation.transferred", "conversation.ended"]

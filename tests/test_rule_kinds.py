@@ -423,7 +423,7 @@ def test_signal_rule_is_negation_aware_for_churn_and_threat() -> None:
     assert says(rule, "I'm not going to sue you") == []
     assert says(rule, "I won't be going elsewhere") == []
     assert [t.signals for t in says(rule, "I want to cancel my account")] == [
-        {"cancellation": ["cancel my account", "want to cancel"]}]
+        {"cancellation": ["cancel my account"]}]
     assert [t.signals for t in says(rule, "I'm going to sue you")] == [{"threat": ["sue"]}]
     # A negator more than three words before the phrase does not cancel it.
     assert [t.signals for t in says(rule, "No, I am going to sue you")] == [
@@ -434,7 +434,7 @@ def test_signal_rule_negation_aware_off_counts_negated_churn() -> None:
     rule = SignalRule(id="s", any_of=["cancellation"], negation_aware=False,
                       cooldown_seconds=0)
     [t] = says(rule, "I don't want to cancel my account")
-    assert t.signals == {"cancellation": ["cancel my account", "want to cancel"]}
+    assert t.signals == {"cancellation": ["cancel my account"]}
 
 
 def test_signal_rule_cooldown() -> None:

@@ -501,6 +501,10 @@ def test_a_paused_worker_that_lost_its_lease_applies_nothing_after(
     node = deployment.node()
     paused, other = deployment.worker(), deployment.worker()
     deployment.wait_until_owned(node, workers=2)
+    deadline = time.monotonic() + 20  # (the other may have taken them all first)
+    while not any("took partition" in line for line in paused.output):
+        assert time.monotonic() < deadline, "".join(paused.output[-20:])
+        time.sleep(0.1)
     ledger = Ledger([node], deployment.token("connector", "Connector"))
 
     async def scenario() -> None:
