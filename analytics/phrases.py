@@ -54,6 +54,12 @@ class PhraseIndex:
 
     def __init__(self, phrases: Iterable[str]) -> None:
         self.phrases = frozenset(normalized(p) for p in phrases)
+        # A first look for each phrase's longest word anywhere: most turns hold none, and
+        # are done without marking their words.
+        self._words = ahocorasick.Automaton()
+        for phrase in self.phrases:
+            word = max(phrase.split(), key=len)
+            self._words.add_word(word, word)
         self._automaton = ahocorasick.Automaton()
         for phrase in self.phrases:
             marked = _marked(phrase)
@@ -61,6 +67,7 @@ class PhraseIndex:
                 phrase, len(marked), not marked.startswith(_START),
                 not marked.endswith(_END)))
         if self.phrases:
+            self._words.make_automaton()
             self._automaton.make_automaton()
 
     def find(self, text: str) -> dict[str, bool]:
@@ -69,6 +76,8 @@ class PhraseIndex:
         if not self.phrases:
             return {}
         lowered = text.translate(signals.QUOTES).lower()
+        if next(self._words.iter(lowered), None) is None:
+            return {}
         # One character per white space run, a line break where the run had one (it ends
         # a clause for negation); phrases match across either.
         marked = _marked(_SPACES.sub(lambda m: "\n" if "\n" in m.group() else " ", lowered))
