@@ -26,6 +26,7 @@ MAX_CHARACTERS = 200_000  # of a set's distinct phrases
 MAX_ENDING_TOGETHER = 10  # phrases of a set that can end on one word
 
 _START, _END = "\x01", "\x02"  # a word's first and last character, once marked
+_FROM_TEXT = str.maketrans(signals.QUOTES | {ord(_START): " ", ord(_END): " "})
 _WORD = re.compile(r"[\w*]+")
 _SPACES = re.compile(r"\s+")
 _NEGATION_LOOKBACK = 3 * signals.NEGATION_CHARS  # marked text: markers take room too
@@ -75,7 +76,7 @@ class PhraseIndex:
         occurrences is not negated ("I do not want to cancel" negates "cancel")."""
         if not self.phrases:
             return {}
-        lowered = text.translate(signals.QUOTES).lower()
+        lowered = text.translate(_FROM_TEXT).lower()
         if next(self._words.iter(lowered), None) is None:
             return {}
         # One character per white space run, a line break where the run had one (it ends

@@ -44,11 +44,18 @@ Phrases = list[Phrase]
 READ_CHARS = 2000
 
 
+_SEAM = "\n\x00\n"  # no phrase or pattern matches across it (a text holds no NUL)
+
+
 def readable(text: str) -> str:
-    """What rules read of ``text``: all of it, or its beginning and end."""
+    """What rules read of ``text``: all of it, or its beginning and end (cut where words
+    end, so a cut word cannot read as another)."""
     if len(text) <= 2 * READ_CHARS:
         return text
-    return text[:READ_CHARS] + "\n" + text[-READ_CHARS:]
+    head, tail = text[:READ_CHARS], text[-READ_CHARS:]
+    head = head[:head.rfind(" ")] if " " in head[-50:] else head
+    tail = tail[tail.find(" ") + 1:] if " " in tail[:50] else tail
+    return head + _SEAM + tail
 
 
 class Scope(BaseModel):
@@ -240,10 +247,12 @@ class RuleSet(BaseModel):
             if rule.id in seen:
                 raise ValueError(f"rule id {rule.id!r} is used twice; ids must be unique")
             seen.add(rule.id)
-        over = phrase_index.budget(self.phrase_index)
-        if over is not None:
-            raise ValueError(over)
         return self
+
+    def over_budget(self) -> str | None:
+        """Why the set's phrases are over their budget (`analytics.phrases`), or None.
+        Checked where a set is saved, not where a saved one is read back."""
+        return phrase_index.budget(self.phrase_index)
 
     @cached_property
     def phrase_index(self) -> PhraseIndex:

@@ -337,13 +337,17 @@ def _check_files(settings: Settings) -> None:
 
 def _read_rules(path: Path) -> RuleSet:
     try:
-        return RuleSet.model_validate_json(path.read_bytes())
+        rules = RuleSet.model_validate_json(path.read_bytes())
     except ValidationError as exc:
         problems = "\n".join(
             f"  {'.'.join(str(p) for p in e['loc']) or 'document'}: {e['msg']}"
             for e in exc.errors(include_url=False))
         raise click.ClickException(f"{path} is not a valid rules document:\n{problems}"
                                    ) from None
+    why = rules.over_budget()
+    if why is not None:
+        raise click.ClickException(f"{path} is not a valid rules document:\n  {why}")
+    return rules
 
 
 def _refusals_are_not_errors(record: logging.LogRecord) -> bool:

@@ -81,6 +81,8 @@ class Partitions:
         self.healthy = True
         self._renewed_at = 0.0
         self._alive_at = 0.0  # when the event loop last said it was alive
+        self._keeper: threading.Thread | None = None
+        self._stop_keeping = threading.Event()
         self._workers: list[str] = []  # alive, as of the last heartbeat
         self._taking: set[int] = set()  # partitions being taken over
         self._delete_idle = redis.register_script(_DELETE_IDLE_CONSUMER)
@@ -89,38 +91,42 @@ class Partitions:
         """Say this worker is alive and keep its leases, every second, on a thread of
         its own (its own event loop and Redis connection): a turn that keeps this loop
         busy cannot make them late. Meanwhile this loop says it is alive; one stuck for
-        STALL_SECONDS lets its leases lapse, so its partitions move on."""
-        stop = threading.Event()
-        keeper = threading.Thread(target=self._keep, args=(asyncio.get_running_loop(), stop),
-                                  name=f"leases-{self.id}", daemon=True)
+        STALL_SECONDS stops both, so the others see it gone and take its partitions."""
+        self._keeper = threading.Thread(
+            target=self._keep, args=(asyncio.get_running_loop(),), name=f"leases-{self.id}",
+            daemon=True)
         self._alive_at = time.monotonic()
-        keeper.start()
+        self._keeper.start()
         try:
-            while keeper.is_alive():
+            while self._keeper.is_alive():
                 self._alive_at = time.monotonic()
                 await asyncio.sleep(HEARTBEAT_SECONDS / 4)
             raise RuntimeError("the lease keeper stopped")
         finally:
-            stop.set()
-            # Not after the hand-back: a last heartbeat would say it is still alive.
-            await asyncio.to_thread(keeper.join, HEARTBEAT_SECONDS + 1)
+            self._stop_keeping.set()  # (`hand_back` waits for it to end)
 
-    def _keep(self, loop: asyncio.AbstractEventLoop, stop: threading.Event) -> None:
-        with asyncio.Runner() as runner:
-            leases = Leases(twin(self.redis), self.layout, self.id)
-            try:
-                while not stop.is_set():
-                    runner.run(self._beat(leases, loop))
-                    stop.wait(HEARTBEAT_SECONDS)
-            finally:
-                runner.run(leases.redis.aclose())
+    def _keep(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            with asyncio.Runner() as runner:
+                leases = Leases(twin(self.redis), self.layout, self.id)
+                try:
+                    while not self._stop_keeping.is_set():
+                        runner.run(self._beat(leases, loop))
+                        self._stop_keeping.wait(HEARTBEAT_SECONDS)
+                finally:
+                    runner.run(leases.redis.aclose())
+        except Exception:
+            log.exception("worker %s: the lease keeper failed", self.id)
 
     async def _beat(self, leases: Leases, loop: asyncio.AbstractEventLoop) -> None:
         """One heartbeat and lease renewal (on the keeper's thread)."""
+        if time.monotonic() - self._alive_at > STALL_SECONDS:
+            if self.healthy:
+                log.error("worker %s: its event loop is stuck; it stops renewing", self.id)
+            self.healthy = False
+            return  # neither alive nor holding: the others take its partitions
         try:
             self._workers = await leases.heartbeat()
-            if time.monotonic() - self._alive_at > STALL_SECONDS:
-                return  # stuck: the leases lapse, and their entries go to another worker
             held = sorted(set(self.owned) | self._taking)
             lost = set(held) - await leases.renew(held)
             if lost:
@@ -151,6 +157,9 @@ class Partitions:
     async def hand_back(self) -> None:
         """Give every partition back and leave, so no one waits for the leases to lapse
         (the caller holds the pipeline's lock)."""
+        self._stop_keeping.set()
+        if self._keeper is not None:  # so that no heartbeat follows the leaving
+            await asyncio.to_thread(self._keeper.join, HEARTBEAT_SECONDS + 1)
         for partition in list(self.owned):
             self._drop(partition)
             await self.leases.release(partition)

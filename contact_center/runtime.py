@@ -99,6 +99,9 @@ async def load_rules(settings: Settings, store: Store) -> RuleSet:
     rules = RuleSet.model_validate(saved) if saved is not None else DEFAULT_RULES
     if settings.rules_file is not None:
         rules = rules.replacing(RuleSet.model_validate_json(settings.rules_file.read_bytes()))
+        why = rules.over_budget()
+        if why is not None:
+            raise RuntimeError(f"{settings.rules_file}: {why}")
         await store.save_rules(rules.model_dump(mode="json"))
     return rules
 

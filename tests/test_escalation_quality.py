@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -273,3 +274,39 @@ def test_one_alert_per_conversation_in_trouble_on_the_labelled_split(tmp_path: P
     assert hits > len(alerts)  # (what a supervisor used to get: one alert per hit)
     assert all(a["status"] == "resolved" for a in alerts)  # every conversation ended
     assert figures["escalate_conversations_alerted"] >= baseline.escalate_conversations_alerted
+
+
+ORDINARY = [  # everyday words that once read as anger, churn or threats
+    "Hi, this is Patty", "my dojo membership", "I saw it on the news",
+    "cancel my newspaper delivery", "I moved to Texas, please update my address",
+    "I went back to check", "transfer money to another bank", "I work for a company",
+    "I should have gotten a confirmation email", "you took my money twice",
+    "I'm leaving for the airport", "it was fraud, I didn't make this charge",
+    "it's in my junk folder", "the garbage disposal broke", "tell me a joke",
+    "this vacuum sucks up everything", "I screwed up my order", "I don't order often",
+    "how do I avoid this fee?", "I did not pick up the parcel", "running around the park",
+]
+
+
+@pytest.mark.parametrize("text", ORDINARY)
+def test_ordinary_words_raise_nothing(text: str) -> None:
+    assert [t.rule.id for t in _hits(text)] == []
+
+
+@pytest.mark.parametrize(("text", "signal"), [
+    ("I called twice", "repeated_contact"), ("I should have gone with verizon", "churn"),
+    ("I will never buy anything again", "churn"), ("what an ahole", "insult"),
+    ("@NYAttorneyGeneral please help", "threat")])
+def test_optional_spaces_and_handles_match(text: str, signal: str) -> None:
+    """A pattern's " ?" is an optional space, not a required one."""
+    assert signal in signals.detect(text)
+
+
+@pytest.mark.parametrize("text", ["consumer" * 1000, "attorney" * 500, "a" * 4000,
+                                  "no one " * 570, "fuck" * 1000])
+def test_no_signal_pattern_backtracks_on_long_words(text: str) -> None:
+    """A bound far above the measured cost (under 3 ms), far below what an unbounded
+    repeat before a literal cost (1.1 s on the first of these)."""
+    started = time.perf_counter()
+    signals.detect(text)
+    assert time.perf_counter() - started < 0.25

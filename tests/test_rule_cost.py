@@ -21,7 +21,7 @@ from websockets.asyncio.client import connect
 
 from analytics import phrases, signals
 from analytics.phrases import PhraseIndex
-from analytics.rules import READ_CHARS, KeywordRule, RuleSet, readable
+from analytics.rules import READ_CHARS, KeywordRule, Reading, RuleSet, readable
 from tests.conftest import SHARED_DATA, Users, auth
 from tests.test_server import Server
 
@@ -115,13 +115,20 @@ def test_matching_cost_does_not_grow_with_the_phrases() -> None:
 
 
 def test_rules_read_the_start_and_the_end_of_a_long_turn() -> None:
-    text = "I am cancelling my account. " + "x" * 7000 + " Ask your supervisor."
+    text = "I am cancelling my account. " + "word " * 1400 + " Ask your supervisor."
     read = readable(text)
-    assert len(read) == 2 * READ_CHARS + 1
+    assert len(read) <= 2 * READ_CHARS + 3
     assert read.startswith("I am cancelling") and read.endswith("your supervisor.")
     assert readable("short") == "short"
+    # Cut where words end: a cut word never reads as another ("precancel" as "cancel").
+    tail_cut = "a " * 2500 + "pre" + "cancel" + " z" * 997  # the last 2,000 start "cancel"
+    head_cut = "a " * ((READ_CHARS - 11) // 2) + "a supervisory" + " z" * 2500
+    assert "cancel" not in readable(tail_cut)
+    assert "supervisor" not in readable(head_cut)
+    rules = RuleSet(rules=[KeywordRule(id="k", phrases=["cancel", "supervisor"])])
+    for cut in (tail_cut, head_cut):
+        assert Reading(cut, frozenset(), rules.phrase_index).phrases() == {}
     rules = RuleSet(rules=[KeywordRule(id="k", phrases=["supervisor", "cancelling"])])
-    from analytics.rules import Reading
     reading = Reading(text, frozenset(), rules.phrase_index)
     assert list(reading.phrases()) == ["cancelling", "supervisor"]
     middle = "x" * 3000 + " supervisor " + "x" * 3000
@@ -300,3 +307,35 @@ def test_a_slow_rule_keeps_the_workers_leases(postgres_database: str, redis_serv
             wait_for_partitions(client)  # and taken again (here: by the same worker)
         transcript = client.get("/v1/transcripts/slow", headers=auth(users.token("Admin")))
         assert [s["segment_id"] for s in transcript.json()["turns"]] == ["s1", "s2"]
+
+
+def test_a_saved_set_over_the_budget_still_loads(tmp_path: Path) -> None:
+    """The budget is checked where a set is saved: one saved before it (or by an older
+    version) is still read back, and the service starts and runs it."""
+    from contact_center.app import create_app
+    from contact_center.settings import Settings
+    from tests.conftest import make_store, run
+
+    big = [operator_rule() | {"id": f"big{n}", "phrases": [f"{n} {p}" for p in
+                                                           operator_rule()["phrases"]]}
+           for n in range(3)]
+    saved = RuleSet.model_validate({"rules": big})
+    assert saved.over_budget() is not None
+
+    async def save() -> None:
+        store = make_store("sqlite", tmp_path)
+        await store.open()
+        try:
+            await store.save_rules(saved.model_dump(mode="json"))
+        finally:
+            await store.close()
+
+    run(save())
+    with TestClient(create_app(Settings(database=tmp_path / "cc.db"),
+                               make_store("sqlite", tmp_path))) as client:
+        admin = auth(Users(lambda: make_store("sqlite", tmp_path)).token("Admin"))
+        assert [r["id"] for r in client.get("/v1/rules", headers=admin).json()["rules"]] == \
+            ["big0", "big1", "big2"]
+        r = client.patch("/v1/rules/big0", headers=admin, json={"name": "renamed"})
+        assert r.status_code == 422 and "at most 200,000" in r.json()["message"]
+        assert client.delete("/v1/rules/big2", headers=admin).status_code == 204

@@ -71,15 +71,18 @@ async def _commit(request: Request, rules: RuleSet) -> None:
 
 
 def _validated(make: Callable[[], T], where: tuple[str, ...] = ()) -> T:
-    """Build a rule set (or a value), reporting a problem (duplicate ids, too many rules)
-    as the same 422 ``validation_error`` a malformed body gets; ``where`` prefixes the
-    error locations."""
+    """Build a rule set (or a value), reporting a problem (duplicate ids, too many rules,
+    phrases over their budget) as the same 422 ``validation_error`` a malformed body gets;
+    ``where`` prefixes the error locations."""
     try:
-        return make()
+        made = make()
     except ValidationError as exc:
         raise RequestValidationError(
             [e | {"loc": (*where, *e["loc"])} for e in exc.errors(include_url=False)]
         ) from None
+    if isinstance(made, RuleSet) and (why := made.over_budget()) is not None:
+        raise _invalid(("body",), why)
+    return made
 
 
 def _check_version(rule_id: str, expected: int | None, current: AnyRule) -> None:
