@@ -339,3 +339,21 @@ def test_a_saved_set_over_the_budget_still_loads(tmp_path: Path) -> None:
         r = client.patch("/v1/rules/big0", headers=admin, json={"name": "renamed"})
         assert r.status_code == 422 and "at most 200,000" in r.json()["message"]
         assert client.delete("/v1/rules/big2", headers=admin).status_code == 204
+
+
+def test_rules_check_refuses_a_file_over_the_budget(tmp_path: Path) -> None:
+    """The offline check (CI's) says what the service would answer."""
+    import subprocess
+
+    from tests.test_server import PROJECT, command
+
+    over = tmp_path / "rules.json"
+    over.write_text(json.dumps({"rules": [
+        operator_rule() | {"id": f"big{n}", "phrases": [f"{n} {p}" for p in
+                                                        operator_rule()["phrases"]]}
+        for n in range(3)]}), encoding="utf-8")
+    done = subprocess.run([*command(), "rules", "check", str(over)], capture_output=True,
+                          text=True, cwd=PROJECT, timeout=60)
+    assert done.returncode == 1
+    assert "is not a valid rules document" in done.stderr
+    assert "at most 200,000 are allowed" in done.stderr
