@@ -20,6 +20,7 @@ from analytics.default_rules import DEFAULT_RULES
 from analytics.quality import (
     Spread,
     cross_validated,
+    fold_of,
     judge,
     load_corpus,
     load_labels,
@@ -71,6 +72,22 @@ def test_default_rules_find_the_unhappy_customers_fold_by_fold() -> None:
     assert judged.spread["neutral_share"].high <= 0.15
     assert judged.spread["escalate_recall"].low >= 0.6
     assert judged.spread["high_on_escalate"].low >= 0.6
+
+
+
+@needs_corpus
+def test_the_folds_the_signals_were_not_made_from() -> None:
+    """The signals were changed from the errors of folds 0-2 alone; folds 3 and 4 are
+    the out-of-sample figures docs/rules.md reports (neutral alerts there are above the
+    8% target: 9.2%)."""
+    corpus, labels = load_corpus(CORPUS), load_labels(LABELS)
+    held_out = judge(DEFAULT_RULES, [c for c in corpus
+                                     if fold_of(c["conversation_id"], 5) in (3, 4)], labels)
+    print(json.dumps({k: v for k, v in held_out.as_dict().items() if k != "by_rule"},
+                     indent=1))
+    assert held_out.neutral_share <= 0.10
+    assert held_out.escalate_recall >= 0.78
+    assert held_out.high_on_escalate >= 0.75
 
 
 def vars_of(spread: Spread) -> dict[str, float]:

@@ -20,6 +20,13 @@ def forests(draw: st.DrawFn) -> list[Team]:
     return teams
 
 
+def tree_of(teams: list[Team]) -> TeamTree | None:
+    """The tree, or None for a forest deeper than a tree may be."""
+    if max((len(ancestry(teams, t.id)) for t in teams), default=0) > MAX_DEPTH:
+        return None
+    return TeamTree(teams)
+
+
 def ancestry(teams: list[Team], team_id: str) -> list[str]:
     """The team and its ancestors, walking up the parents."""
     parent_of = {t.id: t.parent for t in teams}
@@ -44,9 +51,9 @@ def test_a_forest_is_a_tree_exactly_when_no_team_is_too_deep(teams: list[Team]) 
 @given(forests(), st.data())
 def test_below_is_every_team_with_a_chosen_ancestor(teams: list[Team],
                                                     data: st.DataObject) -> None:
-    if max((len(ancestry(teams, t.id)) for t in teams), default=0) > MAX_DEPTH:
+    tree = tree_of(teams)
+    if tree is None:
         return
-    tree = TeamTree(teams)
     ids = [t.id for t in teams]
     chosen = data.draw(st.sets(st.sampled_from(ids))) if ids else set()
     assert tree.below(chosen | {"no-such-team"}) == {
@@ -56,9 +63,9 @@ def test_below_is_every_team_with_a_chosen_ancestor(teams: list[Team],
 @given(forests(), st.data())
 def test_a_scope_covers_its_queues_and_its_teams_agents(teams: list[Team],
                                                         data: st.DataObject) -> None:
-    if max((len(ancestry(teams, t.id)) for t in teams), default=0) > MAX_DEPTH:
+    tree = tree_of(teams)
+    if tree is None:
         return
-    tree = TeamTree(teams)
     ids = [t.id for t in teams]
     queues = ["billing", "sales", "vip"]
     team_of = {f"agent{i}": data.draw(st.sampled_from(ids)) for i in range(4)} if ids else {}
