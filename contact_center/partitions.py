@@ -41,7 +41,7 @@ from monitoring.feeds.redis import RedisOutlet
 log = logging.getLogger("contact_center.worker")  # the worker's log, whichever part logs
 
 RESTORE_SECONDS = 5.0  # at most this long to rewrite live views, holding the lock
-STALL_SECONDS = 30.0  # a worker whose event loop is stuck this long lets its leases lapse
+STALL_SECONDS = 30.0  # a worker whose event loop is stuck this long stops heartbeating
 
 _DELETE_IDLE_CONSUMER = """
 local pending = redis.call('xpending', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
@@ -81,6 +81,7 @@ class Partitions:
         self.healthy = True
         self._renewed_at = 0.0
         self._alive_at = 0.0  # when the event loop last said it was alive
+        self._stalled = False
         self._keeper: threading.Thread | None = None
         self._stop_keeping = threading.Event()
         self._workers: list[str] = []  # alive, as of the last heartbeat
@@ -121,10 +122,13 @@ class Partitions:
     async def _beat(self, leases: Leases, loop: asyncio.AbstractEventLoop) -> None:
         """One heartbeat and lease renewal (on the keeper's thread)."""
         if time.monotonic() - self._alive_at > STALL_SECONDS:
-            if self.healthy:
+            if not self._stalled:
                 log.error("worker %s: its event loop is stuck; it stops renewing", self.id)
-            self.healthy = False
+            self._stalled, self.healthy = True, False
             return  # neither alive nor holding: the others take its partitions
+        if self._stalled:
+            log.info("worker %s: its event loop runs again", self.id)
+            self._stalled = False
         try:
             self._workers = await leases.heartbeat()
             held = sorted(set(self.owned) | self._taking)

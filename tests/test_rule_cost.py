@@ -304,6 +304,7 @@ def test_a_slow_rule_keeps_the_workers_leases(postgres_database: str, redis_serv
             assert {p: o.token for p, o in worker.owned.items()} == tokens
         else:
             assert any(None in h for h in holders)  # lapsed while stuck
+            assert any("its event loop is stuck" in r.getMessage() for r in caplog.records)
             wait_for_partitions(client)  # and taken again (here: by the same worker)
         transcript = client.get("/v1/transcripts/slow", headers=auth(users.token("Admin")))
         assert [s["segment_id"] for s in transcript.json()["turns"]] == ["s1", "s2"]
