@@ -275,6 +275,27 @@ class Deployment:
                 line for w in self.workers for line in w.output[-15:])
             time.sleep(0.05)
 
+    def wait_until_one_holds_all(self, timeout: float = 20) -> None:
+        """Until a single worker is alive and holds every lease: `wait_until_owned(1)` can
+        also pass while a paused worker's leases outlive its heartbeat by a moment."""
+        layout = Layout(partitions=PARTITIONS)
+
+        async def holders() -> tuple[list[str], list[str | None]]:
+            redis = aioredis.from_url(self.redis.url, decode_responses=True)
+            try:
+                return (await redis.zrange(layout.workers, 0, -1),
+                        await redis.mget([layout.lease(p) for p in range(PARTITIONS)]))
+            finally:
+                await redis.aclose()
+
+        deadline = time.monotonic() + timeout
+        while True:
+            alive, leases = asyncio.run(holders())
+            if len(alive) == 1 and set(leases) == set(alive):
+                return
+            assert time.monotonic() < deadline, (alive, leases)
+            time.sleep(0.05)
+
     def token(self, username: str, *profiles: str, agent_id: str | None = None) -> str:
         extra = ["--agent-id", agent_id] if agent_id else []
         cli("users", "create", username, *[f"--profile={p}" for p in profiles], *extra,
@@ -512,7 +533,7 @@ def test_a_paused_worker_that_lost_its_lease_applies_nothing_after(
         await asyncio.sleep(1.0)
         assert paused.proc is not None
         paused.proc.send_signal(signal.SIGSTOP)
-        await asyncio.to_thread(deployment.wait_until_owned, node, 1)  # all on the other
+        await asyncio.to_thread(deployment.wait_until_one_holds_all)  # the other
         paused.proc.send_signal(signal.SIGCONT)
         await sending
 
