@@ -283,8 +283,9 @@ class Deployment:
         async def holders() -> tuple[list[str], list[str | None]]:
             redis = aioredis.from_url(self.redis.url, decode_responses=True)
             try:
-                return (await redis.zrange(layout.workers, 0, -1),
-                        await redis.mget([layout.lease(p) for p in range(PARTITIONS)]))
+                alive = await redis.zrange(layout.workers, 0, -1)
+                leases = await redis.mget([layout.lease(p) for p in range(PARTITIONS)])
+                return [str(w) for w in alive], [h and str(h) for h in leases]
             finally:
                 await redis.aclose()
 
