@@ -285,7 +285,7 @@ class Deployment:
             try:
                 alive = await redis.zrange(layout.workers, 0, -1)
                 leases = await redis.mget([layout.lease(p) for p in range(PARTITIONS)])
-                return [str(w) for w in alive], [h and str(h) for h in leases]
+                return [str(w) for w in alive], [None if h is None else str(h) for h in leases]
             finally:
                 await redis.aclose()
 
