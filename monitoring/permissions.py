@@ -14,13 +14,17 @@ class Permission(StrEnum):
     INGEST = "ingest"                          # stream conversation events in
     REALTIME_METRICS = "realtime-metrics"      # live conversation and agent views
     MANAGER_MONITOR = "manager-monitor"        # silently monitor a conversation
+    MANAGER_WHISPER = "manager-whisper"        # coach the agent, unheard by the customer
+    MANAGER_BARGE = "manager-barge"            # join a conversation as a participant
     ALERTS_OWN = "alerts-own"                  # alerts on one's own conversations
     ALERTS_ALL = "alerts-all"                  # alerts on every conversation one may see
     ALERTS_MANAGE = "alerts-manage"            # acknowledge, assign, resolve, reopen alerts
     CONTACT_SEARCH = "contact-search"          # search recorded transcripts
     TRANSCRIPTS_READ = "transcripts-read"      # read a recorded conversation
     RULES_MANAGE = "rules-manage"              # read and change escalation rules
-    USERS_MANAGE = "users-manage"              # users, profiles and tokens
+    USERS_MANAGE = "users-manage"              # users, tokens, teams, agents, scopes
+    PROFILES_MANAGE = "profiles-manage"        # custom security profiles
+    AUDIT_READ = "audit-read"                  # read and export the audit log
     WEBHOOKS_MANAGE = "webhooks-manage"        # webhooks: endpoints, deliveries
     OPERATE = "operate"                        # pipeline internals: dead letters
 
@@ -28,8 +32,9 @@ class Permission(StrEnum):
 PROFILES: dict[str, frozenset[Permission]] = {
     "Admin": frozenset(Permission),
     "CallCenterManager": frozenset({
-        Permission.REALTIME_METRICS, Permission.MANAGER_MONITOR, Permission.ALERTS_ALL,
-        Permission.ALERTS_MANAGE, Permission.CONTACT_SEARCH, Permission.TRANSCRIPTS_READ,
+        Permission.REALTIME_METRICS, Permission.MANAGER_MONITOR, Permission.MANAGER_WHISPER,
+        Permission.MANAGER_BARGE, Permission.ALERTS_ALL, Permission.ALERTS_MANAGE,
+        Permission.CONTACT_SEARCH, Permission.TRANSCRIPTS_READ,
     }),
     "Agent": frozenset({Permission.ALERTS_OWN}),
     "Analyst": frozenset({Permission.CONTACT_SEARCH, Permission.TRANSCRIPTS_READ}),
