@@ -12,10 +12,11 @@ import hmac
 import secrets
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from monitoring.permissions import PROFILES, Principal, permissions_of
+from monitoring.scope import Scope
 
 
 @dataclass(slots=True)
@@ -26,6 +27,7 @@ class User:
     profiles: list[str]
     disabled: bool
     created_at: float
+    scope: Scope = field(default_factory=Scope)  # what they may see: everything by default
 
 
 @dataclass(slots=True)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitoring.scope import MAX_DEPTH, Scope, Team, TeamTree, TreeError
+from monitoring.scope import MAX_DEPTH, Agent, Directory, Scope, Team, TeamTree, TreeError
 
 
 @st.composite
@@ -72,13 +72,16 @@ def test_a_scope_covers_its_queues_and_its_teams_agents(teams: list[Team],
     scope = Scope(
         teams=data.draw(st.none() | st.frozensets(st.sampled_from(ids) if ids else st.nothing())),
         queues=data.draw(st.none() | st.frozensets(st.sampled_from(queues))))
-    resolved = scope.resolve(tree)
+    directory = Directory(teams, [Agent(a, a, t) for a, t in team_of.items()])
+    within = directory.within(scope, own_agent="me")
     for queue in [*queues, None]:
-        for agent in [*team_of, "unknown-agent", None]:
+        for agent in [*team_of, "unknown-agent", "me", None]:
             team = team_of.get(agent) if agent else None
             expected = scope.everything or (queue in (scope.queues or ())) or (
-                team is not None and bool(set(ancestry(teams, team)) & (scope.teams or set())))
-            assert resolved.covers(queue, agent, team_of) == expected, (scope, queue, agent)
+                team is not None and bool(set(ancestry(teams, team)) & (scope.teams or set()))
+            ) or agent == "me"
+            covered = within is None or within.covers(queue, agent)
+            assert covered == expected, (scope, queue, agent)
 
 
 def test_a_cycle_an_unknown_parent_and_a_sixth_level_are_refused() -> None:
@@ -101,7 +104,13 @@ def test_a_team_with_teams_under_it_cannot_be_removed() -> None:
 
 
 def test_no_scope_is_everything_and_an_empty_one_is_nothing() -> None:
-    tree = TeamTree([Team("a", "A")])
-    assert Scope().resolve(tree).covers("any", None, {})
-    nothing = Scope(teams=frozenset(), queues=frozenset()).resolve(tree)
-    assert not nothing.covers("billing", "ann", {"ann": "a"})
+    directory = Directory([Team("a", "A")], [Agent("ann", "Ann", "a")])
+    assert directory.within(Scope()) is None
+    nothing = directory.within(Scope(teams=frozenset(), queues=frozenset()))
+    assert nothing is not None and not nothing.covers("billing", "ann")
+
+
+def test_a_scope_round_trips_through_json() -> None:
+    for scope in (Scope(), Scope(frozenset({"t"}), frozenset()),
+                  Scope(frozenset(), frozenset({"billing", "vip"}))):
+        assert Scope.from_json(scope.as_json()) == scope

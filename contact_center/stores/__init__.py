@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from analytics.history import History
 from monitoring.alert_stream import AlertEvents as AlertEvents
 from monitoring.credentials import Token, User
+from monitoring.scope import Agent, Directory, Scope, Team, Within
 
 
 @dataclass(slots=True)
@@ -147,6 +148,7 @@ class SearchQuery:
     role: str | None = None
     limit: int = 50
     offset: int = 0
+    within: Within | None = None  # None: everything
 
 
 @dataclass(slots=True)
@@ -164,6 +166,7 @@ class AlertQuery:
     until: float | None = None  # ... before
     before: str | None = None
     limit: int = 100
+    within: Within | None = None  # None: everything
 
 
 @dataclass(slots=True)
@@ -194,6 +197,7 @@ class HistoryQuery:
     with_text: bool = False
     with_agents: bool = False  # when each conversation got a human agent
     limit: int = 10_000  # conversations, oldest first
+    within: Within | None = None  # None: everything
 
 
 class Store(Protocol):
@@ -231,6 +235,24 @@ class Store(Protocol):
     async def find_token(self, prefix: str) -> Token | None: ...
     async def list_tokens(self, user_id: str) -> list[Token]: ...
     async def revoke_token(self, token_id: str) -> bool: ...
+
+    # teams, the agent directory, scopes (contact_center.stores.directory); each change
+    # (and disabling a user, revoking a token) adds one to the access version
+    async def access_version(self) -> int: ...
+    async def load_directory(self) -> Directory: ...
+    async def save_team(self, team: Team, create: bool) -> bool:
+        """False when updating a team that does not exist; raises `TeamExists`,
+        `TreeError` (monitoring.scope)."""
+        ...
+    async def delete_team(self, team_id: str) -> bool:
+        """False if there is no such team; raises `TreeError`, `TeamInUse`."""
+        ...
+    async def put_agent(self, agent: Agent) -> bool:
+        """Add or change a directory entry; True if added; raises `UnknownTeam`."""
+        ...
+    async def set_scope(self, username: str, scope: Scope) -> bool:
+        """False if there is no such user; raises `UnknownTeam`."""
+        ...
 
     # analyst
     async def get_conversation(self, conversation_id: str) -> dict[str, Any] | None: ...

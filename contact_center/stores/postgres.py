@@ -7,8 +7,9 @@ Same tables and semantics as the SQLite store; a pipeline batch is one transacti
 
 from __future__ import annotations
 
+import contextlib
 import zlib
-from collections.abc import Collection
+from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 import asyncpg
@@ -29,6 +30,7 @@ from contact_center.stores import (
     SearchQuery,
     StoredConversation,
     WriteBatch,
+    directory,
     event_key,
 )
 from contact_center.stores import webhooks as wh
@@ -47,10 +49,12 @@ from contact_center.stores.rows import (
     as_turn,
     as_user,
     like_pattern,
+    within_clause,
 )
 from monitoring import codec
 from monitoring.credentials import Token, User
 from monitoring.messages import RECENT_LIMIT
+from monitoring.scope import Agent, Directory, Scope, Team
 
 # Each entry upgrades the schema by one version; never edit a shipped one, add another.
 MIGRATIONS: list[str] = [
@@ -200,6 +204,24 @@ MIGRATIONS: list[str] = [
         through bigint NOT NULL
     );
     """,
+    """
+    CREATE TABLE teams (
+        id text COLLATE "C" PRIMARY KEY,
+        name text NOT NULL,
+        parent text REFERENCES teams (id)
+    );
+    CREATE TABLE agents (
+        id text COLLATE "C" PRIMARY KEY,
+        name text NOT NULL,
+        team text NOT NULL REFERENCES teams (id)
+    );
+    CREATE TABLE access_version (
+        id integer PRIMARY KEY CHECK (id = 1),
+        version bigint NOT NULL
+    );
+    INSERT INTO access_version VALUES (1, 0);
+    ALTER TABLE users ADD COLUMN scope json;  -- {"teams", "queues"}; NULL: everything
+    """,
 ]
 IDLE_IN_TRANSACTION_MS = 5000
 CLAIM_WAIT_MS = 2000
@@ -208,6 +230,7 @@ _PIPELINE_LOCK = 7_303_002  # advisory lock id: one pipeline per database
 # Advisory lock id, held from numbering alert events to commit: their ids are then in
 # commit order, so a reader that saw id n has seen every id below it.
 _ALERT_EVENTS_LOCK = 7_303_003
+_ACCESS_LOCK = 7_303_004  # advisory lock id: changes to teams, agents and scopes, one by one
 _ALERT_UPSERT = (
     f"INSERT INTO alerts ({', '.join(ALERT_COLUMNS)}) VALUES "
     f"({', '.join(f'${i}' for i in range(1, len(ALERT_COLUMNS) + 1))}) ON CONFLICT (id) DO "
@@ -450,9 +473,9 @@ class PostgresStore:
         return [as_user(r, _as_is) for r in users]
 
     async def set_disabled(self, username: str, disabled: bool) -> bool:
-        status = await self.pool.execute("UPDATE users SET disabled = $1 WHERE username = $2",
-                                         disabled, username)
-        return _count(status) > 0
+        async with self._changing_access() as db:
+            return await _changed(db, "UPDATE users SET disabled = $1 WHERE username = $2",
+                                  disabled, username)
 
     async def add_token(self, token: Token) -> None:
         await self.pool.execute(
@@ -469,9 +492,57 @@ class PostgresStore:
             "SELECT * FROM tokens WHERE user_id = $1 ORDER BY created_at", user_id)]
 
     async def revoke_token(self, token_id: str) -> bool:
-        status = await self.pool.execute(
-            "UPDATE tokens SET revoked = true WHERE id = $1 AND NOT revoked", token_id)
-        return _count(status) > 0
+        async with self._changing_access() as db:
+            return await _changed(
+                db, "UPDATE tokens SET revoked = true WHERE id = $1 AND NOT revoked", token_id)
+
+    # -- teams, agents, scopes (contact_center.stores.directory) ----------------------------
+
+    async def access_version(self) -> int:
+        return int(await self.pool.fetchval(directory.VERSION))
+
+    async def load_directory(self) -> Directory:
+        async with self.pool.acquire() as db, db.transaction(isolation="repeatable_read",
+                                                             readonly=True):
+            return await _directory(db)
+
+    async def save_team(self, team: Team, create: bool) -> bool:
+        async with self._changing_access() as db:
+            if not (await _directory(db)).check_team(team, create):
+                return False
+            await db.execute(wh.numbered(directory.PUT_TEAM), team.id, team.name, team.parent)
+            await db.execute(directory.BUMP)
+            return True
+
+    async def delete_team(self, team_id: str) -> bool:
+        async with self._changing_access() as db:
+            scopes = directory.scopes(await db.fetch(directory.SCOPES), _as_is)
+            if not (await _directory(db)).check_removal(team_id, scopes):
+                return False
+            await db.execute(wh.numbered(directory.DELETE_TEAM), team_id)
+            await db.execute(directory.BUMP)
+            return True
+
+    async def put_agent(self, agent: Agent) -> bool:
+        async with self._changing_access() as db:
+            known = await _directory(db)
+            known.check_teams_exist([agent.team])
+            await db.execute(wh.numbered(directory.PUT_AGENT), agent.id, agent.name, agent.team)
+            await db.execute(directory.BUMP)
+            return agent.id not in known.agents
+
+    async def set_scope(self, username: str, scope: Scope) -> bool:
+        async with self._changing_access() as db:
+            (await _directory(db)).check_teams_exist(scope.teams or ())
+            return await _changed(db, wh.numbered(directory.SET_SCOPE), scope.as_json(), username)
+
+    @contextlib.asynccontextmanager
+    async def _changing_access(self) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction changing who may do what, one at a time (`_changed` counts it in
+        the access version)."""
+        async with self.pool.acquire() as db, db.transaction():
+            await db.execute("SELECT pg_advisory_xact_lock($1)", _ACCESS_LOCK)
+            yield db
 
     # -- analyst --------------------------------------------------------------------------
 
@@ -493,7 +564,7 @@ class PostgresStore:
                 "events": [as_event(e, _as_is) for e in events]}
 
     async def list_alerts(self, query: AlertQuery) -> list[dict[str, Any]]:
-        where, args = alert_filters(query, lambda n: f"${n}", "strpos")
+        where, args = alert_filters(query, lambda n: f"${n}", "strpos", _one_of)
         rows = await self.pool.fetch(f"SELECT * FROM alerts WHERE {where} ORDER BY id DESC "
                                      f"LIMIT ${len(args) + 1}", *args, query.limit)
         return [as_alert(r, _as_is) for r in rows]
@@ -637,6 +708,10 @@ class PostgresStore:
             if value is not None:
                 args.append(value)
                 where.append(clause.format(f"${len(args)}"))
+        within, more = within_clause(query.within, "c.queue", "c.agent_id", _one_of,
+                                     len(args) + 1)
+        where.append(within)
+        args += more
         async with self.pool.acquire() as db, db.transaction():
             limit_ms = max(1, int(SEARCH_SECONDS * 1000))  # 0 would mean no limit
             await db.execute(f"SET LOCAL statement_timeout = {limit_ms}")
@@ -657,6 +732,9 @@ class PostgresStore:
     async def load_history(self, query: HistoryQuery) -> History:
         where, args = _where((("queue", query.queue),), ranges=(
             ("started_at >=", query.since), ("started_at <", query.until)))
+        within, more = within_clause(query.within, "queue", "agent_id", _one_of,
+                                     len(args) + 1)
+        where, args = f"{where} AND {within}", [*args, *more]
         picked = (f"SELECT id, queue, channel, agent_id, recording, started_at, ended_at "
                   f"FROM conversations WHERE {where} ORDER BY started_at, id "
                   f"LIMIT ${len(args) + 1}")
@@ -700,6 +778,24 @@ async def _add_alert_events(db: asyncpg.Connection, events: list[AlertEventRow])
             "INSERT INTO alert_events (alert_id, conversation_id, type, at, actor, origin, "
             "alert) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
             e.alert["id"], e.conversation_id, e.type, e.at, e.by, e.origin, e.alert)
+
+
+def _one_of(column: str, n: int) -> str:
+    return f"{column} = ANY(${n}::text[])"
+
+
+async def _directory(db: asyncpg.Connection) -> Directory:
+    return directory.directory(await db.fetch(directory.TEAMS), await db.fetch(directory.AGENTS),
+                               int(await db.fetchval(directory.VERSION)))
+
+
+async def _changed(db: asyncpg.Connection, sql: str, *args: Any) -> bool:
+    """Run a change to who may do what; count it in the access version if it changed a
+    row. Whether it did."""
+    if _count(await db.execute(sql, *args)) == 0:
+        return False
+    await db.execute(directory.BUMP)
+    return True
 
 
 def _as_is(value: Any) -> Any:

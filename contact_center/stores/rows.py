@@ -12,9 +12,13 @@ from typing import Any
 from contact_center.stores import AlertQuery
 from monitoring.alerts import new_alert
 from monitoring.credentials import Token, User
+from monitoring.scope import Scope, Within
 
 Row = Mapping[str, Any]
 Decode = Callable[[Any], Any]
+OneOf = Callable[[str, int], str]
+"""``(column, n)``: the driver's condition that ``column`` is one of the list its nth
+placeholder holds."""
 
 
 def as_meta(row: Row, decode: Decode) -> dict[str, Any]:
@@ -94,7 +98,8 @@ def as_alert_change(row: Row) -> dict[str, Any]:
 def as_user(row: Row, decode: Decode) -> User:
     return User(id=row["id"], username=row["username"], agent_id=row["agent_id"],
                 profiles=decode(row["profiles"]), disabled=bool(row["disabled"]),
-                created_at=row["created_at"])
+                created_at=row["created_at"],
+                scope=Scope.from_json(None if row["scope"] is None else decode(row["scope"])))
 
 
 def as_token(row: Row) -> Token:
@@ -120,8 +125,18 @@ def folded(text: str) -> str:
     return text.replace("\u03a3", "\u03c3").replace("\u0130", "i").lower()
 
 
-def alert_filters(q: AlertQuery, mark: Callable[[int], str],
-                  position: str) -> tuple[str, list[Any]]:
+def within_clause(within: Within | None, queue: str, agent: str, one_of: OneOf,
+                  first: int) -> tuple[str, list[Any]]:
+    """The condition keeping only the conversations ``within`` covers (``queue`` and
+    ``agent``: the column names), its placeholders numbered from ``first``."""
+    if within is None:
+        return "1 = 1", []
+    return (f"({one_of(queue, first)} OR {one_of(agent, first + 1)})",
+            [sorted(within.queues), sorted(within.agents)])
+
+
+def alert_filters(q: AlertQuery, mark: Callable[[int], str], position: str,
+                  one_of: OneOf) -> tuple[str, list[Any]]:
     """The WHERE clause of an alert listing (``mark(n)``: the driver's nth placeholder;
     ``position``: its function finding a string in another, ``instr`` or ``strpos``)."""
     clauses, args = ["1 = 1"], list[Any]()
@@ -137,4 +152,5 @@ def alert_filters(q: AlertQuery, mark: Callable[[int], str],
         if value is not None:
             args.append(value)
             clauses.append(clause.format(mark(len(args))))
-    return " AND ".join(clauses), args
+    within, more = within_clause(q.within, "queue", "agent_id", one_of, len(args) + 1)
+    return " AND ".join([*clauses, within]), [*args, *more]

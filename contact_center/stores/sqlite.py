@@ -34,6 +34,7 @@ from contact_center.stores import (
     SearchQuery,
     StoredConversation,
     WriteBatch,
+    directory,
     event_key,
 )
 from contact_center.stores import webhooks as wh
@@ -53,10 +54,12 @@ from contact_center.stores.rows import (
     as_user,
     folded,
     like_pattern,
+    within_clause,
 )
 from monitoring import codec
 from monitoring.credentials import Token, User
 from monitoring.messages import RECENT_LIMIT
+from monitoring.scope import Agent, Directory, Scope, Team
 
 T = TypeVar("T")
 
@@ -174,6 +177,21 @@ CREATE TABLE IF NOT EXISTS users (
     disabled INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS teams (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    parent TEXT REFERENCES teams(id)
+);
+CREATE TABLE IF NOT EXISTS agents (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    team TEXT NOT NULL REFERENCES teams(id)
+);
+CREATE TABLE IF NOT EXISTS access_version (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO access_version (id, version) VALUES (1, 0);
 CREATE TABLE IF NOT EXISTS tokens (
     id TEXT PRIMARY KEY,
     user_id TEXT NOT NULL REFERENCES users(id),
@@ -210,6 +228,7 @@ _ADDED_COLUMNS = [
     ("alerts", "assignee", "TEXT"),
     ("alerts", "rule_ids", "TEXT"),
     ("alerts", "document", "TEXT"),
+    ("users", "scope", "TEXT"),  # JSON {"teams", "queues"}; NULL: everything
 ]
 # Indexes over added columns (created once they exist).
 _ADDED_INDEXES = """
@@ -241,6 +260,15 @@ def _decode_all(documents: list[str]) -> list[Any]:
 
 def _marks(n: int) -> str:
     return ",".join("?" * n)
+
+
+def _one_of(column: str, n: int) -> str:
+    return f"{column} IN (SELECT value FROM json_each(?))"
+
+
+def _lists_as_json(args: list[Any]) -> list[Any]:
+    """SQLite binds no list: `_one_of` reads one as a JSON array."""
+    return [json.dumps(a) if isinstance(a, list) else a for a in args]
 
 
 class _Connection:
@@ -370,9 +398,8 @@ class SQLiteStore:
                         for r in db.execute("SELECT * FROM users ORDER BY username")])
 
     async def set_disabled(self, username: str, disabled: bool) -> bool:
-        cur = await self._writer.run(lambda db: db.execute(
-            "UPDATE users SET disabled = ? WHERE username = ?", (int(disabled), username)))
-        return cur.rowcount > 0
+        return await self._writer.run(lambda db: _changing_access(
+            db, "UPDATE users SET disabled = ? WHERE username = ?", (int(disabled), username)))
 
     async def add_token(self, token: Token) -> None:
         await self._writer.run(lambda db: db.execute(
@@ -392,9 +419,68 @@ class SQLiteStore:
             "SELECT * FROM tokens WHERE user_id = ? ORDER BY created_at", (user_id,))])
 
     async def revoke_token(self, token_id: str) -> bool:
-        cur = await self._writer.run(lambda db: db.execute(
-            "UPDATE tokens SET revoked = 1 WHERE id = ? AND revoked = 0", (token_id,)))
-        return cur.rowcount > 0
+        return await self._writer.run(lambda db: _changing_access(
+            db, "UPDATE tokens SET revoked = 1 WHERE id = ? AND revoked = 0", (token_id,)))
+
+    # -- teams, agents, scopes (contact_center.stores.directory) ----------------------------
+
+    async def access_version(self) -> int:
+        return await self._auth.run(lambda db: int(db.execute(directory.VERSION).fetchone()[0]))
+
+    async def load_directory(self) -> Directory:
+        def q(db: sqlite3.Connection) -> Directory:
+            db.execute("BEGIN")  # one snapshot
+            try:
+                return _directory(db)
+            finally:
+                db.execute("COMMIT")
+
+        return await self._auth.run(q)
+
+    async def save_team(self, team: Team, create: bool) -> bool:
+        def q(db: sqlite3.Connection) -> bool:
+            with _writing(db):
+                if not _directory(db).check_team(team, create):
+                    return False
+                db.execute(directory.PUT_TEAM, (team.id, team.name, team.parent))
+                db.execute(directory.BUMP)
+                return True
+
+        return await self._writer.run(q)
+
+    async def delete_team(self, team_id: str) -> bool:
+        def q(db: sqlite3.Connection) -> bool:
+            with _writing(db):
+                scopes = directory.scopes(db.execute(directory.SCOPES).fetchall(), json.loads)
+                if not _directory(db).check_removal(team_id, scopes):
+                    return False
+                db.execute(directory.DELETE_TEAM, (team_id,))
+                db.execute(directory.BUMP)
+                return True
+
+        return await self._writer.run(q)
+
+    async def put_agent(self, agent: Agent) -> bool:
+        def q(db: sqlite3.Connection) -> bool:
+            with _writing(db):
+                known = _directory(db)
+                known.check_teams_exist([agent.team])
+                db.execute(directory.PUT_AGENT, (agent.id, agent.name, agent.team))
+                db.execute(directory.BUMP)
+                return agent.id not in known.agents
+
+        return await self._writer.run(q)
+
+    async def set_scope(self, username: str, scope: Scope) -> bool:
+        document = scope.as_json()
+
+        def q(db: sqlite3.Connection) -> bool:
+            with _writing(db):
+                _directory(db).check_teams_exist(scope.teams or ())
+                return _changing_access(db, directory.SET_SCOPE, (
+                    None if document is None else json.dumps(document), username))
+
+        return await self._writer.run(q)
 
     # -- analyst --------------------------------------------------------------------------
 
@@ -402,7 +488,8 @@ class SQLiteStore:
         return await self._reader.run(lambda db: _get_conversation(db, conversation_id))
 
     async def list_alerts(self, query: AlertQuery) -> list[dict[str, Any]]:
-        where, args = alert_filters(query, lambda n: "?", "instr")
+        where, args = alert_filters(query, lambda n: "?", "instr", _one_of)
+        args = _lists_as_json(args)
         return await self._reader.run(lambda db: [as_alert(r, codec.loads) for r in db.execute(
             f"SELECT * FROM alerts WHERE {where} ORDER BY id DESC LIMIT ?",
             [*args, query.limit])])
@@ -558,6 +645,27 @@ def _exclusive_lock(path: str) -> TextIO:
         raise RuntimeError(f"another contact-center process runs a pipeline on "
                            f"{path.removesuffix('.lock')}; stop it first") from None
     return lock
+
+
+def _directory(db: sqlite3.Connection) -> Directory:
+    return directory.directory(db.execute(directory.TEAMS).fetchall(),
+                               db.execute(directory.AGENTS).fetchall(),
+                               int(db.execute(directory.VERSION).fetchone()[0]))
+
+
+def _changing_access(db: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> bool:
+    """Run one change to who may do what, counting it in the access version (if it
+    changed a row); whether it did."""
+    def change() -> bool:
+        if db.execute(sql, args).rowcount == 0:
+            return False
+        db.execute(directory.BUMP)
+        return True
+
+    if db.in_transaction:
+        return change()
+    with _writing(db):
+        return change()
 
 
 def _migrate(db: sqlite3.Connection) -> None:
@@ -737,6 +845,9 @@ def _read_history(db: sqlite3.Connection, q: HistoryQuery) -> History:
         if value is not None:
             where.append(clause)
             args.append(value)
+    within, more = within_clause(q.within, "queue", "agent_id", _one_of, 0)
+    where.append(within)
+    args += _lists_as_json(more)
     picked = (f"SELECT id, queue, channel, agent_id, recording, started_at, ended_at "
               f"FROM conversations WHERE {' AND '.join(where)} "
               f"ORDER BY started_at, id LIMIT ?")
@@ -802,6 +913,9 @@ def _search(db: sqlite3.Connection, q: SearchQuery) -> list[dict[str, Any]]:
         if value is not None:
             where.append(clause)
             args.append(value)
+    within, more = within_clause(q.within, "c.queue", "c.agent_id", _one_of, 0)
+    where.append(within)
+    args += _lists_as_json(more)
     where.append(f"holds_all(s.text, {_marks(len(q.terms))})")
     args += [folded(term) for term in q.terms]
     deadline = time.monotonic() + SEARCH_SECONDS
