@@ -11,9 +11,11 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from contact_center import __version__, api, stopping
+from contact_center.access import Access
 from contact_center.api import errors
 from contact_center.api.auth import CheckBeforeBody
 from contact_center.api.middleware import MAX_BODY_BYTES, BodyLimit, RefuseNul
+from contact_center.api.open_sockets import OpenSockets
 from contact_center.limits import Limits, SocketCaps
 from contact_center.logs import RequestIds
 from contact_center.runtime import Embedded, Runtime, ScaleOutNode
@@ -39,9 +41,11 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         app.state.hub, app.state.runtime = hub, runtime
         app.state.bus, app.state.feed = runtime.bus, runtime.feed
         app.state.backtest_lock = asyncio.Lock()
+        rechecking = asyncio.create_task(app.state.open_sockets.run(), name="open-sockets")
         try:
             yield
         finally:
+            await stopping.cancel([rechecking], "re-checking open sockets")
             await runtime.stop()
             await stopping.step("closing the database", store.close(),
                                 stopping.CLOSE_DATABASE_SECONDS)
@@ -56,6 +60,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         lifespan=lifespan,
     )
     app.state.settings, app.state.store = settings, store
+    app.state.access = Access(store)
+    app.state.open_sockets = OpenSockets(app.state.access)
     app.state.limits = Limits(settings.ws_messages_per_second, settings.max_sockets_per_token,
                               settings.auth_failures_per_minute)
     api.include_routes(app)

@@ -35,6 +35,7 @@ from contact_center.settings import (
 from contact_center.stores import Store, is_postgres, open_store
 from monitoring.credentials import Token, User, create_user, issue_token
 from monitoring.permissions import PROFILES
+from monitoring.scope import Agent, Scope, Team, TeamExists, TeamInUse, TreeError, UnknownTeam
 
 T = TypeVar("T")
 
@@ -391,6 +392,34 @@ def users_disable(username: str, enable: bool, database: str | None) -> None:
     click.echo(f"{username} {'enabled' if enable else 'disabled'}")
 
 
+@users.command("scope")
+@click.argument("username")
+@click.option("--team", "teams", multiple=True, help="A team (and those under it) to see")
+@click.option("--queue", "queues", multiple=True, help="A queue to see")
+@click.option("--all", "everything", is_flag=True, help="See everything (no scope)")
+@db_option
+def users_scope(username: str, teams: tuple[str, ...], queues: tuple[str, ...],
+                everything: bool, database: str | None) -> None:
+    """Set what a user may see: teams and queues, or --all. Open sockets follow."""
+    if everything == bool(teams or queues):
+        raise click.UsageError("give --team and/or --queue, or --all")
+    scope = Scope() if everything else Scope(frozenset(teams), frozenset(queues))
+    try:
+        found = _with_store(_settings(database).database, lambda s: s.set_scope(username, scope))
+    except UnknownTeam as exc:
+        raise click.ClickException(str(exc)) from None
+    if not found:
+        raise click.ClickException(f"no user {username!r}")
+    click.echo(f"{username} sees {_scope_text(scope)}")
+
+
+def _scope_text(scope: Scope) -> str:
+    if scope.everything:
+        return "everything"
+    return (f"teams {','.join(sorted(scope.teams or ())) or '-'} and "
+            f"queues {','.join(sorted(scope.queues or ())) or '-'}")
+
+
 @users.command("list")
 @db_option
 def users_list(database: str | None) -> None:
@@ -398,7 +427,80 @@ def users_list(database: str | None) -> None:
     for user in _with_store(_settings(database).database, lambda s: s.list_users()):
         agent = f" agent_id={user.agent_id}" if user.agent_id else ""
         disabled = " (disabled)" if user.disabled else ""
-        click.echo(f"{user.username}\t{','.join(user.profiles)}{agent}{disabled}")
+        scope = "" if user.scope.everything else f" scope: {_scope_text(user.scope)}"
+        click.echo(f"{user.username}\t{','.join(user.profiles)}{agent}{disabled}{scope}")
+
+
+@main.group()
+def teams() -> None:
+    """Teams: a hierarchy of at most five levels that users' scopes name."""
+
+
+@teams.command("add")
+@click.argument("team_id")
+@click.option("--name", required=True)
+@click.option("--parent", default=None, help="The team above (none: top level)")
+@db_option
+def teams_add(team_id: str, name: str, parent: str | None, database: str | None) -> None:
+    """Add a team."""
+    try:
+        _with_store(_settings(database).database,
+                    lambda s: s.save_team(Team(team_id, name, parent), create=True))
+    except (TeamExists, TreeError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"added team {team_id}")
+
+
+@teams.command("delete")
+@click.argument("team_id")
+@db_option
+def teams_delete(team_id: str, database: str | None) -> None:
+    """Delete a team nothing is in or under."""
+    try:
+        found = _with_store(_settings(database).database, lambda s: s.delete_team(team_id))
+    except (TeamInUse, TreeError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if not found:
+        raise click.ClickException(f"no team {team_id!r}")
+    click.echo(f"deleted team {team_id}")
+
+
+@teams.command("list")
+@db_option
+def teams_list(database: str | None) -> None:
+    """List teams: id, parent, name."""
+    directory = _with_store(_settings(database).database, lambda s: s.load_directory())
+    for team in sorted(directory.tree.teams.values(), key=lambda t: t.id):
+        click.echo(f"{team.id}\t{team.parent or '-'}\t{team.name}")
+
+
+@main.group()
+def agents() -> None:
+    """The agent directory: which team each agent id belongs to."""
+
+
+@agents.command("set")
+@click.argument("agent_id")
+@click.option("--name", required=True)
+@click.option("--team", required=True)
+@db_option
+def agents_set(agent_id: str, name: str, team: str, database: str | None) -> None:
+    """Add an agent to the directory, or change their name or team."""
+    try:
+        added = _with_store(_settings(database).database,
+                            lambda s: s.put_agent(Agent(agent_id, name, team)))
+    except UnknownTeam as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{'added' if added else 'changed'} agent {agent_id} (team {team})")
+
+
+@agents.command("list")
+@db_option
+def agents_list(database: str | None) -> None:
+    """List the directory: agent id, team, name."""
+    directory = _with_store(_settings(database).database, lambda s: s.load_directory())
+    for agent in sorted(directory.agents.values(), key=lambda a: a.id):
+        click.echo(f"{agent.id}\t{agent.team}\t{agent.name}")
 
 
 @main.group()

@@ -29,9 +29,11 @@ class LiveFilter:
         return True
 
 
-def board_filter(wanted: LiveFilter) -> Callable[[dict[str, Any]], bool]:
-    """For the live board: updates of matching conversations, plus one last update of a
-    conversation that stops matching, so the client can drop it."""
+def board_filter(wanted: LiveFilter, sees: Callable[[dict[str, Any]], bool] = lambda s: True
+                 ) -> Callable[[dict[str, Any]], bool]:
+    """For the live board: updates of matching conversations (that the user ``sees``),
+    plus one last update of a conversation that stops matching, so the client can drop
+    it."""
     shown: set[str] = set()
 
     def keep(message: dict[str, Any]) -> bool:
@@ -40,7 +42,7 @@ def board_filter(wanted: LiveFilter) -> Callable[[dict[str, Any]], bool]:
             return True
         was_shown = summary["id"] in shown
         shown.discard(summary["id"])
-        if wanted.matches(summary):
+        if wanted.matches(summary) and sees(summary):
             if summary["status"] != "ended":  # an ended one never comes back
                 shown.add(summary["id"])
             return True

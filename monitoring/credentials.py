@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from monitoring.permissions import PROFILES, Principal, permissions_of
-from monitoring.scope import Scope
+from monitoring.scope import Directory, Scope
 
 
 @dataclass(slots=True)
@@ -87,7 +87,10 @@ async def issue_token(store: Accounts, user: User, label: str = "") -> tuple[Tok
     return token, secret
 
 
-async def authenticate(store: Accounts, secret: str | None) -> Principal | None:
+async def authenticate(store: Accounts, secret: str | None,
+                       directory: Directory | None = None) -> Principal | None:
+    """The principal of a valid token of an enabled user, their scope resolved against
+    ``directory`` (without one, a scoped user sees nothing)."""
     if not secret or not secret.startswith(TOKEN_MARK) or len(secret) > MAX_TOKEN_LEN:
         return None
     token = await store.find_token(token_prefix(secret))
@@ -96,5 +99,7 @@ async def authenticate(store: Accounts, secret: str | None) -> Principal | None:
     user = await store.get_user(user_id=token.user_id)
     if user is None or user.disabled:
         return None
+    within = (directory or Directory()).within(user.scope, user.agent_id)
     return Principal(user_id=user.id, username=user.username, agent_id=user.agent_id,
-                     profiles=tuple(user.profiles), permissions=permissions_of(user.profiles))
+                     profiles=tuple(user.profiles), permissions=permissions_of(user.profiles),
+                     within=within)

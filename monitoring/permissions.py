@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from monitoring.scope import Within
+
 
 class Permission(StrEnum):
     INGEST = "ingest"                          # stream conversation events in
@@ -58,16 +60,21 @@ class Principal:
     agent_id: str | None
     profiles: tuple[str, ...]
     permissions: frozenset[Permission]
+    within: Within | None = None  # the user's scope resolved (monitoring.scope); None: all
 
     def can(self, permission: Permission) -> bool:
         return permission in self.permissions
 
-    def can_see_alert(self, agent_id: str | None) -> bool:
-        """Whether an alert on a conversation handled by ``agent_id`` reaches this user.
+    def sees(self, queue: str | None, agent_id: str | None) -> bool:
+        """Whether a conversation now in ``queue`` and handled by ``agent_id`` is in this
+        user's scope (what they may do with it is their permissions')."""
+        return self.within is None or self.within.covers(queue, agent_id)
 
-        Scoping supervisors to queues or agent hierarchies extends this one function.
-        """
-        if self.can(Permission.ALERTS_ALL):
-            return True
+    def can_see_alert(self, queue: str | None, agent_id: str | None) -> bool:
+        """Whether an alert on a conversation now in ``queue`` and handled by
+        ``agent_id`` reaches this user: their own conversations' with `alerts-own`, those
+        in their scope with `alerts-all`."""
         own = agent_id is not None and agent_id == self.agent_id
-        return own and self.can(Permission.ALERTS_OWN)
+        if own and self.can(Permission.ALERTS_OWN):
+            return True
+        return self.can(Permission.ALERTS_ALL) and self.sees(queue, agent_id)

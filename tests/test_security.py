@@ -64,6 +64,13 @@ MATRIX: dict[tuple[str, str], set[Permission]] = {
     ("POST", "/v1/users/{username}/tokens"): {P.USERS_MANAGE},
     ("PATCH", "/v1/users/{username}"): {P.USERS_MANAGE},
     ("DELETE", "/v1/tokens/{token_id}"): {P.USERS_MANAGE},
+    ("POST", "/v1/teams"): {P.USERS_MANAGE},
+    ("GET", "/v1/teams"): {P.USERS_MANAGE},
+    ("GET", "/v1/teams/{team_id}"): {P.USERS_MANAGE},
+    ("PATCH", "/v1/teams/{team_id}"): {P.USERS_MANAGE},
+    ("DELETE", "/v1/teams/{team_id}"): {P.USERS_MANAGE},
+    ("PUT", "/v1/agents/{agent_id}"): {P.USERS_MANAGE},
+    ("GET", "/v1/agents"): {P.USERS_MANAGE},
     ("GET", "/v1/admin/dead-letters"): {P.OPERATE},
     ("GET", "/metrics"): {P.OPERATE},
 }
@@ -94,7 +101,8 @@ def call(client: TestClient, method: str, path: str, token: str | None) -> int:
     """Status a request gets; for sockets, the handshake's denial status or 101."""
     url = path.replace("{conversation_id}", "c-x").replace("{username}", "nobody") \
         .replace("{token_id}", "t-x").replace("{alert_id}", "a-x") \
-        .replace("{webhook_id}", "wh-x").replace("{delivery_id}", "1")
+        .replace("{webhook_id}", "wh-x").replace("{delivery_id}", "1") \
+        .replace("{team_id}", "team-x").replace("{agent_id}", "agent-x")
     headers = auth(token) if token else {}
     if method == "WS":
         try:

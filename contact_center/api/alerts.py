@@ -43,7 +43,7 @@ def _not_found(alert_id: str) -> HTTPException:
 
 async def _visible(request: Request, alert_id: str, principal: Principal) -> dict[str, Any]:
     alert: dict[str, Any] | None = await request.app.state.store.get_alert(alert_id)
-    if alert is None or not principal.can_see_alert(alert["agent_id"]):
+    if alert is None or not principal.can_see_alert(alert["queue"], alert["agent_id"]):
         raise _not_found(alert_id)  # (never 403: whether it exists is not told)
     return alert
 
@@ -66,16 +66,18 @@ async def list_alerts(
     limit: int = Query(default=100, ge=1, le=1000),
     principal: Principal = require(Permission.ALERTS_OWN, Permission.ALERTS_ALL),
 ) -> dict[str, Any]:
-    """Alerts this user may see (their own conversations', or all), newest first."""
+    """Alerts this user may see (their own conversations', or all in their scope),
+    newest first."""
+    within = principal.within
     if not principal.can(Permission.ALERTS_ALL):
         if principal.agent_id is None or agent_id not in (None, principal.agent_id):
             return {"alerts": [], "next_cursor": None}
-        agent_id = principal.agent_id
+        agent_id, within = principal.agent_id, None
     query = AlertQuery(status=status, severity=severity, rule_id=rule_id, queue=queue,
                        agent_id=agent_id, assignee=assignee, conversation_id=conversation_id,
                        since=since.timestamp() if since else None,
                        until=until.timestamp() if until else None, before=cursor,
-                       limit=limit)
+                       limit=limit, within=within)
     found = await request.app.state.store.list_alerts(query)
     return {"alerts": found,
             "next_cursor": found[-1]["id"] if len(found) == limit else None}
@@ -220,8 +222,12 @@ async def alert_stream(ws: WebSocket) -> None:
     after = ws.query_params.get("after")
     hub, sequencer = ws.app.state.hub, ws.app.state.runtime.alert_stream
 
+    # The user as of now: a narrowed scope stops what left it at once (`open_sockets`).
+    held = ws.app.state.open_sockets.hold(ws, principal, Permission.ALERTS_OWN,
+                                          Permission.ALERTS_ALL)
+
     def visible(meta: dict[str, Any]) -> bool:
-        return principal.can_see_alert(meta["agent_id"])
+        return held.principal.can_see_alert(meta["queue"], meta["agent_id"])
 
     sub = hub.subscribe(ALERTS_TOPIC, accept=visible)  # first: nothing falls between
     first: list[dict[str, Any]] = []
@@ -238,21 +244,24 @@ async def alert_stream(ws: WebSocket) -> None:
             first = [await _snapshot(ws, principal, through)]
     except Exception:
         hub.unsubscribe(sub)
+        ws.app.state.open_sockets.release(held)
         raise
     hello = {"type": "subscribed", "user": principal.username, "agent_id": principal.agent_id,
              "event_id": through}
-    await pump(ws, "alerts", sub, hub, [hello, *first], seen={"": through})
+    await pump(ws, "alerts", sub, hub, [hello, *first], seen={"": through}, held=held)
 
 
 async def _snapshot(ws: WebSocket, principal: Principal, through: int) -> dict[str, Any]:
     """A resync: the unresolved alerts as they are now (events after ``through`` follow,
     some perhaps already reflected: keep the higher version)."""
     store = ws.app.state.store
-    agent_id = None if principal.can(Permission.ALERTS_ALL) else principal.agent_id
+    everyone = principal.can(Permission.ALERTS_ALL)
+    agent_id = None if everyone else principal.agent_id
     found = [a for status in ("open", "acknowledged")
              for a in await store.list_alerts(AlertQuery(
-                 status=status, agent_id=agent_id, limit=SNAPSHOT_LIMIT))
-             if principal.can_see_alert(a["agent_id"])]
+                 status=status, agent_id=agent_id, limit=SNAPSHOT_LIMIT,
+                 within=principal.within if everyone else None))
+             if principal.can_see_alert(a["queue"], a["agent_id"])]
     found.sort(key=lambda a: a["id"], reverse=True)
     return {"type": "resync", "reason": "the cursor is older than the events kept, or not "
             "one of this deployment's", "event_id": through, "alerts": found[:SNAPSHOT_LIMIT]}

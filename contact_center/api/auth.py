@@ -20,8 +20,9 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from contact_center import service_metrics as metrics
+from contact_center.api.open_sockets import TOKEN
 from contact_center.limits import HELD, FailedAuthentications, client_key
-from monitoring.credentials import authenticate, token_prefix
+from monitoring.credentials import token_prefix
 from monitoring.permissions import Permission, Principal
 
 
@@ -54,7 +55,7 @@ async def _slowly(conn: HTTPConnection, token: str | None, failures: FailedAuthe
     """Authenticate for an address that failed too often: a good token passes at once (a
     call centre behind one NAT is not locked out by one broken client), a failure is
     answered after a pause, ``PAUSED_AT_ONCE`` at a time (past them, at once)."""
-    principal = await authenticate(conn.app.state.store, token)
+    principal = await conn.app.state.access.principal(token)
     if principal is not None:
         return principal
     failures.failed(address, time.monotonic())
@@ -88,7 +89,7 @@ async def _check(conn: HTTPConnection, token: str | None,
         if principal is None:
             return None, _too_many_failures(slowed)
     else:
-        principal = await authenticate(conn.app.state.store, token)
+        principal = await conn.app.state.access.principal(token)
         if principal is None:
             failures.failed(address, time.monotonic())
             metrics.REFUSED.labels("unauthenticated").inc()
@@ -146,6 +147,7 @@ async def authorize_websocket(ws: WebSocket, *permissions: Permission) -> Princi
                                      "(the most one token may)")["body"])
         return None
     ws.scope[HELD].update(key=token_prefix(token or ""), counts=counts)  # released by SocketCaps
+    ws.scope[TOKEN] = token  # re-checked while open (`open_sockets`)
     return principal
 
 

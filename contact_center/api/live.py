@@ -9,11 +9,14 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, WebSocket
 
 from contact_center.api.auth import authorize_websocket, deny, require
+from contact_center.api.open_sockets import POLICY, Held
 from contact_center.api.openapi import COMMON, error
-from contact_center.api.sockets import pump
+from contact_center.api.sockets import Close, Rewrite, pump
 from contact_center.api.views import LiveAgents, LiveConversations, LiveSummary
+from monitoring import codec
 from monitoring.board import LiveFilter, board_filter, worst_first
 from monitoring.feeds import LiveFeed
+from monitoring.hub import Message
 from monitoring.messages import LIVE_TOPIC, conversation_topic
 from monitoring.metrics import agent_metrics, load_of
 from monitoring.permissions import Permission, Principal
@@ -33,21 +36,34 @@ def _feed(conn: Request | WebSocket) -> LiveFeed:
     return feed
 
 
+def _sees(principal: Principal, summary: dict[str, Any]) -> bool:
+    return principal.sees(summary["queue"], summary["agent_id"])
+
+
+def _sees_agent(principal: Principal, agent_id: str | None) -> bool:
+    """Agent metrics in a scope: those of its teams' agents (whole)."""
+    return principal.within is None or agent_id in principal.within.agents
+
+
 @router.get("/v1/live/conversations", response_model=LiveConversations)
 async def live_conversations(request: Request, wanted: LiveFilter = Depends(live_filter),
-                             _: Principal = require(Permission.REALTIME_METRICS),
+                             principal: Principal = require(Permission.REALTIME_METRICS),
                              ) -> dict[str, Any]:
-    """Live conversations, filtered; sorted by rolling customer sentiment, worst first."""
+    """Live conversations in the user's scope, filtered; sorted by rolling customer
+    sentiment, worst first."""
     live = await _feed(request).conversations()
-    return {"conversations": worst_first([c.summary for c in live if wanted.matches(c.summary)])}
+    return {"conversations": worst_first([c.summary for c in live if wanted.matches(c.summary)
+                                          and _sees(principal, c.summary)])}
 
 
 @router.get("/v1/live/conversations/{conversation_id}", response_model=LiveSummary,
-            responses={404: error("unknown_conversation: no live conversation with this id")})
+            responses={404: error("unknown_conversation: no live conversation with this id "
+                                  "in your scope")})
 async def live_conversation(request: Request, conversation_id: str,
-                            _: Principal = require(Permission.REALTIME_METRICS)) -> dict[str, Any]:
+                            principal: Principal = require(Permission.REALTIME_METRICS),
+                            ) -> dict[str, Any]:
     live = await _feed(request).conversation(conversation_id)
-    if live is None:
+    if live is None or not _sees(principal, live.summary):
         raise HTTPException(404, {"type": "error", "code": "unknown_conversation",
                                   "message": f"no live conversation {conversation_id}"})
     return live.summary
@@ -55,10 +71,16 @@ async def live_conversation(request: Request, conversation_id: str,
 
 @router.get("/v1/live/agents", response_model=LiveAgents)
 async def live_agents(request: Request,
-                      _: Principal = require(Permission.REALTIME_METRICS)) -> dict[str, Any]:
+                      principal: Principal = require(Permission.REALTIME_METRICS),
+                      ) -> dict[str, Any]:
+    """Per agent (of the user's teams, when they have a scope): live conversations,
+    their mean customer sentiment, alerts."""
     agent_users = [u.agent_id for u in await request.app.state.store.list_users()
-                   if u.agent_id and "Agent" in u.profiles]
-    return {"agents": agent_metrics(await _feed(request).agent_loads(), agent_users)}
+                   if u.agent_id and "Agent" in u.profiles
+                   and _sees_agent(principal, u.agent_id)]
+    loads = [load for load in await _feed(request).agent_loads()
+             if _sees_agent(principal, load.agent_id)]
+    return {"agents": agent_metrics(loads, agent_users)}
 
 
 @router.websocket("/v1/conversations/{conversation_id}/monitor")
@@ -77,10 +99,10 @@ async def monitor(ws: WebSocket, conversation_id: str) -> None:
     except Exception:
         hub.unsubscribe(sub)
         raise
-    if caught_up is None:
+    if caught_up is None or not _sees(principal, caught_up.summary):
         hub.unsubscribe(sub)
         stored = await ws.app.state.store.get_conversation(conversation_id)
-        if stored is None:
+        if stored is None or not _sees(principal, stored):
             code, status = "unknown_conversation", 404
         elif stored["status"] == "live":  # dropped from memory after a failure; back soon
             code, status = "unavailable", 503
@@ -91,31 +113,91 @@ async def monitor(ws: WebSocket, conversation_id: str) -> None:
         return
     catch_up = {"type": "catch_up", "conversation": caught_up.summary,
                 "transcript": caught_up.transcript}
+    following = Following(caught_up.summary["queue"], caught_up.summary["agent_id"])
+    held = ws.app.state.open_sockets.hold(ws, principal, Permission.MANAGER_MONITOR,
+                                          still_allowed=following.still_allowed)
+    following.held = held
     await pump(ws, "monitor", sub, hub, [catch_up, {"type": "live"}],
                {"conversation.ended": (1000, "conversation ended")},
-               {conversation_id: caught_up.number})
+               {conversation_id: caught_up.number}, held=held, rewrite=following.rewrite)
+
+
+class Following:
+    """Where a monitored conversation is now (its queue and agent), so a monitor closes
+    the moment a transfer takes it out of the supervisor's scope (the transfer itself,
+    which says where it went, is not sent)."""
+
+    LEFT = "out_of_scope: the conversation left your scope"
+
+    def __init__(self, queue: str | None, agent_id: str | None) -> None:
+        self.queue, self.agent_id = queue, agent_id
+        self.held: Held | None = None
+
+    def still_allowed(self, principal: Principal) -> str | None:
+        return None if principal.sees(self.queue, self.agent_id) else self.LEFT
+
+    def rewrite(self, message: Message) -> Message:
+        if message.type == "conversation.transferred":
+            body = codec.loads(message.text)
+            self.queue = body["to_queue"] or self.queue
+            self.agent_id = body["to_agent_id"] or self.agent_id
+        elif message.type == "bot.handover":
+            self.agent_id = codec.loads(message.text)["agent_id"]
+        else:
+            return message
+        if self.held is not None and self.still_allowed(self.held.principal) is not None:
+            raise Close(POLICY, self.LEFT)
+        return message
 
 
 @router.websocket("/v1/live")
 async def live_board(ws: WebSocket, wanted: LiveFilter = Depends(live_filter)) -> None:
     """The supervisor's live board: live conversations (filtered like the REST list),
     then each update."""
-    if await authorize_websocket(ws, Permission.REALTIME_METRICS) is None:
+    principal = await authorize_websocket(ws, Permission.REALTIME_METRICS)
+    if principal is None:
         return
     hub = ws.app.state.hub
     await _feed(ws).ready()  # (not subscribed meanwhile: nothing piles up)
-    accept_update = board_filter(wanted)
+    accept_update = board_filter(wanted, lambda summary: _sees(principal, summary))
     sub = hub.subscribe(LIVE_TOPIC, accept=accept_update)  # before the snapshot: see monitor
     try:
         live = await _feed(ws).conversations()
     except Exception:
         hub.unsubscribe(sub)
         raise
-    rows = worst_first([c.summary for c in live if wanted.matches(c.summary)])
+    rows = worst_first([c.summary for c in live
+                        if wanted.matches(c.summary) and _sees(principal, c.summary)])
     for row in rows:
         accept_update({"conversation": row})  # remember what the snapshot showed
     snapshot = {"type": "snapshot", "conversations": rows,
-                "agents": agent_metrics(load_of(c.summary) for c in live)}
-    await pump(ws, "live", sub, hub, [snapshot], seen={c.summary["id"]: c.number for c in live})
+                "agents": agent_metrics(load_of(c.summary) for c in live
+                                        if _sees_agent(principal, c.summary["agent_id"]))}
+    scope = principal.within
+    held = ws.app.state.open_sockets.hold(
+        ws, principal, Permission.REALTIME_METRICS, still_allowed=lambda changed: None
+        if changed.within == scope else "scope_changed: reconnect for a fresh view")
+    await pump(ws, "live", sub, hub, [snapshot], seen={c.summary["id"]: c.number for c in live},
+               held=held, rewrite=None if scope is None else _scoped_board(principal))
+
+
+def _scoped_board(principal: Principal) -> Rewrite:
+    """A scoped supervisor's board: agent rows of their teams only, and a conversation
+    leaving their scope as a bare ``conversation.removed`` (not where it went)."""
+
+    def rewrite(message: Message) -> Message:
+        if message.type == "agents.updated":
+            body = codec.loads(message.text)
+            body["agents"] = [a for a in body["agents"]
+                              if _sees_agent(principal, a["agent_id"])]
+            return message._replace(text=codec.dumps(body))
+        if message.type == "conversation.updated":
+            summary = codec.loads(message.text)["conversation"]
+            if not _sees(principal, summary):
+                return message._replace(type="conversation.removed", text=codec.dumps(
+                    {"type": "conversation.removed", "conversation_id": summary["id"]}))
+        return message
+
+    return rewrite
 
 

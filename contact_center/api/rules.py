@@ -266,10 +266,11 @@ BACKTEST_BUSY_RETRY_SECONDS = 5
                                    "retry after the `Retry-After` seconds; unavailable: "
                                    "the database is down")})
 async def run_backtest(request: Request, body: BacktestRequest,
-                       _: Principal = require(Permission.RULES_MANAGE)) -> dict[str, Any]:
-    """Run a draft or saved rule over recorded conversations and see what it would have
-    raised, and how that differs from the saved rule with the same id. One at a time per
-    API node: another is answered 503 ``busy`` at once."""
+                       principal: Principal = require(Permission.RULES_MANAGE),
+                       ) -> dict[str, Any]:
+    """Run a draft or saved rule over the recorded conversations in the user's scope and
+    see what it would have raised, and how that differs from the saved rule with the same
+    id. One at a time per API node: another is answered 503 ``busy`` at once."""
     if (body.rule is None) == (body.rule_id is None):
         raise _invalid(("body",), "give exactly one of rule and rule_id")
     if body.since and body.until and body.since >= body.until:
@@ -289,7 +290,7 @@ async def run_backtest(request: Request, body: BacktestRequest,
         with_text=(body.samples > 0 or reads_words(rule)
                    or (current is not None and reads_words(current))),
         with_agents=any(isinstance(r, HumanRequestedRule) for r in (rule, current)),
-        limit=body.max_conversations)
+        limit=body.max_conversations, within=principal.within)
     lock = request.app.state.backtest_lock
     if lock.locked():  # one at a time (each takes a core): no queue of waiting requests
         raise HTTPException(503, {"type": "error", "code": "busy", "message": (

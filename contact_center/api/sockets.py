@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import WebSocket
@@ -13,7 +14,8 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from contact_center import service_metrics as metrics
 from contact_center.api.auth import accept
-from monitoring.hub import Hub, Subscription
+from contact_center.api.open_sockets import Held
+from monitoring.hub import Hub, Message, Subscription
 
 SLOW_CONSUMER = 1013  # "try again later": this client could not keep up
 RATE_LIMITED = 1008  # "policy violation": this client sent more than it may
@@ -21,13 +23,27 @@ RESYNC = 1012  # "service restart": what was sent may not have been kept; reconn
 SEND_TIMEOUT = 10.0  # a client that takes longer to accept one message is cut off
 
 
+class Close(Exception):
+    """Raised by a `Rewrite`: close the socket with this code and reason instead."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+Rewrite = Callable[[Message], Message | None]
+"""What this client gets of a message (None: nothing); may raise `Close`."""
+
+
 async def pump(ws: WebSocket, kind: str, sub: Subscription, hub: Hub,
                first: list[dict[str, Any]], endings: dict[str, tuple[int, str]] | None = None,
-               seen: dict[str, int] | None = None) -> None:
+               seen: dict[str, int] | None = None, held: Held | None = None,
+               rewrite: Rewrite | None = None) -> None:
     """Accept, send ``first``, then every message of ``sub`` not already in it (``seen``:
-    the last message number ``first`` covers, per conversation), until the client leaves,
-    a message whose type is in ``endings`` has been sent (then close with its code), or
-    the client is too slow and is cut off. Always unsubscribes."""
+    the last message number ``first`` covers, per conversation), as ``rewrite`` has it,
+    until the client leaves, a message whose type is in ``endings`` has been sent (then
+    close with its code), the client is too slow and is cut off, or ``held`` says it may
+    no longer see this (1008). Always unsubscribes and releases ``held``."""
     endings = {"resync": (RESYNC, "state changed; reconnect")} | (endings or {})
     seen = seen or {}
 
@@ -40,6 +56,13 @@ async def pump(ws: WebSocket, kind: str, sub: Subscription, hub: Hub,
                 return SLOW_CONSUMER, "client too slow; reconnect"
             if message.number and message.number <= seen.get(message.conversation_id or "", 0):
                 continue  # the snapshot in ``first`` already holds it
+            if rewrite is not None:
+                try:
+                    message = rewrite(message)
+                except Close as close:
+                    return close.code, close.reason
+                if message is None:
+                    continue
             await asyncio.wait_for(ws.send_text(message.text), SEND_TIMEOUT)
             if message.type in endings:
                 return endings[message.type]
@@ -62,6 +85,8 @@ async def pump(ws: WebSocket, kind: str, sub: Subscription, hub: Hub,
         await accept(ws)
         sender = asyncio.create_task(send_all())
         tasks = [sender, asyncio.create_task(watch_disconnect())]
+        if held is not None:
+            tasks.append(asyncio.create_task(held.closed()))
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         if sender.done():
             error = sender.exception()
@@ -69,9 +94,13 @@ async def pump(ws: WebSocket, kind: str, sub: Subscription, hub: Hub,
                 close = sender.result()
             elif isinstance(error, TimeoutError):
                 close = (SLOW_CONSUMER, "client too slow; reconnect")
-        elif tasks[1].done() and tasks[1].exception() is None:
-            close = tasks[1].result()
+        else:
+            ended = next((t for t in tasks[1:] if t.done() and t.exception() is None), None)
+            if ended is not None:
+                close = ended.result()
     finally:
+        if held is not None:
+            ws.app.state.open_sockets.release(held)
         open_sockets.dec()
         if close[0] == SLOW_CONSUMER:
             metrics.SLOW_CLIENTS.labels(kind).inc()

@@ -28,6 +28,8 @@ SEARCH_SEMANTICS = f"""Find recorded turns by keywords, the same way on every st
   never match.
 - **Per turn:** each hit is one turn (a final segment), not a conversation. All the terms
   must be in the same turn; a conversation appears once for each turn that matches.
+- **Scope:** only conversations in the user's scope (docs/security.md#scope), as they
+  are now (after any transfer).
 - **Filters:** `since` ≤ `at` < `until`, where `at` is when the service received the turn
   (not the connector's `started_at`; a timestamp without a zone is UTC). `queue` and
   `agent_id` are the conversation's (after any transfer); `role` is the turn's.
@@ -42,11 +44,13 @@ SEARCH_SEMANTICS = f"""Find recorded turns by keywords, the same way on every st
 @router.get("/v1/transcripts/{conversation_id}", response_model=Transcript,
             responses={404: error("unknown_conversation: no such conversation")})
 async def get_transcript(request: Request, conversation_id: str,
-                         _: Principal = require(Permission.TRANSCRIPTS_READ)) -> dict[str, Any]:
-    """A conversation with every turn's scores, its alerts and events. Turns whose role
-    the recording policy did not keep have ``text: null``."""
+                         principal: Principal = require(Permission.TRANSCRIPTS_READ),
+                         ) -> dict[str, Any]:
+    """A conversation in the user's scope with every turn's scores, its alerts and
+    events. Turns whose role the recording policy did not keep have ``text: null``."""
     conversation = await request.app.state.store.get_conversation(conversation_id)
-    if conversation is None:
+    if conversation is None or not principal.sees(conversation["queue"],
+                                                  conversation["agent_id"]):
         raise HTTPException(404, {"type": "error", "code": "unknown_conversation",
                                   "message": f"no conversation {conversation_id}"})
     return conversation
@@ -66,7 +70,7 @@ async def search_transcripts(
     role: str | None = Query(default=None, pattern="^(customer|agent|bot)$"),
     limit: int = Query(default=50, ge=1, le=500),
     offset: int = Query(default=0, ge=0, le=MAX_OFFSET),
-    _: Principal = require(Permission.CONTACT_SEARCH),
+    principal: Principal = require(Permission.CONTACT_SEARCH),
 ) -> dict[str, Any]:
     terms = parse_terms(q)
     if not terms:
@@ -74,7 +78,8 @@ async def search_transcripts(
                                   "message": "q has no search terms"})
     query = SearchQuery(terms=terms, since=since.timestamp() if since else None,
                         until=until.timestamp() if until else None, queue=queue,
-                        agent_id=agent_id, role=role, limit=limit, offset=offset)
+                        agent_id=agent_id, role=role, limit=limit, offset=offset,
+                        within=principal.within)
     try:
         hits = await request.app.state.store.search(query)
     except QueryTimeout:

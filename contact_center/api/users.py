@@ -9,11 +9,15 @@ from pydantic import Field
 
 from contact_center.api.auth import require
 from contact_center.api.openapi import COMMON, Closed, error
+from contact_center.api.teams import UNSCOPED_ONLY, unscoped
 from contact_center.protocol import Model
 from monitoring.credentials import User, create_user, issue_token
 from monitoring.permissions import PROFILES, Permission, Principal, permissions_of
+from monitoring.scope import Scope, UnknownTeam
 
 router = APIRouter(tags=["admin"], responses=COMMON)
+
+MAX_SCOPE_ITEMS = 100  # teams, and queues, in one user's scope
 
 
 class Me(Closed):
@@ -38,6 +42,13 @@ class NewUser(Model):
     agent_id: str | None = Field(default=None, max_length=128)
 
 
+class ScopeInfo(Model):
+    teams: list[str] = Field(default=[], max_length=MAX_SCOPE_ITEMS, description=(
+        "Conversations handled by agents of these teams, or of teams under them."))
+    queues: list[str] = Field(default=[], max_length=MAX_SCOPE_ITEMS, description=(
+        "Conversations now in these queues."))
+
+
 class UserInfo(Closed):
     id: str
     username: str
@@ -45,6 +56,8 @@ class UserInfo(Closed):
     profiles: list[str]
     disabled: bool
     permissions: list[Permission] = Field(description="The union of the profiles'.")
+    scope: ScopeInfo | None = Field(description=(
+        "What the user may see (docs/security.md#scope); null: everything."))
 
 
 class Users(Closed):
@@ -54,7 +67,8 @@ class Users(Closed):
 def _public(user: User) -> dict[str, Any]:
     return {"id": user.id, "username": user.username, "agent_id": user.agent_id,
             "profiles": user.profiles, "disabled": user.disabled,
-            "permissions": sorted(permissions_of(user.profiles))}
+            "permissions": sorted(permissions_of(user.profiles)),
+            "scope": user.scope.as_json()}
 
 
 @router.get("/v1/users", response_model=Users)
@@ -78,19 +92,44 @@ async def add_user(request: Request, body: NewUser,
 
 
 class UserChange(Model):
-    disabled: bool
+    """Each field given is changed; those absent are left as they are."""
+
+    disabled: bool | None = Field(default=None, description=(
+        "Disable (or re-enable) the user: every token of theirs stops working at once, "
+        "open sockets included."))
+    scope: ScopeInfo | None = Field(default=None, description=(
+        "What the user may see from now on, open sockets included; null: everything. "
+        "Only a user without a scope may set one."))
 
 
-@router.patch("/v1/users/{username}", response_model=UserInfo,
-              responses={404: error("unknown_user: no such user")})
+@router.patch("/v1/users/{username}", response_model=UserInfo, responses={
+    403: UNSCOPED_ONLY, 404: error("unknown_user: no such user"),
+    422: error("unknown_team: a team of the scope does not exist")})
 async def change_user(request: Request, username: str, change: UserChange,
-                      _: Principal = require(Permission.USERS_MANAGE)) -> dict[str, Any]:
-    """Disable (or re-enable) a user: every token of theirs stops working at once."""
+                      principal: Principal = require(Permission.USERS_MANAGE)
+                      ) -> dict[str, Any]:
+    """Disable or re-enable a user, or set their scope."""
     store = request.app.state.store
-    if not await store.set_disabled(username, change.disabled):
-        raise HTTPException(404, {"type": "error", "code": "unknown_user",
+    unknown = HTTPException(404, {"type": "error", "code": "unknown_user",
                                   "message": f"no user {username}"})
-    return _public(await store.get_user(username=username))
+    if "scope" in change.model_fields_set:
+        unscoped(principal)
+        scope = Scope() if change.scope is None else Scope(
+            frozenset(change.scope.teams), frozenset(change.scope.queues))
+        try:
+            if not await store.set_scope(username, scope):
+                raise unknown
+        except UnknownTeam as exc:
+            raise HTTPException(422, {"type": "error", "code": "unknown_team",
+                                      "message": str(exc)}) from None
+    if change.disabled is not None and not await store.set_disabled(username,
+                                                                     change.disabled):
+        raise unknown
+    request.app.state.access.changed()
+    user = await store.get_user(username=username)
+    if user is None:
+        raise unknown
+    return _public(user)
 
 
 class NewToken(Model):
@@ -125,3 +164,4 @@ async def revoke_token(request: Request, token_id: str,
     if not await request.app.state.store.revoke_token(token_id):
         raise HTTPException(404, {"type": "error", "code": "unknown_token",
                                   "message": "no such active token"})
+    request.app.state.access.changed()

@@ -1,0 +1,100 @@
+"""Open sockets, re-checked when who may do what changes: a revoked token, a disabled
+user, a withdrawn permission or a narrowed scope closes the sockets it no longer allows
+(1008, with the reason) within CHECK_SECONDS of the change, whichever node made it.
+
+Each node reads the store's access version every CHECK_SECONDS (one small read); when it
+moved, every socket's token is authenticated again, once per token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from fastapi import WebSocket
+
+from contact_center.access import Access
+from monitoring.permissions import Permission, Principal
+
+log = logging.getLogger(__name__)
+
+CHECK_SECONDS = 1.0
+POLICY = 1008  # "policy violation": what the socket showed is no longer allowed
+TOKEN = "socket_token"  # where `authorize_websocket` leaves the token, in the socket's scope
+
+StillAllowed = Callable[[Principal], str | None]
+"""Why a socket may no longer stay open for this (changed) principal; None: it may."""
+
+
+@dataclass(eq=False)
+class Held:
+    """One open socket: whom it serves (``principal`` follows their changes) and the
+    event that closes it."""
+
+    token: str
+    principal: Principal
+    permissions: tuple[Permission, ...]  # it needs one of these
+    still_allowed: StillAllowed
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
+    reason: str = ""
+
+    async def closed(self) -> tuple[int, str]:
+        """Wait until it must close; the close code and reason."""
+        await self.closing.wait()
+        return POLICY, self.reason
+
+    def close(self, reason: str) -> None:
+        self.reason = reason[:120]  # a close reason is at most 123 bytes
+        self.closing.set()
+
+
+def _keep(principal: Principal) -> str | None:
+    return None
+
+
+class OpenSockets:
+    def __init__(self, access: Access) -> None:
+        self.access = access
+        self._held: set[Held] = set()
+        self._seen: int | None = None
+
+    def hold(self, ws: WebSocket, principal: Principal, *permissions: Permission,
+             still_allowed: StillAllowed = _keep) -> Held:
+        held = Held(ws.scope.get(TOKEN, ""), principal, permissions, still_allowed)
+        self._held.add(held)
+        return held
+
+    def release(self, held: Held) -> None:
+        self._held.discard(held)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(CHECK_SECONDS)
+            try:
+                version = await self.access.version()
+                if version != self._seen:
+                    self._seen = version
+                    await self.recheck()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database is away: checked again next time
+                log.warning("re-checking open sockets failed; retrying", exc_info=True)
+
+    async def recheck(self) -> None:
+        principals: dict[str, Principal | None] = {}
+        for held in list(self._held):
+            if held.token not in principals:
+                principals[held.token] = await self.access.principal(held.token)
+            principal = principals[held.token]
+            if principal is None:
+                reason: str | None = "revoked: the token was revoked or its user disabled"
+            elif held.permissions and not any(principal.can(p) for p in held.permissions):
+                reason = "forbidden: a permission this stream needs was withdrawn"
+            else:
+                reason = held.still_allowed(principal)
+                held.principal = principal
+            if reason is not None:
+                self._held.discard(held)
+                held.close(reason)

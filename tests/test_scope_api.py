@@ -1,0 +1,229 @@
+"""Governed supervision, scope (docs/security.md#scope): teams and the agent directory
+over the API, each user's reads limited to their scope (404 outside it), and open sockets
+closed within 5 s when a scope, a permission or a token changes, in every deployment."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import anyio
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import ANGRY, Connector, Users, auth, refused
+from tests.test_alert_workflow import RULES, receive, use_rules
+
+
+def closed_within(ws: Any, seconds: float = 5.0) -> tuple[int, str, float]:
+    """Read until the server closes the socket; its code, reason and how long it took
+    (the test fails past ``seconds`` rather than hang)."""
+    started = time.monotonic()
+
+    async def until_closed() -> Any:
+        with anyio.fail_after(seconds):
+            while True:
+                message = await ws._send_rx.receive()
+                if message["type"] == "websocket.close":
+                    return message
+
+    message = ws.portal.call(until_closed)
+    return message["code"], message.get("reason") or "", time.monotonic() - started
+
+
+class Center:
+    """Teams emea > billing and apac; agents ann (billing) and bob (apac); three live
+    conversations: c1 (queue billing, ann), c2 (sales, bob), c3 (vip, bob)."""
+
+    def __init__(self, client: TestClient, users: Users) -> None:
+        self.client, self.users = client, users
+        self.admin = auth(users.token("Admin", username="root"))
+        for team in ({"id": "emea", "name": "EMEA"},
+                     {"id": "billing", "name": "Billing", "parent": "emea"},
+                     {"id": "apac", "name": "APAC"}):
+            assert client.post("/v1/teams", headers=self.admin, json=team).status_code == 201
+        for agent, team in (("ann", "billing"), ("bob", "apac")):
+            assert client.put(f"/v1/agents/{agent}", headers=self.admin,
+                              json={"name": agent.title(), "team": team}).status_code == 201
+
+    def user(self, name: str, scope: dict[str, list[str]] | None, *profiles: str,
+             agent_id: str | None = None) -> dict[str, str]:
+        token = self.users.token(*(profiles or ("CallCenterManager", "Analyst")),
+                                 username=name, agent_id=agent_id)
+        if scope is not None:
+            self.scope(name, scope)
+        return auth(token)
+
+    def scope(self, name: str, scope: dict[str, list[str]] | None) -> None:
+        answer = self.client.patch(f"/v1/users/{name}", headers=self.admin,
+                                   json={"scope": scope})
+        assert answer.status_code == 200, answer.text
+
+    def start(self, ingest: Connector) -> None:
+        for cid, queue, agent in (("c1", "billing", "ann"), ("c2", "sales", "bob"),
+                                  ("c3", "vip", "bob")):
+            assert ingest.start(cid, queue=queue, agent_id=agent)["status"] == "accepted"
+            assert ingest.say(cid, "s1", f"a question about invoice {cid}")["status"] == "accepted"
+
+    def live(self, headers: dict[str, str]) -> list[str]:
+        answer = self.client.get("/v1/live/conversations", headers=headers)
+        return sorted(c["id"] for c in answer.json()["conversations"])
+
+
+@pytest.fixture
+def center(client: TestClient, users: Users) -> Center:
+    return Center(client, users)
+
+
+def test_every_read_is_limited_to_the_scope(client: TestClient, center: Center,
+                                            ingest: Connector) -> None:
+    emea = center.user("emea-sup", {"teams": ["emea"], "queues": []})
+    vip = center.user("vip-sup", {"teams": [], "queues": ["vip"]})
+    everyone = center.user("all-sup", None)
+    center.start(ingest)
+    assert center.live(emea) == ["c1"]  # ann is in billing, under emea
+    assert center.live(vip) == ["c3"]
+    assert center.live(everyone) == ["c1", "c2", "c3"]
+    for cid, status in (("c1", 200), ("c2", 404), ("c3", 404), ("nope", 404)):
+        assert client.get(f"/v1/live/conversations/{cid}", headers=emea).status_code == status
+        assert client.get(f"/v1/transcripts/{cid}", headers=emea).status_code == status
+    # Outside the scope looks exactly like not existing.
+    assert client.get("/v1/transcripts/c2", headers=emea).json() == client.get(
+        "/v1/transcripts/nope", headers=emea).json() | {"message": "no conversation c2"}
+    hits = client.get("/v1/transcripts", headers=emea, params={"q": "invoice"}).json()["hits"]
+    assert [h["conversation_id"] for h in hits] == ["c1"]
+    agents = client.get("/v1/live/agents", headers=emea).json()["agents"]
+    assert [a["agent_id"] for a in agents] == ["ann"]
+    assert refused(client, "/v1/conversations/c2/monitor", emea).status_code == 404
+    with client.websocket_connect("/v1/conversations/c1/monitor", headers=emea) as ws:
+        assert ws.receive_json()["type"] == "catch_up"
+    with client.websocket_connect("/v1/live", headers=vip) as ws:
+        snapshot = ws.receive_json()
+        assert [c["id"] for c in snapshot["conversations"]] == ["c3"]
+        assert snapshot["agents"] == []  # a queue scope holds no team's agents
+
+
+def test_alerts_and_their_stream_keep_to_the_scope(client: TestClient, center: Center,
+                                                   users: Users, ingest: Connector) -> None:
+    use_rules(client, users, RULES)
+    emea = center.user("emea-sup", {"teams": ["emea"], "queues": []})
+    center.start(ingest)
+    with client.websocket_connect("/v1/alerts/stream", headers=emea) as ws:
+        assert receive(ws)["type"] == "subscribed"
+        for cid in ("c2", "c1"):  # c2's alert is never pushed: the first to come is c1's
+            assert ingest.say(cid, "s2", ANGRY[0])["status"] == "accepted"
+        assert receive(ws)["alert"]["conversation_id"] == "c1"
+    listed = client.get("/v1/alerts", headers=emea).json()["alerts"]
+    assert [a["conversation_id"] for a in listed] == ["c1"]
+    everything = client.get("/v1/alerts", headers=center.admin).json()["alerts"]
+    other = next(a for a in everything if a["conversation_id"] == "c2")
+    assert client.get(f"/v1/alerts/{other['id']}", headers=emea).status_code == 404
+    answer = client.post(f"/v1/alerts/{other['id']}/acknowledge", headers=emea,
+                         json={"version": other["version"]})
+    assert answer.status_code == 404
+
+
+def test_a_transfer_out_of_scope_closes_the_monitor(client: TestClient, center: Center,
+                                                    ingest: Connector) -> None:
+    emea = center.user("emea-sup", {"teams": ["emea"], "queues": []})
+    center.start(ingest)
+    with client.websocket_connect("/v1/conversations/c1/monitor", headers=emea) as ws, \
+            client.websocket_connect("/v1/live", headers=emea) as board:
+        assert ws.receive_json()["type"] == "catch_up"
+        assert ws.receive_json()["type"] == "live"
+        assert [c["id"] for c in board.receive_json()["conversations"]] == ["c1"]
+        assert ingest.send({"type": "conversation.transferred", "conversation_id": "c1",
+                            "event_id": "t1", "to_queue": "sales",
+                            "to_agent_id": "bob"})["status"] == "accepted"
+        code, reason, _ = closed_within(ws)
+        assert (code, reason) == (1008, "out_of_scope: the conversation left your scope")
+        while (update := receive(board))["type"] != "conversation.removed":
+            assert update["type"] == "agents.updated"  # nothing about c1 but its removal
+        assert update == {"type": "conversation.removed", "conversation_id": "c1"}
+    assert center.live(emea) == []
+    assert client.get("/v1/transcripts/c1", headers=emea).status_code == 404
+
+
+@pytest.mark.parametrize("change", ["scope", "revoke", "disable", "permission"])
+def test_a_change_closes_the_open_sockets_it_no_longer_allows(
+        client: TestClient, center: Center, ingest: Connector, change: str) -> None:
+    center.users.token("CallCenterManager", username="kim")
+    issued = client.post("/v1/users/kim/tokens", headers=center.admin, json={}).json()
+    kim = auth(issued["token"])
+    center.start(ingest)
+    with client.websocket_connect("/v1/conversations/c2/monitor", headers=kim) as ws, \
+            client.websocket_connect("/v1/live", headers=kim) as board:
+        assert ws.receive_json()["type"] == "catch_up"
+        assert board.receive_json()["type"] == "snapshot"
+        if change == "scope":
+            center.scope("kim", {"teams": ["emea"], "queues": []})
+            expected = ["out_of_scope: the conversation left your scope",
+                        "scope_changed: reconnect for a fresh view"]
+        elif change == "revoke":
+            assert client.delete(f"/v1/tokens/{issued['id']}",
+                                 headers=center.admin).status_code == 204
+            expected = ["revoked: the token was revoked or its user disabled"] * 2
+        elif change == "disable":
+            assert client.patch("/v1/users/kim", headers=center.admin,
+                                json={"disabled": True}).status_code == 200
+            expected = ["revoked: the token was revoked or its user disabled"] * 2
+        else:  # the user's profiles change: they lose both permissions
+            _set_profiles(center, "kim", ["Analyst"])
+            expected = ["forbidden: a permission this stream needs was withdrawn"] * 2
+        closes = [closed_within(socket) for socket in (ws, board)]
+        assert [(code, reason) for code, reason, _ in closes] == [(1008, r) for r in expected]
+        assert max(seconds for _, _, seconds in closes) < 5
+
+
+def _set_profiles(center: Center, username: str, profiles: list[str]) -> None:
+    answer = center.client.patch(f"/v1/users/{username}", headers=center.admin,
+                                 json={"profiles": profiles})
+    assert answer.status_code == 200, answer.text
+
+
+def test_teams_and_agents_over_the_api(client: TestClient, center: Center) -> None:
+    admin = center.admin
+    teams = client.get("/v1/teams", headers=admin).json()["teams"]
+    assert [t["id"] for t in teams] == ["apac", "billing", "emea"]
+    assert client.get("/v1/teams/billing", headers=admin).json() == {
+        "id": "billing", "name": "Billing", "parent": "emea"}
+    assert client.get("/v1/teams/nope", headers=admin).status_code == 404
+    refused_ = client.post("/v1/teams", headers=admin, json={"id": "emea", "name": "x"})
+    assert (refused_.status_code, refused_.json()["code"]) == (409, "team_exists")
+    cycle = client.patch("/v1/teams/emea", headers=admin, json={"parent": "billing"})
+    assert (cycle.status_code, cycle.json()["code"]) == (422, "invalid_team")
+    deep = "emea"
+    for level in range(2, 6):
+        answer = client.post("/v1/teams", headers=admin,
+                             json={"id": f"l{level}", "name": "L", "parent": deep})
+        assert answer.status_code == 201, answer.text
+        deep = f"l{level}"
+    sixth = client.post("/v1/teams", headers=admin, json={"id": "l6", "name": "L",
+                                                          "parent": deep})
+    assert (sixth.status_code, sixth.json()["code"]) == (422, "invalid_team")
+    moved = client.patch("/v1/teams/billing", headers=admin, json={"parent": None})
+    assert moved.json() == {"id": "billing", "name": "Billing", "parent": None}
+    in_use = client.delete("/v1/teams/billing", headers=admin)
+    assert (in_use.status_code, in_use.json()["code"]) == (409, "team_in_use")
+    assert "agents ann" in in_use.json()["message"]
+    assert client.put("/v1/agents/ann", headers=admin,
+                      json={"name": "Ann", "team": "apac"}).status_code == 200
+    assert client.delete("/v1/teams/billing", headers=admin).status_code == 204
+    unknown = client.put("/v1/agents/cat", headers=admin, json={"name": "Cat", "team": "x"})
+    assert (unknown.status_code, unknown.json()["code"]) == (422, "unknown_team")
+    assert client.get("/v1/agents", headers=admin).json() == {"agents": [
+        {"id": "ann", "name": "Ann", "team": "apac"},
+        {"id": "bob", "name": "Bob", "team": "apac"}]}
+    bad_scope = client.patch("/v1/users/root", headers=admin,
+                             json={"scope": {"teams": ["nowhere"]}})
+    assert (bad_scope.status_code, bad_scope.json()["code"]) == (422, "unknown_team")
+    # A user with a scope (and users-manage) cannot widen anyone's, their own included.
+    scoped = center.user("scoped-admin", {"teams": ["apac"], "queues": []}, "Admin")
+    for answer in (client.patch("/v1/users/scoped-admin", headers=scoped, json={"scope": None}),
+                   client.post("/v1/teams", headers=scoped, json={"id": "t", "name": "T"})):
+        assert (answer.status_code, answer.json()["code"]) == (403, "cannot_grant")
+    info = client.get("/v1/users", headers=admin).json()["users"]
+    assert next(u for u in info if u["username"] == "scoped-admin")["scope"] == {
+        "teams": ["apac"], "queues": []}
+    assert json.dumps(next(u for u in info if u["username"] == "root")["scope"]) == "null"
