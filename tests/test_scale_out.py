@@ -907,3 +907,56 @@ def test_each_alert_event_reaches_a_webhook_once_from_two_nodes(deployment: Depl
             Webhook(hook["secret"]).verify(request[1], request[0])
     finally:
         receiver.close()
+
+
+def test_a_change_on_one_node_or_the_cli_closes_sockets_on_another(
+        deployment: Deployment) -> None:
+    """Scope and revocation reach every API node: a socket on node B closes within 5 s
+    of a change made through node A, or through the CLI straight in the database."""
+    node_a, node_b = deployment.node(), deployment.node()
+    deployment.worker()
+    deployment.wait_until_owned(node_a, workers=1)
+    admin = _bearer(deployment.token("root", "Admin"))
+    watcher = _bearer(deployment.token("kim", "CallCenterManager"))
+    connector = deployment.token("connector", "Connector")
+    assert httpx.post(f"{node_a}/v1/teams", headers=admin,
+                      json={"id": "emea", "name": "EMEA"}).status_code == 201
+    ws_a, ws_b = node_a.replace("http", "ws"), node_b.replace("http", "ws")
+
+    async def closed(socket: Any) -> tuple[int, str, float]:
+        started = time.monotonic()
+        with pytest.raises(ConnectionClosed) as ended:
+            while True:
+                await asyncio.wait_for(socket.recv(), 5)
+        assert ended.value.rcvd is not None
+        return ended.value.rcvd.code, ended.value.rcvd.reason, time.monotonic() - started
+
+    async def scenario() -> None:
+        async with connect(f"{ws_a}/v1/ingest", additional_headers=_bearer(connector)) as c:
+            await _recv(c)
+            await c.send(json.dumps({"type": "conversation.started", "conversation": {
+                "id": "x1", "channel": "chat", "queue": "sales", "agent_id": "bob",
+                "recording": "all"}}))
+            assert (await _recv(c))["status"] == "accepted"
+        url = f"{ws_b}/v1/conversations/x1/monitor"
+        async with connect(url, additional_headers=watcher) as monitor:
+            assert json.loads(await monitor.recv())["type"] == "catch_up"
+            answer = await asyncio.to_thread(
+                httpx.patch, f"{node_a}/v1/users/kim", headers=admin,
+                json={"scope": {"teams": ["emea"], "queues": []}})
+            assert answer.status_code == 200
+            code, reason, seconds = await closed(monitor)
+            assert (code, reason) == (1008, "out_of_scope: the conversation left your scope")
+            assert seconds < 5
+        await asyncio.to_thread(cli, "users", "scope", "kim", "--all", "--db",
+                                deployment.database)
+        async with connect(f"{ws_b}/v1/live", additional_headers=watcher) as board:
+            assert json.loads(await board.recv())["type"] == "snapshot"
+            await asyncio.to_thread(cli, "users", "disable", "kim", "--db",
+                                    deployment.database)
+            code, reason, seconds = await closed(board)
+            assert (code, reason) == (1008, "revoked: the token was revoked or its user "
+                                            "disabled")
+            assert seconds < 5
+
+    asyncio.run(scenario())
