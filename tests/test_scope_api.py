@@ -43,9 +43,9 @@ class Center:
                      {"id": "billing", "name": "Billing", "parent": "emea"},
                      {"id": "apac", "name": "APAC"}):
             assert client.post("/v1/teams", headers=self.admin, json=team).status_code == 201
-        for agent, team in (("ann", "billing"), ("bob", "apac")):
+        for agent, team_id in (("ann", "billing"), ("bob", "apac")):
             assert client.put(f"/v1/agents/{agent}", headers=self.admin,
-                              json={"name": agent.title(), "team": team}).status_code == 201
+                              json={"name": agent.title(), "team": team_id}).status_code == 201
 
     def user(self, name: str, scope: dict[str, list[str]] | None, *profiles: str,
              agent_id: str | None = None) -> dict[str, str]:
