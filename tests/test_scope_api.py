@@ -11,9 +11,11 @@ from typing import Any
 import anyio
 import pytest
 from fastapi.testclient import TestClient
+from starlette.testclient import WebSocketDenialResponse
 
 from tests.conftest import ANGRY, Connector, Users, auth, refused
 from tests.test_alert_workflow import RULES, receive, use_rules
+from tests.test_security import app_routes
 
 
 def closed_within(ws: Any, seconds: float = 5.0) -> tuple[int, str, float]:
@@ -227,3 +229,45 @@ def test_teams_and_agents_over_the_api(client: TestClient, center: Center) -> No
     assert next(u for u in info if u["username"] == "scoped-admin")["scope"] == {
         "teams": ["apac"], "queues": []}
     assert json.dumps(next(u for u in info if u["username"] == "root")["scope"]) == "null"
+
+
+# What each route on one conversation or alert is sent (a valid body: a route must not
+# answer 404 or not for a reason other than scope). A new such route fails the test below
+# until it is listed here.
+SCOPED_ROUTES: dict[tuple[str, str], dict[str, Any] | None] = {
+    ("GET", "/v1/live/conversations/{conversation_id}"): None,
+    ("WS", "/v1/conversations/{conversation_id}/monitor"): None,
+    ("GET", "/v1/transcripts/{conversation_id}"): None,
+    ("GET", "/v1/alerts/{alert_id}"): None,
+    ("POST", "/v1/alerts/{alert_id}/acknowledge"): {"version": 1},
+    ("POST", "/v1/alerts/{alert_id}/assign"): {"version": 1, "username": "root"},
+    ("POST", "/v1/alerts/{alert_id}/resolve"): {"version": 1},
+    ("POST", "/v1/alerts/{alert_id}/reopen"): {"version": 1},
+}
+CONNECTOR_ROUTES = {("POST", "/v1/conversations/{conversation_id}/segments")}  # not users'
+
+
+def test_every_route_on_a_conversation_answers_404_outside_the_scope(
+        client: TestClient, center: Center, users: Users, ingest: Connector) -> None:
+    on_one = {r for r in app_routes(client) if "{conversation_id}" in r[1]
+              or "{alert_id}" in r[1]} - CONNECTOR_ROUTES
+    assert on_one == set(SCOPED_ROUTES)
+    use_rules(client, users, RULES)
+    scoped = center.user("scoped-admin", {"teams": ["emea"], "queues": []}, "Admin")
+    center.start(ingest)
+    for cid in ("c1", "c2"):
+        assert ingest.say(cid, "s2", ANGRY[0])["status"] == "accepted"
+    alerts = {a["conversation_id"]: a["id"] for a in client.get(
+        "/v1/alerts", headers=center.admin).json()["alerts"]}
+    for (method, path), body in sorted(SCOPED_ROUTES.items(), key=str):
+        for cid, outside in (("c2", True), ("c1", False)):
+            url = path.replace("{conversation_id}", cid).replace("{alert_id}", alerts[cid])
+            if method == "WS":
+                try:
+                    with client.websocket_connect(url, headers=scoped):
+                        status = 101
+                except WebSocketDenialResponse as denied:
+                    status = denied.status_code
+            else:
+                status = client.request(method, url, headers=scoped, json=body).status_code
+            assert (status == 404) == outside, (method, url, status)
