@@ -25,13 +25,15 @@ class Me(Closed):
     agent_id: str | None
     profiles: list[str]
     permissions: list[Permission]
+    scoped: bool = Field(description="Whether a scope limits what this user sees.")
 
 
 @router.get("/v1/me", response_model=Me)
 async def me(principal: Principal = require()) -> dict[str, Any]:
     """Who this token belongs to, and what it may do."""
     return {"username": principal.username, "agent_id": principal.agent_id,
-            "profiles": list(principal.profiles), "permissions": sorted(principal.permissions)}
+            "profiles": list(principal.profiles), "permissions": sorted(principal.permissions),
+            "scoped": principal.within is not None}
 
 
 class NewUser(Model):
