@@ -2,7 +2,8 @@
 check the permission (`auth`), call the domain, shape the answer (`views`).
 
 ingest (connectors), live (supervisors' views and monitor), alerts, webhooks, transcripts
-(analysts), rules, users (and tokens), operations (probes, metrics, dead letters). Shared:
+(analysts), rules, users (and tokens), profiles (security profiles, the permission
+catalogue), operations (probes, metrics, dead letters). Shared:
 `auth` (where permissions are checked), `openapi` (the error body and common answers),
 `views` (response shapes), `sockets` (streaming to a client), `errors`, `middleware`.
 """
@@ -16,6 +17,7 @@ from contact_center.api import (
     ingest,
     live,
     operations,
+    profiles,
     rules,
     transcripts,
     users,
@@ -23,7 +25,7 @@ from contact_center.api import (
 )
 
 ROUTERS = [ingest.router, live.router, alerts.router, transcripts.router, rules.router,
-           users.router, operations.router, webhooks.router]
+           users.router, profiles.router, operations.router, webhooks.router]
 
 
 def include_routes(app: FastAPI) -> None:
