@@ -8,6 +8,7 @@ import json
 import logging
 import signal
 import sqlite3
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -34,7 +35,14 @@ from contact_center.settings import (
 )
 from contact_center.stores import Store, is_postgres, open_store
 from monitoring.credentials import Token, User, create_user, issue_token
-from monitoring.permissions import PROFILES
+from monitoring.permissions import Permission
+from monitoring.profiles import (
+    BUILTIN,
+    ProfileError,
+    SecurityProfile,
+    new_profile,
+    profile_change,
+)
 from monitoring.scope import Agent, Scope, Team, TeamExists, TeamInUse, TreeError, UnknownTeam
 
 T = TypeVar("T")
@@ -365,7 +373,8 @@ def users() -> None:
 @users.command("create")
 @click.argument("username")
 @click.option("--profile", "profiles", multiple=True, required=True,
-              type=click.Choice(sorted(PROFILES)), help="Security profile (repeatable)")
+              help="Security profile, built-in or custom (repeatable; 'contact-center "
+                   "profiles list' shows them)")
 @click.option("--agent-id", default=None, help="The agent id conversations name (agents)")
 @db_option
 def users_create(username: str, profiles: tuple[str, ...], agent_id: str | None,
@@ -378,6 +387,19 @@ def users_create(username: str, profiles: tuple[str, ...], agent_id: str | None,
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"created {user.username} ({', '.join(user.profiles)})")
+
+
+@users.command("set-profiles")
+@click.argument("username")
+@click.option("--profile", "profiles", multiple=True, required=True,
+              help="Security profile, built-in or custom (repeatable): replaces the user's")
+@db_option
+def users_set_profiles(username: str, profiles: tuple[str, ...], database: str | None) -> None:
+    """Give a user these security profiles (from their next request on)."""
+    held = list(dict.fromkeys(profiles))
+    if not _profile_work(lambda s: s.set_profiles(username, held), database):
+        raise click.ClickException(f"no user {username!r}")
+    click.echo(f"{username}: {', '.join(held)}")
 
 
 @users.command("disable")
@@ -501,6 +523,117 @@ def agents_list(database: str | None) -> None:
     directory = _with_store(_settings(database).database, lambda s: s.load_directory())
     for agent in sorted(directory.agents.values(), key=lambda a: a.id):
         click.echo(f"{agent.id}\t{agent.team}\t{agent.name}")
+
+
+@main.group()
+def profiles() -> None:
+    """Security profiles: the built-in ones and custom ones (named sets of permissions).
+
+    The command line acts as the operator: it may grant any permission."""
+
+
+OPERATOR = frozenset(Permission)  # what the command line may grant: everything
+permission_option = click.option(
+    "--permission", "permissions", multiple=True,
+    type=click.Choice([p.value for p in Permission]),
+    help="A permission it grants (repeatable; see docs/permissions.md)")
+description_option = click.option("--description", default=None,
+                                  help="What it is for")
+
+
+def _show(profile: SecurityProfile) -> str:
+    kind = "built-in" if profile.builtin else "custom"
+    return (f"{profile.name}\t{kind}\t{','.join(sorted(profile.permissions)) or '-'}\t"
+            f"{profile.description or '-'}")
+
+
+def _profile_work(work: Callable[[Store], Awaitable[T]], database: str | None) -> T:
+    """Run ``work``; a refusal of the profile rules is the command's error."""
+    try:
+        return _with_store(_settings(database).database, work)
+    except ProfileError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@profiles.command("list")
+@db_option
+def profiles_list(database: str | None) -> None:
+    """List profiles: name, built-in or custom, permissions, description."""
+    custom = _with_store(_settings(database).database, lambda s: s.list_profiles())
+    for profile in [*BUILTIN.values(), *custom]:
+        click.echo(_show(profile))
+
+
+@profiles.command("show")
+@click.argument("name")
+@db_option
+def profiles_show(name: str, database: str | None) -> None:
+    """Show one profile, and who holds it."""
+
+    async def work(store: Store) -> tuple[SecurityProfile | None, list[str]]:
+        profile = BUILTIN.get(name) or await store.get_profile(name)
+        holders = [u.username for u in await store.list_users() if name in u.profiles]
+        return profile, holders
+
+    profile, holders = _with_store(_settings(database).database, work)
+    if profile is None:
+        raise click.ClickException(f"no security profile {name!r}")
+    click.echo(_show(profile))
+    click.echo(f"held by: {', '.join(holders) or 'nobody'}")
+
+
+@profiles.command("create")
+@click.argument("name")
+@permission_option
+@description_option
+@db_option
+def profiles_create(name: str, permissions: tuple[str, ...], description: str | None,
+                    database: str | None) -> None:
+    """Create a custom profile NAME granting the --permission ones."""
+    profile = _checked(lambda: new_profile(name, map(Permission, permissions),
+                                           description or "", OPERATOR, None, time.time()))
+    _profile_work(lambda s: s.create_profile(profile), database)
+    click.echo(f"created {_show(profile)}")
+
+
+@profiles.command("update")
+@click.argument("name")
+@permission_option
+@description_option
+@db_option
+def profiles_update(name: str, permissions: tuple[str, ...], description: str | None,
+                    database: str | None) -> None:
+    """Change a custom profile: --permission replaces its permissions (its holders have
+    them from their next request), --description its description."""
+    if not permissions and description is None:
+        raise click.UsageError("give --permission (one or more) or --description")
+    if name in BUILTIN:
+        raise click.ClickException(f"{name!r} is built-in: it cannot be changed")
+    change = profile_change(OPERATOR, map(Permission, permissions) if permissions else None,
+                            description, time.time())
+    changed = _profile_work(lambda s: s.update_profile(name, change), database)
+    if changed is None:
+        raise click.ClickException(f"no security profile {name!r}")
+    click.echo(f"updated {_show(changed)}")
+
+
+@profiles.command("delete")
+@click.argument("name")
+@db_option
+def profiles_delete(name: str, database: str | None) -> None:
+    """Delete a custom profile no user holds."""
+    if name in BUILTIN:
+        raise click.ClickException(f"{name!r} is built-in: it cannot be deleted")
+    if not _profile_work(lambda s: s.delete_profile(name), database):
+        raise click.ClickException(f"no security profile {name!r}")
+    click.echo(f"deleted {name}")
+
+
+def _checked(make: Callable[[], T]) -> T:
+    try:
+        return make()
+    except ProfileError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.group()

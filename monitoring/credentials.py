@@ -12,10 +12,12 @@ import hmac
 import secrets
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from monitoring.permissions import PROFILES, Principal, permissions_of
+from monitoring.permissions import Permission, Principal, permissions_of
+from monitoring.profiles import ProfileCheck, SecurityProfile, custom_names
 from monitoring.scope import Directory, Scope
 
 
@@ -44,11 +46,13 @@ class Token:
 class Accounts(Protocol):
     """What issuing and verifying read and write (the service's store)."""
 
-    async def create_user(self, user: User) -> None: ...
+    async def create_user(self, user: User, check: ProfileCheck | None = None) -> None: ...
     async def get_user(self, *, user_id: str | None = None,
                        username: str | None = None) -> User | None: ...
     async def add_token(self, token: Token) -> None: ...
     async def find_token(self, prefix: str) -> Token | None: ...
+    async def list_profiles(self, names: Collection[str] | None = None
+                            ) -> list[SecurityProfile]: ...
 
 
 TOKEN_MARK = "cc_"
@@ -65,16 +69,15 @@ def token_prefix(token: str) -> str:
 
 
 async def create_user(store: Accounts, username: str, profiles: list[str],
-                      agent_id: str | None = None) -> User:
-    unknown = set(profiles) - PROFILES.keys()
-    if unknown:
-        raise ValueError(f"unknown profile(s): {', '.join(sorted(unknown))}; "
-                         f"known: {', '.join(PROFILES)}")
+                      agent_id: str | None = None, check: ProfileCheck | None = None) -> User:
+    """Raises ValueError: the name is taken, or `monitoring.profiles.UnknownProfile`, or
+    what ``check`` raises (e.g. `CannotGrant`), checked as the store adds the user."""
     if await store.get_user(username=username) is not None:
         raise ValueError(f"user {username!r} already exists")
     user = User(id=uuid.uuid4().hex, username=username, agent_id=agent_id,
-                profiles=list(profiles), disabled=False, created_at=time.time())
-    await store.create_user(user)
+                profiles=list(dict.fromkeys(profiles)), disabled=False,
+                created_at=time.time())
+    await store.create_user(user, check)
     return user
 
 
@@ -101,5 +104,15 @@ async def authenticate(store: Accounts, secret: str | None,
         return None
     within = (directory or Directory()).within(user.scope, user.agent_id)
     return Principal(user_id=user.id, username=user.username, agent_id=user.agent_id,
-                     profiles=tuple(user.profiles), permissions=permissions_of(user.profiles),
-                     within=within)
+                     profiles=tuple(user.profiles),
+                     permissions=await permissions_held(store, user.profiles), within=within)
+
+
+async def permissions_held(store: Accounts, profiles: list[str]) -> frozenset[Permission]:
+    """What ``profiles`` grant now: custom ones read afresh (one query, and none for a
+    user holding built-in profiles only), so a change to a profile holds from its
+    holders' next request."""
+    named = custom_names(profiles)
+    stored = {p.name: p.permissions for p in await store.list_profiles(named)} if named \
+        else {}
+    return permissions_of(profiles, stored)

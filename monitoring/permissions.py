@@ -1,11 +1,13 @@
-"""Where permissions are checked: permissions, built-in security profiles, principals.
+"""Where permissions are checked: permissions (and what each grants), built-in security
+profiles, principals.
 
 Profiles follow Amazon Connect's built-in security profiles. A user holds one or more
-profiles; their permissions are the union.
+profiles, built-in or custom (`monitoring.profiles`); their permissions are the union.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -31,6 +33,37 @@ class Permission(StrEnum):
     OPERATE = "operate"                        # pipeline internals: dead letters
 
 
+# What each permission grants, as GET /v1/permissions and docs/permissions.md tell it.
+CATALOGUE: dict[Permission, str] = {
+    Permission.INGEST: "stream conversation events in (the ingest socket and REST)",
+    Permission.REALTIME_METRICS: "the live conversation list and views, the live board "
+                                 "socket, agent metrics",
+    Permission.MANAGER_MONITOR: "silently monitor a conversation (catch-up, then live)",
+    Permission.MANAGER_WHISPER: "send the agent of a conversation a note the customer "
+                                "never sees",
+    Permission.MANAGER_BARGE: "join a conversation as a participant (role supervisor) and "
+                              "write in it",
+    Permission.ALERTS_OWN: "alerts (list, read, stream, acknowledge) on conversations "
+                           "assigned to one's own agent_id",
+    Permission.ALERTS_ALL: "every alert (list, read, stream)",
+    Permission.ALERTS_MANAGE: "acknowledge, assign, resolve and reopen the alerts one may "
+                              "see",
+    Permission.CONTACT_SEARCH: "keyword search over recorded transcripts",
+    Permission.TRANSCRIPTS_READ: "read one recorded conversation with scores, alerts, "
+                                 "events",
+    Permission.RULES_MANAGE: "read, create, change, delete, import, export and backtest "
+                             "escalation rules",
+    Permission.USERS_MANAGE: "create and list users, change their profiles, disable them, "
+                             "issue and revoke tokens; teams, the agent directory, scopes",
+    Permission.PROFILES_MANAGE: "create, list, read, change and delete custom security "
+                                "profiles",
+    Permission.AUDIT_READ: "read and export the audit log",
+    Permission.WEBHOOKS_MANAGE: "webhooks: create, list, change, delete endpoints; read "
+                                "their deliveries; redeliver",
+    Permission.OPERATE: "pipeline internals: the scale-out dead letters, Prometheus "
+                        "metrics (/metrics)",
+}
+
 PROFILES: dict[str, frozenset[Permission]] = {
     "Admin": frozenset(Permission),
     "CallCenterManager": frozenset({
@@ -44,10 +77,18 @@ PROFILES: dict[str, frozenset[Permission]] = {
 }
 
 
-def permissions_of(profiles: list[str]) -> frozenset[Permission]:
+def permissions_of(profiles: Iterable[str],
+                   custom: Mapping[str, frozenset[Permission]] | None = None,
+                   ) -> frozenset[Permission]:
+    """The union of the profiles' permissions: built-in ones, then ``custom`` (the stored
+    custom profiles by name). A name that is neither grants nothing (fail closed: a
+    deleted profile, or one a newer version wrote)."""
     granted: set[Permission] = set()
     for name in profiles:
-        granted |= PROFILES.get(name, frozenset())
+        found = PROFILES.get(name)
+        if found is None and custom is not None:
+            found = custom.get(name)
+        granted |= found or frozenset()
     return frozenset(granted)
 
 

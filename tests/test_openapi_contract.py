@@ -113,8 +113,10 @@ def api(settings: Settings, tmp_path: Path, backend: str) -> Iterator[Api]:
             rule = client.get("/v1/alerts", headers=headers).json()["alerts"][0]["rule_id"]
             token = client.post("/v1/users/agent/tokens", json={"label": "spare"},
                                 headers=headers).json()["id"]
+            assert client.post("/v1/security-profiles", headers=headers, json={
+                "name": "Leads", "permissions": ["alerts-all"]}).status_code == 201
         yield Api(schema, headers, {"conversation_id": "c-live", "rule_id": rule,
-                                    "username": "agent", "token_id": token})
+                                    "username": "agent", "token_id": token, "name": "Leads"})
     finally:
         asgi.shutdown_lifespans()
 
@@ -165,6 +167,13 @@ SEEDED: list[tuple[str, str, dict[str, Any], str | None]] = [
     ("POST", "/v1/conversations/{conversation_id}/segments", {"body": {"segments": [
         {"segment_id": "b1", "role": "bot", "text": "Anything else?"}]}}, "results"),
     ("PATCH", "/v1/users/{username}", {"body": {"disabled": False}}, "permissions"),
+    ("PATCH", "/v1/users/{username}", {"body": {"profiles": ["Agent", "Leads"]}},
+     "permissions"),
+    ("GET", "/v1/permissions", {}, "permissions"),
+    ("GET", "/v1/security-profiles", {}, "profiles"),
+    ("GET", "/v1/security-profiles/{name}", {}, "permissions"),
+    ("PATCH", "/v1/security-profiles/{name}", {"body": {"description": "leads"}}, "name"),
+    ("DELETE", "/v1/security-profiles/{name}", {}, None),
     ("DELETE", "/v1/tokens/{token_id}", {}, None),
 ]
 

@@ -71,6 +71,12 @@ MATRIX: dict[tuple[str, str], set[Permission]] = {
     ("DELETE", "/v1/teams/{team_id}"): {P.USERS_MANAGE},
     ("PUT", "/v1/agents/{agent_id}"): {P.USERS_MANAGE},
     ("GET", "/v1/agents"): {P.USERS_MANAGE},
+    ("GET", "/v1/permissions"): set(),  # any authenticated user
+    ("GET", "/v1/security-profiles"): {P.PROFILES_MANAGE},
+    ("POST", "/v1/security-profiles"): {P.PROFILES_MANAGE},
+    ("GET", "/v1/security-profiles/{name}"): {P.PROFILES_MANAGE},
+    ("PATCH", "/v1/security-profiles/{name}"): {P.PROFILES_MANAGE},
+    ("DELETE", "/v1/security-profiles/{name}"): {P.PROFILES_MANAGE},
     ("GET", "/v1/admin/dead-letters"): {P.OPERATE},
     ("GET", "/metrics"): {P.OPERATE},
 }
@@ -102,7 +108,8 @@ def call(client: TestClient, method: str, path: str, token: str | None) -> int:
     url = path.replace("{conversation_id}", "c-x").replace("{username}", "nobody") \
         .replace("{token_id}", "t-x").replace("{alert_id}", "a-x") \
         .replace("{webhook_id}", "wh-x").replace("{delivery_id}", "1") \
-        .replace("{team_id}", "team-x").replace("{agent_id}", "agent-x")
+        .replace("{team_id}", "team-x").replace("{agent_id}", "agent-x") \
+        .replace("{name}", "Nobody")
     headers = auth(token) if token else {}
     if method == "WS":
         try:
@@ -140,6 +147,21 @@ def test_route_follows_profiles(client: TestClient, users: Users,
             assert status not in (401, 403), (name, route, status)
         else:
             assert status == 403, (name, route, status)
+
+
+@pytest.mark.parametrize("permission", list(Permission), ids=str)
+def test_a_custom_profile_passes_exactly_the_routes_of_its_permission(
+        client: TestClient, users: Users, permission: Permission) -> None:
+    admin = auth(users.token("Admin"))
+    assert client.post("/v1/security-profiles", headers=admin, json={
+        "name": "Only", "permissions": [permission]}).status_code == 201
+    token = users.token("Only")
+    for route, needed in sorted(MATRIX.items()):
+        status = call(client, *route, token)
+        if not needed or permission in needed:
+            assert status not in (401, 403), (route, status)
+        else:
+            assert status == 403, (route, status)
 
 
 def test_socket_refused_before_accept_with_reason(client: TestClient, users: Users) -> None:

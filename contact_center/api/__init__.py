@@ -2,8 +2,9 @@
 check the permission (`auth`), call the domain, shape the answer (`views`).
 
 ingest (connectors), live (supervisors' views and monitor), alerts, webhooks, transcripts
-(analysts), rules, users (and tokens), teams (and the agent directory), operations
-(probes, metrics, dead letters). Shared:
+(analysts), rules, users (and tokens), teams (and the agent directory), profiles
+(security profiles, the permission catalogue), operations (probes, metrics, dead letters).
+Shared:
 `auth` (where permissions are checked), `openapi` (the error body and common answers),
 `views` (response shapes), `sockets` (streaming to a client), `errors`, `middleware`.
 """
@@ -17,6 +18,7 @@ from contact_center.api import (
     ingest,
     live,
     operations,
+    profiles,
     rules,
     teams,
     transcripts,
@@ -25,7 +27,7 @@ from contact_center.api import (
 )
 
 ROUTERS = [ingest.router, live.router, alerts.router, transcripts.router, rules.router,
-           users.router, teams.router, operations.router, webhooks.router]
+           users.router, teams.router, profiles.router, operations.router, webhooks.router]
 
 
 def include_routes(app: FastAPI) -> None:

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from contact_center.api.auth import require
-from contact_center.api.openapi import COMMON, Closed, error
-from contact_center.api.teams import UNSCOPED_ONLY, unscoped
+from contact_center.api.openapi import COMMON, Closed, Responses, error
+from contact_center.api.profiles import refused
+from contact_center.api.teams import unscoped
 from contact_center.protocol import Model
-from monitoring.credentials import User, create_user, issue_token
-from monitoring.permissions import PROFILES, Permission, Principal, permissions_of
+from contact_center.stores import Store
+from monitoring.credentials import User, create_user, issue_token, permissions_held
+from monitoring.permissions import Permission, Principal, permissions_of
+from monitoring.profiles import (
+    NAME_PATTERN,
+    CannotGrant,
+    ProfileError,
+    UnknownProfile,
+    assignment_check,
+)
 from monitoring.scope import Scope, UnknownTeam
 
 router = APIRouter(tags=["admin"], responses=COMMON)
@@ -36,11 +45,24 @@ async def me(principal: Principal = require()) -> dict[str, Any]:
             "scoped": principal.within is not None}
 
 
+# Built-in or custom (GET /v1/security-profiles); the store checks that each exists.
+ProfileName = Annotated[str, StringConstraints(max_length=64, pattern=NAME_PATTERN)]
+MAX_PROFILES = 20  # held by one user
+USER_PROFILES = Field(min_length=1, max_length=MAX_PROFILES, description=(
+    "Security profiles, built-in or custom: only those whose permissions the token's user "
+    "holds (else 403 cannot_grant)."))
+GRANTING: Responses = {403: error(
+    "forbidden: the token's user lacks the permission the route needs; cannot_grant: the "
+    "profiles given would grant permissions the token's user does not hold (the message "
+    "names them)")}
+INVALID_USER = ("validation_error: a parameter or the body is invalid (`details` lists each "
+                "problem); malformed_json: the body is not JSON; invalid_user: a profile is "
+                "neither built-in nor custom")
+
+
 class NewUser(Model):
     username: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
-    # Checked by `create_user` (which names the unknown ones); the document lists them.
-    profiles: list[str] = Field(min_length=1, json_schema_extra={
-        "items": {"type": "string", "enum": list(PROFILES)}})
+    profiles: list[ProfileName] = USER_PROFILES
     agent_id: str | None = Field(default=None, max_length=128)
 
 
@@ -66,72 +88,106 @@ class Users(Closed):
     users: list[UserInfo]
 
 
-def _public(user: User) -> dict[str, Any]:
+def _public(user: User, permissions: frozenset[Permission]) -> dict[str, Any]:
     return {"id": user.id, "username": user.username, "agent_id": user.agent_id,
             "profiles": user.profiles, "disabled": user.disabled,
-            "permissions": sorted(permissions_of(user.profiles)),
-            "scope": user.scope.as_json()}
+            "permissions": sorted(permissions), "scope": user.scope.as_json()}
+
+
+def _invalid(exc: ProfileError) -> HTTPException:
+    """A refused profile list: 403 cannot_grant, or 422 invalid_user (unknown ones)."""
+    if isinstance(exc, CannotGrant):
+        return refused(exc)
+    return HTTPException(422, {"type": "error", "code": "invalid_user", "message": str(exc)})
+
+
+def _unknown_user(username: str) -> HTTPException:
+    return HTTPException(404, {"type": "error", "code": "unknown_user",
+                               "message": f"no user {username}"})
 
 
 @router.get("/v1/users", response_model=Users)
 async def list_users(request: Request,
                      _: Principal = require(Permission.USERS_MANAGE)) -> dict[str, Any]:
-    return {"users": [_public(u) for u in await request.app.state.store.list_users()]}
+    store: Store = request.app.state.store
+    custom = {p.name: p.permissions for p in await store.list_profiles()}
+    return {"users": [_public(u, permissions_of(u.profiles, custom))
+                      for u in await store.list_users()]}
 
 
 @router.post("/v1/users", status_code=201, response_model=UserInfo,
-             responses={409: error("invalid_user: the username is taken")})
+             responses={**GRANTING,
+                        409: error("invalid_user: the username is taken"),
+                        422: error(INVALID_USER)})
 async def add_user(request: Request, body: NewUser,
-                   _: Principal = require(Permission.USERS_MANAGE)) -> dict[str, Any]:
+                   principal: Principal = require(Permission.USERS_MANAGE)) -> dict[str, Any]:
+    store = request.app.state.store
     try:
-        user = await create_user(request.app.state.store, body.username, body.profiles,
-                                 body.agent_id)
+        user = await create_user(store, body.username, body.profiles, body.agent_id,
+                                 assignment_check(principal.permissions, body.profiles))
+    except (CannotGrant, UnknownProfile) as exc:
+        raise _invalid(exc) from None
     except ValueError as exc:
-        status = 409 if "exists" in str(exc) else 422
-        raise HTTPException(status, {"type": "error", "code": "invalid_user",
-                                     "message": str(exc)}) from None
-    return _public(user)
+        raise HTTPException(409, {"type": "error", "code": "invalid_user",
+                                  "message": str(exc)}) from None
+    return _public(user, await permissions_held(store, user.profiles))
 
 
 class UserChange(Model):
-    """Each field given is changed; those absent are left as they are."""
+    """Each field given is changed; those left out stay as they are."""
 
     disabled: bool | None = Field(default=None, description=(
         "Disable (or re-enable) the user: every token of theirs stops working at once, "
         "open sockets included."))
+    profiles: list[ProfileName] | None = Field(
+        default=None, min_length=1, max_length=MAX_PROFILES,
+        description="Replaces the list. Profiles the user gains must grant only "
+                    "permissions the token's user holds (else 403 cannot_grant); taking "
+                    "them away needs nothing more. Holds from their next request, open "
+                    "sockets included.")
     scope: ScopeInfo | None = Field(default=None, description=(
         "What the user may see from now on, open sockets included; null: everything. "
-        "Only a user without a scope may set one."))
+        "Only a user without a scope may set one (else 403 cannot_grant)."))
 
 
 @router.patch("/v1/users/{username}", response_model=UserInfo, responses={
-    403: UNSCOPED_ONLY, 404: error("unknown_user: no such user"),
-    422: error("unknown_team: a team of the scope does not exist")})
+    403: error("forbidden: the token's user lacks the permission the route needs; "
+               "cannot_grant: the profiles given would grant permissions the token's user "
+               "does not hold (the message names them), or a user with a scope sets one"),
+    404: error("unknown_user: no such user"),
+    422: error(INVALID_USER + "; unknown_team: a team of the scope does not exist")})
 async def change_user(request: Request, username: str, change: UserChange,
                       principal: Principal = require(Permission.USERS_MANAGE)
                       ) -> dict[str, Any]:
-    """Disable or re-enable a user, or set their scope."""
+    """Change a user's profiles or scope, or disable (or re-enable) them."""
     store = request.app.state.store
-    unknown = HTTPException(404, {"type": "error", "code": "unknown_user",
-                                  "message": f"no user {username}"})
+    if change.profiles is not None:  # first: the change that may be refused
+        try:
+            profiles = list(dict.fromkeys(change.profiles))
+            found = await store.set_profiles(username, profiles, assignment_check(
+                principal.permissions, profiles))
+        except (CannotGrant, UnknownProfile) as exc:
+            raise _invalid(exc) from None
+        if not found:
+            raise _unknown_user(username)
     if "scope" in change.model_fields_set:
         unscoped(principal)
         scope = Scope() if change.scope is None else Scope(
             frozenset(change.scope.teams), frozenset(change.scope.queues))
         try:
             if not await store.set_scope(username, scope):
-                raise unknown
+                raise _unknown_user(username)
         except UnknownTeam as exc:
             raise HTTPException(422, {"type": "error", "code": "unknown_team",
                                       "message": str(exc)}) from None
     if change.disabled is not None and not await store.set_disabled(username,
-                                                                     change.disabled):
-        raise unknown
+                                                                    change.disabled):
+        raise _unknown_user(username)
     request.app.state.access.changed()
     user = await store.get_user(username=username)
     if user is None:
-        raise unknown
-    return _public(user)
+        raise _unknown_user(username)
+    return _public(user, await permissions_held(store, user.profiles))
 
 
 class NewToken(Model):

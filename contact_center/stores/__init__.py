@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from analytics.history import History
 from monitoring.alert_stream import AlertEvents as AlertEvents
 from monitoring.credentials import Token, User
+from monitoring.profiles import ProfileCheck, SecurityProfile
 from monitoring.scope import Agent, Directory, Scope, Team, Within
 
 
@@ -226,7 +227,10 @@ class Store(Protocol):
     async def save_rules(self, document: dict[str, Any]) -> None: ...
 
     # users and tokens
-    async def create_user(self, user: User) -> None: ...
+    async def create_user(self, user: User, check: ProfileCheck | None = None) -> None:
+        """Raises `UnknownProfile` (monitoring.profiles) for a profile neither built-in nor
+        stored, and what ``check`` raises, both checked in the transaction that adds it."""
+        ...
     async def get_user(self, *, user_id: str | None = None,
                        username: str | None = None) -> User | None: ...
     async def list_users(self) -> list[User]: ...
@@ -235,6 +239,33 @@ class Store(Protocol):
     async def find_token(self, prefix: str) -> Token | None: ...
     async def list_tokens(self, user_id: str) -> list[Token]: ...
     async def revoke_token(self, token_id: str) -> bool: ...
+    async def set_profiles(self, username: str, profiles: list[str],
+                           check: ProfileCheck | None = None) -> bool:
+        """Give a user these profiles (counted in the access version); False if there is
+        no such user; raises as `create_user`."""
+        ...
+
+    # custom security profiles (contact_center.stores.profiles); creating, changing or
+    # deleting one adds one to the access version
+    async def list_profiles(self, names: Collection[str] | None = None
+                            ) -> list[SecurityProfile]:
+        """The stored custom profiles by name (of ``names`` only, when given)."""
+        ...
+    async def get_profile(self, name: str) -> SecurityProfile | None: ...
+    async def create_profile(self, profile: SecurityProfile) -> None:
+        """Raises `ProfileExists` when a stored profile has the name, case aside."""
+        ...
+    async def update_profile(self, name: str, change: Callable[[SecurityProfile],
+                                                               SecurityProfile]
+                             ) -> SecurityProfile | None:
+        """Apply ``change`` to the profile as stored and save what it returns (its
+        permissions, description and updated_at), in one transaction; None if there is no
+        such profile; raises what ``change`` raises (nothing is saved then)."""
+        ...
+    async def delete_profile(self, name: str) -> bool:
+        """False if there is no such profile; raises `ProfileInUse` while a user holds it
+        (checked in the transaction that deletes it)."""
+        ...
 
     # teams, the agent directory, scopes (contact_center.stores.directory); each change
     # (and disabling a user, revoking a token) adds one to the access version

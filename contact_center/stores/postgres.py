@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import zlib
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
 
 import asyncpg
@@ -33,6 +33,7 @@ from contact_center.stores import (
     directory,
     event_key,
 )
+from contact_center.stores import profiles as pr
 from contact_center.stores import webhooks as wh
 from contact_center.stores.rows import (
     ALERT_COLUMNS,
@@ -54,6 +55,16 @@ from contact_center.stores.rows import (
 from monitoring import codec
 from monitoring.credentials import Token, User
 from monitoring.messages import RECENT_LIMIT
+from monitoring.permissions import Permission
+from monitoring.profiles import (
+    MAX_HOLDERS_NAMED,
+    ProfileCheck,
+    ProfileExists,
+    ProfileInUse,
+    SecurityProfile,
+    check_known,
+    custom_names,
+)
 from monitoring.scope import Agent, Directory, Scope, Team
 
 # Each entry upgrades the schema by one version; never edit a shipped one, add another.
@@ -222,6 +233,17 @@ MIGRATIONS: list[str] = [
     INSERT INTO access_version VALUES (1, 0);
     ALTER TABLE users ADD COLUMN scope json;  -- {"teams", "queues"}; NULL: everything
     """,
+    """
+    CREATE TABLE security_profiles (
+        name text COLLATE "C" PRIMARY KEY,
+        permissions json NOT NULL,
+        description text NOT NULL DEFAULT '',
+        created_at double precision NOT NULL,
+        created_by text,
+        updated_at double precision NOT NULL
+    );
+    CREATE UNIQUE INDEX security_profiles_folded ON security_profiles (lower(name));
+    """,
 ]
 IDLE_IN_TRANSACTION_MS = 5000
 CLAIM_WAIT_MS = 2000
@@ -230,7 +252,9 @@ _PIPELINE_LOCK = 7_303_002  # advisory lock id: one pipeline per database
 # Advisory lock id, held from numbering alert events to commit: their ids are then in
 # commit order, so a reader that saw id n has seen every id below it.
 _ALERT_EVENTS_LOCK = 7_303_003
-_ACCESS_LOCK = 7_303_004  # advisory lock id: changes to teams, agents and scopes, one by one
+# advisory lock id: changes to teams, agents, scopes, users' profiles and custom profiles,
+# one by one
+_ACCESS_LOCK = 7_303_004
 _ALERT_UPSERT = (
     f"INSERT INTO alerts ({', '.join(ALERT_COLUMNS)}) VALUES "
     f"({', '.join(f'${i}' for i in range(1, len(ALERT_COLUMNS) + 1))}) ON CONFLICT (id) DO "
@@ -456,11 +480,14 @@ class PostgresStore:
 
     # -- users and tokens ---------------------------------------------------------------
 
-    async def create_user(self, user: User) -> None:
-        await self.pool.execute(
-            "INSERT INTO users (id, username, agent_id, profiles, disabled, created_at) "
-            "VALUES ($1, $2, $3, $4, $5, $6)", user.id, user.username, user.agent_id,
-            user.profiles, user.disabled, user.created_at)
+    async def create_user(self, user: User, check: ProfileCheck | None = None) -> None:
+        # Under the access lock, as deleting a profile: never a user holding a deleted one.
+        async with self._changing_access() as db:
+            await _check_profiles(db, user.profiles, [], check)
+            await db.execute(
+                "INSERT INTO users (id, username, agent_id, profiles, disabled, created_at) "
+                "VALUES ($1, $2, $3, $4, $5, $6)", user.id, user.username, user.agent_id,
+                user.profiles, user.disabled, user.created_at)
 
     async def get_user(self, *, user_id: str | None = None,
                        username: str | None = None) -> User | None:
@@ -495,6 +522,50 @@ class PostgresStore:
         async with self._changing_access() as db:
             return await _changed(
                 db, "UPDATE tokens SET revoked = true WHERE id = $1 AND NOT revoked", token_id)
+
+    async def set_profiles(self, username: str, profiles: list[str],
+                           check: ProfileCheck | None = None) -> bool:
+        async with self._changing_access() as db:
+            held = await db.fetchval(wh.numbered(pr.USERS_PROFILES), username)
+            if held is None:
+                return False
+            await _check_profiles(db, profiles, held, check)
+            return await _changed(db, wh.numbered(pr.SET_PROFILES), profiles, username)
+
+    # -- custom security profiles (contact_center.stores.profiles) ----------------------
+
+    async def list_profiles(self, names: Collection[str] | None = None
+                            ) -> list[SecurityProfile]:
+        return await _profiles(self.pool, names)
+
+    async def get_profile(self, name: str) -> SecurityProfile | None:
+        row = await self.pool.fetchrow(wh.numbered(pr.GET), name)
+        return None if row is None else pr.as_profile(row, _as_is)
+
+    async def create_profile(self, profile: SecurityProfile) -> None:
+        async with self._changing_access() as db:
+            if not await _changed(db, wh.numbered(pr.CREATE), *pr.values(profile, _as_is)):
+                raise ProfileExists(f"a profile named {profile.name!r} exists (names are "
+                                    "compared case aside)")
+
+    async def update_profile(self, name: str, change: Callable[[SecurityProfile],
+                                                               SecurityProfile]
+                             ) -> SecurityProfile | None:
+        async with self._changing_access() as db:
+            row = await db.fetchrow(wh.numbered(pr.GET), name)
+            if row is None:
+                return None
+            changed = change(pr.as_profile(row, _as_is))
+            await _changed(db, wh.numbered(pr.UPDATE), *pr.changes(changed, _as_is))
+            return changed
+
+    async def delete_profile(self, name: str) -> bool:
+        async with self._changing_access() as db:
+            held = await db.fetch(wh.numbered(pr.holders(
+                "json_array_elements_text(u.profiles) AS e(value)", MAX_HOLDERS_NAMED)), name)
+            if held:
+                raise ProfileInUse(name, [r[0] for r in held], held[0][1])
+            return await _changed(db, wh.numbered(pr.DELETE), name)
 
     # -- teams, agents, scopes (contact_center.stores.directory) ----------------------------
 
@@ -787,6 +858,25 @@ def _one_of(column: str, n: int) -> str:
 async def _directory(db: asyncpg.Connection) -> Directory:
     return directory.directory(await db.fetch(directory.TEAMS), await db.fetch(directory.AGENTS),
                                int(await db.fetchval(directory.VERSION)))
+
+
+async def _profiles(db: asyncpg.Connection | asyncpg.Pool,
+                    names: Collection[str] | None) -> list[SecurityProfile]:
+    rows = await (db.fetch(pr.LIST) if names is None else
+                  db.fetch(pr.named(_one_of), sorted(names)))
+    return [pr.as_profile(r, _as_is) for r in rows]
+
+
+async def _check_profiles(db: asyncpg.Connection, profiles: list[str], held: list[str],
+                          check: ProfileCheck | None) -> None:
+    """Inside a transaction under the access lock: every profile is known (and ``check``
+    passes)."""
+    named = custom_names(profiles)
+    stored: dict[str, frozenset[Permission]] = pr.permissions_by_name(
+        await _profiles(db, named)) if named else {}
+    check_known(profiles, stored)
+    if check is not None:
+        check(held, stored)
 
 
 async def _changed(db: asyncpg.Connection, sql: str, *args: Any) -> bool:

@@ -37,6 +37,7 @@ from contact_center.stores import (
     directory,
     event_key,
 )
+from contact_center.stores import profiles as pr
 from contact_center.stores import webhooks as wh
 from contact_center.stores.rows import (
     ALERT_COLUMNS,
@@ -59,6 +60,16 @@ from contact_center.stores.rows import (
 from monitoring import codec
 from monitoring.credentials import Token, User
 from monitoring.messages import RECENT_LIMIT
+from monitoring.permissions import Permission
+from monitoring.profiles import (
+    MAX_HOLDERS_NAMED,
+    ProfileCheck,
+    ProfileExists,
+    ProfileInUse,
+    SecurityProfile,
+    check_known,
+    custom_names,
+)
 from monitoring.scope import Agent, Directory, Scope, Team
 
 T = TypeVar("T")
@@ -192,6 +203,15 @@ CREATE TABLE IF NOT EXISTS access_version (
     version INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO access_version (id, version) VALUES (1, 0);
+CREATE TABLE IF NOT EXISTS security_profiles (
+    name TEXT PRIMARY KEY,
+    permissions TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    created_by TEXT,
+    updated_at REAL NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS security_profiles_folded ON security_profiles(lower(name));
 CREATE TABLE IF NOT EXISTS tokens (
     id TEXT PRIMARY KEY,
     user_id TEXT NOT NULL REFERENCES users(id),
@@ -376,11 +396,17 @@ class SQLiteStore:
 
     # -- users and tokens ---------------------------------------------------------------
 
-    async def create_user(self, user: User) -> None:
+    async def create_user(self, user: User, check: ProfileCheck | None = None) -> None:
         row = asdict(user) | {"profiles": json.dumps(user.profiles)}
-        await self._writer.run(lambda db: db.execute(
-            "INSERT INTO users (id, username, agent_id, profiles, disabled, created_at) "
-            "VALUES (:id, :username, :agent_id, :profiles, :disabled, :created_at)", row))
+
+        def q(db: sqlite3.Connection) -> None:
+            with _writing(db):
+                _check_profiles(db, user.profiles, [], check)
+                db.execute("INSERT INTO users (id, username, agent_id, profiles, disabled, "
+                           "created_at) VALUES (:id, :username, :agent_id, :profiles, "
+                           ":disabled, :created_at)", row)
+
+        await self._writer.run(q)
 
     async def get_user(self, *, user_id: str | None = None,
                        username: str | None = None) -> User | None:
@@ -421,6 +447,63 @@ class SQLiteStore:
     async def revoke_token(self, token_id: str) -> bool:
         return await self._writer.run(lambda db: _changing_access(
             db, "UPDATE tokens SET revoked = 1 WHERE id = ? AND revoked = 0", (token_id,)))
+
+    async def set_profiles(self, username: str, profiles: list[str],
+                           check: ProfileCheck | None = None) -> bool:
+        def q(db: sqlite3.Connection) -> bool:
+            with _writing(db):
+                row = db.execute(pr.USERS_PROFILES, (username,)).fetchone()
+                if row is None:
+                    return False
+                _check_profiles(db, profiles, json.loads(row[0]), check)
+                return _changing_access(db, pr.SET_PROFILES, (json.dumps(profiles), username))
+
+        return await self._writer.run(q)
+
+    # -- custom security profiles (contact_center.stores.profiles) ----------------------
+    # Read on the auth connection: a token check reads the custom profiles its user holds.
+
+    async def list_profiles(self, names: Collection[str] | None = None
+                            ) -> list[SecurityProfile]:
+        return await self._auth.run(lambda db: _profiles(db, names))
+
+    async def get_profile(self, name: str) -> SecurityProfile | None:
+        def q(db: sqlite3.Connection) -> SecurityProfile | None:
+            row = db.execute(pr.GET, (name,)).fetchone()
+            return None if row is None else pr.as_profile(row, json.loads)
+
+        return await self._auth.run(q)
+
+    async def create_profile(self, profile: SecurityProfile) -> None:
+        if not await self._writer.run(lambda db: _changing_access(
+                db, pr.CREATE, pr.values(profile, json.dumps))):
+            raise ProfileExists(f"a profile named {profile.name!r} exists (names are "
+                                "compared case aside)")
+
+    async def update_profile(self, name: str, change: Callable[[SecurityProfile],
+                                                               SecurityProfile]
+                             ) -> SecurityProfile | None:
+        def q(db: sqlite3.Connection) -> SecurityProfile | None:
+            with _writing(db):
+                row = db.execute(pr.GET, (name,)).fetchone()
+                if row is None:
+                    return None
+                changed = change(pr.as_profile(row, json.loads))
+                _changing_access(db, pr.UPDATE, pr.changes(changed, json.dumps))
+                return changed
+
+        return await self._writer.run(q)
+
+    async def delete_profile(self, name: str) -> bool:
+        def q(db: sqlite3.Connection) -> bool:
+            with _writing(db):
+                held = db.execute(pr.holders("json_each(u.profiles) AS e", MAX_HOLDERS_NAMED),
+                                  (name,)).fetchall()
+                if held:
+                    raise ProfileInUse(name, [r[0] for r in held], held[0][1])
+                return _changing_access(db, pr.DELETE, (name,))
+
+        return await self._writer.run(q)
 
     # -- teams, agents, scopes (contact_center.stores.directory) ----------------------------
 
@@ -651,6 +734,23 @@ def _directory(db: sqlite3.Connection) -> Directory:
     return directory.directory(db.execute(directory.TEAMS).fetchall(),
                                db.execute(directory.AGENTS).fetchall(),
                                int(db.execute(directory.VERSION).fetchone()[0]))
+
+
+def _profiles(db: sqlite3.Connection, names: Collection[str] | None) -> list[SecurityProfile]:
+    rows = db.execute(pr.LIST) if names is None else db.execute(
+        pr.named(_one_of), (json.dumps(sorted(names)),))
+    return [pr.as_profile(r, json.loads) for r in rows]
+
+
+def _check_profiles(db: sqlite3.Connection, profiles: list[str], held: list[str],
+                    check: ProfileCheck | None) -> None:
+    """Inside a write transaction: every profile is known (and ``check`` passes)."""
+    named = custom_names(profiles)
+    stored: dict[str, frozenset[Permission]] = pr.permissions_by_name(
+        _profiles(db, named)) if named else {}
+    check_known(profiles, stored)
+    if check is not None:
+        check(held, stored)
 
 
 def _changing_access(db: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> bool:
