@@ -271,3 +271,20 @@ def test_every_route_on_a_conversation_answers_404_outside_the_scope(
             else:
                 status = client.request(method, url, headers=scoped, json=body).status_code
             assert (status == 404) == outside, (method, url, status)
+
+
+def test_a_narrowed_scope_stops_the_alert_stream_pushing_what_left_it(
+        client: TestClient, center: Center, users: Users, ingest: Connector) -> None:
+    use_rules(client, users, RULES)
+    kim = center.user("kim", None)
+    center.start(ingest)
+    with client.websocket_connect("/v1/alerts/stream", headers=kim) as ws:
+        assert receive(ws)["type"] == "subscribed"
+        assert ingest.say("c2", "s2", ANGRY[0])["status"] == "accepted"
+        assert receive(ws)["alert"]["conversation_id"] == "c2"  # in scope: everything
+        center.scope("kim", {"teams": ["emea"], "queues": []})
+        time.sleep(2.5)  # the node re-checks its sockets every second
+        for cid, queue, agent in (("c4", "sales", "bob"), ("c5", "billing", "ann")):
+            ingest.start(cid, queue=queue, agent_id=agent)
+            assert ingest.say(cid, "s1", ANGRY[0])["status"] == "accepted"
+        assert receive(ws)["alert"]["conversation_id"] == "c5"  # c4's never came
