@@ -1,8 +1,9 @@
 """Every HTTP and WebSocket route, one module per resource; each route is thin: parse,
 check the permission (`auth`), call the domain, shape the answer (`views`).
 
-ingest (connectors), live (supervisors' views and monitor), alerts, webhooks, transcripts
-(analysts), rules, users (and tokens), operations (probes, metrics, dead letters). Shared:
+ingest (connectors), live (supervisors' views and monitor), supervision (who monitors,
+whisper, barge), alerts, webhooks, transcripts (analysts), rules, users (and tokens),
+operations (probes, metrics, dead letters). Shared:
 `auth` (where permissions are checked), `openapi` (the error body and common answers),
 `views` (response shapes), `sockets` (streaming to a client), `errors`, `middleware`.
 """
@@ -17,13 +18,14 @@ from contact_center.api import (
     live,
     operations,
     rules,
+    supervision,
     transcripts,
     users,
     webhooks,
 )
 
-ROUTERS = [ingest.router, live.router, alerts.router, transcripts.router, rules.router,
-           users.router, operations.router, webhooks.router]
+ROUTERS = [ingest.router, live.router, supervision.router, alerts.router, transcripts.router,
+           rules.router, users.router, operations.router, webhooks.router]
 
 
 def include_routes(app: FastAPI) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import WebSocket
@@ -13,7 +14,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from contact_center import service_metrics as metrics
 from contact_center.api.auth import accept
-from monitoring.hub import Hub, Subscription
+from monitoring.hub import Hub, Message, Subscription
 
 SLOW_CONSUMER = 1013  # "try again later": this client could not keep up
 RATE_LIMITED = 1008  # "policy violation": this client sent more than it may
@@ -23,11 +24,12 @@ SEND_TIMEOUT = 10.0  # a client that takes longer to accept one message is cut o
 
 async def pump(ws: WebSocket, kind: str, sub: Subscription, hub: Hub,
                first: list[dict[str, Any]], endings: dict[str, tuple[int, str]] | None = None,
-               seen: dict[str, int] | None = None) -> None:
+               seen: dict[str, int] | None = None,
+               skip: Callable[[Message], bool] | None = None) -> None:
     """Accept, send ``first``, then every message of ``sub`` not already in it (``seen``:
-    the last message number ``first`` covers, per conversation), until the client leaves,
-    a message whose type is in ``endings`` has been sent (then close with its code), or
-    the client is too slow and is cut off. Always unsubscribes."""
+    the last message number ``first`` covers, per conversation) nor one to ``skip``, until
+    the client leaves, a message whose type is in ``endings`` has been sent (then close
+    with its code), or the client is too slow and is cut off. Always unsubscribes."""
     endings = {"resync": (RESYNC, "state changed; reconnect")} | (endings or {})
     seen = seen or {}
 
@@ -40,6 +42,8 @@ async def pump(ws: WebSocket, kind: str, sub: Subscription, hub: Hub,
                 return SLOW_CONSUMER, "client too slow; reconnect"
             if message.number and message.number <= seen.get(message.conversation_id or "", 0):
                 continue  # the snapshot in ``first`` already holds it
+            if skip is not None and skip(message):
+                continue
             await asyncio.wait_for(ws.send_text(message.text), SEND_TIMEOUT)
             if message.type in endings:
                 return endings[message.type]
