@@ -61,7 +61,14 @@ class RedisPresence:
         return bool(await self.redis.hdel(self.key, _field(conversation_id, monitor_id)))
 
     async def listeners(self, conversation_id: str) -> list[Listener]:
-        return (await self.everyone()).get(conversation_id, [])
+        # (A conversation id holds no glob character: the match is literal.)
+        now, found = time.time(), list[Listener]()
+        async for field, value in self.redis.hscan_iter(self.key, match=f"{conversation_id}|*",
+                                                        count=1000):
+            _, listener, until = _parse(field, value)
+            if until >= now:
+                found.append(listener)
+        return found
 
     async def everyone(self) -> dict[str, list[Listener]]:
         now, found = time.time(), dict[str, list[Listener]]()
