@@ -601,8 +601,9 @@ class Applier:
             participant_id=participant, text=command.text, final=True, ref=None,
             started_at=None, ended_at=None)
         reply = self._segment(conv, turn, scores, now, effects)
-        effects.to_connector(conv, live.supervisor_message(
-            conv.id, command.segment_id, participant, command.text, now))
+        if isinstance(reply, p.Ack) and reply.status == "accepted":
+            effects.to_connector(conv, live.supervisor_message(
+                conv.id, command.segment_id, participant, command.text, now))
         return reply
 
     def _new_alert_id(self, now: float, previous: dict[str, Any] | None) -> str:
