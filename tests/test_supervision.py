@@ -333,3 +333,29 @@ def test_a_dead_nodes_monitors_lapse(redis_server: RedisServer, tmp_path: Path) 
             await redis.aclose()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.app
+def test_a_barged_supervisor_is_still_in_after_a_restart(
+        backend: str, settings: Settings, tmp_path: Path, users: Users,
+        sam: dict[str, str]) -> None:
+    connector = auth(users.token("Connector"))
+    with TestClient(make_app(settings, backend, tmp_path)) as client:
+        if backend == "scaleout":
+            wait_for_partitions(client)
+        with client.websocket_connect(_desk_url(), headers=connector) as ws:
+            Desk(ws).start("r1")
+            assert client.post("/v1/conversations/r1/barge", headers=sam).status_code == 200
+    with TestClient(make_app(settings, backend, tmp_path)) as client:
+        if backend == "scaleout":
+            wait_for_partitions(client)
+        who = client.get("/v1/conversations/r1/monitors", headers=sam).json()["monitors"]
+        assert [(m["username"], m["mode"]) for m in who] == [("sam", "barged")]
+        # Its connector socket is gone, but the next one that feeds it takes the pushes.
+        with client.websocket_connect(_desk_url(), headers=connector) as ws:
+            desk = Desk(ws)
+            assert desk.say("r1", "s1", "Are you still there?")["status"] == "accepted"
+            wrote = client.post("/v1/conversations/r1/messages", headers=sam,
+                                json={"text": WORDS})
+            assert wrote.status_code == 200, wrote.text
+            assert desk.push()["type"] == "supervisor.message"
