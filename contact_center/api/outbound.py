@@ -47,12 +47,16 @@ class Outbound:
         while True:
             message = await self.sub.next()
             if message is None:
-                async with self.lock:
-                    await ws.close(SLOW_CONSUMER, "client too slow; reconnect")
-                return
+                break
             if message.type == UNFOLLOW:
                 if message.conversation_id:
                     self.hub.unfollow(self.sub, connector_topic(message.conversation_id))
                 continue
             async with self.lock:
-                await asyncio.wait_for(ws.send_text(message.text), SEND_TIMEOUT)
+                try:
+                    await asyncio.wait_for(ws.send_text(message.text), SEND_TIMEOUT)
+                except TimeoutError:
+                    break
+        async with self.lock:
+            await asyncio.wait_for(ws.close(SLOW_CONSUMER, "client too slow; reconnect"),
+                                   SEND_TIMEOUT)
