@@ -25,7 +25,8 @@ from analytics.scoring import Scores
 from analytics.signals import Signal
 from analytics.text import has_nul
 
-Role = Literal["customer", "agent", "bot"]
+Role = Literal["customer", "agent", "bot", "supervisor"]
+ROLES: tuple[Role, ...] = ("customer", "agent", "bot", "supervisor")
 Severity = Literal["low", "medium", "high"]
 Metric = Literal["window", "ewma", "turn"]
 MAX_COOLDOWN = 7 * 24 * 3600.0
@@ -275,12 +276,12 @@ class RuleSet(BaseModel):
     def _signals_by_role(self) -> dict[str, frozenset[str]]:
         return {role: frozenset().union(*(signals_read(r, role) for r in self.rules
                                           if r.enabled))
-                for role in ("customer", "agent", "bot")}
+                for role in ROLES}
 
     @cached_property
     def _reacting(self) -> dict[str, tuple[AnyRule, ...]]:
         return {role: tuple(r for r in self.rules if r.enabled and reacts_to(r, role))
-                for role in ("customer", "agent", "bot")}
+                for role in ROLES}
 
     def reacting_to(self, role: str) -> tuple[AnyRule, ...]:
         """The enabled rules a final turn by ``role`` can change (in scope or not)."""

@@ -30,7 +30,13 @@ from contact_center.stores import (
 from monitoring import alerts
 from monitoring import messages as live
 from monitoring.alerts import AlertPolicy, TransitionError
-from monitoring.messages import LiveMessage, conversation_topic
+from monitoring.messages import (
+    WHISPERS_TOPIC,
+    LiveMessage,
+    connector_topic,
+    conversation_topic,
+)
+from monitoring.presence import supervisor_participant
 from monitoring.recording import records
 
 log = logging.getLogger(__name__)
@@ -57,6 +63,16 @@ class Effects:
     def to_monitors(self, conv: Conversation, body: dict[str, Any], keep: bool = True) -> None:
         self.messages.append(LiveMessage(conv.id, conversation_topic(conv.id), body, keep,
                                          number=conv.take_message_number()))
+
+    def to_connector(self, conv: Conversation, body: dict[str, Any]) -> None:
+        """Push to the connector socket that feeds the conversation (if one takes pushes)."""
+        if conv.outbound:
+            self.messages.append(LiveMessage(conv.id, connector_topic(conv.id), body))
+
+    def to_agent(self, conv: Conversation, body: dict[str, Any]) -> None:
+        """Push to the alert stream of the conversation's agent alone."""
+        self.messages.append(LiveMessage(conv.id, WHISPERS_TOPIC, body,
+                                         match={"to_agent": conv.agent_id}))
 
     def drop(self, conversation_ids: set[str]) -> None:
         """Forget everything these conversations would have written or published."""
@@ -127,8 +143,34 @@ def _key(event: p.Submitted) -> str | None:
     """The event's idempotency key: a segment's id, or a keyed event's event_id."""
     if isinstance(event, p.Segment):
         return event.segment_id
+    if isinstance(event, p.SupervisorCommand):  # (a turn's is its segment id)
+        return event.segment_id if event.action == "say" else event_key(event.command_id)
     event_id = getattr(event, "event_id", None)
     return None if event_id is None else event_key(event_id)
+
+
+def scored_text(event: p.Submitted) -> str | None:
+    """The words of a turn to score: a final segment's, or a barged supervisor's."""
+    if isinstance(event, p.Segment):
+        return event.text if event.final else None
+    if isinstance(event, p.SupervisorCommand) and event.action == "say":
+        return event.text
+    return None
+
+
+def _refusal(conv: Conversation, command: p.SupervisorCommand) -> p.ProtocolError | None:
+    """Why a supervisor may not do this now, if they may not."""
+    if command.action == "whisper" and conv.agent_id is None:
+        return p.ProtocolError(p.ErrorCode.NO_AGENT, "the conversation has no agent to "
+                                                     "whisper to")
+    if command.action in ("say", "leave") and not conv.barged(command.by):
+        return p.ProtocolError(p.ErrorCode.NOT_BARGED, f"{command.by} has not barged into "
+                                                       f"conversation {conv.id}")
+    if command.action in ("barge", "say") and not conv.outbound:
+        return p.ProtocolError(p.ErrorCode.NO_CONNECTOR, (
+            "no connector socket that takes pushes (?outbound=true) feeds this "
+            "conversation: nobody would pass a supervisor's words to the customer"))
+    return None
 
 
 def conversation_of(event: p.Submitted) -> str:
@@ -315,13 +357,14 @@ class Applier:
 
     # -- applying a batch ---------------------------------------------------------------------
 
-    def apply_all(self, events: list[tuple[p.Submitted, float, Scores | None, set[str]]],
+    def apply_all(self, events: list[tuple[p.Submitted, float, Scores | None, set[str], bool]],
                   effects: Effects) -> list[p.Reply]:
-        """Apply events (each with its received time, scores, and its source's refused
-        conversations); one conversation's failure stays its own."""
+        """Apply events (each with its received time, scores, its source's refused
+        conversations, and whether its source takes pushes); one conversation's failure
+        stays its own."""
         replies: list[p.Reply] = []
         failed: set[str] = set()
-        for event, received_at, scores, refused in events:
+        for event, received_at, scores, refused, outbound in events:
             cid = conversation_of(event)
             if cid in refused:
                 replies.append(error_reply(event, p.ErrorCode.UNAVAILABLE,
@@ -329,7 +372,7 @@ class Applier:
                                       "connection was not applied; resend from that one"))
                 continue
             try:
-                replies.append(self.apply(event, received_at, scores, effects))
+                replies.append(self.apply(event, received_at, scores, effects, outbound))
             except Exception:
                 log.exception("applying %s failed", event.type)
                 failed.add(cid)
@@ -337,7 +380,7 @@ class Applier:
         if failed:
             effects.drop(failed)
             self.forget(failed)
-            for event, _, _, refused in events:
+            for event, _, _, refused, _ in events:
                 if conversation_of(event) in failed:
                     refused.add(conversation_of(event))
             replies = [error_reply(e[0], p.ErrorCode.INTERNAL_ERROR, "internal error; no event of "
@@ -347,14 +390,16 @@ class Applier:
         return replies
 
     def apply(self, event: p.Submitted, now: float, scores: Scores | None,
-              effects: Effects) -> p.Reply:
-        """Apply one event to memory, adding what to store and publish to ``effects``."""
+              effects: Effects, outbound: bool = False) -> p.Reply:
+        """Apply one event to memory, adding what to store and publish to ``effects``.
+        ``outbound``: it came over a connector socket that takes pushes."""
         batch, touched = effects.batch, effects.touched
         cid = conversation_of(event)
         if isinstance(event, p.ConversationStarted):
             if cid in self.conversations or cid in self._ended:
                 return _ack(event, "duplicate")
             started = Conversation.start(event, now, self.rolling)
+            started.outbound = outbound
             self.conversations[cid] = touched[cid] = started
             batch.events.append(EventRow(cid, event.type, {"agent_id": started.agent_id,
                                                            "queue": started.queue}, now))
@@ -372,10 +417,13 @@ class Applier:
             return error_reply(event, p.ErrorCode.UNKNOWN_CONVERSATION,
                           f"conversation {cid} was never started")
         touched[cid] = conv
-        if isinstance(event, p.Segment):
-            return self._segment(conv, event, scores, now, effects)
         if isinstance(event, p.AlertCommand):
             return self._command(conv, event, now, effects)
+        if isinstance(event, p.SupervisorCommand):
+            return self._supervise(conv, event, scores, now, effects)
+        conv.outbound = outbound  # (where its connector is now)
+        if isinstance(event, p.Segment):
+            return self._segment(conv, event, scores, now, effects)
         key = _key(event)
         if key is not None:
             if key in conv.applied:
@@ -427,8 +475,9 @@ class Applier:
         self._remember_ended(conv.id, conv.applied)
         effects.batch.events.append(EventRow(conv.id, "conversation.ended", payload, now,
                                              event_id))
-        effects.to_monitors(conv, live.conversation_event("conversation.ended", conv.id, now,
-                                                          payload))
+        ended = live.conversation_event("conversation.ended", conv.id, now, payload)
+        effects.to_monitors(conv, ended)
+        effects.to_connector(conv, ended)  # (its socket stops following it)
 
     def _segment(self, conv: Conversation, event: p.Segment, scores: Scores | None, now: float,
                  effects: Effects) -> p.Reply:
@@ -501,6 +550,61 @@ class Applier:
         effects.alert_event(conv, event_type, now, command.by, command.origin)
         self.schedule(conv)  # (a reopened alert re-notifies)
         return _ack(command)
+
+    def _supervise(self, conv: Conversation, command: p.SupervisorCommand,
+                   scores: Scores | None, now: float, effects: Effects) -> p.Reply:
+        """A supervisor whispers to the agent, barges in, says something, or leaves."""
+        if _key(command) in conv.applied:
+            return _ack(command, "duplicate")
+        if command.action == "barge" and conv.barged(command.by):
+            return _ack(command, "duplicate")  # (a retry: already in)
+        refusal = _refusal(conv, command)
+        if refusal is not None:
+            return error_reply(command, refusal.code, refusal.message)
+        if command.action == "say":
+            return self._say(conv, command, scores, now, effects)
+        conv.applied.add(event_key(command.command_id))
+        conv.last_activity_at = max(conv.last_activity_at, now)
+        if command.action == "whisper":
+            assert command.text is not None
+            kept = command.text if records(conv.recording, "agent") else None
+            effects.batch.events.append(EventRow(conv.id, "whisper", {
+                "whisper_id": command.command_id, "by": command.by,
+                "agent_id": conv.agent_id, "text": kept}, now, command.command_id))
+            body = live.whisper(conv.id, command.command_id, conv.agent_id, command.by,
+                                command.text, now)
+            effects.to_agent(conv, body)
+        elif command.action == "barge":
+            payload: dict[str, Any] = {"participant": conv.barge(command.by, now),
+                                       "by": command.by}
+            effects.batch.events.append(EventRow(conv.id, "participant.joined", payload, now,
+                                                 command.command_id))
+            body = live.conversation_event("participant.joined", conv.id, now, payload)
+        else:  # leave
+            payload = {"participant_id": conv.leave_barge(command.by), "by": command.by}
+            effects.batch.events.append(EventRow(conv.id, "participant.left", payload, now,
+                                                 command.command_id))
+            body = live.conversation_event("participant.left", conv.id, now, payload)
+        effects.to_monitors(conv, body)
+        effects.to_connector(conv, body)
+        self.schedule(conv)
+        return _ack(command)
+
+    def _say(self, conv: Conversation, command: p.SupervisorCommand, scores: Scores | None,
+             now: float, effects: Effects) -> p.Reply:
+        """A barged supervisor's turn: a final segment like any other (scored, recorded
+        under the policy, read by the rules, on monitors), and passed to the customer."""
+        assert command.segment_id is not None and command.text is not None
+        participant = supervisor_participant(command.by)
+        turn = p.Segment.model_construct(
+            conversation_id=conv.id, segment_id=command.segment_id, role="supervisor",
+            participant_id=participant, text=command.text, final=True, ref=None,
+            started_at=None, ended_at=None)
+        reply = self._segment(conv, turn, scores, now, effects)
+        if isinstance(reply, p.Ack) and reply.status == "accepted":
+            effects.to_connector(conv, live.supervisor_message(
+                conv.id, command.segment_id, participant, command.text, now))
+        return reply
 
     def _new_alert_id(self, now: float, previous: dict[str, Any] | None) -> str:
         """Sortable and unguessable: strictly increasing milliseconds, then 64 random bits;

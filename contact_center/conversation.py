@@ -15,6 +15,7 @@ from analytics.rules import RuleState, Turn, track_wait
 from analytics.scoring import Scores
 from contact_center import protocol as p
 from monitoring.messages import RECENT_LIMIT
+from monitoring.presence import supervisor_participant
 
 
 @dataclass(slots=True)
@@ -37,7 +38,7 @@ class Conversation:
     last_scores: dict[str, dict[str, Any]] = field(default_factory=dict)
     start_sentiment: float | None = None
     counts: dict[str, int] = field(default_factory=lambda: {
-        "customer": 0, "agent": 0, "bot": 0, "partial": 0})
+        "customer": 0, "agent": 0, "bot": 0, "supervisor": 0, "partial": 0})
     customer_waiting_since: float | None = None
     last_customer_turn: Turn | None = None  # what a response-time alert points at
     last_final_started_at: float | None = None
@@ -56,6 +57,9 @@ class Conversation:
     alert: dict[str, Any] | None = None
     recovering: int = 0  # customer turns in a row above the recovery threshold
     timer_at: float | None = None  # its earliest entry in the applier's timers (not saved)
+    # Whether its connector's latest event came over a socket that takes pushes (whisper,
+    # barge): without one, nobody would pass a supervisor's words to the customer.
+    outbound: bool = False
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -117,6 +121,22 @@ class Conversation:
 
     def leave(self, event: p.ParticipantLeft) -> None:
         self.participants.pop(event.participant_id, None)
+
+    def barged(self, username: str) -> bool:
+        """Whether this supervisor barged in (and has not left)."""
+        return supervisor_participant(username) in self.participants
+
+    def barge(self, username: str, now: float) -> dict[str, Any]:
+        """The supervisor joins as a participant; returns the participant."""
+        self.participants[supervisor_participant(username)] = {
+            "role": "supervisor", "name": username, "joined_at": now}
+        return {"id": supervisor_participant(username), "role": "supervisor",
+                "name": username}
+
+    def leave_barge(self, username: str) -> str:
+        """The supervisor leaves; returns their participant id."""
+        self.participants.pop(supervisor_participant(username), None)
+        return supervisor_participant(username)
 
     def transfer(self, event: p.Transferred) -> None:
         if event.to_agent_id:
@@ -188,6 +208,7 @@ class Conversation:
             "last_final_started_at": self.last_final_started_at,
             "alerts": self.alerts, "transfers": self.transfers, "published": self.published,
             "last_activity_at": self.last_activity_at, "recovering": self.recovering,
+            "outbound": self.outbound,
         }
 
     @classmethod
@@ -218,6 +239,7 @@ class Conversation:
             # (saved by a version before the idle timeout: counted from this restore)
             last_activity_at=state.get("last_activity_at", time.time()),
             alert=alert, recovering=state.get("recovering", 0),
+            outbound=state.get("outbound", False),
         )
         conv.counts.update(state.get("counts", {}))
         conv.recent.extend(recent[-RECENT_LIMIT:])

@@ -202,7 +202,8 @@ class Entries:
                                  or as_json(already_applied(event))))
                 continue
             deliveries.append((entry_id, fields, Delivery(
-                event, self._source(fields["s"]), float(fields["t"]), loop.create_future())))
+                event, self._source(fields["s"], fields.get("o") == "1"), float(fields["t"]),
+                loop.create_future())))
         last, committed = entries[-1][0], True
         if deliveries:
             position = Position(partition, [i for i, _, _ in deliveries], last)
@@ -242,11 +243,11 @@ class Entries:
                       approximate=True)
             pipe.expire(stream, REPLY_STREAM_SECONDS)
 
-    def _source(self, source_id: str) -> Source:
+    def _source(self, source_id: str, outbound: bool = False) -> Source:
         """The source of that id (refusals are remembered per source)."""
         source = self._sources.get(source_id)
         if source is None:
-            source = self._sources[source_id] = Source(id=source_id)
+            source = self._sources[source_id] = Source(id=source_id, outbound=outbound)
             while len(self._sources) > SOURCES_REMEMBERED:
                 self._sources.popitem(last=False)
         else:

@@ -27,7 +27,13 @@ from analytics.rules import RuleSet
 from analytics.scoring import Scorer, Scores
 from contact_center import protocol as p
 from contact_center import service_metrics as metrics
-from contact_center.applier import Applier, Effects, conversation_of, error_reply
+from contact_center.applier import (
+    Applier,
+    Effects,
+    conversation_of,
+    error_reply,
+    scored_text,
+)
 from contact_center.buses import Delivery
 from contact_center.collector import freeze_survivors
 from contact_center.conversation import Conversation
@@ -167,17 +173,17 @@ class Pipeline:
             log.exception("store read failed; %d events not applied", len(deliveries))
             self._refuse(deliveries)
             return None
-        finals = [i for i, d in enumerate(deliveries)
-                  if isinstance(d.event, p.Segment) and d.event.final]
+        to_score = {i: text for i, d in enumerate(deliveries)
+                    if (text := scored_text(d.event)) is not None}
+        finals = list(to_score)
         # Scored here, not in a thread: scoring is pure Python, so a thread would hold the
         # same lock the event loop needs (no time won) and add a hand-off to every batch.
         # A full batch of the fast scorer takes a few milliseconds.
-        texts = [deliveries[i].event.text for i in finals]  # type: ignore[union-attr]
-        scored: dict[int, Scores] = dict(zip(finals, self.scorer.score_many(texts),
-                                             strict=True))
+        scored: dict[int, Scores] = dict(zip(finals, self.scorer.score_many(
+            list(to_score.values())), strict=True))
         effects = Effects(position=position)
         effects.replies = self.applier.apply_all(
-            [(d.event, d.received_at, scored.get(i), d.source.refused)
+            [(d.event, d.received_at, scored.get(i), d.source.refused, d.source.outbound)
              for i, d in enumerate(deliveries)], effects)
         return effects, len(finals)
 

@@ -30,7 +30,8 @@ from analytics.text import has_nul
 PROTOCOL_VERSION = "cc.v1"
 
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@+-]+$")]
-Role = Literal["customer", "agent", "bot"]
+# A supervisor speaks in a conversation after barging in (docs/protocol.md#supervision).
+Role = Literal["customer", "agent", "bot", "supervisor"]
 Channel = Literal["chat", "voice"]
 RecordingPolicy = Literal["none", "agent", "customer", "all"]
 MAX_TEXT_CHARS = 8000
@@ -77,6 +78,9 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     VERSION_CONFLICT = "version_conflict"
     INVALID_TRANSITION = "invalid_transition"
+    NOT_BARGED = "not_barged"
+    NO_CONNECTOR = "no_connector"
+    NO_AGENT = "no_agent"
 
 
 class Model(BaseModel):
@@ -215,7 +219,23 @@ class AlertCommand(_InConversation):
     note: str | None = None
 
 
-Submitted = Annotated[Event | AlertCommand, Field(discriminator="type")]
+SupervisorAction = Literal["whisper", "barge", "say", "leave"]
+
+
+class SupervisorCommand(_InConversation):
+    """A supervisor's act in a conversation (docs/protocol.md#supervision), made by the
+    supervision routes and applied by the pipeline in turn with the conversation's
+    events. Internal: never accepted from a connector."""
+
+    type: Literal["supervisor.command"] = "supervisor.command"
+    command_id: str = Field(max_length=300)  # the idempotency key: applied once
+    action: SupervisorAction
+    by: str  # the supervisor's username
+    text: str | None = Field(default=None, max_length=MAX_TEXT_CHARS)  # whisper, say
+    segment_id: str | None = None  # say: the turn's id
+
+
+Submitted = Annotated[Event | AlertCommand | SupervisorCommand, Field(discriminator="type")]
 """What the bus carries: ingest events, and the API's own commands."""
 _submitted_adapter: TypeAdapter[Submitted] = TypeAdapter(Submitted)
 

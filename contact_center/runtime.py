@@ -27,6 +27,7 @@ from contact_center.collector import keep_long_lived_state_frozen
 from contact_center.embedded_pipeline import EmbeddedPipeline
 from contact_center.entries import dead_letter
 from contact_center.leases import alive_worker_ids, alive_workers, unowned
+from contact_center.presence import MonitorPresence
 from contact_center.saved_rules import RULES_CHECK_SECONDS
 from contact_center.settings import Settings, masked
 from contact_center.stores import PartitionedStore, Store
@@ -38,6 +39,8 @@ from monitoring.feeds import AgentPush, LiveFeed, Outlet
 from monitoring.feeds.memory import HubOutlet, MemoryFeed
 from monitoring.feeds.redis import RedisFeed, RedisOutlet
 from monitoring.hub import Hub
+from monitoring.presence.memory import MemoryPresence
+from monitoring.presence.redis import RedisPresence
 from monitoring.webhooks import allowed_networks
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,11 @@ class Runtime(Protocol):
 
     @property
     def alert_stream(self) -> AlertSequencer: ...
+
+    @property
+    def presence(self) -> MonitorPresence:
+        """Who monitors what, on every node."""
+        ...
 
     @property
     def webhooks(self) -> WebhookDelivery: ...
@@ -150,6 +158,7 @@ class Embedded:
         self.webhooks = webhooks
         self.freezer: asyncio.Task[None] | None = None
         self.feed = MemoryFeed(pipeline)
+        self.presence = MonitorPresence(MemoryPresence(), self.feed, outlet)
         self._rules_lock = asyncio.Lock()
         self.runner = asyncio.create_task(pipeline.run(bus), name="the pipeline")
         self.runner.add_done_callback(_report_stopped)
@@ -174,6 +183,7 @@ class Embedded:
         runtime = cls(store, pipeline, InMemoryBus(settings.bus_queue_size), outlet,
                       alert_stream, webhooks)
         outlet.agents = AgentPush(hub, runtime.feed.agent_loads)
+        runtime.presence.tell_agent = settings.tell_agent_monitored
         runtime.freezer = _freezer(settings, runtime.runner)
         return runtime
 
@@ -269,6 +279,10 @@ class ScaleOutNode:
         self.outlet = RedisOutlet(redis, self.layout)
         self.alert_stream = AlertSequencer(hub, store, settings.alert_events_keep_days * 86400)
         self.webhooks = _webhooks(settings, store)
+        self.registry = RedisPresence(redis, self.layout.namespace)
+        self.presence = MonitorPresence(self.registry, self.feed, self.outlet,
+                                        settings.tell_agent_monitored)
+        self.registry.on_lost = self.presence.lost
         self.worker: tuple[Worker, asyncio.Task[None]] | None = None
         self._rules_lock = asyncio.Lock()
 
@@ -285,6 +299,7 @@ class ScaleOutNode:
         await node.bus.start()
         await node.feed.start()
         await node.alert_stream.start()
+        node.registry.start()
         await _start_webhooks(node.webhooks, node.alert_stream)
         if settings.worker:
             node.worker = await start_worker(settings, store, redis)
@@ -372,6 +387,7 @@ class ScaleOutNode:
             self.worker[0].stop()
             await stopping.step("the pipeline worker", self.worker[1], WORKER_STOP_SECONDS)
         await asyncio.gather(self.bus.stop(), stopping.cancel(
-            [*self.feed.tasks, *self.alert_stream.tasks], "the live relay"),
+            [*self.feed.tasks, *self.alert_stream.tasks, *self.registry.tasks],
+            "the live relay"),
             self.webhooks.stop())
         await stopping.step("closing Redis connections", self.redis.aclose(), CLOSE_SECONDS)

@@ -69,6 +69,10 @@ class Settings(BaseSettings):
         "a receiver must answer a webhook within this long"))
     webhook_disable_after_seconds: float = Field(default=3 * 86400.0, gt=0, description=(
         "an endpoint whose deliveries have failed for this long is disabled"))
+    tell_agent_monitored: bool = Field(default=False, description=(
+        "tell the agent desktop (a connector socket that takes pushes) when a supervisor "
+        "starts or stops monitoring its conversation (monitor.started, monitor.ended; "
+        "not who); read where the monitor socket opens, so set it alike on every API node"))
     gc_freeze_seconds: float = Field(default=1.0, ge=0, description=(
         "every so often, freeze what survived into the collector's permanent generation "
         "(no full-collection pauses that grow with the live state); 0: never"))

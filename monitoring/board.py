@@ -38,8 +38,9 @@ def board_filter(wanted: LiveFilter, sees: Callable[[dict[str, Any]], bool] = la
 
     def keep(message: dict[str, Any]) -> bool:
         summary = message.get("conversation")
-        if summary is None:
-            return True
+        if summary is None:  # about a conversation: only one on the board
+            about = message.get("conversation_id")
+            return about is None or about in shown
         was_shown = summary["id"] in shown
         shown.discard(summary["id"])
         if wanted.matches(summary) and sees(summary):

@@ -25,7 +25,7 @@ class Message(NamedTuple):
 
 
 class Subscription:
-    def __init__(self, topics: frozenset[str], maxsize: int, accept: Filter | None) -> None:
+    def __init__(self, topics: set[str], maxsize: int, accept: Filter | None) -> None:
         self.topics = topics
         self.accept = accept
         self.queue: asyncio.Queue[Message | None] = asyncio.Queue(maxsize)
@@ -56,18 +56,30 @@ class Hub:
 
     def subscribe(self, *topics: str, accept: Filter | None = None,
                   queue_size: int | None = None) -> Subscription:
-        sub = Subscription(frozenset(topics), queue_size or self._queue_size, accept)
+        sub = Subscription(set(topics), queue_size or self._queue_size, accept)
         for topic in topics:
             self._by_topic.setdefault(topic, set()).add(sub)
         return sub
 
+    def follow(self, sub: Subscription, topic: str) -> None:
+        """Add a topic to a subscription (an ingest socket's conversations come and go)."""
+        sub.topics.add(topic)
+        self._by_topic.setdefault(topic, set()).add(sub)
+
+    def unfollow(self, sub: Subscription, topic: str) -> None:
+        sub.topics.discard(topic)
+        self._leave(sub, topic)
+
     def unsubscribe(self, sub: Subscription) -> None:
         for topic in sub.topics:
-            subs = self._by_topic.get(topic)
-            if subs is not None:
-                subs.discard(sub)
-                if not subs:
-                    del self._by_topic[topic]
+            self._leave(sub, topic)
+
+    def _leave(self, sub: Subscription, topic: str) -> None:
+        subs = self._by_topic.get(topic)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._by_topic[topic]
 
     def subscribers(self, topic: str) -> int:
         return len(self._by_topic.get(topic, ()))

@@ -14,12 +14,19 @@ ALERTS_TOPIC = "alerts"  # alert events in event_id order, filtered per subscrib
 # Alert events as committed, in commit order within a worker; `monitoring.alert_stream`
 # puts them in event_id order onto ALERTS_TOPIC.
 ALERT_EVENTS_TOPIC = "alert-events"
+# Whispers, each for one agent's alert stream (filtered on ``to_agent``).
+WHISPERS_TOPIC = "whispers"
 RECENT_LIMIT = 500  # monitor messages kept per live conversation for a monitor's catch-up
 
 
 def conversation_topic(conversation_id: str) -> str:
     """A conversation's monitor messages."""
     return f"conversation:{conversation_id}"
+
+
+def connector_topic(conversation_id: str) -> str:
+    """What a conversation's connector socket is sent (whisper, barge, ...)."""
+    return f"connector:{conversation_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +65,42 @@ def conversation_event(event_type: str, conversation_id: str, at: float,
                        payload: dict[str, Any]) -> dict[str, Any]:
     """A lifecycle event (participant joined or left, transfer, handover, end)."""
     return {"type": event_type, "conversation_id": conversation_id, "at": at, **payload}
+
+
+def whisper(conversation_id: str, whisper_id: str, agent_id: str | None, by: str,
+            text: str, at: float) -> dict[str, Any]:
+    """A supervisor's note to the agent, which the customer never sees."""
+    return {"type": "whisper", "conversation_id": conversation_id, "whisper_id": whisper_id,
+            "agent_id": agent_id, "by": by, "text": text, "at": at}
+
+
+def supervisor_message(conversation_id: str, segment_id: str, participant_id: str,
+                       text: str, at: float) -> dict[str, Any]:
+    """What a supervisor who barged in wrote, for the connector to pass to the customer."""
+    return {"type": "supervisor.message", "conversation_id": conversation_id,
+            "segment_id": segment_id, "participant_id": participant_id, "text": text,
+            "at": at}
+
+
+def monitor_event(event_type: str, conversation_id: str, monitor_id: str, by: str,
+                  at: float, monitors: list[dict[str, Any]]) -> dict[str, Any]:
+    """A monitor socket opened or closed (``monitor.started``, ``monitor.ended``), with
+    who monitors the conversation now."""
+    return {"type": event_type, "conversation_id": conversation_id, "monitor_id": monitor_id,
+            "by": by, "at": at, "monitors": monitors}
+
+
+def agent_told_monitored(event_type: str, conversation_id: str, at: float,
+                         monitors: int) -> dict[str, Any]:
+    """What the agent desktop (the connector socket) is told of monitoring: not who."""
+    return {"type": event_type, "conversation_id": conversation_id, "at": at,
+            "monitors": monitors}
+
+
+def monitors_updated(conversation_id: str, monitors: list[dict[str, Any]]) -> dict[str, Any]:
+    """On the live board: who monitors a conversation changed."""
+    return {"type": "monitors.updated", "conversation_id": conversation_id,
+            "monitors": monitors}
 
 
 def conversation_updated(summary: dict[str, Any]) -> dict[str, Any]:

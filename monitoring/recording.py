@@ -6,12 +6,13 @@ from typing import Literal
 
 RecordingPolicy = Literal["none", "agent", "customer", "all"]
 
-# The agent side of a conversation includes its bot: "agent" recording covers both.
+# The agent side of a conversation includes its bot and a supervisor who barged in:
+# "agent" recording covers all three (and a whisper, the supervisor's note to the agent).
 _RECORDED_ROLES: dict[str, frozenset[str]] = {
     "none": frozenset(),
-    "agent": frozenset({"agent", "bot"}),
+    "agent": frozenset({"agent", "bot", "supervisor"}),
     "customer": frozenset({"customer"}),
-    "all": frozenset({"customer", "agent", "bot"}),
+    "all": frozenset({"customer", "agent", "bot", "supervisor"}),
 }
 
 

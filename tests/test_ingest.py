@@ -214,7 +214,8 @@ def test_partials_never_reach_rules_or_rolling_state(ingest: Connector, client: 
                    final=False)
     summary = client.get("/v1/live/conversations/v2", headers=manager).json()
     assert summary["sentiment"]["window"] is None and summary["alerts"] == 0
-    assert summary["counts"] == {"customer": 0, "agent": 0, "bot": 0, "partial": 3}
+    assert summary["counts"] == {"customer": 0, "agent": 0, "bot": 0, "supervisor": 0,
+                                 "partial": 3}
     assert client.get("/v1/alerts", headers=manager).json()["alerts"] == []
 
 

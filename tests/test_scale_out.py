@@ -960,3 +960,85 @@ def test_a_change_on_one_node_or_the_cli_closes_sockets_on_another(
             assert seconds < 5
 
     asyncio.run(scenario())
+
+
+def test_whisper_and_barge_across_nodes(deployment: Deployment) -> None:
+    """The agent desktop's connector socket on node 1; a supervisor acts from node 2 and
+    monitors there, a colleague monitors on node 1: every push reaches the socket, the
+    agent's alert stream and both monitors, and who monitors is the same on every node."""
+    node1, node2 = deployment.node(), deployment.node()
+    deployment.worker()
+    deployment.wait_until_owned(node1, workers=1)
+    connector = _bearer(deployment.token("desk", "Connector"))
+    sam = _bearer(deployment.token("sam", "CallCenterManager"))
+    kim = _bearer(deployment.token("kim", "CallCenterManager"))
+    ann = _bearer(deployment.token("ann", "Agent", agent_id="ann"))
+    ws1, ws2 = node1.replace("http", "ws"), node2.replace("http", "ws")
+
+    async def post(url: str, headers: dict[str, str], **body: Any) -> dict[str, Any]:
+        answer = await asyncio.to_thread(httpx.post, url, headers=headers, json=body)
+        assert answer.status_code == 200, answer.text
+        return answer.json()  # type: ignore[no-any-return]
+
+    async def until(ws: Any, wanted: str) -> dict[str, Any]:
+        while (message := await _recv(ws))["type"] != wanted:
+            pass
+        return message
+
+    async def scenario() -> None:
+        async with connect(f"{ws1}/v1/ingest?outbound=true",
+                           additional_headers=connector) as desk:
+            assert (await _recv(desk))["outbound"] is True
+            await desk.send(json.dumps({"type": "conversation.started", "conversation": {
+                "id": "x2", "agent_id": "ann", "recording": "all"}}))
+            assert (await _recv(desk))["status"] == "accepted"
+            async with connect(f"{ws2}/v1/conversations/x2/monitor",
+                               additional_headers=sam) as by_sam, \
+                    connect(f"{ws1}/v1/conversations/x2/monitor",
+                            additional_headers=kim) as by_kim, \
+                    connect(f"{ws2}/v1/alerts/stream", additional_headers=ann) as agent:
+                for monitor in (by_sam, by_kim):
+                    assert (await _recv(monitor))["type"] == "catch_up"
+                assert (await _recv(agent))["type"] == "subscribed"
+                assert (await until(by_sam, "monitor.started"))["by"] == "kim"
+                for node in (node1, node2):
+                    listed = await asyncio.to_thread(
+                        httpx.get, f"{node}/v1/conversations/x2/monitors", headers=kim)
+                    assert [m["username"] for m in listed.json()["monitors"]] == [
+                        "sam", "kim"]
+
+                whispered = await post(f"{node2}/v1/conversations/x2/whisper", sam,
+                                       text="Offer the discount")
+                pushed = await _recv(desk)
+                assert (pushed["type"], pushed["whisper_id"], pushed["text"]) == (
+                    "whisper", whispered["whisper_id"], "Offer the discount")
+                assert await _recv(agent) == pushed
+                for monitor in (by_sam, by_kim):
+                    assert await until(monitor, "whisper") == pushed
+
+                joined = await post(f"{node2}/v1/conversations/x2/barge", sam)
+                assert joined["participant"]["id"] == "supervisor:sam"
+                assert (await _recv(desk))["type"] == "participant.joined"
+                wrote = await post(f"{node1}/v1/conversations/x2/messages", sam,
+                                   text="I will take it from here.", message_id="m1")
+                said = await _recv(desk)
+                assert (said["type"], said["segment_id"]) == ("supervisor.message",
+                                                              wrote["segment_id"])
+                turn = await until(by_kim, "segment")
+                assert (turn["role"], turn["segment_id"]) == ("supervisor",
+                                                              wrote["segment_id"])
+                again = await post(f"{node2}/v1/conversations/x2/messages", sam,
+                                   text="I will take it from here.", message_id="m1")
+                assert again["status"] == "duplicate"
+                left = await asyncio.to_thread(httpx.delete,
+                                               f"{node1}/v1/conversations/x2/barge",
+                                               headers=sam)
+                assert left.status_code == 200, left.text
+                assert (await _recv(desk))["type"] == "participant.left"
+                assert (await until(by_sam, "participant.left"))["by"] == "sam"
+
+    asyncio.run(scenario())
+    transcript = httpx.get(f"{node2}/v1/transcripts/x2", headers=kim).json()
+    assert [t["role"] for t in transcript["turns"]] == ["supervisor"]
+    assert [e["type"] for e in transcript["events"]] == [
+        "conversation.started", "whisper", "participant.joined", "participant.left"]

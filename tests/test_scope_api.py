@@ -237,6 +237,11 @@ def test_teams_and_agents_over_the_api(client: TestClient, center: Center) -> No
 SCOPED_ROUTES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("GET", "/v1/live/conversations/{conversation_id}"): None,
     ("WS", "/v1/conversations/{conversation_id}/monitor"): None,
+    ("GET", "/v1/conversations/{conversation_id}/monitors"): None,
+    ("POST", "/v1/conversations/{conversation_id}/whisper"): {"text": "slow down"},
+    ("POST", "/v1/conversations/{conversation_id}/barge"): None,
+    ("DELETE", "/v1/conversations/{conversation_id}/barge"): None,
+    ("POST", "/v1/conversations/{conversation_id}/messages"): {"text": "hello"},
     ("GET", "/v1/transcripts/{conversation_id}"): None,
     ("GET", "/v1/alerts/{alert_id}"): None,
     ("POST", "/v1/alerts/{alert_id}/acknowledge"): {"version": 1},

@@ -1,10 +1,10 @@
 """Every HTTP and WebSocket route, one module per resource; each route is thin: parse,
 check the permission (`auth`), call the domain, shape the answer (`views`).
 
-ingest (connectors), live (supervisors' views and monitor), alerts, webhooks, transcripts
-(analysts), rules, users (and tokens), teams (and the agent directory), profiles
-(security profiles, the permission catalogue), operations (probes, metrics, dead letters).
-Shared:
+ingest (connectors), live (supervisors' views and monitor), supervision (who monitors,
+whisper, barge), alerts, webhooks, transcripts (analysts), rules, users (and tokens),
+teams (and the agent directory), profiles (security profiles, the permission
+catalogue), operations (probes, metrics, dead letters). Shared:
 `auth` (where permissions are checked), `openapi` (the error body and common answers),
 `views` (response shapes), `sockets` (streaming to a client), `errors`, `middleware`.
 """
@@ -20,14 +20,16 @@ from contact_center.api import (
     operations,
     profiles,
     rules,
+    supervision,
     teams,
     transcripts,
     users,
     webhooks,
 )
 
-ROUTERS = [ingest.router, live.router, alerts.router, transcripts.router, rules.router,
-           users.router, teams.router, profiles.router, operations.router, webhooks.router]
+ROUTERS = [ingest.router, live.router, supervision.router, alerts.router, transcripts.router,
+           rules.router, users.router, teams.router, profiles.router, operations.router,
+           webhooks.router]
 
 
 def include_routes(app: FastAPI) -> None:

@@ -22,7 +22,7 @@ from contact_center.stores import AlertQuery
 from monitoring import alerts
 from monitoring.alerts import Action
 from monitoring.feeds import Announcement
-from monitoring.messages import ALERT_EVENTS_TOPIC, ALERTS_TOPIC, LiveMessage
+from monitoring.messages import ALERT_EVENTS_TOPIC, ALERTS_TOPIC, WHISPERS_TOPIC, LiveMessage
 from monitoring.permissions import Permission, Principal
 
 router = APIRouter(tags=["supervision"], responses=COMMON)
@@ -215,7 +215,8 @@ async def reopen(request: Request, alert_id: str, change: Change,
 async def alert_stream(ws: WebSocket) -> None:
     """Alert events in event_id order: an agent's own conversations', or all for
     supervisors. ``?after=<event_id>``: first every event after it (else a ``resync``
-    with a snapshot of the unresolved alerts)."""
+    with a snapshot of the unresolved alerts). An agent also gets the whispers meant for
+    them, live (never resumed)."""
     principal = await authorize_websocket(ws, Permission.ALERTS_OWN, Permission.ALERTS_ALL)
     if principal is None:
         return
@@ -229,7 +230,13 @@ async def alert_stream(ws: WebSocket) -> None:
     def visible(meta: dict[str, Any]) -> bool:
         return held.principal.can_see_alert(meta["queue"], meta["agent_id"])
 
-    sub = hub.subscribe(ALERTS_TOPIC, accept=visible)  # first: nothing falls between
+    def wanted(meta: dict[str, Any]) -> bool:
+        if "to_agent" in meta:  # a whisper: to its agent alone
+            return meta["to_agent"] is not None and meta["to_agent"] == principal.agent_id
+        return visible(meta)
+
+    # First: nothing falls between.
+    sub = hub.subscribe(ALERTS_TOPIC, WHISPERS_TOPIC, accept=wanted)
     first: list[dict[str, Any]] = []
     through = sequencer.delivered
     try:

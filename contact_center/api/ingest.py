@@ -19,8 +19,10 @@ from pydantic import BaseModel, Field
 
 from contact_center import protocol as p
 from contact_center import service_metrics as metrics
-from contact_center.api.auth import accept, authorize_websocket, require
+from contact_center.api.auth import accept, authorize_websocket, deny, require
 from contact_center.api.openapi import COMMON, Error, Responses
+from contact_center.api.outbound import Outbound
+from contact_center.applier import conversation_of
 from contact_center.buses import Bus, Source
 from monitoring.permissions import Permission
 
@@ -58,13 +60,19 @@ def _encode(reply: p.Reply) -> str:
 RESEND_FROM_HERE = {p.ErrorCode.UNAVAILABLE, p.ErrorCode.INTERNAL_ERROR,
                     p.ErrorCode.RATE_LIMITED}
 SEND_TIMEOUT = 10.0  # seconds the replies before a rate_limited one get to go out
+OUTBOUND_VALUES = {"true": True, "1": True, "false": False, "0": False}
 
 
-async def _send_replies(ws: WebSocket, pending: Pending) -> None:
+async def _send_replies(ws: WebSocket, pending: Pending, outbound: Outbound | None) -> None:
     while True:
         item = await pending.get()
         reply = await item if isinstance(item, asyncio.Future) else item
-        await ws.send_text(_encode(reply))
+        if outbound is None:
+            await ws.send_text(_encode(reply))
+        else:
+            async with outbound.lock:  # (pushes share the socket)
+                await ws.send_text(_encode(reply))
+            outbound.replied(reply)
         if isinstance(reply, p.ErrorReply) and reply.code in RESEND_FROM_HERE:
             # 1013: try again later (after a pause); 1011: the server failed
             await ws.close(1013 if reply.code == p.ErrorCode.RATE_LIMITED else 1011,
@@ -72,8 +80,8 @@ async def _send_replies(ws: WebSocket, pending: Pending) -> None:
             return
 
 
-async def _submit(bus: Bus, source: Source, raw: str | bytes,
-                  limit: int) -> asyncio.Future[p.Reply] | p.Reply:
+async def _submit(bus: Bus, source: Source, raw: str | bytes, limit: int,
+                  outbound: Outbound | None = None) -> asyncio.Future[p.Reply] | p.Reply:
     started = time.perf_counter()
     size = len(raw) if isinstance(raw, bytes) else len(raw.encode())
     try:
@@ -85,6 +93,8 @@ async def _submit(bus: Bus, source: Source, raw: str | bytes,
         metrics.count_event("invalid")
         return _counted(p.ErrorReply.of(exc), started)
     metrics.count_event(event.type)
+    if outbound is not None:
+        outbound.follow(conversation_of(event))
     try:
         # No deadline: a socket waits for room, so its events stay in order and TCP
         # pushes back on the connector.
@@ -93,11 +103,12 @@ async def _submit(bus: Bus, source: Source, raw: str | bytes,
         return _counted(p.ErrorReply.of(exc), started)
 
 
-async def _read_events(ws: WebSocket, pending: Pending, bus: Bus, limit: int) -> bool:
+async def _read_events(ws: WebSocket, pending: Pending, bus: Bus, limit: int,
+                       outbound: Outbound | None) -> bool:
     """Read and submit events until the client leaves (False) or sends faster than its
     allowance (True: the last reply queued is its ``rate_limited``; nothing after it is
     read, so the connector resends in order from there)."""
-    source = Source()
+    source = Source(outbound=outbound is not None)
     allowance = ws.app.state.limits.message_bucket(time.monotonic())
     while True:
         message = await ws.receive()
@@ -113,26 +124,37 @@ async def _read_events(ws: WebSocket, pending: Pending, bus: Bus, limit: int) ->
                         "from it"), time.perf_counter()))
             return True
         raw = message.get("text") if message.get("text") is not None else message.get("bytes")
-        await pending.put(await _submit(bus, source, raw or "", limit))
+        await pending.put(await _submit(bus, source, raw or "", limit, outbound))
 
 
 @router.websocket("/v1/ingest")
 async def ingest_socket(ws: WebSocket) -> None:
-    """Connectors stream events here; see docs/protocol.md."""
+    """Connectors stream events here; with ``?outbound=true`` they are also sent what
+    supervisors do in their conversations; see docs/protocol.md."""
     if await authorize_websocket(ws, Permission.INGEST) is None:
+        return
+    wanted = ws.query_params.get("outbound", "false")
+    if wanted not in OUTBOUND_VALUES:
+        await deny(ws, 422, {"type": "error", "code": "validation_error",
+                             "message": "outbound must be true or false"})
         return
     settings, bus = ws.app.state.settings, ws.app.state.bus
     await accept(ws)
-    await ws.send_json({"type": "hello", "protocol": p.PROTOCOL_VERSION,
-                        "max_message_bytes": settings.max_message_bytes})
+    outbound = Outbound(ws.app.state.hub) if OUTBOUND_VALUES[wanted] else None
+    hello = {"type": "hello", "protocol": p.PROTOCOL_VERSION,
+             "max_message_bytes": settings.max_message_bytes}
+    await ws.send_json(hello if outbound is None else hello | {"outbound": True})
     # Bounded: once `ingest_window` events await their reply, reading pauses and TCP
     # pushes back on the connector.
     pending: Pending = asyncio.Queue(settings.ingest_window)
     open_sockets = metrics.CONNECTIONS.labels("ingest")
     open_sockets.inc()
-    tasks = [asyncio.create_task(_read_events(ws, pending, bus, settings.max_message_bytes)),
-             asyncio.create_task(_send_replies(ws, pending))]
-    reader, sender = tasks
+    tasks = [asyncio.create_task(_read_events(ws, pending, bus, settings.max_message_bytes,
+                                              outbound)),
+             asyncio.create_task(_send_replies(ws, pending, outbound))]
+    if outbound is not None:
+        tasks.append(asyncio.create_task(outbound.push(ws)))
+    reader, sender = tasks[:2]
     try:
         # Whichever side stops first (the client left, a send failed) ends both; but
         # a rate-limited reader waits for its replies to go out, its refusal last.
@@ -143,6 +165,8 @@ async def ingest_socket(ws: WebSocket) -> None:
                 await asyncio.wait_for(sender, SEND_TIMEOUT)
     finally:
         open_sockets.dec()
+        if outbound is not None:
+            outbound.close()
         for task in tasks:
             task.cancel()
         for task in tasks:

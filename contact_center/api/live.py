@@ -4,6 +4,11 @@ conversation (WebSocket)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, WebSocket
@@ -12,7 +17,9 @@ from contact_center.api.auth import authorize_websocket, deny, require
 from contact_center.api.open_sockets import POLICY, Held
 from contact_center.api.openapi import COMMON, error
 from contact_center.api.sockets import Close, Rewrite, pump
+from contact_center.api.supervision import NotLive, find_live, not_live
 from contact_center.api.views import LiveAgents, LiveConversations, LiveSummary
+from contact_center.presence import MonitorPresence
 from monitoring import codec
 from monitoring.board import LiveFilter, board_filter, worst_first
 from monitoring.feeds import LiveFeed
@@ -20,8 +27,12 @@ from monitoring.hub import Message
 from monitoring.messages import LIVE_TOPIC, conversation_topic
 from monitoring.metrics import agent_metrics, load_of
 from monitoring.permissions import Permission, Principal
+from monitoring.presence import Listener
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["supervision"], responses=COMMON)
+
+PRESENCE_SECONDS = 5.0  # listing or unlisting a monitor socket, at most
 
 
 def live_filter(queue: str | None = None, agent_id: str | None = None,
@@ -34,6 +45,11 @@ def live_filter(queue: str | None = None, agent_id: str | None = None,
 def _feed(conn: Request | WebSocket) -> LiveFeed:
     feed: LiveFeed = conn.app.state.feed
     return feed
+
+
+def _presence(conn: Request | WebSocket) -> MonitorPresence:
+    presence: MonitorPresence = conn.app.state.runtime.presence
+    return presence
 
 
 def _sees(principal: Principal, summary: dict[str, Any]) -> bool:
@@ -52,8 +68,10 @@ async def live_conversations(request: Request, wanted: LiveFilter = Depends(live
     """Live conversations in the user's scope, filtered; sorted by rolling customer
     sentiment, worst first."""
     live = await _feed(request).conversations()
-    return {"conversations": worst_first([c.summary for c in live if wanted.matches(c.summary)
-                                          and _sees(principal, c.summary)])}
+    rows = await _presence(request).summaries([c.summary for c in live
+                                               if wanted.matches(c.summary)
+                                               and _sees(principal, c.summary)])
+    return {"conversations": worst_first(rows)}
 
 
 @router.get("/v1/live/conversations/{conversation_id}", response_model=LiveSummary,
@@ -66,7 +84,7 @@ async def live_conversation(request: Request, conversation_id: str,
     if live is None or not _sees(principal, live.summary):
         raise HTTPException(404, {"type": "error", "code": "unknown_conversation",
                                   "message": f"no live conversation {conversation_id}"})
-    return live.summary
+    return await _presence(request).summary(live.summary)
 
 
 @router.get("/v1/live/agents", response_model=LiveAgents)
@@ -91,6 +109,11 @@ async def monitor(ws: WebSocket, conversation_id: str) -> None:
         return
     hub = ws.app.state.hub
     await _feed(ws).ready()  # (not subscribed meanwhile: nothing piles up)
+    try:
+        await find_live(ws, conversation_id, principal)
+    except NotLive as exc:
+        await deny(ws, exc.status, exc.body)
+        return
     # Subscribed before the snapshot: what happens meanwhile is both in the subscription
     # and the snapshot, and the message numbers tell which to skip.
     sub = hub.subscribe(conversation_topic(conversation_id))
@@ -99,44 +122,65 @@ async def monitor(ws: WebSocket, conversation_id: str) -> None:
     except Exception:
         hub.unsubscribe(sub)
         raise
-    if caught_up is None or not _sees(principal, caught_up.summary):
+    if caught_up is None or not _sees(principal, caught_up.summary):  # (changed meanwhile)
         hub.unsubscribe(sub)
-        stored = await ws.app.state.store.get_conversation(conversation_id)
-        if stored is None or not _sees(principal, stored):
-            code, status = "unknown_conversation", 404
-        elif stored["status"] == "live":  # dropped from memory after a failure; back soon
-            code, status = "unavailable", 503
-        else:
-            code, status = "conversation_ended", 410
-        await deny(ws, status, {"type": "error", "code": code,
-                                "message": f"no live conversation {conversation_id}"})
+        refusal = await not_live(ws, conversation_id, principal)
+        await deny(ws, refusal.status, refusal.body)
         return
-    catch_up = {"type": "catch_up", "conversation": caught_up.summary,
-                "transcript": caught_up.transcript}
-    following = Following(caught_up.summary["queue"], caught_up.summary["agent_id"])
+    listener = Listener(secrets.token_hex(8), principal.username, time.time())
+    following = Following(caught_up.summary["queue"], caught_up.summary["agent_id"], listener)
     held = ws.app.state.open_sockets.hold(ws, principal, Permission.MANAGER_MONITOR,
                                           still_allowed=following.still_allowed)
     following.held = held
-    await pump(ws, "monitor", sub, hub, [catch_up, {"type": "live"}],
-               {"conversation.ended": (1000, "conversation ended")},
-               {conversation_id: caught_up.number}, held=held, rewrite=following.rewrite)
+    try:
+        await _listed(_presence(ws).opened(conversation_id, listener))
+        catch_up = {"type": "catch_up",
+                    "conversation": await _presence(ws).summary(caught_up.summary),
+                    "transcript": caught_up.transcript}
+        await pump(ws, "monitor", sub, hub, [catch_up, {"type": "live"}],
+                   {"conversation.ended": (1000, "conversation ended")},
+                   {conversation_id: caught_up.number}, held=held, rewrite=following.rewrite)
+    finally:
+        # A task of its own: a handler cancelled as its client leaves (or the server
+        # stops) still takes its socket off the list.
+        closing = asyncio.create_task(_listed(_presence(ws).closed(conversation_id,
+                                                                   listener)))
+        _CLOSING.add(closing)
+        closing.add_done_callback(_CLOSING.discard)
+        await asyncio.shield(closing)
+
+
+_CLOSING: set[asyncio.Task[None]] = set()  # (held until done)
+
+
+async def _listed(change: Awaitable[None]) -> None:
+    """Who monitors what is told, not needed to monitor: a failure (Redis down) is
+    logged; a listing that failed lapses, one that is missing comes with the next."""
+    try:
+        await asyncio.wait_for(change, PRESENCE_SECONDS)
+    except Exception:
+        log.warning("listing a monitor socket failed", exc_info=True)
 
 
 class Following:
-    """Where a monitored conversation is now (its queue and agent), so a monitor closes
-    the moment a transfer takes it out of the supervisor's scope (the transfer itself,
-    which says where it went, is not sent)."""
+    """What one monitor socket gets: not the news of its own opening or closing; and
+    where the conversation is now (its queue and agent), so the socket closes the moment
+    a transfer takes it out of the supervisor's scope (the transfer itself, which says
+    where it went, is not sent)."""
 
     LEFT = "out_of_scope: the conversation left your scope"
 
-    def __init__(self, queue: str | None, agent_id: str | None) -> None:
-        self.queue, self.agent_id = queue, agent_id
+    def __init__(self, queue: str | None, agent_id: str | None, listener: Listener) -> None:
+        self.queue, self.agent_id, self.listener = queue, agent_id, listener
         self.held: Held | None = None
 
     def still_allowed(self, principal: Principal) -> str | None:
         return None if principal.sees(self.queue, self.agent_id) else self.LEFT
 
-    def rewrite(self, message: Message) -> Message:
+    def rewrite(self, message: Message) -> Message | None:
+        if message.type in ("monitor.started", "monitor.ended"):
+            own = codec.loads(message.text).get("monitor_id") == self.listener.monitor_id
+            return None if own else message
         if message.type == "conversation.transferred":
             body = codec.loads(message.text)
             self.queue = body["to_queue"] or self.queue
@@ -166,8 +210,8 @@ async def live_board(ws: WebSocket, wanted: LiveFilter = Depends(live_filter)) -
     except Exception:
         hub.unsubscribe(sub)
         raise
-    rows = worst_first([c.summary for c in live
-                        if wanted.matches(c.summary) and _sees(principal, c.summary)])
+    rows = worst_first(await _presence(ws).summaries([
+        c.summary for c in live if wanted.matches(c.summary) and _sees(principal, c.summary)]))
     for row in rows:
         accept_update({"conversation": row})  # remember what the snapshot showed
     snapshot = {"type": "snapshot", "conversations": rows,

@@ -67,7 +67,7 @@ async def search_transcripts(
     since: Timestamp | None = Query(default=None, description="Turns received at or after."),
     until: Timestamp | None = Query(default=None, description="Turns received before."),
     queue: str | None = None, agent_id: str | None = None,
-    role: str | None = Query(default=None, pattern="^(customer|agent|bot)$"),
+    role: str | None = Query(default=None, pattern="^(customer|agent|bot|supervisor)$"),
     limit: int = Query(default=50, ge=1, le=500),
     offset: int = Query(default=0, ge=0, le=MAX_OFFSET),
     principal: Principal = require(Permission.CONTACT_SEARCH),

@@ -136,6 +136,8 @@ class LiveParticipant(Closed):
     id: str
     role: Role
     name: str | None
+    joined_at: float | None = Field(default=None, description="A supervisor who barged "
+                                                              "in: when.")
 
 
 class LastScores(Closed):
@@ -158,7 +160,47 @@ class Counts(Closed):
     customer: int
     agent: int
     bot: int
+    supervisor: int = 0
     partial: int
+
+
+class Monitor(Closed):
+    """A supervisor monitoring a live conversation."""
+
+    username: str
+    since: float = Field(description="Since when (Unix time): their first monitor socket "
+                                     "on it, or their barging in.")
+    mode: Literal["listening", "barged"] = Field(description=(
+        "listening: a monitor socket open, silent; barged: a participant, whose words "
+        "the customer gets."))
+
+
+class Monitors(Closed):
+    conversation_id: str
+    monitors: list[Monitor] = Field(description="Earliest first.")
+
+
+class Supervised(Closed):
+    """A supervisor's act applied to a conversation (committed)."""
+
+    conversation_id: str
+    status: Literal["accepted", "duplicate"] = Field(description=(
+        "duplicate: already done (a retry, or already barged in); nothing happened "
+        "twice."))
+
+
+class Whispered(Supervised):
+    whisper_id: str = Field(description="The whisper's id, in its messages and the "
+                                        "transcript's events.")
+
+
+class Barged(Supervised):
+    participant: LiveParticipant
+
+
+class SupervisorTurn(Supervised):
+    segment_id: str = Field(description="The turn's id (`supervisor.` then 24 hex digits).")
+    scores: Scores | None = Field(description="Its sentiment scores; null for a duplicate.")
 
 
 class AlertBrief(Closed):
@@ -189,6 +231,9 @@ class LiveSummary(Closed):
     alerts: int = Field(description="Alerts raised on it so far.")
     escalated: bool = Field(description="Whether any alert was raised on it.")
     alert: AlertBrief | None = Field(description="Its newest alert; null: none yet.")
+    monitors: list[Monitor] = Field(default_factory=list, description=(
+        "Who monitors it (REST and snapshots; the live board is told of changes with "
+        "`monitors.updated`)."))
 
 
 class LiveConversations(Closed):

@@ -27,6 +27,8 @@ class Source:
     refused: set[str] = field(default_factory=set)  # conversation ids
     # Names the source to scale-out workers, which keep its refused conversations.
     id: str = field(default_factory=lambda: secrets.token_hex(8))
+    # A connector socket that takes pushes (whisper, barge) for the conversations it feeds.
+    outbound: bool = False
 
 
 @dataclass(slots=True)

@@ -18,6 +18,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 from pydantic import TypeAdapter
@@ -111,9 +112,12 @@ class RedisBus:
                     self._settle(out.request, self._unavailable(out.event))
                     continue
                 sending.append(out)
-                pipe.xadd(self.layout.inbox(self.layout.partition_of(cid)), {
+                fields: dict[Any, Any] = {
                     "e": out.event.model_dump_json(), "n": self.node, "r": out.request,
-                    "s": out.source.id, "t": repr(out.received_at)})
+                    "s": out.source.id, "t": repr(out.received_at)}
+                if out.source.outbound:
+                    fields["o"] = "1"
+                pipe.xadd(self.layout.inbox(self.layout.partition_of(cid)), fields)
             if not sending:
                 continue
             try:
