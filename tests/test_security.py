@@ -65,6 +65,7 @@ MATRIX: dict[tuple[str, str], set[Permission]] = {
     ("PATCH", "/v1/users/{username}"): {P.USERS_MANAGE},
     ("DELETE", "/v1/tokens/{token_id}"): {P.USERS_MANAGE},
     ("GET", "/v1/admin/dead-letters"): {P.OPERATE},
+    ("GET", "/v1/audit"): {P.AUDIT_READ},
     ("GET", "/metrics"): {P.OPERATE},
 }
 

@@ -2,9 +2,10 @@
 check the permission (`auth`), call the domain, shape the answer (`views`).
 
 ingest (connectors), live (supervisors' views and monitor), alerts, webhooks, transcripts
-(analysts), rules, users (and tokens), operations (probes, metrics, dead letters). Shared:
-`auth` (where permissions are checked), `openapi` (the error body and common answers),
-`views` (response shapes), `sockets` (streaming to a client), `errors`, `middleware`.
+(analysts), rules, users (and tokens), audit (the audit log), operations (probes, metrics,
+dead letters). Shared: `auth` (where permissions are checked), `audited` (recording what
+a request did in the audit log), `openapi` (the error body and common answers), `views`
+(response shapes), `sockets` (streaming to a client), `errors`, `middleware`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from fastapi import FastAPI
 
 from contact_center.api import (
     alerts,
+    audit,
     ingest,
     live,
     operations,
@@ -23,7 +25,7 @@ from contact_center.api import (
 )
 
 ROUTERS = [ingest.router, live.router, alerts.router, transcripts.router, rules.router,
-           users.router, operations.router, webhooks.router]
+           users.router, operations.router, webhooks.router, audit.router]
 
 
 def include_routes(app: FastAPI) -> None:
