@@ -3,6 +3,7 @@ is found, and named; entries are bounded whatever a client sent (monitoring.audi
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import replace
 
@@ -32,7 +33,7 @@ def test_a_chain_as_written_holds() -> None:
     chain = entries(5)
     assert [e.id for e in chain] == [1, 2, 3, 4, 5]
     assert chain[0].prev_hash == GENESIS
-    assert all(b.prev_hash == a.hash for a, b in zip(chain, chain[1:], strict=False))
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(chain))
     verdict = verify(chain)
     assert verdict.broken is None and verdict.count == 5
     assert (verdict.last_id, verdict.last_hash) == (5, chain[-1].hash)

@@ -4,10 +4,13 @@ conversation (WebSocket)."""
 
 from __future__ import annotations
 
+import contextlib
+import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, WebSocket
 
+from contact_center.api.audited import UNAVAILABLE, audit
 from contact_center.api.auth import authorize_websocket, deny, require
 from contact_center.api.openapi import COMMON, error
 from contact_center.api.sockets import pump
@@ -86,14 +89,28 @@ async def monitor(ws: WebSocket, conversation_id: str) -> None:
             code, status = "unavailable", 503
         else:
             code, status = "conversation_ended", 410
+        with contextlib.suppress(HTTPException):  # (refused either way)
+            await audit(ws, principal, "monitor.start", "conversation", conversation_id, code)
         await deny(ws, status, {"type": "error", "code": code,
                                 "message": f"no live conversation {conversation_id}"})
         return
+    try:  # durable before anything of the conversation is sent
+        await audit(ws, principal, "monitor.start", "conversation", conversation_id)
+    except HTTPException:
+        hub.unsubscribe(sub)
+        await deny(ws, 503, UNAVAILABLE)
+        return
     catch_up = {"type": "catch_up", "conversation": caught_up.summary,
                 "transcript": caught_up.transcript}
-    await pump(ws, "monitor", sub, hub, [catch_up, {"type": "live"}],
-               {"conversation.ended": (1000, "conversation ended")},
-               {conversation_id: caught_up.number})
+    started = time.monotonic()
+    try:
+        await pump(ws, "monitor", sub, hub, [catch_up, {"type": "live"}],
+                   {"conversation.ended": (1000, "conversation ended")},
+                   {conversation_id: caught_up.number})
+    finally:
+        with contextlib.suppress(HTTPException):
+            await audit(ws, principal, "monitor.end", "conversation", conversation_id,
+                        details={"seconds": round(time.monotonic() - started, 3)})
 
 
 @router.websocket("/v1/live")

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query, Request
 
 from analytics.search import parse_terms
+from contact_center.api.audited import audited
 from contact_center.api.auth import require
 from contact_center.api.openapi import COMMON, error
 from contact_center.api.views import SearchResults, Transcript
@@ -42,13 +43,17 @@ SEARCH_SEMANTICS = f"""Find recorded turns by keywords, the same way on every st
 @router.get("/v1/transcripts/{conversation_id}", response_model=Transcript,
             responses={404: error("unknown_conversation: no such conversation")})
 async def get_transcript(request: Request, conversation_id: str,
-                         _: Principal = require(Permission.TRANSCRIPTS_READ)) -> dict[str, Any]:
+                         principal: Principal = require(Permission.TRANSCRIPTS_READ)
+                         ) -> dict[str, Any]:
     """A conversation with every turn's scores, its alerts and events. Turns whose role
-    the recording policy did not keep have ``text: null``."""
-    conversation = await request.app.state.store.get_conversation(conversation_id)
-    if conversation is None:
-        raise HTTPException(404, {"type": "error", "code": "unknown_conversation",
-                                  "message": f"no conversation {conversation_id}"})
+    the recording policy did not keep have ``text: null``. Recorded in the audit log
+    (``transcript.read``) before it is answered."""
+    async with audited(request, principal, "transcript.read", "conversation",
+                       conversation_id):
+        conversation = await request.app.state.store.get_conversation(conversation_id)
+        if conversation is None:
+            raise HTTPException(404, {"type": "error", "code": "unknown_conversation",
+                                      "message": f"no conversation {conversation_id}"})
     return conversation
 
 
@@ -66,7 +71,7 @@ async def search_transcripts(
     role: str | None = Query(default=None, pattern="^(customer|agent|bot)$"),
     limit: int = Query(default=50, ge=1, le=500),
     offset: int = Query(default=0, ge=0, le=MAX_OFFSET),
-    _: Principal = require(Permission.CONTACT_SEARCH),
+    principal: Principal = require(Permission.CONTACT_SEARCH),
 ) -> dict[str, Any]:
     terms = parse_terms(q)
     if not terms:
@@ -75,10 +80,21 @@ async def search_transcripts(
     query = SearchQuery(terms=terms, since=since.timestamp() if since else None,
                         until=until.timestamp() if until else None, queue=queue,
                         agent_id=agent_id, role=role, limit=limit, offset=offset)
-    try:
-        hits = await request.app.state.store.search(query)
-    except QueryTimeout:
-        raise HTTPException(503, {"type": "error", "code": "query_timeout", "message": (
-            f"the search ran past {SEARCH_SECONDS:g} s and was stopped; narrow it (since, "
-            "until, queue, agent_id, role, or more specific words)")}) from None
+    async with audited(request, principal, "transcript.search",
+                       details=_searched(query)) as outcome:
+        try:
+            hits = await request.app.state.store.search(query)
+        except QueryTimeout:
+            raise HTTPException(503, {"type": "error", "code": "query_timeout", "message": (
+                f"the search ran past {SEARCH_SECONDS:g} s and was stopped; narrow it "
+                "(since, until, queue, agent_id, role, or more specific words)")}) from None
+        outcome.details["hits"] = len(hits)
     return {"terms": terms, "hits": hits}
+
+
+def _searched(query: SearchQuery) -> dict[str, Any]:
+    """What the audit log keeps of a search: its terms and every filter given."""
+    return {name: value for name, value in (
+        ("terms", query.terms), ("since", query.since), ("until", query.until),
+        ("queue", query.queue), ("agent_id", query.agent_id), ("role", query.role),
+        ("limit", query.limit), ("offset", query.offset)) if value is not None}

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import Field
 
+from contact_center.api.audited import audited
 from contact_center.api.auth import require
 from contact_center.api.openapi import COMMON, Closed, error
 from contact_center.protocol import Model
@@ -66,14 +67,16 @@ async def list_users(request: Request,
 @router.post("/v1/users", status_code=201, response_model=UserInfo,
              responses={409: error("invalid_user: the username is taken")})
 async def add_user(request: Request, body: NewUser,
-                   _: Principal = require(Permission.USERS_MANAGE)) -> dict[str, Any]:
-    try:
-        user = await create_user(request.app.state.store, body.username, body.profiles,
-                                 body.agent_id)
-    except ValueError as exc:
-        status = 409 if "exists" in str(exc) else 422
-        raise HTTPException(status, {"type": "error", "code": "invalid_user",
-                                     "message": str(exc)}) from None
+                   principal: Principal = require(Permission.USERS_MANAGE)) -> dict[str, Any]:
+    async with audited(request, principal, "user.create", "user", body.username,
+                       {"profiles": body.profiles, "agent_id": body.agent_id}):
+        try:
+            user = await create_user(request.app.state.store, body.username, body.profiles,
+                                     body.agent_id)
+        except ValueError as exc:
+            status = 409 if "exists" in str(exc) else 422
+            raise HTTPException(status, {"type": "error", "code": "invalid_user",
+                                         "message": str(exc)}) from None
     return _public(user)
 
 
@@ -84,12 +87,15 @@ class UserChange(Model):
 @router.patch("/v1/users/{username}", response_model=UserInfo,
               responses={404: error("unknown_user: no such user")})
 async def change_user(request: Request, username: str, change: UserChange,
-                      _: Principal = require(Permission.USERS_MANAGE)) -> dict[str, Any]:
+                      principal: Principal = require(Permission.USERS_MANAGE)
+                      ) -> dict[str, Any]:
     """Disable (or re-enable) a user: every token of theirs stops working at once."""
     store = request.app.state.store
-    if not await store.set_disabled(username, change.disabled):
-        raise HTTPException(404, {"type": "error", "code": "unknown_user",
-                                  "message": f"no user {username}"})
+    action = "user.disable" if change.disabled else "user.enable"
+    async with audited(request, principal, action, "user", username):
+        if not await store.set_disabled(username, change.disabled):
+            raise HTTPException(404, {"type": "error", "code": "unknown_user",
+                                      "message": f"no user {username}"})
     return _public(await store.get_user(username=username))
 
 
@@ -107,21 +113,25 @@ class IssuedToken(Closed):
 @router.post("/v1/users/{username}/tokens", status_code=201, response_model=IssuedToken,
              responses={404: error("unknown_user: no such user")})
 async def add_token(request: Request, username: str, body: NewToken,
-                    _: Principal = require(Permission.USERS_MANAGE)) -> dict[str, Any]:
+                    principal: Principal = require(Permission.USERS_MANAGE)) -> dict[str, Any]:
     """Issue an API token. The token is in this response only; it is stored hashed."""
     store = request.app.state.store
-    user = await store.get_user(username=username)
-    if user is None:
-        raise HTTPException(404, {"type": "error", "code": "unknown_user",
-                                  "message": f"no user {username}"})
-    token, secret = await issue_token(store, user, body.label)
+    async with audited(request, principal, "token.issue", "token", None,
+                       {"username": username, "label": body.label}) as outcome:
+        user = await store.get_user(username=username)
+        if user is None:
+            raise HTTPException(404, {"type": "error", "code": "unknown_user",
+                                      "message": f"no user {username}"})
+        token, secret = await issue_token(store, user, body.label)
+        outcome.target_id = token.id
     return {"id": token.id, "username": username, "label": token.label, "token": secret}
 
 
 @router.delete("/v1/tokens/{token_id}", status_code=204, response_class=Response,
                responses={404: error("unknown_token: no such active token")})
 async def revoke_token(request: Request, token_id: str,
-                       _: Principal = require(Permission.USERS_MANAGE)) -> None:
-    if not await request.app.state.store.revoke_token(token_id):
-        raise HTTPException(404, {"type": "error", "code": "unknown_token",
-                                  "message": "no such active token"})
+                       principal: Principal = require(Permission.USERS_MANAGE)) -> None:
+    async with audited(request, principal, "token.revoke", "token", token_id):
+        if not await request.app.state.store.revoke_token(token_id):
+            raise HTTPException(404, {"type": "error", "code": "unknown_token",
+                                      "message": "no such active token"})
