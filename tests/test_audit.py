@@ -365,3 +365,21 @@ def test_cli_changes_are_recorded_and_verify_and_export_the_chain(tmp_path: Path
     cut = run("audit", "verify", "--head", head)
     assert cut.exit_code == 1 and "entry 5" in cut.output
     assert run("audit", "verify", "--head", "5:abc").exit_code == 2
+
+
+@pytest.mark.app
+def test_what_cannot_be_recorded_is_not_answered(app: TestClient, admin: dict[str, str],
+                                                 users: Users) -> None:
+    manager = auth(users.token("CallCenterManager", username="sam"))
+    with app.websocket_connect("/v1/ingest", headers=auth(users.token("Connector"))) as ws:
+        c = Connector(ws)
+        c.start("c1")
+        c.say("c1", "s1", "My card number is on the invoice")
+        app.portal.call(app.app.state.audit.stop)  # type: ignore[attr-defined]
+        read = app.get("/v1/transcripts/c1", headers=admin)
+        assert read.status_code == 503 and read.json()["code"] == "unavailable"
+        assert "invoice" not in read.text
+        assert app.get("/v1/transcripts?q=invoice", headers=admin).status_code == 503
+        denied = refused(app, "/v1/conversations/c1/monitor", manager)
+        assert denied.status_code == 503 and denied.json()["code"] == "unavailable"
+    assert app.get("/v1/transcripts/c1").status_code == 401  # (refusals: as ever)

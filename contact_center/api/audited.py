@@ -42,8 +42,9 @@ def entry_of(conn: HTTPConnection, principal: Principal | None, action: str,
                       None if rid == "-" else rid, details)
 
 
-def _writer(conn: HTTPConnection) -> AuditWriter:
-    writer: AuditWriter = conn.app.state.audit
+def _writer(conn: HTTPConnection) -> AuditWriter | None:
+    """The app's writer; None before its lifespan started it."""
+    writer: AuditWriter | None = getattr(conn.app.state, "audit", None)
     return writer
 
 
@@ -52,9 +53,12 @@ async def audit(conn: HTTPConnection, principal: Principal | None, action: str,
                 result: str = OK, details: dict[str, Any] | None = None) -> None:
     """Record what this request did; returns once it is durable. 503 ``unavailable``
     when it cannot be: what the request read is then not answered."""
+    writer = _writer(conn)
     try:
-        await _writer(conn).record(entry_of(conn, principal, action, target_type, target_id,
-                                            result, details))
+        if writer is None:
+            raise AuditUnavailable("the audit writer is not running")
+        await writer.record(entry_of(conn, principal, action, target_type, target_id,
+                                     result, details))
     except AuditUnavailable:
         raise HTTPException(503, UNAVAILABLE) from None
 
@@ -63,8 +67,10 @@ def audit_soon(conn: HTTPConnection, principal: Principal | None, action: str,
                target_type: str | None = None, target_id: str | None = None,
                result: str = OK, details: dict[str, Any] | None = None) -> None:
     """Record without waiting (see `AuditWriter.record_soon`)."""
-    _writer(conn).record_soon(entry_of(conn, principal, action, target_type, target_id,
-                                       result, details))
+    writer = _writer(conn)
+    if writer is not None:
+        writer.record_soon(entry_of(conn, principal, action, target_type, target_id, result,
+                                    details))
 
 
 def result_of(exc: Exception) -> str:
