@@ -68,16 +68,16 @@ class Dropped:
 
 
 Waiter = asyncio.Future[None] | None
+Item = tuple[AuditEntry | None, Waiter]  # (None, a waiter): a flush, done when it is reached
 
 
 class AuditWriter:
     def __init__(self, store: Store, queue_size: int = QUEUE_SIZE,
                  batch_size: int = BATCH_SIZE) -> None:
         self.store, self.batch_size = store, batch_size
-        self._queue: asyncio.Queue[tuple[AuditEntry, Waiter]] = asyncio.Queue(queue_size)
+        self._queue: asyncio.Queue[Item] = asyncio.Queue(queue_size)
         self._soon_room = int(queue_size * SOON_SHARE)
         self.dropped = Dropped()
-        self._idle = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._stopped = False
 
@@ -89,12 +89,18 @@ class AuditWriter:
         not be (nor did it find room within RECORD_WAIT_SECONDS)."""
         if self._runner is None or self._runner.done():
             raise AuditUnavailable("the audit writer is not running")
+        await self._wait_for(entry)
+
+    async def _wait_for(self, entry: AuditEntry | None) -> None:
+        """Queue ``entry`` (None: a flush) and wait until it is written."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.wait_for(self._queue.put((entry, waiter)), RECORD_WAIT_SECONDS)
-        except TimeoutError:
-            raise AuditUnavailable("the audit queue stayed full") from None
-        self._idle.clear()
+            self._queue.put_nowait((entry, waiter))
+        except asyncio.QueueFull:
+            try:
+                await asyncio.wait_for(self._queue.put((entry, waiter)), RECORD_WAIT_SECONDS)
+            except TimeoutError:
+                raise AuditUnavailable("the audit queue stayed full") from None
         await waiter
 
     def record_soon(self, entry: AuditEntry) -> None:
@@ -106,14 +112,13 @@ class AuditWriter:
             self.dropped.add(entry.action, "queue full", entry.at)
         else:
             self._queue.put_nowait((entry, None))
-        self._idle.clear()
 
     async def stop(self) -> None:
         """Write what is queued (within FLUSH_SECONDS), then stop."""
         self._stopped = True
-        if self._runner is None:
+        if self._runner is None or self._runner.done():
             return
-        if not await stopping.step("writing the audit log", self._idle.wait(),
+        if not await stopping.step("writing the audit log", self._wait_for(None),
                                    FLUSH_SECONDS):
             log.warning("stopping: %d audit entries were not written (and %d counted)",
                         self._queue.qsize(), sum(self.dropped.counts.values()))
@@ -123,24 +128,26 @@ class AuditWriter:
         while True:
             items = []
             if self._queue.empty() and not self.dropped.counts:
-                self._idle.set()
                 items.append(await self._queue.get())
             while len(items) < self.batch_size and not self._queue.empty():
                 items.append(self._queue.get_nowait())
             await self._write(items)
 
-    async def _write(self, items: list[tuple[AuditEntry, Waiter]]) -> None:
+    async def _write(self, items: list[Item]) -> None:
         summary = self.dropped.take()
-        entries = [entry for entry, _ in items] + ([summary] if summary else [])
+        entries = [entry for entry, _ in items if entry is not None]
+        entries += [summary] if summary else []
         try:
-            await self.store.append_audit(entries)
+            if entries:
+                await self.store.append_audit(entries)
         except Exception as exc:
             log.warning("writing %d audit entries failed: %r", len(entries), exc)
             for entry, waiter in items:
-                if waiter is None:
+                if waiter is not None:
+                    if not waiter.done():
+                        waiter.set_exception(AuditUnavailable(str(exc)))
+                elif entry is not None:
                     self.dropped.add(entry.action, "write failed", entry.at)
-                elif not waiter.done():
-                    waiter.set_exception(AuditUnavailable(str(exc)))
             if summary is not None:
                 self.dropped.put_back(summary)
             await asyncio.sleep(RETRY_SECONDS)  # (a store that is down is not hammered)

@@ -114,3 +114,18 @@ def test_stopping_writes_what_is_queued_and_then_refuses(backend: str,
         writer.record_soon(entry("auth.failed"))  # (ignored)
 
     scenario(backend, tmp_path, work)
+
+
+def test_stopping_with_a_failing_store_ends_and_says_so(
+        backend: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async def work(writer: AuditWriter, counted: Counted, store: Store) -> float:
+        counted.failing = True
+        for n in range(3):
+            writer.record_soon(entry("auth.failed", n))
+        started = asyncio.get_running_loop().time()
+        await writer.stop()
+        return asyncio.get_running_loop().time() - started
+
+    assert scenario(backend, tmp_path, work) < 4.0
+    assert "writing the audit log failed" in caplog.text
+    assert "3 counted" in caplog.text
