@@ -1,15 +1,19 @@
-"""Writing the audit log (docs/audit.md): entries are queued and appended in batches, one
-transaction each (group commit). A route that must not answer before its entry is durable
-waits for its batch (`record`). Failed authentications, which anyone can cause at will,
-are not waited for (`record_soon`): they take at most half the queue, and past that they
-are only counted, the counts written later as one ``audit.dropped`` entry, so a flood
-costs neither memory nor the room the other entries need.
+"""Writing the audit log (docs/audit.md#writing): entries are queued and appended in
+batches, one transaction each (group commit). A route that must not answer before its
+entry is durable waits for its batch (`record`).
+
+Failed authentications, which anyone can cause at will, are not waited for
+(`record_soon`), take at most half the queue, and past that are only counted; so are
+those of an address already slowed down for failing too often (`count`). The counts are
+written as one ``audit.counted`` entry every SUMMARY_SECONDS at most: a flood costs
+neither memory, nor disk beyond that, nor the room the other entries need.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -26,49 +30,66 @@ BATCH_SIZE = 500  # entries per transaction, at most
 RECORD_WAIT_SECONDS = 5.0  # a route waits this long for room in a full queue
 RETRY_SECONDS = 1.0  # after a failed write, the next waits this long
 FLUSH_SECONDS = 2.0  # stopping: what is queued is written within this
+SUMMARY_SECONDS = 10.0  # counts are written this long after the first was counted
+COUNTED_KEYS = 100  # (action, why, source) counted apart; others lumped per action, why
 
 
 class AuditUnavailable(Exception):
     """The entry could not be written (the store failed, or the writer is stopped)."""
 
 
-@dataclass(slots=True)
-class Dropped:
-    """Entries not written, counted per action and per reason."""
+Key = tuple[str, str, str | None]  # action, why, source
 
-    counts: collections.Counter[tuple[str, str]] = field(
-        default_factory=collections.Counter)
+
+@dataclass(slots=True)
+class Counts:
+    """Entries not written one by one: counted per action, why and source."""
+
+    counts: collections.Counter[Key] = field(default_factory=collections.Counter)
     first_at: float = 0.0
     last_at: float = 0.0
+    since: float = 0.0  # (monotonic) when the first was counted
 
-    def add(self, action: str, why: str, at: float, count: int = 1) -> None:
+    def add(self, action: str, why: str, source: str | None, at: float,
+            count: int = 1) -> None:
+        key: Key = (action, why, source)
+        if key not in self.counts and len(self.counts) >= COUNTED_KEYS:
+            key = (action, why, None)  # (bounded, however many addresses)
         if not self.counts:
-            self.first_at = at
-        self.counts[(action, why)] += count
-        self.last_at = at
+            self.first_at, self.since = at, time.monotonic()
+        self.counts[key] += count
+        self.first_at, self.last_at = min(self.first_at, at), max(self.last_at, at)
+
+    def due_in(self) -> float | None:
+        """Seconds until the counts are due to be written (None: nothing counted)."""
+        if not self.counts:
+            return None
+        return max(0.0, self.since + SUMMARY_SECONDS - time.monotonic())
 
     def take(self) -> AuditEntry | None:
-        """The summary entry of what was counted (and start counting afresh)."""
+        """The entry that records the counts (and start counting afresh)."""
         if not self.counts:
             return None
         details = {"entries": sum(self.counts.values()), "first_at": self.first_at,
                    "last_at": self.last_at,
-                   "counts": [{"action": action, "why": why, "entries": n}
-                              for (action, why), n in sorted(self.counts.items())]}
-        self.counts = collections.Counter()
-        return make_entry(time.time(), None, "audit.dropped", None, None, "dropped", None,
+                   "counts": [{"action": action, "why": why, "source": source, "entries": n}
+                              for (action, why, source), n in sorted(
+                                  self.counts.items(), key=lambda c: str(c[0]))]}
+        self.counts, self.last_at = collections.Counter(), 0.0
+        return make_entry(time.time(), None, "audit.counted", None, None, "counted", None,
                           None, details)
 
     def put_back(self, summary: AuditEntry) -> None:
-        """A summary that could not be written is counted again."""
+        """An entry of counts that could not be written is counted again."""
         for count in summary.details["counts"]:
-            self.add(count["action"], count["why"], summary.details["last_at"],
-                     count["entries"])
+            self.add(count["action"], count["why"], count["source"],
+                     summary.details["last_at"], count["entries"])
         self.first_at = min(self.first_at, summary.details["first_at"])
 
 
 Waiter = asyncio.Future[None] | None
-Item = tuple[AuditEntry | None, Waiter]  # (None, a waiter): a flush, done when it is reached
+# (None, a waiter): a flush, done when it is reached; (None, None): only a wake-up.
+Item = tuple[AuditEntry | None, Waiter]
 
 
 class AuditWriter:
@@ -77,7 +98,7 @@ class AuditWriter:
         self.store, self.batch_size = store, batch_size
         self._queue: asyncio.Queue[Item] = asyncio.Queue(queue_size)
         self._soon_room = int(queue_size * SOON_SHARE)
-        self.dropped = Dropped()
+        self.counted = Counts()
         self._runner: asyncio.Task[None] | None = None
         self._stopped = False
 
@@ -105,36 +126,49 @@ class AuditWriter:
 
     def record_soon(self, entry: AuditEntry) -> None:
         """Append ``entry`` without waiting: when it fits in its share of the queue; else
-        it is counted in the next ``audit.dropped`` entry."""
+        it is counted."""
         if self._stopped:
             return
         if self._queue.qsize() >= self._soon_room:
-            self.dropped.add(entry.action, "queue full", entry.at)
+            self.count(entry, "queue full")
         else:
             self._queue.put_nowait((entry, None))
 
+    def count(self, entry: AuditEntry, why: str) -> None:
+        """Count ``entry`` instead of writing it."""
+        if self._stopped:
+            return
+        first = not self.counted.counts
+        self.counted.add(entry.action, why, entry.source, entry.at)
+        if first:  # the writer learns when they fall due (a full queue wakes it anyway)
+            with contextlib.suppress(asyncio.QueueFull):
+                self._queue.put_nowait((None, None))
+
     async def stop(self) -> None:
-        """Write what is queued (within FLUSH_SECONDS), then stop."""
+        """Write what is queued and counted (within FLUSH_SECONDS), then stop."""
         self._stopped = True
         if self._runner is None or self._runner.done():
             return
         if not await stopping.step("writing the audit log", self._wait_for(None),
                                    FLUSH_SECONDS):
             log.warning("stopping: %d audit entries were not written (and %d counted)",
-                        self._queue.qsize(), sum(self.dropped.counts.values()))
+                        self._queue.qsize(), sum(self.counted.counts.values()))
         await stopping.cancel([self._runner], "the audit writer")
 
     async def _run(self) -> None:
         while True:
-            items = []
-            if self._queue.empty() and not self.dropped.counts:
-                items.append(await self._queue.get())
+            items: list[Item] = []
+            if self._queue.empty():
+                with contextlib.suppress(TimeoutError):  # (the counts are due)
+                    items.append(await asyncio.wait_for(self._queue.get(),
+                                                        self.counted.due_in()))
             while len(items) < self.batch_size and not self._queue.empty():
                 items.append(self._queue.get_nowait())
             await self._write(items)
 
     async def _write(self, items: list[Item]) -> None:
-        summary = self.dropped.take()
+        flush = any(entry is None and waiter is not None for entry, waiter in items)
+        summary = self.counted.take() if flush or self.counted.due_in() == 0.0 else None
         entries = [entry for entry, _ in items if entry is not None]
         entries += [summary] if summary else []
         try:
@@ -147,9 +181,9 @@ class AuditWriter:
                     if not waiter.done():
                         waiter.set_exception(AuditUnavailable(str(exc)))
                 elif entry is not None:
-                    self.dropped.add(entry.action, "write failed", entry.at)
+                    self.counted.add(entry.action, "write failed", entry.source, entry.at)
             if summary is not None:
-                self.dropped.put_back(summary)
+                self.counted.put_back(summary)
             await asyncio.sleep(RETRY_SECONDS)  # (a store that is down is not hammered)
             return
         for _, waiter in items:

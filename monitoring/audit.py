@@ -36,8 +36,9 @@ ACTIONS: dict[str, str] = {
     "webhook.delete": "a webhook endpoint was deleted",
     "webhook.redeliver": "a webhook delivery was sent again by hand",
     "audit.export": "the audit log was exported",
-    "audit.dropped": "entries that could not be written, counted (failed authentications "
-                     "past the room kept for them, or lost to a storage failure)",
+    "audit.counted": "failed authentications counted rather than written one by one "
+                     "(from an address already slowed down, past the room kept for them, "
+                     "or lost to a storage failure)",
 }
 
 OK = "ok"  # the result of what went as asked; otherwise the error code answered

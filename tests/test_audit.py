@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
+from contact_center import audit_writer
 from contact_center.api import audit as audit_route
 from contact_center.cli import main
 from contact_center.settings import Settings
@@ -120,6 +121,30 @@ def test_failed_authorisation_is_recorded_on_http_and_sockets(
     assert all(e["target_type"] == "route" and e["source"] == "testclient" for e in failed)
     assert next(e for e in failed if e["target_id"] == "/v1/audit")["details"]["needed"] == [
         "audit-read"]
+
+
+@pytest.mark.app
+def test_failures_from_a_slowed_down_address_are_counted_not_written_each(
+        backend: str, settings: Settings, tmp_path: Path, users: Users,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audit_writer, "SUMMARY_SECONDS", 0.2)
+    admin = auth(users.token("Admin", username="root"))
+    update = {"auth_failures_per_minute": 2}
+    with TestClient(make_app(settings.model_copy(update=update), backend, tmp_path)) as app:
+        if backend == "scaleout":
+            wait_for_partitions(app)
+        bad = auth("cc_" + "x" * 43)
+        assert [app.get("/v1/me", headers=bad).status_code for _ in range(4)] == [
+            401, 401, 429, 429]
+        deadline = time.monotonic() + 10
+        while sum(e["details"]["entries"] for e in entries(
+                app, admin, action="audit.counted")) < 2:  # (in one entry or two)
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        for summary in entries(app, admin, action="audit.counted"):
+            assert [(c["action"], c["why"], c["source"]) for c in summary["details"][
+                "counts"]] == [("auth.failed", "too_many_failures", "testclient")]
+        assert len(entries(app, admin, action="auth.failed")) == 2  # (the 401s)
 
 
 @pytest.mark.app

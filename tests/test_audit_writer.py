@@ -1,16 +1,19 @@
 """The audit writer (contact_center.audit_writer) on a real store: entries a route waits
 for are durable when it goes on, batched into few transactions; a flood of failed
 authentications is counted in one entry, never grows memory and never takes the room the
-other entries need; a store that fails is said so; stopping writes what is queued."""
+other entries need; counts are written when due, bounded per source; a store that fails
+is said so; stopping writes what is queued."""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from contact_center import audit_writer
 from contact_center.audit_writer import AuditUnavailable, AuditWriter
 from contact_center.stores import AuditQuery, Store
 from monitoring.audit import AuditEntry, make_entry
@@ -76,13 +79,38 @@ def test_a_flood_of_failed_authentications_is_counted_in_one_entry(
         written = await store.audit_chain(0, 10_000)
         failed = [e for e in written if e.action == "auth.failed"]
         assert len(failed) == 5  # half the queue of 10
-        dropped = [e for e in written if e.action == "audit.dropped"]
-        assert len(dropped) == 1 and dropped[0].details["entries"] == 995
-        assert dropped[0].details["counts"] == [
-            {"action": "auth.failed", "why": "queue full", "entries": 995}]
+        summary = [e for e in written if e.action == "audit.counted"]
+        assert len(summary) == 1 and summary[0].details["entries"] == 995
+        assert summary[0].details["counts"] == [{"action": "auth.failed", "why": "queue full",
+                                                 "source": "10.0.0.1", "entries": 995}]
+        assert summary[0].details["first_at"] == 1_767_261_605.0
+        assert summary[0].details["last_at"] == 1_767_261_600.0 + 999
         assert any(e.target_id == "c-5000" for e in written)
 
     scenario(backend, tmp_path, work, queue_size=10)
+
+
+def test_counts_are_written_once_due_and_bounded_per_source(
+        backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audit_writer, "SUMMARY_SECONDS", 0.3)
+    monkeypatch.setattr(audit_writer, "COUNTED_KEYS", 3)
+
+    async def work(writer: AuditWriter, counted: Counted, store: Store) -> None:
+        await asyncio.sleep(0.05)  # (the writer waits for entries: the first count wakes it)
+        for n in range(50):
+            writer.count(replace(entry("auth.failed", n), source=f"10.0.0.{n % 5}"),
+                         "too_many_failures")
+        await asyncio.sleep(0.1)
+        assert await store.audit_chain(0, 10) == []  # (not due yet)
+        deadline = asyncio.get_running_loop().time() + 5
+        while not (written := await store.audit_chain(0, 10)):
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+        assert [e.action for e in written] == ["audit.counted"]
+        counts = {c["source"]: c["entries"] for c in written[0].details["counts"]}
+        assert counts == {"10.0.0.0": 10, "10.0.0.1": 10, "10.0.0.2": 10, None: 20}
+
+    scenario(backend, tmp_path, work)
 
 
 def test_a_failing_store_is_told_and_what_was_lost_counted(backend: str,
@@ -94,10 +122,12 @@ def test_a_failing_store_is_told_and_what_was_lost_counted(backend: str,
             await writer.record(entry())
         counted.failing = False
         await writer.record(entry(n=1))
+        await writer.stop()
         written = await store.audit_chain(0, 100)
-        assert [e.action for e in written] == ["transcript.read", "audit.dropped"]
+        assert [e.action for e in written] == ["transcript.read", "audit.counted"]
         assert written[1].details["counts"] == [
-            {"action": "auth.failed", "why": "write failed", "entries": 1}]
+            {"action": "auth.failed", "why": "write failed", "source": "10.0.0.1",
+             "entries": 1}]
 
     scenario(backend, tmp_path, work)
 

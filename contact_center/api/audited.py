@@ -7,7 +7,8 @@ request id the one in the logs and the ``X-Request-ID`` header.
 - ``async with audited(request, principal, "rule.delete", "rule", rule_id):``: the same
   around a block, whose result is ``ok`` or the code of the HTTP error it raised;
 - ``audit_soon(...)``: record without waiting (failed authorisation only: anyone can
-  cause it at will, see `contact_center.audit_writer`).
+  cause it at will, see `contact_center.audit_writer`); ``audit_counted``: only count it
+  (failures from an address already slowed down).
 
 A new action goes in `monitoring.audit.ACTIONS` and docs/audit.md.
 """
@@ -71,6 +72,15 @@ def audit_soon(conn: HTTPConnection, principal: Principal | None, action: str,
     if writer is not None:
         writer.record_soon(entry_of(conn, principal, action, target_type, target_id, result,
                                     details))
+
+
+def audit_counted(conn: HTTPConnection, principal: Principal | None, action: str,
+                  why: str) -> None:
+    """Count it, per source, rather than record it: what one client repeats at will
+    (see `AuditWriter.count`)."""
+    writer = _writer(conn)
+    if writer is not None:
+        writer.count(entry_of(conn, principal, action, None, None, why, None), why)
 
 
 def result_of(exc: Exception) -> str:

@@ -20,7 +20,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from contact_center import service_metrics as metrics
-from contact_center.api.audited import audit_soon
+from contact_center.api.audited import audit_counted, audit_soon
 from contact_center.limits import HELD, FailedAuthentications, client_key
 from monitoring.credentials import authenticate, token_prefix
 from monitoring.permissions import Permission, Principal
@@ -82,10 +82,15 @@ def _too_many_failures(slowed: float) -> dict[str, Any]:
 
 def _refused(conn: HTTPConnection, principal: Principal | None, problem: dict[str, Any],
              permissions: tuple[Permission, ...]) -> dict[str, Any]:
-    """``problem``, once recorded in the audit log (not waited for: anyone can cause it)."""
+    """``problem``, once recorded in the audit log (not waited for: anyone can cause it;
+    from an address already slowed down, only counted)."""
+    code = problem["body"]["code"]
+    if code == "too_many_failures":
+        audit_counted(conn, principal, "auth.failed", code)
+        return problem
     method = "WS" if conn.scope["type"] == "websocket" else conn.scope["method"]
-    audit_soon(conn, principal, "auth.failed", "route", conn.url.path,
-               problem["body"]["code"], {"method": method, "needed": list(permissions)})
+    audit_soon(conn, principal, "auth.failed", "route", conn.url.path, code,
+               {"method": method, "needed": list(permissions)})
     return problem
 
 
