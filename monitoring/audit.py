@@ -11,8 +11,8 @@ from typing import Any
 # here and in docs/audit.md (a test checks the page names each).
 ACTIONS: dict[str, str] = {
     "auth.failed": "a request or socket refused: no valid token (401), a permission it "
-                   "lacks (403), too many failures from its address (429), an origin not "
-                   "allowed",
+                   "lacks (403), an origin not allowed (from an address already slowed "
+                   "down: counted, see audit.counted)",
     "monitor.start": "silent monitoring of a conversation began (or was refused: result)",
     "monitor.end": "silent monitoring of a conversation ended",
     "transcript.read": "a recorded conversation was read",
