@@ -16,6 +16,7 @@ from contact_center.api import errors
 from contact_center.api.auth import CheckBeforeBody
 from contact_center.api.middleware import MAX_BODY_BYTES, BodyLimit, RefuseNul
 from contact_center.api.open_sockets import OpenSockets
+from contact_center.audit_writer import AuditWriter
 from contact_center.limits import Limits, SocketCaps
 from contact_center.logs import RequestIds
 from contact_center.runtime import Embedded, Runtime, ScaleOutNode
@@ -31,11 +32,14 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await store.open()
+        app.state.audit = audit = AuditWriter(store)
+        await audit.start()
         hub = Hub(settings.subscriber_queue_size)
         try:
             runtime: Runtime = (await ScaleOutNode.start(settings, store, hub)
                                 if settings.redis else await Embedded.start(settings, store, hub))
         except BaseException:
+            await audit.stop()
             await store.close()
             raise
         app.state.hub, app.state.runtime = hub, runtime
@@ -46,7 +50,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
             yield
         finally:
             await stopping.cancel([rechecking], "re-checking open sockets")
-            await runtime.stop()
+            # (side by side: the audit log's last entries add nothing to the stop's time)
+            await asyncio.gather(runtime.stop(), audit.stop())
             await stopping.step("closing the database", store.close(),
                                 stopping.CLOSE_DATABASE_SECONDS)
 

@@ -1,13 +1,16 @@
-"""The command line: serve, manage users and tokens, simulate traffic."""
+"""The command line: serve, manage users and tokens, verify and export the audit log,
+simulate traffic."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import json
 import logging
 import signal
 import sqlite3
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -34,6 +37,9 @@ from contact_center.settings import (
     source_of,
 )
 from contact_center.stores import Store, is_postgres, open_store
+from monitoring import codec
+from monitoring.audit import OK, entry_fields, make_entry
+from monitoring.audit_chain import ChainCheck, Verdict
 from monitoring.credentials import Token, User, create_user, issue_token
 from monitoring.permissions import Permission
 from monitoring.profiles import (
@@ -122,6 +128,49 @@ def _with_store(database: str, work: Callable[[Store], Awaitable[T]],
     return asyncio.run(run())
 
 
+CLI_ACTOR = "cli"  # who the audit log says made a change from the command line
+CLI_SOURCE = "local"
+AUDIT_PAGE = 1000  # entries read at a time by audit verify and export
+
+
+def _os_user() -> str | None:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # (no name for this uid, e.g. in a container)
+        return None
+
+
+async def _audit(store: Store, action: str, target_type: str, target_id: str | None,
+                 details: dict[str, Any] | None = None) -> None:
+    """Record a change the command line made (docs/audit.md), with the system user who
+    ran it."""
+    details = (details or {}) | {"os_user": _os_user()}
+    await store.append_audit([make_entry(time.time(), CLI_ACTOR, action, target_type,
+                                         target_id, OK, CLI_SOURCE, None, details)])
+
+
+async def _create_user(store: Store, username: str, profiles: list[str],
+                       agent_id: str | None = None) -> User:
+    user = await create_user(store, username, profiles, agent_id)
+    await _audit(store, "user.create", "user", username,
+                 {"profiles": profiles, "agent_id": agent_id})
+    return user
+
+
+async def _issue_token(store: Store, user: User, label: str) -> tuple[Token, str]:
+    token, secret = await issue_token(store, user, label)
+    await _audit(store, "token.issue", "token", token.id,
+                 {"username": user.username, "label": label})
+    return token, secret
+
+
+async def _revoke_token(store: Store, token_id: str) -> bool:
+    revoked = bool(await store.revoke_token(token_id))
+    if revoked:
+        await _audit(store, "token.revoke", "token", token_id)
+    return revoked
+
+
 async def _user_or_fail(store: Store, username: str) -> User:
     user = await store.get_user(username=username)
     if user is None:
@@ -171,7 +220,7 @@ def serve(host: str | None, port: int | None, database: str | None,
     async def bootstrap(store: Store) -> bool:
         if await store.list_users():
             return False
-        await create_user(store, "admin", ["Admin"])
+        await _create_user(store, "admin", ["Admin"])
         return True
 
     created = _with_store(settings.database, bootstrap, create=True)
@@ -383,7 +432,7 @@ def users_create(username: str, profiles: tuple[str, ...], agent_id: str | None,
     settings = _settings(database)
     try:
         user = _with_store(settings.database,
-                           lambda s: create_user(s, username, list(profiles), agent_id))
+                           lambda s: _create_user(s, username, list(profiles), agent_id))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"created {user.username} ({', '.join(user.profiles)})")
@@ -408,8 +457,14 @@ def users_set_profiles(username: str, profiles: tuple[str, ...], database: str |
 @db_option
 def users_disable(username: str, enable: bool, database: str | None) -> None:
     """Disable a user: all of their tokens stop working at once."""
-    if not _with_store(_settings(database).database,
-                       lambda s: s.set_disabled(username, not enable)):
+
+    async def work(store: Store) -> bool:
+        changed = bool(await store.set_disabled(username, not enable))
+        if changed:
+            await _audit(store, "user.enable" if enable else "user.disable", "user", username)
+        return changed
+
+    if not _with_store(_settings(database).database, work):
         raise click.ClickException(f"no user {username!r}")
     click.echo(f"{username} {'enabled' if enable else 'disabled'}")
 
@@ -649,7 +704,7 @@ def tokens_create(username: str, label: str, database: str | None) -> None:
     """Issue an API token for USERNAME and print it (only this once)."""
 
     async def work(store: Store) -> str:
-        _, secret = await issue_token(store, await _user_or_fail(store, username), label)
+        _, secret = await _issue_token(store, await _user_or_fail(store, username), label)
         return secret
 
     click.echo(_with_store(_settings(database).database, work))
@@ -675,9 +730,74 @@ def tokens_list(username: str, database: str | None) -> None:
 @db_option
 def tokens_revoke(token_id: str, database: str | None) -> None:
     """Revoke a token by its id."""
-    if not _with_store(_settings(database).database, lambda s: s.revoke_token(token_id)):
+    if not _with_store(_settings(database).database, lambda s: _revoke_token(s, token_id)):
         raise click.ClickException("no such active token")
     click.echo("revoked")
+
+
+@main.group()
+def audit() -> None:
+    """The audit log (docs/audit.md): verify its hash chain, export it."""
+
+
+def _head(ctx: click.Context, param: click.Parameter, value: str | None
+          ) -> tuple[int, str] | None:
+    if value is None:
+        return None
+    number, _, digest = value.partition(":")
+    if not number.isdigit() or len(digest) != 64:
+        raise click.BadParameter("give ID:HASH, as a verify printed it")
+    return int(number), digest
+
+
+@audit.command("verify")
+@click.option("--head", callback=_head, default=None, metavar="ID:HASH",
+              help="A head an earlier verify printed (keep it apart): the chain must still "
+                   "hold it, which also catches entries cut off its end")
+@db_option
+def audit_verify(head: tuple[int, str] | None, database: str | None) -> None:
+    """Check the audit log's hash chain, entry by entry: exit 0 when it holds (and print
+    its head), 1 and the first entry that does not (and why) otherwise."""
+
+    async def work(store: Store) -> Verdict:
+        check, after = ChainCheck(head), 0
+        while True:
+            page = await store.audit_chain(after, AUDIT_PAGE)
+            for entry in page:
+                if check.feed(entry) is not None:
+                    return check.verdict()
+            if len(page) < AUDIT_PAGE:
+                return check.verdict()
+            after = page[-1].id or 0
+
+    verdict = _with_store(_settings(database).database, work)
+    if verdict.broken is not None:
+        raise click.ClickException(
+            f"the audit log does not hold at entry {verdict.broken.id}: {verdict.broken.why} "
+            f"({verdict.count} entries checked)")
+    click.echo(f"audit log intact: {verdict.count} entries; head "
+               f"{verdict.last_id}:{verdict.last_hash}")
+
+
+@audit.command("export")
+@click.option("--after", type=click.IntRange(0), default=0, show_default=True,
+              help="Only the entries after this id")
+@db_option
+def audit_export(after: int, database: str | None) -> None:
+    """Write the audit log to standard output as JSON Lines, oldest first (the chain's
+    order: what verify checks), a page at a time."""
+
+    async def work(store: Store) -> None:
+        cursor = after
+        while True:
+            page = await store.audit_chain(cursor, AUDIT_PAGE)
+            sys.stdout.write("".join(codec.dumps(entry_fields(e)) + "\n" for e in page))
+            if len(page) < AUDIT_PAGE:
+                return
+            cursor = page[-1].id or 0
+
+    _with_store(_settings(database).database, work)
+    sys.stdout.flush()
 
 
 @main.group()
@@ -782,9 +902,9 @@ def simulate(url: str, source: Path | None, rate: float, concurrency: int, limit
             issued = []
             for name, profile in (("simulator", "Connector"), ("simulator-watch",
                                                                "CallCenterManager")):
-                user = await store.get_user(username=name) or await create_user(
+                user = await store.get_user(username=name) or await _create_user(
                     store, name, [profile])
-                record, secret = await issue_token(store, user, "simulate (revoked after)")
+                record, secret = await _issue_token(store, user, "simulate (revoked after)")
                 issued.append((record.id, secret))
             return issued
 
@@ -799,7 +919,7 @@ def simulate(url: str, source: Path | None, rate: float, concurrency: int, limit
 
     async def revoke(store: Store) -> None:
         for token_id, _ in minted:
-            await store.revoke_token(token_id)
+            await _revoke_token(store, token_id)
 
     try:
         report = asyncio.run(run(url, token, source, rate=rate, concurrency=concurrency,

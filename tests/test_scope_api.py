@@ -293,3 +293,23 @@ def test_a_narrowed_scope_stops_the_alert_stream_pushing_what_left_it(
             ingest.start(cid, queue=queue, agent_id=agent)
             assert ingest.say(cid, "s1", ANGRY[0])["status"] == "accepted"
         assert receive(ws)["alert"]["conversation_id"] == "c5"  # c4's never came
+
+
+def test_governance_changes_and_supervisor_acts_are_in_the_audit(
+        client: TestClient, center: Center, ingest: Connector) -> None:
+    center.user("kim", {"teams": ["apac"], "queues": []})
+    center.start(ingest)
+    whisper = client.post("/v1/conversations/c1/whisper", headers=center.admin,
+                          json={"text": "offer the refund"})
+    assert whisper.status_code == 200, whisper.text
+    profile = client.post("/v1/security-profiles", headers=center.admin,
+                          json={"name": "Auditor", "permissions": ["audit-read"]})
+    assert profile.status_code == 201
+    found = client.get("/v1/audit", headers=center.admin, params={"limit": 1000}).json()
+    seen = {(e["action"], e["target_id"], e["result"]) for e in found["entries"]}
+    assert {("team.create", "emea", "ok"), ("team.create", "billing", "ok"),
+            ("agent.put", "ann", "ok"), ("user.scope", "kim", "ok"),
+            ("whisper", "c1", "ok"), ("profile.create", "Auditor", "ok")} <= seen
+    [whispered] = [e for e in found["entries"] if e["action"] == "whisper"]
+    assert whispered["actor"] == "root" and whispered["details"]["chars"] == 16
+    assert "refund" not in json.dumps(found)  # the log keeps no conversation text

@@ -83,6 +83,7 @@ MATRIX: dict[tuple[str, str], set[Permission]] = {
     ("PATCH", "/v1/security-profiles/{name}"): {P.PROFILES_MANAGE},
     ("DELETE", "/v1/security-profiles/{name}"): {P.PROFILES_MANAGE},
     ("GET", "/v1/admin/dead-letters"): {P.OPERATE},
+    ("GET", "/v1/audit"): {P.AUDIT_READ},
     ("GET", "/metrics"): {P.OPERATE},
 }
 

@@ -4,9 +4,10 @@ check the permission (`auth`), call the domain, shape the answer (`views`).
 ingest (connectors), live (supervisors' views and monitor), supervision (who monitors,
 whisper, barge), alerts, webhooks, transcripts (analysts), rules, users (and tokens),
 teams (and the agent directory), profiles (security profiles, the permission
-catalogue), operations (probes, metrics, dead letters). Shared:
-`auth` (where permissions are checked), `openapi` (the error body and common answers),
-`views` (response shapes), `sockets` (streaming to a client), `errors`, `middleware`.
+catalogue), audit (the audit log), operations (probes, metrics, dead letters). Shared:
+`auth` (where permissions are checked), `audited` (recording what a request did in
+the audit log), `openapi` (the error body and common answers), `views` (response
+shapes), `sockets` (streaming to a client), `errors`, `middleware`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from fastapi import FastAPI
 
 from contact_center.api import (
     alerts,
+    audit,
     ingest,
     live,
     operations,
@@ -29,7 +31,7 @@ from contact_center.api import (
 
 ROUTERS = [ingest.router, live.router, supervision.router, alerts.router, transcripts.router,
            rules.router, users.router, teams.router, profiles.router, operations.router,
-           webhooks.router]
+           webhooks.router, audit.router]
 
 
 def include_routes(app: FastAPI) -> None:

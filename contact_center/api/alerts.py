@@ -12,6 +12,7 @@ from pydantic import Field
 
 from analytics.rules import Severity
 from contact_center import protocol as p
+from contact_center.api.audited import audited
 from contact_center.api.auth import authorize_websocket, require
 from contact_center.api.openapi import COMMON, error
 from contact_center.api.sockets import pump
@@ -113,8 +114,26 @@ async def _change(request: Request, alert_id: str, action: Action, change: Chang
                   note: str | None = None, own: bool = False) -> dict[str, Any]:
     """Have the pipeline make the change (in turn with the conversation's events), or,
     once the conversation has ended, the store; answer the alert as it then is. ``own``:
-    only while the alert is on the caller's own conversation."""
-    alert = await _visible(request, alert_id, principal)
+    only while the alert is on the caller's own conversation. Recorded in the audit log
+    (``alert.<action>``), refusals too."""
+    asked = {"version": change.version, "assignee": assignee} if action == "assign" \
+        else {"version": change.version}
+    async with audited(request, principal, f"alert.{action}", "alert", alert_id,
+                       asked) as outcome:
+        alert = await _visible(request, alert_id, principal)
+        outcome.details["conversation_id"] = alert["conversation_id"]
+        if own and (alert["agent_id"] is None or alert["agent_id"] != principal.agent_id):
+            raise HTTPException(403, {"type": "error", "code": "forbidden", "message": (
+                "acknowledging another agent's alert needs alerts-manage")})
+        await _command(request, alert, action, change, principal, assignee, note, own)
+    return await _visible(request, alert_id, principal)
+
+
+async def _command(request: Request, alert: dict[str, Any], action: Action, change: Change,
+                   principal: Principal, assignee: str | None, note: str | None,
+                   own: bool) -> None:
+    """Make the change (see `_change`); raises the HTTP error it is answered with."""
+    alert_id = alert["id"]
     origin = request.client.host if request.client else None
     key = (f"{principal.username}:{change.request_id}" if change.request_id
            else secrets.token_hex(12))
@@ -138,7 +157,6 @@ async def _change(request: Request, alert_id: str, action: Action, change: Chang
                   p.ErrorCode.OVERLOADED: 503, p.ErrorCode.UNAVAILABLE: 503}.get(reply.code, 500)
         raise HTTPException(status, {"type": "error", "code": reply.code.value,
                                      "message": reply.message})
-    return await _visible(request, alert_id, principal)
 
 
 async def _change_ended(request: Request, alert_id: str, command: p.AlertCommand) -> p.Reply:
@@ -175,11 +193,6 @@ async def acknowledge(request: Request, alert_id: str, change: Change,
     """Someone is on it. Supervisors (alerts-manage), and agents for their own
     conversations' alerts."""
     own = not principal.can(Permission.ALERTS_MANAGE)
-    if own:
-        alert = await _visible(request, alert_id, principal)
-        if alert["agent_id"] is None or alert["agent_id"] != principal.agent_id:
-            raise HTTPException(403, {"type": "error", "code": "forbidden", "message": (
-                "acknowledging another agent's alert needs alerts-manage")})
     return await _change(request, alert_id, "acknowledge", change, principal, own=own)
 
 

@@ -20,6 +20,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from contact_center import service_metrics as metrics
+from contact_center.api.audited import audit_counted, audit_soon
 from contact_center.api.open_sockets import TOKEN
 from contact_center.limits import HELD, FailedAuthentications, client_key
 from monitoring.credentials import token_prefix
@@ -80,8 +81,31 @@ def _too_many_failures(slowed: float) -> dict[str, Any]:
                     {"Retry-After": str(math.ceil(slowed))})
 
 
+def _refused(conn: HTTPConnection, principal: Principal | None, problem: dict[str, Any],
+             permissions: tuple[Permission, ...]) -> dict[str, Any]:
+    """``problem``, once recorded in the audit log (not waited for: anyone can cause it;
+    from an address already slowed down, only counted)."""
+    code = problem["body"]["code"]
+    if code == "too_many_failures":
+        audit_counted(conn, principal, "auth.failed", code)
+        return problem
+    method = "WS" if conn.scope["type"] == "websocket" else conn.scope["method"]
+    audit_soon(conn, principal, "auth.failed", "route", conn.url.path, code,
+               {"method": method, "needed": list(permissions)})
+    return problem
+
+
 async def _check(conn: HTTPConnection, token: str | None,
                  permissions: tuple[Permission, ...]) -> tuple[Principal | None, dict[str, Any]]:
+    principal, problem = await _authorize(conn, token, permissions)
+    if problem:
+        return None, _refused(conn, principal, problem, permissions)
+    return principal, problem
+
+
+async def _authorize(conn: HTTPConnection, token: str | None, permissions: tuple[Permission, ...]
+                     ) -> tuple[Principal | None, dict[str, Any]]:
+    """Who the token is, and the problem to answer (none: allowed)."""
     failures, address = conn.app.state.limits.failures, _address(conn)
     slowed = failures.slowed(address, time.monotonic())
     if slowed:
@@ -97,7 +121,7 @@ async def _check(conn: HTTPConnection, token: str | None,
                                   {"WWW-Authenticate": "Bearer"})
     if permissions and not any(principal.can(p) for p in permissions):
         needed = " or ".join(permissions)
-        return None, _problem(403, "forbidden", f"this requires the {needed} permission")
+        return principal, _problem(403, "forbidden", f"this requires the {needed} permission")
     return principal, {}
 
 
@@ -132,7 +156,9 @@ async def authorize_websocket(ws: WebSocket, *permissions: Permission) -> Princi
     origin = ws.headers.get("origin")
     allowed = ws.app.state.settings.allowed_origins
     if origin is not None and allowed and origin not in allowed:
-        await deny(ws, 403, _problem(403, "origin_not_allowed", "origin not allowed")["body"])
+        problem = _refused(ws, None, _problem(403, "origin_not_allowed", "origin not allowed"),
+                           permissions)
+        await deny(ws, 403, problem["body"])
         return None
     token = _bearer(ws) or _subprotocol_token(ws)
     principal, problem = await _check(ws, token, permissions)

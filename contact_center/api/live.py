@@ -5,6 +5,7 @@ conversation (WebSocket)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -13,6 +14,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, WebSocket
 
+from contact_center.api.audited import UNAVAILABLE, audit
 from contact_center.api.auth import authorize_websocket, deny, require
 from contact_center.api.open_sockets import POLICY, Held
 from contact_center.api.openapi import COMMON, error
@@ -112,7 +114,7 @@ async def monitor(ws: WebSocket, conversation_id: str) -> None:
     try:
         await find_live(ws, conversation_id, principal)
     except NotLive as exc:
-        await deny(ws, exc.status, exc.body)
+        await _refuse(ws, principal, conversation_id, exc)
         return
     # Subscribed before the snapshot: what happens meanwhile is both in the subscription
     # and the snapshot, and the message numbers tell which to skip.
@@ -124,9 +126,16 @@ async def monitor(ws: WebSocket, conversation_id: str) -> None:
         raise
     if caught_up is None or not _sees(principal, caught_up.summary):  # (changed meanwhile)
         hub.unsubscribe(sub)
-        refusal = await not_live(ws, conversation_id, principal)
-        await deny(ws, refusal.status, refusal.body)
+        await _refuse(ws, principal, conversation_id,
+                      await not_live(ws, conversation_id, principal))
         return
+    try:  # durable before anything of the conversation is sent
+        await audit(ws, principal, "monitor.start", "conversation", conversation_id)
+    except HTTPException:
+        hub.unsubscribe(sub)
+        await deny(ws, 503, UNAVAILABLE)
+        return
+    started = time.monotonic()
     listener = Listener(secrets.token_hex(8), principal.username, time.time())
     following = Following(caught_up.summary["queue"], caught_up.summary["agent_id"], listener)
     held = ws.app.state.open_sockets.hold(ws, principal, Permission.MANAGER_MONITOR,
@@ -142,15 +151,23 @@ async def monitor(ws: WebSocket, conversation_id: str) -> None:
                    {conversation_id: caught_up.number}, held=held, rewrite=following.rewrite)
     finally:
         # A task of its own: a handler cancelled as its client leaves (or the server
-        # stops) still takes its socket off the list.
-        closing = asyncio.create_task(_listed(_presence(ws).closed(conversation_id,
-                                                                   listener)))
-        _CLOSING.add(closing)
-        closing.add_done_callback(_CLOSING.discard)
-        await asyncio.shield(closing)
+        # stops) still takes its socket off the list, and records the end.
+        ending = asyncio.create_task(_ended(ws, principal, conversation_id, listener,
+                                            time.monotonic() - started))
+        _CLOSING.add(ending)
+        ending.add_done_callback(_CLOSING.discard)
+        await asyncio.shield(ending)
 
 
 _CLOSING: set[asyncio.Task[None]] = set()  # (held until done)
+
+
+async def _ended(ws: WebSocket, principal: Principal, conversation_id: str,
+                 listener: Listener, seconds: float) -> None:
+    await _listed(_presence(ws).closed(conversation_id, listener))
+    with contextlib.suppress(HTTPException):
+        await audit(ws, principal, "monitor.end", "conversation", conversation_id,
+                    details={"seconds": round(seconds, 3)})
 
 
 async def _listed(change: Awaitable[None]) -> None:
@@ -160,6 +177,15 @@ async def _listed(change: Awaitable[None]) -> None:
         await asyncio.wait_for(change, PRESENCE_SECONDS)
     except Exception:
         log.warning("listing a monitor socket failed", exc_info=True)
+
+
+async def _refuse(ws: WebSocket, principal: Principal, conversation_id: str,
+                  refusal: NotLive) -> None:
+    """Refuse a monitor socket, recorded (a refused monitor is in the audit too)."""
+    with contextlib.suppress(HTTPException):  # (refused either way)
+        await audit(ws, principal, "monitor.start", "conversation", conversation_id,
+                    refusal.body["code"])
+    await deny(ws, refusal.status, refusal.body)
 
 
 class Following:

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import Field
 
+from contact_center.api.audited import audited
 from contact_center.api.auth import require
 from contact_center.api.openapi import COMMON, Closed, Responses, error
 from contact_center.protocol import Model
@@ -131,12 +132,14 @@ async def add_profile(request: Request, body: NewProfile,
                       principal: Principal = require(Permission.PROFILES_MANAGE)
                       ) -> dict[str, Any]:
     """Create a custom profile: only with permissions the token's user holds."""
-    try:
-        profile = new_profile(body.name, body.permissions, body.description,
-                              principal.permissions, principal.username, time.time())
-        await request.app.state.store.create_profile(profile)
-    except ProfileError as exc:
-        raise refused(exc) from None
+    async with audited(request, principal, "profile.create", "profile", body.name,
+                       {"permissions": sorted(body.permissions)}):
+        try:
+            profile = new_profile(body.name, body.permissions, body.description,
+                                  principal.permissions, principal.username, time.time())
+            await request.app.state.store.create_profile(profile)
+        except ProfileError as exc:
+            raise refused(exc) from None
     return _public(profile)
 
 
@@ -157,15 +160,17 @@ async def change_profile(request: Request, name: str, change: ProfileChange,
                          ) -> dict[str, Any]:
     """Change a custom profile's permissions or description. The permissions it gains
     must be the token's user's; its holders have the new ones from their next request."""
-    if name in BUILTIN:
-        raise _builtin(name, "changed")
-    try:
-        changed = await request.app.state.store.update_profile(name, profile_change(
-            principal.permissions, change.permissions, change.description, time.time()))
-    except ProfileError as exc:
-        raise refused(exc) from None
-    if changed is None:
-        raise _not_found(name)
+    asked = {} if change.permissions is None else {"permissions": sorted(change.permissions)}
+    async with audited(request, principal, "profile.change", "profile", name, asked):
+        if name in BUILTIN:
+            raise _builtin(name, "changed")
+        try:
+            changed = await request.app.state.store.update_profile(name, profile_change(
+                principal.permissions, change.permissions, change.description, time.time()))
+        except ProfileError as exc:
+            raise refused(exc) from None
+        if changed is None:
+            raise _not_found(name)
     return _public(changed)
 
 
@@ -174,13 +179,14 @@ async def change_profile(request: Request, name: str, change: ProfileChange,
                    f"{BUILTIN_409}; profile_in_use: users hold it (the message names up "
                    "to 10)")})
 async def delete_profile(request: Request, name: str,
-                         _: Principal = require(Permission.PROFILES_MANAGE)) -> None:
+                         principal: Principal = require(Permission.PROFILES_MANAGE)) -> None:
     """Delete a custom profile no user holds."""
-    if name in BUILTIN:
-        raise _builtin(name, "deleted")
-    try:
-        deleted = await request.app.state.store.delete_profile(name)
-    except ProfileError as exc:
-        raise refused(exc) from None
-    if not deleted:
-        raise _not_found(name)
+    async with audited(request, principal, "profile.delete", "profile", name):
+        if name in BUILTIN:
+            raise _builtin(name, "deleted")
+        try:
+            deleted = await request.app.state.store.delete_profile(name)
+        except ProfileError as exc:
+            raise refused(exc) from None
+        if not deleted:
+            raise _not_found(name)

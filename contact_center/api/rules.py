@@ -18,11 +18,13 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from analytics.backtest import backtest, reads_words
 from analytics.rules import AnyRule, HumanRequestedRule, Rule, RuleSet
+from contact_center.api.audited import audited
 from contact_center.api.auth import require
 from contact_center.api.openapi import COMMON, Responses, error
 from contact_center.protocol import Model, Timestamp
 from contact_center.stores import HistoryQuery
 from monitoring.permissions import Permission, Principal
+from monitoring.scope import Within
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -92,6 +94,12 @@ def _check_version(rule_id: str, expected: int | None, current: AnyRule) -> None
                                              f"not {expected}; fetch it and retry"})
 
 
+def _versions(before: AnyRule, after: AnyRule | None) -> dict[str, Any]:
+    """What the audit log keeps of a rule's change: its version before and after."""
+    return {"version_before": before.version,
+            "version": after.version if after is not None else None}
+
+
 @router.get("/v1/rules", response_model=RuleSet)
 async def get_rules(request: Request,
                     _: Principal = require(Permission.RULES_MANAGE)) -> RuleSet:
@@ -101,14 +109,25 @@ async def get_rules(request: Request,
 
 @router.put("/v1/rules", response_model=RuleSet)
 async def put_rules(request: Request, rules: RuleSet,
-                    _: Principal = require(Permission.RULES_MANAGE)) -> RuleSet:
+                    principal: Principal = require(Permission.RULES_MANAGE)) -> RuleSet:
     """Replace the whole rule set (an import). Versions are the server's: an unchanged
     rule keeps its version, a changed one is bumped, a new one starts at 1."""
-    async with _lock(request):
+    async with audited(request, principal, "rules.import", "rules") as outcome, \
+            _lock(request):
         current_rules = await _current(request)
         new = _validated(lambda: current_rules.replacing(rules))
         await _commit(request, new)
+        outcome.details = _differences(current_rules, new)
     return new
+
+
+def _differences(before: RuleSet, after: RuleSet) -> dict[str, list[str]]:
+    """The ids of the rules an import added, changed and removed."""
+    old = {rule.id: rule.version for rule in before.rules}
+    new = {rule.id: rule.version for rule in after.rules}
+    return {"added": sorted(new.keys() - old.keys()),
+            "changed": sorted(i for i in new.keys() & old.keys() if new[i] != old[i]),
+            "removed": sorted(old.keys() - new.keys())}
 
 
 @router.post("/v1/rules", status_code=201, response_model=Rule,
@@ -116,9 +135,9 @@ async def put_rules(request: Request, rules: RuleSet,
 async def create_rule(request: Request,
                       rule: Annotated[Rule, Body(openapi_examples={
                           "signal": {"value": RULE_EXAMPLE}})],
-                      _: Principal = require(Permission.RULES_MANAGE)) -> AnyRule:
+                      principal: Principal = require(Permission.RULES_MANAGE)) -> AnyRule:
     """Add one rule (version 1); 409 ``rule_exists`` if its id is taken."""
-    async with _lock(request):
+    async with audited(request, principal, "rule.create", "rule", rule.id), _lock(request):
         rules = await _current(request)
         if rules.get(rule.id) is not None:
             raise HTTPException(409, {"type": "error", "code": "rule_exists",
@@ -142,12 +161,13 @@ async def get_rule(request: Request, rule_id: str,
 @router.put("/v1/rules/{rule_id}", response_model=Rule,
             responses={**_UNKNOWN, 409: _CONFLICT})
 async def update_rule(request: Request, rule_id: str, rule: Annotated[Rule, Body()],
-                      _: Principal = require(Permission.RULES_MANAGE)) -> AnyRule:
+                      principal: Principal = require(Permission.RULES_MANAGE)) -> AnyRule:
     """Replace one rule. A ``version`` in the body, if given, must be the current one
     (409 ``version_conflict`` otherwise); the version is bumped if anything changed."""
     if rule.id != rule_id:
         raise _invalid(("body", "id"), f"id {rule.id!r} differs from the path's {rule_id!r}")
-    async with _lock(request):
+    async with audited(request, principal, "rule.change", "rule", rule_id) as outcome, \
+            _lock(request):
         rules = await _current(request)
         current = rules.get(rule_id)
         if current is None:
@@ -156,6 +176,7 @@ async def update_rule(request: Request, rule_id: str, rule: Annotated[Rule, Body
                        current)
         new = _validated(lambda: rules.with_rule(rule))
         await _commit(request, new)
+        outcome.details = _versions(current, new.get(rule_id))
     updated = new.get(rule_id)
     assert updated is not None
     return updated
@@ -166,10 +187,11 @@ async def update_rule(request: Request, rule_id: str, rule: Annotated[Rule, Body
 async def patch_rule(request: Request, rule_id: str,
                      change: Annotated[dict[str, Any], Body(openapi_examples={
                          "disable": {"value": {"enabled": False}}})],
-                     _: Principal = require(Permission.RULES_MANAGE)) -> AnyRule:
+                     principal: Principal = require(Permission.RULES_MANAGE)) -> AnyRule:
     """Change some fields of one rule, e.g. ``{"enabled": false}`` to disable it. The
     result is validated as a whole rule; ``version``, if given, must be the current one."""
-    async with _lock(request):
+    async with audited(request, principal, "rule.change", "rule", rule_id,
+                       {"fields": sorted(change)}) as outcome, _lock(request):
         rules = await _current(request)
         current = rules.get(rule_id)
         if current is None:
@@ -186,6 +208,7 @@ async def patch_rule(request: Request, rule_id: str,
         rule = _validated(lambda: _RULE.validate_python(merged), ("body",))
         new = _validated(lambda: rules.with_rule(rule))
         await _commit(request, new)
+        outcome.details |= _versions(current, new.get(rule_id))
     patched = new.get(rule_id)
     assert patched is not None
     return patched
@@ -194,9 +217,9 @@ async def patch_rule(request: Request, rule_id: str,
 @router.delete("/v1/rules/{rule_id}", status_code=204, response_class=Response,
                responses=_UNKNOWN)
 async def delete_rule(request: Request, rule_id: str,
-                      _: Principal = require(Permission.RULES_MANAGE)) -> None:
+                      principal: Principal = require(Permission.RULES_MANAGE)) -> None:
     """Delete one rule; its alerts stay, and record the version that fired."""
-    async with _lock(request):
+    async with audited(request, principal, "rule.delete", "rule", rule_id), _lock(request):
         rules = await _current(request)
         if rules.get(rule_id) is None:
             raise _unknown(rule_id)
@@ -275,6 +298,24 @@ async def run_backtest(request: Request, body: BacktestRequest,
         raise _invalid(("body",), "give exactly one of rule and rule_id")
     if body.since and body.until and body.since >= body.until:
         raise _invalid(("body", "until"), "until must be after since")
+    rule_id = body.rule_id if body.rule is None else body.rule.id
+    asked = {"draft": body.rule is not None, "max_conversations": body.max_conversations} | {
+        name: value for name, value in (
+            ("since", body.since.timestamp() if body.since else None),
+            ("until", body.until.timestamp() if body.until else None),
+            ("queue", body.queue)) if value is not None}
+    async with audited(request, principal, "rule.backtest", "rule", rule_id,
+                       asked) as outcome:
+        result, elapsed = await _backtest(request, body, principal.within)
+        outcome.details |= {"conversations": result["conversations"],
+                            "alerts": result["alerts"]}
+    return result | {"elapsed_ms": elapsed * 1000}
+
+
+async def _backtest(request: Request, body: BacktestRequest,
+                    within: Within | None) -> tuple[dict[str, Any], float]:
+    """The backtest's result over the conversations ``within`` covers, and how long it
+    took (seconds)."""
     rules = await _current(request)
     if body.rule_id is not None:
         rule, current = rules.get(body.rule_id), None
@@ -290,7 +331,7 @@ async def run_backtest(request: Request, body: BacktestRequest,
         with_text=(body.samples > 0 or reads_words(rule)
                    or (current is not None and reads_words(current))),
         with_agents=any(isinstance(r, HumanRequestedRule) for r in (rule, current)),
-        limit=body.max_conversations, within=principal.within)
+        limit=body.max_conversations, within=within)
     lock = request.app.state.backtest_lock
     if lock.locked():  # one at a time (each takes a core): no queue of waiting requests
         raise HTTPException(503, {"type": "error", "code": "busy", "message": (
@@ -308,4 +349,5 @@ async def run_backtest(request: Request, body: BacktestRequest,
                                          request.app.state.settings.rolling, current,
                                          body.samples)
         elapsed = time.perf_counter() - started
-    return result | {"elapsed_ms": elapsed * 1000}
+    return result, elapsed
+

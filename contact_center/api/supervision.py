@@ -13,6 +13,7 @@ from fastapi import APIRouter, HTTPException, Request, WebSocket
 from pydantic import Field
 
 from contact_center import protocol as p
+from contact_center.api.audited import audited
 from contact_center.api.auth import require
 from contact_center.api.openapi import COMMON, Responses, error
 from contact_center.api.views import Barged, Monitors, Supervised, SupervisorTurn, Whispered
@@ -134,12 +135,15 @@ async def whisper(request: Request, conversation_id: str, body: WhisperBody,
     """A note to the conversation's agent, which the customer never sees: pushed to the
     agent desktop (the connector socket), the agent's alert stream and the monitors;
     stored as an event, its words only where the recording policy keeps the agent's."""
-    await _found(request, conversation_id, principal)
     command = p.SupervisorCommand(
         conversation_id=conversation_id, command_id=_key("whisper", principal,
                                                          body.request_id),
         action="whisper", by=principal.username, text=body.text)
-    reply = await _submit(request, command)
+    # (its length, not its words: the log keeps no conversation text)
+    async with audited(request, principal, "whisper", "conversation", conversation_id,
+                       {"whisper_id": command.command_id, "chars": len(body.text)}):
+        await _found(request, conversation_id, principal)
+        reply = await _submit(request, command)
     return {"conversation_id": conversation_id, "status": reply.status,
             "whisper_id": command.command_id}
 
@@ -150,11 +154,12 @@ async def barge(request: Request, conversation_id: str,
                 principal: Principal = require(Permission.MANAGER_BARGE)) -> dict[str, Any]:
     """Join the conversation as a participant (role supervisor): the connector is told
     (`participant.joined`) and passes what you write to the customer."""
-    await _found(request, conversation_id, principal)
     command = p.SupervisorCommand(
         conversation_id=conversation_id, command_id=_key("barge", principal, None),
         action="barge", by=principal.username)
-    reply = await _submit(request, command)
+    async with audited(request, principal, "barge.join", "conversation", conversation_id):
+        await _found(request, conversation_id, principal)
+        reply = await _submit(request, command)
     await request.app.state.runtime.presence.barged(conversation_id)
     participant: dict[str, Any] = {"id": supervisor_participant(principal.username),
                                    "role": "supervisor", "name": principal.username}
@@ -171,11 +176,12 @@ async def barge(request: Request, conversation_id: str,
 async def leave(request: Request, conversation_id: str,
                 principal: Principal = require(Permission.MANAGER_BARGE)) -> dict[str, Any]:
     """Leave a conversation you barged into (the connector is told: `participant.left`)."""
-    await _found(request, conversation_id, principal)
     command = p.SupervisorCommand(
         conversation_id=conversation_id, command_id=_key("leave", principal, None),
         action="leave", by=principal.username)
-    reply = await _submit(request, command)
+    async with audited(request, principal, "barge.leave", "conversation", conversation_id):
+        await _found(request, conversation_id, principal)
+        reply = await _submit(request, command)
     await request.app.state.runtime.presence.barged(conversation_id)
     return {"conversation_id": conversation_id, "status": reply.status}
 
@@ -186,11 +192,13 @@ async def write(request: Request, conversation_id: str, body: MessageBody,
                 principal: Principal = require(Permission.MANAGER_BARGE)) -> dict[str, Any]:
     """Write to the customer, once barged in: a turn with role supervisor (scored,
     recorded under the policy, on monitors), pushed to the connector to pass on."""
-    await _found(request, conversation_id, principal)
     segment_id = _key("supervisor", principal, body.message_id)
     command = p.SupervisorCommand(
         conversation_id=conversation_id, command_id=segment_id, action="say",
         by=principal.username, text=body.text, segment_id=segment_id)
-    reply = await _submit(request, command)
+    async with audited(request, principal, "barge.message", "conversation", conversation_id,
+                       {"segment_id": segment_id, "chars": len(body.text)}):
+        await _found(request, conversation_id, principal)
+        reply = await _submit(request, command)
     return {"conversation_id": conversation_id, "status": reply.status,
             "segment_id": segment_id, "scores": reply.scores}

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import Field
 
+from contact_center.api.audited import audited
 from contact_center.api.auth import require
 from contact_center.api.openapi import COMMON, Closed, error
 from contact_center.protocol import Model
@@ -81,11 +82,16 @@ def _team(team: Team) -> dict[str, Any]:
     return {"id": team.id, "name": team.name, "parent": team.parent}
 
 
-async def _save(request: Request, team: Team, create: bool) -> bool:
-    try:
-        saved: bool = await request.app.state.store.save_team(team, create)
-    except (TeamExists, TreeError) as exc:
-        raise _refused(exc) from None
+async def _save(request: Request, principal: Principal, team: Team, create: bool) -> bool:
+    async with audited(request, principal, "team.create" if create else "team.change",
+                       "team", team.id, {"name": team.name, "parent": team.parent}):
+        unscoped(principal)
+        try:
+            saved: bool = await request.app.state.store.save_team(team, create)
+        except (TeamExists, TreeError) as exc:
+            raise _refused(exc) from None
+        if not saved:
+            raise _unknown(team.id)
     request.app.state.access.changed()
     return saved
 
@@ -95,9 +101,8 @@ async def _save(request: Request, team: Team, create: bool) -> bool:
     422: error("invalid_team: no such parent, a cycle, or more than five levels")})
 async def add_team(request: Request, body: NewTeam,
                    principal: Principal = require(Permission.USERS_MANAGE)) -> dict[str, Any]:
-    unscoped(principal)
     team = Team(body.id, body.name, body.parent)
-    await _save(request, team, create=True)
+    await _save(request, principal, team, create=True)
     return _team(team)
 
 
@@ -124,14 +129,12 @@ async def get_team(request: Request, team_id: str,
 async def change_team(request: Request, team_id: str, change: TeamChange,
                       principal: Principal = require(Permission.USERS_MANAGE)) -> dict[str, Any]:
     """Rename a team or move it (with the teams under it)."""
-    unscoped(principal)
     team = (await request.app.state.store.load_directory()).tree.teams.get(team_id)
     if team is None:
         raise _unknown(team_id)
     changed = Team(team_id, change.name or team.name,
                    change.parent if "parent" in change.model_fields_set else team.parent)
-    if not await _save(request, changed, create=False):
-        raise _unknown(team_id)  # deleted meanwhile
+    await _save(request, principal, changed, create=False)  # (404 if deleted meanwhile)
     return _team(changed)
 
 
@@ -140,14 +143,15 @@ async def change_team(request: Request, team_id: str, change: TeamChange,
     409: error("team_in_use: teams are under it, agents in it, or users scoped to it")})
 async def delete_team(request: Request, team_id: str,
                       principal: Principal = require(Permission.USERS_MANAGE)) -> None:
-    unscoped(principal)
-    try:
-        deleted = await request.app.state.store.delete_team(team_id)
-    except (TeamInUse, TreeError) as exc:
-        raise HTTPException(409, {"type": "error", "code": "team_in_use",
-                                  "message": str(exc)}) from None
-    if not deleted:
-        raise _unknown(team_id)
+    async with audited(request, principal, "team.delete", "team", team_id):
+        unscoped(principal)
+        try:
+            deleted = await request.app.state.store.delete_team(team_id)
+        except (TeamInUse, TreeError) as exc:
+            raise HTTPException(409, {"type": "error", "code": "team_in_use",
+                                      "message": str(exc)}) from None
+        if not deleted:
+            raise _unknown(team_id)
     request.app.state.access.changed()
 
 
@@ -158,14 +162,17 @@ async def put_agent(request: Request, agent_id: str, entry: AgentEntry, response
                     principal: Principal = require(Permission.USERS_MANAGE)) -> dict[str, Any]:
     """Add an agent to the directory, or change their name or team: the conversations
     they handle then count in the new team's scope."""
-    unscoped(principal)
     if len(agent_id) > 128:
         raise HTTPException(422, {"type": "error", "code": "validation_error",
                                   "message": "an agent id is at most 128 characters"})
-    try:
-        added = await request.app.state.store.put_agent(Agent(agent_id, entry.name, entry.team))
-    except UnknownTeam as exc:
-        raise _refused(exc) from None
+    async with audited(request, principal, "agent.put", "agent", agent_id,
+                       {"name": entry.name, "team": entry.team}):
+        unscoped(principal)
+        try:
+            added = await request.app.state.store.put_agent(
+                Agent(agent_id, entry.name, entry.team))
+        except UnknownTeam as exc:
+            raise _refused(exc) from None
     request.app.state.access.changed()
     response.status_code = 201 if added else 200
     return {"id": agent_id, "name": entry.name, "team": entry.team}

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query, Request
 
 from analytics.search import parse_terms
+from contact_center.api.audited import audited
 from contact_center.api.auth import require
 from contact_center.api.openapi import COMMON, error
 from contact_center.api.views import SearchResults, Transcript
@@ -47,12 +48,15 @@ async def get_transcript(request: Request, conversation_id: str,
                          principal: Principal = require(Permission.TRANSCRIPTS_READ),
                          ) -> dict[str, Any]:
     """A conversation in the user's scope with every turn's scores, its alerts and
-    events. Turns whose role the recording policy did not keep have ``text: null``."""
-    conversation = await request.app.state.store.get_conversation(conversation_id)
-    if conversation is None or not principal.sees(conversation["queue"],
-                                                  conversation["agent_id"]):
-        raise HTTPException(404, {"type": "error", "code": "unknown_conversation",
-                                  "message": f"no conversation {conversation_id}"})
+    events. Turns whose role the recording policy did not keep have ``text: null``.
+    Recorded in the audit log (``transcript.read``) before it is answered."""
+    async with audited(request, principal, "transcript.read", "conversation",
+                       conversation_id):
+        conversation = await request.app.state.store.get_conversation(conversation_id)
+        if conversation is None or not principal.sees(conversation["queue"],
+                                                      conversation["agent_id"]):
+            raise HTTPException(404, {"type": "error", "code": "unknown_conversation",
+                                      "message": f"no conversation {conversation_id}"})
     return conversation
 
 
@@ -80,10 +84,21 @@ async def search_transcripts(
                         until=until.timestamp() if until else None, queue=queue,
                         agent_id=agent_id, role=role, limit=limit, offset=offset,
                         within=principal.within)
-    try:
-        hits = await request.app.state.store.search(query)
-    except QueryTimeout:
-        raise HTTPException(503, {"type": "error", "code": "query_timeout", "message": (
-            f"the search ran past {SEARCH_SECONDS:g} s and was stopped; narrow it (since, "
-            "until, queue, agent_id, role, or more specific words)")}) from None
+    async with audited(request, principal, "transcript.search",
+                       details=_searched(query)) as outcome:
+        try:
+            hits = await request.app.state.store.search(query)
+        except QueryTimeout:
+            raise HTTPException(503, {"type": "error", "code": "query_timeout", "message": (
+                f"the search ran past {SEARCH_SECONDS:g} s and was stopped; narrow it "
+                "(since, until, queue, agent_id, role, or more specific words)")}) from None
+        outcome.details["hits"] = len(hits)
     return {"terms": terms, "hits": hits}
+
+
+def _searched(query: SearchQuery) -> dict[str, Any]:
+    """What the audit log keeps of a search: its terms and every filter given."""
+    return {name: value for name, value in (
+        ("terms", query.terms), ("since", query.since), ("until", query.until),
+        ("queue", query.queue), ("agent_id", query.agent_id), ("role", query.role),
+        ("limit", query.limit), ("offset", query.offset)) if value is not None}

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import Field, StringConstraints
 
+from contact_center.api.audited import audited
 from contact_center.api.auth import require
 from contact_center.api.openapi import COMMON, Closed, Responses, error
 from contact_center.api.profiles import refused
@@ -122,14 +123,16 @@ async def list_users(request: Request,
 async def add_user(request: Request, body: NewUser,
                    principal: Principal = require(Permission.USERS_MANAGE)) -> dict[str, Any]:
     store = request.app.state.store
-    try:
-        user = await create_user(store, body.username, body.profiles, body.agent_id,
-                                 assignment_check(principal.permissions, body.profiles))
-    except (CannotGrant, UnknownProfile) as exc:
-        raise _invalid(exc) from None
-    except ValueError as exc:
-        raise HTTPException(409, {"type": "error", "code": "invalid_user",
-                                  "message": str(exc)}) from None
+    async with audited(request, principal, "user.create", "user", body.username,
+                       {"profiles": body.profiles, "agent_id": body.agent_id}):
+        try:
+            user = await create_user(store, body.username, body.profiles, body.agent_id,
+                                     assignment_check(principal.permissions, body.profiles))
+        except (CannotGrant, UnknownProfile) as exc:
+            raise _invalid(exc) from None
+        except ValueError as exc:
+            raise HTTPException(409, {"type": "error", "code": "invalid_user",
+                                      "message": str(exc)}) from None
     return _public(user, await permissions_held(store, user.profiles))
 
 
@@ -159,30 +162,37 @@ class UserChange(Model):
 async def change_user(request: Request, username: str, change: UserChange,
                       principal: Principal = require(Permission.USERS_MANAGE)
                       ) -> dict[str, Any]:
-    """Change a user's profiles or scope, or disable (or re-enable) them."""
+    """Change a user's profiles or scope, or disable (or re-enable) them; each change is
+    recorded in the audit log."""
     store = request.app.state.store
     if change.profiles is not None:  # first: the change that may be refused
-        try:
-            profiles = list(dict.fromkeys(change.profiles))
-            found = await store.set_profiles(username, profiles, assignment_check(
-                principal.permissions, profiles))
-        except (CannotGrant, UnknownProfile) as exc:
-            raise _invalid(exc) from None
-        if not found:
-            raise _unknown_user(username)
+        profiles = list(dict.fromkeys(change.profiles))
+        async with audited(request, principal, "user.profiles", "user", username,
+                           {"profiles": profiles}):
+            try:
+                found = await store.set_profiles(username, profiles, assignment_check(
+                    principal.permissions, profiles))
+            except (CannotGrant, UnknownProfile) as exc:
+                raise _invalid(exc) from None
+            if not found:
+                raise _unknown_user(username)
     if "scope" in change.model_fields_set:
-        unscoped(principal)
         scope = Scope() if change.scope is None else Scope(
             frozenset(change.scope.teams), frozenset(change.scope.queues))
-        try:
-            if not await store.set_scope(username, scope):
+        async with audited(request, principal, "user.scope", "user", username,
+                           {"scope": scope.as_json()}):
+            unscoped(principal)
+            try:
+                if not await store.set_scope(username, scope):
+                    raise _unknown_user(username)
+            except UnknownTeam as exc:
+                raise HTTPException(422, {"type": "error", "code": "unknown_team",
+                                          "message": str(exc)}) from None
+    if change.disabled is not None:
+        action = "user.disable" if change.disabled else "user.enable"
+        async with audited(request, principal, action, "user", username):
+            if not await store.set_disabled(username, change.disabled):
                 raise _unknown_user(username)
-        except UnknownTeam as exc:
-            raise HTTPException(422, {"type": "error", "code": "unknown_team",
-                                      "message": str(exc)}) from None
-    if change.disabled is not None and not await store.set_disabled(username,
-                                                                    change.disabled):
-        raise _unknown_user(username)
     request.app.state.access.changed()
     user = await store.get_user(username=username)
     if user is None:
@@ -204,22 +214,26 @@ class IssuedToken(Closed):
 @router.post("/v1/users/{username}/tokens", status_code=201, response_model=IssuedToken,
              responses={404: error("unknown_user: no such user")})
 async def add_token(request: Request, username: str, body: NewToken,
-                    _: Principal = require(Permission.USERS_MANAGE)) -> dict[str, Any]:
+                    principal: Principal = require(Permission.USERS_MANAGE)) -> dict[str, Any]:
     """Issue an API token. The token is in this response only; it is stored hashed."""
     store = request.app.state.store
-    user = await store.get_user(username=username)
-    if user is None:
-        raise HTTPException(404, {"type": "error", "code": "unknown_user",
-                                  "message": f"no user {username}"})
-    token, secret = await issue_token(store, user, body.label)
+    async with audited(request, principal, "token.issue", "token", None,
+                       {"username": username, "label": body.label}) as outcome:
+        user = await store.get_user(username=username)
+        if user is None:
+            raise HTTPException(404, {"type": "error", "code": "unknown_user",
+                                      "message": f"no user {username}"})
+        token, secret = await issue_token(store, user, body.label)
+        outcome.target_id = token.id
     return {"id": token.id, "username": username, "label": token.label, "token": secret}
 
 
 @router.delete("/v1/tokens/{token_id}", status_code=204, response_class=Response,
                responses={404: error("unknown_token: no such active token")})
 async def revoke_token(request: Request, token_id: str,
-                       _: Principal = require(Permission.USERS_MANAGE)) -> None:
-    if not await request.app.state.store.revoke_token(token_id):
-        raise HTTPException(404, {"type": "error", "code": "unknown_token",
-                                  "message": "no such active token"})
+                       principal: Principal = require(Permission.USERS_MANAGE)) -> None:
+    async with audited(request, principal, "token.revoke", "token", token_id):
+        if not await request.app.state.store.revoke_token(token_id):
+            raise HTTPException(404, {"type": "error", "code": "unknown_token",
+                                      "message": "no such active token"})
     request.app.state.access.changed()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import time
+import urllib.parse
 from typing import Any, Literal
 
 import httpx2 as httpx
@@ -12,6 +13,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import Field
 
 from analytics.rules import Severity
+from contact_center.api.audited import audited
 from contact_center.api.auth import require
 from contact_center.api.openapi import COMMON, Closed, Responses, error
 from contact_center.protocol import Id, Model
@@ -131,15 +133,30 @@ async def add_webhook(request: Request, body: WebhookFields,
     """Send alert events to a URL, signed (Standard Webhooks). The secret is in this
     response only."""
     store = request.app.state.store
-    if len(await store.list_webhooks()) >= MAX_WEBHOOKS:
-        raise _invalid(f"at most {MAX_WEBHOOKS} webhooks")
-    hook = {"id": "wh_" + secrets.token_hex(8), "url": await _checked(request, body.url),
-            "events": list(dict.fromkeys(body.events)), "min_severity": body.min_severity,
-            "queues": body.queues, "secret": new_secret(), "enabled": True,
-            "disabled_reason": None, "failing_since": None, "created_at": time.time(),
-            "created_by": principal.username}
-    stored = await store.add_webhook(hook)
+    webhook_id = "wh_" + secrets.token_hex(8)
+    async with audited(request, principal, "webhook.create", "webhook", webhook_id,
+                       {"url": _shown(body.url), "events": body.events,
+                        "min_severity": body.min_severity, "queues": body.queues}):
+        if len(await store.list_webhooks()) >= MAX_WEBHOOKS:
+            raise _invalid(f"at most {MAX_WEBHOOKS} webhooks")
+        hook = {"id": webhook_id, "url": await _checked(request, body.url),
+                "events": list(dict.fromkeys(body.events)), "min_severity": body.min_severity,
+                "queues": body.queues, "secret": new_secret(), "enabled": True,
+                "disabled_reason": None, "failing_since": None, "created_at": time.time(),
+                "created_by": principal.username}
+        stored = await store.add_webhook(hook)
     return _public(stored) | {"secret": stored["secret"]}
+
+
+def _shown(url: str) -> str:
+    """A URL as the audit log keeps it: without a user and password, query or fragment
+    (which may hold a secret)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "(not a URL)"
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 @router.get("/v1/webhooks", response_model=Webhooks)
@@ -157,30 +174,33 @@ async def get_webhook(request: Request, webhook_id: str,
 @router.patch("/v1/webhooks/{webhook_id}", response_model=WebhookInfo,
               responses={**NOT_FOUND, **REFUSED})
 async def change_webhook(request: Request, webhook_id: str, change: WebhookChange,
-                         _: Principal = require(Permission.WEBHOOKS_MANAGE)
+                         principal: Principal = require(Permission.WEBHOOKS_MANAGE)
                          ) -> dict[str, Any]:
     """Change some fields (``queues: null`` means all queues again)."""
-    await _found(request, webhook_id)
     changes = change.model_dump(exclude_unset=True)
-    if changes.get("url") is not None:
-        await _checked(request, changes["url"])
-    changes = {k: v for k, v in changes.items() if v is not None or k == "queues"}
-    if changes.get("enabled"):
-        changes |= {"disabled_reason": None, "failing_since": None}
-    hook = await request.app.state.store.update_webhook(webhook_id, changes) if changes \
-        else await _found(request, webhook_id)
-    if hook is None:
-        await _found(request, webhook_id)  # (deleted meanwhile: 404)
+    asked = changes | ({"url": _shown(changes["url"])} if changes.get("url") else {})
+    async with audited(request, principal, "webhook.change", "webhook", webhook_id, asked):
+        await _found(request, webhook_id)
+        if changes.get("url") is not None:
+            await _checked(request, changes["url"])
+        changes = {k: v for k, v in changes.items() if v is not None or k == "queues"}
+        if changes.get("enabled"):
+            changes |= {"disabled_reason": None, "failing_since": None}
+        hook = await request.app.state.store.update_webhook(webhook_id, changes) if changes \
+            else await _found(request, webhook_id)
+        if hook is None:
+            await _found(request, webhook_id)  # (deleted meanwhile: 404)
     return _public(hook)
 
 
 @router.delete("/v1/webhooks/{webhook_id}", status_code=204, response_class=Response,
                responses=NOT_FOUND)
 async def delete_webhook(request: Request, webhook_id: str,
-                         _: Principal = require(Permission.WEBHOOKS_MANAGE)) -> None:
+                         principal: Principal = require(Permission.WEBHOOKS_MANAGE)) -> None:
     """Stop sending to it; its deliveries go with it."""
-    if not await request.app.state.store.delete_webhook(webhook_id):
-        await _found(request, webhook_id)
+    async with audited(request, principal, "webhook.delete", "webhook", webhook_id):
+        if not await request.app.state.store.delete_webhook(webhook_id):
+            await _found(request, webhook_id)
 
 
 @router.get("/v1/webhooks/{webhook_id}/deliveries", response_model=Deliveries,
@@ -204,11 +224,21 @@ async def list_deliveries(request: Request, webhook_id: str,
                         409: error("delivery_in_flight: a try of it is under way; ask "
                                    "again once it has ended")})
 async def redeliver(request: Request, webhook_id: str, delivery_id: int,
-                    _: Principal = require(Permission.WEBHOOKS_MANAGE)) -> dict[str, Any]:
+                    principal: Principal = require(Permission.WEBHOOKS_MANAGE)
+                    ) -> dict[str, Any]:
     """Send a delivery again now (the same webhook-id), whatever its status."""
+    async with audited(request, principal, "webhook.redeliver", "webhook", webhook_id,
+                       {"delivery_id": delivery_id}):
+        delivery = await _redeliver(request, webhook_id, delivery_id)
+    request.app.state.runtime.webhooks.wake()
+    return delivery
+
+
+async def _redeliver(request: Request, webhook_id: str, delivery_id: int) -> dict[str, Any]:
     await _found(request, webhook_id)
     store = request.app.state.store
-    delivery = await store.redeliver(webhook_id, delivery_id, time.time())
+    delivery: dict[str, Any] | None = await store.redeliver(webhook_id, delivery_id,
+                                                            time.time())
     if delivery is None:
         # (the newest delivery up to this id: this one, if there is one)
         found = await store.list_deliveries(webhook_id, None, delivery_id + 1, 1)
@@ -218,5 +248,4 @@ async def redeliver(request: Request, webhook_id: str, delivery_id: int,
                                                  "ask again once it has ended"})
         raise HTTPException(404, {"type": "error", "code": "unknown_delivery",
                                   "message": f"no delivery {delivery_id} of {webhook_id}"})
-    request.app.state.runtime.webhooks.wake()
     return delivery

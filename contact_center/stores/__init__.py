@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from analytics.history import History
 from monitoring.alert_stream import AlertEvents as AlertEvents
+from monitoring.audit import AuditEntry
 from monitoring.credentials import Token, User
 from monitoring.profiles import ProfileCheck, SecurityProfile
 from monitoring.scope import Agent, Directory, Scope, Team, Within
@@ -168,6 +169,20 @@ class AlertQuery:
     before: str | None = None
     limit: int = 100
     within: Within | None = None  # None: everything
+
+
+@dataclass(slots=True)
+class AuditQuery:
+    """Audit entries newest first, filtered; ``before``: the cursor (an entry id)."""
+
+    actor: str | None = None
+    action: str | None = None
+    target_type: str | None = None
+    target_id: str | None = None
+    since: float | None = None  # at or after
+    until: float | None = None  # ... before
+    before: int | None = None
+    limit: int = 100
 
 
 @dataclass(slots=True)
@@ -340,6 +355,17 @@ class Store(Protocol):
         ...
     async def release_delivery_leases(self) -> None:
         """Free every lease (the embedded service at start: no other process holds one)."""
+        ...
+
+    # audit log (contact_center.stores.audit)
+    async def append_audit(self, entries: list[AuditEntry]) -> list[AuditEntry]:
+        """Number and chain ``entries`` after the newest entry (`monitoring.audit_chain`)
+        and add them, in one transaction; appends from any number of processes make one
+        chain. Returns them as stored."""
+        ...
+    async def list_audit(self, query: AuditQuery) -> list[AuditEntry]: ...
+    async def audit_chain(self, after: int, limit: int) -> list[AuditEntry]:
+        """Entries after id ``after``, in id order (to verify or export the chain)."""
         ...
 
     async def prune_alert_events(self, before: float) -> int:

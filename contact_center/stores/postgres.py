@@ -22,6 +22,7 @@ from contact_center.stores import (
     AlertEventRow,
     AlertEvents,
     AlertQuery,
+    AuditQuery,
     DeliveryOutcome,
     Fenced,
     HistoryQuery,
@@ -33,6 +34,7 @@ from contact_center.stores import (
     directory,
     event_key,
 )
+from contact_center.stores import audit as au
 from contact_center.stores import profiles as pr
 from contact_center.stores import webhooks as wh
 from contact_center.stores.rows import (
@@ -53,6 +55,8 @@ from contact_center.stores.rows import (
     within_clause,
 )
 from monitoring import codec
+from monitoring.audit import AuditEntry
+from monitoring.audit_chain import GENESIS, link
 from monitoring.credentials import Token, User
 from monitoring.messages import RECENT_LIMIT
 from monitoring.permissions import Permission
@@ -244,6 +248,34 @@ MIGRATIONS: list[str] = [
     );
     CREATE UNIQUE INDEX security_profiles_folded ON security_profiles (lower(name));
     """,
+    f"""
+    CREATE TABLE audit_log (
+        id bigint PRIMARY KEY,
+        at double precision NOT NULL,
+        actor text,
+        action text NOT NULL,
+        target_type text,
+        target_id text,
+        result text NOT NULL,
+        source text,
+        request_id text,
+        details json NOT NULL,
+        prev_hash text NOT NULL,
+        hash text NOT NULL
+    );
+    CREATE INDEX audit_log_actor ON audit_log (actor, id);
+    CREATE INDEX audit_log_action ON audit_log (action, id);
+    CREATE INDEX audit_log_target ON audit_log (target_type, target_id, id);
+    CREATE INDEX audit_log_at ON audit_log (at);
+    CREATE FUNCTION audit_log_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE EXCEPTION '{au.REFUSED}: % refused', TG_OP
+            USING ERRCODE = 'insufficient_privilege';
+    END $$;
+    -- Per statement: refused even when no row matches.
+    CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON audit_log
+        FOR EACH STATEMENT EXECUTE FUNCTION audit_log_refuse();
+    """,
 ]
 IDLE_IN_TRANSACTION_MS = 5000
 CLAIM_WAIT_MS = 2000
@@ -261,6 +293,9 @@ _ALERT_UPSERT = (
     f"UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in ALERT_COLUMNS[2:])} "
     "WHERE excluded.version >= alerts.version")
 _KEPT_AFTER = "alert_events_kept_after"  # settings key: see AlertEvents.kept_after
+# Advisory lock id, held from reading the newest audit entry to commit: appends from every
+# API node make one chain.
+_AUDIT_LOCK = 7_303_004
 
 
 async def migrate(connection: asyncpg.Connection) -> tuple[int, int]:
@@ -766,6 +801,28 @@ class PostgresStore:
             await db.execute("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT "
                              "(key) DO UPDATE SET value = excluded.value", _KEPT_AFTER, newest)
         return _count(status)
+
+    # -- audit log --------------------------------------------------------------------
+
+    async def append_audit(self, entries: list[AuditEntry]) -> list[AuditEntry]:
+        if not entries:
+            return []
+        async with self.pool.acquire() as db, db.transaction():
+            await db.execute("SELECT pg_advisory_xact_lock($1)", _AUDIT_LOCK)
+            newest = await db.fetchrow(au.NEWEST)  # (after the lock: the committed newest)
+            linked = link(entries, *(tuple(newest) if newest else (0, GENESIS)))
+            await db.executemany(wh.numbered(au.INSERT),
+                                 [au.values(e, _as_is) for e in linked])
+        return linked
+
+    async def list_audit(self, query: AuditQuery) -> list[AuditEntry]:
+        sql, args = au.listing(query)
+        return [au.as_entry(r, _as_is) for r in await self.pool.fetch(wh.numbered(sql),
+                                                                       *args)]
+
+    async def audit_chain(self, after: int, limit: int) -> list[AuditEntry]:
+        return [au.as_entry(r, _as_is) for r in await self.pool.fetch(
+            wh.numbered(au.CHAIN), after, limit)]
 
     async def search(self, query: SearchQuery) -> list[dict[str, Any]]:
         where, args = ["s.text IS NOT NULL"], list[Any]()

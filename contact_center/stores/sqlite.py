@@ -28,6 +28,7 @@ from contact_center.stores import (
     AlertEventRow,
     AlertEvents,
     AlertQuery,
+    AuditQuery,
     DeliveryOutcome,
     HistoryQuery,
     QueryTimeout,
@@ -37,6 +38,7 @@ from contact_center.stores import (
     directory,
     event_key,
 )
+from contact_center.stores import audit as au
 from contact_center.stores import profiles as pr
 from contact_center.stores import webhooks as wh
 from contact_center.stores.rows import (
@@ -58,6 +60,8 @@ from contact_center.stores.rows import (
     within_clause,
 )
 from monitoring import codec
+from monitoring.audit import AuditEntry
+from monitoring.audit_chain import GENESIS, link
 from monitoring.credentials import Token, User
 from monitoring.messages import RECENT_LIMIT
 from monitoring.permissions import Permission
@@ -179,6 +183,28 @@ CREATE TABLE IF NOT EXISTS webhook_cursor (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     through INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit_log (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    actor TEXT,
+    action TEXT NOT NULL,
+    target_type TEXT,
+    target_id TEXT,
+    result TEXT NOT NULL,
+    source TEXT,
+    request_id TEXT,
+    details TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_log_actor ON audit_log(actor, id);
+CREATE INDEX IF NOT EXISTS audit_log_action ON audit_log(action, id);
+CREATE INDEX IF NOT EXISTS audit_log_target ON audit_log(target_type, target_id, id);
+CREATE INDEX IF NOT EXISTS audit_log_at ON audit_log(at);
+CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS users (
     id TEXT PRIMARY KEY,
@@ -699,6 +725,23 @@ class SQLiteStore:
     async def release_delivery_leases(self) -> None:
         await self._writer.run(lambda db: db.execute(wh.RELEASE))
 
+    # -- audit log --------------------------------------------------------------------
+
+    async def append_audit(self, entries: list[AuditEntry]) -> list[AuditEntry]:
+        if not entries:
+            return []
+        return await self._writer.run(lambda db: _append_audit(db, entries))
+
+    async def list_audit(self, query: AuditQuery) -> list[AuditEntry]:
+        sql, args = au.listing(query)
+        return await self._reader.run(lambda db: [au.as_entry(r, codec.loads)
+                                                  for r in db.execute(sql, args)])
+
+    async def audit_chain(self, after: int, limit: int) -> list[AuditEntry]:
+        return await self._reader.run(lambda db: [au.as_entry(r, codec.loads)
+                                                  for r in db.execute(au.CHAIN,
+                                                                      (after, limit))])
+
     async def search(self, query: SearchQuery) -> list[dict[str, Any]]:
         return await self._analyst.run(lambda db: _search(db, query))
 
@@ -845,6 +888,15 @@ def _change_ended_alert(db: sqlite3.Connection, alert_id: str, change: AlertChan
         db.execute(_ALERT_UPSERT, alert_values(alert, codec.dumps))
         _add_alert_events(db, [event])
         return event
+
+
+def _append_audit(db: sqlite3.Connection, entries: list[AuditEntry]) -> list[AuditEntry]:
+    """Chained after the newest entry: one writer, one transaction at a time."""
+    with _writing(db):
+        newest = db.execute(au.NEWEST).fetchone()
+        linked = link(entries, *(tuple(newest) if newest else (0, GENESIS)))
+        db.executemany(au.INSERT, [au.values(e, codec.dumps) for e in linked])
+    return linked
 
 
 def _settle(execute: Callable[..., Any], o: DeliveryOutcome) -> bool:
