@@ -313,3 +313,17 @@ def test_governance_changes_and_supervisor_acts_are_in_the_audit(
     [whispered] = [e for e in found["entries"] if e["action"] == "whisper"]
     assert whispered["actor"] == "root" and whispered["details"]["chars"] == 16
     assert "refund" not in json.dumps(found)  # the log keeps no conversation text
+
+
+def test_revoking_a_connectors_token_closes_its_ingest_socket(client: TestClient,
+                                                             center: Center) -> None:
+    center.users.token("Connector", username="bridge")
+    issued = client.post("/v1/users/bridge/tokens", headers=center.admin, json={}).json()
+    with client.websocket_connect("/v1/ingest", headers=auth(issued["token"])) as ws:
+        bridge = Connector(ws)
+        assert bridge.start("r1")["status"] == "accepted"
+        assert client.delete(f"/v1/tokens/{issued['id']}",
+                             headers=center.admin).status_code == 204
+        code, reason, seconds = closed_within(ws)
+        assert (code, reason) == (1008, "revoked: the token was revoked or its user disabled")
+        assert seconds < 5

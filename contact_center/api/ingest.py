@@ -131,7 +131,8 @@ async def _read_events(ws: WebSocket, pending: Pending, bus: Bus, limit: int,
 async def ingest_socket(ws: WebSocket) -> None:
     """Connectors stream events here; with ``?outbound=true`` they are also sent what
     supervisors do in their conversations; see docs/protocol.md."""
-    if await authorize_websocket(ws, Permission.INGEST) is None:
+    principal = await authorize_websocket(ws, Permission.INGEST)
+    if principal is None:
         return
     wanted = ws.query_params.get("outbound", "false")
     if wanted not in OUTBOUND_VALUES:
@@ -154,6 +155,10 @@ async def ingest_socket(ws: WebSocket) -> None:
              asyncio.create_task(_send_replies(ws, pending, outbound))]
     if outbound is not None:
         tasks.append(asyncio.create_task(outbound.push(ws)))
+    # A revoked token or a disabled connector user closes the socket (`open_sockets`).
+    held = ws.app.state.open_sockets.hold(ws, principal, Permission.INGEST)
+    revoked = asyncio.create_task(held.closed())
+    tasks.append(revoked)
     reader, sender = tasks[:2]
     try:
         # Whichever side stops first (the client left, a send failed) ends both; but
@@ -163,7 +168,11 @@ async def ingest_socket(ws: WebSocket) -> None:
                 and reader.result():
             with contextlib.suppress(Exception):  # (the client may be gone meanwhile)
                 await asyncio.wait_for(sender, SEND_TIMEOUT)
+        elif revoked.done():
+            with contextlib.suppress(Exception):  # (the client may be gone meanwhile)
+                await asyncio.wait_for(ws.close(*revoked.result()), SEND_TIMEOUT)
     finally:
+        ws.app.state.open_sockets.release(held)
         open_sockets.dec()
         if outbound is not None:
             outbound.close()
