@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         title="contact-center",
         version=__version__,
         description="Live monitoring and analytics for contact centers. "
-                    "Every route needs a Bearer API token; see docs/permissions.md.",
+                    "Every route needs a Bearer API token; see docs/security.md.",
         lifespan=lifespan,
     )
     app.state.settings, app.state.store = settings, store

@@ -591,7 +591,7 @@ OPERATOR = frozenset(Permission)  # what the command line may grant: everything
 permission_option = click.option(
     "--permission", "permissions", multiple=True,
     type=click.Choice([p.value for p in Permission]),
-    help="A permission it grants (repeatable; see docs/permissions.md)")
+    help="A permission it grants (repeatable; see docs/security.md)")
 description_option = click.option("--description", default=None,
                                   help="What it is for")
 

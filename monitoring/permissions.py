@@ -33,7 +33,7 @@ class Permission(StrEnum):
     OPERATE = "operate"                        # pipeline internals: dead letters
 
 
-# What each permission grants, as GET /v1/permissions and docs/permissions.md tell it.
+# What each permission grants, as GET /v1/permissions and docs/security.md tell it.
 CATALOGUE: dict[Permission, str] = {
     Permission.INGEST: "stream conversation events in (the ingest socket and REST)",
     Permission.REALTIME_METRICS: "the live conversation list and views, the live board "

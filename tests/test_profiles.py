@@ -93,7 +93,7 @@ def test_nobody_grants_what_they_lack() -> None:
 
 def test_the_catalogue_names_every_permission_and_the_docs_list_it() -> None:
     assert set(CATALOGUE) == set(Permission)
-    docs = (PROJECT / "docs" / "permissions.md").read_text()
+    docs = (PROJECT / "docs" / "security.md").read_text()
     rows = set(re.findall(r"^\| `([a-z-]+)` \|", docs, re.MULTILINE))
     assert {p.value for p in Permission} <= rows
 

@@ -1,5 +1,5 @@
 """Security profiles: the built-in ones and custom ones (create, list, read, change,
-delete), and the permission catalogue. docs/permissions.md#custom-security-profiles."""
+delete), and the permission catalogue. docs/security.md#custom-security-profiles."""
 
 from __future__ import annotations
 
