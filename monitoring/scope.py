@@ -131,6 +131,11 @@ class Within:
         return (queue is not None and queue in self.queues) or (
             agent_id is not None and agent_id in self.agents)
 
+    def includes(self, other: Within | None) -> bool:
+        """Whether everything ``other`` covers (None: everything) this covers too."""
+        return other is not None and other.queues <= self.queues and \
+            other.agents <= self.agents
+
 
 class Directory:
     """Teams and the agent directory, as of one access version (the stores count every

@@ -327,3 +327,28 @@ def test_revoking_a_connectors_token_closes_its_ingest_socket(client: TestClient
         code, reason, seconds = closed_within(ws)
         assert (code, reason) == (1008, "revoked: the token was revoked or its user disabled")
         assert seconds < 5
+
+
+def test_nobody_issues_a_token_for_someone_who_may_do_or_see_more(client: TestClient,
+                                                                 center: Center) -> None:
+    """users-manage alone must not be a way to become anyone: a token for a user is
+    refused unless its asker holds all their permissions and sees all they see."""
+    answer = client.post("/v1/security-profiles", headers=center.admin, json={
+        "name": "People", "permissions": ["users-manage", "realtime-metrics"]})
+    assert answer.status_code == 201
+    people = center.user("hr", None, "People")
+    scoped_people = center.user("hr-apac", {"teams": ["apac"], "queues": []}, "People")
+    center.users.token("Admin", username="boss")
+    center.user("lead", None, "CallCenterManager")
+    center.user("viewer", {"teams": ["apac"], "queues": []}, "People")
+    center.user("wide-viewer", None, "People")
+    for asker, username, allowed in (
+            (people, "boss", False),  # an Admin: more permissions
+            (people, "lead", False),  # manager-monitor, alerts-all, ...
+            (people, "wide-viewer", True),
+            (scoped_people, "viewer", True),  # same permissions, same scope
+            (scoped_people, "wide-viewer", False)):  # sees more
+        answer = client.post(f"/v1/users/{username}/tokens", headers=asker, json={})
+        assert answer.status_code == (201 if allowed else 403), (username, answer.text)
+        if not allowed:
+            assert answer.json()["code"] == "cannot_grant"

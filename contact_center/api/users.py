@@ -211,8 +211,25 @@ class IssuedToken(Closed):
     token: str = Field(description="The secret: shown in this response only.")
 
 
+async def _may_act_as(request: Request, principal: Principal, user: User) -> None:
+    """A token for ``user`` is what they may do: only for someone who may do no more,
+    and see no more, than the one who asks (else 403 cannot_grant)."""
+    held = await permissions_held(request.app.state.store, user.profiles)
+    if not held <= principal.permissions:
+        raise _invalid(CannotGrant(held - principal.permissions))
+    if principal.within is not None:
+        directory = await request.app.state.access.directory()
+        if not principal.within.includes(directory.within(user.scope, user.agent_id)):
+            raise HTTPException(403, {"type": "error", "code": "cannot_grant", "message": (
+                f"{user.username} sees conversations outside your scope: you cannot issue "
+                "their tokens")})
+
+
 @router.post("/v1/users/{username}/tokens", status_code=201, response_model=IssuedToken,
-             responses={404: error("unknown_user: no such user")})
+             responses={403: error("forbidden: the token's user lacks users-manage; "
+                                   "cannot_grant: the user may do, or see, more than the "
+                                   "token's user"),
+                        404: error("unknown_user: no such user")})
 async def add_token(request: Request, username: str, body: NewToken,
                     principal: Principal = require(Permission.USERS_MANAGE)) -> dict[str, Any]:
     """Issue an API token. The token is in this response only; it is stored hashed."""
@@ -223,6 +240,7 @@ async def add_token(request: Request, username: str, body: NewToken,
         if user is None:
             raise HTTPException(404, {"type": "error", "code": "unknown_user",
                                       "message": f"no user {username}"})
+        await _may_act_as(request, principal, user)
         token, secret = await issue_token(store, user, body.label)
         outcome.target_id = token.id
     return {"id": token.id, "username": username, "label": token.label, "token": secret}
