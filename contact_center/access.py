@@ -44,7 +44,12 @@ class Access:
         self._checked_at = -REFRESH_SECONDS
 
     async def principal(self, token: str | None) -> Principal | None:
-        return await authenticate(self.store, token, await self.directory())
+        return (await self.principal_at(token))[0]
+
+    async def principal_at(self, token: str | None) -> tuple[Principal | None, int]:
+        """The principal, and the access version its scope was resolved at."""
+        directory = await self.directory()
+        return await authenticate(self.store, token, directory), directory.version
 
     async def _refresh(self) -> None:
         version = await self.store.access_version()

@@ -29,6 +29,7 @@ ACTIONS: dict[str, str] = {
     "user.create": "a user was created",
     "user.disable": "a user was disabled (every token of theirs stops working)",
     "user.enable": "a user was enabled again",
+    "user.change": "a change to a user was refused before anything was changed (result)",
     "user.profiles": "a user's security profiles were changed",
     "user.scope": "a user's scope (teams and queues) was set, or cleared",
     "team.create": "a team was added",

@@ -352,3 +352,63 @@ def test_nobody_issues_a_token_for_someone_who_may_do_or_see_more(client: TestCl
         assert answer.status_code == (201 if allowed else 403), (username, answer.text)
         if not allowed:
             assert answer.json()["code"] == "cannot_grant"
+
+
+def test_a_supervisor_who_barged_in_can_leave_after_a_transfer_out_of_scope(
+        client: TestClient, center: Center, users: Users) -> None:
+    emea = center.user("emea-sup", {"teams": ["emea"], "queues": []})
+    connector = auth(users.token("Connector", username="desk"))
+    with client.websocket_connect("/v1/ingest?outbound=true", headers=connector) as ws:
+        desk = Connector(ws)
+        assert desk.start("b1", queue="billing", agent_id="ann")["status"] == "accepted"
+        assert client.post("/v1/conversations/b1/barge", headers=emea).status_code == 200
+        ws.send_json({"type": "conversation.transferred", "conversation_id": "b1",
+                      "event_id": "t1", "to_queue": "sales", "to_agent_id": "bob"})
+        while (message := receive(ws))["type"] != "ack":  # (pushes come too)
+            pass
+        assert message["status"] == "accepted"
+        assert client.get("/v1/live/conversations/b1", headers=emea).status_code == 404
+        left = client.delete("/v1/conversations/b1/barge", headers=emea)
+        assert left.status_code == 200, left.text
+        assert client.delete("/v1/conversations/b1/barge", headers=emea).status_code == 404
+
+
+def test_nobody_changes_a_user_who_may_do_or_see_more_and_a_refusal_changes_nothing(
+        client: TestClient, center: Center) -> None:
+    assert client.post("/v1/security-profiles", headers=center.admin, json={
+        "name": "People", "permissions": ["users-manage", "realtime-metrics"]}).status_code == 201
+    people = center.user("hr", None, "People")
+    scoped = center.user("hr-apac", {"teams": ["apac"], "queues": []}, "People")
+    center.user("bob", None, "Agent", agent_id="bob")
+    center.user("viewer", {"teams": ["apac"], "queues": []}, "People")
+    for asker, username, change in (
+            (people, "root", {"profiles": ["People"]}),  # demote an Admin
+            (people, "root", {"disabled": True}),  # lock one out
+            (scoped, "bob", {"profiles": ["People"]}),  # bob sees everything
+            (scoped, "viewer", {"profiles": ["Analyst"], "scope": None})):  # widen a scope
+        before = client.get("/v1/users", headers=center.admin).json()
+        answer = client.patch(f"/v1/users/{username}", headers=asker, json=change)
+        assert (answer.status_code, answer.json()["code"]) == (403, "cannot_grant"), change
+        assert client.get("/v1/users", headers=center.admin).json() == before  # nothing
+    created = client.post("/v1/users", headers=scoped, json={"username": "new",
+                                                               "profiles": ["Agent"]})
+    assert (created.status_code, created.json()["code"]) == (403, "cannot_grant")
+    assert client.patch("/v1/users/viewer", headers=scoped,
+                        json={"disabled": True}).status_code == 200
+    refused_ = client.get("/v1/audit", headers=center.admin,
+                          params={"action": "user.change"}).json()["entries"]
+    assert len(refused_) == 4 and {e["result"] for e in refused_} == {"cannot_grant"}
+
+
+def test_a_widened_scope_keeps_the_board_open_and_shows_what_came_into_it(
+        client: TestClient, center: Center, ingest: Connector) -> None:
+    emea = center.user("emea-sup", {"teams": ["emea"], "queues": []})
+    center.start(ingest)
+    with client.websocket_connect("/v1/live", headers=emea) as board:
+        assert [c["id"] for c in receive(board)["conversations"]] == ["c1"]
+        center.scope("emea-sup", {"teams": ["emea"], "queues": ["vip"]})
+        time.sleep(2.5)  # re-checked, and not closed
+        assert ingest.say("c3", "s2", "one more question")["status"] == "accepted"
+        while (update := receive(board))["type"] != "conversation.updated":
+            pass
+        assert update["conversation"]["id"] == "c3"

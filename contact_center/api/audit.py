@@ -80,7 +80,7 @@ async def read_audit(
         default="json", description=f"jsonl: every entry that matches (up to "
                                     f"{EXPORT_MAX:,}) as JSON Lines, itself recorded as "
                                     "audit.export."),
-    principal: Principal = require(Permission.AUDIT_READ),
+    principal: Principal = require(Permission.AUDIT_READ, unscoped=True),
 ) -> Any:
     """The audit log, newest first, filtered; a page at a time, or exported."""
     query = AuditQuery(actor=actor, action=action, target_type=target_type,

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from contact_center import service_metrics as metrics
 from contact_center.api.audited import audit_counted, audit_soon
-from contact_center.api.open_sockets import TOKEN
+from contact_center.api.open_sockets import TOKEN, VERSION
 from contact_center.limits import HELD, FailedAuthentications, client_key
 from monitoring.credentials import token_prefix
 from monitoring.permissions import Permission, Principal
@@ -56,7 +56,7 @@ async def _slowly(conn: HTTPConnection, token: str | None, failures: FailedAuthe
     """Authenticate for an address that failed too often: a good token passes at once (a
     call centre behind one NAT is not locked out by one broken client), a failure is
     answered after a pause, ``PAUSED_AT_ONCE`` at a time (past them, at once)."""
-    principal = await conn.app.state.access.principal(token)
+    principal = await _principal(conn, token)
     if principal is not None:
         return principal
     failures.failed(address, time.monotonic())
@@ -71,6 +71,14 @@ async def _slowly(conn: HTTPConnection, token: str | None, failures: FailedAuthe
         if not failures.paused[client]:
             del failures.paused[client]
     return None
+
+
+async def _principal(conn: HTTPConnection, token: str | None) -> Principal | None:
+    """The token's principal; the access version it was resolved at is kept with the
+    connection (a socket is re-checked against any newer one: `open_sockets`)."""
+    principal, version = await conn.app.state.access.principal_at(token)
+    conn.scope[VERSION] = version
+    return principal
 
 
 def _too_many_failures(slowed: float) -> dict[str, Any]:
@@ -113,7 +121,7 @@ async def _authorize(conn: HTTPConnection, token: str | None, permissions: tuple
         if principal is None:
             return None, _too_many_failures(slowed)
     else:
-        principal = await conn.app.state.access.principal(token)
+        principal = await _principal(conn, token)
         if principal is None:
             failures.failed(address, time.monotonic())
             metrics.REFUSED.labels("unauthenticated").inc()
@@ -125,17 +133,23 @@ async def _authorize(conn: HTTPConnection, token: str | None, permissions: tuple
     return principal, {}
 
 
-def require(*permissions: Permission) -> Any:
+def require(*permissions: Permission, unscoped: bool = False) -> Any:
     """Route dependency: an authenticated principal holding one of ``permissions``
-    (any authenticated principal when none are named)."""
+    (any authenticated principal when none are named); ``unscoped``: and without a
+    scope, for routes over data no scope divides (webhooks, the audit log, rule
+    changes), which a scoped user would otherwise see or change whole."""
 
     async def dependency(request: Request) -> Principal:
-        checked = request.scope.get("state", {}).get(_CHECKED)
-        if checked is not None:  # by `CheckBeforeBody`, for this very route
-            return checked
-        principal, problem = await _check(request, _bearer(request), permissions)
-        if principal is None:
-            raise HTTPException(problem["status"], problem["body"], headers=problem["headers"])
+        principal = request.scope.get("state", {}).get(_CHECKED)
+        if principal is None:  # (else checked by `CheckBeforeBody`, for this very route)
+            principal, problem = await _check(request, _bearer(request), permissions)
+            if principal is None:
+                raise HTTPException(problem["status"], problem["body"],
+                                    headers=problem["headers"])
+        if unscoped and principal.within is not None:
+            raise HTTPException(403, {"type": "error", "code": "forbidden", "message": (
+                "this route's data is not divided by team or queue: a user with a scope "
+                "cannot use it")})
         return principal
 
     dependency.permissions = permissions  # type: ignore[attr-defined]  # read by the tests

@@ -150,6 +150,8 @@ async def monitor(ws: WebSocket, conversation_id: str) -> None:
                    {"conversation.ended": (1000, "conversation ended")},
                    {conversation_id: caught_up.number}, held=held, rewrite=following.rewrite)
     finally:
+        ws.app.state.open_sockets.release(held)  # (if the pump never ran: it does too)
+        hub.unsubscribe(sub)
         # A task of its own: a handler cancelled as its client leaves (or the server
         # stops) still takes its socket off the list, and records the end.
         ending = asyncio.create_task(_ended(ws, principal, conversation_id, listener,
@@ -229,33 +231,48 @@ async def live_board(ws: WebSocket, wanted: LiveFilter = Depends(live_filter)) -
         return
     hub = ws.app.state.hub
     await _feed(ws).ready()  # (not subscribed meanwhile: nothing piles up)
-    accept_update = board_filter(wanted, lambda summary: _sees(principal, summary))
+    # The board follows its user's scope as it widens (what comes into it shows with its
+    # next update); one narrowed closes it, for a fresh snapshot.
+    held: Held
+
+    def still_allowed(changed: Principal) -> str | None:
+        if _wider(changed, held.principal):
+            return None
+        return "scope_changed: reconnect for a fresh view"
+
+    held = ws.app.state.open_sockets.hold(ws, principal, Permission.REALTIME_METRICS,
+                                          still_allowed=still_allowed)
+    accept_update = board_filter(wanted, lambda summary: _sees(held.principal, summary))
     sub = hub.subscribe(LIVE_TOPIC, accept=accept_update)  # before the snapshot: see monitor
     try:
         live = await _feed(ws).conversations()
-    except Exception:
+        rows = worst_first(await _presence(ws).summaries([
+            c.summary for c in live
+            if wanted.matches(c.summary) and _sees(principal, c.summary)]))
+        for row in rows:
+            accept_update({"conversation": row})  # remember what the snapshot showed
+        snapshot = {"type": "snapshot", "conversations": rows,
+                    "agents": agent_metrics(load_of(c.summary) for c in live
+                                            if _sees_agent(principal, c.summary["agent_id"]))}
+        await pump(ws, "live", sub, hub, [snapshot],
+                   seen={c.summary["id"]: c.number for c in live}, held=held,
+                   rewrite=None if principal.within is None else _scoped_board(held))
+    finally:
+        ws.app.state.open_sockets.release(held)  # (if the pump never ran: it does too)
         hub.unsubscribe(sub)
-        raise
-    rows = worst_first(await _presence(ws).summaries([
-        c.summary for c in live if wanted.matches(c.summary) and _sees(principal, c.summary)]))
-    for row in rows:
-        accept_update({"conversation": row})  # remember what the snapshot showed
-    snapshot = {"type": "snapshot", "conversations": rows,
-                "agents": agent_metrics(load_of(c.summary) for c in live
-                                        if _sees_agent(principal, c.summary["agent_id"]))}
-    scope = principal.within
-    held = ws.app.state.open_sockets.hold(
-        ws, principal, Permission.REALTIME_METRICS, still_allowed=lambda changed: None
-        if changed.within == scope else "scope_changed: reconnect for a fresh view")
-    await pump(ws, "live", sub, hub, [snapshot], seen={c.summary["id"]: c.number for c in live},
-               held=held, rewrite=None if scope is None else _scoped_board(principal))
 
 
-def _scoped_board(principal: Principal) -> Rewrite:
+def _wider(changed: Principal, was: Principal) -> bool:
+    """Whether ``changed`` sees all ``was`` saw."""
+    return changed.within is None or changed.within.includes(was.within)
+
+
+def _scoped_board(held: Held) -> Rewrite:
     """A scoped supervisor's board: agent rows of their teams only, and a conversation
     leaving their scope as a bare ``conversation.removed`` (not where it went)."""
 
     def rewrite(message: Message) -> Message:
+        principal = held.principal  # (as of now)
         if message.type == "agents.updated":
             body = codec.loads(message.text)
             body["agents"] = [a for a in body["agents"]

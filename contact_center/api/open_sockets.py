@@ -2,8 +2,10 @@
 user, a withdrawn permission or a narrowed scope closes the sockets it no longer allows
 (1008, with the reason) within CHECK_SECONDS of the change, whichever node made it.
 
-Each node reads the store's access version every CHECK_SECONDS (one small read); when it
-moved, every socket's token is authenticated again, once per token.
+Each node reads the store's access version every CHECK_SECONDS (one small read); every
+socket whose principal was resolved at an older version has its token authenticated
+again (once per token). A socket that could not be re-checked (the database away) keeps
+its older version, and is re-checked at the next read.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ log = logging.getLogger(__name__)
 CHECK_SECONDS = 1.0
 POLICY = 1008  # "policy violation": what the socket showed is no longer allowed
 TOKEN = "socket_token"  # where `authorize_websocket` leaves the token, in the socket's scope
+VERSION = "access_version"  # ... and the access version its principal was resolved at
 
 StillAllowed = Callable[[Principal], str | None]
 """Why a socket may no longer stay open for this (changed) principal; None: it may."""
@@ -37,6 +40,7 @@ class Held:
     principal: Principal
     permissions: tuple[Permission, ...]  # it needs one of these
     still_allowed: StillAllowed
+    version: int  # the access version ``principal`` was resolved at
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     reason: str = ""
 
@@ -58,11 +62,11 @@ class OpenSockets:
     def __init__(self, access: Access) -> None:
         self.access = access
         self._held: set[Held] = set()
-        self._seen: int | None = None
 
     def hold(self, ws: WebSocket, principal: Principal, *permissions: Permission,
              still_allowed: StillAllowed = _keep) -> Held:
-        held = Held(ws.scope.get(TOKEN, ""), principal, permissions, still_allowed)
+        held = Held(ws.scope.get(TOKEN, ""), principal, permissions, still_allowed,
+                    ws.scope.get(VERSION, -1))
         self._held.add(held)
         return held
 
@@ -74,20 +78,18 @@ class OpenSockets:
             await asyncio.sleep(CHECK_SECONDS)
             try:
                 version = await self.access.version()
-                if version != self._seen:
-                    self._seen = version
-                    await self.recheck()
+                await self.recheck([h for h in self._held if h.version < version])
             except asyncio.CancelledError:
                 raise
             except Exception:  # the database is away: checked again next time
                 log.warning("re-checking open sockets failed; retrying", exc_info=True)
 
-    async def recheck(self) -> None:
-        principals: dict[str, Principal | None] = {}
-        for held in list(self._held):
+    async def recheck(self, stale: list[Held]) -> None:
+        principals: dict[str, tuple[Principal | None, int]] = {}
+        for held in stale:
             if held.token not in principals:
-                principals[held.token] = await self.access.principal(held.token)
-            principal = principals[held.token]
+                principals[held.token] = await self.access.principal_at(held.token)
+            principal, held.version = principals[held.token]
             if principal is None:
                 reason: str | None = "revoked: the token was revoked or its user disabled"
             elif held.permissions and not any(principal.can(p) for p in held.permissions):

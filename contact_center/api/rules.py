@@ -35,6 +35,9 @@ _CONFLICT = error("version_conflict: the rule is at another version than the bod
                   "fetch it and retry")
 RULE_EXAMPLE = {"id": "churn", "kind": "signal", "name": "Threatens to leave",
                 "any_of": ["churn"], "severity": "high"}
+# Rules apply to every conversation: a user with a scope may read and backtest them (on
+# their scope), not change them.
+CHANGING = require(Permission.RULES_MANAGE, unscoped=True)
 
 
 def _invalid(loc: tuple[str, ...], message: str) -> HTTPException:
@@ -109,7 +112,7 @@ async def get_rules(request: Request,
 
 @router.put("/v1/rules", response_model=RuleSet)
 async def put_rules(request: Request, rules: RuleSet,
-                    principal: Principal = require(Permission.RULES_MANAGE)) -> RuleSet:
+                    principal: Principal = CHANGING) -> RuleSet:
     """Replace the whole rule set (an import). Versions are the server's: an unchanged
     rule keeps its version, a changed one is bumped, a new one starts at 1."""
     async with audited(request, principal, "rules.import", "rules") as outcome, \
@@ -135,7 +138,7 @@ def _differences(before: RuleSet, after: RuleSet) -> dict[str, list[str]]:
 async def create_rule(request: Request,
                       rule: Annotated[Rule, Body(openapi_examples={
                           "signal": {"value": RULE_EXAMPLE}})],
-                      principal: Principal = require(Permission.RULES_MANAGE)) -> AnyRule:
+                      principal: Principal = CHANGING) -> AnyRule:
     """Add one rule (version 1); 409 ``rule_exists`` if its id is taken."""
     async with audited(request, principal, "rule.create", "rule", rule.id), _lock(request):
         rules = await _current(request)
@@ -161,7 +164,7 @@ async def get_rule(request: Request, rule_id: str,
 @router.put("/v1/rules/{rule_id}", response_model=Rule,
             responses={**_UNKNOWN, 409: _CONFLICT})
 async def update_rule(request: Request, rule_id: str, rule: Annotated[Rule, Body()],
-                      principal: Principal = require(Permission.RULES_MANAGE)) -> AnyRule:
+                      principal: Principal = CHANGING) -> AnyRule:
     """Replace one rule. A ``version`` in the body, if given, must be the current one
     (409 ``version_conflict`` otherwise); the version is bumped if anything changed."""
     if rule.id != rule_id:
@@ -187,7 +190,7 @@ async def update_rule(request: Request, rule_id: str, rule: Annotated[Rule, Body
 async def patch_rule(request: Request, rule_id: str,
                      change: Annotated[dict[str, Any], Body(openapi_examples={
                          "disable": {"value": {"enabled": False}}})],
-                     principal: Principal = require(Permission.RULES_MANAGE)) -> AnyRule:
+                     principal: Principal = CHANGING) -> AnyRule:
     """Change some fields of one rule, e.g. ``{"enabled": false}`` to disable it. The
     result is validated as a whole rule; ``version``, if given, must be the current one."""
     async with audited(request, principal, "rule.change", "rule", rule_id,
@@ -217,7 +220,7 @@ async def patch_rule(request: Request, rule_id: str,
 @router.delete("/v1/rules/{rule_id}", status_code=204, response_class=Response,
                responses=_UNKNOWN)
 async def delete_rule(request: Request, rule_id: str,
-                      principal: Principal = require(Permission.RULES_MANAGE)) -> None:
+                      principal: Principal = CHANGING) -> None:
     """Delete one rule; its alerts stay, and record the version that fired."""
     async with audited(request, principal, "rule.delete", "rule", rule_id), _lock(request):
         rules = await _current(request)

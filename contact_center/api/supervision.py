@@ -78,6 +78,14 @@ async def _found(request: Request, conversation_id: str, principal: Principal) -
         raise HTTPException(exc.status, exc.body) from None
 
 
+async def _barged_in(request: Request, conversation_id: str, principal: Principal) -> bool:
+    """Whether this user is a participant of the live conversation (barged in)."""
+    found: Live | None = await request.app.state.feed.conversation(conversation_id)
+    me = supervisor_participant(principal.username)
+    return found is not None and any(joined["id"] == me
+                                     for joined in found.summary["participants"])
+
+
 def _key(kind: str, principal: Principal, client_id: str | None) -> str:
     """An act's idempotency key: the client's id for it (per user), else a new one."""
     if client_id is None:
@@ -135,17 +143,16 @@ async def whisper(request: Request, conversation_id: str, body: WhisperBody,
     """A note to the conversation's agent, which the customer never sees: pushed to the
     agent desktop (the connector socket), the agent's alert stream and the monitors;
     stored as an event, its words only where the recording policy keeps the agent's."""
-    command = p.SupervisorCommand(
-        conversation_id=conversation_id, command_id=_key("whisper", principal,
-                                                         body.request_id),
-        action="whisper", by=principal.username, text=body.text)
+    whisper_id = _key("whisper", principal, body.request_id)
     # (its length, not its words: the log keeps no conversation text)
     async with audited(request, principal, "whisper", "conversation", conversation_id,
-                       {"whisper_id": command.command_id, "chars": len(body.text)}):
+                       {"whisper_id": whisper_id, "chars": len(body.text)}):
         await _found(request, conversation_id, principal)
-        reply = await _submit(request, command)
+        reply = await _submit(request, p.SupervisorCommand(
+            conversation_id=conversation_id, command_id=whisper_id, action="whisper",
+            by=principal.username, text=body.text))
     return {"conversation_id": conversation_id, "status": reply.status,
-            "whisper_id": command.command_id}
+            "whisper_id": whisper_id}
 
 
 @router.post("/v1/conversations/{conversation_id}/barge", response_model=Barged,
@@ -154,12 +161,11 @@ async def barge(request: Request, conversation_id: str,
                 principal: Principal = require(Permission.MANAGER_BARGE)) -> dict[str, Any]:
     """Join the conversation as a participant (role supervisor): the connector is told
     (`participant.joined`) and passes what you write to the customer."""
-    command = p.SupervisorCommand(
-        conversation_id=conversation_id, command_id=_key("barge", principal, None),
-        action="barge", by=principal.username)
     async with audited(request, principal, "barge.join", "conversation", conversation_id):
         await _found(request, conversation_id, principal)
-        reply = await _submit(request, command)
+        reply = await _submit(request, p.SupervisorCommand(
+            conversation_id=conversation_id, command_id=_key("barge", principal, None),
+            action="barge", by=principal.username))
     await request.app.state.runtime.presence.barged(conversation_id)
     participant: dict[str, Any] = {"id": supervisor_participant(principal.username),
                                    "role": "supervisor", "name": principal.username}
@@ -175,13 +181,14 @@ async def barge(request: Request, conversation_id: str,
                responses=ACTS)
 async def leave(request: Request, conversation_id: str,
                 principal: Principal = require(Permission.MANAGER_BARGE)) -> dict[str, Any]:
-    """Leave a conversation you barged into (the connector is told: `participant.left`)."""
-    command = p.SupervisorCommand(
-        conversation_id=conversation_id, command_id=_key("leave", principal, None),
-        action="leave", by=principal.username)
+    """Leave a conversation you barged into (the connector is told: `participant.left`),
+    even one a transfer took out of your scope since."""
     async with audited(request, principal, "barge.leave", "conversation", conversation_id):
-        await _found(request, conversation_id, principal)
-        reply = await _submit(request, command)
+        if not await _barged_in(request, conversation_id, principal):
+            await _found(request, conversation_id, principal)
+        reply = await _submit(request, p.SupervisorCommand(
+            conversation_id=conversation_id, command_id=_key("leave", principal, None),
+            action="leave", by=principal.username))
     await request.app.state.runtime.presence.barged(conversation_id)
     return {"conversation_id": conversation_id, "status": reply.status}
 
@@ -193,12 +200,11 @@ async def write(request: Request, conversation_id: str, body: MessageBody,
     """Write to the customer, once barged in: a turn with role supervisor (scored,
     recorded under the policy, on monitors), pushed to the connector to pass on."""
     segment_id = _key("supervisor", principal, body.message_id)
-    command = p.SupervisorCommand(
-        conversation_id=conversation_id, command_id=segment_id, action="say",
-        by=principal.username, text=body.text, segment_id=segment_id)
     async with audited(request, principal, "barge.message", "conversation", conversation_id,
                        {"segment_id": segment_id, "chars": len(body.text)}):
         await _found(request, conversation_id, principal)
-        reply = await _submit(request, command)
+        reply = await _submit(request, p.SupervisorCommand(
+            conversation_id=conversation_id, command_id=segment_id, action="say",
+            by=principal.username, text=body.text, segment_id=segment_id))
     return {"conversation_id": conversation_id, "status": reply.status,
             "segment_id": segment_id, "scores": reply.scores}

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import Field, StringConstraints
 
-from contact_center.api.audited import audited
+from contact_center.api.audited import audit, audited, result_of
 from contact_center.api.auth import require
 from contact_center.api.openapi import COMMON, Closed, Responses, error
 from contact_center.api.profiles import refused
@@ -125,6 +126,9 @@ async def add_user(request: Request, body: NewUser,
     store = request.app.state.store
     async with audited(request, principal, "user.create", "user", body.username,
                        {"profiles": body.profiles, "agent_id": body.agent_id}):
+        if principal.within is not None:  # (a new user has no scope: sees everything)
+            raise HTTPException(403, {"type": "error", "code": "cannot_grant", "message": (
+                "a user with a scope cannot create users, who would see everything")})
         try:
             user = await create_user(store, body.username, body.profiles, body.agent_id,
                                      assignment_check(principal.permissions, body.profiles))
@@ -163,9 +167,31 @@ async def change_user(request: Request, username: str, change: UserChange,
                       principal: Principal = require(Permission.USERS_MANAGE)
                       ) -> dict[str, Any]:
     """Change a user's profiles or scope, or disable (or re-enable) them; each change is
-    recorded in the audit log."""
+    recorded in the audit log. Only a user who may do and see no more than the token's
+    user can be changed; every check is made before anything is."""
     store = request.app.state.store
-    if change.profiles is not None:  # first: the change that may be refused
+    target = await store.get_user(username=username)
+    if target is None:
+        raise _unknown_user(username)
+    scope = None
+    if "scope" in change.model_fields_set:
+        scope = Scope() if change.scope is None else Scope(
+            frozenset(change.scope.teams), frozenset(change.scope.queues))
+    try:
+        await _may_act_as(request, principal, target)
+        if scope is not None:
+            unscoped(principal)
+            try:
+                (await request.app.state.access.directory()).check_teams_exist(
+                    scope.teams or ())
+            except UnknownTeam as exc:
+                raise HTTPException(422, {"type": "error", "code": "unknown_team",
+                                          "message": str(exc)}) from None
+    except HTTPException as exc:
+        with contextlib.suppress(HTTPException):  # (refused either way)
+            await audit(request, principal, "user.change", "user", username, result_of(exc))
+        raise
+    if change.profiles is not None:  # first: the change that may yet be refused
         profiles = list(dict.fromkeys(change.profiles))
         async with audited(request, principal, "user.profiles", "user", username,
                            {"profiles": profiles}):
@@ -176,12 +202,9 @@ async def change_user(request: Request, username: str, change: UserChange,
                 raise _invalid(exc) from None
             if not found:
                 raise _unknown_user(username)
-    if "scope" in change.model_fields_set:
-        scope = Scope() if change.scope is None else Scope(
-            frozenset(change.scope.teams), frozenset(change.scope.queues))
+    if scope is not None:
         async with audited(request, principal, "user.scope", "user", username,
                            {"scope": scope.as_json()}):
-            unscoped(principal)
             try:
                 if not await store.set_scope(username, scope):
                     raise _unknown_user(username)

@@ -23,6 +23,8 @@ from monitoring.permissions import Permission, Principal
 from monitoring.webhooks import allowed_networks, new_secret
 
 router = APIRouter(tags=["admin"], responses=COMMON)
+# No scope divides them: a user with one may not use these routes.
+MANAGING = require(Permission.WEBHOOKS_MANAGE, unscoped=True)
 
 MAX_WEBHOOKS = 100
 EventType = Literal["alert.raised", "alert.updated", "alert.escalated", "alert.renotified",
@@ -128,7 +130,7 @@ async def _found(request: Request, webhook_id: str) -> dict[str, Any]:
 
 @router.post("/v1/webhooks", status_code=201, response_model=NewWebhook, responses=REFUSED)
 async def add_webhook(request: Request, body: WebhookFields,
-                      principal: Principal = require(Permission.WEBHOOKS_MANAGE)
+                      principal: Principal = MANAGING
                       ) -> dict[str, Any]:
     """Send alert events to a URL, signed (Standard Webhooks). The secret is in this
     response only."""
@@ -161,20 +163,20 @@ def _shown(url: str) -> str:
 
 @router.get("/v1/webhooks", response_model=Webhooks)
 async def list_webhooks(request: Request,
-                        _: Principal = require(Permission.WEBHOOKS_MANAGE)) -> dict[str, Any]:
+                        _: Principal = MANAGING) -> dict[str, Any]:
     return {"webhooks": [_public(h) for h in await request.app.state.store.list_webhooks()]}
 
 
 @router.get("/v1/webhooks/{webhook_id}", response_model=WebhookInfo, responses=NOT_FOUND)
 async def get_webhook(request: Request, webhook_id: str,
-                      _: Principal = require(Permission.WEBHOOKS_MANAGE)) -> dict[str, Any]:
+                      _: Principal = MANAGING) -> dict[str, Any]:
     return _public(await _found(request, webhook_id))
 
 
 @router.patch("/v1/webhooks/{webhook_id}", response_model=WebhookInfo,
               responses={**NOT_FOUND, **REFUSED})
 async def change_webhook(request: Request, webhook_id: str, change: WebhookChange,
-                         principal: Principal = require(Permission.WEBHOOKS_MANAGE)
+                         principal: Principal = MANAGING
                          ) -> dict[str, Any]:
     """Change some fields (``queues: null`` means all queues again)."""
     changes = change.model_dump(exclude_unset=True)
@@ -196,7 +198,7 @@ async def change_webhook(request: Request, webhook_id: str, change: WebhookChang
 @router.delete("/v1/webhooks/{webhook_id}", status_code=204, response_class=Response,
                responses=NOT_FOUND)
 async def delete_webhook(request: Request, webhook_id: str,
-                         principal: Principal = require(Permission.WEBHOOKS_MANAGE)) -> None:
+                         principal: Principal = MANAGING) -> None:
     """Stop sending to it; its deliveries go with it."""
     async with audited(request, principal, "webhook.delete", "webhook", webhook_id):
         if not await request.app.state.store.delete_webhook(webhook_id):
@@ -209,7 +211,7 @@ async def list_deliveries(request: Request, webhook_id: str,
                           status: Literal["pending", "delivered", "failed"] | None = None,
                           cursor: int | None = Query(default=None, ge=0),
                           limit: int = Query(default=100, ge=1, le=1000),
-                          _: Principal = require(Permission.WEBHOOKS_MANAGE)
+                          _: Principal = MANAGING
                           ) -> dict[str, Any]:
     """The delivery log: each event sent (or to send), its tries and the last answer."""
     await _found(request, webhook_id)
@@ -224,7 +226,7 @@ async def list_deliveries(request: Request, webhook_id: str,
                         409: error("delivery_in_flight: a try of it is under way; ask "
                                    "again once it has ended")})
 async def redeliver(request: Request, webhook_id: str, delivery_id: int,
-                    principal: Principal = require(Permission.WEBHOOKS_MANAGE)
+                    principal: Principal = MANAGING
                     ) -> dict[str, Any]:
     """Send a delivery again now (the same webhook-id), whatever its status."""
     async with audited(request, principal, "webhook.redeliver", "webhook", webhook_id,

@@ -295,7 +295,7 @@ _ALERT_UPSERT = (
 _KEPT_AFTER = "alert_events_kept_after"  # settings key: see AlertEvents.kept_after
 # Advisory lock id, held from reading the newest audit entry to commit: appends from every
 # API node make one chain.
-_AUDIT_LOCK = 7_303_004
+_AUDIT_LOCK = 7_303_005
 
 
 async def migrate(connection: asyncpg.Connection) -> tuple[int, int]:
