@@ -412,3 +412,21 @@ def test_a_widened_scope_keeps_the_board_open_and_shows_what_came_into_it(
         while (update := receive(board))["type"] != "conversation.updated":
             pass
         assert update["conversation"]["id"] == "c3"
+
+
+def test_a_resolved_alert_leaves_the_scope_with_its_conversation(
+        client: TestClient, center: Center, users: Users, ingest: Connector) -> None:
+    use_rules(client, users, RULES)
+    emea = center.user("emea-sup", {"teams": ["emea"], "queues": []})
+    center.start(ingest)
+    assert ingest.say("c1", "s2", ANGRY[0])["status"] == "accepted"
+    [alert] = client.get("/v1/alerts", headers=emea).json()["alerts"]
+    resolved = client.post(f"/v1/alerts/{alert['id']}/resolve", headers=center.admin,
+                           json={"version": alert["version"]})
+    assert resolved.status_code == 200, resolved.text
+    assert client.get(f"/v1/alerts/{alert['id']}", headers=emea).status_code == 200
+    assert ingest.send({"type": "conversation.transferred", "conversation_id": "c1",
+                        "event_id": "t1", "to_queue": "sales",
+                        "to_agent_id": "bob"})["status"] == "accepted"
+    assert client.get("/v1/alerts", headers=emea).json()["alerts"] == []
+    assert client.get(f"/v1/alerts/{alert['id']}", headers=emea).status_code == 404

@@ -43,9 +43,14 @@ def _not_found(alert_id: str) -> HTTPException:
 
 
 async def _visible(request: Request, alert_id: str, principal: Principal) -> dict[str, Any]:
-    alert: dict[str, Any] | None = await request.app.state.store.get_alert(alert_id)
+    store = request.app.state.store
+    alert: dict[str, Any] | None = await store.get_alert(alert_id)
     if alert is None or not principal.can_see_alert(alert["queue"], alert["agent_id"]):
         raise _not_found(alert_id)  # (never 403: whether it exists is not told)
+    own = principal.agent_id is not None and alert["agent_id"] == principal.agent_id
+    if principal.within is not None and not own and not await store.list_alerts(AlertQuery(
+            conversation_id=alert["conversation_id"], within=principal.within, limit=1)):
+        raise _not_found(alert_id)  # its conversation has left the scope since
     return alert
 
 

@@ -152,5 +152,8 @@ def alert_filters(q: AlertQuery, mark: Callable[[int], str], position: str,
         if value is not None:
             args.append(value)
             clauses.append(clause.format(mark(len(args))))
-    within, more = within_clause(q.within, "queue", "agent_id", one_of, len(args) + 1)
-    return " AND ".join([*clauses, within]), [*args, *more]
+    if q.within is not None:  # where its conversation is now: a resolved alert stays put
+        within, more = within_clause(q.within, "queue", "agent_id", one_of, len(args) + 1)
+        clauses.append(f"conversation_id IN (SELECT id FROM conversations WHERE {within})")
+        args += more
+    return " AND ".join(clauses), args
