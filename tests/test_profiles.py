@@ -314,18 +314,21 @@ def test_nobody_grants_a_permission_they_lack(client: TestClient, users: Users) 
     made = client.post("/v1/users", headers=auth(pat),
                        json={"username": "sam", "profiles": ["Searchers"]})
     assert made.status_code == 201 and made.json()["permissions"] == ["contact-search"]
-    client.patch("/v1/users/sam", headers=auth(admin),
-                 json={"profiles": ["Searchers", "Analyst"]})
     raised = client.patch("/v1/users/sam", headers=auth(pat), json={"profiles": ["Admin"]})
     assert raised.status_code == 403 and raised.json()["code"] == "cannot_grant"
-    # Keeping a profile pat could not grant, or taking it away, is no grant.
-    kept = client.patch("/v1/users/sam", headers=auth(pat),
-                        json={"profiles": ["Analyst", "Searchers"]})
-    assert kept.status_code == 200, kept.text
-    taken = client.patch("/v1/users/sam", headers=auth(pat), json={"profiles": ["Searchers"]})
-    assert taken.json()["permissions"] == ["contact-search"]
     assert client.patch("/v1/users/sam", headers=auth(pat),
                         json={"profiles": ["Analyst"]}).json()["code"] == "cannot_grant"
+    # A user who holds what pat lacks is beyond pat: not even narrowed or disabled.
+    client.patch("/v1/users/sam", headers=auth(admin),
+                 json={"profiles": ["Searchers", "Analyst"]})
+    for change in ({"profiles": ["Searchers"]}, {"disabled": True}):
+        beyond = client.patch("/v1/users/sam", headers=auth(pat), json=change)
+        assert beyond.status_code == 403 and beyond.json()["code"] == "cannot_grant"
+    narrowed = client.patch("/v1/users/sam", headers=auth(admin),
+                            json={"profiles": ["Searchers"]})
+    assert narrowed.json()["permissions"] == ["contact-search"]
+    assert client.patch("/v1/users/sam", headers=auth(pat),
+                        json={"disabled": True}).status_code == 200
 
 
 def test_a_changed_profile_holds_from_the_next_request(client: TestClient,

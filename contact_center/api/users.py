@@ -148,10 +148,9 @@ class UserChange(Model):
         "open sockets included."))
     profiles: list[ProfileName] | None = Field(
         default=None, min_length=1, max_length=MAX_PROFILES,
-        description="Replaces the list. Profiles the user gains must grant only "
-                    "permissions the token's user holds (else 403 cannot_grant); taking "
-                    "them away needs nothing more. Holds from their next request, open "
-                    "sockets included.")
+        description="Replaces the list, with profiles that grant only permissions the "
+                    "token's user holds (else 403 cannot_grant). Holds from their next "
+                    "request, open sockets included.")
     scope: ScopeInfo | None = Field(default=None, description=(
         "What the user may see from now on, open sockets included; null: everything. "
         "Only a user without a scope may set one (else 403 cannot_grant)."))
