@@ -1,6 +1,7 @@
 """Open sockets, re-checked when who may do what changes: a revoked token, a disabled
 user, a withdrawn permission or a narrowed scope closes the sockets it no longer allows
-(1008, with the reason) within CHECK_SECONDS of the change, whichever node made it.
+(1008, with the reason) within about two seconds of the change (CHECK_SECONDS, plus the
+directory's `access.REFRESH_SECONDS`), whichever node made it.
 
 Each node reads the store's access version every CHECK_SECONDS (one small read); every
 socket whose principal was resolved at an older version has its token authenticated
