@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 _QUOTED_OR_WORD = re.compile(r'"([^"]+)"|(\S+)')
+MAX_TERMS = 32  # in one query: more is answered 422 (SQLite passes each to one function)
 
 
 def parse_terms(q: str) -> list[str]:

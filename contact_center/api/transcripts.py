@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
-from analytics.search import parse_terms
+from analytics.search import MAX_TERMS, parse_terms
 from contact_center.api.audited import audited
 from contact_center.api.auth import require
 from contact_center.api.openapi import COMMON, error
@@ -23,6 +23,7 @@ MAX_OFFSET = 1_000_000  # deeper pages: narrow the search (since, until, queue) 
 SEARCH_SEMANTICS = f"""Find recorded turns by keywords, the same way on every store.
 
 - **Terms:** `q` is split at whitespace; a `"quoted phrase"` is one term, spaces included.
+  1 to {MAX_TERMS} terms (else 422 `validation_error`).
 - **Match:** a turn matches when its recorded text contains *every* term as a substring,
   ignoring case: each character is lowercased (Unicode: `voice` finds `Invoice`, `école`
   finds `ÉCOLE`). `%`, `_` and `\\` are plain characters. Unrecorded turns (`text: null`)
@@ -77,9 +78,9 @@ async def search_transcripts(
     principal: Principal = require(Permission.CONTACT_SEARCH),
 ) -> dict[str, Any]:
     terms = parse_terms(q)
-    if not terms:
-        raise HTTPException(422, {"type": "error", "code": "validation_error",
-                                  "message": "q has no search terms"})
+    if not terms or len(terms) > MAX_TERMS:
+        raise HTTPException(422, {"type": "error", "code": "validation_error", "message": (
+            f"q has {len(terms)} search terms; give 1 to {MAX_TERMS}")})
     query = SearchQuery(terms=terms, since=since.timestamp() if since else None,
                         until=until.timestamp() if until else None, queue=queue,
                         agent_id=agent_id, role=role, limit=limit, offset=offset,
