@@ -125,18 +125,29 @@ def _remember(memory: OrderedDict[str, V], key: str, value: V, limit: int) -> No
         memory.popitem(last=False)
 
 
-def _as_recorded(recording: str, trigger: Trigger, evidence: dict[str, Any]
-                 ) -> tuple[dict[str, Any], str | None]:
+def _as_recorded(recording: str, trigger: Trigger, evidence: dict[str, Any],
+                 redact: Redact) -> tuple[dict[str, Any], str | None]:
     """Evidence as it may be stored: words of unrecorded roles (segment text, matched
-    phrases and signals) are left out, and so is a reason that quotes them."""
+    phrases and signals) are left out, and so is a reason that quotes them; the words
+    kept are redacted."""
     stored = dict(evidence)
-    stored["segments"] = [s if records(recording, s["role"]) else {**s, "text": None}
+    stored["segments"] = [{**s, "text": redact(s["text"]) if records(recording, s["role"])
+                           and s["text"] is not None else None}
                           for s in evidence["segments"]]
+    stored["signals"] = {k: [redact(w) for w in words]
+                         for k, words in evidence["signals"].items()}
     unrecorded = [t.role for t in trigger.turns if not records(recording, t.role)]
     if (trigger.matched or trigger.signals) and unrecorded:
         stored["matched"], stored["signals"] = [], {k: [] for k in trigger.signals}
         return stored, f"{unrecorded[0]} turn matched {trigger.rule.kind} rule (not recorded)"
     return stored, None
+
+
+Redact = Callable[[str], str]
+
+
+def _as_said(text: str) -> str:
+    return text
 
 
 def _key(event: p.Submitted) -> str | None:
@@ -184,11 +195,14 @@ class Applier:
 
     def __init__(self, rules: RuleSet, rolling: RollingConfig,
                  on_earlier_timer: Callable[[], None] = lambda: None,
-                 idle_timeout: float = 0.0, policy: AlertPolicy | None = None) -> None:
+                 idle_timeout: float = 0.0, policy: AlertPolicy | None = None,
+                 redact: Redact | None = None) -> None:
         """``idle_timeout``: a live conversation with no event for this long (seconds) ends
         itself (reason ``idle_timeout``); 0: never. ``policy``: what happens to alerts on
-        their own."""
+        their own. ``redact``: what of a text may be kept or shown (PII out); scoring and
+        the rules read the text as said, in memory only."""
         self.rules, self.rolling = rules, rolling
+        self.redact: Redact = redact or _as_said
         self.policy = policy or AlertPolicy()
         self.idle_timeout = idle_timeout
         self.conversations: dict[str, Conversation] = {}
@@ -489,22 +503,24 @@ class Applier:
         if not event.final:
             conv.counts["partial"] += 1
             effects.to_monitors(conv, live.partial_segment(
-                conv.id, event.segment_id, event.role, participant, event.text, now), keep=False)
+                conv.id, event.segment_id, event.role, participant, self.redact(event.text),
+                now), keep=False)
             return _ack(event)
         assert scores is not None
         turn, late = conv.add_final(event, scores, now)
         seq = conv.take_seq()
         kept = records(conv.recording, event.role)
+        shown = self.redact(event.text)
         as_dict = scores.as_dict()  # (shared by the row, the message and the ack: not mutated)
         effects.batch.segments.append(SegmentRow(
             conversation_id=conv.id, segment_id=event.segment_id, seq=seq, role=event.role,
-            participant_id=turn.participant_id, text=event.text if kept else None,
+            participant_id=turn.participant_id, text=shown if kept else None,
             scores=as_dict,
             started_at=event.started_at.timestamp() if event.started_at else None,
             ended_at=event.ended_at.timestamp() if event.ended_at else None,
             received_at=now, late=late))
         effects.to_monitors(conv, live.final_segment(
-            conv.id, seq, event.segment_id, event.role, turn.participant_id, event.text, kept,
+            conv.id, seq, event.segment_id, event.role, turn.participant_id, shown, kept,
             as_dict, now, late))
         hits = 0
         for trigger in evaluate(self.rules, conv.rule_states, turn, conv):
@@ -567,12 +583,13 @@ class Applier:
         conv.last_activity_at = max(conv.last_activity_at, now)
         if command.action == "whisper":
             assert command.text is not None
-            kept = command.text if records(conv.recording, "agent") else None
+            shown = self.redact(command.text)
+            kept = shown if records(conv.recording, "agent") else None
             effects.batch.events.append(EventRow(conv.id, "whisper", {
                 "whisper_id": command.command_id, "by": command.by,
                 "agent_id": conv.agent_id, "text": kept}, now, command.command_id))
             body = live.whisper(conv.id, command.command_id, conv.agent_id, command.by,
-                                command.text, now)
+                                shown, now)
             effects.to_agent(conv, body)
         elif command.action == "barge":
             payload: dict[str, Any] = {"participant": conv.barge(command.by, now),
@@ -626,7 +643,7 @@ class Applier:
             "segments": [t.evidence() for t in trigger.turns]}
         # Words of unrecorded roles are left out: the alert is stored, and a client that
         # resumes must get what a live one got.
-        stored, reason = _as_recorded(conv.recording, trigger, evidence)
+        stored, reason = _as_recorded(conv.recording, trigger, evidence, self.redact)
         hit = {"rule_id": rule.id, "rule_version": rule.version, "rule_name": rule.name,
                "kind": rule.kind, "severity": rule.severity,
                "reason": reason or trigger.reason, "raised_at": now, "evidence": stored}

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from analytics.rolling import RollingConfig
 from analytics.rules import RuleSet
 from analytics.scoring import Scorer
-from contact_center.applier import Effects, conversation_of
+from contact_center.applier import Effects, Redact, conversation_of
 from contact_center.buses import Delivery
 from contact_center.buses.memory import InMemoryBus
 from contact_center.pipeline import Pipeline, bulk_load
@@ -71,9 +71,9 @@ class EmbeddedPipeline(Pipeline):
     def __init__(self, store: Store, outlet: Outlet, rules: RuleSet, rolling: RollingConfig,
                  batch_size: int = 500, scorer: Scorer | None = None,
                  freeze: bool = True, idle_timeout: float = 0.0,
-                 policy: AlertPolicy | None = None) -> None:
+                 policy: AlertPolicy | None = None, redact: Redact | None = None) -> None:
         super().__init__(store, outlet, rules, rolling, batch_size, scorer, freeze=freeze,
-                         idle_timeout=idle_timeout, policy=policy)
+                         idle_timeout=idle_timeout, policy=policy, redact=redact)
         self.restored = asyncio.Event()  # set once `restore` has brought back every one
         self._committing: Committing | None = None  # the batch being written (see `run`)
 

@@ -30,6 +30,7 @@ from contact_center import service_metrics as metrics
 from contact_center.applier import (
     Applier,
     Effects,
+    Redact,
     conversation_of,
     error_reply,
     scored_text,
@@ -73,10 +74,11 @@ class Pipeline:
     def __init__(self, store: Store, outlet: Outlet, rules: RuleSet, rolling: RollingConfig,
                  batch_size: int = 500, scorer: Scorer | None = None,
                  marker: Marker | None = None, freeze: bool = True,
-                 idle_timeout: float = 0.0, policy: AlertPolicy | None = None) -> None:
+                 idle_timeout: float = 0.0, policy: AlertPolicy | None = None,
+                 redact: Redact | None = None) -> None:
         """``marker``: the partition marks each batch carries (scale-out workers);
-        ``freeze``: freeze what a bulk load restored (see `bulk_load`); ``idle_timeout``:
-        see `Applier`; ``policy``: what happens to alerts on their own."""
+        ``freeze``: freeze what a bulk load restored (see `bulk_load`); ``idle_timeout``,
+        ``redact``: see `Applier`; ``policy``: what happens to alerts on their own."""
         self.store, self.outlet = store, outlet
         self.freeze = freeze
         self.batch_size = batch_size
@@ -84,7 +86,7 @@ class Pipeline:
         self.marker = marker
         self.on_fenced: Callable[[Fenced], None] = lambda exc: None
         self._wake = asyncio.Event()  # the earliest timer moved earlier
-        self.applier = Applier(rules, rolling, self._wake.set, idle_timeout, policy)
+        self.applier = Applier(rules, rolling, self._wake.set, idle_timeout, policy, redact)
         self.lock = asyncio.Lock()  # one batch, tick, rules change or restore step at a time
         self.processed = 0
         self.batches = 0

@@ -4,9 +4,11 @@ defaults; validated at start. See docs/operations.md#configuration."""
 
 from __future__ import annotations
 
+import functools
 import os
 import tomllib
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,6 +23,7 @@ from pydantic_settings import (
 from analytics.rolling import RollingConfig
 from analytics.rules import Severity
 from monitoring.alerts import AlertPolicy
+from monitoring.redaction import redacted
 from monitoring.webhooks import allowed_networks
 
 
@@ -38,6 +41,13 @@ class Settings(BaseSettings):
     scorer: Literal["fast", "reference"] = Field(default="fast", description=(
         "fast: analytics.fast_vader, the same scores as vaderSentiment, faster; "
         "reference: vaderSentiment itself"))
+
+    pii_redaction: bool = Field(default=True, description=(
+        "replace payment cards, IBANs, SSNs, e-mail addresses and phone numbers with "
+        "placeholders before a turn is stored, indexed, shown or sent (scoring and rules "
+        "read it as said)"))
+    pii_region: str = Field(default="US", pattern="^[A-Z]{2}$", description=(
+        "the country whose phone numbers may be written without a country code"))
 
     rolling_window: int = Field(default=5, ge=1, le=1000)
     ewma_alpha: float = Field(default=0.5, gt=0, le=1)
@@ -123,6 +133,13 @@ class Settings(BaseSettings):
     def _cidrs(cls, value: list[str]) -> list[str]:
         allowed_networks(value)  # (names the bad one)
         return value
+
+    @property
+    def redactor(self) -> Callable[[str], str] | None:
+        """What of a text is kept or shown (docs/security.md#pii); None: all of it."""
+        if not self.pii_redaction:
+            return None
+        return functools.partial(redacted, region=self.pii_region)
 
     @property
     def alert_policy(self) -> AlertPolicy:

@@ -19,6 +19,7 @@ from analytics.rolling import RollingConfig
 from analytics.rules import RuleSet
 from analytics.scoring import Scorer
 from contact_center import stopping
+from contact_center.applier import Redact
 from contact_center.entries import Entries
 from contact_center.partitions import Owned, Partitions
 from contact_center.pipeline import Pipeline
@@ -39,11 +40,13 @@ class Worker:
     def __init__(self, store: PartitionedStore, redis: aioredis.Redis, layout: Layout,
                  rules: RuleSet, rolling: RollingConfig, batch_size: int = 500,
                  scorer: Scorer | None = None, freeze: bool = True,
-                 idle_timeout: float = 0.0, policy: AlertPolicy | None = None) -> None:
+                 idle_timeout: float = 0.0, policy: AlertPolicy | None = None,
+                 redact: Redact | None = None) -> None:
         self.id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         outlet = RedisOutlet(redis, layout)
         self.pipeline = Pipeline(store, outlet, rules, rolling, batch_size, scorer,
-                                 freeze=freeze, idle_timeout=idle_timeout, policy=policy)
+                                 freeze=freeze, idle_timeout=idle_timeout, policy=policy,
+                                 redact=redact)
         self.saved_rules = SavedRules(store, redis, layout, self.id, self.pipeline)
         self.partitions = Partitions(store, redis, layout, self.id, self.pipeline, outlet,
                                      self.saved_rules)

@@ -73,6 +73,11 @@ def redact(text: str, region: str = DEFAULT_REGION) -> Redacted:
     return Redacted("".join(parts), tuple(f.kind for f in kept))
 
 
+def redacted(text: str, region: str = DEFAULT_REGION) -> str:
+    """Only the text of `redact`."""
+    return redact(text, region).text
+
+
 def _all(text: str, region: str) -> Iterator[Find]:
     for match in _CARD.finditer(text):
         if luhn.is_valid(re.sub(r"[ -]", "", match.group())):

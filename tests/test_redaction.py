@@ -4,10 +4,12 @@ placeholders, overlaps, and no digit of a redacted number left behind."""
 from __future__ import annotations
 
 import pytest
+from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
 from monitoring.redaction import finds, redact
+from tests.conftest import Connector, Stored, Users, auth
 
 
 @pytest.mark.parametrize(("text", "expected", "kinds"), [
@@ -79,3 +81,51 @@ def test_a_bare_number_that_is_a_valid_phone_number_is_redacted() -> None:
     """Better too much than too little: an order id that is a valid phone number of the
     region goes too (documented)."""
     assert redact("Order ID: 3348917502").text == "Order ID: [PHONE]"
+
+
+# -- in the service: nothing of it stored, indexed, shown or alerted on ----------------------
+
+PII = {"card": "4111 1111 1111 1111", "iban": "GB82 WEST 1234 5698 7654 32",
+       "ssn": "536-90-4399", "email": "pat.lee@gmail.com", "phone": "(415) 555-2671"}
+
+
+def test_pii_is_redacted_before_anything_is_kept_and_rules_read_it_as_said(
+        client: TestClient, users: Users, stored: Stored, caplog: pytest.LogCaptureFixture
+) -> None:
+    admin = auth(users.token("Admin"))
+    rule = {"id": "mail", "kind": "keyword", "phrases": ["gmail"], "severity": "low",
+            "cooldown_seconds": 0}
+    assert client.put("/v1/rules", headers=admin, json={"rules": [rule]}).status_code == 200
+    connector = auth(users.token("Connector"))
+    with client.websocket_connect("/v1/ingest", headers=connector) as ws:
+        ingest = Connector(ws)
+        ingest.start("p1")
+        with client.websocket_connect("/v1/conversations/p1/monitor", headers=admin) as mon:
+            assert mon.receive_json()["type"] == "catch_up"
+            assert mon.receive_json()["type"] == "live"
+            ingest.say("p1", "s1", f"my card {PII['card']} and iban {PII['iban']}",
+                       final=False)
+            for i, (kind, value) in enumerate(PII.items()):
+                assert ingest.say("p1", f"f{i}", f"the {kind} is {value}")["status"] == \
+                    "accepted"
+            shown = [mon.receive_json() for _ in range(1 + len(PII) + 1)]
+        whisper = client.post("/v1/conversations/p1/whisper", headers=admin,
+                              json={"text": f"ask for {PII['phone']}"})
+        assert whisper.status_code == 200
+        ingest.end("p1")
+    texts = [m["text"] for m in shown if m["type"] == "segment"]
+    assert texts[0] == "my card [CARD] and iban [IBAN]"
+    assert texts[1:] == [f"the {kind} is [{kind.upper()}]" for kind in PII]
+    # The keyword rule read the address as said; its evidence keeps it redacted.
+    [alert] = client.get("/v1/alerts", headers=admin).json()["alerts"]
+    assert alert["rule_id"] == "mail"
+    assert alert["evidence"]["segments"][-1]["text"] == "the email is [EMAIL]"
+    transcript = client.get("/v1/transcripts/p1", headers=admin).json()
+    assert [t["text"] for t in transcript["turns"]] == texts[1:]
+    found = client.get("/v1/transcripts", headers=admin, params={"q": "1111"}).json()
+    assert found["hits"] == []
+    everything = stored.everything()
+    for value in PII.values():
+        for form in (value, value.replace(" ", ""), value.split("@")[0]):
+            assert form.encode() not in everything, form
+            assert form not in caplog.text
