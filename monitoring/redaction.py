@@ -30,6 +30,7 @@ _CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
 _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
 _SSN = re.compile(r"(?<!\d)\d{3}-\d{2}-\d{4}(?!\d)")
 # Bounded parts: no pattern here can backtrack over a long run of one character.
+_MAYBE = re.compile(r"[0-9@]")  # every kind holds a digit, or an @
 _LINK = re.compile(r"(?:https?://|www\.)\S{1,2000}", re.IGNORECASE)
 _EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}")
 
@@ -49,6 +50,8 @@ class Redacted:
 
 def finds(text: str, region: str = DEFAULT_REGION) -> list[Find]:
     """Every PII find in ``text``, in order, none overlapping."""
+    if not _MAYBE.search(text):  # (most turns: no digit, no @, nothing to look for)
+        return []
     links = [(m.start(), m.end()) for m in _LINK.finditer(text)]
     found = sorted((f for f in _all(text, region)
                     if not any(start <= f.start < end for start, end in links)),
