@@ -125,18 +125,21 @@ def _remember(memory: OrderedDict[str, V], key: str, value: V, limit: int) -> No
         memory.popitem(last=False)
 
 
-def _as_recorded(recording: str, trigger: Trigger, evidence: dict[str, Any],
+def _as_recorded(conv: Conversation, trigger: Trigger, evidence: dict[str, Any],
                  redact: Redact) -> tuple[dict[str, Any], str | None]:
-    """Evidence as it may be stored: words of unrecorded roles (segment text, matched
-    phrases and signals) are left out, and so is a reason that quotes them; the words
-    kept are redacted."""
+    """Evidence as it may be stored: words not recorded (of a role the policy does not
+    keep, or said while recording was paused: segment text, matched phrases and signals)
+    are left out, and so is a reason that quotes them; the words kept are redacted."""
+    def kept(role: str, segment_id: str) -> bool:
+        return records(conv.recording, role) and segment_id not in conv.unrecorded
+
     stored = dict(evidence)
-    stored["segments"] = [{**s, "text": redact(s["text"]) if records(recording, s["role"])
+    stored["segments"] = [{**s, "text": redact(s["text"]) if kept(s["role"], s["segment_id"])
                            and s["text"] is not None else None}
                           for s in evidence["segments"]]
     stored["signals"] = {k: [redact(w) for w in words]
                          for k, words in evidence["signals"].items()}
-    unrecorded = [t.role for t in trigger.turns if not records(recording, t.role)]
+    unrecorded = [t.role for t in trigger.turns if not kept(t.role, t.segment_id)]
     if (trigger.matched or trigger.signals) and unrecorded:
         stored["matched"], stored["signals"] = [], {k: [] for k in trigger.signals}
         return stored, f"{unrecorded[0]} turn matched {trigger.rule.kind} rule (not recorded)"
@@ -457,6 +460,9 @@ class Applier:
                        "reason": event.reason}
             conv.transfer(event)
             self._follow(conv, now, effects)
+        elif isinstance(event, p.RecordingPaused | p.RecordingResumed):
+            conv.recording_paused = isinstance(event, p.RecordingPaused)
+            payload = {"reason": getattr(event, "reason", None)}
         elif isinstance(event, p.BotHandover):
             payload = {"agent_id": event.agent_id}
             conv.handover(event)
@@ -509,7 +515,9 @@ class Applier:
         assert scores is not None
         turn, late = conv.add_final(event, scores, now)
         seq = conv.take_seq()
-        kept = records(conv.recording, event.role)
+        kept = records(conv.recording, event.role) and not conv.recording_paused
+        if conv.recording_paused:
+            conv.unrecorded.add(event.segment_id)
         shown = self.redact(event.text)
         as_dict = scores.as_dict()  # (shared by the row, the message and the ack: not mutated)
         effects.batch.segments.append(SegmentRow(
@@ -584,7 +592,8 @@ class Applier:
         if command.action == "whisper":
             assert command.text is not None
             shown = self.redact(command.text)
-            kept = shown if records(conv.recording, "agent") else None
+            kept = shown if records(conv.recording, "agent") and not conv.recording_paused \
+                else None
             effects.batch.events.append(EventRow(conv.id, "whisper", {
                 "whisper_id": command.command_id, "by": command.by,
                 "agent_id": conv.agent_id, "text": kept}, now, command.command_id))
@@ -643,7 +652,7 @@ class Applier:
             "segments": [t.evidence() for t in trigger.turns]}
         # Words of unrecorded roles are left out: the alert is stored, and a client that
         # resumes must get what a live one got.
-        stored, reason = _as_recorded(conv.recording, trigger, evidence, self.redact)
+        stored, reason = _as_recorded(conv, trigger, evidence, self.redact)
         hit = {"rule_id": rule.id, "rule_version": rule.version, "rule_name": rule.name,
                "kind": rule.kind, "severity": rule.severity,
                "reason": reason or trigger.reason, "raised_at": now, "evidence": stored}

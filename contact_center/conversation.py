@@ -60,6 +60,10 @@ class Conversation:
     # Whether its connector's latest event came over a socket that takes pushes (whisper,
     # barge): without one, nobody would pass a supervisor's words to the customer.
     outbound: bool = False
+    # While the connector paused recording: the segment ids said meanwhile (their words
+    # are kept nowhere, alerts' evidence included).
+    recording_paused: bool = False
+    unrecorded: set[str] = field(default_factory=set)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -161,8 +165,8 @@ class Conversation:
         return {
             "id": self.id, "channel": self.channel, "queue": self.queue,
             "agent_id": self.agent_id, "status": self.status,
-            "recording": self.recording, "started_at": self.started_at,
-            "ended_at": self.ended_at,
+            "recording": self.recording, "recording_paused": self.recording_paused,
+            "started_at": self.started_at, "ended_at": self.ended_at,
             "customer": {"id": self.customer.get("id"), "name": self.customer.get("name")},
             "participants": [{"id": k, **v} for k, v in self.participants.items()],
             "sentiment": {
@@ -208,7 +212,8 @@ class Conversation:
             "last_final_started_at": self.last_final_started_at,
             "alerts": self.alerts, "transfers": self.transfers, "published": self.published,
             "last_activity_at": self.last_activity_at, "recovering": self.recovering,
-            "outbound": self.outbound,
+            "outbound": self.outbound, "recording_paused": self.recording_paused,
+            "unrecorded": sorted(self.unrecorded),
         }
 
     @classmethod
@@ -240,6 +245,8 @@ class Conversation:
             last_activity_at=state.get("last_activity_at", time.time()),
             alert=alert, recovering=state.get("recovering", 0),
             outbound=state.get("outbound", False),
+            recording_paused=state.get("recording_paused", False),
+            unrecorded=set(state.get("unrecorded", ())),
         )
         conv.counts.update(state.get("counts", {}))
         conv.recent.extend(recent[-RECENT_LIMIT:])

@@ -189,6 +189,18 @@ class BotHandover(_Keyed):
     agent_id: Id
 
 
+class RecordingPaused(_Keyed):
+    """Nothing said from now on is kept (like Amazon Connect's suspended recording), until
+    `recording.resumed`: the words of its turns are neither stored nor put in alerts."""
+
+    type: Literal["recording.paused"] = "recording.paused"
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class RecordingResumed(_Keyed):
+    type: Literal["recording.resumed"] = "recording.resumed"
+
+
 class ConversationEnded(_InConversation):
     type: Literal["conversation.ended"] = "conversation.ended"
     reason: str | None = Field(default=None, max_length=500)
@@ -196,7 +208,7 @@ class ConversationEnded(_InConversation):
 
 Event = Annotated[
     ConversationStarted | Segment | ParticipantJoined | ParticipantLeft | Transferred
-    | BotHandover | ConversationEnded,
+    | BotHandover | RecordingPaused | RecordingResumed | ConversationEnded,
     Field(discriminator="type"),
 ]
 _event_adapter: TypeAdapter[Event] = TypeAdapter(Event)

@@ -217,3 +217,40 @@ def test_analyst_queries_never_delay_supervisor_reads(tmp_path: Path) -> None:
 
     took, slow_done = run(scenario())
     assert took < 0.5 < slow_done, (took, slow_done)
+
+
+def test_words_said_while_recording_is_paused_are_kept_nowhere(
+        client: TestClient, users: Users, stored: Stored) -> None:
+    """recording.paused / recording.resumed (like Connect's suspended recording): the turns
+    between them are scored and read by the rules, but their words are neither stored nor
+    put in an alert; the gap is in the transcript's events."""
+    admin = auth(users.token("Admin"))
+    rule = {"id": "fruit", "kind": "keyword", "phrases": ["banana"], "severity": "low",
+            "cooldown_seconds": 0}
+    assert client.put("/v1/rules", headers=admin, json={"rules": [rule]}).status_code == 200
+    with client.websocket_connect("/v1/ingest",
+                                  headers=auth(users.token("Connector"))) as ws:
+        ingest = Connector(ws)
+        ingest.start("pz")
+        assert ingest.say("pz", "s1", "hello there")["status"] == "accepted"
+        assert ingest.send({"type": "recording.paused", "conversation_id": "pz",
+                            "event_id": "p1", "reason": "card details"})["status"] == "accepted"
+        live = client.get("/v1/live/conversations/pz", headers=admin).json()
+        assert live["recording_paused"] is True
+        assert ingest.say("pz", "s2", "my secret word is banana")["status"] == "accepted"
+        assert ingest.send({"type": "recording.resumed", "conversation_id": "pz",
+                            "event_id": "r1"})["status"] == "accepted"
+        assert ingest.send({"type": "recording.resumed", "conversation_id": "pz",
+                            "event_id": "r1"})["status"] == "duplicate"
+        assert ingest.say("pz", "s3", "thanks, bye")["status"] == "accepted"
+        ingest.end("pz")
+    transcript = client.get("/v1/transcripts/pz", headers=admin).json()
+    assert [(t["segment_id"], t["text"], t["recorded"]) for t in transcript["turns"]] == [
+        ("s1", "hello there", True), ("s2", None, False), ("s3", "thanks, bye", True)]
+    assert [e["type"] for e in transcript["events"] if e["type"].startswith("recording")] == [
+        "recording.paused", "recording.resumed"]
+    [alert] = client.get("/v1/alerts", headers=admin).json()["alerts"]
+    assert alert["rule_id"] == "fruit"  # the rule read the words, in memory
+    evidence = alert["evidence"]
+    assert evidence["segments"][-1]["text"] is None and evidence["matched"] == []
+    assert b"banana" not in stored.everything().replace(b'"banana"', b"")  # (the rule's)

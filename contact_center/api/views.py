@@ -219,6 +219,9 @@ class LiveSummary(Closed):
     agent_id: str | None
     status: Literal["live", "ended"]
     recording: RecordingPolicy
+    recording_paused: bool = Field(description=(
+        "The connector paused recording (`recording.paused`): the words said until it "
+        "resumes are kept nowhere."))
     started_at: float
     ended_at: float | None
     customer: LiveCustomer
