@@ -37,7 +37,7 @@ from monitoring.messages import (
     conversation_topic,
 )
 from monitoring.presence import supervisor_participant
-from monitoring.recording import records
+from monitoring.recording import Policies, records
 
 log = logging.getLogger(__name__)
 V = TypeVar("V")
@@ -199,13 +199,15 @@ class Applier:
     def __init__(self, rules: RuleSet, rolling: RollingConfig,
                  on_earlier_timer: Callable[[], None] = lambda: None,
                  idle_timeout: float = 0.0, policy: AlertPolicy | None = None,
-                 redact: Redact | None = None) -> None:
+                 redact: Redact | None = None, recording: Policies | None = None) -> None:
         """``idle_timeout``: a live conversation with no event for this long (seconds) ends
         itself (reason ``idle_timeout``); 0: never. ``policy``: what happens to alerts on
         their own. ``redact``: what of a text may be kept or shown (PII out); scoring and
-        the rules read the text as said, in memory only."""
+        the rules read the text as said, in memory only. ``recording``: the policy of a
+        conversation that names none."""
         self.rules, self.rolling = rules, rolling
         self.redact: Redact = redact or _as_said
+        self.recording = recording or Policies()
         self.policy = policy or AlertPolicy()
         self.idle_timeout = idle_timeout
         self.conversations: dict[str, Conversation] = {}
@@ -415,7 +417,9 @@ class Applier:
         if isinstance(event, p.ConversationStarted):
             if cid in self.conversations or cid in self._ended:
                 return _ack(event, "duplicate")
-            started = Conversation.start(event, now, self.rolling)
+            info = event.conversation
+            started = Conversation.start(event, now, self.rolling,
+                                         self.recording.of(info.queue, info.recording))
             started.outbound = outbound
             self.conversations[cid] = touched[cid] = started
             batch.events.append(EventRow(cid, event.type, {"agent_id": started.agent_id,

@@ -16,6 +16,7 @@ from analytics.scoring import Scores
 from contact_center import protocol as p
 from monitoring.messages import RECENT_LIMIT
 from monitoring.presence import supervisor_participant
+from monitoring.recording import RecordingPolicy
 
 
 @dataclass(slots=True)
@@ -69,11 +70,12 @@ class Conversation:
 
     @classmethod
     def start(cls, event: p.ConversationStarted, now: float,
-              rolling: RollingConfig) -> Conversation:
+              rolling: RollingConfig, recording: RecordingPolicy) -> Conversation:
+        """``recording``: its policy (the one it asked for, or its queue's)."""
         info = event.conversation
         conv = cls(
             id=info.id, channel=info.channel, queue=info.queue, agent_id=info.agent_id,
-            customer=info.customer.model_dump(), recording=info.recording,
+            customer=info.customer.model_dump(), recording=recording,
             attributes=dict(info.attributes),
             started_at=event.started_at.timestamp() if event.started_at else now,
             rolling=RollingSentiment(rolling), last_activity_at=now,

@@ -30,6 +30,7 @@ from contact_center.pipeline import Pipeline, bulk_load
 from contact_center.stores import Store, StoredConversation
 from monitoring.alerts import AlertPolicy
 from monitoring.feeds import Outlet
+from monitoring.recording import Policies
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -71,9 +72,11 @@ class EmbeddedPipeline(Pipeline):
     def __init__(self, store: Store, outlet: Outlet, rules: RuleSet, rolling: RollingConfig,
                  batch_size: int = 500, scorer: Scorer | None = None,
                  freeze: bool = True, idle_timeout: float = 0.0,
-                 policy: AlertPolicy | None = None, redact: Redact | None = None) -> None:
+                 policy: AlertPolicy | None = None, redact: Redact | None = None,
+                 recording: Policies | None = None) -> None:
         super().__init__(store, outlet, rules, rolling, batch_size, scorer, freeze=freeze,
-                         idle_timeout=idle_timeout, policy=policy, redact=redact)
+                         idle_timeout=idle_timeout, policy=policy, redact=redact,
+                         recording=recording)
         self.restored = asyncio.Event()  # set once `restore` has brought back every one
         self._committing: Committing | None = None  # the batch being written (see `run`)
 

@@ -42,6 +42,7 @@ from contact_center.stores import Fenced, PartitionMark, Store
 from monitoring.alerts import AlertPolicy
 from monitoring.feeds import Outlet
 from monitoring.messages import ALERT_EVENTS_TOPIC, LiveMessage
+from monitoring.recording import Policies
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +76,11 @@ class Pipeline:
                  batch_size: int = 500, scorer: Scorer | None = None,
                  marker: Marker | None = None, freeze: bool = True,
                  idle_timeout: float = 0.0, policy: AlertPolicy | None = None,
-                 redact: Redact | None = None) -> None:
+                 redact: Redact | None = None, recording: Policies | None = None) -> None:
         """``marker``: the partition marks each batch carries (scale-out workers);
         ``freeze``: freeze what a bulk load restored (see `bulk_load`); ``idle_timeout``,
-        ``redact``: see `Applier`; ``policy``: what happens to alerts on their own."""
+        ``redact``, ``recording``: see `Applier`; ``policy``: what happens to alerts on
+        their own."""
         self.store, self.outlet = store, outlet
         self.freeze = freeze
         self.batch_size = batch_size
@@ -86,7 +88,8 @@ class Pipeline:
         self.marker = marker
         self.on_fenced: Callable[[Fenced], None] = lambda exc: None
         self._wake = asyncio.Event()  # the earliest timer moved earlier
-        self.applier = Applier(rules, rolling, self._wake.set, idle_timeout, policy, redact)
+        self.applier = Applier(rules, rolling, self._wake.set, idle_timeout, policy, redact,
+                               recording)
         self.lock = asyncio.Lock()  # one batch, tick, rules change or restore step at a time
         self.processed = 0
         self.batches = 0

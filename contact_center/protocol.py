@@ -108,7 +108,9 @@ class ConversationInfo(Model):
     queue: Id = "default"
     agent_id: Id | None = None
     customer: Customer = Field(default_factory=Customer)
-    recording: RecordingPolicy = "all"
+    recording: RecordingPolicy | None = Field(default=None, description=(
+        "Whose words may be kept; absent: the queue's policy (CC_RECORDING_BY_QUEUE), "
+        "else CC_RECORDING (default all)."))
     attributes: dict[Annotated[str, Field(max_length=64)],
                      Annotated[str, Field(max_length=1024)]] = Field(default_factory=dict,
                                                                      max_length=50)

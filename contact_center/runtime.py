@@ -175,7 +175,8 @@ class Embedded:
                                     settings.rolling, settings.batch_size,
                                     scorer_for(settings), freeze=settings.gc_freeze_seconds > 0,
                                     idle_timeout=settings.idle_timeout_seconds,
-                                    policy=settings.alert_policy, redact=settings.redactor)
+                                    policy=settings.alert_policy, redact=settings.redactor,
+                                    recording=settings.recording_policies)
         alert_stream = await _alert_stream(settings, store, hub)
         await store.release_delivery_leases()  # (held by this process before a crash)
         webhooks = _webhooks(settings, store)
@@ -262,7 +263,8 @@ async def start_worker(settings: Settings, store: Store,
                     settings.batch_size, scorer_for(settings),
                     freeze=settings.gc_freeze_seconds > 0,
                     idle_timeout=settings.idle_timeout_seconds,
-                    policy=settings.alert_policy, redact=settings.redactor)
+                    policy=settings.alert_policy, redact=settings.redactor,
+                    recording=settings.recording_policies)
     task = asyncio.create_task(worker.run(), name="the pipeline worker")
     task.add_done_callback(_report_stopped)
     _freezer(settings, task)

@@ -23,6 +23,7 @@ from pydantic_settings import (
 from analytics.rolling import RollingConfig
 from analytics.rules import Severity
 from monitoring.alerts import AlertPolicy
+from monitoring.recording import Policies, RecordingPolicy
 from monitoring.redaction import redacted
 from monitoring.webhooks import allowed_networks
 
@@ -42,6 +43,13 @@ class Settings(BaseSettings):
         "fast: analytics.fast_vader, the same scores as vaderSentiment, faster; "
         "reference: vaderSentiment itself"))
 
+    recording: RecordingPolicy = Field(default="all", description=(
+        "whose words are kept in a conversation whose queue has no policy and that names "
+        "none: none, agent, customer or all"))
+    recording_by_queue: dict[str, RecordingPolicy] = Field(
+        default_factory=dict, max_length=10_000, description=(
+            "each queue's recording policy, e.g. {\"payments\": \"agent\"}; a conversation "
+            "may name its own when it starts"))
     pii_redaction: bool = Field(default=True, description=(
         "replace payment cards, IBANs, SSNs, e-mail addresses and phone numbers with "
         "placeholders before a turn is stored, indexed, shown or sent (scoring and rules "
@@ -133,6 +141,10 @@ class Settings(BaseSettings):
     def _cidrs(cls, value: list[str]) -> list[str]:
         allowed_networks(value)  # (names the bad one)
         return value
+
+    @property
+    def recording_policies(self) -> Policies:
+        return Policies(self.recording, dict(self.recording_by_queue))
 
     @property
     def redactor(self) -> Callable[[str], str] | None:

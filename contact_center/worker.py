@@ -28,6 +28,7 @@ from contact_center.stores import PartitionedStore
 from contact_center.streams import Layout
 from monitoring.alerts import AlertPolicy
 from monitoring.feeds.redis import RedisOutlet
+from monitoring.recording import Policies
 
 LOOPS_STOP_SECONDS = 1.5  # at most this long for the loops to end when stopping
 HAND_BACK_SECONDS = 2.0  # ... and then to hand the partitions back
@@ -41,12 +42,12 @@ class Worker:
                  rules: RuleSet, rolling: RollingConfig, batch_size: int = 500,
                  scorer: Scorer | None = None, freeze: bool = True,
                  idle_timeout: float = 0.0, policy: AlertPolicy | None = None,
-                 redact: Redact | None = None) -> None:
+                 redact: Redact | None = None, recording: Policies | None = None) -> None:
         self.id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         outlet = RedisOutlet(redis, layout)
         self.pipeline = Pipeline(store, outlet, rules, rolling, batch_size, scorer,
                                  freeze=freeze, idle_timeout=idle_timeout, policy=policy,
-                                 redact=redact)
+                                 redact=redact, recording=recording)
         self.saved_rules = SavedRules(store, redis, layout, self.id, self.pipeline)
         self.partitions = Partitions(store, redis, layout, self.id, self.pipeline, outlet,
                                      self.saved_rules)

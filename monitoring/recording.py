@@ -1,7 +1,10 @@
-"""Recording policy: which participants' words may be kept."""
+"""Recording policy: which participants' words may be kept; a queue's, unless the
+conversation says otherwise when it starts."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
 RecordingPolicy = Literal["none", "agent", "customer", "all"]
@@ -19,3 +22,15 @@ _RECORDED_ROLES: dict[str, frozenset[str]] = {
 def records(policy: str, role: str) -> bool:
     """True if a segment by ``role`` may be stored under ``policy``."""
     return role in _RECORDED_ROLES[policy]
+
+
+@dataclass(frozen=True, slots=True)
+class Policies:
+    """Which recording policy a conversation that names none gets: its queue's, else
+    ``default``."""
+
+    default: RecordingPolicy = "all"
+    by_queue: Mapping[str, RecordingPolicy] = field(default_factory=dict)
+
+    def of(self, queue: str, asked: RecordingPolicy | None) -> RecordingPolicy:
+        return asked or self.by_queue.get(queue, self.default)

@@ -11,11 +11,22 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from contact_center.settings import Settings
 from contact_center.stores import QueryTimeout, SearchQuery, SegmentRow, Store, WriteBatch
 from contact_center.stores import postgres as postgres_store
 from contact_center.stores import sqlite as sqlite_store
 from contact_center.stores.sqlite import SQLiteStore
-from tests.conftest import ANGRY, Connector, Stored, Users, auth, make_store, run
+from tests.conftest import (
+    ANGRY,
+    Connector,
+    Stored,
+    Users,
+    auth,
+    make_app,
+    make_store,
+    run,
+    wait_for_partitions,
+)
 
 CUSTOMER = "I want to cancel my account, this is awful and I am furious!"
 AGENT = "I am sorry to hear that, let me help you with the cancellation."
@@ -254,3 +265,28 @@ def test_words_said_while_recording_is_paused_are_kept_nowhere(
     evidence = alert["evidence"]
     assert evidence["segments"][-1]["text"] is None and evidence["matched"] == []
     assert b"banana" not in stored.everything().replace(b'"banana"', b"")  # (the rule's)
+
+
+@pytest.mark.app
+def test_a_queue_has_a_recording_policy_that_a_conversation_may_override(
+        backend: str, settings: Settings, tmp_path: Path, users: Users) -> None:
+    settings = settings.model_copy(update={"recording": "none", "recording_by_queue": {
+        "payments": "agent", "care": "customer"}})
+    admin = auth(users.token("Admin"))
+    connector = auth(users.token("Connector"))
+    with TestClient(make_app(settings, backend, tmp_path)) as client:
+        if backend == "scaleout":
+            wait_for_partitions(client)
+        with client.websocket_connect("/v1/ingest", headers=connector) as ws:
+            ingest = Connector(ws)
+            for cid, queue, asked in (("q1", "payments", None), ("q2", "care", None),
+                                      ("q3", "other", None), ("q4", "payments", "all")):
+                assert ingest.start(cid, queue=queue, recording=asked)["status"] == "accepted"
+                for role in ("customer", "agent"):
+                    ingest.say(cid, role[0], f"{role} words", role=role)
+                ingest.end(cid)
+        kept = {cid: [t["text"] for t in client.get(f"/v1/transcripts/{cid}",
+                                                   headers=admin).json()["turns"]]
+                for cid in ("q1", "q2", "q3", "q4")}
+    assert kept == {"q1": [None, "agent words"], "q2": ["customer words", None],
+                    "q3": [None, None], "q4": ["customer words", "agent words"]}
