@@ -125,6 +125,14 @@ def _remember(memory: OrderedDict[str, V], key: str, value: V, limit: int) -> No
         memory.popitem(last=False)
 
 
+Redact = Callable[[str], str]
+"""What of a text may be kept or shown (`monitoring.redaction`)."""
+
+
+def _as_said(text: str) -> str:
+    return text
+
+
 def _as_recorded(conv: Conversation, trigger: Trigger, evidence: dict[str, Any],
                  redact: Redact) -> tuple[dict[str, Any], str | None]:
     """Evidence as it may be stored: words not recorded (of a role the policy does not
@@ -144,13 +152,6 @@ def _as_recorded(conv: Conversation, trigger: Trigger, evidence: dict[str, Any],
         stored["matched"], stored["signals"] = [], {k: [] for k in trigger.signals}
         return stored, f"{unrecorded[0]} turn matched {trigger.rule.kind} rule (not recorded)"
     return stored, None
-
-
-Redact = Callable[[str], str]
-
-
-def _as_said(text: str) -> str:
-    return text
 
 
 def _key(event: p.Submitted) -> str | None:
