@@ -5,7 +5,6 @@ the stores apply to searches, alert lists and backtest history."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,20 +20,8 @@ from monitoring.scope import (
     UnknownTeam,
     Within,
 )
-from tests.conftest import make_store, run
+from tests.test_audit_store import on_store
 from tests.test_search_semantics import meta, turn
-
-
-def on_store(backend: str, tmp_path: Path, work: Any) -> Any:
-    async def scenario() -> Any:
-        store = make_store(backend, tmp_path)
-        await store.open()
-        try:
-            return await work(store)
-        finally:
-            await store.close()
-
-    return run(scenario())
 
 
 def test_teams_keep_their_tree_and_every_change_counts(backend: str, tmp_path: Path) -> None:
