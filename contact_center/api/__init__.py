@@ -2,7 +2,7 @@
 check the permission (`auth`), call the domain, shape the answer (`views`).
 
 ingest (connectors), live (supervisors' views and monitor), supervision (who monitors,
-whisper, barge), alerts, webhooks, transcripts (analysts), rules, users (and tokens),
+whisper, barge), alerts, webhooks, transcripts and search (analysts), rules, users (and tokens),
 teams (and the agent directory), profiles (security profiles, the permission
 catalogue), audit (the audit log), operations (probes, metrics, dead letters). Shared:
 `auth` (where permissions are checked), `audited` (recording what a request did in
@@ -22,6 +22,7 @@ from contact_center.api import (
     operations,
     profiles,
     rules,
+    search,
     supervision,
     teams,
     transcripts,
@@ -30,8 +31,8 @@ from contact_center.api import (
 )
 
 ROUTERS = [ingest.router, live.router, supervision.router, alerts.router, transcripts.router,
-           rules.router, users.router, teams.router, profiles.router, operations.router,
-           webhooks.router, audit.router]
+           search.router, rules.router, users.router, teams.router, profiles.router,
+           operations.router, webhooks.router, audit.router]
 
 
 def include_routes(app: FastAPI) -> None:

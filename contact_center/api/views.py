@@ -275,9 +275,8 @@ class StoredEvent(BaseModel):
     at: float = Field(description="When it was applied (Unix time).")
 
 
-class Transcript(Closed):
-    """A recorded conversation: its metadata, every turn in spoken order, its alerts and
-    events."""
+class ConversationRecord(Closed):
+    """A recorded conversation's metadata, as it is now (after any transfer)."""
 
     id: str
     channel: Channel
@@ -289,6 +288,12 @@ class Transcript(Closed):
     status: Literal["live", "ended"]
     started_at: float
     ended_at: float | None
+
+
+class Transcript(ConversationRecord):
+    """A recorded conversation: its metadata, every turn in spoken order, its alerts and
+    events."""
+
     turns: list[Turn]
     alerts: list[Alert]
     events: list[StoredEvent]
@@ -306,6 +311,51 @@ class SearchHit(Turn):
 class SearchResults(Closed):
     terms: list[str] = Field(description="The terms q was split into.")
     hits: list[SearchHit]
+
+
+Span = tuple[int, int]
+
+
+class Snippet(Closed):
+    text: str = Field(description="At most about 160 characters of the turn around its "
+                                  "first highlight, cut where words end, '…' where cut.")
+    highlights: list[Span] = Field(description="[start, end) offsets into this text.")
+
+
+class Highlighted(Closed):
+    highlights: list[Span] = Field(description=(
+        "Where the query's terms are in `text` (not the excluded ones): sorted, "
+        "non-overlapping [start, end) character offsets (code points)."))
+    snippet: Snippet
+
+
+class FoundTurn(SearchHit, Highlighted):
+    """A turn holding the query."""
+
+    rank: float = Field(description=(
+        "Relevance, higher is better; compare it within one search only (BM25 on "
+        "SQLite, ts_rank_cd on PostgreSQL)."))
+
+
+class TurnsFound(Closed):
+    hits: list[FoundTurn]
+    next: str | None = Field(description="The cursor of the next page; null on the last.")
+
+
+class MatchedTurn(Turn, Highlighted):
+    """One of a found conversation's turns holding a term of the query."""
+
+
+class FoundConversation(ConversationRecord):
+    """A conversation whose turns, together, hold the query."""
+
+    matched_turns: int = Field(description="How many of its turns hold a term.")
+    matches: list[MatchedTurn] = Field(description="The first three of them, in order.")
+
+
+class ConversationsFound(Closed):
+    conversations: list[FoundConversation]
+    next: str | None = Field(description="The cursor of the next page; null on the last.")
 
 
 class Health(BaseModel):

@@ -12,6 +12,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from analytics.fulltext import Node
 from analytics.history import History
 from monitoring.alert_stream import AlertEvents as AlertEvents
 from monitoring.audit import AuditEntry
@@ -151,6 +152,40 @@ class SearchQuery:
     limit: int = 50
     offset: int = 0
     within: Within | None = None  # None: everything
+
+
+Range = tuple[float | None, float | None]  # (at least, at most); None: no bound
+
+
+@dataclass(slots=True)
+class FullTextFilters:
+    """Conditions on a conversation, as it is now (after any transfer)."""
+
+    queue: str | None = None
+    agent_id: str | None = None
+    channel: str | None = None
+    team: Within | None = None  # the agents of a team and its subteams
+    # The customer's sentiment: "mean" of their turns, "start", "end", "change".
+    sentiment: dict[str, Range] = field(default_factory=dict)
+    handle_seconds: Range = (None, None)  # ended conversations: ended_at - started_at
+    escalated: bool | None = None  # raised an alert (or none)
+    rule_id: str | None = None  # an alert of theirs has a hit of this rule
+    alert_status: str | None = None  # an alert of theirs is in this status
+    within: Within | None = None  # the user's scope; None: everything
+
+
+@dataclass(slots=True)
+class FullTextQuery:
+    """A full-text search (`analytics.fulltext`): turns, or conversations."""
+
+    query: Node
+    filters: FullTextFilters = field(default_factory=FullTextFilters)
+    since: float | None = None  # turns: received at or after; conversations: started
+    until: float | None = None  # ... before
+    role: str | None = None  # only turns of this role match
+    sort: str = "relevance"  # turns: "relevance" or "newest"; conversations: newest
+    after: list[Any] | None = None  # the sort key of the last row of the previous page
+    limit: int = 50
 
 
 @dataclass(slots=True)
@@ -375,6 +410,16 @@ class Store(Protocol):
     async def search(self, query: SearchQuery) -> list[dict[str, Any]]:
         """Stopped with `QueryTimeout` after SEARCH_SECONDS; analyst queries never delay
         the reads supervisors and the pipeline make."""
+        ...
+    async def search_turns(self, query: FullTextQuery) -> list[dict[str, Any]]:
+        """Recorded turns matching ``query``, best first (or newest), each with its
+        ``rank`` and ``key`` (the sort key a next page starts after); `QueryTimeout`
+        after SEARCH_SECONDS."""
+        ...
+    async def search_conversations(self, query: FullTextQuery) -> list[dict[str, Any]]:
+        """Conversations whose recorded turns together match ``query``, newest first:
+        each conversation's metadata, ``matched_turns`` and its first three matching
+        turns (``matches``), and ``key``; `QueryTimeout` after SEARCH_SECONDS."""
         ...
     async def load_history(self, query: HistoryQuery) -> History: ...
 

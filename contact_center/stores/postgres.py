@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from analytics.fulltext import Node
 from analytics.history import History, agent_assignments
 from contact_center.stores import (
     HISTORY_LIMIT,
@@ -25,6 +26,7 @@ from contact_center.stores import (
     AuditQuery,
     DeliveryOutcome,
     Fenced,
+    FullTextQuery,
     HistoryQuery,
     PartitionClaim,
     QueryTimeout,
@@ -35,6 +37,7 @@ from contact_center.stores import (
     event_key,
 )
 from contact_center.stores import audit as au
+from contact_center.stores import fulltext as ft
 from contact_center.stores import profiles as pr
 from contact_center.stores import webhooks as wh
 from contact_center.stores.rows import (
@@ -275,6 +278,14 @@ MIGRATIONS: list[str] = [
     -- Per statement: refused even when no row matches.
     CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON audit_log
         FOR EACH STATEMENT EXECUTE FUNCTION audit_log_refuse();
+    """,
+    # The full-text index (contact_center/stores/fulltext.py): the words SQLite's FTS5
+    # reads, every run of what is neither a letter nor a digit made a space.
+    """
+    ALTER TABLE segments ADD COLUMN text_search tsvector GENERATED ALWAYS AS (
+        to_tsvector('simple'::regconfig,
+                    regexp_replace(coalesce(text, ''), '[^[:alnum:]]+', ' ', 'g'))) STORED;
+    CREATE INDEX segments_text_search ON segments USING gin (text_search);
     """,
 ]
 IDLE_IN_TRANSACTION_MS = 5000
@@ -840,22 +851,39 @@ class PostgresStore:
                                      len(args) + 1)
         where.append(within)
         args += more
+        rows = await self._limited(
+            "SELECT s.*, c.queue, c.agent_id, c.channel FROM segments s "
+            "JOIN conversations c ON c.id = s.conversation_id "
+            f"WHERE {' AND '.join(where)} ORDER BY s.received_at DESC, s.seq DESC, "
+            # Ties in code point order, as SQLite orders them, whatever the database's
+            # collation.
+            's.conversation_id COLLATE "C", s.segment_id COLLATE "C" '
+            f"LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}",
+            [*args, query.limit, query.offset])
+        return [as_hit(r) for r in rows]
+
+    async def search_turns(self, query: FullTextQuery) -> list[dict[str, Any]]:
+        rows = await self._limited(*ft.turns(query, _FULLTEXT_SQL))
+        return [as_hit(r) | {"rank": r["rank"], "key": ft.turn_key(r, query.sort)}
+                for r in rows]
+
+    async def search_conversations(self, query: FullTextQuery) -> list[dict[str, Any]]:
+        found = [as_meta(r, _as_is) | {"key": [r["started_at"], r["id"]]}
+                 for r in await self._limited(*ft.conversations(query, _FULLTEXT_SQL))]
+        if found:
+            ft.attach_matches(found, await self._limited(
+                *ft.matches(query, [c["id"] for c in found], _FULLTEXT_SQL)))
+        return found
+
+    async def _limited(self, sql: str, args: list[Any]) -> list[asyncpg.Record]:
+        """An analyst's query, stopped with `QueryTimeout` after SEARCH_SECONDS."""
         async with self.pool.acquire() as db, db.transaction():
             limit_ms = max(1, int(SEARCH_SECONDS * 1000))  # 0 would mean no limit
             await db.execute(f"SET LOCAL statement_timeout = {limit_ms}")
             try:
-                rows = await db.fetch(
-                    "SELECT s.*, c.queue, c.agent_id, c.channel FROM segments s "
-                    "JOIN conversations c ON c.id = s.conversation_id "
-                    f"WHERE {' AND '.join(where)} ORDER BY s.received_at DESC, s.seq DESC, "
-                    # Ties in code point order, as SQLite orders them, whatever the
-                    # database's collation.
-                    's.conversation_id COLLATE "C", s.segment_id COLLATE "C" '
-                    f"LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}",
-                    *args, query.limit, query.offset)
+                return await db.fetch(sql, *args)
             except asyncpg.QueryCanceledError:
                 raise QueryTimeout from None
-        return [as_hit(r) for r in rows]
 
     async def load_history(self, query: HistoryQuery) -> History:
         where, args = _where((("queue", query.queue),), ranges=(
@@ -910,6 +938,16 @@ async def _add_alert_events(db: asyncpg.Connection, events: list[AlertEventRow])
 
 def _one_of(column: str, n: int) -> str:
     return f"{column} = ANY(${n}::text[])"
+
+
+def _tsquery_matching(node: Node, args: list[Any]) -> tuple[str, str, str]:
+    found = ft.tsquery(node, args, lambda n: f"${n}")
+    return ("segments s", f"s.text_search @@ {found}",
+            f"ts_rank_cd(s.text_search, {found})::float8")
+
+
+_FULLTEXT_SQL = ft.Dialect(mark=lambda n: f"${n}", one_of=_one_of, position="strpos",
+                           collate=' COLLATE "C"', matching=_tsquery_matching)
 
 
 async def _directory(db: asyncpg.Connection) -> Directory:

@@ -20,6 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
+from analytics.fulltext import Node
 from analytics.history import History, agent_assignments
 from contact_center.stores import (
     HISTORY_LIMIT,
@@ -30,6 +31,7 @@ from contact_center.stores import (
     AlertQuery,
     AuditQuery,
     DeliveryOutcome,
+    FullTextQuery,
     HistoryQuery,
     QueryTimeout,
     SearchQuery,
@@ -39,6 +41,7 @@ from contact_center.stores import (
     event_key,
 )
 from contact_center.stores import audit as au
+from contact_center.stores import fulltext as ft
 from contact_center.stores import profiles as pr
 from contact_center.stores import webhooks as wh
 from contact_center.stores.rows import (
@@ -275,11 +278,54 @@ _ADDED_COLUMNS = [
     ("alerts", "rule_ids", "TEXT"),
     ("alerts", "document", "TEXT"),
     ("users", "scope", "TEXT"),  # JSON {"teams", "queues"}; NULL: everything
+    ("segments", "text_id", "INTEGER"),  # the turn's row in segments_fts
 ]
 # Indexes over added columns (created once they exist).
 _ADDED_INDEXES = """
 CREATE INDEX IF NOT EXISTS alerts_status ON alerts(status, id);
 """
+# The full-text index (contact_center/stores/fulltext.py): a turn's recorded words, kept
+# by triggers in the writer's own transaction, so every way a turn is added, changed or
+# removed keeps the index true. ``text_id`` finds a turn's row for removal.
+_FULLTEXT = (
+    """CREATE VIRTUAL TABLE segments_fts USING fts5(
+        text, conversation_id UNINDEXED, segment_id UNINDEXED,
+        tokenize = 'unicode61 remove_diacritics 0')""",
+    # The turns recorded before the index existed, numbered in one pass.
+    """CREATE TEMP TABLE text_ids AS SELECT conversation_id, segment_id,
+        row_number() OVER (ORDER BY conversation_id, segment_id) AS id
+        FROM segments WHERE text IS NOT NULL""",
+    """INSERT INTO segments_fts (rowid, text, conversation_id, segment_id)
+        SELECT t.id, s.text, s.conversation_id, s.segment_id
+        FROM text_ids t JOIN segments s USING (conversation_id, segment_id)""",
+    """UPDATE segments SET text_id = t.id FROM text_ids t
+        WHERE t.conversation_id = segments.conversation_id
+        AND t.segment_id = segments.segment_id""",
+    "DROP TABLE text_ids",
+    """CREATE TRIGGER segments_fts_added AFTER INSERT ON segments WHEN new.text IS NOT NULL
+    BEGIN
+        INSERT INTO segments_fts (text, conversation_id, segment_id)
+        VALUES (new.text, new.conversation_id, new.segment_id);
+        UPDATE segments SET text_id = last_insert_rowid()
+        WHERE conversation_id = new.conversation_id AND segment_id = new.segment_id;
+    END""",
+    """CREATE TRIGGER segments_fts_removed AFTER DELETE ON segments
+    WHEN old.text_id IS NOT NULL
+    BEGIN
+        DELETE FROM segments_fts WHERE rowid = old.text_id;
+    END""",
+    """CREATE TRIGGER segments_fts_changed AFTER UPDATE OF text ON segments
+    BEGIN
+        DELETE FROM segments_fts WHERE rowid = old.text_id;
+        UPDATE segments SET text_id = NULL
+        WHERE conversation_id = new.conversation_id AND segment_id = new.segment_id;
+        INSERT INTO segments_fts (text, conversation_id, segment_id)
+        SELECT new.text, new.conversation_id, new.segment_id WHERE new.text IS NOT NULL;
+        UPDATE segments SET text_id = last_insert_rowid()
+        WHERE conversation_id = new.conversation_id AND segment_id = new.segment_id
+        AND new.text IS NOT NULL;
+    END""",
+)
 _ALERT_UPSERT = f"""
 INSERT INTO alerts ({", ".join(ALERT_COLUMNS)}) VALUES ({", ".join("?" * len(ALERT_COLUMNS))})
 ON CONFLICT(id) DO UPDATE SET {", ".join(f"{c} = excluded.{c}" for c in ALERT_COLUMNS[2:])}
@@ -745,6 +791,12 @@ class SQLiteStore:
     async def search(self, query: SearchQuery) -> list[dict[str, Any]]:
         return await self._analyst.run(lambda db: _search(db, query))
 
+    async def search_turns(self, query: FullTextQuery) -> list[dict[str, Any]]:
+        return await self._analyst.run(lambda db: _search_turns(db, query))
+
+    async def search_conversations(self, query: FullTextQuery) -> list[dict[str, Any]]:
+        return await self._analyst.run(lambda db: _search_conversations(db, query))
+
     async def load_history(self, query: HistoryQuery) -> History:
         return await self._analyst.run(lambda db: _load_history(db, query))
 
@@ -821,6 +873,16 @@ def _migrate(db: sqlite3.Connection) -> None:
             if (table, column) == ("alerts", "document"):
                 db.execute(RESOLVE_LEGACY_ALERTS)
     db.executescript(_ADDED_INDEXES)
+    _index_text(db)
+
+
+def _index_text(db: sqlite3.Connection) -> None:
+    """Create the full-text index once, indexing the turns recorded before it existed."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'segments_fts'").fetchone():
+        return
+    with _writing(db):
+        for statement in _FULLTEXT:
+            db.execute(statement)
 
 
 @contextlib.contextmanager
@@ -1070,22 +1132,58 @@ def _search(db: sqlite3.Connection, q: SearchQuery) -> list[dict[str, Any]]:
     args += _lists_as_json(more)
     where.append(f"holds_all(s.text, {_marks(len(q.terms))})")
     args += [folded(term) for term in q.terms]
+    rows = _limited(db, lambda: db.execute(
+        "SELECT s.*, c.queue, c.agent_id, c.channel FROM segments s "
+        "JOIN conversations c ON c.id = s.conversation_id "
+        f"WHERE {' AND '.join(where)} ORDER BY s.received_at DESC, s.seq DESC, "
+        f"s.conversation_id, s.segment_id LIMIT ? OFFSET ?",
+        [*args, q.limit, q.offset]).fetchall())
+    return [as_hit(r) for r in rows]
+
+
+def _limited(db: sqlite3.Connection, run: Callable[[], T]) -> T:
+    """``run`` stopped with `QueryTimeout` after SEARCH_SECONDS."""
     deadline = time.monotonic() + SEARCH_SECONDS
     db.set_progress_handler(lambda: time.monotonic() > deadline, PROGRESS_EVERY)
     try:
-        rows = db.execute(
-            "SELECT s.*, c.queue, c.agent_id, c.channel FROM segments s "
-            "JOIN conversations c ON c.id = s.conversation_id "
-            f"WHERE {' AND '.join(where)} ORDER BY s.received_at DESC, s.seq DESC, "
-            f"s.conversation_id, s.segment_id LIMIT ? OFFSET ?",
-            [*args, q.limit, q.offset]).fetchall()
+        return run()
     except sqlite3.OperationalError as exc:
         if "interrupted" in str(exc):
             raise QueryTimeout from None
         raise
     finally:
         db.set_progress_handler(None, 0)
-    return [as_hit(r) for r in rows]
+
+
+def _fts_matching(node: Node, args: list[Any]) -> tuple[str, str, str]:
+    args.append(ft.fts5_match(node))
+    return ("segments_fts JOIN segments s ON s.conversation_id = segments_fts.conversation_id"
+            " AND s.segment_id = segments_fts.segment_id", "segments_fts MATCH ?",
+            "-bm25(segments_fts)")
+
+
+_FULLTEXT_SQL = ft.Dialect(mark=lambda n: "?", one_of=_one_of, position="instr", collate="",
+                           matching=_fts_matching)
+
+
+def _search_turns(db: sqlite3.Connection, q: FullTextQuery) -> list[dict[str, Any]]:
+    sql, args = ft.turns(q, _FULLTEXT_SQL)
+    rows = _limited(db, lambda: db.execute(sql, _lists_as_json(args)).fetchall())
+    return [as_hit(r) | {"rank": r["rank"], "key": ft.turn_key(r, q.sort)} for r in rows]
+
+
+def _search_conversations(db: sqlite3.Connection,
+                          q: FullTextQuery) -> list[dict[str, Any]]:
+    def run() -> list[dict[str, Any]]:
+        sql, args = ft.conversations(q, _FULLTEXT_SQL)
+        found = [as_meta(r, json.loads) | {"key": [r["started_at"], r["id"]]}
+                 for r in db.execute(sql, _lists_as_json(args))]
+        if found:
+            sql, args = ft.matches(q, [c["id"] for c in found], _FULLTEXT_SQL)
+            ft.attach_matches(found, db.execute(sql, _lists_as_json(args)).fetchall())
+        return found
+
+    return _limited(db, run)
 
 
 def backup(database: Path, target: Path) -> None:
