@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,3 +55,18 @@ class RollingSentiment:
     @classmethod
     def restore(cls, config: RollingConfig, data: dict[str, Any]) -> RollingSentiment:
         return cls(config, list(data.get("values", [])[-config.window :]), data.get("ewma"))
+
+
+def timeline(turns: Iterable[Mapping[str, Any]], config: RollingConfig) -> list[dict[str, Any]]:
+    """The customer's sentiment turn by turn, in arrival order (``seq``): each customer
+    turn's compound score with the moving mean and EWMA the rules read after it."""
+    rolling = RollingSentiment(config)
+    points = []
+    for turn in sorted(turns, key=lambda t: t["seq"]):
+        if turn["role"] != "customer":
+            continue
+        compound = turn["scores"]["compound"]
+        rolling.add(compound)
+        points.append({"seq": turn["seq"], "at": turn["at"], "compound": compound,
+                       "window": rolling.mean, "ewma": rolling.ewma})
+    return points

@@ -134,3 +134,24 @@ def make_entry(at: float, actor: str | None, action: str, target_type: str | Non
                       result=storable_text(result) or "", source=storable_text(source),
                       request_id=storable_text(request_id),
                       details=bounded(details or {}))
+
+
+def monitoring_sessions(entries: list[AuditEntry]) -> list[dict[str, Any]]:
+    """Who monitored a conversation, from its ``monitor.start`` and ``monitor.end``
+    entries (any order): each session that started, oldest first, with when it ended and
+    how long it lasted (null while it is open, or if its end was never recorded)."""
+    ordered = sorted(entries, key=lambda e: (e.at, e.id or 0))
+    sessions: list[dict[str, Any]] = []
+    open_by: dict[str | None, list[dict[str, Any]]] = {}
+    for entry in ordered:
+        if entry.action == "monitor.start" and entry.result == OK:
+            session = {"username": entry.actor, "started_at": entry.at, "ended_at": None,
+                       "seconds": None}
+            sessions.append(session)
+            open_by.setdefault(entry.actor, []).append(session)
+        elif entry.action == "monitor.end" and open_by.get(entry.actor):
+            session = open_by[entry.actor].pop(0)
+            seconds = entry.details.get("seconds")
+            session.update(ended_at=entry.at,
+                           seconds=seconds if isinstance(seconds, int | float) else None)
+    return sessions

@@ -12,7 +12,7 @@ from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from analytics.default_rules import DEFAULT_RULES
 from analytics.replay import Replayed, fresh
-from analytics.rolling import RollingConfig, RollingSentiment
+from analytics.rolling import RollingConfig, RollingSentiment, timeline
 from analytics.rules import (
     KeywordRule,
     RuleSet,
@@ -155,3 +155,13 @@ def test_rule_state_snapshot_keeps_no_text() -> None:
     state = RuleState(breaches=[turn(0, -0.9, text="secret words")], last_fired_at=5.0)
     assert "secret" not in repr(state.snapshot())
     assert RuleState.restore(state.snapshot()).last_fired_at == 5.0
+
+
+def test_the_timeline_is_the_rolling_sentiment_after_each_customer_turn() -> None:
+    turns = [{"seq": s, "at": float(s), "role": r, "scores": {"compound": c}}
+             for s, r, c in ((3, "customer", 0.6), (1, "customer", -0.8), (2, "agent", 0.9),
+                             (4, "customer", 0.0))]
+    points = timeline(turns, RollingConfig(window=2, ewma_alpha=0.5))
+    assert [(p["seq"], p["compound"]) for p in points] == [(1, -0.8), (3, 0.6), (4, 0.0)]
+    assert [p["window"] for p in points] == pytest.approx([-0.8, -0.1, 0.3])
+    assert [p["ewma"] for p in points] == pytest.approx([-0.8, -0.1, -0.05])

@@ -21,7 +21,7 @@ from contact_center import audit_writer
 from contact_center.api import audit as audit_route
 from contact_center.cli import main
 from contact_center.settings import Settings
-from monitoring.audit import ACTIONS
+from monitoring.audit import ACTIONS, AuditEntry, monitoring_sessions
 from tests.conftest import Connector, Users, auth, make_app, refused, wait_for_partitions
 from tests.test_alert_workflow import INSULT, RULES, change, use_rules
 
@@ -408,3 +408,19 @@ def test_what_cannot_be_recorded_is_not_answered(app: TestClient, admin: dict[st
         denied = refused(app, "/v1/conversations/c1/monitor", manager)
         assert denied.status_code == 503 and denied.json()["code"] == "unavailable"
     assert app.get("/v1/transcripts/c1").status_code == 401  # (refusals: as ever)
+
+
+def test_monitoring_sessions_pair_each_start_with_the_same_users_next_end() -> None:
+    def entry(i: int, actor: str, action: str, result: str = "ok",
+              seconds: float | None = None) -> AuditEntry:
+        return AuditEntry(at=float(i), actor=actor, action=action, target_type="conversation",
+                          target_id="c1", result=result, source=None, request_id=None,
+                          details={} if seconds is None else {"seconds": seconds}, id=i)
+
+    entries = [entry(4, "kim", "monitor.end", seconds=3.0), entry(1, "kim", "monitor.start"),
+               entry(2, "sam", "monitor.start"), entry(3, "joe", "monitor.start", "forbidden"),
+               entry(5, "kim", "monitor.start"), entry(6, "joe", "monitor.end")]
+    assert monitoring_sessions(entries) == [
+        {"username": "kim", "started_at": 1.0, "ended_at": 4.0, "seconds": 3.0},
+        {"username": "sam", "started_at": 2.0, "ended_at": None, "seconds": None},
+        {"username": "kim", "started_at": 5.0, "ended_at": None, "seconds": None}]

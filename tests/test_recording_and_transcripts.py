@@ -18,6 +18,7 @@ from contact_center.stores import sqlite as sqlite_store
 from contact_center.stores.sqlite import SQLiteStore
 from tests.conftest import (
     ANGRY,
+    HAPPY,
     Connector,
     Stored,
     Users,
@@ -118,6 +119,44 @@ def test_analyst_fetches_a_recorded_conversation(ingest: Connector, client: Test
     assert body["events"][1]["from_queue"] == "billing"
     missing = client.get("/v1/transcripts/nope", headers=analyst)
     assert missing.status_code == 404 and missing.json()["code"] == "unknown_conversation"
+
+
+def test_the_conversation_view_has_alert_history_monitors_and_a_timeline(
+        ingest: Connector, client: TestClient, users: Users) -> None:
+    analyst = auth(users.token("Analyst"))
+    kim = auth(users.token("CallCenterManager", username="kim"))
+    ingest.start("v1", queue="billing", agent_id="ann")
+    ingest.say("v1", "1", CUSTOMER)
+    ingest.say("v1", "2", AGENT, role="agent")
+    with client.websocket_connect("/v1/conversations/v1/monitor", headers=kim) as monitor:
+        assert monitor.receive_json()["type"] == "catch_up"
+    [alert] = client.get("/v1/alerts", headers=kim,
+                         params={"conversation_id": "v1"}).json()["alerts"]
+    assert client.post(f"/v1/alerts/{alert['id']}/acknowledge", headers=kim,
+                       json={"version": alert["version"]}).status_code == 200
+    ingest.say("v1", "3", HAPPY)
+    ingest.send({"type": "conversation.transferred", "conversation_id": "v1",
+                 "to_queue": "retention"})
+    ingest.end("v1")
+    body = client.get("/v1/transcripts/v1", headers=analyst).json()
+    # Each alert with its history, oldest first: raised, acknowledged by kim, resolved.
+    history = body["alerts"][0]["history"]
+    changes = [(h["type"], h["by"]) for h in history]
+    assert changes[0] == ("alert.raised", None) and ("alert.acknowledged", "kim") in changes
+    assert changes[-1] == ("alert.resolved", None)
+    assert [h["at"] for h in history] == sorted(h["at"] for h in history)
+    # Who monitored it, from the audit log (the end is recorded as the socket closes).
+    [session] = body["monitors"]
+    assert session["username"] == "kim" and session["started_at"] <= session["ended_at"]
+    assert session["seconds"] >= 0
+    # The customer's sentiment after each of their turns, as the rules read it.
+    customer = [t for t in body["turns"] if t["role"] == "customer"]
+    scores = [t["scores"]["compound"] for t in customer]
+    assert [(p["seq"], p["compound"]) for p in body["timeline"]] == [
+        (t["seq"], t["scores"]["compound"]) for t in customer]
+    assert body["timeline"][-1]["window"] == pytest.approx(sum(scores) / 2)
+    assert body["timeline"][-1]["ewma"] == pytest.approx(0.5 * scores[1] + 0.5 * scores[0])
+    assert "conversation.transferred" in [e["type"] for e in body["events"]]
 
 
 def test_transcript_is_in_spoken_order_even_when_segments_arrive_late(

@@ -6,17 +6,20 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
+from analytics.rolling import timeline
 from analytics.search import MAX_TERMS, parse_terms
 from contact_center.api.audited import audited
 from contact_center.api.auth import require
 from contact_center.api.openapi import COMMON, error
 from contact_center.api.views import SearchResults, Transcript
 from contact_center.protocol import Timestamp
-from contact_center.stores import SEARCH_SECONDS, QueryTimeout, SearchQuery
+from contact_center.stores import SEARCH_SECONDS, AuditQuery, QueryTimeout, SearchQuery
+from monitoring.audit import monitoring_sessions
 from monitoring.permissions import Permission, Principal
 
 router = APIRouter(tags=["analytics"], responses=COMMON)
 
+MONITORS_SHOWN = 100  # monitoring sessions shown with a transcript, the newest
 MAX_OFFSET = 1_000_000  # deeper pages: narrow the search (since, until, queue) instead
 
 # The one statement of what a search finds; docs/protocol.md says the same.
@@ -48,16 +51,28 @@ SEARCH_SEMANTICS = f"""Find recorded turns by keywords, the same way on every st
 async def get_transcript(request: Request, conversation_id: str,
                          principal: Principal = require(Permission.TRANSCRIPTS_READ),
                          ) -> dict[str, Any]:
-    """A conversation in the user's scope with every turn's scores, its alerts and
-    events. Turns whose role the recording policy did not keep have ``text: null``.
-    Recorded in the audit log (``transcript.read``) before it is answered."""
+    """A conversation in the user's scope: every turn's scores, its alerts with their
+    history, its events (transfers among them), who monitored it (from the audit log) and
+    the customer's sentiment timeline. Turns whose role the recording policy did not keep
+    have ``text: null``. Recorded in the audit log (``transcript.read``) before it is
+    answered."""
+    store = request.app.state.store
     async with audited(request, principal, "transcript.read", "conversation",
                        conversation_id):
-        conversation = await request.app.state.store.get_conversation(conversation_id)
+        conversation = await store.get_conversation(conversation_id)
         if conversation is None or not principal.sees(conversation["queue"],
                                                       conversation["agent_id"]):
             raise HTTPException(404, {"type": "error", "code": "unknown_conversation",
                                       "message": f"no conversation {conversation_id}"})
+    for alert in conversation["alerts"]:
+        alert["history"] = await store.alert_history(alert["id"])
+    monitoring = [entry for action in ("monitor.start", "monitor.end")
+                  for entry in await store.list_audit(AuditQuery(
+                      action=action, target_type="conversation", target_id=conversation_id,
+                      limit=MONITORS_SHOWN))]
+    conversation["monitors"] = monitoring_sessions(monitoring)[-MONITORS_SHOWN:]
+    conversation["timeline"] = timeline(conversation["turns"],
+                                        request.app.state.settings.rolling)
     return conversation
 
 

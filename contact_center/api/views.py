@@ -290,13 +290,38 @@ class ConversationRecord(Closed):
     ended_at: float | None
 
 
+class TimelinePoint(Closed):
+    """The customer's sentiment after one of their turns."""
+
+    seq: int
+    at: float
+    compound: float = Field(description="This turn's score.")
+    window: float = Field(description="The moving mean the rules read (`CC_ROLLING_WINDOW`).")
+    ewma: float = Field(description="The EWMA the rules read (`CC_EWMA_ALPHA`).")
+
+
+class MonitoringSession(Closed):
+    """A supervisor's silent monitoring of the conversation, from the audit log."""
+
+    username: str | None
+    started_at: float
+    ended_at: float | None = Field(description="null while open (or never recorded).")
+    seconds: float | None
+
+
 class Transcript(ConversationRecord):
-    """A recorded conversation: its metadata, every turn in spoken order, its alerts and
-    events."""
+    """A recorded conversation: its metadata, every turn in spoken order, its alerts with
+    their history, its events (transfers among them), who monitored it and the customer's
+    sentiment timeline."""
 
     turns: list[Turn]
-    alerts: list[Alert]
+    alerts: list[AlertWithHistory] = Field(description="Each with its first changes "
+                                                       "(at most 1,000), oldest first.")
     events: list[StoredEvent]
+    monitors: list[MonitoringSession] = Field(description=(
+        "Who monitored it, oldest first (the newest 100 sessions)."))
+    timeline: list[TimelinePoint] = Field(description="One point per customer turn, in "
+                                                      "arrival order.")
 
 
 class SearchHit(Turn):
