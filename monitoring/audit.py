@@ -17,6 +17,8 @@ ACTIONS: dict[str, str] = {
     "monitor.end": "silent monitoring of a conversation ended",
     "transcript.read": "a recorded conversation was read",
     "transcript.search": "recorded transcripts were searched (terms and filters in details)",
+    "transcript.export": "what a search found was exported (query, filters and count in "
+                         "details)",
     "rule.create": "an escalation rule was added",
     "rule.change": "an escalation rule was replaced or changed in part",
     "rule.delete": "an escalation rule was deleted",

@@ -6,11 +6,21 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from analytics.export import (
+    CONVERSATION_COLUMNS,
+    TURN_COLUMNS,
+    csv_lines,
+    export_row,
+)
 from analytics.fulltext import (
     MAX_DEPTH,
     MAX_QUERY_TERMS,
@@ -26,7 +36,14 @@ from contact_center.api.auth import require
 from contact_center.api.openapi import COMMON, error
 from contact_center.api.views import AlertStatus, ConversationsFound, TurnsFound
 from contact_center.protocol import Channel, Role, Timestamp
-from contact_center.stores import SEARCH_SECONDS, FullTextFilters, FullTextQuery, QueryTimeout
+from contact_center.stores import (
+    SEARCH_SECONDS,
+    FullTextFilters,
+    FullTextQuery,
+    QueryTimeout,
+    Store,
+)
+from monitoring import codec
 from monitoring.permissions import Permission, Principal
 from monitoring.scope import Scope
 
@@ -43,18 +60,22 @@ compared without case: `e-mail` is the phrase "e mail". No stemming (`refund*` f
 only excludes (`NOT refund`) is refused: 422 `validation_error` saying why.
 See docs/analytics.md."""
 
+EXPORTS_AT_ONCE = 2  # per API node
+EXPORT_BUSY_RETRY_SECONDS = 10
+EXPORT_PAGE = 1000  # rows read (and sent) at a time
+JSON_LINES, CSV = "application/jsonl", "text/csv; charset=utf-8"
+
 TIMEOUT = error("query_timeout: the search ran past its time limit (narrow it); "
                 "unavailable: the database is down")
 
 
-class Search(BaseModel):
-    """What both searches take (query parameters); an unknown one is refused (422)."""
+class Found(BaseModel):
+    """The query and filters every search and export takes (query parameters); an
+    unknown one is refused (422)."""
 
     model_config = ConfigDict(extra="forbid")
 
     q: str = Field(min_length=1, max_length=500, description="The query (below).")
-    limit: int = Field(default=20, ge=1, le=MAX_LIMIT)
-    cursor: str | None = Field(default=None, description="`next` of the previous page.")
 
     since: Timestamp | None = Field(default=None, description=(
         "Turns: received at or after. Conversations: started at or after."))
@@ -91,6 +112,11 @@ class Search(BaseModel):
         """What was asked, for the audit log."""
         return {name: (value.timestamp() if name in ("since", "until") else value)
                 for name, value in self if value is not None}
+
+
+class Search(Found):
+    limit: int = Field(default=20, ge=1, le=MAX_LIMIT)
+    cursor: str | None = Field(default=None, description="`next` of the previous page.")
 
 
 class TurnSearch(Search):
@@ -144,7 +170,89 @@ async def search_conversations(
             "next": _next(found, "conversations", search.limit)}
 
 
-async def _query(request: Request, principal: Principal, f: Search,
+class Export(Found):
+    format: Literal["csv", "jsonl"] = Field(default="jsonl", description=(
+        "jsonl: the count, then a row per line; csv: a header, then a row per line (the "
+        "count in the X-Total-Count header)."))
+
+
+@router.get("/v1/search/turns/export", responses={
+    200: {"content": {JSON_LINES: {"schema": {"type": "string"}},
+                      CSV: {"schema": {"type": "string"}}},
+          "description": "Every turn found, streamed.",
+          "headers": {"X-Total-Count": {"description": "How many rows follow.",
+                                        "schema": {"type": "integer"}}}},
+    503: error("busy: two exports are running on this node (retry after Retry-After "
+               "seconds); query_timeout: counting ran past its time limit (narrow it)")},
+            description=f"""Every turn `GET /v1/search/turns` finds (the same query and
+filters; `limit`, `cursor` and `sort` aside), newest first, streamed in constant memory:
+as JSON Lines, a first line `{{"count": n}}` then one turn per line; or as CSV
+(`format=csv`), a header line then one turn per line. `X-Total-Count` says how many rows
+follow. The set is fixed when the export starts (turns received later are left out).
+{EXPORTS_AT_ONCE} exports at a time per API node (another: 503 `busy`). Recorded in the
+audit log (`transcript.export`) before the first row is sent.
+
+{SYNTAX}""")
+async def export_turns(
+    request: Request, export: Annotated[Export, Query()],
+    principal: Principal = require(Permission.CONTACT_SEARCH),
+) -> StreamingResponse:
+    return await _export(request, principal, export, "turns")
+
+
+@router.get("/v1/search/conversations/export", responses={
+    200: {"content": {JSON_LINES: {"schema": {"type": "string"}},
+                      CSV: {"schema": {"type": "string"}}},
+          "description": "Every conversation found, streamed.",
+          "headers": {"X-Total-Count": {"description": "How many rows follow.",
+                                        "schema": {"type": "integer"}}}},
+    503: error("busy: two exports are running on this node (retry after Retry-After "
+               "seconds); query_timeout: counting ran past its time limit (narrow it)")},
+            description=f"""Every conversation `GET /v1/search/conversations` finds, as
+its metadata and `matched_turns` (without the matching turns themselves), newest first,
+streamed like `GET /v1/search/turns/export`. Recorded as `transcript.export`.
+
+{SYNTAX}""")
+async def export_conversations(
+    request: Request, export: Annotated[Export, Query()],
+    principal: Principal = require(Permission.CONTACT_SEARCH),
+) -> StreamingResponse:
+    return await _export(request, principal, export, "conversations")
+
+
+async def _export(request: Request, principal: Principal, export: Export,
+                  mode: str) -> StreamingResponse:
+    query = await _query(request, principal, export,
+                         "newest" if mode == "turns" else "conversations")
+    query.until = min(query.until or math.inf, time.time())  # a fixed set
+    store = request.app.state.store
+    running = getattr(request.app.state, "exports_running", 0)
+    if running >= EXPORTS_AT_ONCE:
+        raise HTTPException(503, {"type": "error", "code": "busy", "message": (
+            f"{EXPORTS_AT_ONCE} exports are running on this node; retry later")},
+            headers={"Retry-After": str(EXPORT_BUSY_RETRY_SECONDS)})
+    request.app.state.exports_running = running + 1
+    try:
+        async with audited(request, principal, "transcript.export",
+                           details={"mode": mode, **export.given()}) as outcome:
+            total = await _run_count(store.count_found(query, mode))
+            outcome.details["count"] = total
+    except BaseException:
+        request.app.state.exports_running -= 1
+        raise
+
+    async def rows() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in exported(store, query, mode, export.format, total):
+                yield chunk
+        finally:
+            request.app.state.exports_running -= 1
+
+    return StreamingResponse(rows(), headers={"X-Total-Count": str(total)},
+                             media_type=CSV if export.format == "csv" else JSON_LINES)
+
+
+async def _query(request: Request, principal: Principal, f: Found,
                  sort: str) -> FullTextQuery:
     """``sort``: the turns' ("relevance", "newest"), or "conversations"."""
     try:
@@ -164,7 +272,8 @@ async def _query(request: Request, principal: Principal, f: Search,
     return FullTextQuery(
         query=node, since=f.since.timestamp() if f.since else None,
         until=f.until.timestamp() if f.until else None, role=f.role, sort=sort,
-        after=_after(f.cursor, sort), limit=f.limit,
+        after=_after(f.cursor, sort) if isinstance(f, Search) else None,
+        limit=f.limit if isinstance(f, Search) else EXPORT_PAGE,
         filters=FullTextFilters(
             queue=f.queue, agent_id=f.agent_id, channel=f.channel, team=team,
             sentiment=sentiment, handle_seconds=(f.handle_min_seconds, f.handle_max_seconds),
@@ -214,3 +323,33 @@ def _after(cursor: str | None, kind: str) -> list[Any] | None:
             "cursor: not a cursor of this search (use the `next` it answered, with the "
             "same sort)")}) from None
     return key
+
+
+async def _run_count(count: Awaitable[int]) -> int:
+    try:
+        return await count
+    except QueryTimeout:
+        raise HTTPException(503, {"type": "error", "code": "query_timeout", "message": (
+            f"counting ran past {SEARCH_SECONDS:g} s and was stopped; narrow the export "
+            "(since, until, queue, agent_id, or more specific words)")}) from None
+
+
+async def exported(store: Store, query: FullTextQuery, mode: str, fmt: str,
+                   total: int) -> AsyncIterator[bytes]:
+    """Everything ``query`` finds, at most ``total`` rows (the set counted), a page of
+    EXPORT_PAGE at a time: memory does not grow with the rows."""
+    columns = TURN_COLUMNS if mode == "turns" else CONVERSATION_COLUMNS
+    yield (codec.dumps({"count": total}) + "\n" if fmt == "jsonl"
+           else csv_lines([list(columns)])).encode()
+    sent = 0
+    while sent < total:
+        query.limit = min(EXPORT_PAGE, total - sent)
+        page = await (store.search_turns(query) if mode == "turns"
+                      else store.search_conversations(query))
+        if not page:
+            return
+        rows = [export_row(found, mode) for found in page]
+        yield ("".join(codec.dumps(r) + "\n" for r in rows) if fmt == "jsonl"
+               else csv_lines([[r[c] for c in columns] for r in rows])).encode()
+        sent += len(page)
+        query.after = page[-1]["key"]

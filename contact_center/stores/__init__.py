@@ -421,6 +421,10 @@ class Store(Protocol):
         each conversation's metadata, ``matched_turns`` and its first three matching
         turns (``matches``), and ``key``; `QueryTimeout` after SEARCH_SECONDS."""
         ...
+    async def count_found(self, query: FullTextQuery, mode: str) -> int:
+        """How many turns (``mode`` "turns") or conversations ("conversations") ``query``
+        finds; `QueryTimeout` after SEARCH_SECONDS."""
+        ...
     async def load_history(self, query: HistoryQuery) -> History: ...
 
 

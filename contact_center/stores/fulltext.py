@@ -184,6 +184,15 @@ def turns(q: FullTextQuery, d: Dialect) -> tuple[str, list[Any]]:
             f"LIMIT {d.mark(len(args))}"), args
 
 
+def count(q: FullTextQuery, d: Dialect, mode: str) -> tuple[str, list[Any]]:
+    """The SELECT of how many turns (or conversations) the query finds, pages aside."""
+    unpaged = FullTextQuery(query=q.query, filters=q.filters, since=q.since, until=q.until,
+                            role=q.role, sort="newest", limit=0)
+    sql, args = turns(unpaged, d) if mode == "turns" else conversations(unpaged, d)
+    sql = sql[:sql.rindex(" ORDER BY ")]  # no order, no limit
+    return f"SELECT count(*) AS n FROM ({sql}) AS found", args[:-1]
+
+
 def conversations(q: FullTextQuery, d: Dialect) -> tuple[str, list[Any]]:
     """The SELECT of one page of conversations found (newest first)."""
     args: list[Any] = []

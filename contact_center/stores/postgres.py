@@ -875,6 +875,10 @@ class PostgresStore:
                 *ft.matches(query, [c["id"] for c in found], _FULLTEXT_SQL)))
         return found
 
+    async def count_found(self, query: FullTextQuery, mode: str) -> int:
+        [row] = await self._limited(*ft.count(query, _FULLTEXT_SQL, mode))
+        return int(row["n"])
+
     async def _limited(self, sql: str, args: list[Any]) -> list[asyncpg.Record]:
         """An analyst's query, stopped with `QueryTimeout` after SEARCH_SECONDS."""
         async with self.pool.acquire() as db, db.transaction():

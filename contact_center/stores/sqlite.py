@@ -797,6 +797,11 @@ class SQLiteStore:
     async def search_conversations(self, query: FullTextQuery) -> list[dict[str, Any]]:
         return await self._analyst.run(lambda db: _search_conversations(db, query))
 
+    async def count_found(self, query: FullTextQuery, mode: str) -> int:
+        sql, args = ft.count(query, _FULLTEXT_SQL, mode)
+        return await self._analyst.run(lambda db: int(_limited(db, lambda: db.execute(
+            sql, _lists_as_json(args)).fetchone()[0])))
+
     async def load_history(self, query: HistoryQuery) -> History:
         return await self._analyst.run(lambda db: _load_history(db, query))
 
