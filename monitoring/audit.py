@@ -17,6 +17,8 @@ ACTIONS: dict[str, str] = {
     "monitor.end": "silent monitoring of a conversation ended",
     "transcript.read": "a recorded conversation was read",
     "transcript.search": "recorded transcripts were searched (terms and filters in details)",
+    "analytics.query": "recorded conversations were aggregated (grouping and filters in "
+                       "details)",
     "rule.create": "an escalation rule was added",
     "rule.change": "an escalation rule was replaced or changed in part",
     "rule.delete": "an escalation rule was deleted",

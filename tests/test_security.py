@@ -55,6 +55,7 @@ MATRIX: dict[tuple[str, str], set[Permission]] = {
         {P.WEBHOOKS_MANAGE},
     ("GET", "/v1/transcripts/{conversation_id}"): {P.TRANSCRIPTS_READ},
     ("GET", "/v1/transcripts"): {P.CONTACT_SEARCH},
+    ("GET", "/v1/analytics/conversations"): {P.CONTACT_SEARCH},
     ("GET", "/v1/me"): set(),  # any authenticated user
     ("GET", "/v1/rules"): {P.RULES_MANAGE},
     ("PUT", "/v1/rules"): {P.RULES_MANAGE},
