@@ -19,6 +19,8 @@ ACTIONS: dict[str, str] = {
     "transcript.search": "recorded transcripts were searched (terms and filters in details)",
     "transcript.export": "what a search found was exported (query, filters and count in "
                          "details)",
+    "analytics.query": "recorded conversations were aggregated (grouping and filters in "
+                       "details)",
     "rule.create": "an escalation rule was added",
     "rule.change": "an escalation rule was replaced or changed in part",
     "rule.delete": "an escalation rule was deleted",

@@ -59,6 +59,7 @@ MATRIX: dict[tuple[str, str], set[Permission]] = {
     ("GET", "/v1/search/conversations"): {P.CONTACT_SEARCH},
     ("GET", "/v1/search/turns/export"): {P.CONTACT_SEARCH},
     ("GET", "/v1/search/conversations/export"): {P.CONTACT_SEARCH},
+    ("GET", "/v1/analytics/conversations"): {P.CONTACT_SEARCH},
     ("GET", "/v1/me"): set(),  # any authenticated user
     ("GET", "/v1/rules"): {P.RULES_MANAGE},
     ("PUT", "/v1/rules"): {P.RULES_MANAGE},

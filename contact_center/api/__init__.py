@@ -7,7 +7,8 @@ teams (and the agent directory), profiles (security profiles, the permission
 catalogue), audit (the audit log), operations (probes, metrics, dead letters). Shared:
 `auth` (where permissions are checked), `audited` (recording what a request did in
 the audit log), `openapi` (the error body and common answers), `views` (response
-shapes), `sockets` (streaming to a client), `errors`, `middleware`.
+shapes), `sockets` (streaming to a client), `errors`, `middleware`. Also aggregates
+(analysts' figures per queue, agent or team and time bucket).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from contact_center.api import (
+    aggregates,
     alerts,
     audit,
     ingest,
@@ -32,7 +34,7 @@ from contact_center.api import (
 
 ROUTERS = [ingest.router, live.router, supervision.router, alerts.router, transcripts.router,
            search.router, rules.router, users.router, teams.router, profiles.router,
-           operations.router, webhooks.router, audit.router]
+           operations.router, webhooks.router, audit.router, aggregates.router]
 
 
 def include_routes(app: FastAPI) -> None:

@@ -405,3 +405,55 @@ class Health(BaseModel):
 
 class Liveness(BaseModel):
     status: Literal["ok", "pipeline stopped"]
+
+
+class Distribution(Closed):
+    """Values of one figure in a row: how many there are, their mean and nearest-rank
+    percentiles (the ⌈p·n/100⌉-th smallest; always one of the values); null when none."""
+
+    n: int = Field(description="How many values (conversations or alerts that have one).")
+    mean: float | None
+    p50: float | None = Field(description="The median, nearest-rank.")
+    p90: float | None = Field(description="The 90th percentile, nearest-rank.")
+
+
+class AggregateRow(Closed):
+    """One (group, bucket): see docs/analytics.md#aggregates for each field's definition."""
+
+    group: str | None = Field(description="The queue, agent or team; null: no agent (agent), "
+                                          "no agent or one without a team (team), or "
+                                          "group_by=none.")
+    bucket: float | None = Field(description="The bucket's start (Unix time, UTC); null "
+                                             "without an interval.")
+    conversations: int = Field(description="Conversations started in it.")
+    first_customer_compound: Distribution = Field(
+        description="The compound score of each conversation's first customer turn.")
+    last_customer_compound: Distribution = Field(
+        description="... of its last customer turn.")
+    customer_compound_change: Distribution = Field(description="last minus first, per "
+                                                               "conversation.")
+    customer_turns: int = Field(description="Customer turns in its conversations.")
+    customer_compound_mean: float | None = Field(
+        description="The mean compound score of all those customer turns; null: none.")
+    escalated: int = Field(description="Conversations with at least one alert.")
+    escalated_share: float = Field(description="escalated / conversations.")
+    alerts: int = Field(description="Alerts on its conversations.")
+    alerts_by_rule: dict[str, int] = Field(description="Per rule id: the alerts that have "
+                                                       "a hit of that rule.")
+    time_to_acknowledge: Distribution = Field(
+        description="Seconds from each alert's first raise to its first acknowledgement "
+                    "(alerts never acknowledged are left out).")
+    first_response: Distribution = Field(
+        description="Seconds from each conversation's first customer turn to the first "
+                    "agent turn received after it (conversations without one left out).")
+    handle_time: Distribution = Field(description="ended_at - started_at, seconds, of each "
+                                                  "ended conversation.")
+
+
+class ConversationAggregates(Closed):
+    group_by: Literal["queue", "agent", "team", "none"]
+    interval: Literal["hour", "day", "week"] | None
+    conversations: int = Field(description="Conversations aggregated, in all rows.")
+    rows: list[AggregateRow] = Field(description="Groups in code point order (null last), "
+                                                 "then buckets oldest first; only those "
+                                                 "with conversations.")

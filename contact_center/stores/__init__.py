@@ -12,6 +12,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from analytics.aggregates import Facts, GroupBy
 from analytics.fulltext import Node
 from analytics.history import History
 from monitoring.alert_stream import AlertEvents as AlertEvents
@@ -251,6 +252,21 @@ class HistoryQuery:
     within: Within | None = None  # None: everything
 
 
+@dataclass(slots=True)
+class AggregateQuery:
+    """Recorded conversations to aggregate (`analytics.aggregates`): started in [since,
+    until), filtered, each in its group (``group_by``)."""
+
+    group_by: GroupBy = "queue"
+    since: float | None = None
+    until: float | None = None
+    queue: str | None = None
+    agent_id: str | None = None
+    channel: str | None = None
+    limit: int = 1_000_000  # conversations at most; more: `Facts.truncated`
+    within: Within | None = None  # None: everything
+
+
 class Store(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
@@ -426,6 +442,10 @@ class Store(Protocol):
         finds; `QueryTimeout` after SEARCH_SECONDS."""
         ...
     async def load_history(self, query: HistoryQuery) -> History: ...
+    async def aggregate(self, query: AggregateQuery) -> Facts:
+        """The columns `analytics.aggregates` groups, read in one snapshot; stopped with
+        `QueryTimeout` after SEARCH_SECONDS, on the analysts' connection as `search`."""
+        ...
 
 
 class PartitionedStore(Store, Protocol):

@@ -8,17 +8,20 @@ Same tables and semantics as the SQLite store; a pipeline batch is one transacti
 from __future__ import annotations
 
 import contextlib
+import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
 
 import asyncpg
 
+from analytics.aggregates import Facts
 from analytics.fulltext import Node
 from analytics.history import History, agent_assignments
 from contact_center.stores import (
     HISTORY_LIMIT,
     SEARCH_SECONDS,
+    AggregateQuery,
     AlertChange,
     AlertEventRow,
     AlertEvents,
@@ -36,6 +39,7 @@ from contact_center.stores import (
     directory,
     event_key,
 )
+from contact_center.stores import aggregates as ag
 from contact_center.stores import audit as au
 from contact_center.stores import fulltext as ft
 from contact_center.stores import profiles as pr
@@ -927,6 +931,28 @@ class PostgresStore:
             texts=[r[9] for r in segments] if query.with_text else None,
             truncated=len(rows) > query.limit, agents_from=agents_from)
 
+    async def aggregate(self, query: AggregateQuery) -> Facts:
+        """The three reads in one snapshot, stopped after SEARCH_SECONDS in all (each
+        statement gets the time left), as a search is."""
+        picked, args = ag.picked(query, lambda n: f"${n}", _one_of)
+        deadline = time.monotonic() + SEARCH_SECONDS
+        fetched: list[list[asyncpg.Record]] = []
+        async with self.pool.acquire() as db, db.transaction(isolation="repeatable_read",
+                                                             readonly=True):
+            for sql in (ag.conversations(picked), ag.alerts(picked),
+                        ag.rules(picked, _EACH_RULE)):
+                left_ms = int((deadline - time.monotonic()) * 1000)
+                if left_ms < 1:  # (and 0 would mean no limit)
+                    raise QueryTimeout
+                await db.execute(f"SET LOCAL statement_timeout = {left_ms}")
+                try:
+                    fetched.append(await db.fetch(sql, *args))
+                except asyncpg.QueryCanceledError:
+                    raise QueryTimeout from None
+                if len(fetched[0]) > query.limit:
+                    return Facts(truncated=True)
+        return ag.facts(*fetched)
+
 
 async def _add_alert_events(db: asyncpg.Connection, events: list[AlertEventRow]) -> None:
     """Numbered under a lock held to commit (see _ALERT_EVENTS_LOCK)."""
@@ -1012,7 +1038,6 @@ def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-
-
-
-
+# Each rule id of alert x (a legacy alert, without a document: its one rule_id).
+_EACH_RULE = ("CROSS JOIN LATERAL json_array_elements_text(CASE WHEN x.document IS NULL "
+              "THEN json_build_array(x.rule_id) ELSE x.document -> 'rule_ids' END) AS r(value)")

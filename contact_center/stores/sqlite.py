@@ -20,11 +20,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
+from analytics.aggregates import Facts
 from analytics.fulltext import Node
 from analytics.history import History, agent_assignments
 from contact_center.stores import (
     HISTORY_LIMIT,
     SEARCH_SECONDS,
+    AggregateQuery,
     AlertChange,
     AlertEventRow,
     AlertEvents,
@@ -40,6 +42,7 @@ from contact_center.stores import (
     directory,
     event_key,
 )
+from contact_center.stores import aggregates as ag
 from contact_center.stores import audit as au
 from contact_center.stores import fulltext as ft
 from contact_center.stores import profiles as pr
@@ -805,6 +808,9 @@ class SQLiteStore:
     async def load_history(self, query: HistoryQuery) -> History:
         return await self._analyst.run(lambda db: _load_history(db, query))
 
+    async def aggregate(self, query: AggregateQuery) -> Facts:
+        return await self._analyst.run(lambda db: _aggregate(db, query))
+
 
 # -- SQL run on the connection threads ----------------------------------------------------
 
@@ -1213,3 +1219,33 @@ def backup(database: Path, target: Path) -> None:
     except BaseException:
         target.unlink(missing_ok=True)  # no half copy left to mistake for a backup
         raise
+
+
+# Each rule id of alert x (a legacy alert, without a document: its one rule_id).
+_EACH_RULE = ("JOIN json_each(CASE WHEN x.document IS NULL THEN json_array(x.rule_id) "
+              "ELSE json_extract(x.document, '$.rule_ids') END) r")
+
+
+def _aggregate(db: sqlite3.Connection, q: AggregateQuery) -> Facts:
+    """The three reads in one transaction (they see the same conversations), stopped
+    after SEARCH_SECONDS in all, as a search is."""
+    picked, args = ag.picked(q, lambda n: "?", _one_of)
+    args = _lists_as_json(args)
+    deadline = time.monotonic() + SEARCH_SECONDS
+    db.set_progress_handler(lambda: time.monotonic() > deadline, PROGRESS_EVERY)
+    try:
+        db.execute("BEGIN")
+        rows = db.execute(ag.conversations(picked), args).fetchall()
+        if len(rows) > q.limit:
+            return Facts(truncated=True)
+        alerts = db.execute(ag.alerts(picked), args).fetchall()
+        rules = db.execute(ag.rules(picked, _EACH_RULE), args).fetchall()
+        return ag.facts(rows, alerts, rules)
+    except sqlite3.OperationalError as exc:
+        if "interrupted" in str(exc):
+            raise QueryTimeout from None
+        raise
+    finally:
+        db.set_progress_handler(None, 0)  # (first: ending the transaction is never stopped)
+        if db.in_transaction:
+            db.execute("COMMIT")
