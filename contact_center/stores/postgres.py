@@ -7,6 +7,7 @@ Same tables and semantics as the SQLite store; a pipeline batch is one transacti
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 import zlib
@@ -951,7 +952,8 @@ class PostgresStore:
                     raise QueryTimeout from None
                 if len(fetched[0]) > query.limit:
                     return Facts(truncated=True)
-        return ag.facts(*fetched)
+        # Rows to columns is a loop per row: off the event loop, as SQLite's is.
+        return await asyncio.to_thread(ag.facts, *fetched)
 
 
 async def _add_alert_events(db: asyncpg.Connection, events: list[AlertEventRow]) -> None:
