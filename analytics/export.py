@@ -38,3 +38,23 @@ def _cell(value: Any) -> Any:
     if isinstance(value, str) and value.startswith(_FORMULA_START):
         return "'" + value
     return "" if value is None else value
+
+
+def flattened(row: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested row as one level, its keys joined by dots: ``{"first": {"mean": 1}}``
+    becomes ``{"first.mean": 1}``."""
+    flat: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, Mapping):
+            flat |= flattened(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def as_table(rows: Iterable[Mapping[str, Any]]) -> list[list[Any]]:
+    """Nested rows as a header and a row each, the header being every key seen in the
+    order first seen (a key a row lacks is an empty cell)."""
+    flat = [flattened(r) for r in rows]
+    header = list(dict.fromkeys(k for r in flat for k in r))
+    return [header, *[[r.get(k) for k in header] for r in flat]]

@@ -5,6 +5,8 @@ limits, permissions and the audit; and the pure numpy grouping on its own."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from collections import defaultdict
@@ -262,6 +264,30 @@ def test_every_number_matches_a_recomputation_from_the_transcripts(
     team = {r["group"]: r["conversations"] for r in aggregated(
         client, analyst, group_by="team")["rows"]}
     assert set(team) == {"billing", "apac", None}  # direct teams; cid and none: null
+
+
+def test_an_aggregate_exports_as_csv_and_json_lines(client: TestClient, users: Users,
+                                                   loaded: Recorded) -> None:
+    analyst = auth(users.token("Analyst", username="ana"))
+    whole = aggregated(client, analyst, group_by="agent", interval="day")
+    lines = client.get(ROUTE, headers=analyst, params={
+        "group_by": "agent", "interval": "day", "format": "jsonl"})
+    assert lines.headers["content-type"] == "application/jsonl"
+    first, *rows = [json.loads(line) for line in lines.text.splitlines()]
+    assert first == {"group_by": "agent", "interval": "day",
+                     "conversations": whole["conversations"], "count": len(whole["rows"])}
+    assert rows == whole["rows"]
+    table = client.get(ROUTE, headers=analyst, params={
+        "group_by": "agent", "interval": "day", "format": "csv"})
+    assert table.headers["x-total-count"] == str(len(whole["rows"]))
+    header, *cells = list(csv.reader(io.StringIO(table.text)))
+    assert len(cells) == len(whole["rows"]) and "first_customer_compound.mean" in header
+    for row, expected in zip(cells, whole["rows"], strict=True):
+        got = dict(zip(header, row, strict=True))
+        assert got["conversations"] == str(expected["conversations"])
+        assert got["group"] == (expected["group"] or "")
+        for rule, n in expected["alerts_by_rule"].items():
+            assert got[f"alerts_by_rule.{rule}"] == str(n)
 
 
 def test_filters_narrow_what_is_aggregated(client: TestClient, users: Users,

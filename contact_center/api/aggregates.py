@@ -4,9 +4,9 @@ or team and time bucket (docs/analytics.md#aggregates)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from analytics import aggregates
 from analytics.aggregates import (
@@ -17,12 +17,15 @@ from analytics.aggregates import (
     TooManyRows,
     buckets_spanned,
 )
+from analytics.export import as_table, csv_lines
 from contact_center.api.audited import audited
 from contact_center.api.auth import require
 from contact_center.api.openapi import COMMON, error
+from contact_center.api.search import CSV, JSON_LINES
 from contact_center.api.views import ConversationAggregates
 from contact_center.protocol import Channel, Timestamp
 from contact_center.stores import SEARCH_SECONDS, AggregateQuery, QueryTimeout
+from monitoring import codec
 from monitoring.permissions import Permission, Principal
 
 router = APIRouter(tags=["analytics"], responses=COMMON)
@@ -53,7 +56,9 @@ def _refused(message: str) -> HTTPException:
 
 @router.get("/v1/analytics/conversations", response_model=ConversationAggregates,
             description=AGGREGATES,
-            responses={503: error("query_timeout: the query ran past its time limit "
+            responses={200: {"content": {JSON_LINES: {"schema": {"type": "string"}},
+                                         CSV: {"schema": {"type": "string"}}}},
+                       503: error("query_timeout: the query ran past its time limit "
                                   "(narrow it); unavailable: the database is down")})
 async def aggregate_conversations(
     request: Request,
@@ -64,8 +69,12 @@ async def aggregate_conversations(
                                     description="Conversations started at or after."),
     until: Timestamp | None = Query(default=None, description="Conversations started before."),
     queue: str | None = None, agent_id: str | None = None, channel: Channel | None = None,
+    format: Literal["json", "jsonl", "csv"] = Query(default="json", description=(
+        "jsonl: a first line {\"group_by\", \"interval\", \"conversations\", \"count\"} "
+        "then a row per line; csv: a header (nested fields joined by dots, e.g. "
+        "first_customer_compound.mean, alerts_by_rule.churn) then a row per line.")),
     principal: Principal = require(Permission.CONTACT_SEARCH),
-) -> dict[str, Any]:
+) -> Any:
     start, end = (since.timestamp() if since else None), (until.timestamp() if until else None)
     if start is not None and end is not None:
         if end <= start:
@@ -78,7 +87,7 @@ async def aggregate_conversations(
                            agent_id=agent_id, channel=channel, limit=MAX_CONVERSATIONS,
                            within=principal.within)
     async with audited(request, principal, "analytics.query",
-                       details=_asked(query, interval)) as outcome:
+                       details=_asked(query, interval, format)) as outcome:
         try:
             facts = await request.app.state.store.aggregate(query)
         except QueryTimeout:
@@ -95,13 +104,21 @@ async def aggregate_conversations(
                            f"{exc.limit:,}; narrow the range, take a longer interval, group "
                            "by less or filter") from None
         outcome.details |= {"conversations": len(facts.started_at), "rows": len(rows)}
-    return {"group_by": group_by, "interval": interval, "conversations": len(facts.started_at),
-            "rows": rows}
+    answer = {"group_by": group_by, "interval": interval,
+              "conversations": len(facts.started_at)}
+    if format == "csv":
+        return Response(csv_lines(as_table(rows)), media_type=CSV,
+                        headers={"X-Total-Count": str(len(rows))})
+    if format == "jsonl":
+        lines = [answer | {"count": len(rows)}, *rows]
+        return Response("".join(codec.dumps(line) + "\n" for line in lines),
+                        media_type=JSON_LINES, headers={"X-Total-Count": str(len(rows))})
+    return answer | {"rows": rows}
 
 
-def _asked(query: AggregateQuery, interval: Interval | None) -> dict[str, Any]:
+def _asked(query: AggregateQuery, interval: Interval | None, format: str) -> dict[str, Any]:
     """What the audit log keeps of a query: its grouping and every filter given."""
     return {name: value for name, value in (
         ("group_by", query.group_by), ("interval", interval), ("since", query.since),
         ("until", query.until), ("queue", query.queue), ("agent_id", query.agent_id),
-        ("channel", query.channel)) if value is not None}
+        ("channel", query.channel)) if value is not None} | {"format": format}
