@@ -124,7 +124,15 @@ def test_pii_is_redacted_before_anything_is_kept_and_rules_read_it_as_said(
     assert [t["text"] for t in transcript["turns"]] == texts[1:]
     found = client.get("/v1/transcripts", headers=admin, params={"q": "1111"}).json()
     assert found["hits"] == []
-    everything = stored.everything()
+    # Nor in the full-text index, nor in an export.
+    for q in ("1111", "gmail", "4399", "2671", "WEST", "card"):
+        hits = client.get("/v1/search/turns", headers=admin, params={"q": q}).json()["hits"]
+        assert [h["text"] for h in hits] == (["the card is [CARD]"] if q == "card" else [])
+    exported = b"".join(client.get(f"/v1/search/{mode}/export", headers=admin, params={
+        "q": "the OR my", "format": fmt}).content for mode in ("turns", "conversations")
+        for fmt in ("csv", "jsonl"))
+    assert b"[PHONE]" in exported
+    everything = stored.everything() + exported
     for value in PII.values():
         for form in (value, value.replace(" ", ""), value.split("@")[0]):
             assert form.encode() not in everything, form
