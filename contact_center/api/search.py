@@ -62,7 +62,6 @@ See docs/analytics.md."""
 
 EXPORTS_AT_ONCE = 2  # per API node
 EXPORT_BUSY_RETRY_SECONDS = 10
-EXPORT_PAGE = 1000  # rows read (and sent) at a time
 JSON_LINES, CSV = "application/jsonl", "text/csv; charset=utf-8"
 
 TIMEOUT = error("query_timeout: the search ran past its time limit (narrow it); "
@@ -273,7 +272,7 @@ async def _query(request: Request, principal: Principal, f: Found,
         query=node, since=f.since.timestamp() if f.since else None,
         until=f.until.timestamp() if f.until else None, role=f.role, sort=sort,
         after=_after(f.cursor, sort) if isinstance(f, Search) else None,
-        limit=f.limit if isinstance(f, Search) else EXPORT_PAGE,
+        limit=f.limit if isinstance(f, Search) else 0,
         filters=FullTextFilters(
             queue=f.queue, agent_id=f.agent_id, channel=f.channel, team=team,
             sentiment=sentiment, handle_seconds=(f.handle_min_seconds, f.handle_max_seconds),
@@ -336,20 +335,20 @@ async def _run_count(count: Awaitable[int]) -> int:
 
 async def exported(store: Store, query: FullTextQuery, mode: str, fmt: str,
                    total: int) -> AsyncIterator[bytes]:
-    """Everything ``query`` finds, at most ``total`` rows (the set counted), a page of
-    EXPORT_PAGE at a time: memory does not grow with the rows."""
+    """Everything ``query`` finds, at most ``total`` rows (the set counted), a page at a
+    time from one statement: memory does not grow with the rows."""
     columns = TURN_COLUMNS if mode == "turns" else CONVERSATION_COLUMNS
     yield (codec.dumps({"count": total}) + "\n" if fmt == "jsonl"
            else csv_lines([list(columns)])).encode()
     sent = 0
-    while sent < total:
-        query.limit = min(EXPORT_PAGE, total - sent)
-        page = await (store.search_turns(query) if mode == "turns"
-                      else store.search_conversations(query))
-        if not page:
-            return
-        rows = [export_row(found, mode) for found in page]
-        yield ("".join(codec.dumps(r) + "\n" for r in rows) if fmt == "jsonl"
-               else csv_lines([[r[c] for c in columns] for r in rows])).encode()
-        sent += len(page)
-        query.after = page[-1]["key"]
+    pages = store.export_found(query, mode)
+    try:
+        async for page in pages:
+            rows = [export_row(found, mode) for found in page[:total - sent]]
+            yield ("".join(codec.dumps(r) + "\n" for r in rows) if fmt == "jsonl"
+                   else csv_lines([[r[c] for c in columns] for r in rows])).encode()
+            sent += len(rows)
+            if sent >= total:
+                return
+    finally:
+        await pages.aclose()  # type: ignore[attr-defined]

@@ -8,7 +8,7 @@ can share.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -440,6 +440,12 @@ class Store(Protocol):
     async def count_found(self, query: FullTextQuery, mode: str) -> int:
         """How many turns (``mode`` "turns") or conversations ("conversations") ``query``
         finds; `QueryTimeout` after SEARCH_SECONDS."""
+        ...
+    def export_found(self, query: FullTextQuery,
+                     mode: str) -> AsyncIterator[list[dict[str, Any]]]:
+        """Everything ``query`` finds, in its order, from one statement (one snapshot), a
+        page of `fulltext.EXPORT_PAGE` rows at a time (conversations with their
+        ``matched_turns``): memory does not grow with the rows."""
         ...
     async def load_history(self, query: HistoryQuery) -> History: ...
     async def aggregate(self, query: AggregateQuery) -> Facts:

@@ -153,6 +153,7 @@ TURN_COLUMNS = ", ".join(f"s.{c}" for c in (
     "conversation_id", "segment_id", "seq", "role", "participant_id", "text", "neg", "neu",
     "pos", "compound", "started_at", "ended_at", "received_at", "late"))
 MATCHES_SHOWN = 3  # matching turns shown with each conversation found
+EXPORT_PAGE = 1000  # rows an export reads (and sends) at a time
 
 
 def turn_keys(sort: str, d: Dialect) -> list[tuple[str, bool]]:
@@ -168,33 +169,23 @@ def turn_key(row: Any, sort: str) -> list[Any]:
     return [row[k] for k in (*first, "conversation_id", "segment_id")]
 
 
-def turns(q: FullTextQuery, d: Dialect) -> tuple[str, list[Any]]:
-    """The SELECT of one page of turns found."""
+def turns(q: FullTextQuery, d: Dialect, shape: str = "page") -> tuple[str, list[Any]]:
+    """The SELECT of the turns found: one page, ``all`` of them in order, or their
+    ``count``."""
     args: list[Any] = []
     source, match, rank = d.matching(q.query, args)
     where = [match, "s.text IS NOT NULL", *_turn_filters(q, args, d.mark),
              *conversation_filters(q.filters, args, d.mark, d.one_of, d.position)]
     keys = turn_keys(q.sort, d)
-    page = [after(keys, q.after, args, d.mark)] if q.after else ["1 = 1"]
-    args.append(q.limit)
-    return (f"SELECT * FROM (SELECT {TURN_COLUMNS}, c.queue, c.agent_id, c.channel, "
-            f"{rank} AS rank FROM {source} JOIN conversations c ON c.id = s.conversation_id "
-            f"WHERE {' AND '.join(where)}) AS hits WHERE {page[0]} "
-            f"ORDER BY {', '.join(k + (' DESC' if desc else '') for k, desc in keys)} "
-            f"LIMIT {d.mark(len(args))}"), args
+    page = after(keys, q.after, args, d.mark) if q.after else "1 = 1"
+    return _shaped(f"SELECT * FROM (SELECT {TURN_COLUMNS}, c.queue, c.agent_id, c.channel, "
+                   f"{rank} AS rank FROM {source} JOIN conversations c ON "
+                   f"c.id = s.conversation_id WHERE {' AND '.join(where)}) AS hits "
+                   f"WHERE {page}", keys, q.limit, args, d, shape)
 
 
-def count(q: FullTextQuery, d: Dialect, mode: str) -> tuple[str, list[Any]]:
-    """The SELECT of how many turns (or conversations) the query finds, pages aside."""
-    unpaged = FullTextQuery(query=q.query, filters=q.filters, since=q.since, until=q.until,
-                            role=q.role, sort="newest", limit=0)
-    sql, args = turns(unpaged, d) if mode == "turns" else conversations(unpaged, d)
-    sql = sql[:sql.rindex(" ORDER BY ")]  # no order, no limit
-    return f"SELECT count(*) AS n FROM ({sql}) AS found", args[:-1]
-
-
-def conversations(q: FullTextQuery, d: Dialect) -> tuple[str, list[Any]]:
-    """The SELECT of one page of conversations found (newest first)."""
+def conversations(q: FullTextQuery, d: Dialect, shape: str = "page") -> tuple[str, list[Any]]:
+    """The SELECT of the conversations found (newest first), shaped as `turns`."""
     args: list[Any] = []
 
     def leaf(words: Words) -> str:
@@ -216,11 +207,24 @@ def conversations(q: FullTextQuery, d: Dialect) -> tuple[str, list[Any]]:
     keys = [("c.started_at", True), (f"c.id{d.collate}", False)]
     if q.after:
         where.append(after(keys, q.after, args, d.mark))
-    args.append(q.limit)
-    return (f"SELECT c.* FROM conversations c JOIN ({found}) AS m ON m.id = c.id "
-            f"WHERE {' AND '.join(where or ['1 = 1'])} "
-            f"ORDER BY {', '.join(k + (' DESC' if desc else '') for k, desc in keys)} "
-            f"LIMIT {d.mark(len(args))}"), args
+    return _shaped(f"SELECT c.* FROM conversations c JOIN ({found}) AS m ON m.id = c.id "
+                   f"WHERE {' AND '.join(where or ['1 = 1'])}", keys, q.limit, args, d, shape)
+
+
+def found(q: FullTextQuery, d: Dialect, mode: str, shape: str) -> tuple[str, list[Any]]:
+    """`turns` (``mode`` "turns") or `conversations`, shaped."""
+    return (turns if mode == "turns" else conversations)(q, d, shape)
+
+
+def _shaped(select: str, keys: Sequence[tuple[str, bool]], limit: int, args: list[Any],
+            d: Dialect, shape: str) -> tuple[str, list[Any]]:
+    if shape == "count":
+        return f"SELECT count(*) AS n FROM ({select}) AS found", args
+    order = f"{select} ORDER BY {', '.join(k + (' DESC' if desc else '') for k, desc in keys)}"
+    if shape == "all":
+        return order, args
+    args.append(limit)
+    return f"{order} LIMIT {d.mark(len(args))}", args
 
 
 def matches(q: FullTextQuery, ids: list[str], d: Dialect) -> tuple[str, list[Any]]:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from typing import Any
 
 import asyncpg
@@ -312,6 +312,7 @@ _KEPT_AFTER = "alert_events_kept_after"  # settings key: see AlertEvents.kept_af
 # Advisory lock id, held from reading the newest audit entry to commit: appends from every
 # API node make one chain.
 _AUDIT_LOCK = 7_303_005
+_SEARCH_MS = max(1, int(SEARCH_SECONDS * 1000))  # an analyst's statement (0: no limit)
 
 
 async def migrate(connection: asyncpg.Connection) -> tuple[int, int]:
@@ -881,14 +882,34 @@ class PostgresStore:
         return found
 
     async def count_found(self, query: FullTextQuery, mode: str) -> int:
-        [row] = await self._limited(*ft.count(query, _FULLTEXT_SQL, mode))
+        [row] = await self._limited(*ft.found(query, _FULLTEXT_SQL, mode, "count"))
         return int(row["n"])
+
+    async def export_found(self, query: FullTextQuery,
+                           mode: str) -> AsyncIterator[list[dict[str, Any]]]:
+        sql, args = ft.found(query, _FULLTEXT_SQL, mode, "all")
+        # A server-side cursor in one read-only snapshot: a page per FETCH, each with the
+        # search's time limit.
+        async with self.pool.acquire() as db, db.transaction(isolation="repeatable_read",
+                                                             readonly=True):
+            await db.execute(f"SET LOCAL statement_timeout = {_SEARCH_MS}")
+            try:
+                rows = await db.cursor(sql, *args)
+                while page := await rows.fetch(ft.EXPORT_PAGE):
+                    if mode == "turns":
+                        yield [as_hit(r) for r in page]
+                        continue
+                    found = [as_meta(r, _as_is) for r in page]
+                    ft.attach_matches(found, await db.fetch(*_args_flat(
+                        ft.matches(query, [c["id"] for c in found], _FULLTEXT_SQL))))
+                    yield found
+            except asyncpg.QueryCanceledError:
+                raise QueryTimeout from None
 
     async def _limited(self, sql: str, args: list[Any]) -> list[asyncpg.Record]:
         """An analyst's query, stopped with `QueryTimeout` after SEARCH_SECONDS."""
         async with self.pool.acquire() as db, db.transaction():
-            limit_ms = max(1, int(SEARCH_SECONDS * 1000))  # 0 would mean no limit
-            await db.execute(f"SET LOCAL statement_timeout = {limit_ms}")
+            await db.execute(f"SET LOCAL statement_timeout = {_SEARCH_MS}")
             try:
                 return await db.fetch(sql, *args)
             except asyncpg.QueryCanceledError:
@@ -1043,3 +1064,8 @@ def _count(status: str) -> int:
 # Each rule id of alert x (a legacy alert, without a document: its one rule_id).
 _EACH_RULE = ("CROSS JOIN LATERAL json_array_elements_text(CASE WHEN x.document IS NULL "
               "THEN json_build_array(x.rule_id) ELSE x.document -> 'rule_ids' END) AS r(value)")
+
+
+def _args_flat(query: tuple[str, Sequence[Any]]) -> list[Any]:
+    """``(sql, args)`` as ``fetch``'s arguments."""
+    return [query[0], *query[1]]

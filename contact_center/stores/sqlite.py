@@ -14,7 +14,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -801,9 +801,27 @@ class SQLiteStore:
         return await self._analyst.run(lambda db: _search_conversations(db, query))
 
     async def count_found(self, query: FullTextQuery, mode: str) -> int:
-        sql, args = ft.count(query, _FULLTEXT_SQL, mode)
+        sql, args = ft.found(query, _FULLTEXT_SQL, mode, "count")
         return await self._analyst.run(lambda db: int(_limited(db, lambda: db.execute(
             sql, _lists_as_json(args)).fetchone()[0])))
+
+    async def export_found(self, query: FullTextQuery,
+                           mode: str) -> AsyncIterator[list[dict[str, Any]]]:
+        sql, args = ft.found(query, _FULLTEXT_SQL, mode, "all")
+        # One statement on the analysts' connection, read a page per call: other
+        # searches run between pages; each page has the search's time limit.
+        rows: sqlite3.Cursor = await self._analyst.run(lambda db: _limited(
+            db, lambda: db.execute(sql, _lists_as_json(args))))
+
+        def next_page(db: sqlite3.Connection) -> list[dict[str, Any]]:
+            return _exported(db, query, mode, _limited(
+                db, lambda: rows.fetchmany(ft.EXPORT_PAGE)))
+
+        try:
+            while page := await self._analyst.run(next_page):
+                yield page
+        finally:
+            await self._analyst.run(lambda db: rows.close())
 
     async def load_history(self, query: HistoryQuery) -> History:
         return await self._analyst.run(lambda db: _load_history(db, query))
@@ -1181,6 +1199,16 @@ def _search_turns(db: sqlite3.Connection, q: FullTextQuery) -> list[dict[str, An
     sql, args = ft.turns(q, _FULLTEXT_SQL)
     rows = _limited(db, lambda: db.execute(sql, _lists_as_json(args)).fetchall())
     return [as_hit(r) | {"rank": r["rank"], "key": ft.turn_key(r, q.sort)} for r in rows]
+
+
+def _exported(db: sqlite3.Connection, q: FullTextQuery, mode: str,
+              rows: list[Any]) -> list[dict[str, Any]]:
+    if mode == "turns" or not rows:
+        return [as_hit(r) for r in rows]
+    found = [as_meta(r, json.loads) for r in rows]
+    sql, args = ft.matches(q, [c["id"] for c in found], _FULLTEXT_SQL)
+    ft.attach_matches(found, db.execute(sql, _lists_as_json(args)).fetchall())
+    return found
 
 
 def _search_conversations(db: sqlite3.Connection,
