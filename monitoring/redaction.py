@@ -1,10 +1,13 @@
-"""PII redaction (pure): payment cards, IBANs, US social security numbers, e-mail addresses
-and phone numbers in a text, replaced by typed placeholders ([CARD], [IBAN], [SSN],
-[EMAIL], [PHONE]).
+"""PII redaction (pure): payment cards, IBANs, US social security numbers, other national
+identity numbers, e-mail addresses and phone numbers in a text, replaced by typed
+placeholders ([CARD], [IBAN], [SSN], [NATIONAL_ID], [EMAIL], [PHONE]).
 
 Candidates are found with patterns and kept only when they validate: a card number must
 pass the Luhn check (an order number of 16 digits mostly does not), an IBAN its check
-digits (python-stdnum), a phone number must be a valid number of its country
+digits (python-stdnum), a national id its check digit (python-stdnum; numbers of digits
+alone only in their `region`, where a random number of that length rarely passes by
+chance elsewhere, ids with letters in every region), a phone number must be a valid number
+of its country
 (phonenumbers, reading numbers without a country code as `region`'s). Digits inside a
 link (`https://…`, `www.…`) are the link's (an archive's timestamp, an article number),
 not PII. Where two finds overlap, the one that starts first (then the longer) wins. The
@@ -14,15 +17,30 @@ cost is linear in the text.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import phonenumbers
 from stdnum import iban, luhn
+from stdnum.au import tfn
+from stdnum.be import nn
+from stdnum.br import cpf
+from stdnum.ca import sin
+from stdnum.de import idnr
+from stdnum.es import dni, nie
+from stdnum.fr import nir
+from stdnum.gb import nhs
+from stdnum.in_ import aadhaar
+from stdnum.it import codicefiscale
+from stdnum.mx import curp
+from stdnum.nl import bsn
+from stdnum.pl import pesel
+from stdnum.se import personnummer
 from stdnum.us import ssn
+from stdnum.za import idnr as za_idnr
 
-PLACEHOLDERS = {"card": "[CARD]", "iban": "[IBAN]", "ssn": "[SSN]", "email": "[EMAIL]",
-                "phone": "[PHONE]"}
+PLACEHOLDERS = {"card": "[CARD]", "iban": "[IBAN]", "ssn": "[SSN]",
+                "national_id": "[NATIONAL_ID]", "email": "[EMAIL]", "phone": "[PHONE]"}
 DEFAULT_REGION = "US"  # how a phone number without a country code is read
 
 # 13 to 19 digits, single spaces or dashes allowed between them.
@@ -31,6 +49,38 @@ _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
 _SSN = re.compile(r"(?<!\d)\d{3}-\d{2}-\d{4}(?!\d)")
 # Bounded parts: no pattern here can backtrack over a long run of one character.
 _MAYBE = re.compile(r"[0-9@]")  # every kind holds a digit, or an @
+
+
+def _grouped(*sizes: int, separators: str = " .-") -> re.Pattern[str]:
+    """Digits in groups of ``sizes``, each group maybe set off by one separator."""
+    between = f"[{re.escape(separators)}]?"
+    return re.compile(r"(?<![\w.-])" + between.join(rf"\d{{{n}}}" for n in sizes)
+                      + r"(?![\w-]|\.\d)")
+
+
+Validator = Callable[[str], bool]
+# National ids with letters: distinctive enough to look for in every region.
+_LETTERED_IDS: list[tuple[re.Pattern[str], Validator]] = [
+    (re.compile(r"\b\d{8}-?[A-Z]\b"), dni.is_valid),
+    (re.compile(r"\b[XYZ]-?\d{7}-?[A-Z]\b"), nie.is_valid),
+    (re.compile(r"\b[A-Z]{6}\d{2}[A-Z]\d{2}[A-Z]\d{3}[A-Z]\b"), codicefiscale.is_valid),
+    (re.compile(r"\b[A-Z]{4}\d{6}[HM][A-Z]{5}[A-Z0-9]\d\b"), curp.is_valid),
+]
+# National ids of digits alone, looked for in their region only.
+_REGIONAL_IDS: dict[str, list[tuple[re.Pattern[str], Validator]]] = {
+    "AU": [(_grouped(3, 3, 3), tfn.is_valid)],
+    "BE": [(_grouped(2, 2, 2, 3, 2), nn.is_valid)],
+    "BR": [(_grouped(3, 3, 3, 2), cpf.is_valid)],
+    "CA": [(_grouped(3, 3, 3), sin.is_valid)],
+    "DE": [(_grouped(2, 3, 3, 3), idnr.is_valid)],
+    "FR": [(_grouped(1, 2, 2, 2, 3, 3, 2), nir.is_valid)],
+    "GB": [(_grouped(3, 3, 4), nhs.is_valid)],
+    "IN": [(_grouped(4, 4, 4), aadhaar.is_valid)],
+    "NL": [(_grouped(4, 2, 3), bsn.is_valid), (_grouped(9), bsn.is_valid)],
+    "PL": [(_grouped(11), pesel.is_valid)],
+    "SE": [(_grouped(6, 4), personnummer.is_valid)],
+    "ZA": [(_grouped(13), za_idnr.is_valid)],
+}
 _LINK = re.compile(r"(?:https?://|www\.)\S{1,2000}", re.IGNORECASE)
 _EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}")
 
@@ -91,6 +141,10 @@ def _all(text: str, region: str) -> Iterator[Find]:
     for match in _SSN.finditer(text):
         if ssn.is_valid(match.group()):
             yield Find(match.start(), match.end(), "ssn")
+    for pattern, valid in (*_LETTERED_IDS, *_REGIONAL_IDS.get(region, ())):
+        for match in pattern.finditer(text):
+            if valid(match.group()):
+                yield Find(match.start(), match.end(), "national_id")
     for match in _EMAIL.finditer(text):
         yield Find(match.start(), match.end(), "email")
     for number in phonenumbers.PhoneNumberMatcher(text, region):

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitoring.redaction import finds, redact
+from monitoring.redaction import Redacted, finds, redact
 from tests.conftest import Connector, Stored, Users, auth
 
 
@@ -43,6 +43,32 @@ def test_each_kind_is_replaced_by_its_placeholder(text: str, expected: str,
 ])
 def test_what_does_not_validate_is_left_as_it_is(text: str) -> None:
     assert redact(text).text == text and redact(text).kinds == ()
+
+
+NATIONAL_IDS = [  # (region, a valid number as people write it)
+    ("NL", "1112.22.333"), ("NL", "111222333"), ("CA", "123-456-782"),
+    ("IN", "2341 2341 2346"), ("BR", "390.533.447-05"), ("FR", "2 95 10 99 126 111 93"),
+    ("DE", "36 574 261 809"), ("PL", "44051401359"), ("SE", "880320-0016"),
+    ("GB", "943 476 5870"), ("AU", "123 456 782"), ("BE", "85.07.30-033.28"),
+    # ids with letters are looked for in every region
+    ("US", "54362315K"), ("US", "X2482300W"), ("US", "RCCMNL83S18D969H"),
+    ("US", "BOXW310820HNERXN09"),
+]
+
+
+@pytest.mark.parametrize(("region", "number"), NATIONAL_IDS)
+def test_national_ids_are_found_where_their_check_digit_holds(region: str,
+                                                             number: str) -> None:
+    assert redact(f"my id is {number}, thanks", region=region) == Redacted(
+        "my id is [NATIONAL_ID], thanks", ("national_id",))
+    wrong = number[:-1] + ("2" if number[-1] == "1" else "1")
+    assert redact(f"my id is {wrong}", region=region).kinds == ()
+
+
+def test_an_id_of_digits_alone_is_looked_for_in_its_region_only() -> None:
+    assert redact("ref 111222333", region="NL").text == "ref [NATIONAL_ID]"
+    assert redact("ref 111222333", region="US").text == "ref 111222333"  # an order number
+    assert redact("ref 2341 2341 2346", region="GB").kinds == ()
 
 
 def test_overlapping_finds_keep_the_first_and_longest() -> None:
