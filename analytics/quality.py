@@ -24,7 +24,7 @@ from typing import Any
 from analytics.replay import fresh, replay
 from analytics.rolling import RollingConfig
 from analytics.rules import RuleSet, Trigger, Turn
-from analytics.scoring import Scorer
+from analytics.scoring import Scorer, support_scorer
 
 LABELS = ("escalate", "mild", "none")
 TURN_SECONDS = 30.0  # the corpus lacks agent timestamps; turns are replayed this far apart
@@ -91,7 +91,7 @@ def replay_corpus(rules: RuleSet, conversations: Iterable[dict[str, Any]],
                   ) -> Iterator[tuple[dict[str, Any], Trigger]]:
     """Every alert ``rules`` raise on corpus conversations (the shared twitter-care
     format), each with its conversation."""
-    scorer = scorer or Scorer()
+    scorer = scorer or support_scorer()
     rolling = rolling or RollingConfig()
     for c in conversations:
         texts = [t["text"] for t in c["turns"]]
@@ -170,7 +170,7 @@ def cross_validated(rules: RuleSet, conversations: list[dict[str, Any]],
     """Judge ``rules`` on each of ``folds`` folds of ``conversations`` (by conversation).
     A fixed rule set learns nothing from the folds; what a fold adds is the spread, and
     the discipline that a change is made from some folds and judged on the others."""
-    scorer = scorer or Scorer()
+    scorer = scorer or support_scorer()
     per_fold = [judge(rules, [c for c in conversations
                               if fold_of(c["conversation_id"], folds) == k], labels, scorer)
                 for k in range(folds)]

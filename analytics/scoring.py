@@ -27,6 +27,9 @@ MAX_VALENCE = 4.0  # VADER's lexicon runs from -4 to +4
 Engine = Literal["fast", "reference"]
 ENGINES: tuple[Engine, ...] = ("fast", "reference")
 
+# The overlay the service applies unless told not to (CC_SUPPORT_LEXICON=false).
+SUPPORT_LEXICON = Path(__file__).parent / "lexicons" / "support.txt"
+
 
 @dataclass(frozen=True, slots=True)
 class Scores:
@@ -96,6 +99,11 @@ class Scorer:
 
 
 _default = Scorer()
+
+
+def support_scorer() -> Scorer:
+    """Scores as the service does by default: VADER with the support overlay."""
+    return Scorer(load_overlay(SUPPORT_LEXICON))
 
 
 def score(text: str) -> Scores:

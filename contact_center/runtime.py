@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from analytics.default_rules import DEFAULT_RULES
 from analytics.rules import RuleSet
-from analytics.scoring import Scorer, load_overlay
+from analytics.scoring import SUPPORT_LEXICON, Scorer, load_overlay
 from contact_center import stopping, streams
 from contact_center.buses import Bus
 from contact_center.buses.memory import InMemoryBus
@@ -115,8 +115,11 @@ async def load_rules(settings: Settings, store: Store) -> RuleSet:
 
 
 def scorer_for(settings: Settings) -> Scorer:
-    return Scorer(load_overlay(settings.lexicon_overlay) if settings.lexicon_overlay else None,
-                  engine=settings.scorer)
+    """The support overlay (unless turned off), then the deployment's own on top of it."""
+    overlay = load_overlay(SUPPORT_LEXICON) if settings.support_lexicon else {}
+    if settings.lexicon_overlay:
+        overlay |= load_overlay(settings.lexicon_overlay)
+    return Scorer(overlay, engine=settings.scorer)
 
 
 async def _answers(check: Any) -> str:

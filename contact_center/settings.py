@@ -38,6 +38,9 @@ class Settings(BaseSettings):
                                   description="a SQLite file, or a postgresql:// URL")
     sqlite_synchronous: str = Field(default="FULL", pattern="^(FULL|NORMAL|EXTRA)$")
     rules_file: Path | None = None
+    support_lexicon: bool = Field(default=True, description=(
+        "apply the shipped support-vocabulary overlay (analytics/lexicons/support.txt) "
+        "under any lexicon_overlay; false: VADER's own lexicon"))
     lexicon_overlay: Path | None = None
     scorer: Literal["fast", "reference"] = Field(default="fast", description=(
         "fast: analytics.fast_vader, the same scores as vaderSentiment, faster; "

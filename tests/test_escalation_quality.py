@@ -27,7 +27,7 @@ from analytics.quality import (
     load_snippets,
     replay_corpus,
 )
-from analytics.scoring import Scorer, load_overlay
+from analytics.scoring import SUPPORT_LEXICON, Scorer, load_overlay
 from contact_center.app import create_app
 from contact_center.settings import Settings
 from tests.conftest import SHARED_DATA, Connector, Users, auth, make_store
@@ -79,13 +79,13 @@ def test_default_rules_find_the_unhappy_customers_fold_by_fold() -> None:
 def test_the_folds_the_signals_were_not_made_from() -> None:
     """The signals were changed from the errors of folds 0-2 alone; folds 3 and 4 are
     the out-of-sample figures docs/rules.md reports (neutral alerts there are above the
-    8% target: 9.2%)."""
+    8% target: 8.5%)."""
     corpus, labels = load_corpus(CORPUS), load_labels(LABELS)
     held_out = judge(DEFAULT_RULES, [c for c in corpus
                                      if fold_of(c["conversation_id"], 5) in (3, 4)], labels)
     print(json.dumps({k: v for k, v in held_out.as_dict().items() if k != "by_rule"},
                      indent=1))
-    assert held_out.neutral_share <= 0.10
+    assert held_out.neutral_share <= 0.09
     assert held_out.escalate_recall >= 0.78
     assert held_out.high_on_escalate >= 0.75
 
@@ -217,36 +217,51 @@ def test_fast_signal_detection_equals_the_plain_patterns() -> None:
                 assert set(hits) <= set(found[name]), text
 
 
-SUPPORT_OVERLAY = Path(__file__).resolve().parents[1] / "analytics" / "lexicons" / "support.txt"
-
-
 @needs_corpus
+@needs_snippets
 def test_the_support_overlay_cuts_false_alarms_and_keeps_recall() -> None:
+    """Why the service applies it unless told not to: on the folds the signals were made
+    from, on the review snippets and on the held-out folds alike, fewer alerts on neutral
+    turns and no conversation with an "escalate" turn lost."""
     corpus, labels = load_corpus(CORPUS), load_labels(LABELS)
-    plain = judge(DEFAULT_RULES, corpus, labels)
-    tuned = judge(DEFAULT_RULES, corpus, labels, Scorer(load_overlay(SUPPORT_OVERLAY)))
-    print(json.dumps(tuned.as_dict(), indent=1))
-    assert tuned.alerts_by_label["none"] < plain.alerts_by_label["none"]
-    assert tuned.escalate_recall >= plain.escalate_recall
-    assert tuned.high_on_escalate >= 0.70
+    snippets, snippet_labels = load_snippets(SNIPPETS, SNIPPET_LABELS)
+    plain, tuned = Scorer(), Scorer(load_overlay(SUPPORT_LEXICON))
+    for name, conversations, labelled in (
+            ("folds 0-2", [c for c in corpus if fold_of(c["conversation_id"], 5) < 3], labels),
+            ("review snippets", snippets, snippet_labels),
+            ("folds 3-4", [c for c in corpus if fold_of(c["conversation_id"], 5) >= 3],
+             labels)):
+        before = judge(DEFAULT_RULES, conversations, labelled, plain)
+        after = judge(DEFAULT_RULES, conversations, labelled, tuned)
+        print(name, before.alerts_by_label, after.alerts_by_label)
+        assert after.alerts_by_label["none"] < before.alerts_by_label["none"], name
+        assert after.escalate_conversations_alerted >= before.escalate_conversations_alerted
+        assert after.high_on_escalate >= 0.75, name
 
 
-def test_serve_applies_a_lexicon_overlay(tmp_path: Path) -> None:
-    """The overlay reaches live scores; with none, scores are plain VADER's."""
+def test_serve_applies_the_support_overlay_and_a_deployments_own(tmp_path: Path) -> None:
+    """By default the support overlay reaches live scores; turned off, scores are plain
+    VADER's; a deployment's own overlay applies on top of it."""
     text = "My account is blocked and I get an error"
-    tuned = Scorer(load_overlay(SUPPORT_OVERLAY))
-    for overlay, expected in ((None, Scorer().score(text)), (SUPPORT_OVERLAY, tuned.score(text))):
-        folder = tmp_path / ("tuned" if overlay else "plain")
+    own = tmp_path / "own.txt"
+    own.write_text("blocked -3\n")
+    cases = (({}, Scorer(load_overlay(SUPPORT_LEXICON))),
+             ({"support_lexicon": False}, Scorer()),
+             ({"lexicon_overlay": own},
+              Scorer(load_overlay(SUPPORT_LEXICON) | load_overlay(own))))
+    for n, (given, expected) in enumerate(cases):
+        folder = tmp_path / str(n)
         folder.mkdir()
-        settings = Settings(database=folder / "cc.db", lexicon_overlay=overlay)
+        settings = Settings(database=folder / "cc.db", **given)
         with TestClient(create_app(settings, make_store("sqlite", folder))) as client:
             token = Users(lambda folder=folder: make_store("sqlite", folder)).token("Connector")
             with client.websocket_connect("/v1/ingest", headers=auth(token)) as ws:
                 connector = Connector(ws)
                 connector.start("c1")
                 ack = connector.say("c1", "s1", text)
-        assert ack["scores"] == expected.as_dict()
-    assert Scorer().score(text).compound < -0.5 < tuned.score(text).compound
+        assert ack["scores"] == expected.score(text).as_dict(), given
+    assert Scorer().score(text).compound < -0.5 < cases[0][1].score(text).compound
+    assert cases[2][1].score(text).compound < cases[0][1].score(text).compound
 
 
 @needs_corpus

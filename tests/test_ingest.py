@@ -10,7 +10,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from analytics.scoring import score
+from analytics.scoring import support_scorer
 from contact_center.app import create_app
 from contact_center.conversation import Conversation
 from contact_center.settings import Settings
@@ -24,7 +24,8 @@ def test_hello_then_ack_with_scores(ingest: Connector) -> None:
                    "conversation_id": "c1"}
     reply = ingest.say("c1", "s1", ANGRY[0], ref="r-7")
     assert reply["type"] == "ack" and reply["status"] == "accepted" and reply["ref"] == "r-7"
-    assert reply["scores"] == score(ANGRY[0]).as_dict()
+    # As the service scores by default: VADER with the support overlay (docs/rules.md).
+    assert reply["scores"] == support_scorer().score(ANGRY[0]).as_dict()
     assert reply["scores"]["compound"] < -0.5
 
 
