@@ -50,6 +50,8 @@ ACTIONS: dict[str, str] = {
     "webhook.delete": "a webhook endpoint was deleted",
     "webhook.redeliver": "a webhook delivery was sent again by hand",
     "audit.export": "the audit log was exported",
+    "retention.run": "the retention job removed the words of ended conversations past their "
+                     "queue's retention (counts in details; actor system, or cli)",
     "audit.counted": "failed authentications counted rather than written one by one "
                      "(from an address already slowed down, past the room kept for them, "
                      "or lost to a storage failure)",

@@ -294,6 +294,10 @@ class Transcript(ConversationRecord):
     """A recorded conversation: its metadata, every turn in spoken order, its alerts and
     events."""
 
+    words_removed_at: float | None = Field(description=(
+        "When retention removed its words (Unix time): every turn's text is null, alert "
+        "evidence and event texts are empty, the customer's name and e-mail are null; "
+        "scores, times and alerts stay. null: its words are kept."))
     turns: list[Turn]
     alerts: list[Alert]
     events: list[StoredEvent]
@@ -380,3 +384,4 @@ class Health(BaseModel):
 
 class Liveness(BaseModel):
     status: Literal["ok", "pipeline stopped"]
+
