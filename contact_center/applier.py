@@ -224,7 +224,10 @@ class Applier:
                 continue
             if cid not in self._ended or (
                     # A retry after its conversation ended must be recognised.
-                    _key(event) is not None and cid not in self._ended_applied):
+                    _key(event) is not None and cid not in self._ended_applied) or (
+                    # A start under the id of one that ended: erased since, it starts
+                    # afresh (see Pipeline._load); else it is a duplicate.
+                    isinstance(event, p.ConversationStarted)):
                 missing.add(cid)
         return missing
 

@@ -385,3 +385,13 @@ class Health(BaseModel):
 class Liveness(BaseModel):
     status: Literal["ok", "pipeline stopped"]
 
+
+class Erasure(Closed):
+    """What an erasure deleted."""
+
+    conversations: list[str] = Field(description="The customer's conversations erased.")
+    turns: int
+    alerts: int
+    alert_events: int
+    events: int = Field(description="Conversation events.")
+    webhook_deliveries: int
