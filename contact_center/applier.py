@@ -38,6 +38,7 @@ from monitoring.messages import (
 )
 from monitoring.presence import supervisor_participant
 from monitoring.recording import Policies, records
+from monitoring.words import evidence_without_words, quoting_reason
 
 log = logging.getLogger(__name__)
 V = TypeVar("V")
@@ -136,22 +137,15 @@ def _as_said(text: str) -> str:
 def _as_recorded(conv: Conversation, trigger: Trigger, evidence: dict[str, Any],
                  redact: Redact) -> tuple[dict[str, Any], str | None]:
     """Evidence as it may be stored: words not recorded (of a role the policy does not
-    keep, or said while recording was paused: segment text, matched phrases and signals)
-    are left out, and so is a reason that quotes them; the words kept are redacted."""
-    def kept(role: str, segment_id: str) -> bool:
-        return records(conv.recording, role) and segment_id not in conv.unrecorded
+    keep, or said while recording was paused) are left out, and so is a reason that
+    quotes them (`monitoring.words`); the words kept are redacted."""
+    def kept(segment: dict[str, Any]) -> bool:
+        return records(conv.recording, segment["role"]) and \
+            segment["segment_id"] not in conv.unrecorded
 
-    stored = dict(evidence)
-    stored["segments"] = [{**s, "text": redact(s["text"]) if kept(s["role"], s["segment_id"])
-                           and s["text"] is not None else None}
-                          for s in evidence["segments"]]
-    stored["signals"] = {k: [redact(w) for w in words]
-                         for k, words in evidence["signals"].items()}
-    unrecorded = [t.role for t in trigger.turns if not kept(t.role, t.segment_id)]
-    if (trigger.matched or trigger.signals) and unrecorded:
-        stored["matched"], stored["signals"] = [], {k: [] for k in trigger.signals}
-        return stored, f"{unrecorded[0]} turn matched {trigger.rule.kind} rule (not recorded)"
-    return stored, None
+    stored, quoted = evidence_without_words(evidence, kept, redact)
+    return stored, None if quoted is None else quoting_reason(quoted, trigger.rule.kind,
+                                                              "not recorded")
 
 
 def _key(event: p.Submitted) -> str | None:
@@ -230,7 +224,10 @@ class Applier:
                 continue
             if cid not in self._ended or (
                     # A retry after its conversation ended must be recognised.
-                    _key(event) is not None and cid not in self._ended_applied):
+                    _key(event) is not None and cid not in self._ended_applied) or (
+                    # A start under the id of one that ended: erased since, it starts
+                    # afresh (see Pipeline._load); else it is a duplicate.
+                    isinstance(event, p.ConversationStarted)):
                 missing.add(cid)
         return missing
 

@@ -801,6 +801,30 @@ def audit_export(after: int, database: str | None) -> None:
 
 
 @main.group()
+def retention() -> None:
+    """Retention (docs/security.md#retention-and-erasure): remove the words of ended
+    conversations past their queue's retention (CC_RETENTION_DAYS,
+    CC_RETENTION_BY_QUEUE)."""
+
+
+@retention.command("run")
+@db_option
+def retention_run(database: str | None) -> None:
+    """Run the retention job once, now (the service runs it every
+    retention_interval_seconds), and print what it removed."""
+    from contact_center.retention import run_once
+
+    settings = _settings(database)
+    if settings.retention.keeps_everything:
+        raise click.ClickException("no retention is set (CC_RETENTION_DAYS, "
+                                   "CC_RETENTION_BY_QUEUE): words are kept for ever")
+    removed = _with_store(settings.database, lambda store: run_once(
+        store, settings.retention, actor=CLI_ACTOR, source=CLI_SOURCE))
+    for name, count in removed.counts().items():
+        click.echo(f"{name}: {count}")
+
+
+@main.group()
 def rules() -> None:
     """Escalation rules as a file under version control: check, export, import.
 

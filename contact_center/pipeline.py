@@ -301,9 +301,14 @@ class Pipeline:
 
     async def _load(self, missing: set[str]) -> None:
         if missing:
-            for stored in await self.store.load_conversations(missing):
+            found = await self.store.load_conversations(missing)
+            for stored in found:
                 self.applier.restore(stored)
-            self.applier.stale.clear()  # what the store did not have was never committed
+            # What the store does not hold was never committed, or was erased since
+            # (contact_center.erasure): memory forgets it too, so that a conversation
+            # started again under an erased one's id is new, not a duplicate.
+            self.applier.drop(missing - {stored.meta["id"] for stored in found})
+            self.applier.stale.clear()
 
     async def _reload_stale(self) -> None:
         """Bring conversations dropped after a failure back at once, so live views and

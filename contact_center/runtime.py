@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from analytics.default_rules import DEFAULT_RULES
 from analytics.rules import RuleSet
 from analytics.scoring import SUPPORT_LEXICON, Scorer, load_overlay
-from contact_center import stopping, streams
+from contact_center import retention, stopping, streams
 from contact_center.buses import Bus
 from contact_center.buses.memory import InMemoryBus
 from contact_center.buses.redis import RedisBus
@@ -160,6 +160,7 @@ class Embedded:
         self.outlet, self.alert_stream = outlet, alert_stream
         self.webhooks = webhooks
         self.freezer: asyncio.Task[None] | None = None
+        self.retention: asyncio.Task[None] | None = None
         self.feed = MemoryFeed(pipeline)
         self.presence = MonitorPresence(MemoryPresence(), self.feed, outlet)
         self._rules_lock = asyncio.Lock()
@@ -189,6 +190,7 @@ class Embedded:
         outlet.agents = AgentPush(hub, runtime.feed.agent_loads)
         runtime.presence.tell_agent = settings.tell_agent_monitored
         runtime.freezer = _freezer(settings, runtime.runner)
+        runtime.retention = _retention(settings, store)
         return runtime
 
     async def current_rules(self) -> RuleSet:
@@ -221,8 +223,8 @@ class Embedded:
         pipeline; each step within its deadline (see contact_center.stopping)."""
         await stopping.step("answering accepted events", self.bus.drain(), DRAIN_SECONDS)
         await asyncio.gather(
-            stopping.cancel([self.runner, self.restoring, *self.alert_stream.tasks],
-                            "the pipeline"),
+            stopping.cancel([self.runner, self.restoring, *self.alert_stream.tasks,
+                             *([self.retention] if self.retention else [])], "the pipeline"),
             self.webhooks.stop())
 
 
@@ -241,6 +243,17 @@ def _webhooks(settings: Settings, store: Store) -> WebhookDelivery:
 async def _start_webhooks(webhooks: WebhookDelivery, alert_stream: AlertSequencer) -> None:
     alert_stream.listeners.append(webhooks.wake)  # (sooner than its next look)
     await webhooks.start()
+
+
+def _retention(settings: Settings, store: Store) -> asyncio.Task[None] | None:
+    """The retention job, on every API node (see contact_center.retention); None when
+    words are kept for ever."""
+    if settings.retention.keeps_everything:
+        return None
+    task = asyncio.create_task(retention.keep_running(
+        store, settings.retention, settings.retention_interval_seconds), name="retention")
+    task.add_done_callback(_report_failure)
+    return task
 
 
 def partitioned(store: Store) -> PartitionedStore:
@@ -289,6 +302,7 @@ class ScaleOutNode:
                                         settings.tell_agent_monitored)
         self.registry.on_lost = self.presence.lost
         self.worker: tuple[Worker, asyncio.Task[None]] | None = None
+        self.retention: asyncio.Task[None] | None = None
         self._rules_lock = asyncio.Lock()
 
     @classmethod
@@ -308,6 +322,7 @@ class ScaleOutNode:
         await _start_webhooks(node.webhooks, node.alert_stream)
         if settings.worker:
             node.worker = await start_worker(settings, store, redis)
+        node.retention = _retention(settings, store)
         return node
 
     async def current_rules(self) -> RuleSet:
@@ -392,7 +407,7 @@ class ScaleOutNode:
             self.worker[0].stop()
             await stopping.step("the pipeline worker", self.worker[1], WORKER_STOP_SECONDS)
         await asyncio.gather(self.bus.stop(), stopping.cancel(
-            [*self.feed.tasks, *self.alert_stream.tasks, *self.registry.tasks],
-            "the live relay"),
+            [*self.feed.tasks, *self.alert_stream.tasks, *self.registry.tasks,
+             *([self.retention] if self.retention else [])], "the live relay"),
             self.webhooks.stop())
         await stopping.step("closing Redis connections", self.redis.aclose(), CLOSE_SECONDS)

@@ -25,6 +25,7 @@ from analytics.rules import Severity
 from monitoring.alerts import AlertPolicy
 from monitoring.recording import Policies, RecordingPolicy
 from monitoring.redaction import redacted
+from monitoring.retention import RetentionPolicy
 from monitoring.webhooks import allowed_networks
 
 
@@ -135,6 +136,16 @@ class Settings(BaseSettings):
     worker: bool = Field(default=False, description="an API node also runs a worker")
     reply_timeout_seconds: float = Field(default=30.0, gt=0)
 
+    # Retention (see docs/security.md#retention-and-erasure).
+    retention_days: float | None = Field(default=None, gt=0, le=36500, description=(
+        "days the words of an ended conversation whose queue has no retention are kept, "
+        "then removed (scores, times and alerts stay); default: for ever"))
+    retention_by_queue: dict[str, Annotated[float, Field(gt=0, le=36500)]] = Field(
+        default_factory=dict, max_length=10_000, description=(
+            "each queue's retention in days, e.g. {\"payments\": 30}"))
+    retention_interval_seconds: float = Field(default=3600.0, gt=0, le=86400, description=(
+        "how often the retention job looks for conversations due"))
+
     @property
     def rolling(self) -> RollingConfig:
         return RollingConfig(window=self.rolling_window, ewma_alpha=self.ewma_alpha)
@@ -148,6 +159,10 @@ class Settings(BaseSettings):
     @property
     def recording_policies(self) -> Policies:
         return Policies(self.recording, dict(self.recording_by_queue))
+
+    @property
+    def retention(self) -> RetentionPolicy:
+        return RetentionPolicy(self.retention_days, dict(self.retention_by_queue))
 
     @property
     def redactor(self) -> Callable[[str], str] | None:

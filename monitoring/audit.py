@@ -54,6 +54,11 @@ ACTIONS: dict[str, str] = {
     "webhook.delete": "a webhook endpoint was deleted",
     "webhook.redeliver": "a webhook delivery was sent again by hand",
     "audit.export": "the audit log was exported",
+    "retention.run": "the retention job removed the words of ended conversations past their "
+                     "queue's retention (counts in details; actor system, or cli)",
+    "erasure": "a customer's conversations were erased, or the erasure refused (result); "
+               "details: the counts, the conversation ids and the SHA-256 of the customer "
+               "identifier, never the identifier",
     "audit.counted": "failed authentications counted rather than written one by one "
                      "(from an address already slowed down, past the room kept for them, "
                      "or lost to a storage failure)",

@@ -31,6 +31,10 @@ class Permission(StrEnum):
     AUDIT_READ = "audit-read"                  # read and export the audit log
     WEBHOOKS_MANAGE = "webhooks-manage"        # webhooks: endpoints, deliveries
     OPERATE = "operate"                        # pipeline internals: dead letters
+    # Erase a customer's conversations for good (a data subject's request): apart from
+    # reading, so that whoever may read transcripts cannot also make them vanish. Admin
+    # alone holds it among the built-in profiles.
+    DATA_ERASE = "data-erase"
 
 
 # What each permission grants, as GET /v1/permissions and docs/security.md tell it.
@@ -62,6 +66,8 @@ CATALOGUE: dict[Permission, str] = {
                                 "their deliveries; redeliver",
     Permission.OPERATE: "pipeline internals: the scale-out dead letters, Prometheus "
                         "metrics (/metrics)",
+    Permission.DATA_ERASE: "erase everything of a customer's conversations (turns, events, "
+                           "alerts, webhook deliveries), by customer id or e-mail",
 }
 
 PROFILES: dict[str, frozenset[Permission]] = {

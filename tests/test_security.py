@@ -89,6 +89,7 @@ MATRIX: dict[tuple[str, str], set[Permission]] = {
     ("DELETE", "/v1/security-profiles/{name}"): {P.PROFILES_MANAGE},
     ("GET", "/v1/admin/dead-letters"): {P.OPERATE},
     ("GET", "/v1/audit"): {P.AUDIT_READ},
+    ("POST", "/v1/erasures"): {P.DATA_ERASE},
     ("GET", "/metrics"): {P.OPERATE},
 }
 

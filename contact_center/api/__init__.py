@@ -4,7 +4,8 @@ check the permission (`auth`), call the domain, shape the answer (`views`).
 ingest (connectors), live (supervisors' views and monitor), supervision (who monitors,
 whisper, barge), alerts, webhooks, transcripts and search (analysts), rules, users (and tokens),
 teams (and the agent directory), profiles (security profiles, the permission
-catalogue), audit (the audit log), operations (probes, metrics, dead letters). Shared:
+catalogue), audit (the audit log), erasures (a customer's data), operations (probes,
+metrics, dead letters). Shared:
 `auth` (where permissions are checked), `audited` (recording what a request did in
 the audit log), `openapi` (the error body and common answers), `views` (response
 shapes), `sockets` (streaming to a client), `errors`, `middleware`. Also aggregates
@@ -19,6 +20,7 @@ from contact_center.api import (
     aggregates,
     alerts,
     audit,
+    erasures,
     ingest,
     live,
     operations,
@@ -34,7 +36,8 @@ from contact_center.api import (
 
 ROUTERS = [ingest.router, live.router, supervision.router, alerts.router, transcripts.router,
            search.router, rules.router, users.router, teams.router, profiles.router,
-           operations.router, webhooks.router, audit.router, aggregates.router]
+           operations.router, webhooks.router, audit.router, aggregates.router,
+           erasures.router]
 
 
 def include_routes(app: FastAPI) -> None:

@@ -314,6 +314,10 @@ class Transcript(ConversationRecord):
     their history, its events (transfers among them), who monitored it and the customer's
     sentiment timeline."""
 
+    words_removed_at: float | None = Field(description=(
+        "When retention removed its words (Unix time): every turn's text is null, alert "
+        "evidence and event texts are empty, the customer's name and e-mail are null; "
+        "scores, times and alerts stay. null: its words are kept."))
     turns: list[Turn]
     alerts: list[AlertWithHistory] = Field(description="Each with its first changes "
                                                        "(at most 1,000), oldest first.")
@@ -457,3 +461,14 @@ class ConversationAggregates(Closed):
     rows: list[AggregateRow] = Field(description="Groups in code point order (null last), "
                                                  "then buckets oldest first; only those "
                                                  "with conversations.")
+
+
+class Erasure(Closed):
+    """What an erasure deleted."""
+
+    conversations: list[str] = Field(description="The customer's conversations erased.")
+    turns: int
+    alerts: int
+    alert_events: int
+    events: int = Field(description="Conversation events.")
+    webhook_deliveries: int

@@ -19,6 +19,7 @@ from monitoring.alert_stream import AlertEvents as AlertEvents
 from monitoring.audit import AuditEntry
 from monitoring.credentials import Token, User
 from monitoring.profiles import ProfileCheck, SecurityProfile
+from monitoring.retention import Due
 from monitoring.scope import Agent, Directory, Scope, Team, Within
 
 
@@ -267,6 +268,41 @@ class AggregateQuery:
     within: Within | None = None  # None: everything
 
 
+@dataclass(slots=True)
+class Removed:
+    """What retention or erasure removed: the conversations, and the rows of theirs it
+    changed (retention) or deleted (erasure)."""
+
+    conversations: list[str] = field(default_factory=list)
+    turns: int = 0
+    alerts: int = 0
+    alert_events: int = 0
+    events: int = 0
+    webhook_deliveries: int = 0
+
+    def add(self, more: Removed) -> None:
+        self.conversations += more.conversations
+        self.turns += more.turns
+        self.alerts += more.alerts
+        self.alert_events += more.alert_events
+        self.events += more.events
+        self.webhook_deliveries += more.webhook_deliveries
+
+    def counts(self) -> dict[str, int]:
+        return {"conversations": len(self.conversations), "turns": self.turns,
+                "alerts": self.alerts, "alert_events": self.alert_events,
+                "events": self.events, "webhook_deliveries": self.webhook_deliveries}
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerKey:
+    """A customer as conversations name them: by id, or by e-mail (ASCII letters' case
+    aside, on every store)."""
+
+    id: str | None = None
+    email: str | None = None
+
+
 class Store(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
@@ -451,6 +487,20 @@ class Store(Protocol):
     async def aggregate(self, query: AggregateQuery) -> Facts:
         """The columns `analytics.aggregates` groups, read in one snapshot; stopped with
         `QueryTimeout` after SEARCH_SECONDS, on the analysts' connection as `search`."""
+        ...
+
+    # retention and erasure (contact_center.stores.forgetting)
+    async def remove_words(self, due: list[Due], now: float, limit: int) -> Removed:
+        """In one transaction, remove the words of at most ``limit`` ended conversations
+        ``due`` selects whose words are still there, oldest ended first, and mark them
+        (``words_removed_at``); what it changed (no conversation: none was left)."""
+        ...
+    async def customer_conversations(self, customer: CustomerKey) -> list[tuple[str, str]]:
+        """The customer's conversations: (id, status)."""
+        ...
+    async def erase_conversations(self, ids: list[str]) -> Removed:
+        """Delete these conversations, if ended, with everything of theirs, in one
+        transaction; what it deleted."""
         ...
 
 

@@ -28,12 +28,14 @@ from contact_center.stores import (
     AlertEvents,
     AlertQuery,
     AuditQuery,
+    CustomerKey,
     DeliveryOutcome,
     Fenced,
     FullTextQuery,
     HistoryQuery,
     PartitionClaim,
     QueryTimeout,
+    Removed,
     SearchQuery,
     StoredConversation,
     WriteBatch,
@@ -42,6 +44,7 @@ from contact_center.stores import (
 )
 from contact_center.stores import aggregates as ag
 from contact_center.stores import audit as au
+from contact_center.stores import forgetting as fo
 from contact_center.stores import fulltext as ft
 from contact_center.stores import profiles as pr
 from contact_center.stores import webhooks as wh
@@ -53,10 +56,10 @@ from contact_center.stores.rows import (
     as_alert,
     as_alert_change,
     as_alert_event,
-    as_event,
     as_hit,
     as_meta,
     as_token,
+    as_transcript,
     as_turn,
     as_user,
     like_pattern,
@@ -77,7 +80,12 @@ from monitoring.profiles import (
     check_known,
     custom_names,
 )
+from monitoring.retention import Due
 from monitoring.scope import Agent, Directory, Scope, Team
+
+# The stored customer's id and folded e-mail (contact_center/stores/forgetting.py), indexed.
+_CUSTOMER_ID = "customer->>'id'"
+_CUSTOMER_EMAIL = "lower((customer->>'email') COLLATE \"C\")"  # (ASCII letters, as SQLite)
 
 # Each entry upgrades the schema by one version; never edit a shipped one, add another.
 MIGRATIONS: list[str] = [
@@ -291,6 +299,15 @@ MIGRATIONS: list[str] = [
         to_tsvector('simple'::regconfig,
                     regexp_replace(coalesce(text, ''), '[^[:alnum:]]+', ' ', 'g'))) STORED;
     CREATE INDEX segments_text_search ON segments USING gin (text_search);
+    """,
+    # Retention and erasure (contact_center/stores/forgetting.py).
+    f"""
+    ALTER TABLE conversations ADD COLUMN words_removed_at double precision;
+    CREATE INDEX conversations_words_kept ON conversations (ended_at, id)
+        WHERE status = 'ended' AND words_removed_at IS NULL;
+    CREATE INDEX conversations_customer_id ON conversations (({_CUSTOMER_ID}));
+    CREATE INDEX conversations_customer_email ON conversations (({_CUSTOMER_EMAIL}));
+    CREATE INDEX webhook_deliveries_event ON webhook_deliveries (event_id);
     """,
 ]
 IDLE_IN_TRANSACTION_MS = 5000
@@ -682,9 +699,7 @@ class PostgresStore:
                                     "ORDER BY id", conversation_id)
             events = await db.fetch("SELECT type, payload, at FROM conversation_events "
                                     "WHERE conversation_id = $1 ORDER BY id", conversation_id)
-        return {**as_meta(row, _as_is), "turns": [as_turn(t) for t in turns],
-                "alerts": [as_alert(a, _as_is) for a in alerts],
-                "events": [as_event(e, _as_is) for e in events]}
+        return as_transcript(row, turns, alerts, events, _as_is)
 
     async def list_alerts(self, query: AlertQuery) -> list[dict[str, Any]]:
         where, args = alert_filters(query, lambda n: f"${n}", "strpos", _one_of)
@@ -975,6 +990,46 @@ class PostgresStore:
                     return Facts(truncated=True)
         # Rows to columns is a loop per row: off the event loop, as SQLite's is.
         return await asyncio.to_thread(ag.facts, *fetched)
+
+
+    # -- retention and erasure (contact_center.stores.forgetting) -----------------------
+
+    async def remove_words(self, due: list[Due], now: float, limit: int) -> Removed:
+        if not due:
+            return Removed()
+        sql, args = fo.picking_due(due, _in_list, limit, " FOR UPDATE SKIP LOCKED")
+        async with self.pool.acquire() as db, db.transaction():
+            removed = Removed([r[0] for r in await db.fetch(wh.numbered(sql), *args)])
+            if not removed.conversations:
+                return removed
+            chosen = removed.conversations
+            for rewrite in _FORGETTING.rewrites:
+                changes = fo.rewritten(rewrite, await db.fetch(rewrite.select, chosen),
+                                       _as_is, _as_is)
+                if changes:
+                    await db.executemany(rewrite.update, changes)
+                fo.count(removed, rewrite.counted, len(changes))
+            removed.turns = _count(await db.execute(_FORGETTING.clear_turns, chosen))
+            await db.execute(_FORGETTING.mark, now, chosen)
+        return removed
+
+    async def customer_conversations(self, customer: CustomerKey) -> list[tuple[str, str]]:
+        sql, args = fo.customer_match(customer, f"({_CUSTOMER_ID})", _CUSTOMER_EMAIL)
+        return [(r[0], r[1]) for r in await self.pool.fetch(wh.numbered(sql), *args)]
+
+    async def erase_conversations(self, ids: list[str]) -> Removed:
+        async with self.pool.acquire() as db, db.transaction():
+            erased = Removed([r[0] for r in await db.fetch(_FORGETTING.ended, ids)])
+            for counted, sql in _FORGETTING.erasing:
+                fo.count(erased, counted, _count(await db.execute(sql, erased.conversations)))
+        return erased
+
+
+def _in_list(column: str) -> str:
+    return f"{column} = ANY(?::text[])"
+
+
+_FORGETTING = fo.statements(_in_list, wh.numbered, " FOR UPDATE")
 
 
 async def _add_alert_events(db: asyncpg.Connection, events: list[AlertEventRow]) -> None:

@@ -30,6 +30,15 @@ def as_meta(row: Row, decode: Decode) -> dict[str, Any]:
     }
 
 
+def as_transcript(row: Row, turns: list[Row], alerts: list[Row], events: list[Row],
+                  decode: Decode) -> dict[str, Any]:
+    """A recorded conversation as served: its metadata, when retention removed its words
+    (None: kept), its turns, alerts and events."""
+    return {**as_meta(row, decode), "words_removed_at": row["words_removed_at"],
+            "turns": [as_turn(t) for t in turns], "alerts": [as_alert(a, decode) for a in alerts],
+            "events": [as_event(e, decode) for e in events]}
+
+
 def as_turn(row: Row) -> dict[str, Any]:
     return {
         "type": "segment", "seq": row["seq"], "segment_id": row["segment_id"],

@@ -32,10 +32,12 @@ from contact_center.stores import (
     AlertEvents,
     AlertQuery,
     AuditQuery,
+    CustomerKey,
     DeliveryOutcome,
     FullTextQuery,
     HistoryQuery,
     QueryTimeout,
+    Removed,
     SearchQuery,
     StoredConversation,
     WriteBatch,
@@ -44,6 +46,7 @@ from contact_center.stores import (
 )
 from contact_center.stores import aggregates as ag
 from contact_center.stores import audit as au
+from contact_center.stores import forgetting as fo
 from contact_center.stores import fulltext as ft
 from contact_center.stores import profiles as pr
 from contact_center.stores import webhooks as wh
@@ -55,10 +58,10 @@ from contact_center.stores.rows import (
     as_alert,
     as_alert_change,
     as_alert_event,
-    as_event,
     as_hit,
     as_meta,
     as_token,
+    as_transcript,
     as_turn,
     as_user,
     folded,
@@ -80,6 +83,7 @@ from monitoring.profiles import (
     check_known,
     custom_names,
 )
+from monitoring.retention import Due
 from monitoring.scope import Agent, Directory, Scope, Team
 
 T = TypeVar("T")
@@ -282,10 +286,19 @@ _ADDED_COLUMNS = [
     ("alerts", "document", "TEXT"),
     ("users", "scope", "TEXT"),  # JSON {"teams", "queues"}; NULL: everything
     ("segments", "text_id", "INTEGER"),  # the turn's row in segments_fts
+    ("conversations", "words_removed_at", "REAL"),  # retention: when (NULL: kept)
 ]
+# The stored customer's id and folded e-mail (contact_center/stores/forgetting.py), indexed.
+_CUSTOMER_ID = "json_extract(customer, '$.id')"
+_CUSTOMER_EMAIL = "lower(json_extract(customer, '$.email'))"
 # Indexes over added columns (created once they exist).
-_ADDED_INDEXES = """
+_ADDED_INDEXES = f"""
 CREATE INDEX IF NOT EXISTS alerts_status ON alerts(status, id);
+CREATE INDEX IF NOT EXISTS conversations_words_kept ON conversations(ended_at, id)
+    WHERE status = 'ended' AND words_removed_at IS NULL;
+CREATE INDEX IF NOT EXISTS conversations_customer_id ON conversations({_CUSTOMER_ID});
+CREATE INDEX IF NOT EXISTS conversations_customer_email ON conversations({_CUSTOMER_EMAIL});
+CREATE INDEX IF NOT EXISTS webhook_deliveries_event ON webhook_deliveries(event_id);
 """
 # The full-text index (contact_center/stores/fulltext.py): a turn's recorded words, kept
 # by triggers in the writer's own transaction, so every way a turn is added, changed or
@@ -381,6 +394,9 @@ class _Connection:
         db.execute(f"PRAGMA synchronous={self._synchronous}")
         db.execute("PRAGMA busy_timeout=5000")
         db.execute("PRAGMA foreign_keys=ON")
+        # Deleted and replaced content is overwritten with zeros, not left in free space:
+        # words that retention or erasure removed leave the file.
+        db.execute("PRAGMA secure_delete=ON")
         db.create_function("holds_all", -1, _holds_all, deterministic=True)
         self._db = db
 
@@ -829,6 +845,20 @@ class SQLiteStore:
     async def aggregate(self, query: AggregateQuery) -> Facts:
         return await self._analyst.run(lambda db: _aggregate(db, query))
 
+    # -- retention and erasure (contact_center.stores.forgetting) -----------------------
+
+    async def remove_words(self, due: list[Due], now: float, limit: int) -> Removed:
+        if not due:
+            return Removed()
+        return await self._writer.run(lambda db: _remove_words(db, due, now, limit))
+
+    async def customer_conversations(self, customer: CustomerKey) -> list[tuple[str, str]]:
+        sql, args = fo.customer_match(customer, _CUSTOMER_ID, _CUSTOMER_EMAIL)
+        return await self._reader.run(lambda db: [(r[0], r[1]) for r in db.execute(sql, args)])
+
+    async def erase_conversations(self, ids: list[str]) -> Removed:
+        return await self._writer.run(lambda db: _erase(db, ids))
+
 
 # -- SQL run on the connection threads ----------------------------------------------------
 
@@ -1053,6 +1083,45 @@ def _load_conversations(db: sqlite3.Connection,
     return list(loaded.values())
 
 
+_FORGETTING = fo.statements(lambda column: _one_of(column, 0))
+
+
+def _remove_words(db: sqlite3.Connection, due: list[Due], now: float,
+                  limit: int) -> Removed:
+    with _writing(db):
+        sql, args = fo.picking_due(due, lambda column: _one_of(column, 0), limit)
+        removed = Removed([r[0] for r in db.execute(sql, _lists_as_json(args))])
+        if not removed.conversations:
+            return removed
+        chosen = json.dumps(removed.conversations)
+        for rewrite in _FORGETTING.rewrites:
+            changes = fo.rewritten(rewrite, db.execute(rewrite.select, (chosen,)).fetchall(),
+                                   json.loads, codec.dumps)
+            db.executemany(rewrite.update, changes)
+            fo.count(removed, rewrite.counted, len(changes))
+        # (The full-text index follows: segments_fts_changed.)
+        removed.turns = db.execute(_FORGETTING.clear_turns, (chosen,)).rowcount
+        db.execute(_FORGETTING.mark, (now, chosen))
+    return removed
+
+
+def _erase(db: sqlite3.Connection, ids: list[str]) -> Removed:
+    with _writing(db):
+        ended = [r[0] for r in db.execute(_FORGETTING.ended, (json.dumps(ids),))]
+        erased = Removed(ended)
+        chosen = json.dumps(ended)
+        for counted, sql in _FORGETTING.erasing:  # (the full-text rows: segments_fts_removed)
+            fo.count(erased, counted, db.execute(sql, (chosen,)).rowcount)
+    if ended:
+        # FTS5 keeps a removed turn's words in its index pages until it merges them
+        # away: merging it whole now leaves them nowhere (secure_delete zeroes the pages
+        # it frees); then the write-ahead log, which holds the pages as they were.
+        with _writing(db):
+            db.execute("INSERT INTO segments_fts (segments_fts) VALUES ('optimize')")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return erased
+
+
 def _get_conversation(db: sqlite3.Connection, conversation_id: str) -> dict[str, Any] | None:
     row = db.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
     if row is None:
@@ -1064,12 +1133,7 @@ def _get_conversation(db: sqlite3.Connection, conversation_id: str) -> dict[str,
                         (conversation_id,)).fetchall()
     events = db.execute("SELECT type, payload, at FROM conversation_events "
                         "WHERE conversation_id = ? ORDER BY id", (conversation_id,)).fetchall()
-    return {
-        **as_meta(row, json.loads),
-        "turns": [as_turn(t) for t in turns],
-        "alerts": [as_alert(a, json.loads) for a in alerts],
-        "events": [as_event(e, json.loads) for e in events],
-    }
+    return as_transcript(row, turns, alerts, events, json.loads)
 
 
 def _load_history(db: sqlite3.Connection, q: HistoryQuery) -> History:
