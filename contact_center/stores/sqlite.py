@@ -857,7 +857,16 @@ class SQLiteStore:
         return await self._reader.run(lambda db: [(r[0], r[1]) for r in db.execute(sql, args)])
 
     async def erase_conversations(self, ids: list[str]) -> Removed:
-        return await self._writer.run(lambda db: _erase(db, ids))
+        erased = await self._writer.run(lambda db: _erase(db, ids))
+        if erased.conversations:
+            # FTS5 keeps a removed turn's words in its index pages until it merges them
+            # away: merge the index whole, a step at a time (each some tens of ms, with
+            # the pipeline's batches in between), then truncate the write-ahead log,
+            # which holds the pages as they were.
+            while await self._writer.run(_merge_step):
+                pass
+            await self._writer.run(lambda db: db.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
+        return erased
 
 
 # -- SQL run on the connection threads ----------------------------------------------------
@@ -1128,14 +1137,20 @@ def _erased(db: sqlite3.Connection, ids: list[str]) -> Removed:
         chosen = json.dumps(ended)
         for counted, sql in _FORGETTING.erasing:  # (the full-text rows: segments_fts_removed)
             fo.count(erased, counted, db.execute(sql, (chosen,)).rowcount)
-    if ended:
-        # FTS5 keeps a removed turn's words in its index pages until it merges them
-        # away: merging it whole now leaves them nowhere (secure_delete zeroes the pages
-        # it frees); then the write-ahead log, which holds the pages as they were.
-        with _writing(db):
-            db.execute("INSERT INTO segments_fts (segments_fts) VALUES ('optimize')")
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return erased
+
+
+MERGE_PAGES = 200  # index pages one merge step works on (about 50 ms, 1M turns indexed)
+
+
+def _merge_step(db: sqlite3.Connection) -> bool:
+    """Merge the full-text index toward one segment, freed pages zeroed; whether there
+    was work (FTS5's 'merge' made two or more changes)."""
+    with _forgetting(db), _writing(db):
+        before = db.total_changes
+        db.execute("INSERT INTO segments_fts (segments_fts, rank) VALUES ('merge', ?)",
+                    (-MERGE_PAGES,))
+        return db.total_changes - before >= 2
 
 
 def _get_conversation(db: sqlite3.Connection, conversation_id: str) -> dict[str, Any] | None:
