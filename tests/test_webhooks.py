@@ -291,3 +291,30 @@ def test_a_stuck_receiver_delays_neither_ingest_nor_another_receiver(
                                headers=admin).status_code == 404
     finally:
         stuck.close()
+
+
+@pytest.mark.app
+def test_a_webhook_body_carries_no_pii_the_customer_typed(
+        backend: str, settings: Settings, tmp_path: Path, users: Users,
+        receiver: Receiver) -> None:
+    """The evidence of an alert is the redacted turn (docs/security.md#pii)."""
+    admin, connector = auth(users.token("Admin")), auth(users.token("Connector"))
+    pii = {"card": "4111 1111 1111 1111", "email": "pat.lee@gmail.com",
+           "phone": "(415) 555-2671", "ssn": "536-90-4399"}
+    with _client(settings, backend, tmp_path, webhook_allowed_networks=LOOPBACK) as client:
+        if backend == "scaleout":
+            wait_for_partitions(client)
+        use_rules(client, users, RULES)
+        assert client.post("/v1/webhooks", headers=admin,
+                           json={"url": receiver.url}).status_code == 201
+        with client.websocket_connect("/v1/ingest", headers=connector) as ws:
+            c = Connector(ws)
+            c.start("w-pii")
+            said = f"you idiots, my card {pii['card']}, mail {pii['email']}, " \
+                   f"phone {pii['phone']}, ssn {pii['ssn']}"
+            assert c.say("w-pii", "s1", said)["status"] == "accepted"
+        [(_, body)] = receiver.wait_for(1)
+    assert b"[CARD]" in body and b"[EMAIL]" in body and b"[PHONE]" in body
+    for value in pii.values():
+        for form in (value, value.replace(" ", ""), value.split("@")[0]):
+            assert form.encode() not in body, form
