@@ -20,7 +20,8 @@ MIN_PREFIX = 2  # letters before a `*`: a shorter prefix matches most of the ind
 SNIPPET_CHARS = 160
 
 WORD = re.compile(r"[^\W_]+")
-_TOKEN = re.compile(r'\s+|\(|\)|"[^"]*"?|[^\s()"]+')
+# A "-" right before a quote or a parenthesis excludes that phrase or group: it is NOT.
+_TOKEN = re.compile(r'\s+|\(|\)|(?P<not>-)(?=["(])|"[^"]*"?|[^\s()"]+')
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +58,8 @@ def words_of(text: str) -> list[str]:
 
 def parse(q: str) -> Node:
     """The query ``q`` as a tree, or `QueryError`."""
-    parser = _Parser([t for t in _TOKEN.findall(q) if not t.isspace()])
+    parser = _Parser(["NOT" if m["not"] else m.group() for m in _TOKEN.finditer(q)
+                      if not m.group().isspace()])
     node = parser.any_of(0)
     if parser.more():
         raise QueryError(f"unexpected {parser.peek()!r}: a ')' without its '('")

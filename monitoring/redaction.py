@@ -59,12 +59,19 @@ def _grouped(*sizes: int, separators: str = " .-") -> re.Pattern[str]:
 
 
 Validator = Callable[[str], bool]
+
+
+def _compact(valid: Validator) -> Validator:
+    return lambda value: valid(re.sub(r"[\s.-]", "", value))
+
+
 # National ids with letters: distinctive enough to look for in every region.
 _LETTERED_IDS: list[tuple[re.Pattern[str], Validator]] = [
-    (re.compile(r"\b\d{8}-?[A-Z]\b"), dni.is_valid),
-    (re.compile(r"\b[XYZ]-?\d{7}-?[A-Z]\b"), nie.is_valid),
-    (re.compile(r"\b[A-Z]{6}\d{2}[A-Z]\d{2}[A-Z]\d{3}[A-Z]\b"), codicefiscale.is_valid),
-    (re.compile(r"\b[A-Z]{4}\d{6}[HM][A-Z]{5}[A-Z0-9]\d\b"), curp.is_valid),
+    (re.compile(r"\b\d{2}\.?\d{3}\.?\d{3}[ -]?[A-Z]\b", re.IGNORECASE), _compact(dni.is_valid)),
+    (re.compile(r"\b[XYZ][ -]?\d{7}[ -]?[A-Z]\b", re.IGNORECASE), _compact(nie.is_valid)),
+    (re.compile(r"\b[A-Z]{6}\d{2}[A-Z]\d{2}[A-Z]\d{3}[A-Z]\b", re.IGNORECASE),
+     codicefiscale.is_valid),
+    (re.compile(r"\b[A-Z]{4}\d{6}[HM][A-Z]{5}[A-Z0-9]\d\b", re.IGNORECASE), curp.is_valid),
 ]
 # National ids of digits alone, looked for in their region only.
 _REGIONAL_IDS: dict[str, list[tuple[re.Pattern[str], Validator]]] = {

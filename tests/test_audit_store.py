@@ -68,6 +68,12 @@ def test_batches_make_one_chain_listed_newest_first(backend: str, tmp_path: Path
         assert await ids(before=4, limit=2) == [3, 2]
         assert await ids(before=2) == [1]
         assert await ids(actor="nobody") == []
+        refused = make_entry(1_767_261_606.0, "eve", "monitor.start", "conversation", "c-1",
+                             "forbidden", None, None)
+        await store.append_audit([refused])
+        assert await ids(target_id="c-1") == [6, 4, 1]
+        assert await ids(target_id="c-1", result="ok") == [4, 1]
+        assert await ids(result="forbidden") == [6]
 
     on_store(backend, tmp_path, work)
 

@@ -40,12 +40,16 @@ def test_the_grammar() -> None:
     assert parse("e-mail don't") == All((Words(("e", "mail")), Words(("don", "t"))))
     assert parse("and or not") == All((Words(("and",)), Words(("or",)), Words(("not",))))
     assert parse("ÉCOLE") == Words(("école",))
+    assert parse('refund -"credit card" -(fee OR charge)') == All(
+        (Words(("refund",)),),
+        (Words(("credit", "card")), AnyOf((Words(("fee",)), Words(("charge",))))))
 
 
 @pytest.mark.parametrize(("q", "why"), [
     ("", "empty"), ("NOT a", "only excludes"), ("-a -b", "only excludes"),
     ("a OR", "OR needs a term"), ("OR a", "OR needs a term"), ("a AND", "AND needs"),
-    ("a OR -b", "ANDed"), ("NOT NOT a", "NOT NOT"), ("(a", "not closed"),
+    ("a OR -b", "ANDed"), ("a - b", "holds no word"), ("NOT NOT a", "NOT NOT"),
+    ("(a", "not closed"),
     ("a)", "without its '('"), ('"a', "quote is not closed"), ("()", "empty"),
     ("a*b", "can only end"), ("x*", "at least 2"), ("...", "no word"),
     ('""', "no word"), ("NOT", "NOT needs"),

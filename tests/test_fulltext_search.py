@@ -3,6 +3,7 @@ query finds, with which filters, in what order and pages, the same on every stor
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -407,3 +408,46 @@ def test_a_third_export_at_once_is_answered_busy(store_search: Any, client: Test
     state.exports_running = 0
     failed = client.get("/v1/search/turns/export", headers=analyst, params={"q": "NOT x"})
     assert failed.status_code == 422 and state.exports_running == 0
+
+
+@pytest.mark.parametrize("key", [
+    ["newest", [1.0, 10**23, "a", "1"]], ["newest", [1.0, 2**40, "a", "1"]],
+    ["newest", [1.0, 1, "a\u0000", "1"]], ["newest", [float("nan"), 1, "a", "1"]],
+    ["conversations", [1e300, "a"]], ["newest", [1.0, 1, "a" * 5000, "1"]],
+])
+def test_a_forged_cursor_is_a_422_not_a_500(client: TestClient, users: Users,
+                                            key: list[Any]) -> None:
+    raw = json.dumps(key)
+    cursor = base64.urlsafe_b64encode(raw.encode()).decode()
+    route = "/v1/search/conversations" if key[0] == "conversations" else "/v1/search/turns"
+    answer = client.get(route, headers=auth(users.token("Analyst")), params={
+        "q": "refund", "cursor": cursor, **({"sort": "newest"} if key[0] == "newest" else {})})
+    assert answer.status_code == 422, answer.text
+    nested = base64.urlsafe_b64encode(b"[" * 1500).decode()
+    assert client.get("/v1/search/turns", headers=auth(users.token("Analyst")),
+                      params={"q": "x", "cursor": nested}).status_code == 422
+
+
+def test_an_export_under_way_neither_freezes_searches_nor_grows_its_set(
+        store_search: Any, backend: str, tmp_path: Path) -> None:
+    """An export reads its own snapshot: a search meanwhile sees a turn written after the
+    export started; the export does not, nor a conversation that matched only since."""
+    async def check() -> None:
+        store = make_store(backend, tmp_path)
+        await store.open()
+        try:
+            query = FullTextQuery(query=parse("invoice OR zebra"), until=3500.0)
+            pages = store.export_found(query, "conversations")
+            first = await pages.__anext__()
+            await store.write(WriteBatch(
+                conversations={"e": (meta("e", "billing", "ann", 3400.0), {})},
+                segments=[turn("e", 1, "a zebra invoice", 3600.0),
+                          turn("a", 9, "zebra", 3450.0)]))
+            rest = [c for page in [p async for p in pages] for c in page]
+            assert [c["id"] for c in first + rest] == ["a"]  # e: its turn came after
+            found = await store.search_turns(FullTextQuery(query=parse("zebra")))
+            assert {h["conversation_id"] for h in found} == {"a", "e"}
+        finally:
+            await store.close()
+
+    run(check())

@@ -53,6 +53,9 @@ NATIONAL_IDS = [  # (region, a valid number as people write it)
     # ids with letters are looked for in every region
     ("US", "54362315K"), ("US", "X2482300W"), ("US", "RCCMNL83S18D969H"),
     ("US", "BOXW310820HNERXN09"),
+    # ... in lower case, or written with separators
+    ("US", "54362315k"), ("US", "54.362.315-K"), ("US", "54362315 K"), ("US", "x-2482300-w"),
+    ("US", "rccmnl83s18d969h"), ("US", "boxw310820hnerxn09"),
 ]
 
 

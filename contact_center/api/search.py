@@ -3,6 +3,7 @@ phrases, AND / OR / NOT and prefixes, with filters, highlights and cursor pages.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -78,7 +79,8 @@ class Found(BaseModel):
 
     since: Timestamp | None = Field(default=None, description=(
         "Turns: received at or after. Conversations: started at or after."))
-    until: Timestamp | None = Field(default=None, description="... before.")
+    until: Timestamp | None = Field(default=None, description=(
+        "... before. Conversations: started before, and only turns received before count."))
     queue: str | None = None
     agent_id: str | None = None
     team: str | None = Field(default=None, description=(
@@ -115,7 +117,8 @@ class Found(BaseModel):
 
 class Search(Found):
     limit: int = Field(default=20, ge=1, le=MAX_LIMIT)
-    cursor: str | None = Field(default=None, description="`next` of the previous page.")
+    cursor: str | None = Field(default=None, max_length=2000,
+                               description="`next` of the previous page.")
 
 
 class TurnSearch(Search):
@@ -139,8 +142,7 @@ async def search_turns(
                        details={"mode": "turns", **search.given()}) as outcome:
         hits = await _run(request.app.state.store.search_turns(query))
         outcome.details["hits"] = len(hits)
-    for hit in hits:
-        _highlight(hit, query.query)
+    await asyncio.to_thread(_highlight_all, hits, query.query)  # (long turns: not on the loop)
     return {"hits": [{k: v for k, v in h.items() if k != "key"} for h in hits],
             "next": _next(hits, search.sort, search.limit)}
 
@@ -162,9 +164,8 @@ async def search_conversations(
                        details={"mode": "conversations", **search.given()}) as outcome:
         found = await _run(request.app.state.store.search_conversations(query))
         outcome.details["hits"] = len(found)
-    for conversation in found:
-        for turn in conversation["matches"]:
-            _highlight(turn, query.query)
+    await asyncio.to_thread(_highlight_all, [t for c in found for t in c["matches"]],
+                            query.query)
     return {"conversations": [{k: v for k, v in c.items() if k != "key"} for c in found],
             "next": _next(found, "conversations", search.limit)}
 
@@ -223,7 +224,7 @@ async def _export(request: Request, principal: Principal, export: Export,
                   mode: str) -> StreamingResponse:
     query = await _query(request, principal, export,
                          "newest" if mode == "turns" else "conversations")
-    query.until = min(query.until or math.inf, time.time())  # a fixed set
+    query.until = min(math.inf if query.until is None else query.until, time.time())
     store = request.app.state.store
     running = getattr(request.app.state, "exports_running", 0)
     if running >= EXPORTS_AT_ONCE:
@@ -290,6 +291,11 @@ async def _run(search: Any) -> list[dict[str, Any]]:
     return found
 
 
+def _highlight_all(turns: list[dict[str, Any]], node: Node) -> None:
+    for turn in turns:
+        _highlight(turn, node)
+
+
 def _highlight(turn: dict[str, Any], node: Node) -> None:
     spans = highlights(turn["text"] or "", node)
     text, inside = snippet(turn["text"] or "", spans)
@@ -315,13 +321,31 @@ def _after(cursor: str | None, kind: str) -> list[Any] | None:
         return None
     try:
         given, key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        if given != kind or [type(v) for v in key] != _KEY_TYPES[kind]:
+        if given != kind or [type(v) for v in key] != _KEY_TYPES[kind] or \
+                not all(map(_storable, key)):
             raise ValueError(kind)
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, RecursionError):
         raise HTTPException(422, {"type": "error", "code": "validation_error", "message": (
             "cursor: not a cursor of this search (use the `next` it answered, with the "
             "same sort)")}) from None
     return key
+
+
+def _storable(value: Any) -> bool:
+    """A key value every store compares without error: a finite number in range, or an
+    id as ids are (no NUL, valid UTF-8, bounded)."""
+    if isinstance(value, str):
+        return len(value) <= 1000 and "\x00" not in value and _utf8(value)
+    limit = 2**31 if isinstance(value, int) else 1e15  # (seq is a 32-bit integer)
+    return math.isfinite(value) and abs(value) < limit
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 async def _run_count(count: Awaitable[int]) -> int:

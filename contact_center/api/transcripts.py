@@ -14,7 +14,7 @@ from contact_center.api.openapi import COMMON, error
 from contact_center.api.views import SearchResults, Transcript
 from contact_center.protocol import Timestamp
 from contact_center.stores import SEARCH_SECONDS, AuditQuery, QueryTimeout, SearchQuery
-from monitoring.audit import monitoring_sessions
+from monitoring.audit import OK, monitoring_sessions
 from monitoring.permissions import Permission, Principal
 
 router = APIRouter(tags=["analytics"], responses=COMMON)
@@ -66,10 +66,11 @@ async def get_transcript(request: Request, conversation_id: str,
                                       "message": f"no conversation {conversation_id}"})
     for alert in conversation["alerts"]:
         alert["history"] = await store.alert_history(alert["id"])
+    # (Refused attempts are left out in the query: they cannot crowd out sessions.)
     monitoring = [entry for action in ("monitor.start", "monitor.end")
                   for entry in await store.list_audit(AuditQuery(
                       action=action, target_type="conversation", target_id=conversation_id,
-                      limit=MONITORS_SHOWN))]
+                      result=OK, limit=MONITORS_SHOWN))]
     conversation["monitors"] = monitoring_sessions(monitoring)[-MONITORS_SHOWN:]
     conversation["timeline"] = timeline(conversation["turns"],
                                         request.app.state.settings.rolling)

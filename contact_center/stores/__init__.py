@@ -81,6 +81,9 @@ class PartitionMark:
 
 HISTORY_LIMIT = 1000  # an alert's history: its first changes, at most this many
 SEARCH_SECONDS = 5.0  # a transcript search that runs longer is stopped
+# An export that runs longer is stopped (its snapshot held no longer); each of its pages
+# has SEARCH_SECONDS.
+EXPORT_SECONDS = 300.0
 
 
 class QueryTimeout(Exception):
@@ -219,6 +222,7 @@ class AuditQuery:
     since: float | None = None  # at or after
     until: float | None = None  # ... before
     before: int | None = None
+    result: str | None = None  # e.g. "ok"
     limit: int = 100
 
 

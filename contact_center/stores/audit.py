@@ -31,7 +31,8 @@ def listing(query: AuditQuery) -> tuple[str, list[Any]]:
     for clause, value in (("actor = ?", query.actor), ("action = ?", query.action),
                           ("target_type = ?", query.target_type),
                           ("target_id = ?", query.target_id), ("at >= ?", query.since),
-                          ("at < ?", query.until), ("id < ?", query.before)):
+                          ("at < ?", query.until), ("id < ?", query.before),
+                          ("result = ?", query.result)):
         if value is not None:
             where.append(clause)
             args.append(value)

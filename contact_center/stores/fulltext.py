@@ -78,8 +78,10 @@ def _wrapped(select: str) -> str:
 CUSTOMER_TURNS = "FROM segments x WHERE x.conversation_id = c.id AND x.role = 'customer'"
 SENTIMENT = {
     "mean": f"(SELECT avg(x.compound) {CUSTOMER_TURNS})",
-    "start": f"(SELECT x.compound {CUSTOMER_TURNS} ORDER BY x.seq LIMIT 1)",
-    "end": f"(SELECT x.compound {CUSTOMER_TURNS} ORDER BY x.seq DESC LIMIT 1)",
+    # first and last as the aggregates take them: by when received, then seq
+    "start": f"(SELECT x.compound {CUSTOMER_TURNS} ORDER BY x.received_at, x.seq LIMIT 1)",
+    "end": f"(SELECT x.compound {CUSTOMER_TURNS} "
+           "ORDER BY x.received_at DESC, x.seq DESC LIMIT 1)",
 }
 SENTIMENT["change"] = f"({SENTIMENT['end']} - {SENTIMENT['start']})"
 HANDLE_SECONDS = "(c.ended_at - c.started_at)"
@@ -190,12 +192,13 @@ def conversations(q: FullTextQuery, d: Dialect, shape: str = "page") -> tuple[st
 
     def leaf(words: Words) -> str:
         source, match, _ = d.matching(words, args)
-        role = []
-        if q.role is not None:
-            args.append(q.role)
-            role = [f"s.role = {d.mark(len(args))}"]
+        more = []  # the turns that count: of this role, received before until
+        for sql, value in (("s.role = {}", q.role), ("s.received_at < {}", q.until)):
+            if value is not None:
+                args.append(value)
+                more.append(sql.format(d.mark(len(args))))
         return (f"SELECT DISTINCT s.conversation_id AS id FROM {source} "
-                f"WHERE {' AND '.join([match, *role])}")
+                f"WHERE {' AND '.join([match, *more])}")
 
     found = conversations_matching(q.query, leaf)
     where: list[str] = []

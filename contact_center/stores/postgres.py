@@ -20,6 +20,7 @@ from analytics.aggregates import Facts
 from analytics.fulltext import Node
 from analytics.history import History, agent_assignments
 from contact_center.stores import (
+    EXPORT_SECONDS,
     HISTORY_LIMIT,
     SEARCH_SECONDS,
     AggregateQuery,
@@ -905,19 +906,25 @@ class PostgresStore:
         sql, args = ft.found(query, _FULLTEXT_SQL, mode, "all")
         # A server-side cursor in one read-only snapshot: a page per FETCH, each with the
         # search's time limit.
+        deadline = time.monotonic() + EXPORT_SECONDS
         async with self.pool.acquire() as db, db.transaction(isolation="repeatable_read",
                                                              readonly=True):
-            await db.execute(f"SET LOCAL statement_timeout = {_SEARCH_MS}")
+            # Idle while the client reads a page: allowed up to the export's own limit.
+            await db.execute(f"SET LOCAL statement_timeout = {_SEARCH_MS}; "
+                             "SET LOCAL idle_in_transaction_session_timeout = "
+                             f"{int(EXPORT_SECONDS * 1000)}")
             try:
                 rows = await db.cursor(sql, *args)
                 while page := await rows.fetch(ft.EXPORT_PAGE):
                     if mode == "turns":
                         yield [as_hit(r) for r in page]
-                        continue
-                    found = [as_meta(r, _as_is) for r in page]
-                    ft.attach_matches(found, await db.fetch(*_args_flat(
-                        ft.matches(query, [c["id"] for c in found], _FULLTEXT_SQL))))
-                    yield found
+                    else:
+                        found = [as_meta(r, _as_is) for r in page]
+                        ft.attach_matches(found, await db.fetch(*_args_flat(
+                            ft.matches(query, [c["id"] for c in found], _FULLTEXT_SQL))))
+                        yield found
+                    if time.monotonic() > deadline:
+                        raise QueryTimeout
             except asyncpg.QueryCanceledError:
                 raise QueryTimeout from None
 

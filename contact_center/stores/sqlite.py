@@ -24,6 +24,7 @@ from analytics.aggregates import Facts
 from analytics.fulltext import Node
 from analytics.history import History, agent_assignments
 from contact_center.stores import (
+    EXPORT_SECONDS,
     HISTORY_LIMIT,
     SEARCH_SECONDS,
     AggregateQuery,
@@ -824,20 +825,24 @@ class SQLiteStore:
     async def export_found(self, query: FullTextQuery,
                            mode: str) -> AsyncIterator[list[dict[str, Any]]]:
         sql, args = ft.found(query, _FULLTEXT_SQL, mode, "all")
-        # One statement on the analysts' connection, read a page per call: other
-        # searches run between pages; each page has the search's time limit.
-        rows: sqlite3.Cursor = await self._analyst.run(lambda db: _limited(
-            db, lambda: db.execute(sql, _lists_as_json(args))))
-
-        def next_page(db: sqlite3.Connection) -> list[dict[str, Any]]:
-            return _exported(db, query, mode, _limited(
-                db, lambda: rows.fetchmany(ft.EXPORT_PAGE)))
-
+        deadline = time.monotonic() + EXPORT_SECONDS
+        # A connection of its own: its snapshot, held for the export, is nobody else's
+        # (the analysts' connection stays current), and it is closed at the end.
+        db = await asyncio.to_thread(_read_only, self.path)
         try:
-            while page := await self._analyst.run(next_page):
+            rows: sqlite3.Cursor = await asyncio.to_thread(
+                _limited, db, lambda: db.execute(sql, _lists_as_json(args)))
+
+            def next_page() -> list[dict[str, Any]]:
+                return _exported(db, query, mode, _limited(
+                    db, lambda: rows.fetchmany(ft.EXPORT_PAGE)))
+
+            while page := await asyncio.to_thread(next_page):
                 yield page
+                if time.monotonic() > deadline:
+                    raise QueryTimeout
         finally:
-            await self._analyst.run(lambda db: rows.close())
+            await asyncio.to_thread(db.close)
 
     async def load_history(self, query: HistoryQuery) -> History:
         return await self._analyst.run(lambda db: _load_history(db, query))
@@ -1294,6 +1299,13 @@ def _search_turns(db: sqlite3.Connection, q: FullTextQuery) -> list[dict[str, An
     sql, args = ft.turns(q, _FULLTEXT_SQL)
     rows = _limited(db, lambda: db.execute(sql, _lists_as_json(args)).fetchall())
     return [as_hit(r) | {"rank": r["rank"], "key": ft.turn_key(r, q.sort)} for r in rows]
+
+
+def _read_only(path: str) -> sqlite3.Connection:
+    db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True,
+                         check_same_thread=False, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    return db
 
 
 def _exported(db: sqlite3.Connection, q: FullTextQuery, mode: str,
