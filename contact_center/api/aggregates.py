@@ -106,13 +106,13 @@ async def aggregate_conversations(
         outcome.details |= {"conversations": len(facts.started_at), "rows": len(rows)}
     answer = {"group_by": group_by, "interval": interval,
               "conversations": len(facts.started_at)}
-    if format == "csv":
-        return Response(csv_lines(as_table(rows)), media_type=CSV,
-                        headers={"X-Total-Count": str(len(rows))})
+    if format == "csv":  # (up to 10,000 rows: made off the event loop)
+        table = await asyncio.to_thread(lambda: csv_lines(as_table(rows)))
+        return Response(table, media_type=CSV, headers={"X-Total-Count": str(len(rows))})
     if format == "jsonl":
         lines = [answer | {"count": len(rows)}, *rows]
-        return Response("".join(codec.dumps(line) + "\n" for line in lines),
-                        media_type=JSON_LINES, headers={"X-Total-Count": str(len(rows))})
+        body = await asyncio.to_thread(lambda: "".join(codec.dumps(x) + "\n" for x in lines))
+        return Response(body, media_type=JSON_LINES, headers={"X-Total-Count": str(len(rows))})
     return answer | {"rows": rows}
 
 

@@ -9,12 +9,13 @@ import binascii
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette import types
 
 from analytics.export import (
     CONVERSATION_COLUMNS,
@@ -241,15 +242,29 @@ async def _export(request: Request, principal: Principal, export: Export,
         request.app.state.exports_running -= 1
         raise
 
-    async def rows() -> AsyncIterator[bytes]:
-        try:
-            async for chunk in exported(store, query, mode, export.format, total):
-                yield chunk
-        finally:
-            request.app.state.exports_running -= 1
+    def release() -> None:
+        request.app.state.exports_running -= 1
 
-    return StreamingResponse(rows(), headers={"X-Total-Count": str(total)},
-                             media_type=CSV if export.format == "csv" else JSON_LINES)
+    return Streamed(exported(store, query, mode, export.format, total), release,
+                    headers={"X-Total-Count": str(total)},
+                    media_type=CSV if export.format == "csv" else JSON_LINES)
+
+
+class Streamed(StreamingResponse):
+    """A streamed answer that calls ``release`` once it ends, however it ends (also when
+    the client left before the body started, and the body never ran)."""
+
+    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None],
+                 **options: Any) -> None:
+        super().__init__(content, **options)
+        self.release = release
+
+    async def __call__(self, scope: types.Scope, receive: types.Receive,
+                       send: types.Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.release()
 
 
 async def _query(request: Request, principal: Principal, f: Found,
