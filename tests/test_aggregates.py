@@ -400,7 +400,8 @@ def test_it_needs_contact_search_and_is_audited(client: TestClient, users: Users
     assert [(e["actor"], e["result"]) for e in entries] == [("ana", "ok")]
     assert entries[0]["details"] == {
         "group_by": "team", "interval": "week", "queue": "vip",
-        "since": datetime(2026, 3, 2, tzinfo=UTC).timestamp(), "conversations": 0, "rows": 0}
+        "since": datetime(2026, 3, 2, tzinfo=UTC).timestamp(), "format": "json",
+        "conversations": 0, "rows": 0}
 
 
 def test_a_query_past_its_time_is_stopped(client: TestClient, backend: str, users: Users,

@@ -70,6 +70,25 @@ TIMEOUT = error("query_timeout: the search ran past its time limit (narrow it); 
                 "unavailable: the database is down")
 
 
+class Streamed(StreamingResponse):
+    """A streamed answer that calls ``release`` once it ends, however it ends (also when
+    the client left before the body started, and the body never ran). No media type of
+    its own: the OpenAPI document then declares the formats the route gives, and its
+    errors as JSON."""
+
+    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None],
+                 **options: Any) -> None:
+        super().__init__(content, **options)
+        self.release = release
+
+    async def __call__(self, scope: types.Scope, receive: types.Receive,
+                       send: types.Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.release()
+
+
 class Found(BaseModel):
     """The query and filters every search and export takes (query parameters); an
     unknown one is refused (422)."""
@@ -177,7 +196,7 @@ class Export(Found):
         "count in the X-Total-Count header)."))
 
 
-@router.get("/v1/search/turns/export", responses={
+@router.get("/v1/search/turns/export", status_code=200, response_class=Streamed, responses={
     200: {"content": {JSON_LINES: {"schema": {"type": "string"}},
                       CSV: {"schema": {"type": "string"}}},
           "description": "Every turn found, streamed.",
@@ -201,7 +220,8 @@ async def export_turns(
     return await _export(request, principal, export, "turns")
 
 
-@router.get("/v1/search/conversations/export", responses={
+@router.get("/v1/search/conversations/export", status_code=200, response_class=Streamed,
+            responses={
     200: {"content": {JSON_LINES: {"schema": {"type": "string"}},
                       CSV: {"schema": {"type": "string"}}},
           "description": "Every conversation found, streamed.",
@@ -248,23 +268,6 @@ async def _export(request: Request, principal: Principal, export: Export,
     return Streamed(exported(store, query, mode, export.format, total), release,
                     headers={"X-Total-Count": str(total)},
                     media_type=CSV if export.format == "csv" else JSON_LINES)
-
-
-class Streamed(StreamingResponse):
-    """A streamed answer that calls ``release`` once it ends, however it ends (also when
-    the client left before the body started, and the body never ran)."""
-
-    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None],
-                 **options: Any) -> None:
-        super().__init__(content, **options)
-        self.release = release
-
-    async def __call__(self, scope: types.Scope, receive: types.Receive,
-                       send: types.Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self.release()
 
 
 async def _query(request: Request, principal: Principal, f: Found,

@@ -330,7 +330,6 @@ _KEPT_AFTER = "alert_events_kept_after"  # settings key: see AlertEvents.kept_af
 # Advisory lock id, held from reading the newest audit entry to commit: appends from every
 # API node make one chain.
 _AUDIT_LOCK = 7_303_005
-_SEARCH_MS = max(1, int(SEARCH_SECONDS * 1000))  # an analyst's statement (0: no limit)
 
 
 async def migrate(connection: asyncpg.Connection) -> tuple[int, int]:
@@ -910,7 +909,7 @@ class PostgresStore:
         async with self.pool.acquire() as db, db.transaction(isolation="repeatable_read",
                                                              readonly=True):
             # Idle while the client reads a page: allowed up to the export's own limit.
-            await db.execute(f"SET LOCAL statement_timeout = {_SEARCH_MS}; "
+            await db.execute(f"SET LOCAL statement_timeout = {_search_ms()}; "
                              "SET LOCAL idle_in_transaction_session_timeout = "
                              f"{int(EXPORT_SECONDS * 1000)}")
             try:
@@ -931,7 +930,7 @@ class PostgresStore:
     async def _limited(self, sql: str, args: list[Any]) -> list[asyncpg.Record]:
         """An analyst's query, stopped with `QueryTimeout` after SEARCH_SECONDS."""
         async with self.pool.acquire() as db, db.transaction():
-            await db.execute(f"SET LOCAL statement_timeout = {_SEARCH_MS}")
+            await db.execute(f"SET LOCAL statement_timeout = {_search_ms()}")
             try:
                 return await db.fetch(sql, *args)
             except asyncpg.QueryCanceledError:
@@ -1049,6 +1048,11 @@ async def _add_alert_events(db: asyncpg.Connection, events: list[AlertEventRow])
             "INSERT INTO alert_events (alert_id, conversation_id, type, at, actor, origin, "
             "alert) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
             e.alert["id"], e.conversation_id, e.type, e.at, e.by, e.origin, e.alert)
+
+
+def _search_ms() -> int:
+    """An analyst's statement's time limit (0 would mean none)."""
+    return max(1, int(SEARCH_SECONDS * 1000))
 
 
 def _one_of(column: str, n: int) -> str:
