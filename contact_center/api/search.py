@@ -196,14 +196,20 @@ class Export(Found):
         "count in the X-Total-Count header)."))
 
 
-@router.get("/v1/search/turns/export", status_code=200, response_class=Streamed, responses={
-    200: {"content": {JSON_LINES: {"schema": {"type": "string"}},
-                      CSV: {"schema": {"type": "string"}}},
-          "description": "Every turn found, streamed.",
-          "headers": {"X-Total-Count": {"description": "How many rows follow.",
-                                        "schema": {"type": "integer"}}}},
-    503: error("busy: two exports are running on this node (retry after Retry-After "
-               "seconds); query_timeout: counting ran past its time limit (narrow it)")},
+def _exported_answers(what: str) -> dict[int | str, dict[str, Any]]:
+    """What an export route answers: its two formats, streamed, or a 503."""
+    return {200: {"content": {JSON_LINES: {"schema": {"type": "string"}},
+                              CSV: {"schema": {"type": "string"}}},
+                  "description": f"Every {what} found, streamed.",
+                  "headers": {"X-Total-Count": {"description": "How many rows follow.",
+                                                "schema": {"type": "integer"}}}},
+            503: error("busy: two exports are running on this node (retry after "
+                       "Retry-After seconds); query_timeout: counting ran past its time "
+                       "limit (narrow it)")}
+
+
+@router.get("/v1/search/turns/export", status_code=200, response_class=Streamed,
+            responses=_exported_answers("turn"),
             description=f"""Every turn `GET /v1/search/turns` finds (the same query and
 filters; `limit`, `cursor` and `sort` aside), newest first, streamed in constant memory:
 as JSON Lines, a first line `{{"count": n}}` then one turn per line; or as CSV
@@ -221,14 +227,7 @@ async def export_turns(
 
 
 @router.get("/v1/search/conversations/export", status_code=200, response_class=Streamed,
-            responses={
-    200: {"content": {JSON_LINES: {"schema": {"type": "string"}},
-                      CSV: {"schema": {"type": "string"}}},
-          "description": "Every conversation found, streamed.",
-          "headers": {"X-Total-Count": {"description": "How many rows follow.",
-                                        "schema": {"type": "integer"}}}},
-    503: error("busy: two exports are running on this node (retry after Retry-After "
-               "seconds); query_timeout: counting ran past its time limit (narrow it)")},
+            responses=_exported_answers("conversation"),
             description=f"""Every conversation `GET /v1/search/conversations` finds, as
 its metadata and `matched_turns` (without the matching turns themselves), newest first,
 streamed like `GET /v1/search/turns/export`. Recorded as `transcript.export`.
