@@ -20,11 +20,12 @@ from analytics.aggregates import (
 from analytics.export import as_table, csv_lines
 from contact_center.api.audited import audited
 from contact_center.api.auth import require
+from contact_center.api.errors import in_time
 from contact_center.api.openapi import COMMON, error
 from contact_center.api.search import CSV, JSON_LINES
 from contact_center.api.views import ConversationAggregates
 from contact_center.protocol import Channel, Timestamp
-from contact_center.stores import SEARCH_SECONDS, AggregateQuery, QueryTimeout
+from contact_center.stores import SEARCH_SECONDS, AggregateQuery
 from monitoring import codec
 from monitoring.permissions import Permission, Principal
 
@@ -88,12 +89,8 @@ async def aggregate_conversations(
                            within=principal.within)
     async with audited(request, principal, "analytics.query",
                        details=_asked(query, interval, format)) as outcome:
-        try:
-            facts = await request.app.state.store.aggregate(query)
-        except QueryTimeout:
-            raise HTTPException(503, {"type": "error", "code": "query_timeout", "message": (
-                f"the query ran past {SEARCH_SECONDS:g} s and was stopped; narrow it "
-                "(since, until, queue, agent_id, channel)")}) from None
+        facts = await in_time(request.app.state.store.aggregate(query), "the query",
+                              "since, until, queue, agent_id, channel")
         if facts.truncated:
             raise _refused(f"more than {MAX_CONVERSATIONS:,} conversations match; narrow "
                            "the range (since, until) or filter (queue, agent_id, channel)")

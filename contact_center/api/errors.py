@@ -5,17 +5,32 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import asyncpg
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contact_center.protocol import MAX_ERROR_DETAILS
+from contact_center.stores import SEARCH_SECONDS, QueryTimeout
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+async def in_time(work: Awaitable[T], what: str, narrow: str) -> T:
+    """An analyst's query (``work``), or 503 ``query_timeout`` when the store stopped it
+    at SEARCH_SECONDS; the message says what to ``narrow``."""
+    try:
+        return await work
+    except QueryTimeout:
+        raise HTTPException(503, {"type": "error", "code": "query_timeout", "message": (
+            f"{what} ran past {SEARCH_SECONDS:g} s and was stopped; narrow it "
+            f"({narrow})")}) from None
+
 
 UNPARSEABLE_BODY = "There was an error parsing the body"  # FastAPI's words, its 400
 

@@ -9,7 +9,7 @@ import binascii
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -35,14 +35,13 @@ from analytics.fulltext import (
 )
 from contact_center.api.audited import audited
 from contact_center.api.auth import require
+from contact_center.api.errors import in_time
 from contact_center.api.openapi import COMMON, error
 from contact_center.api.views import AlertStatus, ConversationsFound, TurnsFound
 from contact_center.protocol import Channel, Role, Timestamp
 from contact_center.stores import (
-    SEARCH_SECONDS,
     FullTextFilters,
     FullTextQuery,
-    QueryTimeout,
     Store,
 )
 from monitoring import codec
@@ -62,6 +61,7 @@ compared without case: `e-mail` is the phrase "e mail". No stemming (`refund*` f
 only excludes (`NOT refund`) is refused: 422 `validation_error` saying why.
 See docs/analytics.md."""
 
+NARROW = "since, until, queue, agent_id, or more specific words"  # a slow search
 EXPORTS_AT_ONCE = 2  # per API node
 EXPORT_BUSY_RETRY_SECONDS = 10
 JSON_LINES, CSV = "application/jsonl", "text/csv; charset=utf-8"
@@ -160,7 +160,8 @@ async def search_turns(
     query = await _query(request, principal, search, search.sort)
     async with audited(request, principal, "transcript.search",
                        details={"mode": "turns", **search.given()}) as outcome:
-        hits = await _run(request.app.state.store.search_turns(query))
+        hits = await in_time(request.app.state.store.search_turns(query), "the search",
+                             NARROW)
         outcome.details["hits"] = len(hits)
     await asyncio.to_thread(_highlight_all, hits, query.query)  # (long turns: not on the loop)
     return {"hits": [{k: v for k, v in h.items() if k != "key"} for h in hits],
@@ -182,7 +183,8 @@ async def search_conversations(
     query = await _query(request, principal, search, "conversations")
     async with audited(request, principal, "transcript.search",
                        details={"mode": "conversations", **search.given()}) as outcome:
-        found = await _run(request.app.state.store.search_conversations(query))
+        found = await in_time(request.app.state.store.search_conversations(query),
+                              "the search", NARROW)
         outcome.details["hits"] = len(found)
     await asyncio.to_thread(_highlight_all, [t for c in found for t in c["matches"]],
                             query.query)
@@ -255,7 +257,7 @@ async def _export(request: Request, principal: Principal, export: Export,
     try:
         async with audited(request, principal, "transcript.export",
                            details={"mode": mode, **export.given()}) as outcome:
-            total = await _run_count(store.count_found(query, mode))
+            total = await in_time(store.count_found(query, mode), "counting", NARROW)
             outcome.details["count"] = total
     except BaseException:
         request.app.state.exports_running -= 1
@@ -296,16 +298,6 @@ async def _query(request: Request, principal: Principal, f: Found,
             sentiment=sentiment, handle_seconds=(f.handle_min_seconds, f.handle_max_seconds),
             escalated=f.escalated, rule_id=f.rule_id, alert_status=f.alert_status,
             within=principal.within))
-
-
-async def _run(search: Any) -> list[dict[str, Any]]:
-    try:
-        found: list[dict[str, Any]] = await search
-    except QueryTimeout:
-        raise HTTPException(503, {"type": "error", "code": "query_timeout", "message": (
-            f"the search ran past {SEARCH_SECONDS:g} s and was stopped; narrow it "
-            "(since, until, queue, agent_id, or more specific words)")}) from None
-    return found
 
 
 def _highlight_all(turns: list[dict[str, Any]], node: Node) -> None:
@@ -363,15 +355,6 @@ def _utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-async def _run_count(count: Awaitable[int]) -> int:
-    try:
-        return await count
-    except QueryTimeout:
-        raise HTTPException(503, {"type": "error", "code": "query_timeout", "message": (
-            f"counting ran past {SEARCH_SECONDS:g} s and was stopped; narrow the export "
-            "(since, until, queue, agent_id, or more specific words)")}) from None
 
 
 async def exported(store: Store, query: FullTextQuery, mode: str, fmt: str,

@@ -10,10 +10,11 @@ from analytics.rolling import timeline
 from analytics.search import MAX_TERMS, parse_terms
 from contact_center.api.audited import audited
 from contact_center.api.auth import require
+from contact_center.api.errors import in_time
 from contact_center.api.openapi import COMMON, error
 from contact_center.api.views import SearchResults, Transcript
 from contact_center.protocol import Timestamp
-from contact_center.stores import SEARCH_SECONDS, AuditQuery, QueryTimeout, SearchQuery
+from contact_center.stores import SEARCH_SECONDS, AuditQuery, SearchQuery
 from monitoring.audit import OK, monitoring_sessions
 from monitoring.permissions import Permission, Principal
 
@@ -103,12 +104,8 @@ async def search_transcripts(
                         within=principal.within)
     async with audited(request, principal, "transcript.search",
                        details=_searched(query)) as outcome:
-        try:
-            hits = await request.app.state.store.search(query)
-        except QueryTimeout:
-            raise HTTPException(503, {"type": "error", "code": "query_timeout", "message": (
-                f"the search ran past {SEARCH_SECONDS:g} s and was stopped; narrow it "
-                "(since, until, queue, agent_id, role, or more specific words)")}) from None
+        hits = await in_time(request.app.state.store.search(query), "the search",
+                             "since, until, queue, agent_id, role, or more specific words")
         outcome.details["hits"] = len(hits)
     return {"terms": terms, "hits": hits}
 
