@@ -61,9 +61,12 @@ class Effects:
     position: Any = None  # where the batch came from (a scale-out worker's stream entries)
     hits: list[tuple[str, str]] = field(default_factory=list)  # (rule id, severity)
 
-    def to_monitors(self, conv: Conversation, body: dict[str, Any], keep: bool = True) -> None:
+    def to_monitors(self, conv: Conversation, body: dict[str, Any], keep: bool = True,
+                    said: str | None = None) -> None:
+        """``said``: a turn's words as said, where redaction changed them."""
         self.messages.append(LiveMessage(conv.id, conversation_topic(conv.id), body, keep,
-                                         number=conv.take_message_number()))
+                                         number=conv.take_message_number(),
+                                         said=None if said == body.get("text") else said))
 
     def to_connector(self, conv: Conversation, body: dict[str, Any]) -> None:
         """Push to the connector socket that feeds the conversation (if one takes pushes)."""
@@ -512,7 +515,7 @@ class Applier:
             conv.counts["partial"] += 1
             effects.to_monitors(conv, live.partial_segment(
                 conv.id, event.segment_id, event.role, participant, self.redact(event.text),
-                now), keep=False)
+                now), keep=False, said=event.text)
             return _ack(event)
         assert scores is not None
         turn, late = conv.add_final(event, scores, now)
@@ -531,7 +534,7 @@ class Applier:
             received_at=now, late=late))
         effects.to_monitors(conv, live.final_segment(
             conv.id, seq, event.segment_id, event.role, turn.participant_id, shown, kept,
-            as_dict, now, late))
+            as_dict, now, late), said=event.text)
         hits = 0
         for trigger in evaluate(self.rules, conv.rule_states, turn, conv):
             self._raise(conv, trigger, now, effects)

@@ -16,6 +16,8 @@ ALERTS_TOPIC = "alerts"  # alert events in event_id order, filtered per subscrib
 ALERT_EVENTS_TOPIC = "alert-events"
 # Whispers, each for one agent's alert stream (filtered on ``to_agent``).
 WHISPERS_TOPIC = "whispers"
+# What a monitor allowed to (`monitor-unredacted`) gets besides a turn's redacted text.
+UNREDACTED = "text_unredacted"
 RECENT_LIMIT = 500  # monitor messages kept per live conversation for a monitor's catch-up
 
 
@@ -40,6 +42,13 @@ class LiveMessage:
     match: dict[str, Any] | None = None  # what subscribers filter on (alerts)
     number: int = 0  # a monitor message's number in its conversation (0: not numbered)
     event_id: int = 0  # an alert event's id (0: not an alert event)
+    # A turn's words as said where redaction changed them: published to its monitors (who
+    # see them only with the permission), never kept for a catch-up nor stored.
+    said: str | None = None
+
+    def published(self) -> dict[str, Any]:
+        """The body as published: with the words as said, if any."""
+        return self.body if self.said is None else {**self.body, UNREDACTED: self.said}
 
 
 # -- shapes ----------------------------------------------------------------------------

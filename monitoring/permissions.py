@@ -35,6 +35,9 @@ class Permission(StrEnum):
     # reading, so that whoever may read transcripts cannot also make them vanish. Admin
     # alone holds it among the built-in profiles.
     DATA_ERASE = "data-erase"
+    # See on a monitor what is said as said, before PII redaction (live only: nothing
+    # stored is unredacted). Admin alone holds it among the built-in profiles.
+    MONITOR_UNREDACTED = "monitor-unredacted"
 
 
 # What each permission grants, as GET /v1/permissions and docs/security.md tell it.
@@ -68,6 +71,8 @@ CATALOGUE: dict[Permission, str] = {
                         "metrics (/metrics)",
     Permission.DATA_ERASE: "erase everything of a customer's conversations (turns, events, "
                            "alerts, webhook deliveries), by customer id or e-mail",
+    Permission.MONITOR_UNREDACTED: "on a monitor socket, each turn's words also as said, "
+                                   "before PII redaction (`text_unredacted`; live only)",
 }
 
 PROFILES: dict[str, frozenset[Permission]] = {

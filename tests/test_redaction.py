@@ -166,3 +166,50 @@ def test_pii_is_redacted_before_anything_is_kept_and_rules_read_it_as_said(
         for form in (value, value.replace(" ", ""), value.split("@")[0]):
             assert form.encode() not in everything, form
             assert form not in caplog.text
+
+
+def _monitor_until_segments(ws: object, count: int) -> list[dict[str, object]]:
+    """The next ``count`` segment messages on a monitor socket (other messages skipped)."""
+    got: list[dict[str, object]] = []
+    while len(got) < count:
+        message = ws.receive_json()  # type: ignore[attr-defined]
+        if message["type"] == "segment":
+            got.append(message)
+    return got
+
+
+def test_a_monitor_sees_words_as_said_only_with_the_permission_and_only_live(
+        client: TestClient, users: Users, stored: Stored) -> None:
+    admin = auth(users.token("Admin"))  # (Admin alone holds monitor-unredacted)
+    manager = auth(users.token("CallCenterManager"))
+    said = f"my card is {PII['card']}"
+    with client.websocket_connect("/v1/ingest", headers=auth(users.token("Connector"))) as ws:
+        ingest = Connector(ws)
+        ingest.start("u1")
+        with client.websocket_connect("/v1/conversations/u1/monitor", headers=admin) as a, \
+                client.websocket_connect("/v1/conversations/u1/monitor",
+                                         headers=manager) as m:
+            for mon in (a, m):
+                assert [mon.receive_json()["type"] for _ in range(2)] == ["catch_up", "live"]
+            ingest.say("u1", "s1", said, final=False)
+            assert ingest.say("u1", "s1", said)["status"] == "accepted"
+            assert ingest.say("u1", "s2", "nothing to hide")["status"] == "accepted"
+            privileged, plain = _monitor_until_segments(a, 3), _monitor_until_segments(m, 3)
+        # A catch-up shows what is kept: redacted, whoever asks.
+        with client.websocket_connect("/v1/conversations/u1/monitor", headers=admin) as late:
+            catch_up = late.receive_json()
+        ingest.end("u1")
+    assert [s["text"] for s in privileged] == [s["text"] for s in plain] == [
+        "my card is [CARD]", "my card is [CARD]", "nothing to hide"]
+    assert [s.get("text_unredacted") for s in privileged] == [said, said, None]
+    assert all("text_unredacted" not in s for s in plain)
+    assert [e.get("text") for e in catch_up["transcript"]] == ["my card is [CARD]",
+                                                               "nothing to hide"]
+    assert "text_unredacted" not in str(catch_up)
+    for form in (PII["card"], PII["card"].replace(" ", "")):
+        assert form.encode() not in stored.everything()
+    # The audit says which monitors saw words as said.
+    starts = client.get("/v1/audit", headers=admin,
+                        params={"action": "monitor.start", "target_id": "u1"}).json()
+    assert sorted((e["actor"] == "user2", e["details"]) for e in starts["entries"]) == [
+        (False, {"unredacted": True}), (False, {"unredacted": True}), (True, {})]

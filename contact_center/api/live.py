@@ -26,7 +26,7 @@ from monitoring import codec
 from monitoring.board import LiveFilter, board_filter, worst_first
 from monitoring.feeds import LiveFeed
 from monitoring.hub import Message
-from monitoring.messages import LIVE_TOPIC, conversation_topic
+from monitoring.messages import LIVE_TOPIC, UNREDACTED, conversation_topic
 from monitoring.metrics import agent_metrics, load_of
 from monitoring.permissions import Permission, Principal
 from monitoring.presence import Listener
@@ -130,7 +130,8 @@ async def monitor(ws: WebSocket, conversation_id: str) -> None:
                       await not_live(ws, conversation_id, principal))
         return
     try:  # durable before anything of the conversation is sent
-        await audit(ws, principal, "monitor.start", "conversation", conversation_id)
+        await audit(ws, principal, "monitor.start", "conversation", conversation_id,
+                    details={"unredacted": True} if unredacted(principal) else None)
     except HTTPException:
         hub.unsubscribe(sub)
         await deny(ws, 503, UNAVAILABLE)
@@ -206,6 +207,8 @@ class Following:
         return None if principal.sees(self.queue, self.agent_id) else self.LEFT
 
     def rewrite(self, message: Message) -> Message | None:
+        if message.type == "segment":
+            return self._words(message)
         if message.type in ("monitor.started", "monitor.ended"):
             own = codec.loads(message.text).get("monitor_id") == self.listener.monitor_id
             return None if own else message
@@ -220,6 +223,21 @@ class Following:
         if self.held is not None and self.still_allowed(self.held.principal) is not None:
             raise Close(POLICY, self.LEFT)
         return message
+
+
+    def _words(self, message: Message) -> Message:
+        """A turn as this monitor may see it: its words as said (`text_unredacted`, sent
+        where redaction changed them) only with the permission, as of now."""
+        if f'"{UNREDACTED}"' not in message.text or (
+                self.held is not None and unredacted(self.held.principal)):
+            return message
+        body = codec.loads(message.text)
+        body.pop(UNREDACTED, None)
+        return message._replace(text=codec.dumps(body))
+
+
+def unredacted(principal: Principal) -> bool:
+    return principal.can(Permission.MONITOR_UNREDACTED)
 
 
 @router.websocket("/v1/live")

@@ -40,7 +40,7 @@ class HubOutlet:
                     if message.keep:
                         conv.remember(message.body)
                     conv.shown = message.number
-                self.hub.publish(message.topic, message.body, message.match,
+                self.hub.publish(message.topic, message.published(), message.match,
                                  number=message.number or message.event_id)
             except Exception:  # a failed push must not cost the others theirs
                 log.exception("publishing a live message failed")

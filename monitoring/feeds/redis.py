@@ -75,7 +75,8 @@ class RedisOutlet:
         pipe = self.redis.pipeline(transaction=True)
         for m in batch.messages:
             text = dumps(m.body)
-            fields: dict[Any, Any] = {"t": m.topic, "y": m.body["type"], "m": text,
+            fields: dict[Any, Any] = {"t": m.topic, "y": m.body["type"],
+                                      "m": text if m.said is None else dumps(m.published()),
                                       "n": m.number or m.event_id, "c": m.conversation_id}
             if m.match is not None:
                 fields["a"] = dumps(m.match)
