@@ -419,8 +419,9 @@ class Applier:
             if cid in self.conversations or cid in self._ended:
                 return _ack(event, "duplicate")
             info = event.conversation
-            started = Conversation.start(event, now, self.rolling,
-                                         self.recording.of(info.queue, info.recording))
+            started = Conversation.start(
+                event, now, self.rolling, self.recording.of(info.queue, info.recording),
+                self.recording.keeps_partials(info.queue, info.recording_partials))
             started.outbound = outbound
             self.conversations[cid] = touched[cid] = started
             batch.events.append(EventRow(cid, event.type, {"agent_id": started.agent_id,
@@ -513,9 +514,15 @@ class Applier:
         participant = event.participant_id or conv.default_participant(event.role)
         if not event.final:
             conv.counts["partial"] += 1
+            shown = self.redact(event.text)
+            if conv.partials_kept and records(conv.recording, event.role) \
+                    and not conv.recording_paused:
+                effects.batch.events.append(EventRow(conv.id, "segment.partial", {
+                    "segment_id": event.segment_id, "role": event.role,
+                    "participant_id": participant, "text": shown}, now))
             effects.to_monitors(conv, live.partial_segment(
-                conv.id, event.segment_id, event.role, participant, self.redact(event.text),
-                now), keep=False, said=event.text)
+                conv.id, event.segment_id, event.role, participant, shown, now),
+                keep=False, said=event.text)
             return _ack(event)
         assert scores is not None
         turn, late = conv.add_final(event, scores, now)

@@ -65,13 +65,16 @@ class Conversation:
     # are kept nowhere, alerts' evidence included).
     recording_paused: bool = False
     unrecorded: set[str] = field(default_factory=set)
+    partials_kept: bool = False  # its recording policy keeps partial hypotheses too
 
     # -- lifecycle ------------------------------------------------------------------
 
     @classmethod
     def start(cls, event: p.ConversationStarted, now: float,
-              rolling: RollingConfig, recording: RecordingPolicy) -> Conversation:
-        """``recording``: its policy (the one it asked for, or its queue's)."""
+              rolling: RollingConfig, recording: RecordingPolicy,
+              partials_kept: bool = False) -> Conversation:
+        """``recording``: its policy (the one it asked for, or its queue's), and whether
+        it keeps partials."""
         info = event.conversation
         conv = cls(
             id=info.id, channel=info.channel, queue=info.queue, agent_id=info.agent_id,
@@ -79,6 +82,7 @@ class Conversation:
             attributes=dict(info.attributes),
             started_at=event.started_at.timestamp() if event.started_at else now,
             rolling=RollingSentiment(rolling), last_activity_at=now,
+            partials_kept=partials_kept,
         )
         if info.agent_id:
             conv.participants[info.agent_id] = {"role": "agent", "name": None}
@@ -168,6 +172,7 @@ class Conversation:
             "id": self.id, "channel": self.channel, "queue": self.queue,
             "agent_id": self.agent_id, "status": self.status,
             "recording": self.recording, "recording_paused": self.recording_paused,
+            "recording_partials": self.partials_kept,
             "started_at": self.started_at, "ended_at": self.ended_at,
             "customer": {"id": self.customer.get("id"), "name": self.customer.get("name")},
             "participants": [{"id": k, **v} for k, v in self.participants.items()],
@@ -215,7 +220,7 @@ class Conversation:
             "alerts": self.alerts, "transfers": self.transfers, "published": self.published,
             "last_activity_at": self.last_activity_at, "recovering": self.recovering,
             "outbound": self.outbound, "recording_paused": self.recording_paused,
-            "unrecorded": sorted(self.unrecorded),
+            "unrecorded": sorted(self.unrecorded), "partials_kept": self.partials_kept,
         }
 
     @classmethod
@@ -249,6 +254,7 @@ class Conversation:
             outbound=state.get("outbound", False),
             recording_paused=state.get("recording_paused", False),
             unrecorded=set(state.get("unrecorded", ())),
+            partials_kept=state.get("partials_kept", False),
         )
         conv.counts.update(state.get("counts", {}))
         conv.recent.extend(recent[-RECENT_LIMIT:])

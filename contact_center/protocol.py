@@ -111,6 +111,10 @@ class ConversationInfo(Model):
     recording: RecordingPolicy | None = Field(default=None, description=(
         "Whose words may be kept; absent: the queue's policy (CC_RECORDING_BY_QUEUE), "
         "else CC_RECORDING (default all)."))
+    recording_partials: bool | None = Field(default=None, description=(
+        "Whether partial (interim) hypotheses are kept too, as `segment.partial` events, "
+        "where the policy keeps their role's words; absent: the queue's "
+        "(CC_RECORDING_PARTIALS_BY_QUEUE), else CC_RECORDING_PARTIALS (default false)."))
     attributes: dict[Annotated[str, Field(max_length=64)],
                      Annotated[str, Field(max_length=1024)]] = Field(default_factory=dict,
                                                                      max_length=50)

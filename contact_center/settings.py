@@ -54,6 +54,13 @@ class Settings(BaseSettings):
         default_factory=dict, max_length=10_000, description=(
             "each queue's recording policy, e.g. {\"payments\": \"agent\"}; a conversation "
             "may name its own when it starts"))
+    recording_partials: bool = Field(default=False, description=(
+        "keep partial (interim) hypotheses too, as segment.partial events, where the "
+        "policy keeps their role's words, in a conversation whose queue does not say"))
+    recording_partials_by_queue: dict[str, bool] = Field(
+        default_factory=dict, max_length=10_000, description=(
+            "each queue's choice to keep partials, e.g. {\"voice-claims\": true}; a "
+            "conversation may name its own when it starts"))
     pii_redaction: bool = Field(default=True, description=(
         "replace payment cards, IBANs, SSNs, e-mail addresses and phone numbers with "
         "placeholders before a turn is stored, indexed, shown or sent (scoring and rules "
@@ -158,7 +165,8 @@ class Settings(BaseSettings):
 
     @property
     def recording_policies(self) -> Policies:
-        return Policies(self.recording, dict(self.recording_by_queue))
+        return Policies(self.recording, dict(self.recording_by_queue),
+                        self.recording_partials, dict(self.recording_partials_by_queue))
 
     @property
     def retention(self) -> RetentionPolicy:

@@ -1,5 +1,6 @@
-"""Recording policy: which participants' words may be kept; a queue's, unless the
-conversation says otherwise when it starts."""
+"""Recording policy: which participants' words may be kept, and whether their partial
+(interim) hypotheses are kept too; a queue's, unless the conversation says otherwise
+when it starts."""
 
 from __future__ import annotations
 
@@ -31,6 +32,13 @@ class Policies:
 
     default: RecordingPolicy = "all"
     by_queue: Mapping[str, RecordingPolicy] = field(default_factory=dict)
+    partials: bool = False
+    partials_by_queue: Mapping[str, bool] = field(default_factory=dict)
 
     def of(self, queue: str, asked: RecordingPolicy | None) -> RecordingPolicy:
         return asked or self.by_queue.get(queue, self.default)
+
+    def keeps_partials(self, queue: str, asked: bool | None) -> bool:
+        """Whether partials are kept (as ``segment.partial`` events), where the words of
+        their role are."""
+        return self.partials_by_queue.get(queue, self.partials) if asked is None else asked

@@ -329,3 +329,57 @@ def test_a_queue_has_a_recording_policy_that_a_conversation_may_override(
                 for cid in ("q1", "q2", "q3", "q4")}
     assert kept == {"q1": [None, "agent words"], "q2": ["customer words", None],
                     "q3": [None, None], "q4": ["customer words", "agent words"]}
+
+
+@pytest.mark.app
+def test_a_queue_keeps_partials_or_not_and_a_conversation_may_override(
+        backend: str, settings: Settings, tmp_path: Path, users: Users,
+        stored: Stored) -> None:
+    """Partials are kept (redacted, as `segment.partial` events) only where the queue or
+    the conversation asks, for roles whose words the policy keeps, not while paused; the
+    choice survives a restart."""
+    settings = settings.model_copy(update={"recording_partials_by_queue": {"voice": True}})
+    admin = auth(users.token("Admin"))
+    connector = auth(users.token("Connector"))
+    starts = {"v1": ("voice", None, "all"), "v2": ("other", None, "all"),
+              "v3": ("other", True, "all"), "v4": ("voice", False, "all"),
+              "v5": ("voice", None, "agent")}
+
+    def opened() -> TestClient:
+        client = TestClient(make_app(settings, backend, tmp_path))
+        client.__enter__()
+        if backend == "scaleout":
+            wait_for_partitions(client)
+        return client
+
+    client = opened()
+    with client.websocket_connect("/v1/ingest", headers=connector) as ws:
+        ingest = Connector(ws)
+        for cid, (queue, partials, policy) in starts.items():
+            assert ingest.start(cid, queue=queue, recording=policy,
+                                recording_partials=partials)["status"] == "accepted"
+            live = client.get(f"/v1/live/conversations/{cid}", headers=admin).json()
+            assert live["recording_partials"] == (cid in ("v1", "v3", "v5"))
+    client.__exit__(None, None, None)
+    client = opened()  # (what each conversation keeps was saved with it)
+    with client.websocket_connect("/v1/ingest", headers=connector) as ws:
+        ingest = Connector(ws)
+        for cid in starts:
+            for role in ("customer", "agent"):
+                assert ingest.say(cid, f"{role}-1", f"{role} card 4111 1111 1111 1111",
+                                  role=role, final=False)["status"] == "accepted"
+                assert ingest.say(cid, f"{role}-1", f"{role} final",
+                                  role=role)["status"] == "accepted"
+            ingest.send({"type": "recording.paused", "conversation_id": cid})
+            ingest.say(cid, "hidden", "customer while paused", final=False)
+            ingest.send({"type": "recording.resumed", "conversation_id": cid})
+            ingest.end(cid)
+        kept = {cid: [(e["segment_id"], e["role"], e["text"])
+                      for e in client.get(f"/v1/transcripts/{cid}", headers=admin).json()[
+                          "events"] if e["type"] == "segment.partial"]
+                for cid in starts}
+    client.__exit__(None, None, None)
+    both = [("customer-1", "customer", "customer card [CARD]"),
+            ("agent-1", "agent", "agent card [CARD]")]
+    assert kept == {"v1": both, "v2": [], "v3": both, "v4": [], "v5": both[1:]}
+    assert b"4111" not in stored.everything() and b"while paused" not in stored.everything()

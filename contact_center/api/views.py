@@ -222,6 +222,9 @@ class LiveSummary(Closed):
     recording_paused: bool = Field(description=(
         "The connector paused recording (`recording.paused`): the words said until it "
         "resumes are kept nowhere."))
+    recording_partials: bool = Field(description=(
+        "Its partial (interim) hypotheses are kept too, as `segment.partial` events, where "
+        "the policy keeps their role's words."))
     started_at: float
     ended_at: float | None
     customer: LiveCustomer
