@@ -61,11 +61,12 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         title="contact-center",
         version=__version__,
         description="Live monitoring and analytics for contact centers. "
-                    "Every route needs a Bearer API token; see docs/security.md.",
+                    "Every route needs a Bearer API token, or a browser session's cookie "
+                    "(POST /v1/session); see docs/security.md.",
         lifespan=lifespan,
     )
     app.state.settings, app.state.store = settings, store
-    app.state.access = Access(store)
+    app.state.access = Access(store, settings.session_policy)
     app.state.open_sockets = OpenSockets(app.state.access)
     app.state.limits = Limits(settings.ws_messages_per_second, settings.max_sockets_per_token,
                               settings.auth_failures_per_minute)

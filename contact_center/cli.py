@@ -41,6 +41,7 @@ from monitoring import codec
 from monitoring.audit import OK, entry_fields, make_entry
 from monitoring.audit_chain import ChainCheck, Verdict
 from monitoring.credentials import Token, User, create_user, issue_token
+from monitoring.passwords import WeakPassword, check_strength, hash_password
 from monitoring.permissions import Permission
 from monitoring.profiles import (
     BUILTIN,
@@ -467,6 +468,40 @@ def users_disable(username: str, enable: bool, database: str | None) -> None:
     if not _with_store(_settings(database).database, work):
         raise click.ClickException(f"no user {username!r}")
     click.echo(f"{username} {'enabled' if enable else 'disabled'}")
+
+
+def _read_password() -> str:
+    """The new password from standard input (never an argument: the process list and
+    the shell's history would show it): asked twice, unechoed, at a terminal; else its
+    first line."""
+    if sys.stdin.isatty():
+        return str(click.prompt("New password", hide_input=True, confirmation_prompt=True))
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+@users.command("password")
+@click.argument("username")
+@db_option
+def users_password(username: str, database: str | None) -> None:
+    """Set a user's password (read from standard input, at least 12 characters: see
+    monitoring/passwords.py), for signing in from a browser. Every session of theirs
+    ends."""
+    password = _read_password()
+    try:
+        check_strength(password)
+    except WeakPassword as exc:
+        raise click.ClickException(str(exc)) from None
+
+    async def work(store: Store) -> bool:
+        await _user_or_fail(store, username)
+        if not await store.set_password(username, await hash_password(password)):
+            return False
+        await _audit(store, "user.password", "user", username)
+        return True
+
+    if not _with_store(_settings(database).database, work):
+        raise click.ClickException(f"no user {username!r}")
+    click.echo(f"password set for {username}")
 
 
 @users.command("scope")

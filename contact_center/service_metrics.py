@@ -53,7 +53,7 @@ SLOW_CLIENTS = Counter("cc_slow_client_disconnects",
 HUB_SUBSCRIBERS = Gauge("cc_live_subscribers", "Live subscriptions (monitors, boards, alerts)")
 REFUSED = Counter("cc_refused",
                   "Requests and sockets refused by a limit, by reason "
-                  "(rate_limited, too_many_connections, too_many_failures, unauthenticated)",
+                  "(rate_limited, too_many_connections, too_many_failures, unauthenticated, csrf)",
                   ["reason"])
 
 # -- HTTP ----------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from monitoring.alerts import AlertPolicy
 from monitoring.recording import Policies, RecordingPolicy
 from monitoring.redaction import redacted
 from monitoring.retention import RetentionPolicy
+from monitoring.sessions import SessionPolicy
 from monitoring.webhooks import allowed_networks
 
 
@@ -128,6 +129,17 @@ class Settings(BaseSettings):
         "further failures are answered 429 after a pause for the rest of the minute "
         "(good tokens still pass); 0: no limit"))
 
+    # Browser sessions (see docs/security.md#signing-in-from-a-browser).
+    session_idle_seconds: float = Field(default=1800.0, ge=60, le=86400, description=(
+        "a browser session unused for this long ends (to a minute late at most)"))
+    session_lifetime_seconds: float = Field(default=43200.0, ge=60, le=30 * 86400,
+                                            description=(
+        "a browser session ends this long after signing in, however much it is used"))
+    session_cookie_secure: bool = Field(default=False, description=(
+        "always mark the session cookie Secure (sent over HTTPS only); without it, only "
+        "when the request came over HTTPS (behind a TLS proxy: set this, or have the "
+        "server trust the proxy's X-Forwarded-Proto)"))
+
     # Operations (see docs/operations.md).
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -171,6 +183,10 @@ class Settings(BaseSettings):
     @property
     def retention(self) -> RetentionPolicy:
         return RetentionPolicy(self.retention_days, dict(self.retention_by_queue))
+
+    @property
+    def session_policy(self) -> SessionPolicy:
+        return SessionPolicy(self.session_idle_seconds, self.session_lifetime_seconds)
 
     @property
     def redactor(self) -> Callable[[str], str] | None:

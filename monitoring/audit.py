@@ -36,6 +36,11 @@ ACTIONS: dict[str, str] = {
     "user.change": "a change to a user was refused before anything was changed (result)",
     "user.profiles": "a user's security profiles were changed",
     "user.scope": "a user's scope (teams and queues) was set, or cleared",
+    "user.password": "a user's password was set (every session of theirs ended); never "
+                     "the password",
+    "session.create": "a user signed in from a browser, or a sign-in was refused (result; "
+                      "the username given is the target)",
+    "session.end": "a user signed out (their session ended on the server)",
     "team.create": "a team was added",
     "team.change": "a team was renamed or moved",
     "team.delete": "a team was deleted",

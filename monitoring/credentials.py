@@ -99,7 +99,12 @@ async def authenticate(store: Accounts, secret: str | None,
     token = await store.find_token(token_prefix(secret))
     if token is None or token.revoked or not hmac.compare_digest(token.digest, digest(secret)):
         return None
-    user = await store.get_user(user_id=token.user_id)
+    return await principal_of(store, await store.get_user(user_id=token.user_id), directory)
+
+
+async def principal_of(store: Accounts, user: User | None,
+                       directory: Directory | None = None) -> Principal | None:
+    """``user``'s principal if they are enabled (a token's, or a session's)."""
     if user is None or user.disabled:
         return None
     within = (directory or Directory()).within(user.scope, user.agent_id)

@@ -21,6 +21,7 @@ P = Permission
 OPEN = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/livez"),
         ("GET", "/docs"), ("GET", "/openapi.json"), ("GET", "/docs/oauth2-redirect"),
         ("GET", "/redoc"),
+        ("POST", "/v1/session"),  # signing in (tests/test_session.py)
         ("GET", "/static-offline-docs")}  # the API pages' scripts and styles
 MATRIX: dict[tuple[str, str], set[Permission]] = {
     ("POST", "/v1/conversations"): {P.INGEST},
@@ -61,6 +62,10 @@ MATRIX: dict[tuple[str, str], set[Permission]] = {
     ("GET", "/v1/search/conversations/export"): {P.CONTACT_SEARCH},
     ("GET", "/v1/analytics/conversations"): {P.CONTACT_SEARCH},
     ("GET", "/v1/me"): set(),  # any authenticated user
+    # Any signed-in user; a token has no session (404 no_session).
+    ("GET", "/v1/session"): set(),
+    ("DELETE", "/v1/session"): set(),
+    ("POST", "/v1/session/tickets"): set(),
     ("GET", "/v1/rules"): {P.RULES_MANAGE},
     ("PUT", "/v1/rules"): {P.RULES_MANAGE},
     ("POST", "/v1/rules"): {P.RULES_MANAGE},
@@ -73,6 +78,7 @@ MATRIX: dict[tuple[str, str], set[Permission]] = {
     ("POST", "/v1/users"): {P.USERS_MANAGE},
     ("POST", "/v1/users/{username}/tokens"): {P.USERS_MANAGE},
     ("PATCH", "/v1/users/{username}"): {P.USERS_MANAGE},
+    ("PUT", "/v1/users/{username}/password"): {P.USERS_MANAGE},
     ("DELETE", "/v1/tokens/{token_id}"): {P.USERS_MANAGE},
     ("POST", "/v1/teams"): {P.USERS_MANAGE},
     ("GET", "/v1/teams"): {P.USERS_MANAGE},
@@ -117,11 +123,7 @@ def app_routes(client: TestClient) -> set[tuple[str, str]]:
 
 def call(client: TestClient, method: str, path: str, token: str | None) -> int:
     """Status a request gets; for sockets, the handshake's denial status or 101."""
-    url = path.replace("{conversation_id}", "c-x").replace("{username}", "nobody") \
-        .replace("{token_id}", "t-x").replace("{alert_id}", "a-x") \
-        .replace("{webhook_id}", "wh-x").replace("{delivery_id}", "1") \
-        .replace("{team_id}", "team-x").replace("{agent_id}", "agent-x") \
-        .replace("{name}", "Nobody")
+    url = _url(path)
     headers = auth(token) if token else {}
     if method == "WS":
         try:
@@ -130,6 +132,14 @@ def call(client: TestClient, method: str, path: str, token: str | None) -> int:
         except WebSocketDenialResponse as denied:
             return denied.status_code
     return client.request(method, url, headers=headers, json={}).status_code
+
+
+def _url(path: str) -> str:
+    return path.replace("{conversation_id}", "c-x").replace("{username}", "nobody") \
+        .replace("{token_id}", "t-x").replace("{alert_id}", "a-x") \
+        .replace("{webhook_id}", "wh-x").replace("{delivery_id}", "1") \
+        .replace("{team_id}", "team-x").replace("{agent_id}", "agent-x") \
+        .replace("{name}", "Nobody")
 
 
 def test_matrix_covers_every_route(client: TestClient) -> None:
@@ -174,6 +184,29 @@ def test_a_custom_profile_passes_exactly_the_routes_of_its_permission(
             assert status not in (401, 403), (route, status)
         else:
             assert status == 403, (route, status)
+
+
+@pytest.mark.parametrize("profile", ["Admin", "Agent", "Analyst"])
+def test_a_session_cookie_passes_exactly_the_routes_its_users_token_does(
+        client: TestClient, users: Users, profile: str) -> None:
+    """Every HTTP route takes the session cookie (with its CSRF token on changes) as it
+    takes a token of the same user; sockets take a ticket instead (tests/test_session.py)."""
+    admin = auth(users.token("Admin"))
+    users.token(profile, username="browser")
+    assert client.put("/v1/users/browser/password", headers=admin,
+                      json={"password": "a long enough passphrase"}).status_code == 204
+    signed = client.post("/v1/session", json={"username": "browser",
+                                              "password": "a long enough passphrase"})
+    csrf = {"X-CSRF-Token": signed.json()["csrf_token"]}
+    granted = PROFILES[profile]
+    for (method, path), needed in sorted(MATRIX.items()):
+        if method == "WS" or path.startswith("/v1/session"):
+            continue
+        status = client.request(method, _url(path), headers=csrf, json={}).status_code
+        if not needed or needed & granted:
+            assert status not in (401, 403), (profile, method, path, status)
+        else:
+            assert status == 403, (profile, method, path, status)
 
 
 def test_socket_refused_before_accept_with_reason(client: TestClient, users: Users) -> None:

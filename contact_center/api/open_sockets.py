@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 
 from fastapi import WebSocket
 
-from contact_center.access import Access
+from contact_center.access import Access, Credential
 from monitoring.permissions import Permission, Principal
+from monitoring.sessions import SessionKey
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class Held:
     """One open socket: whom it serves (``principal`` follows their changes) and the
     event that closes it."""
 
-    token: str
+    token: Credential  # an API token, or the session of the ticket it opened with
     principal: Principal
     permissions: tuple[Permission, ...]  # it needs one of these
     still_allowed: StillAllowed
@@ -86,13 +87,16 @@ class OpenSockets:
                 log.warning("re-checking open sockets failed; retrying", exc_info=True)
 
     async def recheck(self, stale: list[Held]) -> None:
-        principals: dict[str, tuple[Principal | None, int]] = {}
+        principals: dict[Credential, tuple[Principal | None, int]] = {}
         for held in stale:
             if held.token not in principals:
                 principals[held.token] = await self.access.principal_at(held.token)
             principal, held.version = principals[held.token]
             if principal is None:
-                reason: str | None = "revoked: the token was revoked or its user disabled"
+                reason: str | None = (
+                    "revoked: the session ended or its user was disabled"
+                    if isinstance(held.token, SessionKey) else
+                    "revoked: the token was revoked or its user disabled")
             elif held.permissions and not any(principal.can(p) for p in held.permissions):
                 reason = "forbidden: a permission this stream needs was withdrawn"
             else:

@@ -47,8 +47,11 @@ Responses = dict[int | str, dict[str, Any]]
 # slowed down for an address after many failures), the body limit and URL checks of the
 # app's middleware, a dependency that is down or a connection too many, a bug.
 COMMON: Responses = {
-    401: error("unauthenticated: no valid API token (`Authorization: Bearer cc_…`)"),
-    403: error("forbidden: the token's user lacks the permission the route needs"),
+    401: error("unauthenticated: no valid API token (`Authorization: Bearer cc_…`) nor "
+               "live session cookie"),
+    403: error("forbidden: the token's user lacks the permission the route needs; csrf: "
+               "signed in by the session cookie, a POST, PUT, PATCH or DELETE without its "
+               "session's X-CSRF-Token header"),
     413: error("message_too_large: the request body is over 16 MiB"),
     422: error("validation_error: a parameter or the body is invalid (`details` lists "
                "each problem); malformed_json: the body is not JSON"),

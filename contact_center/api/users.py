@@ -16,6 +16,7 @@ from contact_center.api.teams import unscoped
 from contact_center.protocol import Model
 from contact_center.stores import Store
 from monitoring.credentials import User, create_user, issue_token, permissions_held
+from monitoring.passwords import MAX_LENGTH, MIN_LENGTH, hash_password
 from monitoring.permissions import Permission, Principal, permissions_of
 from monitoring.profiles import (
     NAME_PATTERN,
@@ -276,4 +277,30 @@ async def revoke_token(request: Request, token_id: str,
         if not await request.app.state.store.revoke_token(token_id):
             raise HTTPException(404, {"type": "error", "code": "unknown_token",
                                       "message": "no such active token"})
+    request.app.state.access.changed()
+
+
+class NewPassword(Model):
+    password: str = Field(min_length=MIN_LENGTH, max_length=MAX_LENGTH, description=(
+        f"At least {MIN_LENGTH} characters. Stored as an Argon2id hash; never answered "
+        "or logged."))
+
+
+@router.put("/v1/users/{username}/password", status_code=204, response_class=Response,
+            responses={403: error("forbidden: the token's user lacks users-manage; "
+                                  "cannot_grant: the user may do, or see, more than the "
+                                  "token's user"),
+                       404: error("unknown_user: no such user")})
+async def set_password(request: Request, username: str, body: NewPassword,
+                       principal: Principal = require(Permission.USERS_MANAGE)) -> None:
+    """Set a user's password (for signing in from a browser: POST /v1/session). Every
+    session of theirs ends."""
+    store = request.app.state.store
+    async with audited(request, principal, "user.password", "user", username):
+        user = await store.get_user(username=username)
+        if user is None:
+            raise _unknown_user(username)
+        await _may_act_as(request, principal, user)
+        if not await store.set_password(username, await hash_password(body.password)):
+            raise _unknown_user(username)
     request.app.state.access.changed()

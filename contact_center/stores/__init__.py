@@ -21,6 +21,7 @@ from monitoring.credentials import Token, User
 from monitoring.profiles import ProfileCheck, SecurityProfile
 from monitoring.retention import Due
 from monitoring.scope import Agent, Directory, Scope, Team, Within
+from monitoring.sessions import Session, Ticket
 
 
 @dataclass(slots=True)
@@ -349,6 +350,35 @@ class Store(Protocol):
                            check: ProfileCheck | None = None) -> bool:
         """Give a user these profiles (counted in the access version); False if there is
         no such user; raises as `create_user`."""
+        ...
+
+    # passwords, browser sessions and socket tickets (contact_center.stores.sessions;
+    # what they mean: monitoring.sessions)
+    async def password_hash(self, user_id: str) -> str | None:
+        """The user's password hash; None: no password (or no such user)."""
+        ...
+    async def set_password(self, username: str, password_hash: str) -> bool:
+        """Set it and end the user's sessions (counted in the access version); False if
+        there is no such user."""
+        ...
+    async def add_session(self, session: Session) -> None: ...
+    async def find_session(self, digest: str) -> Session | None: ...
+    async def touch_session(self, digest: str, at: float) -> None:
+        """Record a use at ``at`` (never moving it back)."""
+        ...
+    async def end_session(self, digest: str) -> bool:
+        """Delete it (counted in the access version); False if there is none."""
+        ...
+    async def prune_sessions(self, seen_before: float, created_before: float) -> int:
+        """Delete the sessions unused since ``seen_before`` or begun before
+        ``created_before``; how many."""
+        ...
+    async def add_ticket(self, ticket: Ticket) -> None:
+        """Add it, deleting the tickets expired by the time it was issued."""
+        ...
+    async def take_ticket(self, digest: str, now: float) -> str | None:
+        """Delete the ticket and return its session's digest, if it has not expired at
+        ``now``; None otherwise (two takers at once: one gets it)."""
         ...
 
     # custom security profiles (contact_center.stores.profiles); creating, changing or

@@ -48,6 +48,7 @@ from contact_center.stores import audit as au
 from contact_center.stores import forgetting as fo
 from contact_center.stores import fulltext as ft
 from contact_center.stores import profiles as pr
+from contact_center.stores import sessions as se
 from contact_center.stores import webhooks as wh
 from contact_center.stores.rows import (
     ALERT_COLUMNS,
@@ -83,6 +84,7 @@ from monitoring.profiles import (
 )
 from monitoring.retention import Due
 from monitoring.scope import Agent, Directory, Scope, Team
+from monitoring.sessions import TICKET_SECONDS, Session, Ticket
 
 # The stored customer's id and folded e-mail (contact_center/stores/forgetting.py), indexed.
 _CUSTOMER_ID = "customer->>'id'"
@@ -309,6 +311,22 @@ MIGRATIONS: list[str] = [
     CREATE INDEX conversations_customer_id ON conversations (({_CUSTOMER_ID}));
     CREATE INDEX conversations_customer_email ON conversations (({_CUSTOMER_EMAIL}));
     CREATE INDEX webhook_deliveries_event ON webhook_deliveries (event_id);
+    """,
+    # Passwords, browser sessions, socket tickets (contact_center/stores/sessions.py).
+    """
+    ALTER TABLE users ADD COLUMN password_hash text;  -- Argon2id; NULL: none
+    CREATE TABLE sessions (
+        digest text PRIMARY KEY,
+        user_id text NOT NULL REFERENCES users (id),
+        created_at double precision NOT NULL,
+        seen_at double precision NOT NULL
+    );
+    CREATE INDEX sessions_user ON sessions (user_id);
+    CREATE TABLE socket_tickets (
+        digest text PRIMARY KEY,
+        session_digest text NOT NULL,
+        expires_at double precision NOT NULL
+    );
     """,
 ]
 IDLE_IN_TRANSACTION_MS = 5000
@@ -591,6 +609,47 @@ class PostgresStore:
         async with self._changing_access() as db:
             return await _changed(
                 db, "UPDATE tokens SET revoked = true WHERE id = $1 AND NOT revoked", token_id)
+
+    # -- passwords, sessions, socket tickets (contact_center.stores.sessions) -----------
+
+    async def password_hash(self, user_id: str) -> str | None:
+        found: str | None = await self.pool.fetchval(wh.numbered(se.PASSWORD), user_id)
+        return found
+
+    async def set_password(self, username: str, password_hash: str) -> bool:
+        async with self._changing_access() as db:
+            await db.execute(wh.numbered(se.END_USERS_SESSIONS), username)
+            return await _changed(db, wh.numbered(se.SET_PASSWORD), password_hash, username)
+
+    async def add_session(self, session: Session) -> None:
+        await self.pool.execute(wh.numbered(se.ADD), session.digest, session.user_id,
+                                session.created_at, session.seen_at)
+
+    async def find_session(self, digest: str) -> Session | None:
+        row = await self.pool.fetchrow(wh.numbered(se.FIND), digest)
+        return None if row is None else se.as_session(row)
+
+    async def touch_session(self, digest: str, at: float) -> None:
+        await self.pool.execute(wh.numbered(se.TOUCH), at, digest, at)
+
+    async def end_session(self, digest: str) -> bool:
+        async with self._changing_access() as db:
+            return await _changed(db, wh.numbered(se.END), digest)
+
+    async def prune_sessions(self, seen_before: float, created_before: float) -> int:
+        return _count(await self.pool.execute(wh.numbered(se.PRUNE), seen_before,
+                                              created_before))
+
+    async def add_ticket(self, ticket: Ticket) -> None:
+        async with self.pool.acquire() as db, db.transaction():
+            await db.execute(wh.numbered(se.PRUNE_TICKETS),
+                             ticket.expires_at - TICKET_SECONDS)
+            await db.execute(wh.numbered(se.ADD_TICKET), ticket.digest,
+                             ticket.session_digest, ticket.expires_at)
+
+    async def take_ticket(self, digest: str, now: float) -> str | None:
+        found: str | None = await self.pool.fetchval(wh.numbered(se.TAKE_TICKET), digest, now)
+        return found
 
     async def set_profiles(self, username: str, profiles: list[str],
                            check: ProfileCheck | None = None) -> bool:

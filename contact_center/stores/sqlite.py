@@ -50,6 +50,7 @@ from contact_center.stores import audit as au
 from contact_center.stores import forgetting as fo
 from contact_center.stores import fulltext as ft
 from contact_center.stores import profiles as pr
+from contact_center.stores import sessions as se
 from contact_center.stores import webhooks as wh
 from contact_center.stores.rows import (
     ALERT_COLUMNS,
@@ -86,6 +87,7 @@ from monitoring.profiles import (
 )
 from monitoring.retention import Due
 from monitoring.scope import Agent, Directory, Scope, Team
+from monitoring.sessions import TICKET_SECONDS, Session, Ticket
 
 T = TypeVar("T")
 
@@ -258,6 +260,18 @@ CREATE TABLE IF NOT EXISTS tokens (
     created_at REAL NOT NULL,
     revoked INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS sessions (
+    digest TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id),
+    created_at REAL NOT NULL,
+    seen_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user_id);
+CREATE TABLE IF NOT EXISTS socket_tickets (
+    digest TEXT PRIMARY KEY,
+    session_digest TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
 """
 
 _CONVERSATION_UPSERT = """
@@ -288,6 +302,7 @@ _ADDED_COLUMNS = [
     ("users", "scope", "TEXT"),  # JSON {"teams", "queues"}; NULL: everything
     ("segments", "text_id", "INTEGER"),  # the turn's row in segments_fts
     ("conversations", "words_removed_at", "REAL"),  # retention: when (NULL: kept)
+    ("users", "password_hash", "TEXT"),  # Argon2id (monitoring/passwords.py); NULL: none
 ]
 # The stored customer's id and folded e-mail (contact_center/stores/forgetting.py), indexed.
 _CUSTOMER_ID = "json_extract(customer, '$.id')"
@@ -539,6 +554,61 @@ class SQLiteStore:
     async def revoke_token(self, token_id: str) -> bool:
         return await self._writer.run(lambda db: _changing_access(
             db, "UPDATE tokens SET revoked = 1 WHERE id = ? AND revoked = 0", (token_id,)))
+
+    # -- passwords, sessions, socket tickets (contact_center.stores.sessions) -----------
+    # Read on the auth connection, as tokens are.
+
+    async def password_hash(self, user_id: str) -> str | None:
+        def q(db: sqlite3.Connection) -> str | None:
+            row = db.execute(se.PASSWORD, (user_id,)).fetchone()
+            return None if row is None else row[0]
+
+        return await self._auth.run(q)
+
+    async def set_password(self, username: str, password_hash: str) -> bool:
+        def q(db: sqlite3.Connection) -> bool:
+            with _writing(db):
+                db.execute(se.END_USERS_SESSIONS, (username,))
+                return _changing_access(db, se.SET_PASSWORD, (password_hash, username))
+
+        return await self._writer.run(q)
+
+    async def add_session(self, session: Session) -> None:
+        await self._writer.run(lambda db: db.execute(se.ADD, (
+            session.digest, session.user_id, session.created_at, session.seen_at)))
+
+    async def find_session(self, digest: str) -> Session | None:
+        def q(db: sqlite3.Connection) -> Session | None:
+            row = db.execute(se.FIND, (digest,)).fetchone()
+            return None if row is None else se.as_session(row)
+
+        return await self._auth.run(q)
+
+    async def touch_session(self, digest: str, at: float) -> None:
+        await self._writer.run(lambda db: db.execute(se.TOUCH, (at, digest, at)))
+
+    async def end_session(self, digest: str) -> bool:
+        return await self._writer.run(lambda db: _changing_access(db, se.END, (digest,)))
+
+    async def prune_sessions(self, seen_before: float, created_before: float) -> int:
+        return await self._writer.run(
+            lambda db: db.execute(se.PRUNE, (seen_before, created_before)).rowcount)
+
+    async def add_ticket(self, ticket: Ticket) -> None:
+        def q(db: sqlite3.Connection) -> None:
+            with _writing(db):
+                db.execute(se.PRUNE_TICKETS, (ticket.expires_at - TICKET_SECONDS,))
+                db.execute(se.ADD_TICKET, (ticket.digest, ticket.session_digest,
+                                           ticket.expires_at))
+
+        await self._writer.run(q)
+
+    async def take_ticket(self, digest: str, now: float) -> str | None:
+        def q(db: sqlite3.Connection) -> str | None:
+            rows = db.execute(se.TAKE_TICKET, (digest, now)).fetchall()  # (all: done)
+            return str(rows[0][0]) if rows else None
+
+        return await self._writer.run(q)
 
     async def set_profiles(self, username: str, profiles: list[str],
                            check: ProfileCheck | None = None) -> bool:
