@@ -342,3 +342,7 @@ def refused(client: TestClient, url: str, headers: dict[str, str]) -> WebSocketD
         with client.websocket_connect(url, headers=headers):
             pass
     return denied.value
+
+
+# The console's browser fixtures (tests/console_browser.py).
+from tests.console_browser import chromium, console, console_service  # noqa: E402, F401

@@ -5,7 +5,8 @@ ingest (connectors), live (supervisors' views and monitor), supervision (who mon
 whisper, barge), alerts, webhooks, transcripts and search (analysts), rules, users (and tokens),
 teams (and the agent directory), profiles (security profiles, the permission
 catalogue), audit (the audit log), erasures (a customer's data), operations (probes,
-metrics, dead letters), session (signing in from a browser; socket tickets). Shared:
+metrics, dead letters), session (signing in from a browser; socket tickets), console
+(the supervisor console's pages and assets). Shared:
 `auth` (where permissions are checked), `audited` (recording what a request did in
 the audit log), `openapi` (the error body and common answers), `views` (response
 shapes), `sockets` (streaming to a client), `errors`, `middleware`. Also aggregates
@@ -20,6 +21,7 @@ from contact_center.api import (
     aggregates,
     alerts,
     audit,
+    console,
     erasures,
     ingest,
     live,
@@ -38,7 +40,7 @@ from contact_center.api import (
 ROUTERS = [ingest.router, live.router, supervision.router, alerts.router, transcripts.router,
            search.router, rules.router, users.router, teams.router, profiles.router,
            operations.router, webhooks.router, audit.router, aggregates.router,
-           erasures.router, session.router]
+           erasures.router, session.router, console.router]
 
 
 def include_routes(app: FastAPI) -> None:
