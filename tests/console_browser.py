@@ -118,13 +118,17 @@ class Service:
 
     def say(self, cid: str, sid: str, text: str, role: str = "customer") -> Any:
         return self.call("POST", f"/v1/conversations/{cid}/segments",
-                         {"segment_id": sid, "role": role, "text": text})
+                         {"segments": [{"segment_id": sid, "role": role, "text": text}]})
 
     def start_conversation(self, cid: str, queue: str = "billing",
                            agent_id: str = "agent-7") -> Any:
-        return self.call("POST", "/v1/conversations", {"conversation": {
+        return self.call("POST", "/v1/conversations", {
             "id": cid, "queue": queue, "agent_id": agent_id, "channel": "chat",
-            "customer": {"id": f"cust-{cid}", "name": "Pat Doe"}}})
+            "customer": {"id": f"cust-{cid}", "name": "Pat Doe"}})
+
+    def end_conversation(self, cid: str) -> Any:
+        return self.call("POST", "/v1/events", {"events": [
+            {"type": "conversation.ended", "conversation_id": cid}]})
 
 
 def start_service(root: Path) -> Iterator[Service]:

@@ -163,6 +163,8 @@ export function sparkline(values, { width = 120, height = 28, label = "sentiment
     const step = values.length > 1 ? width / (values.length - 1) : 0;
     const points = values.map((v, i) => `${(i * step).toFixed(1)},${y(v).toFixed(1)}`);
     chart.append(svg("polyline", { points: points.join(" "), class: `line ${tone(values.at(-1))}` }));
+    const [x, y0] = points.at(-1).split(",");
+    chart.append(svg("circle", { cx: x, cy: y0, r: 2.5, class: `dot ${tone(values.at(-1))}` }));
   }
   return chart;
 }
