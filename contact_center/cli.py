@@ -231,6 +231,8 @@ def serve(host: str | None, port: int | None, database: str | None,
     click.echo(f"contact-center {__version__}: {base}  "
                f"(database {masked(settings.database)}{role})")
     click.echo(f"API docs:        {base}/docs   protocol: docs/protocol.md")
+    click.echo(f"Console:         {base}/console   (a password first: contact-center users "
+               f"password admin --db {masked(settings.database)})")
     if created:
         click.echo("First start: created user 'admin' with the Admin profile.")
     click.echo("Get an admin API token with:  contact-center tokens create admin "

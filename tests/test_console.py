@@ -30,7 +30,7 @@ def test_signing_in_and_the_simulators_conversations_on_the_wall(
          "--rate", "6"],
         env=console_service.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:  # (slowly: each of the four stays live a while)
-        page.locator("#wall tbody tr").nth(1).wait_for(timeout=15000)
+        page.locator("#wall-rows [role=row]").nth(1).wait_for(timeout=15000)
     finally:
         simulator.terminate()
         simulator.wait(timeout=30)
@@ -113,7 +113,7 @@ def test_without_the_permission_no_monitor_link_and_its_url_is_refused(
         console: Console, console_service: Service) -> None:
     console_service.start_conversation("perm-1")
     page = console.sign_in("wes", then="/console/wall")
-    row = page.locator("#wall tbody tr", has_text="perm-1")
+    row = page.locator("#wall-rows [role=row]", has_text="perm-1")
     row.wait_for()
     assert row.get_by_role("link").count() == 0  # no monitor link for wes
     assert page.get_by_role("link", name="Alerts").count() == 0  # nor pages wes cannot open
@@ -133,9 +133,9 @@ def test_an_out_of_scope_conversation_never_appears(
     console_service.start_conversation("scope-other", queue="claims")
     console_service.start_conversation("scope-mine", queue="billing")
     console_service.say("scope-other", "o1", "I am furious, this is a disgrace!")
-    page.locator("#wall tbody tr", has_text="scope-mine").wait_for()
+    page.locator("#wall-rows [role=row]", has_text="scope-mine").wait_for()
     page.wait_for_timeout(500)
-    assert page.locator("#wall tbody tr", has_text="scope-other").count() == 0
+    assert page.locator("#wall-rows [role=row]", has_text="scope-other").count() == 0
     answer = page.goto(f"{console_service.url}/console/monitor/scope-other")
     assert answer is not None and answer.status == 404
     console.errors[:] = [e for e in console.errors if "(Not Found)" not in e]
@@ -153,13 +153,13 @@ def test_a_dropped_socket_reconnects_and_says_so_meanwhile(
     console.screenshot("agents", tmp_path)
     assert console.accessibility_violations() == []
     page.goto(f"{console_service.url}/console/wall")
-    page.locator("#wall tbody tr", has_text="drop-1").wait_for()
+    page.locator("#wall-rows [role=row]", has_text="drop-1").wait_for()
     console_service.stop()
     page.locator("#status", has_text="reconnecting").wait_for()
     console_service.start()
     page.locator("#status").wait_for(state="hidden", timeout=20000)
     console_service.start_conversation("drop-2")
-    page.locator("#wall tbody tr", has_text="drop-2").wait_for()  # live again
+    page.locator("#wall-rows [role=row]", has_text="drop-2").wait_for()  # live again
     # (The browser logged the refused connections while the service was down.)
     console.errors[:] = [e for e in console.errors if "WebSocket" not in e
                          and "Failed to load resource" not in e]

@@ -23,6 +23,11 @@ OPEN = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/livez"),
         ("GET", "/redoc"),
         ("POST", "/v1/session"),  # signing in (tests/test_session.py)
         ("GET", "/static-offline-docs")}  # the API pages' scripts and styles
+# The console's pages and assets: a page checks the session cookie itself (no session: to
+# the sign-in page; without its permission: 403), tested in tests/test_console_pages.py.
+CONSOLE_PAGES = {("GET", "/console"), ("GET", "/console/sign-in"),
+                 ("GET", "/console/assets/{name}"), ("GET", "/console/{name}"),
+                 ("GET", "/console/monitor/{conversation_id}")}
 MATRIX: dict[tuple[str, str], set[Permission]] = {
     ("POST", "/v1/conversations"): {P.INGEST},
     ("POST", "/v1/conversations/{conversation_id}/segments"): {P.INGEST},
@@ -143,7 +148,7 @@ def _url(path: str) -> str:
 
 
 def test_matrix_covers_every_route(client: TestClient) -> None:
-    assert app_routes(client) == set(MATRIX) | OPEN
+    assert app_routes(client) == set(MATRIX) | OPEN | CONSOLE_PAGES
 
 
 @pytest.mark.parametrize("route", sorted(MATRIX), ids=lambda r: f"{r[0]} {r[1]}")

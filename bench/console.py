@@ -1,0 +1,234 @@
+"""The console under load: is the live wall fluid with 1,000 live conversations changing
+at 2,000 segments/s? Measured in the browser, as a supervisor sees it.
+
+Starts `contact-center serve` (embedded) on a throwaway database, signs an admin in to
+the live wall in headless Chromium (Debian's, through Playwright), starts the
+conversations, then streams real text into them at the offered rate over several
+ingest sockets. Every 250 ms a probe conversation starts and, 100 ms later, gets one
+segment; the page records (in a MutationObserver, at the next animation frame) when the
+probe's row appears and when its sentiment changes. Reports, without asserting anything:
+the rate achieved, ingest-to-paint latency (p50, p95, p99) for both, the page's long
+tasks (over 50 ms: count, total, longest), and the server's CPU per segment.
+
+    python bench/console.py --conversations 1000 --rate 2000 --seconds 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.client import connect
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.load import ROOT, cli, cpu_seconds, percentile, text_pool  # noqa: E402
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+PASSWORD = "bench password, long enough"
+
+# In the page: long tasks, and when each probe row appears or changes (Unix ms).
+OBSERVE = """() => {
+  window.bench = {long: [], appeared: {}, changed: {}};
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) window.bench.long.push(e.duration);
+  }).observe({type: "longtask", buffered: true});
+  const seen = (id, cell) => {
+    const at = () => requestAnimationFrame(() => {
+      if (!(id in window.bench.appeared)) window.bench.appeared[id] = Date.now();
+      else if (!(id in window.bench.changed) && /\\d/.test(cell.textContent))
+        window.bench.changed[id] = Date.now();
+    });
+    at();
+  };
+  new MutationObserver((records) => {
+    for (const r of records) {
+      const row = r.target.closest ? r.target.closest("[role=row]") : null;
+      const rows = r.target.id === "wall-rows" ? [...r.addedNodes] : row ? [row] : [];
+      for (const tr of rows) {
+        const id = tr.dataset && tr.dataset.id;
+        if (id && id.startsWith("probe-")) seen(id, tr.children[5] || tr);
+      }
+    }
+  }).observe(document.getElementById("wall-rows"), {childList: true, subtree: true});
+}"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def load(base: str, token: str, args: argparse.Namespace,
+               sent: dict[str, dict[str, float]]) -> dict[str, Any]:
+    texts = text_pool()
+    url = base.replace("http", "ws") + "/v1/ingest"
+    headers = {"Authorization": f"Bearer {token}"}
+    sockets = [await connect(url, additional_headers=headers, max_queue=None)
+               for _ in range(args.connections)]
+    for ws in sockets:
+        await ws.recv()
+    readers = [asyncio.create_task(_drain(ws)) for ws in sockets]
+    for c in range(args.conversations):
+        await sockets[c % len(sockets)].send(json.dumps({
+            "type": "conversation.started", "conversation": {
+                "id": f"load-{c}", "queue": f"q{c % 4}", "agent_id": f"agent-{c % 50}"}}))
+    await asyncio.sleep(2)
+    started, sent_segments, probe = time.perf_counter(), 0, 0
+    next_probe = started
+    tick = 0.01  # send in 10 ms slices at the offered rate
+    while (now := time.perf_counter()) - started < args.seconds:
+        due = int((now - started) * args.rate) - sent_segments
+        for _ in range(max(0, due)):
+            c = sent_segments % args.conversations
+            await sockets[c % len(sockets)].send(json.dumps({
+                "type": "segment", "conversation_id": f"load-{c}",
+                "segment_id": f"s{sent_segments}", "role": "customer",
+                "text": texts[sent_segments % len(texts)]}))
+            sent_segments += 1
+        if now >= next_probe:
+            pid = f"probe-{probe}"
+            sent[pid] = {"start": time.time() * 1000}
+            await sockets[0].send(json.dumps({"type": "conversation.started", "conversation": {
+                "id": pid, "queue": "probes", "agent_id": "agent-probe"}}))
+            asyncio.get_running_loop().call_later(0.1, _probe_segment, sockets[0], pid, sent)
+            probe += 1
+            next_probe += 0.25
+        await asyncio.sleep(tick)
+    elapsed = time.perf_counter() - started
+    await asyncio.sleep(1.5)
+    for task in readers:
+        task.cancel()
+    for ws in sockets:
+        await ws.close()
+    return {"segments_sent": sent_segments, "seconds": round(elapsed, 1),
+            "offered_per_s": args.rate, "achieved_per_s": round(sent_segments / elapsed)}
+
+
+def chromium_cpu_seconds() -> float:
+    """CPU time of every Chromium process so far (browser, renderers, GPU, utilities)."""
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if b"chromium" in (proc / "cmdline").read_bytes():
+                total += cpu_seconds(int(proc.name))
+        except OSError:
+            continue
+    return total
+
+
+def _probe_segment(ws: Any, pid: str, sent: dict[str, dict[str, float]]) -> None:
+    sent[pid]["segment"] = time.time() * 1000
+    asyncio.ensure_future(ws.send(json.dumps({
+        "type": "segment", "conversation_id": pid, "segment_id": "p1", "role": "customer",
+        "text": "Thank you, that is wonderful, I love it!"})))
+
+
+async def _drain(ws: Any) -> None:
+    async for _ in ws:
+        pass
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    return {"n": len(values), "p50_ms": round(percentile(values, 50), 1),
+            "p95_ms": round(percentile(values, 95), 1),
+            "p99_ms": round(percentile(values, 99), 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--conversations", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=2000, help="segments per second")
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--filter", default="",
+                        help="type this into the wall's filter (e.g. 'probes', their queue: "
+                             "the probes' rows are then on the page whatever their rank)")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db, port = str(Path(tmp) / "bench.db"), free_port()
+        base = f"http://127.0.0.1:{port}"
+        server = subprocess.Popen(
+            [sys.executable, "-m", "contact_center", "serve", "--port", str(port), "--db", db],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+        try:
+            time.sleep(3)
+            cli(db, "users", "create", "bench-connector", "--profile", "Connector")
+            token = cli(db, "tokens", "create", "bench-connector")
+            subprocess.run([sys.executable, "-m", "contact_center", "users", "password",
+                            "admin", "--db", db], input=f"{PASSWORD}\n{PASSWORD}\n",
+                           text=True, check=True, capture_output=True, cwd=ROOT)
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path="/usr/bin/chromium",
+                                                     args=CHROMIUM_ARGS)
+                page = browser.new_page(viewport={"width": 1400, "height": 900})
+                page.goto(f"{base}/console/sign-in?next=/console/wall")
+                page.fill("#username", "admin")
+                page.fill("#password", PASSWORD)
+                page.click("button[type=submit]")
+                page.wait_for_url("**/console/wall")
+                page.locator("#count").wait_for()
+                if args.filter:
+                    page.fill("#filter", args.filter)
+                page.evaluate(OBSERVE)
+                sent: dict[str, dict[str, float]] = {}
+                cpu = cpu_seconds(server.pid)
+                browser_cpu = chromium_cpu_seconds()
+                # (In a thread: Playwright's sync API holds this one's event loop.)
+                done: dict[str, Any] = {}
+                loader = threading.Thread(target=lambda: done.update(
+                    asyncio.run(load(base, token, args, sent))))
+                loader.start()
+                loader.join()
+                report = done
+                report["server_cpu_us_per_segment"] = round(
+                    (cpu_seconds(server.pid) - cpu) / max(1, report["segments_sent"]) * 1e6)
+                report["browser_cpu_share_of_a_core"] = round(
+                    (chromium_cpu_seconds() - browser_cpu) / report["seconds"], 2)
+                seen = page.evaluate("() => window.bench")
+                rows = page.locator("#wall-rows [role=row]").count()
+                browser.close()
+        finally:
+            server.terminate()
+            server.wait(15)
+    appear = [seen["appeared"][p] - t["start"] for p, t in sent.items()
+              if p in seen["appeared"]]
+    change = [seen["changed"][p] - t["segment"] for p, t in sent.items()
+              if p in seen["changed"] and "segment" in t]
+    long_tasks = seen["long"]
+    report |= {
+        "filter": args.filter or None,
+        "live_rows_on_the_wall_at_the_end": rows,
+        "new_conversation_to_paint": summary(appear),
+        "segment_to_paint": summary(change),
+        "long_tasks": {"count": len(long_tasks), "total_ms": round(sum(long_tasks)),
+                       "longest_ms": round(max(long_tasks, default=0))},
+        "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores "
+                   "(server, load and browser share them)",
+    }
+    print(json.dumps(report, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
