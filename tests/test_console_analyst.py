@@ -135,7 +135,8 @@ def test_a_bad_query_says_what_is_wrong(console: Console, recorded: str) -> None
     page = console.sign_in("ann", then="/console/search")
     page.fill("#q", f'"{WORD} parcel')  # the quote never closes
     page.click("#search button[type=submit]")
-    expect(page.locator("#search-error")).to_contain_text("The search could not be run")
+    expect(page.locator("#search-error")).to_contain_text(
+        "The search could not be run: q: a quote is not closed")
     expect(page.locator("#results > li")).to_have_count(0)
     _forget_refusals(console, 422)
     assert console.accessibility_violations() == []
@@ -207,7 +208,7 @@ def test_an_admin_backtests_an_edited_rule_and_sees_validation_errors(
 
     text.fill(json.dumps({**original, "below": 5}))  # out of range: 422 with the field
     page.click("#save")
-    expect(page.locator("#editor-error")).to_contain_text("below")
+    expect(page.locator("#editor-error")).to_contain_text("sentiment.below: Input should be")
     assert _rule(console_service, recorded, "very-negative-turn") == original
     _forget_refusals(console, 422)
 

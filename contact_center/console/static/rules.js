@@ -48,8 +48,9 @@ function explain(failure, doing) {
     return `${doing}: someone changed the rule meanwhile (${failure.message}). ` +
       "The list now shows it as it is; look again before retrying.";
   }
+  // A 422's message repeats its first detail: list the details alone, one a line.
   const details = (failure.details || []).map(describeDetail);
-  return [`${doing}: ${failure.message}`, ...details].join("\n");
+  return details.length ? [`${doing}:`, ...details].join("\n") : `${doing}: ${failure.message}`;
 }
 
 async function setEnabled(rule, enabled) {
