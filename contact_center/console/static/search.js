@@ -58,27 +58,32 @@ async function search(event) {
 }
 
 async function fetchPage() {
-  const asked = new URLSearchParams(current.parameters);
-  if (current.next) asked.set("cursor", current.next);
+  const search = current;
+  const asked = new URLSearchParams(search.parameters);
+  if (search.next) asked.set("cursor", search.next);
   let page;
+  more.disabled = true;  // a second click would fetch the same page twice
   try {
-    page = await api(`/v1/search/${current.mode}?${asked}`);
+    page = await api(`/v1/search/${search.mode}?${asked}`);
   } catch (failure) {
+    if (search !== current) return;
     // A 422 is the query's fault (a quote left open, NOT alone…): its message says where.
     const why = failure.status === 422 ? "The search could not be run" : "Search failed";
     showError(`${why}: ${failure.message}`);
-    count.textContent = current.shown ? `${current.shown} results shown.` : "No results.";
+    count.textContent = search.shown ? `${search.shown} results shown.` : "No results.";
     return;
+  } finally {
+    more.disabled = false;
   }
-  const found = current.mode === "turns" ? page.hits : page.conversations;
-  const render = current.mode === "turns" ? turnResult : conversationResult;
-  results.append(...found.map(render));
-  current.shown += found.length;
-  current.next = page.next;
+  if (search !== current) return;  // a newer search started meanwhile: this page is stale
+  const found = search.mode === "turns" ? page.hits : page.conversations;
+  results.append(...found.map(search.mode === "turns" ? turnResult : conversationResult));
+  search.shown += found.length;
+  search.next = page.next;
   more.hidden = !page.next;
-  const noun = current.mode === "turns" ? "turns" : "conversations";
-  count.textContent = current.shown
-    ? `${current.shown} ${noun} shown${page.next ? ", more available" : ""}.`
+  const noun = search.mode === "turns" ? "turns" : "conversations";
+  count.textContent = search.shown
+    ? `${search.shown} ${noun} shown${page.next ? ", more available" : ""}.`
     : `No ${noun} found.`;
 }
 
