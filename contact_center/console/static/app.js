@@ -230,3 +230,33 @@ document.getElementById("sign-out")?.addEventListener("click", async () => {
   await api("/v1/session", { method: "DELETE" }).catch(() => null);
   location.assign("/console/sign-in");
 });
+
+/** As api(), but the ApiError of a refused call also carries `details`: a 422
+ * `validation_error` lists each problem (`loc`, `msg`), which a form shows field by field.
+ * (Kept apart from api(), whose answers other pages rely on as they are.) */
+export async function apiWithDetails(path, { method = "GET", json } = {}) {
+  const headers = { Accept: "application/json", "X-CSRF-Token": csrf() };
+  if (json !== undefined) headers["Content-Type"] = "application/json";
+  const answer = await fetch(path, {
+    method, headers, credentials: "same-origin",
+    body: json === undefined ? undefined : JSON.stringify(json),
+  });
+  if (answer.status === 401) {  // the session ended, as in api(): sign in, then come back
+    location.assign(`/console/sign-in?next=${encodeURIComponent(location.pathname + location.search)}`);
+    throw new ApiError(401, "unauthenticated", "signed out");
+  }
+  if (answer.status === 204) return null;
+  const data = await answer.json().catch(() => ({}));
+  if (!answer.ok) {
+    const error = new ApiError(answer.status, data.code || "error", data.message || answer.statusText);
+    error.details = Array.isArray(data.details) ? data.details : [];
+    throw error;
+  }
+  return data;
+}
+
+/** A validation problem as a person reads it: "below: Input should be …". */
+export function describeDetail(detail) {
+  const where = (detail.loc || []).filter((part) => part !== "body").join(".");
+  return where ? `${where}: ${detail.msg}` : detail.msg;
+}
