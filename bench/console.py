@@ -32,7 +32,7 @@ from typing import Any
 from websockets.asyncio.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.load import ROOT, cli, cpu_seconds, percentile, text_pool  # noqa: E402
+from bench.load import ROOT, cli, cpu_seconds, percentile, text_pool
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
@@ -132,11 +132,16 @@ def chromium_cpu_seconds() -> float:
     return total
 
 
+_SENDING: set[asyncio.Future[None]] = set()  # (held until sent)
+
+
 def _probe_segment(ws: Any, pid: str, sent: dict[str, dict[str, float]]) -> None:
     sent[pid]["segment"] = time.time() * 1000
-    asyncio.ensure_future(ws.send(json.dumps({
+    sending = asyncio.ensure_future(ws.send(json.dumps({
         "type": "segment", "conversation_id": pid, "segment_id": "p1", "role": "customer",
         "text": "Thank you, that is wonderful, I love it!"})))
+    _SENDING.add(sending)
+    sending.add_done_callback(_SENDING.discard)
 
 
 async def _drain(ws: Any) -> None:
