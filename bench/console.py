@@ -72,9 +72,28 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+async def watch(url: str, token: str, heard: dict[str, dict[str, float]]) -> None:
+    """The same board as a plain socket client (no browser): when each probe's row would
+    appear and change, the ceiling the page's figures are compared with."""
+    async with connect(url, additional_headers={"Authorization": f"Bearer {token}"},
+                       max_queue=None) as ws:
+        async for raw in ws:
+            message = json.loads(raw)
+            summary = message.get("conversation") or {}
+            pid = summary.get("id", "")
+            if message["type"] != "conversation.updated" or not pid.startswith("probe-"):
+                continue
+            times = heard.setdefault(pid, {"appeared": time.time() * 1000})
+            if summary["sentiment"]["window"] is not None and "changed" not in times:
+                times["changed"] = time.time() * 1000
+
+
 async def load(base: str, token: str, args: argparse.Namespace,
-               sent: dict[str, dict[str, float]]) -> dict[str, Any]:
+               sent: dict[str, dict[str, float]], watcher: str,
+               heard: dict[str, dict[str, float]]) -> dict[str, Any]:
     texts = text_pool()
+    listening = asyncio.create_task(watch(
+        base.replace("http", "ws") + "/v1/live?queue=probes", watcher, heard))
     url = base.replace("http", "ws") + "/v1/ingest"
     headers = {"Authorization": f"Bearer {token}"}
     sockets = [await connect(url, additional_headers=headers, max_queue=None)
@@ -110,7 +129,7 @@ async def load(base: str, token: str, args: argparse.Namespace,
         await asyncio.sleep(tick)
     elapsed = time.perf_counter() - started
     await asyncio.sleep(1.5)
-    for task in readers:
+    for task in [*readers, listening]:
         task.cancel()
     for ws in sockets:
         await ws.close()
@@ -150,6 +169,8 @@ async def _drain(ws: Any) -> None:
 
 
 def summary(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"n": 0}
     return {"n": len(values), "p50_ms": round(percentile(values, 50), 1),
             "p95_ms": round(percentile(values, 95), 1),
             "p99_ms": round(percentile(values, 99), 1)}
@@ -179,6 +200,7 @@ def main() -> None:
             time.sleep(3)
             cli(db, "users", "create", "bench-connector", "--profile", "Connector")
             token = cli(db, "tokens", "create", "bench-connector")
+            watcher = cli(db, "tokens", "create", "admin")
             subprocess.run([sys.executable, "-m", "contact_center", "users", "password",
                             "admin", "--db", db], input=f"{PASSWORD}\n{PASSWORD}\n",
                            text=True, check=True, capture_output=True, cwd=ROOT)
@@ -196,12 +218,13 @@ def main() -> None:
                     page.fill("#filter", args.filter)
                 page.evaluate(OBSERVE)
                 sent: dict[str, dict[str, float]] = {}
+                heard: dict[str, dict[str, float]] = {}
                 cpu = cpu_seconds(server.pid)
                 browser_cpu = chromium_cpu_seconds()
                 # (In a thread: Playwright's sync API holds this one's event loop.)
                 done: dict[str, Any] = {}
                 loader = threading.Thread(target=lambda: done.update(
-                    asyncio.run(load(base, token, args, sent))))
+                    asyncio.run(load(base, token, args, sent, watcher, heard))))
                 loader.start()
                 loader.join()
                 report = done
@@ -220,11 +243,16 @@ def main() -> None:
     change = [seen["changed"][p] - t["segment"] for p, t in sent.items()
               if p in seen["changed"] and "segment" in t]
     long_tasks = seen["long"]
+    socket_appear = [h["appeared"] - sent[p]["start"] for p, h in heard.items() if p in sent]
+    socket_change = [h["changed"] - sent[p]["segment"] for p, h in heard.items()
+                     if "changed" in h and "segment" in sent.get(p, {})]
     report |= {
         "filter": args.filter or None,
         "live_rows_on_the_wall_at_the_end": rows,
         "new_conversation_to_paint": summary(appear),
         "segment_to_paint": summary(change),
+        "ceiling_plain_socket_client": {"new_conversation": summary(socket_appear),
+                                        "segment": summary(socket_change)},
         "long_tasks": {"count": len(long_tasks), "total_ms": round(sum(long_tasks)),
                        "longest_ms": round(max(long_tasks, default=0))},
         "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores "
