@@ -1,6 +1,7 @@
-"""The console's end-to-end harness: a real service (`contact-center serve`, embedded) in
-a process of its own, its users with passwords, and Debian's Chromium driven by
-Playwright. Shared by the console tests (tests/test_console*.py)."""
+"""The console's end-to-end harness: a real service (`contact-center serve`) in a process
+of its own, in each deployment (embedded on SQLite; scale-out: an API node with its
+worker on Redis and PostgreSQL), its users with passwords, and Debian's Chromium driven
+by Playwright. Shared by the console tests (tests/test_console*.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, on_server, run
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 AXE = Path(__file__).parent / "data" / "axe" / "axe.min.js"
@@ -91,7 +93,7 @@ class Service:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as answer:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as answer:
                     if answer.status == 200:
                         return
             except OSError:
@@ -131,8 +133,14 @@ class Service:
             {"type": "conversation.ended", "conversation_id": cid}]})
 
 
-def start_service(root: Path) -> Iterator[Service]:
-    env = {**os.environ, "CC_DATABASE": str(root / "cc.db"), "PYTHONUNBUFFERED": "1"}
+def start_service(root: Path, database: str | None = None,
+                  redis: str | None = None) -> Iterator[Service]:
+    """The service on SQLite in ``root``, or on ``database`` (PostgreSQL) and ``redis``."""
+    env = {**os.environ, "CC_DATABASE": database or str(root / "cc.db"),
+           "PYTHONUNBUFFERED": "1"}
+    if redis:
+        env |= {"CC_REDIS": redis, "CC_WORKER": "true", "CC_PARTITIONS": "4",
+                "CC_REDIS_NAMESPACE": f"console-{root.name}"}
     env.pop("CC_CONFIG", None)
     service = Service(root, free_port(), env)
     service.cli("migrate")
@@ -197,14 +205,36 @@ class Console:
 # -- fixtures (registered in tests/conftest.py) ----------------------------------------
 
 
-@pytest.fixture(scope="module")
-def console_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+@pytest.fixture(scope="module", params=["embedded", "scaleout"])
+def console_service(request: pytest.FixtureRequest,
+                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     need_browser()
-    yield from start_service(tmp_path_factory.mktemp("console"))
+    root = tmp_path_factory.mktemp("console")
+    if request.param == "embedded":
+        yield from start_service(root)
+        return
+    redis = request.getfixturevalue("redis_server").url
+    server = request.getfixturevalue("postgres_database")
+    name = f"{server.rsplit('/', 1)[1]}_{root.name}".replace("-", "_")
+    aside(f'CREATE DATABASE "{name}"')
+    try:
+        yield from start_service(root, server.rsplit("/", 1)[0] + "/" + name, redis)
+    finally:
+        aside(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def aside(sql: str) -> None:
+    """Run ``sql`` on the test PostgreSQL server from a thread of its own (Playwright's
+    sync API may hold this thread's event loop)."""
+    worker = threading.Thread(target=lambda: run(on_server(sql)))
+    worker.start()
+    worker.join()
 
 
 @pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
+def chromium(console_service: Service) -> Iterator[Any]:
+    """A browser per service: started after it (Playwright's sync API holds the thread's
+    event loop while it runs, and the service's set-up needs one)."""
     need_browser()
     from playwright.sync_api import sync_playwright
 

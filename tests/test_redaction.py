@@ -3,6 +3,8 @@ placeholders, overlaps, and no digit of a redacted number left behind."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import given
@@ -213,3 +215,33 @@ def test_a_monitor_sees_words_as_said_only_with_the_permission_and_only_live(
                         params={"action": "monitor.start", "target_id": "u1"}).json()
     assert sorted((e["actor"] == "user2", e["details"]) for e in starts["entries"]) == [
         (False, {"unredacted": True}), (False, {"unredacted": True}), (True, {})]
+
+
+def test_monitor_unredacted_granted_while_a_monitor_is_open_applies_from_the_next_one(
+        client: TestClient, users: Users) -> None:
+    """What an open monitor shows matches its audit entry: a permission given meanwhile
+    does not reveal words on a socket audited as redacted."""
+    admin = auth(users.token("Admin"))
+    for name, permissions in (("Watcher", ["manager-monitor"]),
+                              ("Revealer", ["manager-monitor", "monitor-unredacted"])):
+        assert client.post("/v1/security-profiles", headers=admin, json={
+            "name": name, "permissions": permissions, "description": name}).status_code == 201
+    lee = auth(users.token("Watcher", username="lee"))
+    said = f"call me on {PII['phone']}"
+    with client.websocket_connect("/v1/ingest", headers=auth(users.token("Connector"))) as ws:
+        ingest = Connector(ws)
+        ingest.start("g1")
+        with client.websocket_connect("/v1/conversations/g1/monitor", headers=lee) as mon:
+            assert [mon.receive_json()["type"] for _ in range(2)] == ["catch_up", "live"]
+            assert client.patch("/v1/users/lee", headers=admin,
+                                json={"profiles": ["Revealer"]}).status_code == 200
+            time.sleep(2.5)  # (open sockets learn of access changes within about 2 s)
+            assert ingest.say("g1", "s1", said)["status"] == "accepted"
+            [segment] = _monitor_until_segments(mon, 1)
+        with client.websocket_connect("/v1/conversations/g1/monitor", headers=lee) as again:
+            assert [again.receive_json()["type"] for _ in range(2)] == ["catch_up", "live"]
+            assert ingest.say("g1", "s2", said)["status"] == "accepted"
+            [next_segment] = _monitor_until_segments(again, 1)
+        ingest.end("g1")
+    assert "text_unredacted" not in segment
+    assert next_segment["text_unredacted"] == said

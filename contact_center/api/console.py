@@ -41,6 +41,7 @@ class Page:
     title: str
     needs: tuple[Permission, ...]  # any one of them
     in_menu: bool = True
+    unscoped: bool = False  # its routes refuse a user with a scope
 
 
 PAGES: dict[str, Page] = {
@@ -48,12 +49,14 @@ PAGES: dict[str, Page] = {
     "alerts": Page("Alerts", (P.ALERTS_OWN, P.ALERTS_ALL)),
     "agents": Page("Agents", (P.REALTIME_METRICS,)),
     "search": Page("Search", (P.CONTACT_SEARCH,)),
-    "rules": Page("Rules", (P.RULES_MANAGE,)),
+    "rules": Page("Rules", (P.RULES_MANAGE,), unscoped=True),
     "monitor": Page("Monitor", (P.MANAGER_MONITOR,), in_menu=False),
 }
 
 
 def _allowed(principal: Principal, page: Page) -> bool:
+    if page.unscoped and principal.within is not None:
+        return False
     return any(principal.can(p) for p in page.needs)
 
 
@@ -198,5 +201,6 @@ async def page(request: Request, name: str) -> Response:
                       status=404)
     if not _allowed(principal, found):
         return _refused(principal, secret, found, 403, "Your security profile does not "
-                        f"open this page (it needs {' or '.join(found.needs)}).")
+                        f"open this page (it needs {' or '.join(found.needs)}"
+                        f"{', and a user without a scope' if found.unscoped else ''}).")
     return render(principal, secret, name, found.title, _fragment(name))

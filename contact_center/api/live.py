@@ -138,7 +138,8 @@ async def monitor(ws: WebSocket, conversation_id: str) -> None:
         return
     started = time.monotonic()
     listener = Listener(secrets.token_hex(8), principal.username, time.time())
-    following = Following(caught_up.summary["queue"], caught_up.summary["agent_id"], listener)
+    following = Following(caught_up.summary["queue"], caught_up.summary["agent_id"], listener,
+                          unredacted(principal))
     held = ws.app.state.open_sockets.hold(ws, principal, Permission.MANAGER_MONITOR,
                                           still_allowed=following.still_allowed)
     following.held = held
@@ -199,8 +200,10 @@ class Following:
 
     LEFT = "out_of_scope: the conversation left your scope"
 
-    def __init__(self, queue: str | None, agent_id: str | None, listener: Listener) -> None:
+    def __init__(self, queue: str | None, agent_id: str | None, listener: Listener,
+                 unredacted: bool = False) -> None:
         self.queue, self.agent_id, self.listener = queue, agent_id, listener
+        self.unredacted = unredacted  # (granted later: from the next monitor socket)
         self.held: Held | None = None
 
     def still_allowed(self, principal: Principal) -> str | None:
@@ -227,9 +230,11 @@ class Following:
 
     def _words(self, message: Message) -> Message:
         """A turn as this monitor may see it: its words as said (`text_unredacted`, sent
-        where redaction changed them) only with the permission, as of now."""
+        where redaction changed them) only with the permission, held when the socket
+        opened (as its audit entry says) and still now."""
         if f'"{UNREDACTED}"' not in message.text or (
-                self.held is not None and unredacted(self.held.principal)):
+                self.unredacted and self.held is not None
+                and unredacted(self.held.principal)):
             return message
         body = codec.loads(message.text)
         body.pop(UNREDACTED, None)

@@ -106,10 +106,17 @@ function soon() {
   if (!framed) { framed = true; requestAnimationFrame(draw); }
 }
 
+const LOAD_AT_MOST = 1000;  // unresolved alerts of each status read when the page opens
+
 async function loadUnresolved() {
   for (const status of ["open", "acknowledged"]) {
-    const page = await api(`/v1/alerts?status=${status}&limit=200`);
-    page.alerts.forEach(keep);
+    let cursor = null, read = 0;
+    do {
+      const page = await api(`/v1/alerts?status=${status}&limit=200${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+      page.alerts.forEach(keep);
+      read += page.alerts.length;
+      cursor = page.next_cursor;
+    } while (cursor && read < LOAD_AT_MOST);
   }
   draw();
 }
@@ -120,9 +127,12 @@ const whispers = document.getElementById("whispers");
 new LiveSocket(() => lastEvent === null ? "/v1/alerts/stream" : `/v1/alerts/stream?after=${lastEvent}`, {
   onMessage(message) {
     if (message.type === "subscribed") {
-      const first = lastEvent === null;
-      lastEvent = message.event_id;
-      if (first) loadUnresolved().catch((e) => showStatus(e.message, "error"));
+      // Resuming, the events missed follow: the cursor moves as each is handled (taking
+      // this one's would skip them if the socket dropped again meanwhile).
+      if (lastEvent === null) {
+        lastEvent = message.event_id;
+        loadUnresolved().catch((e) => showStatus(e.message, "error"));
+      }
     } else if (message.type === "resync") {
       if (message.alerts) {
         alerts.clear();

@@ -22,31 +22,57 @@ export class ApiError extends Error {
   }
 }
 
-/** Call the API; the answer's JSON (null for 204). State changes carry the CSRF token. */
-export async function api(path, { method = "GET", json } = {}) {
+const SIGN_IN = () => `/console/sign-in?next=${encodeURIComponent(location.pathname + location.search)}`;
+
+async function send(path, method, json) {
   const headers = { Accept: "application/json" };
   if (method !== "GET") headers["X-CSRF-Token"] = csrf();
   if (json !== undefined) headers["Content-Type"] = "application/json";
-  const answer = await fetch(path, {
-    method, headers, credentials: "same-origin",
-    body: json === undefined ? undefined : JSON.stringify(json),
-  });
+  return fetch(path, { method, headers, credentials: "same-origin",
+                       body: json === undefined ? undefined : JSON.stringify(json) });
+}
+
+/** Call the API; the answer's JSON (null for 204). State changes carry the CSRF token; a
+ * refused one (the user signed in again in another tab, so this page's token is old) is
+ * sent once more with the session's token as it is now. An error's `details` are the
+ * service's (e.g. each field a 422 refused). */
+export async function api(path, { method = "GET", json } = {}) {
+  let answer = await send(path, method, json);
+  if (answer.status === 403 && method !== "GET") {
+    const refusal = await answer.clone().json().catch(() => ({}));
+    if ((refusal.detail?.code || refusal.code) === "csrf") {
+      const session = await send("/v1/session", "GET");
+      if (session.ok) {
+        body.dataset.csrf = (await session.json()).csrf_token;
+        answer = await send(path, method, json);
+      }
+    }
+  }
   if (answer.status === 401) {  // the session ended: sign in again, then come back here
-    location.assign(`/console/sign-in?next=${encodeURIComponent(location.pathname + location.search)}`);
+    location.assign(SIGN_IN());
     throw new ApiError(401, "unauthenticated", "signed out");
   }
   if (answer.status === 204) return null;
   const data = await answer.json().catch(() => ({}));
   if (!answer.ok) {
     const detail = data.detail && typeof data.detail === "object" ? data.detail : data;
-    throw new ApiError(answer.status, detail.code || "error",
-                       detail.message || answer.statusText);
+    const error = new ApiError(answer.status, detail.code || "error",
+                               detail.message || answer.statusText);
+    error.details = Array.isArray(detail.details) ? detail.details : [];
+    throw error;
   }
   return data;
 }
 
+// An open page keeps its session alive (its sockets do not count as using it), within
+// the session's absolute lifetime; once the session is gone, it is time to sign in.
+setInterval(() => { if (body.dataset.user) api("/v1/session").catch(() => null); }, 5 * 60 * 1000);
+
 /** A socket that reconnects: `url()` is asked again on every attempt (a cursor may
- * have moved), a new ticket is fetched each time, and the page is told meanwhile. */
+ * have moved), a new ticket is fetched each time, and the page is told meanwhile. A
+ * socket refused at its handshake twice in a row (with a fresh ticket each time) is
+ * refused for good (no permission, out of scope, ended); so is one closed with 1008,
+ * except when the reason asks to reconnect (a narrowed scope). */
 export class LiveSocket {
   constructor(url, { onMessage, onOpen, onRefused }) {
     this.url = url;
@@ -54,6 +80,7 @@ export class LiveSocket {
     this.onOpen = onOpen || (() => {});
     this.onRefused = onRefused || ((reason) => showStatus(reason, "error"));
     this.delay = 500;
+    this.refusals = 0;
     this.stopped = false;
     this.connect();
   }
@@ -74,21 +101,31 @@ export class LiveSocket {
     socket.onopen = () => {
       opened = true;
       this.delay = 500;
+      this.refusals = 0;
       clearStatus();
       this.onOpen();
     };
     socket.onmessage = (event) => this.onMessage(JSON.parse(event.data));
-    socket.onclose = (event) => {
-      if (this.stopped) return;
-      if (event.code === 1008 || event.code === 1000 || (!opened && event.code === 1006 && this.refusedOnce)) {
-        // Refused for good (permission, scope) or finished: say why, do not retry blindly.
-        if (event.code !== 1000) this.onRefused(event.reason || "refused");
-        else if (event.reason) showStatus(event.reason, "info");
-        return;
-      }
-      if (!opened) this.refusedOnce = true;
-      this.retry();
-    };
+    socket.onclose = (event) => this.closed(event, opened);
+  }
+
+  async closed(event, opened) {
+    if (this.stopped) return;
+    if (event.code === 1000) {  // finished (e.g. the conversation ended)
+      if (event.reason) showStatus(event.reason, "info");
+      return;
+    }
+    if (event.code === 1008 && !event.reason.startsWith("scope_changed")) {
+      // The session may have ended (api() then goes to sign in), else say why.
+      await api("/v1/session").catch(() => null);
+      this.onRefused(event.reason || "refused");
+      return;
+    }
+    if (!opened && ++this.refusals >= 2) {
+      this.onRefused("The service refused this view (no permission, or not available).");
+      return;
+    }
+    this.retry();
   }
 
   retry() {
@@ -230,30 +267,6 @@ document.getElementById("sign-out")?.addEventListener("click", async () => {
   await api("/v1/session", { method: "DELETE" }).catch(() => null);
   location.assign("/console/sign-in");
 });
-
-/** As api(), but the ApiError of a refused call also carries `details`: a 422
- * `validation_error` lists each problem (`loc`, `msg`), which a form shows field by field.
- * (Kept apart from api(), whose answers other pages rely on as they are.) */
-export async function apiWithDetails(path, { method = "GET", json } = {}) {
-  const headers = { Accept: "application/json", "X-CSRF-Token": csrf() };
-  if (json !== undefined) headers["Content-Type"] = "application/json";
-  const answer = await fetch(path, {
-    method, headers, credentials: "same-origin",
-    body: json === undefined ? undefined : JSON.stringify(json),
-  });
-  if (answer.status === 401) {  // the session ended, as in api(): sign in, then come back
-    location.assign(`/console/sign-in?next=${encodeURIComponent(location.pathname + location.search)}`);
-    throw new ApiError(401, "unauthenticated", "signed out");
-  }
-  if (answer.status === 204) return null;
-  const data = await answer.json().catch(() => ({}));
-  if (!answer.ok) {
-    const error = new ApiError(answer.status, data.code || "error", data.message || answer.statusText);
-    error.details = Array.isArray(data.details) ? data.details : [];
-    throw error;
-  }
-  return data;
-}
 
 /** A validation problem as a person reads it: "below: Input should be …". */
 export function describeDetail(detail) {

@@ -109,18 +109,18 @@ function actForms() {
   if (me.can("manager-whisper")) {
     forms.push(textForm("whisper", "Whisper to the agent", "Send whisper", async (text) => {
       // (The stream shows it once committed, to every monitor.)
-      await api(`/v1/conversations/${id}/whisper`, { method: "POST", json: { text } });
+      await api(`/v1/conversations/${encodeURIComponent(id)}/whisper`, { method: "POST", json: { text } });
     }));
   }
   if (me.can("manager-barge")) {
     const toggle = el("button", { type: "button", class: "quiet", id: "barge" }, "Barge in");
     const say = textForm("say", "Write to the customer", "Send", async (text) => {
-      await api(`/v1/conversations/${id}/messages`, { method: "POST", json: { text } });
+      await api(`/v1/conversations/${encodeURIComponent(id)}/messages`, { method: "POST", json: { text } });
     });
     say.hidden = true;
     toggle.addEventListener("click", async () => {
       try {
-        await api(`/v1/conversations/${id}/barge`, { method: barged ? "DELETE" : "POST" });
+        await api(`/v1/conversations/${encodeURIComponent(id)}/barge`, { method: barged ? "DELETE" : "POST" });
         barged = !barged;
         toggle.textContent = barged ? "Leave" : "Barge in";
         say.hidden = !barged;
@@ -158,6 +158,12 @@ function apply(m) {
       drawMonitors(conversation.monitors || []);
       drawSummary();
       drawChart();
+      // (Its alert's events may be older than the catch-up: read the alert itself.)
+      if (conversation.alert && me.can("alerts-all", "alerts-own")) {
+        api(`/v1/alerts/${encodeURIComponent(conversation.alert.id)}`)
+          .then((found) => { if (!alert || found.version >= alert.version) { alert = found; drawAlert(); } })
+          .catch(() => null);
+      }
       break;
     case "segment": addTurn(m); break;
     case "whisper": line(`${m.by} whispered to the agent: ${m.text}`); break;

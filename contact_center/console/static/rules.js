@@ -3,7 +3,7 @@
 // backtest the edited draft against the rule in force (POST /v1/rules/backtest).
 // Every change names the version it was made from, so two admins never overwrite each
 // other silently: the second is answered 409 and sees the rule as it now is.
-import { api, apiWithDetails, describeDetail, el, clock } from "./app.js";
+import { api, describeDetail, el, clock } from "./app.js";
 
 const table = document.querySelector("#rules tbody");
 const pageError = document.getElementById("rules-error");
@@ -56,7 +56,7 @@ function explain(failure, doing) {
 async function setEnabled(rule, enabled) {
   pageError.textContent = "";
   try {
-    await apiWithDetails(`/v1/rules/${encodeURIComponent(rule.id)}`,
+    await api(`/v1/rules/${encodeURIComponent(rule.id)}`,
                          { method: "PATCH", json: { enabled, version: rule.version } });
   } catch (failure) {
     pageError.textContent = explain(failure, `Could not ${enabled ? "enable" : "disable"} ${rule.id}`);
@@ -91,7 +91,7 @@ async function save() {
   const rule = parsed();
   if (!rule) return;
   try {
-    const saved = await apiWithDetails(`/v1/rules/${encodeURIComponent(editing)}`,
+    const saved = await api(`/v1/rules/${encodeURIComponent(editing)}`,
                                        { method: "PUT", json: rule });
     draft.value = JSON.stringify(saved, null, 2);  // with its new version, to edit on
     editorError.textContent = "";
@@ -119,7 +119,7 @@ async function backtest() {
   button.disabled = true;
   result.replaceChildren(el("p", { class: "note" }, "Running the backtest…"));
   try {
-    showBacktest(await apiWithDetails("/v1/rules/backtest", { method: "POST", json: body }));
+    showBacktest(await api("/v1/rules/backtest", { method: "POST", json: body }));
   } catch (failure) {
     // 503 busy: another backtest runs on this node; nothing waits in line, so say retry.
     const retry = failure.status === 503 ? " Try again in a few seconds." : "";

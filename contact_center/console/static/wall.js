@@ -97,6 +97,11 @@ function apply(id, summary) {
     reorder = true;
   }
   const monitors = summary.monitors === undefined ? row.summary.monitors : summary.monitors;
+  const was = openAlert(row.summary);
+  const now = openAlert(summary);
+  if ((was && `${was.severity}${was.status}`) !== (now && `${now.severity}${now.status}`)) {
+    reorder = true;  // (an alert raised, escalated, acknowledged or resolved: its rank)
+  }
   row.summary = { ...summary, monitors };
   const value = summary.sentiment.window;
   if (value !== null && value !== undefined && value !== row.history.at(-1)) {
