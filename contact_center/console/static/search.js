@@ -73,7 +73,7 @@ async function fetchPage() {
     count.textContent = search.shown ? `${search.shown} results shown.` : "No results.";
     return;
   } finally {
-    more.disabled = false;
+    if (search === current) more.disabled = false;  // (a newer search's fetch owns it now)
   }
   if (search !== current) return;  // a newer search started meanwhile: this page is stale
   const found = search.mode === "turns" ? page.hits : page.conversations;
