@@ -248,11 +248,15 @@ async def _may_act_as(request: Request, principal: Principal, user: User) -> Non
                 "their tokens")})
 
 
+# What a route acting for a user (a token, a password) may answer besides success.
+ACTING_ON_A_USER: Responses = {
+    403: error("forbidden: the token's user lacks users-manage; cannot_grant: the user may "
+               "do, or see, more than the token's user"),
+    404: error("unknown_user: no such user")}
+
+
 @router.post("/v1/users/{username}/tokens", status_code=201, response_model=IssuedToken,
-             responses={403: error("forbidden: the token's user lacks users-manage; "
-                                   "cannot_grant: the user may do, or see, more than the "
-                                   "token's user"),
-                        404: error("unknown_user: no such user")})
+             responses=ACTING_ON_A_USER)
 async def add_token(request: Request, username: str, body: NewToken,
                     principal: Principal = require(Permission.USERS_MANAGE)) -> dict[str, Any]:
     """Issue an API token. The token is in this response only; it is stored hashed."""
@@ -287,10 +291,7 @@ class NewPassword(Model):
 
 
 @router.put("/v1/users/{username}/password", status_code=204, response_class=Response,
-            responses={403: error("forbidden: the token's user lacks users-manage; "
-                                  "cannot_grant: the user may do, or see, more than the "
-                                  "token's user"),
-                       404: error("unknown_user: no such user")})
+            responses=ACTING_ON_A_USER)
 async def set_password(request: Request, username: str, body: NewPassword,
                        principal: Principal = require(Permission.USERS_MANAGE)) -> None:
     """Set a user's password (for signing in from a browser: POST /v1/session). Every
