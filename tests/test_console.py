@@ -160,6 +160,19 @@ def test_a_dropped_socket_reconnects_and_says_so_meanwhile(
     page.locator("#status").wait_for(state="hidden", timeout=20000)
     console_service.start_conversation("drop-2")
     page.locator("#wall-rows [role=row]", has_text="drop-2").wait_for()  # live again
+    # The alerts page resumes from the last event it handled: what happens after the
+    # restart shows, once.
+    page.goto(f"{console_service.url}/console/alerts")
+    page.locator("#alert-count").wait_for()
+    console_service.say("drop-1", "d1", ANGRY)
+    page.locator("li.alert", has_text="drop-1").wait_for()
+    console_service.stop()
+    page.locator("#status", has_text="reconnecting").wait_for()
+    console_service.start()
+    page.locator("#status").wait_for(state="hidden", timeout=20000)
+    console_service.say("drop-2", "d1", ANGRY)
+    page.locator("li.alert", has_text="drop-2").wait_for()
+    assert page.locator("li.alert", has_text="drop-1").count() == 1
     # (The browser logged the refused connections while the service was down.)
     console.errors[:] = [e for e in console.errors if "WebSocket" not in e
                          and "Failed to load resource" not in e]
