@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.console_browser import Console, Service
+from tests.console_browser import PASSWORD, Console, Service
 
 
 def test_signing_in_and_the_simulators_conversations_on_the_wall(
@@ -184,3 +184,32 @@ def test_the_wall_at_tablet_width(console: Console, tmp_path: Path) -> None:
     page.locator("#count").wait_for()
     console.screenshot("wall-tablet", tmp_path)
     assert console.accessibility_violations() == []
+
+
+def _tab_to(page: Any, found: str, presses: int = 40) -> None:
+    """Press Tab until the focused element matches ``found`` (a JS expression on ``e``)."""
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        if page.evaluate(f"() => {{ const e = document.activeElement; return {found}; }}"):
+            return
+    raise AssertionError(f"the keyboard never reached {found}")
+
+
+def test_the_keyboard_alone_signs_in_and_acknowledges_an_alert(
+        console: Console, console_service: Service) -> None:
+    page = console.open("/console/sign-in?next=/console/alerts")
+    _tab_to(page, "e.id === 'username'")
+    page.keyboard.type("sam")
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/console/alerts")
+    page.locator("#alert-count").wait_for()
+    console_service.start_conversation("keys-1")
+    console_service.say("keys-1", "k1", ANGRY)
+    card = page.locator("li.alert[data-status=open]", has_text="keys-1")
+    card.wait_for()
+    _tab_to(page, "e.textContent === 'Acknowledge' && "
+                  "e.closest('li').textContent.includes('keys-1')")
+    page.keyboard.press("Enter")
+    page.locator("li.alert[data-status=acknowledged]", has_text="keys-1").wait_for()
