@@ -65,6 +65,16 @@ def test_the_monitor_page_needs_the_permission_and_a_live_conversation_in_scope(
     assert client.get("/console/monitor/nobody").status_code == 404
     ingest.end("pg-1")
     assert client.get("/console/monitor/pg-1").status_code == 410
+    # Outside the user's scope, a live conversation is as unknown (never 403).
+    ingest.start("pg-2", queue="claims")
+    client.cookies.clear()
+    signed_in(client, admin, users, "bea", "CallCenterManager")
+    assert client.patch("/v1/users/bea", headers=admin, json={
+        "scope": {"teams": [], "queues": ["billing"]}}).status_code == 200
+    ingest.start("pg-3", queue="billing")
+    assert client.get("/console/monitor/pg-3").status_code == 200
+    outside = client.get("/console/monitor/pg-2")
+    assert outside.status_code == 404 and "data-conversation" not in outside.text
 
 
 def test_assets_are_served_with_their_type_and_cached_by_etag(client: TestClient) -> None:

@@ -250,12 +250,15 @@ SCOPED_ROUTES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("POST", "/v1/alerts/{alert_id}/reopen"): {"version": 1},
 }
 CONNECTOR_ROUTES = {("POST", "/v1/conversations/{conversation_id}/segments")}  # not users'
+# Opened with the session cookie, not a token: its scope is checked in
+# tests/test_console_pages.py (and in the browser, tests/test_console.py).
+BROWSER_PAGES = {("GET", "/console/monitor/{conversation_id}")}
 
 
 def test_every_route_on_a_conversation_answers_404_outside_the_scope(
         client: TestClient, center: Center, users: Users, ingest: Connector) -> None:
     on_one = {r for r in app_routes(client) if "{conversation_id}" in r[1]
-              or "{alert_id}" in r[1]} - CONNECTOR_ROUTES
+              or "{alert_id}" in r[1]} - CONNECTOR_ROUTES - BROWSER_PAGES
     assert on_one == set(SCOPED_ROUTES)
     use_rules(client, users, RULES)
     scoped = center.user("scoped-admin", {"teams": ["emea"], "queues": []}, "Admin")
