@@ -251,6 +251,7 @@ def serve(host: str | None, port: int | None, database: str | None,
         log_level=max(logging.INFO, logging.getLevelName(settings.log_level)),
         access_log=False, log_config=None,
         **server_options(settings.header_timeout_seconds, settings.max_connections))
+    sys.setswitchinterval(settings.switch_interval_ms / 1000)
     with contextlib.suppress(KeyboardInterrupt):  # (Ctrl-C: stopped as asked, as uvicorn.run)
         Server(config).run()
 

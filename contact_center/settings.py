@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     gc_freeze_seconds: float = Field(default=1.0, ge=0, description=(
         "every so often, freeze what survived into the collector's permanent generation "
         "(no full-collection pauses that grow with the live state); 0: never"))
+    switch_interval_ms: float = Field(default=0.5, gt=0, le=100, description=(
+        "the longest a thread holds the interpreter lock while another waits for it "
+        "(sys.setswitchinterval, set by `serve`): the SQLite writer thread takes it back "
+        "after each statement, behind a busy event loop; Python's default is 5"))
     bus_queue_size: int = Field(default=10_000, ge=1)
     submit_timeout_seconds: float = Field(default=5.0, gt=0)
     max_message_bytes: int = Field(default=64 * 1024, ge=1024)

@@ -17,7 +17,8 @@ from contact_center import protocol as p
 from contact_center.app import create_app
 from contact_center.buses import InMemoryBus, Source
 from contact_center.settings import Settings
-from contact_center.stores import SegmentRow, Store, WriteBatch
+from contact_center.stores import AlertEventRow, SegmentRow, Store, WriteBatch
+from contact_center.stores import sqlite as sqlite_store
 from contact_center.stores.sqlite import SQLiteStore
 from monitoring.hub import Hub
 from tests.conftest import (
@@ -522,3 +523,67 @@ def test_a_full_disk_is_reported_as_such(tmp_path: Path) -> None:
             await store.close()
 
     assert "full" in run(scenario())
+
+
+def test_a_batch_is_written_in_one_statement_a_table_and_reads_back_exactly(
+        tmp_path: Path) -> None:
+    """The SQLite writer sends a batch of any size as one statement per table (its thread
+    gives up the interpreter lock once a statement, not once a row): numbers, text and
+    the alert events' numbering come back as written."""
+    texts = ["plain", "é😀\u2028 \"quoted\" \\ back", "x" * 5000, "٣٤٥ digits"]
+    alert = {"id": "a1", "conversation_id": "c0", "rule_id": "r", "rule_version": 1,
+             "rule_name": "R", "kind": "keyword", "severity": "high", "reason": "why",
+             "first_raised_at": 1733530000.123456, "agent_id": None, "queue": "q",
+             "status": "open", "version": 1, "last_hit_at": 1733530000.5, "assignee": None,
+             "rule_ids": ["r"]}
+    batch = WriteBatch(
+        conversations={f"c{i}": (META | {"id": f"c{i}"}, {"next_seq": i, "f": 0.1 * i})
+                       for i in range(300)},
+        segments=[SegmentRow(f"c{i % 300}", f"s{i}", i, "customer", "cust",
+                             texts[i % len(texts)],
+                             {"neg": 0.1 * i, "neu": 1 / 3, "pos": 1e-7, "compound": -0.9999},
+                             1733530000.0 + i / 7, None, 1733530000.123456789 + i)
+                  for i in range(600)],
+        alerts={"a1": alert},
+        alert_events=[AlertEventRow(alert | {"version": n}, f"t{n}", 2.0 + n)
+                      for n in range(5)])
+
+    async def scenario() -> tuple[list[str], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        store = SQLiteStore(tmp_path / "cc.db")
+        await store.open()
+        try:
+            statements: list[str] = []
+
+            class Counted:
+                """The writer's connection, counting what it is asked to run."""
+
+                def __init__(self, db: sqlite3.Connection) -> None:
+                    self.db, self.in_transaction = db, False
+
+                def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+                    statements.append(sql)
+                    cursor = self.db.execute(sql, *args)
+                    self.in_transaction = self.db.in_transaction
+                    return cursor
+
+                def executemany(self, sql: str, rows: list[Any]) -> sqlite3.Cursor:
+                    statements.extend([sql] * len(rows))  # (a step, and the lock, a row)
+                    return self.db.executemany(sql, rows)
+
+            await store._writer.run(lambda db: sqlite_store._write(Counted(db), batch))
+            segments = await store._writer.run(lambda db: [tuple(r) for r in db.execute(
+                "SELECT conversation_id, segment_id, seq, text, neg, neu, pos, compound, "
+                "started_at, received_at FROM segments ORDER BY seq")])
+            events = await store._writer.run(lambda db: [tuple(r) for r in db.execute(
+                "SELECT id, type, at FROM alert_events ORDER BY id")])
+            return statements, segments, events
+        finally:
+            await store.close()
+
+    statements, segments, events = run(scenario())
+    assert len(statements) == 6  # BEGIN, conversations, segments, alerts, alert events, COMMIT
+    assert segments == [(s.conversation_id, s.segment_id, s.seq, s.text, s.scores["neg"],
+                         s.scores["neu"], s.scores["pos"], s.scores["compound"],
+                         s.started_at, s.received_at) for s in batch.segments]
+    assert events == [(e.event_id, e.type, e.at) for e in batch.alert_events]
+    assert [e.event_id for e in batch.alert_events] == [1, 2, 3, 4, 5]
