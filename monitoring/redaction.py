@@ -16,6 +16,7 @@ cost is linear in the text.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -49,6 +50,9 @@ _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
 _SSN = re.compile(r"(?<!\d)\d{3}-\d{2}-\d{4}(?!\d)")
 # Bounded parts: no pattern here can backtrack over a long run of one character.
 _MAYBE = re.compile(r"[0-9@]")  # every kind holds a digit, or an @
+_DIGIT = re.compile(r"\d")
+# The fewest digits each kind can hold: a text with fewer is not searched for it.
+_FEWEST = {"card": 13, "iban": 2, "ssn": 9}
 
 
 def _grouped(*sizes: int, separators: str = " .-") -> re.Pattern[str]:
@@ -65,28 +69,36 @@ def _compact(valid: Validator) -> Validator:
     return lambda value: valid(re.sub(r"[\s.-]", "", value))
 
 
+IdKind = tuple[re.Pattern[str], Validator, int]  # the pattern, its check, its fewest digits
+
+
+def _digits_only(valid: Validator, *sizes: int) -> IdKind:
+    return _grouped(*sizes), valid, sum(sizes)
+
+
 # National ids with letters: distinctive enough to look for in every region.
-_LETTERED_IDS: list[tuple[re.Pattern[str], Validator]] = [
-    (re.compile(r"\b\d{2}\.?\d{3}\.?\d{3}[ -]?[A-Z]\b", re.IGNORECASE), _compact(dni.is_valid)),
-    (re.compile(r"\b[XYZ][ -]?\d{7}[ -]?[A-Z]\b", re.IGNORECASE), _compact(nie.is_valid)),
+_LETTERED_IDS: list[IdKind] = [
+    (re.compile(r"\b\d{2}\.?\d{3}\.?\d{3}[ -]?[A-Z]\b", re.IGNORECASE), _compact(dni.is_valid),
+     8),
+    (re.compile(r"\b[XYZ][ -]?\d{7}[ -]?[A-Z]\b", re.IGNORECASE), _compact(nie.is_valid), 7),
     (re.compile(r"\b[A-Z]{6}\d{2}[A-Z]\d{2}[A-Z]\d{3}[A-Z]\b", re.IGNORECASE),
-     codicefiscale.is_valid),
-    (re.compile(r"\b[A-Z]{4}\d{6}[HM][A-Z]{5}[A-Z0-9]\d\b", re.IGNORECASE), curp.is_valid),
+     codicefiscale.is_valid, 7),
+    (re.compile(r"\b[A-Z]{4}\d{6}[HM][A-Z]{5}[A-Z0-9]\d\b", re.IGNORECASE), curp.is_valid, 7),
 ]
 # National ids of digits alone, looked for in their region only.
-_REGIONAL_IDS: dict[str, list[tuple[re.Pattern[str], Validator]]] = {
-    "AU": [(_grouped(3, 3, 3), tfn.is_valid)],
-    "BE": [(_grouped(2, 2, 2, 3, 2), nn.is_valid)],
-    "BR": [(_grouped(3, 3, 3, 2), cpf.is_valid)],
-    "CA": [(_grouped(3, 3, 3), sin.is_valid)],
-    "DE": [(_grouped(2, 3, 3, 3), idnr.is_valid)],
-    "FR": [(_grouped(1, 2, 2, 2, 3, 3, 2), nir.is_valid)],
-    "GB": [(_grouped(3, 3, 4), nhs.is_valid)],
-    "IN": [(_grouped(4, 4, 4), aadhaar.is_valid)],
-    "NL": [(_grouped(4, 2, 3), bsn.is_valid), (_grouped(9), bsn.is_valid)],
-    "PL": [(_grouped(11), pesel.is_valid)],
-    "SE": [(_grouped(6, 4), personnummer.is_valid)],
-    "ZA": [(_grouped(13), za_idnr.is_valid)],
+_REGIONAL_IDS: dict[str, list[IdKind]] = {
+    "AU": [_digits_only(tfn.is_valid, 3, 3, 3)],
+    "BE": [_digits_only(nn.is_valid, 2, 2, 2, 3, 2)],
+    "BR": [_digits_only(cpf.is_valid, 3, 3, 3, 2)],
+    "CA": [_digits_only(sin.is_valid, 3, 3, 3)],
+    "DE": [_digits_only(idnr.is_valid, 2, 3, 3, 3)],
+    "FR": [_digits_only(nir.is_valid, 1, 2, 2, 2, 3, 3, 2)],
+    "GB": [_digits_only(nhs.is_valid, 3, 3, 4)],
+    "IN": [_digits_only(aadhaar.is_valid, 4, 4, 4)],
+    "NL": [_digits_only(bsn.is_valid, 4, 2, 3), _digits_only(bsn.is_valid, 9)],
+    "PL": [_digits_only(pesel.is_valid, 11)],
+    "SE": [_digits_only(personnummer.is_valid, 6, 4)],
+    "ZA": [_digits_only(za_idnr.is_valid, 13)],
 }
 _LINK = re.compile(r"(?:https?://|www\.)\S{1,2000}", re.IGNORECASE)
 _EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}")
@@ -110,7 +122,7 @@ def finds(text: str, region: str = DEFAULT_REGION) -> list[Find]:
     if not _MAYBE.search(text):  # (most turns: no digit, no @, nothing to look for)
         return []
     links = [(m.start(), m.end()) for m in _LINK.finditer(text)]
-    found = sorted((f for f in _all(text, region)
+    found = sorted((f for f in _all(text, region, len(_DIGIT.findall(text)))
                     if not any(start <= f.start < end for start, end in links)),
                    key=lambda f: (f.start, -f.end))
     kept: list[Find] = []
@@ -138,21 +150,48 @@ def redacted(text: str, region: str = DEFAULT_REGION) -> str:
     return redact(text, region).text
 
 
-def _all(text: str, region: str) -> Iterator[Find]:
-    for match in _CARD.finditer(text):
-        if luhn.is_valid(re.sub(r"[ -]", "", match.group())):
-            yield Find(match.start(), match.end(), "card")
-    for match in _IBAN.finditer(text):
-        if iban.is_valid(match.group()):
-            yield Find(match.start(), match.end(), "iban")
-    for match in _SSN.finditer(text):
-        if ssn.is_valid(match.group()):
-            yield Find(match.start(), match.end(), "ssn")
-    for pattern, valid in (*_LETTERED_IDS, *_REGIONAL_IDS.get(region, ())):
-        for match in pattern.finditer(text):
-            if valid(match.group()):
-                yield Find(match.start(), match.end(), "national_id")
-    for match in _EMAIL.finditer(text):
-        yield Find(match.start(), match.end(), "email")
-    for number in phonenumbers.PhoneNumberMatcher(text, region):
-        yield Find(number.start, number.end, "phone")
+@functools.cache
+def fewest_phone_digits(region: str) -> int:
+    """The fewest digits of a valid phone number in a text read in ``region``: a national
+    number of the region, or any number written with its country code."""
+    def shortest(metadata: phonenumbers.PhoneMetadata | None) -> int:
+        lengths = [n for n in metadata.general_desc.possible_length if n > 0] \
+            if metadata is not None and metadata.general_desc is not None else []
+        return min(lengths, default=1)
+
+    national = shortest(phonenumbers.PhoneMetadata.metadata_for_region(region))
+    international = min(
+        [len(str(m.country_code)) + shortest(m) for r in phonenumbers.SUPPORTED_REGIONS
+         if (m := phonenumbers.PhoneMetadata.metadata_for_region(r)) is not None]
+        + [len(str(cc)) + shortest(phonenumbers.PhoneMetadata.metadata_for_nongeo_region(cc))
+           for cc in phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS])
+    return min(national, international)
+
+
+def _all(text: str, region: str, digits: int) -> Iterator[Find]:
+    """Every candidate that validates; ``digits``: how many the text holds (a kind that
+    needs more is not looked for: most turns hold a few, and the phone matcher is the
+    costliest part)."""
+    if digits >= _FEWEST["card"]:
+        for match in _CARD.finditer(text):
+            if luhn.is_valid(re.sub(r"[ -]", "", match.group())):
+                yield Find(match.start(), match.end(), "card")
+    if digits >= _FEWEST["iban"]:
+        for match in _IBAN.finditer(text):
+            if iban.is_valid(match.group()):
+                yield Find(match.start(), match.end(), "iban")
+    if digits >= _FEWEST["ssn"]:
+        for match in _SSN.finditer(text):
+            if ssn.is_valid(match.group()):
+                yield Find(match.start(), match.end(), "ssn")
+    for pattern, valid, fewest in (*_LETTERED_IDS, *_REGIONAL_IDS.get(region, ())):
+        if digits >= fewest:
+            for match in pattern.finditer(text):
+                if valid(match.group()):
+                    yield Find(match.start(), match.end(), "national_id")
+    if "@" in text:
+        for match in _EMAIL.finditer(text):
+            yield Find(match.start(), match.end(), "email")
+    if digits >= fewest_phone_digits(region):
+        for number in phonenumbers.PhoneNumberMatcher(text, region):
+            yield Find(number.start, number.end, "phone")

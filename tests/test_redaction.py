@@ -3,6 +3,8 @@ placeholders, overlaps, and no digit of a redacted number left behind."""
 
 from __future__ import annotations
 
+import json
+import re
 import time
 
 import pytest
@@ -10,8 +12,9 @@ from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
+from monitoring import redaction
 from monitoring.redaction import Redacted, finds, redact
-from tests.conftest import Connector, Stored, Users, auth
+from tests.conftest import SHARED_DATA, Connector, Stored, Users, auth
 
 
 @pytest.mark.parametrize(("text", "expected", "kinds"), [
@@ -74,6 +77,33 @@ def test_an_id_of_digits_alone_is_looked_for_in_its_region_only() -> None:
     assert redact("ref 111222333", region="NL").text == "ref [NATIONAL_ID]"
     assert redact("ref 111222333", region="US").text == "ref 111222333"  # an order number
     assert redact("ref 2341 2341 2346", region="GB").kinds == ()
+
+
+def _texts_with_digits() -> list[str]:
+    """Every turn of the twitter-care corpus holding a digit or an @, and numbers written
+    at each kind's fewest digits (short international phone numbers, vanity numbers)."""
+    corpus = SHARED_DATA / "twitter-care" / "conversations.jsonl"
+    turns = [turn["text"] for line in corpus.read_text().splitlines()
+             for turn in json.loads(line)["turns"]]
+    return [t for t in turns if re.search(r"[0-9@]", t)] + [
+        "+683 4002", "ring +683 4002 now", "+49 30 1234", "4002", "030 1234",
+        "1-800-FLOWERS", "+1 800 FLOWERS", "call 555-0100", "+800 1234 5678",
+        "536-90-4399", "4111 1111 1111 1111", "GB82 WEST 1234 5698 7654 32",
+        "54362315K", "X2482300W", "RCCMNL83S18D969H", "BOXW310820HNERXN09",
+        *(number for _, number in NATIONAL_IDS), "a@b.co", "\u0663\u0664\u0665\u0666",
+    ]
+
+
+@pytest.mark.parametrize("region", ["US", "DE", "NU", "GB", "IN", "NL", "FR", "ZA"])
+def test_the_digit_count_spares_only_searches_that_could_find_nothing(region: str) -> None:
+    # `_all` skips a kind in a text with fewer digits than the kind needs: the same finds
+    # as searching every text for every kind.
+    texts = _texts_with_digits()
+    assert len(texts) > 1000
+    for text in texts:
+        digits = len(re.findall(r"\d", text))
+        assert list(redaction._all(text, region, digits)) == list(
+            redaction._all(text, region, 10**9)), text
 
 
 def test_overlapping_finds_keep_the_first_and_longest() -> None:
