@@ -53,6 +53,7 @@ class Committing:
     finals: int  # segments scored
     done: Callable[[], None]  # called once the batch is answered
     write: asyncio.Future[None]
+    started: float = 0.0  # time.monotonic() when its write started
 
 
 async def _retried(read: Callable[[], Awaitable[T]]) -> T:
@@ -73,12 +74,15 @@ class EmbeddedPipeline(Pipeline):
                  batch_size: int = 500, scorer: Scorer | None = None,
                  freeze: bool = True, idle_timeout: float = 0.0,
                  policy: AlertPolicy | None = None, redact: Redact | None = None,
-                 recording: Policies | None = None) -> None:
+                 recording: Policies | None = None, commit_window: float = 0.0) -> None:
+        """``commit_window``: seconds the next batch may gather behind a write in flight
+        (see `run`); the rest as `Pipeline`."""
         super().__init__(store, outlet, rules, rolling, batch_size, scorer, freeze=freeze,
                          idle_timeout=idle_timeout, policy=policy, redact=redact,
                          recording=recording)
         self.restored = asyncio.Event()  # set once `restore` has brought back every one
         self._committing: Committing | None = None  # the batch being written (see `run`)
+        self.commit_window = commit_window
 
     async def restore(self) -> None:
         """Bring back every live conversation the store holds, then set `restored`.
@@ -123,11 +127,20 @@ class EmbeddedPipeline(Pipeline):
         """Take batches off the bus and process them, one ahead: a batch is applied while
         the one before it is being written, and answered once that write is done (in
         order; never before its own write). Clock rules run beside, never in the middle
-        of a batch."""
+        of a batch.
+
+        While a write is in flight, the next batch gathers for up to ``commit_window``
+        from the write's start (or until the write is done, or a full batch waits): at
+        a moderate rate, fewer and fuller batches, each with its own commit and fixed
+        costs, for at most that much more latency."""
         clock = asyncio.create_task(self.clock(), name="pipeline-clock")
         taking: asyncio.Future[list[Delivery]] | None = None
         try:
             while True:
+                if taking is None and self._committing is not None and self.commit_window:
+                    left = self._committing.started + self.commit_window - time.monotonic()
+                    if left > 0 and bus.depth < self.batch_size:
+                        await asyncio.wait([self._committing.write], timeout=left)
                 taking = taking or asyncio.ensure_future(bus.take(self.batch_size))
                 waiting: list[asyncio.Future[Any]] = [taking]
                 if self._committing is not None:
@@ -188,7 +201,8 @@ class EmbeddedPipeline(Pipeline):
                 effects, finals = applied
                 effects.save_state(time.time())  # now: what the next batch changes is not in it
                 self._committing = Committing(deliveries, effects, finals, done,
-                                              asyncio.ensure_future(self._store_batch(effects)))
+                                              asyncio.ensure_future(self._store_batch(effects)),
+                                              time.monotonic())
         except Exception:
             await self._finish_committing()
             self._failed_by_bug(deliveries)

@@ -180,7 +180,8 @@ class Embedded:
                                     scorer_for(settings), freeze=settings.gc_freeze_seconds > 0,
                                     idle_timeout=settings.idle_timeout_seconds,
                                     policy=settings.alert_policy, redact=settings.redactor,
-                                    recording=settings.recording_policies)
+                                    recording=settings.recording_policies,
+                                    commit_window=settings.commit_window_ms / 1000)
         alert_stream = await _alert_stream(settings, store, hub)
         await store.release_delivery_leases()  # (held by this process before a crash)
         webhooks = _webhooks(settings, store)

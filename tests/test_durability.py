@@ -587,3 +587,32 @@ def test_a_batch_is_written_in_one_statement_a_table_and_reads_back_exactly(
                          s.started_at, s.received_at) for s in batch.segments]
     assert events == [(e.event_id, e.type, e.at) for e in batch.alert_events]
     assert [e.event_id for e in batch.alert_events] == [1, 2, 3, 4, 5]
+
+
+def test_the_next_batch_gathers_behind_a_write_in_flight_for_the_commit_window(
+        tmp_path: Path, connector_token: str, backend: str) -> None:
+    """With a commit window, what arrives while a write is in flight waits for the
+    window (here longer than the sends take) and is then applied as one batch."""
+    store = HeldWrites(make_store(backend, tmp_path))
+    settings = Settings(database=tmp_path / "cc.db", commit_window_ms=300)
+    with (TestClient(create_app(settings, store)) as client,  # type: ignore[arg-type]
+          client.websocket_connect("/v1/ingest", headers=auth(connector_token)) as ws):
+        pipeline, c = pipeline_of(client), Connector(ws)
+        c.start("w1")
+        before = pipeline.batches
+        store.hold.set()
+
+        def say(sid: str) -> None:
+            ws.send_json({"type": "segment", "conversation_id": "w1", "segment_id": sid,
+                          "role": "customer", "text": "hello"})
+
+        say("s1")
+        assert store.waiting.wait(10)  # s1's batch is being written
+        for n in range(2, 6):
+            say(f"s{n}")
+        _until(lambda: pipeline.conversations["w1"].counts["customer"] == 5)
+        store.hold.clear()
+        store.release.set()
+        assert [ws.receive_json()["segment_id"] for _ in range(5)] == [
+            "s1", "s2", "s3", "s4", "s5"]
+        assert pipeline.batches == before + 2  # s1; then s2 to s5 together
