@@ -1084,7 +1084,7 @@ class Suite:
     def monitored(self) -> dict[str, Any]:
         """``--repeat`` back-to-back runs, each on a fresh server: the first in full, the
         figures of every run under ``runs``."""
-        reports = [self._monitored_once() for _ in range(max(1, self.args.repeat))]
+        reports = [self._monitored_once(n) for n in range(max(1, self.args.repeat))]
         report = reports[0]
         report["runs"] = [{
             "achieved_per_s": r["achieved_per_s"],
@@ -1094,13 +1094,13 @@ class Suite:
         } for r in reports]
         return report
 
-    def _monitored_once(self) -> dict[str, Any]:
+    def _monitored_once(self, n: int) -> dict[str, Any]:
         a = self.args
-        server, token, ready = self.fresh("monitored")
-        n = 300 if self.q else a.monitored_conversations
+        server, token, ready = self.fresh("monitored" if n == 0 else f"monitored-{n + 1}")
+        size = 300 if self.q else a.monitored_conversations
         try:
             report = drive(split(spec_for(
-                server, token, conversations=n, connections=8, monitors=n, alerts=True,
+                server, token, conversations=size, connections=8, monitors=size, alerts=True,
                 setup={"segments": 0, "window": 64},
                 load=self.open_load(a.rate, 10 if self.q else 30)), 1), server,
                 profile=self.profile("monitored"))
@@ -1110,8 +1110,8 @@ class Suite:
         report["start_empty_s"] = round(ready, 3)
         report["offered_per_s"] = a.rate
         report["achieved_per_s"] = round(report["segments"] / report["elapsed_s"], 1)
-        report["shape"] = (f"{a.rate:,.0f} segments/s open loop over {n:,} live conversations "
-                           f"on 8 sockets, {n:,} monitors, 1 alert stream")
+        report["shape"] = (f"{a.rate:,.0f} segments/s open loop over {size:,} live "
+                           f"conversations on 8 sockets, {size:,} monitors, 1 alert stream")
         return report
 
     def build_live(self, name: str, n: int, load: dict[str, Any] | None) -> dict[str, Any]:
@@ -1373,7 +1373,7 @@ def table(r: dict[str, Any], quick: bool) -> str:
                 return [run[key]["p99"] if run[key]["p99"] is not None else float("inf")
                         for run in runs]
 
-            each = " | ".join(
+            each = "; ".join(
                 f"{fmt(run['ack_ms']['p99'], 1)} / {fmt(run['ingest_to_alert_ms']['p99'], 1)}"
                 f" / {fmt(run['segment_to_monitor_ms']['p99'], 1)}" for run in runs)
             row("monitored", f"each of {len(runs)} runs: ack / alert / monitor p99 ms", each,
@@ -1385,7 +1385,7 @@ def table(r: dict[str, Any], quick: bool) -> str:
             saturated = (r["saturated"]["server_cpu_s"] / r["saturated"]["segments"] * 1e6
                          if "saturated" in r else None)
             row("monitored", "server CPU per segment, each run",
-                " | ".join(f"{c} µs" for c in cpu),
+                "; ".join(f"{c} µs" for c in cpu),
                 "≤ 1.5x saturated" if saturated else "",
                 all(c <= 1.5 * saturated for c in cpu) if saturated else None,
                 f"{max(cpu) / saturated:.2f}x saturated's {saturated:.0f} µs (worst run)"
