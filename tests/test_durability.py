@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -301,6 +303,16 @@ class HeldWrites:
         await self._store.write(batch)
 
 
+@contextlib.contextmanager
+def held_ingest(store: HeldWrites, settings: Settings,
+                token: str) -> Iterator[tuple[TestClient, Any, Any, Connector]]:
+    """A service on ``store`` and an ingest socket: the client, the socket, the pipeline
+    and a `Connector` on the socket."""
+    with (TestClient(create_app(settings, store)) as client,  # type: ignore[arg-type]
+          client.websocket_connect("/v1/ingest", headers=auth(token)) as ws):
+        yield client, ws, pipeline_of(client), Connector(ws)
+
+
 def _until(condition: Any, seconds: float = 10.0) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
@@ -316,9 +328,7 @@ def test_a_batch_is_applied_while_the_one_before_is_written_and_answered_after_i
     store = HeldWrites(make_store(backend, tmp_path))
     settings = Settings(database=tmp_path / "cc.db", batch_size=1)
     manager = auth(users.token("CallCenterManager"))
-    with (TestClient(create_app(settings, store)) as client,  # type: ignore[arg-type]
-          client.websocket_connect("/v1/ingest", headers=auth(connector_token)) as ws):
-        pipeline, c = pipeline_of(client), Connector(ws)
+    with held_ingest(store, settings, connector_token) as (client, ws, pipeline, c):
         c.start("p1")
         answered = pipeline.processed
         store.hold.set()
@@ -595,9 +605,7 @@ def test_the_next_batch_gathers_behind_a_write_in_flight_for_the_commit_window(
     window (here longer than the sends take) and is then applied as one batch."""
     store = HeldWrites(make_store(backend, tmp_path))
     settings = Settings(database=tmp_path / "cc.db", commit_window_ms=300)
-    with (TestClient(create_app(settings, store)) as client,  # type: ignore[arg-type]
-          client.websocket_connect("/v1/ingest", headers=auth(connector_token)) as ws):
-        pipeline, c = pipeline_of(client), Connector(ws)
+    with held_ingest(store, settings, connector_token) as (_, ws, pipeline, c):
         c.start("w1")
         before = pipeline.batches
         store.hold.set()
