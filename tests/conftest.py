@@ -345,4 +345,4 @@ def refused(client: TestClient, url: str, headers: dict[str, str]) -> WebSocketD
 
 
 # The console's browser fixtures (tests/console_browser.py).
-from tests.console_browser import chromium, console, console_service  # noqa: E402, F401
+from tests.console_browser import browser, console, console_service, console_setup  # noqa: E402, F401

@@ -1,10 +1,14 @@
 """The console's end-to-end harness: a real service (`contact-center serve`) in a process
 of its own, in each deployment (embedded on SQLite; scale-out: an API node with its
-worker on Redis and PostgreSQL), its users with passwords, and Debian's Chromium driven
-by Playwright. Shared by the console tests (tests/test_console*.py)."""
+worker on Redis and PostgreSQL), its users with passwords, and Debian's Chromium (both
+deployments) and Firefox ESR (the embedded one: what differs between browsers is the
+page, not the server) driven by Playwright. Shared by the console tests
+(tests/test_console*.py)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import shutil
@@ -23,6 +27,10 @@ import pytest
 from tests.conftest import free_port, on_server, run
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Debian's Firefox, driven over WebDriver BiDi (Playwright's "moz-firefox" channel): its
+# own patched Firefox is a download this network refuses.
+FIREFOX = shutil.which("firefox-esr") or "/usr/bin/firefox-esr"
+BROWSERS = {"chromium": CHROMIUM, "firefox": FIREFOX}
 AXE = Path(__file__).parent / "data" / "axe" / "axe.min.js"
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
 PASSWORD = "correct horse battery staple"
@@ -41,21 +49,21 @@ PEOPLE: dict[str, tuple[list[str], str | None, list[str]]] = {
 }
 
 
-def browser_available() -> bool:
+def browser_available(browser: str) -> bool:
     try:
         import playwright  # noqa: F401
     except ImportError:
         return False
-    return Path(CHROMIUM).exists()
+    return Path(BROWSERS[browser]).exists()
 
 
-def need_browser() -> None:
-    """CI installs Chromium (.ci/run): there a missing browser fails; elsewhere it skips."""
-    if browser_available():
+def need_browser(browser: str) -> None:
+    """CI installs the browsers (.ci/run): there a missing one fails; elsewhere it skips."""
+    if browser_available(browser):
         return
     if os.environ.get("CI"):
-        pytest.fail("Chromium and Playwright are needed for the console tests")
-    pytest.skip("Chromium or Playwright is not installed (.ci/run installs them)")
+        pytest.fail(f"{browser} and Playwright are needed for the console tests")
+    pytest.skip(f"{browser} or Playwright is not installed (.ci/run installs them)")
 
 
 @dataclass
@@ -162,11 +170,15 @@ def start_service(root: Path, database: str | None = None,
         service.stop()
 
 
+# The CSP hash of the style Playwright's screenshots add to sync animations.
+_SYNC_ANIMATIONS_STYLE = base64.b64encode(hashlib.sha256(b"body {}").digest()).decode()
+
+
 class Console:
     """One browser page on the console, with what its JavaScript logged as errors."""
 
-    def __init__(self, page: Any, service: Service) -> None:
-        self.page, self.service = page, service
+    def __init__(self, page: Any, service: Service, browser: str) -> None:
+        self.page, self.service, self.browser = page, service, browser
         self.errors: list[str] = []
         page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
         page.on("pageerror", lambda e: self.errors.append(str(e)))
@@ -194,23 +206,39 @@ class Console:
         return found
 
     def screenshot(self, name: str, tmp: Path) -> Path:
-        """A screenshot of the page: into docs/screenshots with CC_WRITE_SCREENSHOTS=1."""
-        folder = SCREENSHOTS if os.environ.get("CC_WRITE_SCREENSHOTS") else tmp
+        """A screenshot of the page: into docs/screenshots with CC_WRITE_SCREENSHOTS=1
+        (Chromium's)."""
+        to_docs = os.environ.get("CC_WRITE_SCREENSHOTS") and self.browser == "chromium"
+        folder = SCREENSHOTS if to_docs else tmp
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{name}.png"
-        self.page.screenshot(path=str(path), full_page=False)
+        # Playwright's screenshots add inline <style>s to the page (to sync animations, to
+        # hide the caret); the page's policy refuses them, and Firefox logs that as an
+        # error, which is the tool's, not the page's. The caret is left as it is.
+        caret = "initial" if self.browser == "firefox" else "hide"
+        self.page.screenshot(path=str(path), full_page=False, caret=caret)
+        self.errors[:] = [e for e in self.errors if _SYNC_ANIMATIONS_STYLE not in e]
         return path
 
 
 # -- fixtures (registered in tests/conftest.py) ----------------------------------------
 
 
-@pytest.fixture(scope="module", params=["embedded", "scaleout"])
-def console_service(request: pytest.FixtureRequest,
+@pytest.fixture(scope="module", params=["embedded-chromium", "scaleout-chromium",
+                                        "embedded-firefox"])
+def console_setup(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """Which deployment serves the console and which browser shows it."""
+    deployment, browser = request.param.split("-")
+    return deployment, browser
+
+
+@pytest.fixture(scope="module")
+def console_service(console_setup: tuple[str, str], request: pytest.FixtureRequest,
                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    need_browser()
+    deployment, browser = console_setup
+    need_browser(browser)
     root = tmp_path_factory.mktemp("console")
-    if request.param == "embedded":
+    if deployment == "embedded":
         yield from start_service(root)
         return
     redis = request.getfixturevalue("redis_server").url
@@ -232,22 +260,27 @@ def aside(sql: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def chromium(console_service: Service) -> Iterator[Any]:
+def browser(console_setup: tuple[str, str], console_service: Service) -> Iterator[Any]:
     """A browser per service: started after it (Playwright's sync API holds the thread's
     event loop while it runs, and the service's set-up needs one)."""
-    need_browser()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        if console_setup[1] == "firefox":
+            launched = playwright.firefox.launch(channel="moz-firefox",
+                                                 executable_path=FIREFOX)
+        else:
+            launched = playwright.chromium.launch(executable_path=CHROMIUM,
+                                                  args=CHROMIUM_ARGS)
         yield launched
         launched.close()
 
 
 @pytest.fixture
-def console(chromium: Any, console_service: Service) -> Iterator[Console]:
-    context = chromium.new_context(viewport={"width": 1280, "height": 800})
-    opened = Console(context.new_page(), console_service)
+def console(browser: Any, console_setup: tuple[str, str],
+            console_service: Service) -> Iterator[Console]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    opened = Console(context.new_page(), console_service, console_setup[1])
     yield opened
     context.close()
     assert opened.errors == [], opened.errors

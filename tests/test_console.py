@@ -1,5 +1,6 @@
-"""The supervisor console end to end, in headless Chromium: signing in, the live wall,
-alerts, monitoring, whisper, permissions and scope, accessibility, reconnection."""
+"""The supervisor console end to end, in headless Chromium and Firefox: signing in, the
+live wall, alerts, monitoring, whisper, permissions and scope, accessibility,
+reconnection."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The console's search and rules pages end to end, in headless Chromium: an analyst
-finds recorded words and opens the conversation; an admin disables, edits and
+"""The console's search and rules pages end to end, in headless Chromium and Firefox: an
+analyst finds recorded words and opens the conversation; an admin disables, edits and
 backtests rules (docs/console.md)."""
 
 from __future__ import annotations
