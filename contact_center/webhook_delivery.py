@@ -114,8 +114,15 @@ class WebhookDelivery:
 
     async def fan_out(self) -> None:
         """Add a delivery for each new alert event and each endpoint that wants it; the
-        ones this node has room for come leased to it, and are tried at once."""
-        through = await self.store.webhooks_fanned_out()
+        ones this node has room for come leased to it, and are tried at once.
+
+        Events no enabled endpoint wants (at or before every one's mark: it was added or
+        enabled after them) are not read: with no endpoint enabled, none are."""
+        enabled = [h for h in await self.store.list_webhooks() if h["enabled"]]
+        if not enabled:
+            return
+        through = max(await self.store.webhooks_fanned_out(),
+                      min(h["after_event_id"] for h in enabled))
         while True:
             page = await self.store.alert_events_after(through, FAN_OUT_BATCH)
             if not page.events:

@@ -77,9 +77,14 @@ def numbered(sql: str) -> str:
 
 
 def update_webhook(changes: dict[str, Any]) -> str:
-    """The UPDATE of the given editable columns (RETURNING the row)."""
-    sets = ", ".join(f"{column} = ?" for column in changes)
-    return f"UPDATE webhooks SET {sets} WHERE id = ? RETURNING *"
+    """The UPDATE of the given editable columns (RETURNING the row). Enabling a disabled
+    endpoint moves its mark to the newest alert event, as adding one sets it: what was
+    raised while it was disabled is not its, however far the fan-out has got."""
+    sets = [f"{column} = ?" for column in changes]
+    if changes.get("enabled"):  # (the CASE reads the row as it was)
+        sets.append(f"after_event_id = CASE WHEN enabled THEN after_event_id "
+                    f"ELSE ({NEWEST_EVENT}) END")
+    return f"UPDATE webhooks SET {', '.join(sets)} WHERE id = ? RETURNING *"
 
 
 def list_deliveries(status: str | None, before: int | None) -> tuple[str, list[Any]]:
