@@ -88,7 +88,7 @@ class WebhookDelivery:
                 await asyncio.wait_for(self._wake.wait(), TICK_SECONDS)
             self._wake.clear()
             failed = False
-            for step in (self._settle, self.fan_out, self._claim):  # (each on its own)
+            for step in (self._settle, self._deliver):  # (each on its own)
                 try:
                     await step()
                 except Exception:
@@ -112,15 +112,23 @@ class WebhookDelivery:
             log.warning("webhook %s disabled: it has been failing for over %.0f s",
                         webhook_id, self.disable_after)
 
-    async def fan_out(self) -> None:
-        """Add a delivery for each new alert event and each endpoint that wants it; the
-        ones this node has room for come leased to it, and are tried at once.
-
-        Events no enabled endpoint wants (at or before every one's mark: it was added or
-        enabled after them) are not read: with no endpoint enabled, none are."""
+    async def _deliver(self) -> None:
+        """Fan new events out, then claim what is due, for the endpoints enabled now: with
+        none, there is nothing to read."""
         enabled = [h for h in await self.store.list_webhooks() if h["enabled"]]
         if not enabled:
             return
+        try:
+            await self.fan_out(enabled)
+        finally:  # (a failed fan-out holds back no retry that is due)
+            await self._claim(enabled)
+
+    async def fan_out(self, enabled: list[dict[str, Any]]) -> None:
+        """Add a delivery for each new alert event and each endpoint that wants it; the
+        ones this node has room for come leased to it, and are tried at once.
+
+        Events no endpoint of ``enabled`` wants (at or before every one's mark: it was
+        added or enabled after them) are not read."""
         through = max(await self.store.webhooks_fanned_out(),
                       min(h["after_event_id"] for h in enabled))
         while True:
@@ -148,11 +156,9 @@ class WebhookDelivery:
             if len(page.events) < FAN_OUT_BATCH:
                 return
 
-    async def _claim(self) -> None:
+    async def _claim(self, enabled: list[dict[str, Any]]) -> None:
         now = time.time()
-        for hook in await self.store.list_webhooks():
-            if not hook["enabled"]:
-                continue
+        for hook in enabled:
             room = TAKEN_PER_ENDPOINT - len(self._in_flight.get(hook["id"], ()))
             if room <= 0:
                 continue
