@@ -49,6 +49,10 @@ class WebhookDelivery:
         self._wake = asyncio.Event()
         self._in_flight: dict[str, set[asyncio.Task[None]]] = {}
         self._outcomes: list[DeliveryOutcome] = []  # tries ended, not recorded yet
+        # Until when a look found no endpoint enabled: alert events waking the loop
+        # meanwhile cost no read (an endpoint added or enabled elsewhere is seen at the
+        # next tick; nothing is missed, the fan-out starts from its cursor).
+        self._none_enabled_until = 0.0
         self._runner: asyncio.Task[None] | None = None
         # Redirects are not followed (a redirect could lead anywhere: a failed try), nor
         # proxies from the environment (the checked address is the one called). No
@@ -63,6 +67,11 @@ class WebhookDelivery:
 
     def wake(self) -> None:
         """An alert event was committed: look now, not at the next tick."""
+        self._wake.set()
+
+    def endpoints_changed(self) -> None:
+        """An endpoint was added or changed on this node: look again now."""
+        self._none_enabled_until = 0.0
         self._wake.set()
 
     async def start(self) -> None:
@@ -114,10 +123,14 @@ class WebhookDelivery:
 
     async def _deliver(self) -> None:
         """Fan new events out, then claim what is due, for the endpoints enabled now: with
-        none, there is nothing to read."""
+        none, there is nothing to read (nor, until the next tick, to look for)."""
+        if time.monotonic() < self._none_enabled_until:
+            return
         enabled = [h for h in await self.store.list_webhooks() if h["enabled"]]
         if not enabled:
+            self._none_enabled_until = time.monotonic() + TICK_SECONDS
             return
+        self._none_enabled_until = 0.0
         try:
             await self.fan_out(enabled)
         finally:  # (a failed fan-out holds back no retry that is due)

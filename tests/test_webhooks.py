@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from standardwebhooks.webhooks import Webhook
 
 from contact_center.settings import Settings
+from contact_center.webhook_delivery import TICK_SECONDS
 from tests.conftest import Connector, Users, auth, make_app, wait_for_partitions
 from tests.test_alert_workflow import INSULT, RULES, use_rules
 from tests.test_server import Server
@@ -171,13 +172,18 @@ def test_alert_events_reach_a_receiver_signed_filtered_and_logged(
 
 
 class ReadsCounted:
-    """The service's store, counting the alert events the webhook fan-out reads."""
+    """The service's store, counting what the webhook delivery reads: the endpoints
+    (looks) and pages of alert events."""
 
     def __init__(self, store: Any) -> None:
-        self.store, self.pages = store, 0
+        self.store, self.looks, self.pages = store, 0, 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
+
+    async def list_webhooks(self) -> Any:
+        self.looks += 1
+        return await self.store.list_webhooks()
 
     async def alert_events_after(self, after: int, limit: int) -> Any:
         self.pages += 1
@@ -199,16 +205,20 @@ def test_with_no_endpoint_enabled_no_event_is_read_and_one_enabled_gets_only_lat
                             json={"enabled": False}).json()["enabled"] is False
         delivery = client.app.state.runtime.webhooks  # type: ignore[attr-defined]
         counted = delivery.store = ReadsCounted(delivery.store)
-        _alert_on(client, connector, "n1")  # wakes the fan-out: it has nothing to do
+        began = time.monotonic()
+        for n in range(1, 6):  # each alert event wakes the delivery: it has nothing to do
+            _alert_on(client, connector, f"n{n}")
         time.sleep(1.5)  # (and past its tick)
         assert counted.pages == 0
+        # Not a look a wake: one a tick at most (and one for the change just made).
+        assert counted.looks <= 2 + (time.monotonic() - began) / TICK_SECONDS
         assert client.patch(f"/v1/webhooks/{hook['id']}", headers=admin,
                             json={"enabled": True}).json()["enabled"] is True
-        _alert_on(client, connector, "n2")
+        _alert_on(client, connector, "n6")
         receiver.wait_for(1)
-        time.sleep(1.5)  # (n1's raised, if it were sent, would be by now)
+        time.sleep(1.5)  # (n1's to n5's, if they were sent, would be by now)
         assert [json.loads(body)["data"]["alert"]["conversation_id"]
-                for _, body in receiver.requests] == ["n2"]
+                for _, body in receiver.requests] == ["n6"]
         assert counted.pages >= 1  # (enabled: it reads again)
 
 

@@ -147,6 +147,7 @@ async def add_webhook(request: Request, body: WebhookFields,
                 "disabled_reason": None, "failing_since": None, "created_at": time.time(),
                 "created_by": principal.username}
         stored = await store.add_webhook(hook)
+    request.app.state.runtime.webhooks.endpoints_changed()
     return _public(stored) | {"secret": stored["secret"]}
 
 
@@ -192,6 +193,7 @@ async def change_webhook(request: Request, webhook_id: str, change: WebhookChang
             else await _found(request, webhook_id)
         if hook is None:
             await _found(request, webhook_id)  # (deleted meanwhile: 404)
+    request.app.state.runtime.webhooks.endpoints_changed()
     return _public(hook)
 
 
