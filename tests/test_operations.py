@@ -182,7 +182,9 @@ def test_no_token_or_transcript_text_is_logged(
     # (The test's own HTTP client logs its requests: not the server's.)
     logged = "\n".join(r.getMessage() for r in caplog.records
                         if not r.name.startswith(("httpx", "httpcore")))
-    assert "4111" not in logged and connector_token not in logged
+    # (Not "4111" alone: random hex request ids hold it by chance.)
+    assert "4111 1111" not in logged and "q=4111" not in logged
+    assert connector_token not in logged
     assert "x" * 43 not in logged
     assert "WS /v1/ingest 101" in logged  # the socket's own access line
 
