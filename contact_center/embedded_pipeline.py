@@ -53,7 +53,6 @@ class Committing:
     finals: int  # segments scored
     done: Callable[[], None]  # called once the batch is answered
     write: asyncio.Future[None]
-    started: float = 0.0  # time.monotonic() when its write started
 
 
 async def _retried(read: Callable[[], Awaitable[T]]) -> T:
@@ -83,6 +82,7 @@ class EmbeddedPipeline(Pipeline):
         self.restored = asyncio.Event()  # set once `restore` has brought back every one
         self._committing: Committing | None = None  # the batch being written (see `run`)
         self.commit_window = commit_window
+        self._write_started = 0.0  # time.monotonic() when the last write started
 
     async def restore(self) -> None:
         """Bring back every live conversation the store holds, then set `restored`.
@@ -129,18 +129,20 @@ class EmbeddedPipeline(Pipeline):
         order; never before its own write). Clock rules run beside, never in the middle
         of a batch.
 
-        While a write is in flight, the next batch gathers for up to ``commit_window``
-        from the write's start (or until the write is done, or a full batch waits): at
-        a moderate rate, fewer and fuller batches, each with its own commit and fixed
-        costs, for at most that much more latency."""
+        The next batch gathers until ``commit_window`` after the last write started
+        (unless a full batch waits): while that write is in flight, and, if that write's
+        batch held several events (several sources sending at once), after it too, its
+        batch answered as soon as it is written. At a moderate rate: fewer and fuller
+        batches, each with its own commit and fixed costs, for at most that much more
+        latency. After a batch of one event (say one source sending turn by turn, waiting
+        for each answer) the next is taken as soon as the write is done."""
         clock = asyncio.create_task(self.clock(), name="pipeline-clock")
         taking: asyncio.Future[list[Delivery]] | None = None
+        after_several = False
         try:
             while True:
-                if taking is None and self._committing is not None and self.commit_window:
-                    left = self._committing.started + self.commit_window - time.monotonic()
-                    if left > 0 and bus.depth < self.batch_size:
-                        await asyncio.wait([self._committing.write], timeout=left)
+                if taking is None and self.commit_window:
+                    await self._gather(bus, after_several)
                 taking = taking or asyncio.ensure_future(bus.take(self.batch_size))
                 waiting: list[asyncio.Future[Any]] = [taking]
                 if self._committing is not None:
@@ -151,6 +153,7 @@ class EmbeddedPipeline(Pipeline):
                         await self._finish_committing()
                     continue
                 deliveries, taking = taking.result(), None
+                after_several = len(deliveries) > 1
                 await self._apply_ahead(deliveries, functools.partial(bus.done,
                                                                       len(deliveries)))
         finally:
@@ -166,6 +169,25 @@ class EmbeddedPipeline(Pipeline):
                 committing.write.add_done_callback(_retrieve)
                 self._refuse(committing.deliveries)
                 committing.done()
+
+    async def _gather(self, bus: InMemoryBus, after_several: bool) -> None:
+        """Let the next batch gather until ``commit_window`` after the last write's start:
+        while that write is in flight, and after it only ``after_several`` (see `run`),
+        answering it at once when it is done."""
+        while bus.depth < self.batch_size:
+            left = self._write_started + self.commit_window - time.monotonic()
+            if left <= 0:
+                return
+            if self._committing is not None and not self._committing.write.done():
+                await asyncio.wait([self._committing.write], timeout=left)
+                continue
+            if not after_several:
+                return
+            if self._committing is not None:
+                async with self.lock:
+                    await self._finish_committing()
+            await asyncio.sleep(left)
+            return
 
     async def _apply_ahead(self, deliveries: list[Delivery], done: Callable[[], None]) -> None:
         """Apply a batch, answer the batch being written, then start this one's write
@@ -200,9 +222,9 @@ class EmbeddedPipeline(Pipeline):
             if applied is not None:
                 effects, finals = applied
                 effects.save_state(time.time())  # now: what the next batch changes is not in it
+                self._write_started = time.monotonic()
                 self._committing = Committing(deliveries, effects, finals, done,
-                                              asyncio.ensure_future(self._store_batch(effects)),
-                                              time.monotonic())
+                                              asyncio.ensure_future(self._store_batch(effects)))
         except Exception:
             await self._finish_committing()
             self._failed_by_bug(deliveries)

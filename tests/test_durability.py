@@ -599,6 +599,48 @@ def test_a_batch_is_written_in_one_statement_a_table_and_reads_back_exactly(
     assert [e.event_id for e in batch.alert_events] == [1, 2, 3, 4, 5]
 
 
+def test_the_commit_window_holds_back_neither_answers_nor_one_source_turn_by_turn(
+        tmp_path: Path, connector_token: str, backend: str) -> None:
+    """After a batch of several events, the next gathers until the window after its write
+    started, that write answered as soon as it is done; one source sending turn by turn,
+    each after its answer, is never held for the window."""
+    store = HeldWrites(make_store(backend, tmp_path))
+    settings = Settings(database=tmp_path / "cc.db", commit_window_ms=300)
+    with held_ingest(store, settings, connector_token) as (_, ws, pipeline, c):
+        window = 3.0  # (longer than the setting allows: far above any noise)
+
+        def say(sid: str) -> None:
+            ws.send_json({"type": "segment", "conversation_id": "w2", "segment_id": sid,
+                          "role": "customer", "text": "hello"})
+
+        pipeline.commit_window = window
+        sent = time.monotonic()
+        c.start("w2")
+        for n in range(1, 4):  # (each waits for its answer)
+            assert c.say("w2", f"t{n}", "hello")["status"] == "accepted"
+        assert time.monotonic() - sent < window  # four round trips, none held
+
+        pipeline.commit_window = 0.3  # s2 and s3 are taken behind s1's held write ...
+        before = pipeline.batches
+        store.hold.set()
+        say("s1")
+        assert store.waiting.wait(10)
+        say("s2")
+        say("s3")
+        _until(lambda: pipeline.conversations["w2"].counts["customer"] == 6)
+        pipeline.commit_window = window  # ... as one batch; its write starts once s1's ends
+        store.hold.clear()
+        store.release.set()
+        released = time.monotonic()
+        assert [ws.receive_json()["segment_id"] for _ in range(3)] == ["s1", "s2", "s3"]
+        assert time.monotonic() - released < window / 2  # answered, not held
+        say("s4")  # (within the window after s2 and s3's write started)
+        time.sleep(0.2)
+        say("s5")
+        assert [ws.receive_json()["segment_id"] for _ in range(2)] == ["s4", "s5"]
+        assert pipeline.batches == before + 3  # s1; s2 and s3; s4 and s5 together
+
+
 def test_the_next_batch_gathers_behind_a_write_in_flight_for_the_commit_window(
         tmp_path: Path, connector_token: str, backend: str) -> None:
     """With a commit window, what arrives while a write is in flight waits for the
