@@ -28,6 +28,9 @@ _I = r"(?:i|we|i'?m|im|i am|we'?re|we are|i'?ve|we'?ve|i have|we have|i'?ll|we'?
 _COMPANY = (r"(?:you|y'?all|you guys|your (?:\w+ )?(?:company|service|support|team|staff|"
             r"people|app|product|customer service|bank|store)|this company|they|their "
             r"(?:\w+ )?(?:service|support|company))")
+# What a customer tried, counted ("three calls", "12 emails").
+_TRIES = (r"(?:msg'?s|messages|e-?mails|calls|phone calls|tickets|tweets|dms|requests|"
+          r"complaints|chats|attempts|times|hours on the phone)")
 PATTERNS: dict[str, tuple[str, ...]] = {
     # Leaving, decided or threatened, in any tense: switching, going elsewhere, never again.
     "churn": (
@@ -98,7 +101,7 @@ PATTERNS: dict[str, tuple[str, ...]] = {
         r"gonna) go public", r"the (?:media|press)(?! (?:release|conference|kit)\b)",
         r"(?:journalists?|reporters?|news (?:station|channel|outlet|desk)s?)",
         r"(?:cnn|bbcnews|bbcbreakfast|nbcnews|cbsnews|abcnews|foxnews|nytimes|wsj|"
-        r"consumerreports|watchdog\w{0,24}|\w{0,24}newsdesk)",
+        r"consumerreports|watchdog\w{0,24})", r"\w{0,24}newsdesk",
         r"warn (?:people|everyone|others|other customers|every\w*)",
         r"(?:tell|telling|let) (?:everyone|everybody|all my friends|the world|the internet)",
         r"(?:post|posting|share|sharing|spread|spreading) (?:this|it|my (?:story|experience)"
@@ -171,9 +174,8 @@ PATTERNS: dict[str, tuple[str, ...]] = {
         r"(?:twice|\w+ times) now", r"how many times", r"yet again", r"again and again",
         r"over and over", r"every (?:single )?time (?:i|we) (?:call|contact|message|email|"
         r"reach out|ask|tweet|chat)",
-        r"(?:several|multiple|many|numerous|countless|so many|\d+|two|three|four|five) "
-        r"(?:msg'?s|messages|e-?mails|calls|phone calls|tickets|tweets|dms|requests|"
-        r"complaints|chats|attempts|times|hours on the phone)",
+        rf"(?:several|multiple|many|numerous|countless|so many|two|three|four|five) {_TRIES}",
+        rf"\d+ {_TRIES}",
         r"(?:emailed|called|messaged|contacted|tweeted|asked|reached out|written|wrote|"
         r"tried|dm'?d|rang)(?: to)? (?:you|y'?all|you guys|support|them|customer service)? ?"
         r"(?:twice|\w+ times|again|repeatedly|multiple times|several times|many times)",
@@ -277,6 +279,8 @@ def _compile(patterns: Iterable[str]) -> re.Pattern[str]:
 
 
 _SPACE = [(sre.IN, [(sre.CATEGORY, sre.CATEGORY_SPACE)])]
+_DIGIT = [(sre.IN, [(sre.CATEGORY, sre.CATEGORY_DIGIT)])]
+_DIGIT_KEY = "#digit"  # the index key of a match that starts with any digit
 
 
 def _is_space(op: Any, av: Any) -> bool:
@@ -286,7 +290,8 @@ def _is_space(op: Any, av: Any) -> bool:
 
 def _leading(items: list[Any], prefix: str = "") -> set[str] | None:
     """How a match of a parsed pattern can start, as index keys: its first three letters,
-    or "=" and a whole first word shorter than that; None when that cannot be told."""
+    or "=" and a whole first word shorter than that, or `_DIGIT_KEY`; None when that
+    cannot be told."""
     for n, (op, av) in enumerate(items):
         if op is sre.LITERAL and chr(av) != "'":
             prefix += chr(av).lower()
@@ -304,6 +309,8 @@ def _leading(items: list[Any], prefix: str = "") -> set[str] | None:
             body = list(av[2])
             starts = _leading(body * max(av[0], 1) + rest, prefix)
             return starts if av[0] else _union([starts, _leading(rest, prefix)])
+        if not prefix and [(op, av)] == _DIGIT:
+            return {_DIGIT_KEY}
         return {prefix} if len(prefix) == 2 else None
     return {"=" + prefix} if prefix else None
 
@@ -377,7 +384,10 @@ _TOKEN = re.compile(r"[\w*]+")
 def _started_by(start: str) -> frozenset[int]:
     """The patterns whose matches can start a token that begins with ``start`` (its first
     three characters, or all of a shorter one: all the index keys look at)."""
-    keys = (start, start[:2], "=" + start) if len(start) < 3 else (start, start[:2])
+    keys: tuple[str, ...] = ((start, start[:2], "=" + start) if len(start) < 3
+                             else (start, start[:2]))
+    if start[0].isdecimal():  # (what `\d` matches)
+        keys += (_DIGIT_KEY,)
     return frozenset(i for key in keys for i in _BY_START.get(key, ()))
 
 
