@@ -199,6 +199,14 @@ def _texts() -> list[str]:
     return texts
 
 
+def test_no_signal_pattern_runs_on_every_turn() -> None:
+    """Each pattern is indexed by how its matches start or by a piece of text they hold,
+    so a turn runs only the few that could match it (see bench/README.md)."""
+    assert [signals._PATTERNS[i][1].pattern for i in signals._ALWAYS] == []
+    assert signals._candidates("the order came on time, thanks") != signals._candidates(
+        "i sent 12 emails to your newsdesk")
+
+
 @needs_corpus
 def test_fast_signal_detection_equals_the_plain_patterns() -> None:
     """`detect` skips patterns that cannot match; it must find what every pattern, run
