@@ -1441,6 +1441,19 @@ def table(r: dict[str, Any], quick: bool) -> str:
                 f"{sat['segments_per_s'] / embedded:.2f}x embedded" if embedded else "") if x),
             cpu=cpu_of(sat))
         row("scale-out", "saturated ack p50 / p99 / max ms", lat(sat, "ack_ms")[0])
+        by_process = sat.get("server_cpu_s_by_process", {})
+        workers = sum(v for k, v in by_process.items() if k.startswith("worker"))
+        if workers:
+            per = workers / sat["segments"] * 1e6
+            ours = r.get("saturated", {})
+            mine = ours["server_cpu_s"] / ours["segments"] * 1e6 if ours.get("segments") else 0
+            row("scale-out", "saturated: the workers' CPU per segment", f"{per:.0f} µs",
+                "≤ 1.3x embedded", per <= 1.3 * mine if mine else None,
+                "; ".join(x for x in (
+                    f"{per / mine:.2f}x the embedded server's {mine:.0f} µs" if mine else "",
+                    "the API node {:.0f} µs, Redis {:.0f} µs; PostgreSQL's in the rest".format(
+                        *(by_process.get(k, 0) / sat["segments"] * 1e6
+                          for k in ("api node", "redis")))) if x))
         row("scale-out", f"achieved segments/s at {fmt(live['offered_per_s'])}/s offered",
             fmt(live["achieved_per_s"]), cpu=cpu_of(live))
         text, p99 = lat(live, "ack_ms")
