@@ -15,11 +15,12 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
+from analytics.fulltext import parse
 from contact_center import protocol as p
 from contact_center.app import create_app
 from contact_center.buses import InMemoryBus, Source
 from contact_center.settings import Settings
-from contact_center.stores import AlertEventRow, SegmentRow, Store, WriteBatch
+from contact_center.stores import AlertEventRow, FullTextQuery, SegmentRow, Store, WriteBatch
 from contact_center.stores import sqlite as sqlite_store
 from contact_center.stores.sqlite import SQLiteStore
 from monitoring.hub import Hub
@@ -533,6 +534,38 @@ def test_a_full_disk_is_reported_as_such(tmp_path: Path) -> None:
             await store.close()
 
     assert "full" in run(scenario())
+
+
+def test_a_pooled_postgres_connection_comes_back_as_it_went_out(
+        tmp_path: Path, postgres_database: str) -> None:
+    """The pool skips RESET ALL on release (a round trip fewer), so nothing the store runs
+    may outlive its transaction: after a batch written (transaction-level advisory locks)
+    and a search (SET LOCAL statement_timeout), every pooled connection has the server's
+    settings, no lock and no transaction."""
+    alert = {"id": "a1", "conversation_id": "c1", "status": "open", "version": 1}
+    batch = WriteBatch(conversations={"c1": (META, {"next_seq": 1})},
+                       segments=[segment("s1", 1)],
+                       alert_events=[AlertEventRow(alert, "alert.raised", 2.0)])
+
+    async def scenario() -> list[tuple[Any, ...]]:
+        store = make_store("postgres", tmp_path)
+        await store.open()
+        try:
+            await store.write(batch)
+            await store.search_turns(FullTextQuery(query=parse("hello")))
+            pool = store.pool  # type: ignore[attr-defined]
+            held = [await pool.acquire() for _ in range(pool.get_max_size())]
+            try:
+                return [(await db.fetchval("SHOW statement_timeout"), await db.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                    "AND pid = pg_backend_pid()"), db.is_in_transaction()) for db in held]
+            finally:
+                for db in held:
+                    await pool.release(db)
+        finally:
+            await store.close()
+
+    assert set(run(scenario())) == {("0", 0, False)}
 
 
 def test_a_batch_is_written_in_one_statement_a_table_and_reads_back_exactly(

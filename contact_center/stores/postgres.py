@@ -372,6 +372,14 @@ async def _init(connection: asyncpg.Connection) -> None:
                                         schema="pg_catalog")
 
 
+async def _released(connection: asyncpg.Connection) -> None:
+    """What a connection needs going back to the pool: nothing more than asyncpg's own
+    (an open transaction rolled back). Everything this store runs on a pooled connection
+    ends with its transaction (``SET LOCAL``, transaction-level advisory locks, cursors);
+    a session lock holds a connection of its own. So no ``RESET ALL``, ``UNLISTEN *``
+    and ``pg_advisory_unlock_all()``: one round trip fewer for every use of the pool."""
+
+
 _CONVERSATION_UPSERT = """
 INSERT INTO conversations (id, channel, queue, agent_id, customer, recording, attributes,
                            status, started_at, ended_at, state, updated_at)
@@ -423,7 +431,7 @@ class PostgresStore:
             settings["search_path"] = quoted
         self._pool = await asyncpg.create_pool(
             self.dsn, min_size=self._sizes[0], max_size=self._sizes[1], init=_init,
-            server_settings=settings)
+            reset=_released, server_settings=settings)
         async with self.pool.acquire() as connection:
             await migrate(connection)
 
