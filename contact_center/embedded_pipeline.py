@@ -74,8 +74,8 @@ class EmbeddedPipeline(Pipeline):
                  freeze: bool = True, idle_timeout: float = 0.0,
                  policy: AlertPolicy | None = None, redact: Redact | None = None,
                  recording: Policies | None = None, commit_window: float = 0.0) -> None:
-        """``commit_window``: seconds the next batch may gather behind a write in flight
-        (see `run`); the rest as `Pipeline`."""
+        """``commit_window``: seconds after a batch's write started that the next batch
+        may gather (see `run`; 0: none); the rest as `Pipeline`."""
         super().__init__(store, outlet, rules, rolling, batch_size, scorer, freeze=freeze,
                          idle_timeout=idle_timeout, policy=policy, redact=redact,
                          recording=recording)
@@ -129,13 +129,14 @@ class EmbeddedPipeline(Pipeline):
         order; never before its own write). Clock rules run beside, never in the middle
         of a batch.
 
-        The next batch gathers until ``commit_window`` after the last write started
-        (unless a full batch waits): while that write is in flight, and, if that write's
-        batch held several events (several sources sending at once), after it too, its
-        batch answered as soon as it is written. At a moderate rate: fewer and fuller
-        batches, each with its own commit and fixed costs, for at most that much more
-        latency. After a batch of one event (say one source sending turn by turn, waiting
-        for each answer) the next is taken as soon as the write is done."""
+        The next batch gathers until ``commit_window`` after the last batch's write
+        started (unless a full batch waits): while that write is in flight, and, if that
+        batch held several events (several sources sending at once), after it too, the
+        batch answered without waiting for the window once it is written. At a moderate
+        rate: fewer and fuller batches, each with its own commit and fixed costs, for at
+        most that much more latency. After a batch of one event (say one source sending
+        turn by turn, waiting for each answer) the next is taken as soon as the write is
+        done."""
         clock = asyncio.create_task(self.clock(), name="pipeline-clock")
         taking: asyncio.Future[list[Delivery]] | None = None
         after_several = False
@@ -171,23 +172,29 @@ class EmbeddedPipeline(Pipeline):
                 committing.done()
 
     async def _gather(self, bus: InMemoryBus, after_several: bool) -> None:
-        """Let the next batch gather until ``commit_window`` after the last write's start:
-        while that write is in flight, and after it only ``after_several`` (see `run`),
-        answering it at once when it is done."""
-        while bus.depth < self.batch_size:
+        """Let the next batch gather until ``commit_window`` after the last batch's write
+        started, or until a full batch waits: while that write is in flight, and after it
+        only ``after_several`` (see `run`), answering it as soon as it is done."""
+        while True:
             left = self._write_started + self.commit_window - time.monotonic()
-            if left <= 0:
+            if left <= 0 or bus.holds(self.batch_size):
                 return
-            if self._committing is not None and not self._committing.write.done():
-                await asyncio.wait([self._committing.write], timeout=left)
-                continue
-            if not after_several:
-                return
-            if self._committing is not None:
+            committing = self._committing
+            if committing is not None and committing.write.done():
+                if not after_several:
+                    return
                 async with self.lock:
                     await self._finish_committing()
-            await asyncio.sleep(left)
-            return
+                continue  # (the lock may have taken a while: the window is counted again)
+            if committing is None and not after_several:
+                return
+            waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(bus.fill(self.batch_size))]
+            if committing is not None:
+                waits.append(committing.write)
+            try:
+                await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waits[0].cancel()
 
     async def _apply_ahead(self, deliveries: list[Delivery], done: Callable[[], None]) -> None:
         """Apply a batch, answer the batch being written, then start this one's write

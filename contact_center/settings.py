@@ -74,10 +74,10 @@ class Settings(BaseSettings):
 
     batch_size: int = Field(default=500, ge=1, le=10_000)
     commit_window_ms: float = Field(default=5.0, ge=0, le=1000, description=(
-        "embedded: how long after a write's start the next batch may gather: while the "
-        "write is in flight, and after it too when its batch held several events (fewer, "
-        "fuller batches at a moderate rate; at most this much more latency); 0: a batch "
-        "is taken as soon as one event waits"))
+        "embedded: how long after a batch's write started the next batch may gather, "
+        "unless a full batch waits: while the write is in flight, and after it too when "
+        "its batch held several events (fewer, fuller batches at a moderate rate; at most "
+        "this much more latency); 0: a batch is taken as soon as one event waits"))
     idle_timeout_seconds: float = Field(default=7200.0, ge=0, le=30 * 86400, description=(
         "a live conversation with no event for this long ends itself (reason "
         "idle_timeout: a connector that crashed never ends it); 0: never"))

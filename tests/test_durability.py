@@ -22,6 +22,7 @@ from contact_center.buses import InMemoryBus, Source
 from contact_center.settings import Settings
 from contact_center.stores import AlertEventRow, FullTextQuery, SegmentRow, Store, WriteBatch
 from contact_center.stores import sqlite as sqlite_store
+from contact_center.stores.postgres import IDLE_IN_TRANSACTION_MS
 from contact_center.stores.sqlite import SQLiteStore
 from monitoring.hub import Hub
 from tests.conftest import (
@@ -539,9 +540,10 @@ def test_a_full_disk_is_reported_as_such(tmp_path: Path) -> None:
 def test_a_pooled_postgres_connection_comes_back_as_it_went_out(
         tmp_path: Path, postgres_database: str) -> None:
     """The pool skips RESET ALL on release (a round trip fewer), so nothing the store runs
-    may outlive its transaction: after a batch written (transaction-level advisory locks)
-    and a search (SET LOCAL statement_timeout), every pooled connection has the server's
-    settings, no lock and no transaction."""
+    may outlive its transaction: after a batch written (transaction-level advisory locks),
+    a search and an export (SET LOCAL timeouts, a cursor) and a partition claimed (SET
+    LOCAL lock_timeout), every pooled connection has the server's settings, no lock and
+    no transaction."""
     alert = {"id": "a1", "conversation_id": "c1", "status": "open", "version": 1}
     batch = WriteBatch(conversations={"c1": (META, {"next_seq": 1})},
                        segments=[segment("s1", 1)],
@@ -553,19 +555,26 @@ def test_a_pooled_postgres_connection_comes_back_as_it_went_out(
         try:
             await store.write(batch)
             await store.search_turns(FullTextQuery(query=parse("hello")))
+            async for _ in store.export_found(FullTextQuery(query=parse("hello")), "turns"):
+                pass
+            await store.claim_partition(0)  # type: ignore[attr-defined]
             pool = store.pool  # type: ignore[attr-defined]
             held = [await pool.acquire() for _ in range(pool.get_max_size())]
             try:
-                return [(await db.fetchval("SHOW statement_timeout"), await db.fetchval(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-                    "AND pid = pg_backend_pid()"), db.is_in_transaction()) for db in held]
+                return [(await db.fetchval("SHOW statement_timeout"),
+                         await db.fetchval("SHOW lock_timeout"),
+                         await db.fetchval("SHOW idle_in_transaction_session_timeout"),
+                         await db.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = "
+                                           "'advisory' AND pid = pg_backend_pid()"),
+                         db.is_in_transaction()) for db in held]
             finally:
                 for db in held:
                     await pool.release(db)
         finally:
             await store.close()
 
-    assert set(run(scenario())) == {("0", 0, False)}
+    as_set = f"{IDLE_IN_TRANSACTION_MS // 1000}s"  # (the store's, for every connection)
+    assert set(run(scenario())) == {("0", "0", as_set, 0, False)}
 
 
 def test_a_batch_is_written_in_one_statement_a_table_and_reads_back_exactly(
@@ -672,6 +681,35 @@ def test_the_commit_window_holds_back_neither_answers_nor_one_source_turn_by_tur
         say("s5")
         assert [ws.receive_json()["segment_id"] for _ in range(2)] == ["s4", "s5"]
         assert pipeline.batches == before + 3  # s1; s2 and s3; s4 and s5 together
+
+
+def test_a_full_batch_is_taken_without_waiting_out_the_commit_window(
+        tmp_path: Path, connector_token: str, backend: str) -> None:
+    """Whether a write is in flight or done, a full batch waiting ends the window."""
+    store = HeldWrites(make_store(backend, tmp_path))
+    settings = Settings(database=tmp_path / "cc.db", batch_size=3)
+    with held_ingest(store, settings, connector_token) as (_, ws, pipeline, c):
+        c.start("w3")
+        pipeline.commit_window = 30.0  # (far longer than the test may take)
+        before, started = pipeline.batches, time.monotonic()
+
+        def say(*sids: str) -> None:
+            for sid in sids:
+                ws.send_json({"type": "segment", "conversation_id": "w3", "segment_id": sid,
+                              "role": "customer", "text": "hello"})
+
+        store.hold.set()
+        say("s1")
+        assert store.waiting.wait(10)  # s1's write is in flight ...
+        say("s2", "s3", "s4")  # ... and a full batch is taken behind it
+        _until(lambda: pipeline.conversations["w3"].counts["customer"] == 4)
+        store.hold.clear()
+        store.release.set()
+        assert [ws.receive_json()["segment_id"] for _ in range(4)] == ["s1", "s2", "s3", "s4"]
+        say("s5", "s6", "s7")  # (the window after s2 to s4's write has 30 s to run)
+        assert [ws.receive_json()["segment_id"] for _ in range(3)] == ["s5", "s6", "s7"]
+        assert time.monotonic() - started < 15
+        assert pipeline.batches == before + 3
 
 
 def test_the_next_batch_gathers_behind_a_write_in_flight_for_the_commit_window(

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 from contact_center.buses import Delivery, Source
 from contact_center.protocol import ErrorCode, ProtocolError, Reply, Submitted
 
 
+@dataclasses.dataclass
+class _Fill:
+    """A wait for the queue to hold ``count`` events (see `InMemoryBus.fill`)."""
+
+    count: int
+    reached: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+
 class InMemoryBus:
     def __init__(self, maxsize: int = 10_000) -> None:
         self._queue: asyncio.Queue[Delivery] = asyncio.Queue(maxsize)
+        self._fill: _Fill | None = None
 
     @property
     def depth(self) -> int:
@@ -30,7 +40,23 @@ class InMemoryBus:
                 raise ProtocolError(ErrorCode.OVERLOADED,
                                     "the pipeline is saturated; retry later",
                                     event.ref) from None
+        if self._fill is not None and self._queue.qsize() >= self._fill.count:
+            self._fill.reached.set()
         return future
+
+    def holds(self, count: int) -> bool:
+        """Whether ``count`` events wait (or as many as the queue holds)."""
+        return self._queue.qsize() >= self._at_most(count)
+
+    async def fill(self, count: int) -> None:
+        """Return once `holds` ``count``."""
+        fill = self._fill = _Fill(self._at_most(count))
+        try:
+            if self._queue.qsize() < fill.count:
+                await fill.reached.wait()
+        finally:
+            if self._fill is fill:  # (not a later wait's)
+                self._fill = None
 
     async def take(self, max_items: int) -> list[Delivery]:
         items = [await self._queue.get()]
@@ -44,3 +70,6 @@ class InMemoryBus:
 
     async def drain(self) -> None:
         await self._queue.join()
+
+    def _at_most(self, count: int) -> int:
+        return min(count, self._queue.maxsize or count)
