@@ -119,7 +119,8 @@ class AuditWriter:
             self._queue.put_nowait((entry, waiter))
         except asyncio.QueueFull:
             try:
-                await asyncio.wait_for(self._queue.put((entry, waiter)), RECORD_WAIT_SECONDS)
+                async with asyncio.timeout(RECORD_WAIT_SECONDS):
+                    await self._queue.put((entry, waiter))
             except TimeoutError:
                 raise AuditUnavailable("the audit queue stayed full") from None
         await waiter
@@ -160,8 +161,8 @@ class AuditWriter:
             items: list[Item] = []
             if self._queue.empty():
                 with contextlib.suppress(TimeoutError):  # (the counts are due)
-                    items.append(await asyncio.wait_for(self._queue.get(),
-                                                        self.counted.due_in()))
+                    async with asyncio.timeout(self.counted.due_in()):
+                        items.append(await self._queue.get())
             while len(items) < self.batch_size and not self._queue.empty():
                 items.append(self._queue.get_nowait())
             await self._write(items)

@@ -237,7 +237,8 @@ class Partitions:
                         loaded.append(conv)
             try:
                 # Before any new message of theirs, so the rewrite cannot hide one.
-                await asyncio.wait_for(self.outlet.restored(loaded), RESTORE_SECONDS)
+                async with asyncio.timeout(RESTORE_SECONDS):
+                    await self.outlet.restored(loaded)
             except BaseException:
                 self.pipeline.applier.drop([c.id for c in loaded])
                 raise
@@ -256,9 +257,10 @@ class Partitions:
             ids = [cid for cid in self.outlet.behind if cid in self.pipeline.conversations]
             self.outlet.behind.intersection_update(ids)  # the others are not ours now
             stored = await self.store.load_conversations(ids)
-            await asyncio.wait_for(self.outlet.restored(
-                [self.pipeline.conversations[cid] for cid in ids],
-                {s.meta["id"]: s.recent for s in stored}, force=True), RESTORE_SECONDS)
+            async with asyncio.timeout(RESTORE_SECONDS):
+                await self.outlet.restored([self.pipeline.conversations[cid] for cid in ids],
+                                           {s.meta["id"]: s.recent for s in stored},
+                                           force=True)
 
     async def _forget_idle_consumers(self, partition: int) -> None:
         """Remove consumers of departed workers that hold no pending entry (checked and

@@ -116,7 +116,8 @@ class Pipeline:
             self._wake.clear()
             delay = max(0.0, timers[0][0] - time.time()) if timers else None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
             if timers and timers[0][0] <= time.time():
                 try:
                     async with self.lock:

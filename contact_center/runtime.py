@@ -124,7 +124,8 @@ def scorer_for(settings: Settings) -> Scorer:
 
 async def _answers(check: Any) -> str:
     try:
-        await asyncio.wait_for(check, HEALTH_TIMEOUT)
+        async with asyncio.timeout(HEALTH_TIMEOUT):
+            await check
         return "ok"
     except Exception:
         return "unavailable"

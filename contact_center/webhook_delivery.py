@@ -94,7 +94,8 @@ class WebhookDelivery:
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), TICK_SECONDS)
+                async with asyncio.timeout(TICK_SECONDS):
+                    await self._wake.wait()
             self._wake.clear()
             failed = False
             for step in (self._settle, self._deliver):  # (each on its own)

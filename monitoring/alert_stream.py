@@ -96,7 +96,8 @@ class AlertSequencer:
         or nothing came for POLL_SECONDS."""
         assert self._sub is not None
         try:
-            message = await asyncio.wait_for(self._sub.next(), POLL_SECONDS)
+            async with asyncio.timeout(POLL_SECONDS):
+                message = await self._sub.next()
         except TimeoutError:
             message = None
         if message is None:

@@ -167,10 +167,12 @@ async def ingest_socket(ws: WebSocket) -> None:
         if reader.done() and not reader.cancelled() and reader.exception() is None \
                 and reader.result():
             with contextlib.suppress(Exception):  # (the client may be gone meanwhile)
-                await asyncio.wait_for(sender, SEND_TIMEOUT)
+                async with asyncio.timeout(SEND_TIMEOUT):
+                    await sender
         elif revoked.done():
             with contextlib.suppress(Exception):  # (the client may be gone meanwhile)
-                await asyncio.wait_for(ws.close(*revoked.result()), SEND_TIMEOUT)
+                async with asyncio.timeout(SEND_TIMEOUT):
+                    await ws.close(*revoked.result())
     finally:
         ws.app.state.open_sockets.release(held)
         open_sockets.dec()

@@ -178,7 +178,8 @@ async def _listed(change: Awaitable[None]) -> None:
     """Who monitors what is told, not needed to monitor: a failure (Redis down) is
     logged; a listing that failed lapses, one that is missing comes with the next."""
     try:
-        await asyncio.wait_for(change, PRESENCE_SECONDS)
+        async with asyncio.timeout(PRESENCE_SECONDS):
+            await change
     except Exception:
         log.warning("listing a monitor socket failed", exc_info=True)
 

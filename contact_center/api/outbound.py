@@ -54,9 +54,10 @@ class Outbound:
                 continue
             async with self.lock:
                 try:
-                    await asyncio.wait_for(ws.send_text(message.text), SEND_TIMEOUT)
+                    async with asyncio.timeout(SEND_TIMEOUT):
+                        await ws.send_text(message.text)
                 except TimeoutError:
                     break
         async with self.lock:
-            await asyncio.wait_for(ws.close(SLOW_CONSUMER, "client too slow; reconnect"),
-                                   SEND_TIMEOUT)
+            async with asyncio.timeout(SEND_TIMEOUT):
+                await ws.close(SLOW_CONSUMER, "client too slow; reconnect")

@@ -49,7 +49,8 @@ async def pump(ws: WebSocket, kind: str, sub: Subscription, hub: Hub,
 
     async def send_all() -> tuple[int, str]:
         for opening in first:
-            await asyncio.wait_for(ws.send_json(opening), SEND_TIMEOUT)
+            async with asyncio.timeout(SEND_TIMEOUT):
+                await ws.send_json(opening)
         while True:
             message = await sub.next()
             if message is None:
@@ -63,7 +64,8 @@ async def pump(ws: WebSocket, kind: str, sub: Subscription, hub: Hub,
                     return close.code, close.reason
                 if message is None:
                     continue
-            await asyncio.wait_for(ws.send_text(message.text), SEND_TIMEOUT)
+            async with asyncio.timeout(SEND_TIMEOUT):
+                await ws.send_text(message.text)
             if message.type in endings:
                 return endings[message.type]
 
@@ -113,4 +115,5 @@ async def pump(ws: WebSocket, kind: str, sub: Subscription, hub: Hub,
                 await task
         if ws.application_state == WebSocketState.CONNECTED:
             with contextlib.suppress(RuntimeError, WebSocketDisconnect, TimeoutError):
-                await asyncio.wait_for(ws.close(*close), SEND_TIMEOUT)
+                async with asyncio.timeout(SEND_TIMEOUT):
+                    await ws.close(*close)

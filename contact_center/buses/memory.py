@@ -35,7 +35,8 @@ class InMemoryBus:
             self._queue.put_nowait(delivery)
         except asyncio.QueueFull:
             try:
-                await asyncio.wait_for(self._queue.put(delivery), max_wait)
+                async with asyncio.timeout(max_wait):
+                    await self._queue.put(delivery)
             except TimeoutError:
                 raise ProtocolError(ErrorCode.OVERLOADED,
                                     "the pipeline is saturated; retry later",

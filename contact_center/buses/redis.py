@@ -81,7 +81,8 @@ class RedisBus:
     async def submit(self, event: p.Submitted, source: Source,
                      max_wait: float | None) -> asyncio.Future[p.Reply]:
         try:
-            await asyncio.wait_for(self._room.acquire(), max_wait)
+            async with asyncio.timeout(max_wait):
+                await self._room.acquire()
         except TimeoutError:
             raise p.ProtocolError(p.ErrorCode.OVERLOADED, "the pipeline is saturated; retry "
                                   "later", event.ref) from None
