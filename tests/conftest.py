@@ -315,6 +315,16 @@ class Connector:
         return self.send({"type": "conversation.ended", "conversation_id": cid})
 
 
+def read_replies(ws: Any, count: int) -> list[dict[str, Any]]:
+    """``count`` replies from an ingest socket, one a frame or several
+    (``?replies=batched``)."""
+    replies: list[dict[str, Any]] = []
+    while len(replies) < count:
+        frame = ws.receive_json()
+        replies += frame["replies"] if frame["type"] == "replies" else [frame]
+    return replies
+
+
 @pytest.fixture
 def connector_token(users: Users) -> str:
     return users.token("Connector", username="connector")

@@ -6,6 +6,7 @@ import asyncio
 import json
 import threading
 import time
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -14,7 +15,16 @@ from analytics.scoring import support_scorer
 from contact_center.app import create_app
 from contact_center.conversation import Conversation
 from contact_center.settings import Settings
-from tests.conftest import ANGRY, Connector, Stored, Users, auth, make_store, pipeline_of
+from tests.conftest import (
+    ANGRY,
+    Connector,
+    Stored,
+    Users,
+    auth,
+    make_store,
+    pipeline_of,
+    refused,
+)
 
 
 def test_hello_then_ack_with_scores(ingest: Connector) -> None:
@@ -386,3 +396,46 @@ def test_one_pipeline_per_database(tmp_path, backend: str) -> None:
             second.__enter__()
     with TestClient(create_app(settings, make_store(backend, tmp_path))) as again:
         assert again.get("/healthz").status_code == 200  # released at shutdown
+
+
+def test_batched_replies_are_the_same_replies_in_fewer_frames(client: TestClient,
+                                                              connector_token: str) -> None:
+    """``?replies=batched``: what settles together comes in one frame, each reply as it
+    would come alone, errors in their place, every event answered once, in order."""
+    with client.websocket_connect("/v1/ingest?replies=batched",
+                                  headers=auth(connector_token)) as ws:
+        assert Connector(ws).hello["replies"] == "batched"
+        events: list[Any] = [{"type": "conversation.started", "conversation": {"id": "b"},
+                              "ref": "start"}]
+        for i in range(60):
+            events.append({"type": "segment", "conversation_id": "b", "segment_id": f"s{i}",
+                           "role": "customer", "text": f"message {i}", "ref": str(i)})
+        events[20]["conversation_id"] = "nope"  # unknown_conversation, in its place
+        events[40] = "{not json"  # malformed_json: no ref to echo
+        events.append(events[10])  # a resend: duplicate
+        for event in events:
+            ws.send_text(event if isinstance(event, str) else json.dumps(event))
+        frames: list[dict[str, Any]] = []
+        while sum(len(f["replies"]) for f in frames) < len(events):
+            frames.append(ws.receive_json())
+    assert {f["type"] for f in frames} == {"replies"}
+    replies = [r for f in frames for r in f["replies"]]
+    assert len(replies) == len(events)
+    assert [r.get("ref") for r in replies] == [
+        None if isinstance(e, str) else e["ref"] for e in events]
+    assert replies[20]["code"] == "unknown_conversation"
+    assert replies[40]["code"] == "malformed_json"
+    assert replies[-1]["status"] == "duplicate"
+    assert all(r["type"] == "ack" for i, r in enumerate(replies) if i not in (20, 40))
+    assert len(frames) < len(replies)  # (the pipeline commits several events at once)
+
+
+def test_replies_single_or_batched_and_nothing_else(client: TestClient,
+                                                    connector_token: str) -> None:
+    denied = refused(client, "/v1/ingest?replies=sometimes", auth(connector_token))
+    assert denied.status_code == 422 and "replies" in denied.json()["message"]
+    with client.websocket_connect("/v1/ingest?replies=single",
+                                  headers=auth(connector_token)) as ws:
+        single = Connector(ws)
+        assert "replies" not in single.hello
+        assert single.start("x")["type"] == "ack"

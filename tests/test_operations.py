@@ -35,6 +35,7 @@ from tests.conftest import (
     free_port,
     make_app,
     pipeline_of,
+    read_replies,
     refused,
     wait_for_partitions,
 )
@@ -276,19 +277,21 @@ def strict(tmp_path: Path, backend: str) -> Callable[..., AbstractContextManager
 
 
 @pytest.mark.app
+@pytest.mark.parametrize("replies", ["single", "batched"])
 def test_a_socket_sending_too_fast_is_refused_in_order_and_closed(
-        strict: Any, connector_token: str) -> None:
+        strict: Any, connector_token: str, replies: str) -> None:
     # Two a second, in bursts of two: the third of three at once is one too many.
     with strict(ws_messages_per_second=2) as client:
-        with client.websocket_connect("/v1/ingest", headers=auth(connector_token)) as ws:
+        with client.websocket_connect(f"/v1/ingest?replies={replies}",
+                                      headers=auth(connector_token)) as ws:
             Connector(ws)
             ws.send_json({"type": "conversation.started", "conversation": {"id": "r-1"}})
             for i in range(3):
                 ws.send_json({"type": "segment", "conversation_id": "r-1",
                               "segment_id": f"s{i}", "role": "customer", "text": "hello"})
-            replies = [ws.receive_json() for _ in range(2)]
-            assert [r["status"] for r in replies] == ["accepted"] * 2
-            limited = ws.receive_json()
+            answers = read_replies(ws, 3)
+            assert [r["status"] for r in answers[:2]] == ["accepted"] * 2
+            limited = answers[2]
             assert limited["code"] == "rate_limited" and "resend" in limited["message"]
             with pytest.raises(WebSocketDisconnect) as closed:
                 ws.receive_json()

@@ -61,23 +61,52 @@ RESEND_FROM_HERE = {p.ErrorCode.UNAVAILABLE, p.ErrorCode.INTERNAL_ERROR,
                     p.ErrorCode.RATE_LIMITED}
 SEND_TIMEOUT = 10.0  # seconds the replies before a rate_limited one get to go out
 OUTBOUND_VALUES = {"true": True, "1": True, "false": False, "0": False}
+# `?replies=batched`: the replies settled together go out as one frame (fewer frames for
+# a connector with many events in flight; the same replies, in the same order).
+REPLIES_VALUES = {"single", "batched"}
+MAX_FRAME_BYTES = 65_536  # a batch ends once this much is in it (plus one reply at most)
 
 
-async def _send_replies(ws: WebSocket, pending: Pending, outbound: Outbound | None) -> None:
+async def _send_replies(ws: WebSocket, pending: Pending, outbound: Outbound | None,
+                        batched: bool) -> None:
+    """Send each reply as it settles, in order; ``batched``: the replies settled by then
+    in one frame, up to about MAX_FRAME_BYTES."""
+    head: asyncio.Future[p.Reply] | p.Reply | None = None
     while True:
-        item = await pending.get()
-        reply = await item if isinstance(item, asyncio.Future) else item
+        item = head if head is not None else await pending.get()
+        head = None
+        replies = [await item if isinstance(item, asyncio.Future) else item]
+        texts = [_encode(replies[0])]
+        size = len(texts[0])
+        while batched and size < MAX_FRAME_BYTES and not _ends(replies[-1]) \
+                and not pending.empty():
+            item = pending.get_nowait()
+            if isinstance(item, asyncio.Future) and not item.done():
+                head = item  # (the first of the next frame)
+                break
+            replies.append(item.result() if isinstance(item, asyncio.Future) else item)
+            texts.append(_encode(replies[-1]))
+            size += len(texts[-1])
+        text = '{"type":"replies","replies":[' + ",".join(texts) + "]}" if batched \
+            else texts[0]
         if outbound is None:
-            await ws.send_text(_encode(reply))
+            await ws.send_text(text)
         else:
             async with outbound.lock:  # (pushes share the socket)
-                await ws.send_text(_encode(reply))
-            outbound.replied(reply)
-        if isinstance(reply, p.ErrorReply) and reply.code in RESEND_FROM_HERE:
+                await ws.send_text(text)
+            for reply in replies:
+                outbound.replied(reply)
+        if _ends(replies[-1]):
             # 1013: try again later (after a pause); 1011: the server failed
-            await ws.close(1013 if reply.code == p.ErrorCode.RATE_LIMITED else 1011,
+            code = replies[-1].code  # type: ignore[union-attr]
+            await ws.close(1013 if code == p.ErrorCode.RATE_LIMITED else 1011,
                            "resend from the first unacknowledged event")
             return
+
+
+def _ends(reply: p.Reply) -> bool:
+    """Whether the socket closes after this reply."""
+    return isinstance(reply, p.ErrorReply) and reply.code in RESEND_FROM_HERE
 
 
 async def _submit(bus: Bus, source: Source, raw: str | bytes, limit: int,
@@ -135,16 +164,22 @@ async def ingest_socket(ws: WebSocket) -> None:
     if principal is None:
         return
     wanted = ws.query_params.get("outbound", "false")
-    if wanted not in OUTBOUND_VALUES:
+    replies = ws.query_params.get("replies", "single")
+    if wanted not in OUTBOUND_VALUES or replies not in REPLIES_VALUES:
         await deny(ws, 422, {"type": "error", "code": "validation_error",
-                             "message": "outbound must be true or false"})
+                             "message": "outbound must be true or false, and replies "
+                                        "single or batched"})
         return
     settings, bus = ws.app.state.settings, ws.app.state.bus
     await accept(ws)
     outbound = Outbound(ws.app.state.hub) if OUTBOUND_VALUES[wanted] else None
-    hello = {"type": "hello", "protocol": p.PROTOCOL_VERSION,
-             "max_message_bytes": settings.max_message_bytes}
-    await ws.send_json(hello if outbound is None else hello | {"outbound": True})
+    hello: dict[str, Any] = {"type": "hello", "protocol": p.PROTOCOL_VERSION,
+                             "max_message_bytes": settings.max_message_bytes}
+    if outbound is not None:
+        hello["outbound"] = True
+    if replies == "batched":
+        hello["replies"] = "batched"
+    await ws.send_json(hello)
     # Bounded: once `ingest_window` events await their reply, reading pauses and TCP
     # pushes back on the connector.
     pending: Pending = asyncio.Queue(settings.ingest_window)
@@ -152,7 +187,8 @@ async def ingest_socket(ws: WebSocket) -> None:
     open_sockets.inc()
     tasks = [asyncio.create_task(_read_events(ws, pending, bus, settings.max_message_bytes,
                                               outbound)),
-             asyncio.create_task(_send_replies(ws, pending, outbound))]
+             asyncio.create_task(_send_replies(ws, pending, outbound,
+                                               batched=replies == "batched"))]
     if outbound is not None:
         tasks.append(asyncio.create_task(outbound.push(ws)))
     # A revoked token or a disabled connector user closes the socket (`open_sockets`).
