@@ -97,6 +97,7 @@ from wire import HandshakeFailed, WireSocket, client_frame, open_socket  # type:
 SCENARIOS = ("saturated", "monitored", "live100k", "sockets10k", "restart", "scaleout")
 INGEST_WINDOW = 256  # the server's CC_INGEST_WINDOW: never more unanswered on one socket
 ACK = (b'{"type":"ack"', b'{"type": "ack"')
+REPLIES = b'{"type":"replies"'  # a frame of several replies (`?replies=batched`)
 OPEN_CONCURRENCY = 200  # handshakes in progress at once, per client process
 TICK = 0.001  # the open-loop sender's shortest sleep, seconds
 
@@ -121,6 +122,16 @@ def ended(cid: str) -> bytes:
     return client_frame(dumps({"type": "conversation.ended", "conversation_id": cid}))
 
 
+def replies_in(message: bytes) -> list[bytes]:
+    """The replies a frame holds: itself, or each of a batched frame's (acks counted, not
+    decoded, unless an error is among them)."""
+    if not message.startswith(REPLIES):
+        return [message]
+    if b'{"type":"error"' not in message:
+        return [ACK[0]] * message.count(ACK[0])
+    return [dumps(reply) for reply in json.loads(message)["replies"]]
+
+
 class Ingest:
     """One ingest socket: closed loop (a window of frames in flight) or open loop
     (frames sent when the ticker says, at most INGEST_WINDOW unanswered)."""
@@ -140,6 +151,8 @@ class Ingest:
         if not self.greeted:
             self.greeted = True
             messages = messages[1:]
+        if any(message.startswith(REPLIES) for message in messages):
+            messages = [reply for message in messages for reply in replies_in(message)]
         client, inflight = self.client, self.inflight
         latency, due = client.ack_latency, client.ack_at
         for message in messages:
@@ -369,7 +382,7 @@ class Client:
 
         ingests = [Ingest(self) for _ in range(spec["connections"])]
         _, info["ingest_connect_s"] = await self.open_all(
-            ingests, ["/v1/ingest"] * len(ingests), spec["token"])
+            ingests, [f"/v1/ingest?replies={spec['replies']}"] * len(ingests), spec["token"])
         for ingest in ingests:
             assert ingest.sock is not None
             ingest.sock.closed.add_done_callback(
@@ -936,9 +949,12 @@ def short(frame: str) -> str:
     return f"{name} ({'/'.join(parts[-2:])})" if path else name
 
 
+INGEST_REPLIES = ["batched"]  # how the ingest sockets take their replies (--replies)
+
+
 def spec_for(server: Server, token: str, **kw: Any) -> dict[str, Any]:
     return {"host": "127.0.0.1", "port": server.port, "token": token, "manager_token": token,
-            "part": 0, "parts": 1, "prefix": "c-", **kw}
+            "part": 0, "parts": 1, "prefix": "c-", "replies": INGEST_REPLIES[0], **kw}
 
 
 def split(spec: dict[str, Any], parts: int) -> list[dict[str, Any]]:
@@ -1529,10 +1545,14 @@ def main() -> None:
     parser.add_argument("--gc-probe", action="store_true",
                         help="run each contact-center server under bench/gc_probe.py and "
                              "report the garbage collector's pauses in each timed part")
+    parser.add_argument("--replies", choices=("single", "batched"), default="batched",
+                        help="how the ingest sockets take their replies: one a frame, or "
+                             "those settled together in one frame (?replies=batched)")
     parser.add_argument("--out", type=Path, default=None,
                         help="the JSON report [default: bench/results/suite.json, with --quick "
                              "bench/results/suite-quick.json]")
     args = parser.parse_args()
+    INGEST_REPLIES[0] = args.replies
     if args.out is None:
         args.out = ROOT / "bench" / "results" / (
             "suite-quick.json" if args.quick else "suite.json")
