@@ -949,12 +949,12 @@ def short(frame: str) -> str:
     return f"{name} ({'/'.join(parts[-2:])})" if path else name
 
 
-INGEST_REPLIES = ["batched"]  # how the ingest sockets take their replies (--replies)
+INGEST_REPLIES = "batched"  # how the ingest sockets take their replies (--replies)
 
 
 def spec_for(server: Server, token: str, **kw: Any) -> dict[str, Any]:
     return {"host": "127.0.0.1", "port": server.port, "token": token, "manager_token": token,
-            "part": 0, "parts": 1, "prefix": "c-", "replies": INGEST_REPLIES[0], **kw}
+            "part": 0, "parts": 1, "prefix": "c-", "replies": INGEST_REPLIES, **kw}
 
 
 def split(spec: dict[str, Any], parts: int) -> list[dict[str, Any]]:
@@ -1552,7 +1552,8 @@ def main() -> None:
                         help="the JSON report [default: bench/results/suite.json, with --quick "
                              "bench/results/suite-quick.json]")
     args = parser.parse_args()
-    INGEST_REPLIES[0] = args.replies
+    global INGEST_REPLIES
+    INGEST_REPLIES = args.replies
     if args.out is None:
         args.out = ROOT / "bench" / "results" / (
             "suite-quick.json" if args.quick else "suite.json")

@@ -357,16 +357,19 @@ def test_a_batch_is_applied_while_the_one_before_is_written_and_answered_after_i
         assert pipeline.processed == answered + 3
 
 
+@pytest.mark.parametrize("replies", ["single", "batched"])
 def test_when_a_write_fails_the_batch_applied_after_it_is_refused_too(
-        tmp_path: Path, users: Users, connector_token: str, backend: str) -> None:
+        tmp_path: Path, users: Users, connector_token: str, backend: str,
+        replies: str) -> None:
     """It was applied on top of what the failure undid: refused, and memory is back in
-    line with the store; the resend applies each segment once."""
+    line with the store; the resend applies each segment once. Batched, the refusal is
+    the last reply of its frame: s2's is never sent."""
     store = HeldWrites(make_store(backend, tmp_path))
     settings = Settings(database=tmp_path / "cc.db", batch_size=1)
     ingest = auth(connector_token)
     with TestClient(create_app(settings, store)) as client:  # type: ignore[arg-type]
         pipeline = pipeline_of(client)
-        with client.websocket_connect("/v1/ingest", headers=ingest) as ws:
+        with client.websocket_connect(f"/v1/ingest?replies={replies}", headers=ingest) as ws:
             c = Connector(ws)
             c.start("p2")
             store.hold.set()
@@ -378,8 +381,9 @@ def test_when_a_write_fails_the_batch_applied_after_it_is_refused_too(
             _until(lambda: pipeline.conversations["p2"].counts["customer"] == 2)
             store.hold.clear()
             store.release.set()
-            refused = ws.receive_json()
-            assert (refused["code"], refused["segment_id"]) == ("unavailable", "s1")
+            frame = ws.receive_json()
+            refused = frame["replies"] if replies == "batched" else [frame]
+            assert [(r["code"], r["segment_id"]) for r in refused] == [("unavailable", "s1")]
             with pytest.raises(WebSocketDisconnect) as closed:
                 ws.receive_json()
             assert closed.value.code == 1011

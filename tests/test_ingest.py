@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from analytics.scoring import support_scorer
+from contact_center.api import ingest as ingest_api
 from contact_center.app import create_app
 from contact_center.conversation import Conversation
 from contact_center.settings import Settings
@@ -439,3 +440,25 @@ def test_replies_single_or_batched_and_nothing_else(client: TestClient,
         single = Connector(ws)
         assert "replies" not in single.hello
         assert single.start("x")["type"] == "ack"
+
+
+def test_a_batched_frame_keeps_to_its_size_in_bytes(client: TestClient, connector_token: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frames end at MAX_FRAME_BYTES of UTF-8 (refs of two-byte characters here: counting
+    characters would let them run to nearly twice that), and lose no reply."""
+    monkeypatch.setattr(ingest_api, "MAX_FRAME_BYTES", 1_400)
+    with client.websocket_connect("/v1/ingest?replies=batched",
+                                  headers=auth(connector_token)) as ws:
+        Connector(ws)
+        ws.send_json({"type": "conversation.started", "conversation": {"id": "k"}})
+        refs = [f"{i:03d}" + "é" * 124 for i in range(40)]
+        for i, ref in enumerate(refs):
+            ws.send_json({"type": "segment", "conversation_id": "k", "segment_id": f"s{i}",
+                          "role": "customer", "text": "hello", "ref": ref})
+        frames: list[str] = []
+        while sum(len(json.loads(f)["replies"]) for f in frames) < 1 + len(refs):
+            frames.append(ws.receive_text())
+    assert max(len(f.encode()) for f in frames) <= 1_400
+    replies = [r for f in frames for r in json.loads(f)["replies"]]
+    assert [r.get("ref") for r in replies[1:]] == refs
+    assert any(len(json.loads(f)["replies"]) > 1 for f in frames)  # (3 fit, 4 by characters)

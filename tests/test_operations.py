@@ -290,6 +290,7 @@ def test_a_socket_sending_too_fast_is_refused_in_order_and_closed(
                 ws.send_json({"type": "segment", "conversation_id": "r-1",
                               "segment_id": f"s{i}", "role": "customer", "text": "hello"})
             answers = read_replies(ws, 3)
+            assert len(answers) == 3  # (nothing after the refusal, in its frame either)
             assert [r["status"] for r in answers[:2]] == ["accepted"] * 2
             limited = answers[2]
             assert limited["code"] == "rate_limited" and "resend" in limited["message"]

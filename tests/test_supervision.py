@@ -46,8 +46,10 @@ class Desk:
 
     def send(self, event: dict[str, Any]) -> dict[str, Any]:
         self.ws.send_json(event)
-        while (message := receive(self.ws))["type"] not in ("ack", "error"):
+        while (message := receive(self.ws))["type"] not in ("ack", "error", "replies"):
             self.pushes.append(message)
+        if message["type"] == "replies":  # (?replies=batched: one event, one reply)
+            [message] = message["replies"]
         return message
 
     def start(self, cid: str, **conversation: Any) -> dict[str, Any]:
@@ -83,12 +85,14 @@ def kim(users: Users) -> dict[str, str]:
     return auth(users.token("CallCenterManager", username="kim"))
 
 
+@pytest.mark.parametrize("replies", ["single", "batched"])
 def test_a_whisper_reaches_the_agent_alone_and_is_kept_as_a_note(
         client: TestClient, connector_token: str, users: Users, sam: dict[str, str],
-        kim: dict[str, str], stored: Stored) -> None:
+        kim: dict[str, str], stored: Stored, replies: str) -> None:
     ann = auth(users.token("Agent", agent_id="agent-1", username="ann"))
     bob = auth(users.token("Agent", agent_id="agent-9", username="bob"))
-    with client.websocket_connect(_desk_url(), headers=auth(connector_token)) as ws, \
+    with client.websocket_connect(f"{_desk_url()}&replies={replies}",
+                                  headers=auth(connector_token)) as ws, \
             client.websocket_connect("/v1/alerts/stream", headers=ann) as ann_ws, \
             client.websocket_connect("/v1/alerts/stream", headers=bob) as bob_ws, \
             client.websocket_connect("/v1/alerts/stream", headers=kim) as kim_ws:

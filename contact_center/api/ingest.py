@@ -64,48 +64,74 @@ OUTBOUND_VALUES = {"true": True, "1": True, "false": False, "0": False}
 # `?replies=batched`: the replies settled together go out as one frame (fewer frames for
 # a connector with many events in flight; the same replies, in the same order).
 REPLIES_VALUES = {"single", "batched"}
-MAX_FRAME_BYTES = 65_536  # a batch ends once this much is in it (plus one reply at most)
+# The most a batched frame holds (a larger single reply, which none is, would go alone):
+# 64 KiB, as a connector's own frames (`max_message_bytes`), so a client sized for what it
+# sends takes what it reads.
+MAX_FRAME_BYTES = 65_536
+REPLIES_FRAME = '{{"type":"replies","replies":[{}]}}'
 
 
 async def _send_replies(ws: WebSocket, pending: Pending, outbound: Outbound | None,
                         batched: bool) -> None:
-    """Send each reply as it settles, in order; ``batched``: the replies settled by then
-    in one frame, up to about MAX_FRAME_BYTES."""
-    head: asyncio.Future[p.Reply] | p.Reply | None = None
+    """Send each reply as it settles, in order; ``batched``: with those settled behind it,
+    in one frame."""
+    carried: asyncio.Future[p.Reply] | p.Reply | None = None
     while True:
-        item = head if head is not None else await pending.get()
-        head = None
-        replies = [await item if isinstance(item, asyncio.Future) else item]
-        texts = [_encode(replies[0])]
-        size = len(texts[0])
-        while batched and size < MAX_FRAME_BYTES and not _ends(replies[-1]) \
-                and not pending.empty():
-            item = pending.get_nowait()
-            if isinstance(item, asyncio.Future) and not item.done():
-                head = item  # (the first of the next frame)
-                break
-            replies.append(item.result() if isinstance(item, asyncio.Future) else item)
-            texts.append(_encode(replies[-1]))
-            size += len(texts[-1])
-        text = '{"type":"replies","replies":[' + ",".join(texts) + "]}" if batched \
-            else texts[0]
-        if outbound is None:
-            await ws.send_text(text)
+        item = carried if carried is not None else await pending.get()
+        first = await item if isinstance(item, asyncio.Future) else item
+        if batched:
+            replies, texts, carried = _settled_after(first, pending)
+            text = REPLIES_FRAME.format(",".join(texts))
         else:
-            async with outbound.lock:  # (pushes share the socket)
-                await ws.send_text(text)
+            replies, text = [first], _encode(first)
+        if outbound is None:
+            closed = await _send_frame(ws, text, replies[-1])
+        else:
+            async with outbound.lock:  # (pushes share the socket; none after a close)
+                closed = await _send_frame(ws, text, replies[-1])
             for reply in replies:
                 outbound.replied(reply)
-        if _ends(replies[-1]):
-            # 1013: try again later (after a pause); 1011: the server failed
-            code = replies[-1].code  # type: ignore[union-attr]
-            await ws.close(1013 if code == p.ErrorCode.RATE_LIMITED else 1011,
-                           "resend from the first unacknowledged event")
+        if closed:
             return
 
 
-def _ends(reply: p.Reply) -> bool:
-    """Whether the socket closes after this reply."""
+def _settled_after(first: p.Reply, pending: Pending) -> tuple[
+        list[p.Reply], list[str], asyncio.Future[p.Reply] | p.Reply | None]:
+    """``first`` and the replies already settled behind it, encoded, as many as fit in
+    MAX_FRAME_BYTES, up to one that closes the socket; and the next item of ``pending``
+    if it was taken but is not in the frame (not settled yet, or too large for it)."""
+    replies, texts = [first], [_encode(first)]
+    size = len(REPLIES_FRAME.format(texts[0]).encode())
+    while not _closes_socket(replies[-1]) and not pending.empty():
+        item = pending.get_nowait()
+        if isinstance(item, asyncio.Future):
+            if not item.done():
+                return replies, texts, item
+            item = item.result()
+        text = _encode(item)
+        size += 1 + len(text.encode())
+        if size > MAX_FRAME_BYTES:
+            return replies, texts, item
+        replies.append(item)
+        texts.append(text)
+    return replies, texts, None
+
+
+async def _send_frame(ws: WebSocket, text: str, last: p.Reply) -> bool:
+    """Send a frame of replies ending with ``last``; close the socket if ``last`` says
+    so (whether it did)."""
+    await ws.send_text(text)
+    if not _closes_socket(last):
+        return False
+    # 1013: try again later (after a pause); 1011: the server failed
+    code = last.code  # type: ignore[union-attr]
+    await ws.close(1013 if code == p.ErrorCode.RATE_LIMITED else 1011,
+                   "resend from the first unacknowledged event")
+    return True
+
+
+def _closes_socket(reply: p.Reply) -> bool:
+    """Whether the socket closes after this reply (the connector resends from it)."""
     return isinstance(reply, p.ErrorReply) and reply.code in RESEND_FROM_HERE
 
 
@@ -164,8 +190,8 @@ async def ingest_socket(ws: WebSocket) -> None:
     if principal is None:
         return
     wanted = ws.query_params.get("outbound", "false")
-    replies = ws.query_params.get("replies", "single")
-    if wanted not in OUTBOUND_VALUES or replies not in REPLIES_VALUES:
+    replies_as = ws.query_params.get("replies", "single")
+    if wanted not in OUTBOUND_VALUES or replies_as not in REPLIES_VALUES:
         await deny(ws, 422, {"type": "error", "code": "validation_error",
                              "message": "outbound must be true or false, and replies "
                                         "single or batched"})
@@ -177,7 +203,8 @@ async def ingest_socket(ws: WebSocket) -> None:
                              "max_message_bytes": settings.max_message_bytes}
     if outbound is not None:
         hello["outbound"] = True
-    if replies == "batched":
+    batched = replies_as == "batched"
+    if batched:
         hello["replies"] = "batched"
     await ws.send_json(hello)
     # Bounded: once `ingest_window` events await their reply, reading pauses and TCP
@@ -187,8 +214,7 @@ async def ingest_socket(ws: WebSocket) -> None:
     open_sockets.inc()
     tasks = [asyncio.create_task(_read_events(ws, pending, bus, settings.max_message_bytes,
                                               outbound)),
-             asyncio.create_task(_send_replies(ws, pending, outbound,
-                                               batched=replies == "batched"))]
+             asyncio.create_task(_send_replies(ws, pending, outbound, batched))]
     if outbound is not None:
         tasks.append(asyncio.create_task(outbound.push(ws)))
     # A revoked token or a disabled connector user closes the socket (`open_sockets`).
