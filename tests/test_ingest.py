@@ -444,8 +444,8 @@ def test_replies_single_or_batched_and_nothing_else(client: TestClient,
 
 def test_a_batched_frame_keeps_to_its_size_in_bytes(client: TestClient, connector_token: str,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """Frames end at MAX_FRAME_BYTES of UTF-8 (refs of two-byte characters here: counting
-    characters would let them run to nearly twice that), and lose no reply."""
+    """Frames keep within MAX_FRAME_BYTES of UTF-8 and lose no reply (refs of two-byte
+    characters here: counting characters would let a fourth reply in, past the bound)."""
     monkeypatch.setattr(ingest_api, "MAX_FRAME_BYTES", 1_400)
     with client.websocket_connect("/v1/ingest?replies=batched",
                                   headers=auth(connector_token)) as ws:
