@@ -212,14 +212,15 @@ class Entries:
             except Fenced as exc:
                 self.partitions.lose(exc.partitions)
                 return
+            results = [as_json(d.reply.result()) for _, _, d in deliveries]
             if committed and partition in self.partitions.owned:
                 # Kept (and recorded with each batch) until acknowledged, for redelivery.
                 self.partitions.owned[partition].through = last
                 self.partitions.owned[partition].replies.update(
-                    (i, as_json(d.reply.result())) for i, _, d in deliveries)
+                    zip([i for i, _, _ in deliveries], results, strict=True))
+            answered += zip([f for _, f, _ in deliveries], results, strict=True)
         replies: dict[str, list[Any]] = {}
-        for fields, reply in [*answered, *((f, as_json(d.reply.result()))
-                                           for _, f, d in deliveries)]:
+        for fields, reply in answered:
             replies.setdefault(fields["n"], []).append([fields["r"], reply])
         # One transaction: no entry is acknowledged unless its reply was written too (a
         # Redis out of memory refuses the whole of it).

@@ -34,8 +34,11 @@ from contact_center.stores import Fenced, PartitionMark, WriteBatch
 from contact_center.stores.postgres import PostgresStore
 from contact_center.stores.sqlite import SQLiteStore
 from contact_center.streams import GROUP, Layout
-from monitoring.feeds.redis import RedisFeed
+from monitoring.feeds import Announcement
+from monitoring.feeds import redis as feeds_redis
+from monitoring.feeds.redis import RedisFeed, RedisOutlet
 from monitoring.hub import Hub
+from monitoring.messages import LiveMessage
 from tests.conftest import (
     ANGRY,
     POSTGRES,
@@ -180,8 +183,7 @@ def test_a_node_that_fell_behind_the_live_stream_tells_subscribers_to_resync(
         sub = hub.subscribe("conversation:c1")
         try:
             for i in range(50):
-                await redis.xadd(layout.live, {"t": "x", "y": "segment", "m": "{}", "n": i,
-                                               "c": "c1"})
+                await redis.xadd(layout.live, {"b": f'[["x","segment","{{}}",{i},"c1",null]]'})
             assert await feed._check_lag(50) == 50 and sub.queue.empty()  # read them all
             await redis.xtrim(layout.live, maxlen=10, approximate=False)
             assert await feed._check_lag(50) == 50 and sub.queue.empty()  # trimmed: read
@@ -193,6 +195,56 @@ def test_a_node_that_fell_behind_the_live_stream_tells_subscribers_to_resync(
 
     run(scenario())
 
+
+
+def test_the_live_stream_keeps_its_last_seconds_in_one_entry_a_batch(
+        redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(feeds_redis, "LIVE_STREAM_SECONDS", 1)
+
+    def batch(i: int) -> Announcement:
+        return Announcement([LiveMessage("c1", "conversation:c1", {"type": "segment", "i": i}),
+                             LiveMessage("c2", "alerts", {"type": "alert.raised", "i": i},
+                                         event_id=i, match={"queue": "q"})])
+
+    async def scenario() -> None:
+        redis = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+        layout, hub = Layout(namespace(tmp_path), 4), Hub()
+        outlet, feed = RedisOutlet(redis, layout), RedisFeed(redis, layout, hub)
+        subs = [hub.subscribe("conversation:c1"), hub.subscribe("alerts")]
+        try:
+            await feed.start()
+            await asyncio.sleep(0.2)  # (the relay reads from the newest entry on)
+            for i in range(150):
+                await outlet.publish(batch(i))
+            await asyncio.sleep(1.2)
+            for i in range(150, 300):
+                await outlet.publish(batch(i))
+            info = await redis.xinfo_stream(layout.live)
+            assert info["entries-added"] == 300  # one entry a batch
+            kept = await redis.xrange(layout.live)
+            # The older ones are trimmed (by whole nodes: Redis trims approximately) ...
+            assert 150 <= len(kept) < 300
+            # ... never one of the last second's.
+            newest = [json.loads(fields["b"]) for _, fields in kept[-150:]]
+            assert [m[0][2] for m in newest] == [json.dumps({"type": "segment", "i": i},
+                                                            separators=(",", ":"))
+                                                 for i in range(150, 300)]
+            for _ in range(100):  # the relay hands every message to its subscribers
+                if all(sub.queue.qsize() == 300 for sub in subs):
+                    break
+                await asyncio.sleep(0.05)
+            segments = [subs[0].queue.get_nowait() for _ in range(300)]
+            alerts = [subs[1].queue.get_nowait() for _ in range(300)]
+            assert [(m.type, m.number, m.conversation_id) for m in segments] == [
+                ("segment", 0, "c1")] * 300
+            assert [(m.type, m.number, m.conversation_id) for m in alerts] == [
+                ("alert.raised", i, "c2") for i in range(300)]
+        finally:
+            for task in feed.tasks:
+                task.cancel()
+            await redis.aclose()
+
+    run(scenario())
 
 # -- processes ----------------------------------------------------------------------------
 

@@ -6,7 +6,9 @@ What Redis holds for each live conversation, written in one transaction per batc
   ``n`` being the number of the conversation's last monitor message;
 - ``{ns}:recent:<id>``: its kept monitor messages, ``{"n": .., "m": <message>}``, oldest
   first, at most RECENT_LIMIT;
-- every live message on the ``{ns}:live`` stream, which each API node reads into its hub.
+- every live message on the ``{ns}:live`` stream, which each API node reads into its hub:
+  one entry per batch, ``{"b": [[topic, type, message, n, conversation id, match], ...]}``
+  (``match``: what alert subscribers filter on, or null), kept LIVE_STREAM_SECONDS.
 A snapshot (catch-up, board) and the messages after it are told apart by ``n``.
 """
 
@@ -36,8 +38,12 @@ from monitoring.metrics import AgentLoad, load_of
 
 log = logging.getLogger(__name__)
 
-LIVE_STREAM_LENGTH = 100_000  # live messages kept for API nodes that lag (approximate)
+LIVE_STREAM_SECONDS = 10  # live messages kept for API nodes that lag (approximately)
 RELAY_BATCH = 1000  # live messages an API node reads at a time
+# A live message as the live stream holds it: topic, type, the message (JSON text), its
+# number, its conversation's id (None: every subscriber of the topic), match (or None).
+Packed = tuple[str, str, str, int, str | None, dict[str, Any] | None]
+
 READ_BLOCK_MS = 1000  # longest blocking read; well under the Redis client's socket timeout
 # (contact_center.streams reads with the same)
 
@@ -63,54 +69,75 @@ class FeedKeys:
 
 
 class RedisOutlet:
-    """A worker's outlet: one Redis transaction per committed batch."""
+    """A worker's outlet: one Redis transaction per committed batch, its live messages in
+    one entry of the live stream."""
 
     def __init__(self, redis: aioredis.Redis, keys: FeedKeys) -> None:
         self.redis, self.keys = redis, keys
         # Conversations whose live messages could not be published: their summary and
         # catch-up are rewritten (`restored`) once Redis takes writes again.
         self.behind: set[str] = set()
+        self._trim_before: str | None = None  # (by Redis's clock: see `_add_live`)
 
     async def publish(self, batch: Committed) -> None:
         pipe = self.redis.pipeline(transaction=True)
+        live: list[Packed] = []
+        kept: dict[str, list[str]] = {}
         for m in batch.messages:
             text = dumps(m.body)
-            fields: dict[Any, Any] = {"t": m.topic, "y": m.body["type"],
-                                      "m": text if m.said is None else dumps(m.published()),
-                                      "n": m.number or m.event_id, "c": m.conversation_id}
-            if m.match is not None:
-                fields["a"] = dumps(m.match)
-            pipe.xadd(self.keys.live, fields, maxlen=LIVE_STREAM_LENGTH, approximate=True)
+            live.append((m.topic, m.body["type"],
+                         text if m.said is None else dumps(m.published()),
+                         m.number or m.event_id, m.conversation_id, m.match))
             if m.keep:
-                pipe.rpush(self.keys.recent(m.conversation_id),
-                           f'{{"n":{m.number},"m":{text}}}')
-        now = time.time()
-        for conv in batch.touched.values():
-            self._summary(pipe, conv, now)
-        if not await self._execute(pipe):
+                kept.setdefault(m.conversation_id, []).append(
+                    f'{{"n":{m.number},"m":{text}}}')
+        for conversation_id, entries in kept.items():
+            pipe.rpush(self.keys.recent(conversation_id), *entries)
+        entry = self._summaries(pipe, batch.touched.values(), live)
+        if not await self._execute(pipe, entry):
             self.behind.update(batch.touched)
 
-    def _summary(self, pipe: Any, conv: Watched, now: float) -> None:
-        summary = conv.summary(now)
-        if conv.status == "live":
-            pipe.hset(self.keys.summaries, conv.id,
-                      dumps({"n": conv.published, "at": now, "s": summary}))
-            pipe.ltrim(self.keys.recent(conv.id), -RECENT_LIMIT, -1)
-        else:
-            pipe.hdel(self.keys.summaries, conv.id)
-            pipe.delete(self.keys.recent(conv.id))
-        pipe.xadd(self.keys.live, {"t": LIVE_TOPIC, "y": "conversation.updated",
-                                     "m": dumps(conversation_updated(summary)),
-                                     "n": conv.published, "c": conv.id},
-                  maxlen=LIVE_STREAM_LENGTH, approximate=True)
+    def _summaries(self, pipe: Any, conversations: Collection[Watched],
+                   live: list[Packed]) -> int | None:
+        """Store the conversations' summaries (one command for all), trim or drop their
+        recent entries, and add ``live`` with their updates to the live stream (see
+        `_add_live`)."""
+        now = time.time()
+        summaries: dict[str, str] = {}
+        ended: list[str] = []
+        for conv in conversations:
+            summary = conv.summary(now)
+            if conv.status == "live":
+                summaries[conv.id] = dumps({"n": conv.published, "at": now, "s": summary})
+                pipe.ltrim(self.keys.recent(conv.id), -RECENT_LIMIT, -1)
+            else:
+                ended.append(conv.id)
+                pipe.delete(self.keys.recent(conv.id))
+            live.append((LIVE_TOPIC, "conversation.updated",
+                         dumps(conversation_updated(summary)), conv.published, conv.id, None))
+        if summaries:
+            pipe.hset(self.keys.summaries, mapping=summaries)
+        if ended:
+            pipe.hdel(self.keys.summaries, *ended)
+        return self._add_live(pipe, live)
+
+    def _add_live(self, pipe: Any, live: list[Packed]) -> int | None:
+        """Add the messages to the live stream as one entry; the command's place in the
+        pipeline (None: no messages)."""
+        if not live:
+            return None
+        # Trimmed by age, reckoned from this outlet's previous entry's id (Redis's clock,
+        # not this host's): a batch's entry may hold hundreds of messages, so a length
+        # bound would bound nothing.
+        pipe.xadd(self.keys.live, {"b": dumps(live)}, minid=self._trim_before)
+        return len(pipe.command_stack) - 1
 
     async def resync(self, conversation_ids: Collection[str]) -> None:
         pipe = self.redis.pipeline(transaction=False)
-        for topic in [*map(conversation_topic, conversation_ids), LIVE_TOPIC]:
-            pipe.xadd(self.keys.live, {"t": topic, "y": "resync", "m": dumps(RELAY_RESYNC),
-                                         "n": 0, "c": ""},
-                      maxlen=LIVE_STREAM_LENGTH, approximate=True)
-        await self._execute(pipe)
+        entry = self._add_live(pipe, [(topic, "resync", dumps(RELAY_RESYNC), 0, None, None)
+                                      for topic in [*map(conversation_topic, conversation_ids),
+                                                    LIVE_TOPIC]])
+        await self._execute(pipe, entry)
 
     async def restored(self, conversations: Sequence[Watched],
                        recent: dict[str, list[dict[str, Any]]] | None = None,
@@ -128,26 +155,32 @@ class RedisOutlet:
         if not behind:
             return
         pipe = self.redis.pipeline(transaction=True)
-        now = time.time()
         for conv in behind:
             transcript = (recent or {}).get(conv.id, list(conv.recent))
             pipe.delete(self.keys.recent(conv.id))
             if transcript:
                 pipe.rpush(self.keys.recent(conv.id), *[
                     dumps({"n": conv.published, "m": entry}) for entry in transcript])
-            self._summary(pipe, conv, now)
-        await pipe.execute()
+        entry = self._summaries(pipe, behind, [])
+        self._took(await pipe.execute(), entry)
         self.behind.difference_update(c.id for c in conversations)
         await self.resync([conv.id for conv in behind])
 
-    @staticmethod
-    async def _execute(pipe: Any) -> bool:
+    async def _execute(self, pipe: Any, entry: int | None) -> bool:
         try:
-            await pipe.execute()
+            self._took(await pipe.execute(), entry)
             return True
         except Exception:
             log.warning("publishing live messages to Redis failed", exc_info=True)
             return False
+
+    def _took(self, results: list[Any], entry: int | None) -> None:
+        """Note the id of the live stream entry just added (``entry``: its command's
+        place), if any: entries older than LIVE_STREAM_SECONDS before it go with the
+        next one."""
+        if entry is not None:
+            millis = int(str(results[entry]).split("-")[0]) - LIVE_STREAM_SECONDS * 1000
+            self._trim_before = f"{millis}-0"
 
 
 class RedisFeed:
@@ -198,9 +231,10 @@ class RedisFeed:
             for entry_id, fields in entries:
                 last = entry_id
                 try:
-                    self._offer(fields)
+                    for message in codec.loads(fields["b"]):
+                        self._offer(*message)
                 except Exception:  # one bad entry must not stop the relay
-                    log.exception("relaying live message %s failed", entry_id)
+                    log.exception("relaying live messages of %s failed", entry_id)
 
     async def _check_lag(self, read: int) -> int:
         """If the stream was trimmed past what this node read (it fell more than
@@ -226,16 +260,14 @@ class RedisFeed:
             return "0-0", 0
         return str(info["last-generated-id"]), int(info["entries-added"])
 
-    def _offer(self, fields: dict[str, str]) -> None:
-        topic = fields["t"]
+    def _offer(self, topic: str, kind: str, text: str, number: int,
+               conversation_id: str | None, match: dict[str, Any] | None) -> None:
         if not self.hub.subscribers(topic):
             return
-        text = fields["m"]
-        meta = (codec.loads(fields["a"]) if "a" in fields
-                else codec.loads(text) if topic == LIVE_TOPIC else None)
-        self.hub.offer(topic, Message(fields["y"], text, int(fields["n"]), fields["c"] or None),
-                       meta)
-        if topic == LIVE_TOPIC and fields["y"] == "conversation.updated":
+        meta = match if match is not None else codec.loads(text) if topic == LIVE_TOPIC \
+            else None
+        self.hub.offer(topic, Message(kind, text, number, conversation_id or None), meta)
+        if topic == LIVE_TOPIC and kind == "conversation.updated":
             self.agents.changed()
 
     # -- reads ---------------------------------------------------------------------------
