@@ -6,8 +6,9 @@ labelled twitter-care turns and review snippets together, five folds by conversa
 every turn is predicted by a model that never saw its conversation (the vocabulary too
 comes from the training folds alone). Printed: the area under the ROC curve, the
 figures of `docs/rules.md` at a few thresholds (neutral share of alerts, share of
-escalate conversations alerted, share of "high" on escalate turns), and what the model
-adds to the default rules when it alerts on turns they leave alone.
+escalate conversations alerted, share of "high" on escalate turns), what the model
+adds to the default rules when it alerts on turns they leave alone, and what it takes
+away from them as a veto (their hits on turns it puts below a threshold).
 
     python bench/escalation_model.py
 """
@@ -141,17 +142,22 @@ def figures(turns: Turns, p: np.ndarray, source: str, alert_at: float,
             f", high on escalate {precise:.1%}")
 
 
-def with_rules(turns: Turns, p: np.ndarray, source: str, at: float) -> str:
-    """The default rules' hits, plus a model alert on a turn they left alone."""
-    conversations, labels = turns.corpora[source]
+def rule_hits(turns: Turns, source: str) -> collections.Counter[tuple[str, int]]:
+    """The default rules' hits on the customer's turns: (conversation, seq) -> how many."""
     hit: collections.Counter[tuple[str, int]] = collections.Counter()
-    alerted = set()
-    for c, trigger in replay_corpus(DEFAULT_RULES, conversations):
+    for c, trigger in replay_corpus(DEFAULT_RULES, turns.corpora[source][0]):
         last = trigger.turns[-1] if trigger.turns else None
         if trigger.rule.kind != "response_time" and last is not None \
                 and last.role == "customer":
             hit[(c["conversation_id"], int(last.segment_id))] += 1
-            alerted.add(c["conversation_id"])
+    return hit
+
+
+def with_rules(turns: Turns, p: np.ndarray, source: str, at: float) -> str:
+    """The default rules' hits, plus a model alert on a turn they left alone."""
+    labels = turns.corpora[source][1]
+    hit = rule_hits(turns, source)
+    alerted = {cid for cid, _ in hit}
     by_label: collections.Counter[str] = collections.Counter()
     for key, label in labels.items():
         by_label[label] += hit[key]
@@ -162,6 +168,28 @@ def with_rules(turns: Turns, p: np.ndarray, source: str, at: float) -> str:
     wanted = {cid for (cid, _), label in labels.items() if label == "escalate"}
     return (f"neutral {by_label['none'] / sum(by_label.values()):.1%}, escalate alerted "
             f"{len(wanted & alerted) / len(wanted):.1%}")
+
+
+def with_veto(turns: Turns, p: np.ndarray, source: str, below: float,
+              folds: set[int]) -> str:
+    """The default rules' hits, less those on turns the model puts below ``below``, on
+    the conversations of ``folds``."""
+    labels = turns.corpora[source][1]
+    hit = rule_hits(turns, source)
+    where = {(r[1], r[2]): i for i, r in enumerate(turns.rows) if r[0] == source}
+    by_label: collections.Counter[str] = collections.Counter()
+    alerted, wanted = set(), set()
+    for (cid, seq), label in labels.items():
+        if fold_of(cid, FOLDS) not in folds:
+            continue
+        if label == "escalate":
+            wanted.add(cid)
+        if hit[(cid, seq)] and p[where[(cid, seq)]] >= below:
+            by_label[label] += hit[(cid, seq)]
+            alerted.add(cid)
+    total = sum(by_label.values())
+    return (f"neutral {by_label['none']} of {total}, escalate alerted "
+            f"{len(wanted & alerted)} of {len(wanted)}")
 
 
 def main() -> None:
@@ -179,6 +207,13 @@ def main() -> None:
                       f"{figures(turns, p, source, alert_at, high_at)}")
             print(f"    the default rules, plus the model at 0.5: "
                   f"{with_rules(turns, p, source, 0.5)}")
+        print("  the default rules, less their hits the model puts below a threshold "
+              "(a veto):")
+        for below in (0.05, 0.1, 0.15, 0.2):
+            print(f"    below {below}: twitter-care folds 0-2 "
+                  f"{with_veto(turns, p, 'twitter-care', below, {0, 1, 2})}; folds 3-4 "
+                  f"{with_veto(turns, p, 'twitter-care', below, {3, 4})}; review snippets "
+                  f"{with_veto(turns, p, 'review snippets', below, set(range(FOLDS)))}")
 
 
 if __name__ == "__main__":
