@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import asyncpg
 import httpx2 as httpx
@@ -37,8 +38,8 @@ from contact_center.streams import GROUP, Layout
 from monitoring.feeds import Announcement
 from monitoring.feeds import redis as feeds_redis
 from monitoring.feeds.redis import RedisFeed, RedisOutlet
-from monitoring.hub import Hub
-from monitoring.messages import LiveMessage
+from monitoring.hub import Hub, Message
+from monitoring.messages import LIVE_TOPIC, LiveMessage
 from tests.conftest import (
     ANGRY,
     POSTGRES,
@@ -196,55 +197,90 @@ def test_a_node_that_fell_behind_the_live_stream_tells_subscribers_to_resync(
     run(scenario())
 
 
-
 def test_the_live_stream_keeps_its_last_seconds_in_one_entry_a_batch(
         redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(feeds_redis, "LIVE_STREAM_SECONDS", 1)
+    monkeypatch.setattr(feeds_redis, "LIVE_STREAM_SECONDS", 2)
+    monkeypatch.setattr(feeds_redis, "ENTRY_MESSAGES", 3)
+
+    class Conv:  # what an outlet reads of a live conversation (`feeds.Watched`)
+        def __init__(self, cid: str, status: str) -> None:
+            self.id, self.status, self.published, self.shown = cid, status, 7, 7
+            self.recent: list[dict[str, Any]] = []
+
+        def summary(self, now: float) -> dict[str, Any]:
+            return {"id": self.id, "status": self.status, "customer_waiting_seconds": None}
+
+        def remember(self, entry: dict[str, Any]) -> None:
+            self.recent.append(entry)
 
     def batch(i: int) -> Announcement:
-        return Announcement([LiveMessage("c1", "conversation:c1", {"type": "segment", "i": i}),
-                             LiveMessage("c2", "alerts", {"type": "alert.raised", "i": i},
-                                         event_id=i, match={"queue": "q"})])
+        return Announcement([
+            LiveMessage("c1", "conversation:c1", {"type": "segment", "i": i}, keep=True,
+                        number=i + 1),
+            LiveMessage("c2", "alerts", {"type": "alert.raised", "i": i}, event_id=i + 1,
+                        match={"queue": "billing" if i % 2 else "sales"})],
+            {"c1": Conv("c1", "live"), "c3": Conv("c3", "ended")})
 
     async def scenario() -> None:
         redis = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
         layout, hub = Layout(namespace(tmp_path), 4), Hub()
         outlet, feed = RedisOutlet(redis, layout), RedisFeed(redis, layout, hub)
-        subs = [hub.subscribe("conversation:c1"), hub.subscribe("alerts")]
+        monitor = hub.subscribe("conversation:c1")
+        billing = hub.subscribe("alerts", accept=lambda meta: meta["queue"] == "billing")
+        board = hub.subscribe(LIVE_TOPIC)
         try:
             await feed.start()
             await asyncio.sleep(0.2)  # (the relay reads from the newest entry on)
-            for i in range(150):
+            for i in range(100):
                 await outlet.publish(batch(i))
-            await asyncio.sleep(1.2)
-            for i in range(150, 300):
+            # An entry that is not one of ours: subscribers are told to resync, and the
+            # relay goes on.
+            await redis.xadd(layout.live, {"b": "not json"})
+            await asyncio.sleep(2.5)
+            for i in range(100, 200):
                 await outlet.publish(batch(i))
             info = await redis.xinfo_stream(layout.live)
-            assert info["entries-added"] == 300  # one entry a batch
+            # One entry a batch (two: 4 messages, at most 3 an entry here), and the bad one
+            assert info["entries-added"] == 401
             kept = await redis.xrange(layout.live)
             # The older ones are trimmed (by whole nodes: Redis trims approximately) ...
-            assert 150 <= len(kept) < 300
-            # ... never one of the last second's.
-            newest = [json.loads(fields["b"]) for _, fields in kept[-150:]]
-            assert [m[0][2] for m in newest] == [json.dumps({"type": "segment", "i": i},
-                                                            separators=(",", ":"))
-                                                 for i in range(150, 300)]
-            for _ in range(100):  # the relay hands every message to its subscribers
-                if all(sub.queue.qsize() == 300 for sub in subs):
+            assert 200 <= len(kept) < 401
+            # ... never one of the last 2 seconds'.
+            assert [json.loads(json.loads(fields["b"])[0][2]) for _, fields in kept[-200::2]] \
+                == [{"type": "segment", "i": i} for i in range(100, 200)]
+            assert await redis.hgetall(layout.summaries) == {"c1": ANY}  # c3 ended
+            assert await redis.llen(layout.recent("c1")) == 200
+            assert not await redis.exists(layout.recent("c3"))
+            got: dict[str, list[Message]] = {"monitor": [], "billing": [], "board": []}
+            for _ in range(200):  # the relay hands every message to its subscribers
+                for name, sub in (("monitor", monitor), ("billing", billing), ("board", board)):
+                    while not sub.queue.empty():
+                        message = sub.queue.get_nowait()
+                        assert message is not None  # (None: the subscriber overflowed)
+                        got[name].append(message)
+                if len(got["board"]) >= 401 and len(got["monitor"]) >= 201:
                     break
                 await asyncio.sleep(0.05)
-            segments = [subs[0].queue.get_nowait() for _ in range(300)]
-            alerts = [subs[1].queue.get_nowait() for _ in range(300)]
-            assert [(m.type, m.number, m.conversation_id) for m in segments] == [
-                ("segment", 0, "c1")] * 300
-            assert [(m.type, m.number, m.conversation_id) for m in alerts] == [
-                ("alert.raised", i, "c2") for i in range(300)]
+            assert [(m.type, m.number, m.conversation_id) for m in got["monitor"]] == [
+                ("segment", i + 1, "c1") for i in range(100)] + [("resync", 0, None)] + [
+                ("segment", i + 1, "c1") for i in range(100, 200)]
+            assert [(m.type, m.number) for m in got["billing"]] == [
+                ("alert.raised", i + 1) for i in range(1, 100, 2)] + [("resync", 0)] + [
+                ("alert.raised", i + 1) for i in range(101, 200, 2)]
+            updates = [m for m in got["board"] if m.type == "conversation.updated"]
+            assert [m.conversation_id for m in updates] == ["c1", "c3"] * 200
+            assert json.loads(updates[0].text) == {"type": "conversation.updated",
+                                                  "conversation": {
+                                                      "id": "c1", "status": "live",
+                                                      "customer_waiting_seconds": None}}
         finally:
             for task in feed.tasks:
                 task.cancel()
+            await asyncio.gather(*feed.tasks, return_exceptions=True)
             await redis.aclose()
 
     run(scenario())
+
 
 # -- processes ----------------------------------------------------------------------------
 

@@ -39,7 +39,8 @@ from monitoring.metrics import AgentLoad, load_of
 log = logging.getLogger(__name__)
 
 LIVE_STREAM_SECONDS = 10  # live messages kept for API nodes that lag (approximately)
-RELAY_BATCH = 1000  # live messages an API node reads at a time
+ENTRY_MESSAGES = 1000  # at most this many live messages in one entry of the live stream
+RELAY_BATCH = 100  # entries an API node reads at a time (it yields after each)
 # A live message as the live stream holds it: topic, type, the message (JSON text), its
 # number, its conversation's id (None: every subscriber of the topic), match (or None).
 Packed = tuple[str, str, str, int, str | None, dict[str, Any] | None]
@@ -122,15 +123,15 @@ class RedisOutlet:
         return self._add_live(pipe, live)
 
     def _add_live(self, pipe: Any, live: list[Packed]) -> int | None:
-        """Add the messages to the live stream as one entry; the command's place in the
-        pipeline (None: no messages)."""
-        if not live:
-            return None
-        # Trimmed by age, reckoned from this outlet's previous entry's id (Redis's clock,
-        # not this host's): a batch's entry may hold hundreds of messages, so a length
-        # bound would bound nothing.
-        pipe.xadd(self.keys.live, {"b": dumps(live)}, minid=self._trim_before)
-        return len(pipe.command_stack) - 1
+        """Add the messages to the live stream, ENTRY_MESSAGES an entry (one for a
+        batch, as a rule); the last command's place in the pipeline (None: none)."""
+        for start in range(0, len(live), ENTRY_MESSAGES):
+            # Trimmed by age, reckoned from this outlet's previous entry's id (Redis's
+            # clock, not this host's): an entry may hold hundreds of messages, so a
+            # length bound would bound nothing.
+            pipe.xadd(self.keys.live, {"b": dumps(live[start:start + ENTRY_MESSAGES])},
+                      minid=self._trim_before)
+        return len(pipe.command_stack) - 1 if live else None
 
     async def resync(self, conversation_ids: Collection[str]) -> None:
         pipe = self.redis.pipeline(transaction=False)
@@ -149,6 +150,9 @@ class RedisOutlet:
         whatever Redis holds). Raises if Redis fails."""
         if not conversations:
             return
+        # After Redis lost what it held it may be another Redis, with another clock: no
+        # trimming by the old one's ids.
+        self._trim_before = None
         numbers = await self.redis.hmget(self.keys.summaries, [c.id for c in conversations])
         behind = [conv for conv, raw in zip(conversations, numbers, strict=True)
                   if force or raw is None or codec.loads(raw)["n"] != conv.published]
@@ -230,15 +234,25 @@ class RedisFeed:
                 self.hub.broadcast(RELAY_RESYNC)
             for entry_id, fields in entries:
                 last = entry_id
-                try:
-                    for message in codec.loads(fields["b"]):
-                        self._offer(*message)
-                except Exception:  # one bad entry must not stop the relay
-                    log.exception("relaying live messages of %s failed", entry_id)
+                self._relay_entry(entry_id, fields)
+                await asyncio.sleep(0)  # an entry may hold a thousand messages
+
+    def _relay_entry(self, entry_id: str, fields: dict[str, str]) -> None:
+        try:
+            messages = codec.loads(fields["b"])
+        except Exception:  # not one of ours: what it held is lost to the subscribers
+            log.exception("live stream entry %s could not be read", entry_id)
+            self.hub.broadcast(RELAY_RESYNC)
+            return
+        for message in messages:
+            try:
+                self._offer(*message)
+            except Exception:  # one bad message must not cost the others
+                log.exception("relaying a live message of %s failed", entry_id)
 
     async def _check_lag(self, read: int) -> int:
-        """If the stream was trimmed past what this node read (it fell more than
-        LIVE_STREAM_LENGTH behind), tell every subscriber to resync; returns how many
+        """If the stream was trimmed past what this node read (it fell about
+        LIVE_STREAM_SECONDS behind), tell every subscriber to resync; returns how many
         entries the stream has had up to where reading goes on."""
         try:
             info = await self.redis.xinfo_stream(self.keys.live)
@@ -246,7 +260,7 @@ class RedisFeed:
             return 0
         trimmed = int(info["entries-added"]) - int(info["length"])
         if trimmed > read:
-            log.warning("this node fell %d live messages behind; subscribers resync",
+            log.warning("this node fell %d live stream entries behind; subscribers resync",
                         trimmed - read)
             self.hub.broadcast(RELAY_RESYNC)
             return trimmed
