@@ -74,6 +74,42 @@ def test_events_out_of_order_wait_for_the_store_and_a_failing_store_asks_for_res
     assert [codec.loads(m.text)["event_id"] for m in received[1:]] == [6, 7, 8, 9]
 
 
+def test_an_event_in_order_waits_while_the_store_is_read() -> None:
+    """No event twice: one that comes in order while the sequencer reads the store (for
+    one that came ahead of it) waits for that read, which passes it on."""
+    class SlowLog(Log):
+        def __init__(self, ids: list[int]) -> None:
+            super().__init__(ids)
+            self.reading, self.go_on = asyncio.Event(), asyncio.Event()
+
+        async def alert_events_after(self, after: int, limit: int) -> AlertEvents:
+            self.reading.set()
+            await self.go_on.wait()
+            return await super().alert_events_after(after, limit)
+
+    async def scenario() -> list[int]:
+        hub, log = Hub(), SlowLog([1, 2])
+        sequencer = AlertSequencer(hub, log, keep_seconds=3600)
+        await sequencer.start()
+        sub = hub.subscribe(ALERTS_TOPIC, accept=lambda meta: True)
+        await asyncio.sleep(0)
+        log.events += [event(3), event(4)]
+        hub.publish(ALERT_EVENTS_TOPIC, event(4), number=4)  # ahead of 3: to the store
+        await asyncio.wait_for(log.reading.wait(), 5)
+        hub.publish(ALERT_EVENTS_TOPIC, event(3), number=3)  # in order, but a read is on
+        assert sequencer.delivered == 2 and sub.queue.empty()
+        log.go_on.set()
+        received = [(await asyncio.wait_for(sub.next(), 5)) for _ in range(2)]
+        log.events.append(event(5))
+        hub.publish(ALERT_EVENTS_TOPIC, event(5), number=5)
+        received.append(await asyncio.wait_for(sub.next(), 5))
+        for task in sequencer.tasks:
+            task.cancel()
+        return [m.number for m in received if m is not None]
+
+    assert asyncio.run(scenario()) == [3, 4, 5]
+
+
 @pytest.mark.parametrize(("address", "refused"), [
     ("93.184.216.34", False), ("2606:2800:220:1::1", False),
     ("127.0.0.1", True), ("10.0.0.7", True), ("192.168.1.1", True), ("172.16.0.1", True),
