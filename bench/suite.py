@@ -268,6 +268,7 @@ class Alerts:
                                            segments[-1]["segment_id"]))
                 if sent is not None and sent >= client.count_from:
                     client.alert_latency.append(now - sent)
+                    client.alert_sent.append(sent)
 
 
 class Client:
@@ -282,6 +283,7 @@ class Client:
         self.ack_at: list[float] = []  # when each counted segment was (to be) sent
         self.monitor_latency: list[float] = []
         self.alert_latency: list[float] = []
+        self.alert_sent: list[float] = []
         self.send_lag: list[float] = []
         self.sent_at: dict[tuple[str, str], float] = {}
         self.count_from = 0.0
@@ -469,7 +471,8 @@ class Client:
         report["t0"] = t0
         report.update(
             ack_latency=self.ack_latency, ack_at=self.ack_at, monitor_latency=self.monitor_latency,
-            alert_latency=self.alert_latency, send_lag=self.send_lag, errors=self.errors,
+            alert_latency=self.alert_latency, alert_sent=self.alert_sent,
+            send_lag=self.send_lag, errors=self.errors,
             unexpected=self.unexpected, alerts=self.alerts, clock_alerts=self.clock_alerts,
             monitor_messages=self.monitor_messages, held_back=self.held_back)
         for consumer in [*ingests, *monitors, *([alerts] if alerts else [])]:
@@ -811,6 +814,15 @@ def drive(specs: list[dict[str, Any]], server: Server | None = None,
     for r in results:
         for sent, latency in zip(r["ack_at"], r["ack_latency"], strict=True):
             by_second.setdefault(int(sent - r["t0"]), []).append(latency)
+    # An alert against its own segment's ack (both timed from the segment's schedule).
+    acked = {sent: latency for r in results
+             for sent, latency in zip(r["ack_at"], r["ack_latency"], strict=True)}
+    extra = [alert - acked[sent] for r in results
+             for sent, alert in zip(r.get("alert_sent", []), r["alert_latency"], strict=True)
+             if sent in acked]
+    report["alert_after_its_ack_ms"] = summary(extra)
+    report["ack_of_alerting_segments_ms"] = summary(
+        [acked[sent] for r in results for sent in r.get("alert_sent", []) if sent in acked])
     report["ack_ms_by_second"] = [
         {"second": k} | {q: v for q, v in summary(by_second[k]).items() if q in ("n", "p50", "p99")}
         for k in sorted(by_second)]
@@ -1379,6 +1391,12 @@ def table(r: dict[str, Any], quick: bool) -> str:
         row("monitored", "ingest→alert p50 / p99 / max ms", text, "p99 ≤ 20",
             None if p99 is None else p99 <= 20,
             f"{s['ingest_to_alert_ms'].get('n', 0):,} alerts; " + vs_echo(p99))
+        if s.get("alert_after_its_ack_ms", {}).get("n"):
+            mine = s["ack_of_alerting_segments_ms"]
+            row("monitored", "alert after its segment's own ack p50 / p99 / max ms",
+                lat(s, "alert_after_its_ack_ms")[0],
+                ratio=f"those segments' acks p50 / p99: {fmt(mine['p50'], 1)} / "
+                      f"{fmt(mine['p99'], 1)} ms")
         text, p99 = lat(s, "segment_to_monitor_ms")
         row("monitored", "segment→monitor p50 / p99 / max ms", text, "p99 ≤ 20",
             None if p99 is None else p99 <= 20,

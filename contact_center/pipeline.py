@@ -228,12 +228,16 @@ class Pipeline:
     async def _store_batch(self, effects: Effects) -> None:
         with metrics.COMMIT_SECONDS.time():
             await self.store.write(effects.batch)
+        alerts = []
         for row in effects.batch.alert_events:  # numbered now: to the alert streams
             assert row.message is not None and row.event_id is not None
             row.message["event_id"] = row.event_id
-            effects.messages.append(LiveMessage(
+            alerts.append(LiveMessage(
                 row.conversation_id, ALERT_EVENTS_TOPIC, row.message, event_id=row.event_id,
                 match={"agent_id": row.alert["agent_id"], "queue": row.alert["queue"]}))
+        # First: each push wakes its socket's sender in turn, and a supervisor waiting
+        # for an alert should not wait behind every monitor's push of the batch.
+        effects.messages[:0] = alerts
         for rule_id, severity in effects.hits:
             metrics.ALERTS.labels(rule_id, severity).inc()
 

@@ -56,8 +56,11 @@ class Hub:
 
     def subscribe(self, *topics: str, accept: Filter | None = None,
                   queue_size: int | None = None) -> Subscription:
-        sub = Subscription(set(topics), queue_size or self._queue_size, accept)
-        for topic in topics:
+        return self.attach(Subscription(set(topics), queue_size or self._queue_size, accept))
+
+    def attach(self, sub: Subscription) -> Subscription:
+        """Subscribe ``sub`` (a `Subscription` of another kind) to its topics."""
+        for topic in sub.topics:
             self._by_topic.setdefault(topic, set()).add(sub)
         return sub
 

@@ -74,6 +74,28 @@ def test_events_out_of_order_wait_for_the_store_and_a_failing_store_asks_for_res
     assert [codec.loads(m.text)["event_id"] for m in received[1:]] == [6, 7, 8, 9]
 
 
+def test_the_next_event_in_order_is_passed_on_in_the_publishers_call() -> None:
+    async def scenario() -> None:
+        hub, log = Hub(), Log([1, 2])
+        sequencer = AlertSequencer(hub, log, keep_seconds=3600)
+        await sequencer.start()
+        sub = hub.subscribe(ALERTS_TOPIC, accept=lambda meta: True)
+        told: list[int] = []
+        sequencer.listeners.append(lambda: told.append(sequencer.delivered))
+        await asyncio.sleep(0)  # the sequencer's task waits for the next event
+        for i in (3, 4):
+            log.events.append(event(i))
+            hub.publish(ALERT_EVENTS_TOPIC, event(i), number=i)
+            # No task ran in between: the stream's subscribers have it already.
+            assert sequencer.delivered == i and sub.queue.qsize() == i - 2
+        assert told == [3, 4]
+        assert [m.number for m in (sub.queue.get_nowait(), sub.queue.get_nowait())] == [3, 4]
+        for task in sequencer.tasks:
+            task.cancel()
+
+    asyncio.run(scenario())
+
+
 def test_an_event_in_order_waits_while_the_store_is_read() -> None:
     """No event twice: one that comes in order while the sequencer reads the store (for
     one that came ahead of it) waits for that read, which passes it on."""
