@@ -74,9 +74,13 @@ class AlertSequencer:
     def __init__(self, hub: Hub, log_: AlertLog, keep_seconds: float) -> None:
         self.hub, self.log, self.keep_seconds = hub, log_, keep_seconds
         self.delivered = 0  # the id of the last event passed on
-        self.listeners: list[Callable[[], None]] = []  # told of each event passed on
+        # Told of each event passed on, perhaps within a publisher's call: quick, and
+        # publishing nothing themselves.
+        self.listeners: list[Callable[[], None]] = []
         self._gap = False  # an event arrived ahead of one not passed on yet
-        self._idle = False  # the task waits for the next event (no store read under way)
+        # The timer of the task's wait for the next event; None: not waiting (a store
+        # read under way, or nothing started yet).
+        self._waiting: asyncio.Timeout | None = None
         self._sub: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -110,14 +114,13 @@ class AlertSequencer:
         """Pass on the next event published, or what the store holds if there is a gap
         or nothing came for POLL_SECONDS."""
         assert self._sub is not None
-        self._idle = True
         try:
-            async with asyncio.timeout(POLL_SECONDS):
+            async with asyncio.timeout(POLL_SECONDS) as self._waiting:
                 message = await self._sub.next()
         except TimeoutError:
             message = None
         finally:
-            self._idle = False
+            self._waiting = None
         if message is None:
             if self._sub.overflowed:  # fell behind: the store has them all
                 self.hub.unsubscribe(self._sub)
@@ -142,9 +145,20 @@ class AlertSequencer:
     def _next_in_order(self, message: Message) -> bool:
         """Pass ``message`` on now if it is the next event and nothing is under way
         (else the task sees to it, in order); whether it was."""
-        if not self._idle or message.number != self.delivered + 1:
+        waiting = self._waiting
+        if waiting is None or message.number != self.delivered + 1:
             return False
-        self._pass_on(codec.loads(message.text), message)
+        before = self.delivered
+        try:
+            self._pass_on(codec.loads(message.text), message)
+        except Exception:
+            if self.delivered == before:
+                return False  # not passed on: the task sees to it (and to what failed)
+            log.exception("passing alert event %d on failed", message.number)
+            self.hub.tell(ALERTS_TOPIC, GAP_RESYNC)
+        if not waiting.expired():  # (expired: the task is about to ask the store)
+            # Events still come: the store is asked only after POLL_SECONDS without one.
+            waiting.reschedule(asyncio.get_running_loop().time() + POLL_SECONDS)
         return True
 
     def _pass_on(self, event: dict[str, Any], message: Message | None = None) -> None:

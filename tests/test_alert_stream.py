@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from monitoring import codec
+from monitoring import alert_stream, codec
 from monitoring.alert_stream import AlertEvents, AlertSequencer
 from monitoring.hub import Hub
 from monitoring.messages import ALERT_EVENTS_TOPIC, ALERTS_TOPIC
@@ -45,6 +45,15 @@ class Log:
 
     async def prune_alert_events(self, before: float) -> int:
         return 0
+
+
+async def waiting(sequencer: AlertSequencer) -> None:
+    """Until the sequencer's task waits for the next event."""
+    for _ in range(100):
+        if sequencer._waiting is not None:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the sequencer never waited for an event")
 
 
 def test_events_out_of_order_wait_for_the_store_and_a_failing_store_asks_for_resync() -> None:
@@ -82,7 +91,7 @@ def test_the_next_event_in_order_is_passed_on_in_the_publishers_call() -> None:
         sub = hub.subscribe(ALERTS_TOPIC, accept=lambda meta: True)
         told: list[int] = []
         sequencer.listeners.append(lambda: told.append(sequencer.delivered))
-        await asyncio.sleep(0)  # the sequencer's task waits for the next event
+        await waiting(sequencer)
         for i in (3, 4):
             log.events.append(event(i))
             hub.publish(ALERT_EVENTS_TOPIC, event(i), number=i)
@@ -94,6 +103,38 @@ def test_the_next_event_in_order_is_passed_on_in_the_publishers_call() -> None:
             task.cancel()
 
     asyncio.run(scenario())
+
+
+def test_events_passed_on_at_once_spare_the_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store is asked for what nobody published after POLL_SECONDS without an event,
+    not every POLL_SECONDS while events come."""
+    monkeypatch.setattr(alert_stream, "POLL_SECONDS", 0.2)
+
+    class CountingLog(Log):
+        reads = 0
+
+        async def alert_events_after(self, after: int, limit: int) -> AlertEvents:
+            self.reads += 1
+            return await super().alert_events_after(after, limit)
+
+    async def scenario() -> tuple[int, int]:
+        hub, log = Hub(), CountingLog([1])
+        sequencer = AlertSequencer(hub, log, keep_seconds=3600)
+        await sequencer.start()
+        await waiting(sequencer)
+        for i in range(2, 22):  # an event every 50 ms for a second: 5 polls' worth
+            log.events.append(event(i))
+            hub.publish(ALERT_EVENTS_TOPIC, event(i), number=i)
+            await asyncio.sleep(0.05)
+        reads_meanwhile = log.reads
+        await asyncio.sleep(0.5)  # then none: the store is asked again
+        for task in sequencer.tasks:
+            task.cancel()
+        assert sequencer.delivered == 21
+        return reads_meanwhile, log.reads
+
+    meanwhile, after = asyncio.run(scenario())
+    assert meanwhile == 0 and after >= 1
 
 
 def test_an_event_in_order_waits_while_the_store_is_read() -> None:
