@@ -555,9 +555,9 @@ def _signal(rule: SignalRule, state: RuleState, turn: Turn, conv: Subject,
     if turn.role not in rule.roles:
         return None
     detected = reading.signals(rule.negation_aware)
-    if rule.any_of and not any(s in detected for s in rule.any_of):
+    if rule.any_of and detected.keys().isdisjoint(rule.any_of):
         return None
-    if not all(s in detected for s in rule.all_of):
+    if rule.all_of and not all(s in detected for s in rule.all_of):
         return None
     if rule.sentiment_below is not None and turn.scores.compound >= rule.sentiment_below:
         return None

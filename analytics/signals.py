@@ -17,6 +17,8 @@ from re import _constants as sre  # type: ignore[attr-defined]
 from re import _parser as sre_parse  # type: ignore[attr-defined]
 from typing import Any, Literal
 
+import ahocorasick
+
 Signal = Literal["churn", "cancellation", "threat", "insult", "contempt", "profanity",
                  "repeated_contact", "exasperation", "intensity", "human_request",
                  "bot_failure"]
@@ -324,18 +326,34 @@ def _union(options: Iterable[set[str] | None]) -> set[str] | None:
     return found
 
 
-def _literal(items: list[Any]) -> str | None:
-    """The longest run of literal characters every match contains, if any (lower-case);
-    groups that every match goes through count (a branch or a repeat ends a run)."""
-    runs, run = [], ""
+def _required(items: list[Any]) -> list[frozenset[str]]:
+    """Sets of strings (lower-case) of which every match holds at least one: each run of
+    literal characters, each branch whose every way holds one (the strings of all its
+    ways), each repeat's body if it must occur (groups count; anything else ends a run)."""
+    found: list[frozenset[str]] = []
+    run = ""
     for op, av in _flattened(items):
         if op is sre.LITERAL:
             run += chr(av).lower()
-        else:
-            runs.append(run)
-            run = ""
-    longest = max([*runs, run], key=len)
-    return longest if len(longest) >= 2 else None
+            continue
+        if len(run) >= 2:
+            found.append(frozenset({run}))
+        run = ""
+        if op is sre.BRANCH:
+            ways = [_most_telling(_required(list(way))) for way in av[1]]
+            if all(ways):
+                found.append(frozenset().union(*ways))  # type: ignore[arg-type]
+        elif op in (sre.MAX_REPEAT, sre.MIN_REPEAT) and av[0] >= 1:
+            found += _required(list(av[2]))
+    if len(run) >= 2:
+        found.append(frozenset({run}))
+    return found
+
+
+def _most_telling(options: list[frozenset[str]]) -> frozenset[str] | None:
+    """Of several requirements, the one a text most rarely meets: its shortest string the
+    longest, then the fewest strings."""
+    return max(options, key=lambda o: (min(map(len, o)), -len(o)), default=None)
 
 
 def _flattened(items: list[Any]) -> Iterator[tuple[Any, Any]]:
@@ -346,61 +364,91 @@ def _flattened(items: list[Any]) -> Iterator[tuple[Any, Any]]:
             yield op, av
 
 
-def _gate(pattern: str) -> tuple[set[str] | None, str | None]:
-    """How a match of ``pattern`` can start (see `_leading`), and a piece of text every
-    match holds (see `_literal`)."""
+def _gate(pattern: str) -> tuple[set[str] | None, tuple[str, ...] | None]:
+    """How a match of ``pattern`` can start (see `_leading`), and strings of which every
+    match holds one (see `_required`)."""
     parsed = list(sre_parse.parse(spaced(pattern)))
-    return _leading(parsed), _literal(parsed)
+    need = _most_telling(_required(parsed))
+    return _leading(parsed), None if need is None else tuple(sorted(need))
 
 
-# Every pattern on its own, indexed by how its matches can start (else by a piece of text
-# each match holds): a text runs only the few patterns that could match it. The start is
-# often a common word ("i", "the", "you"): a pattern whose matches all hold a longer
-# piece of text ("the hell": "hell") also runs only where that piece is.
+# Every pattern on its own, indexed by how its matches can start (else by strings one of
+# which each match holds): a text runs only the few patterns that could match it. The
+# start is often a common word ("i", "the", "you"): a pattern whose matches all hold a
+# longer piece of text ("the hell": "hell"; "i will cancel": "cancel" or "leave" ...) also
+# runs only where one of those is.
 def _compile_lowered(pattern: str) -> re.Pattern[str]:
     """For lower-cased text; the word boundary before a match is checked by `_find`, as a
     look-behind would keep `re` from skipping ahead to the pattern's first letters."""
     return re.compile("(?:" + spaced(pattern) + r")(?![\w*])", re.MULTILINE)
 
 
-_PATTERNS: list[tuple[str, re.Pattern[str], set[str] | None, str | None]] = [
+_PATTERNS: list[tuple[str, re.Pattern[str], set[str] | None, tuple[str, ...] | None]] = [
     (name, _compile_lowered(p), *_gate(p)) for name, patterns in PATTERNS.items()
     for p in patterns]
-_ALWAYS = [i for i, entry in enumerate(_PATTERNS) if entry[2] is None and entry[3] is None]
-_BY_PIECE = [(i, entry[3]) for i, entry in enumerate(_PATTERNS)
-             if entry[2] is None and entry[3]]
-# The piece checked after the start matched, where it says more than the start did.
-_PIECE_AFTER_START = {i: entry[3] for i, entry in enumerate(_PATTERNS)
-                      if entry[2] is not None and entry[3]
-                      and not any(entry[3].startswith(s.lstrip("=")) for s in entry[2])}
-_BY_START: dict[str, list[int]] = {}
-for _i, _entry in enumerate(_PATTERNS):
-    for _start in _entry[2] or ():
-        _BY_START.setdefault(_start, []).append(_i)
-_TOKEN = re.compile(r"[\w*]+")
+_TOKEN_START = re.compile(r"(?<![\w*])[\w*]{1,3}")  # each word's first three characters
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def _started_by(start: str) -> frozenset[int]:
-    """The patterns whose matches can start a token that begins with ``start`` (its first
-    three characters, or all of a shorter one: all the index keys look at)."""
-    keys: tuple[str, ...] = ((start, start[:2], "=" + start) if len(start) < 3
-                             else (start, start[:2]))
-    if start[0].isdecimal():  # (what `\d` matches)
-        keys += (_DIGIT_KEY,)
-    return frozenset(i for key in keys for i in _BY_START.get(key, ()))
+class _Index:
+    """The patterns of some signals, indexed (see above)."""
+
+    def __init__(self, signals: frozenset[str] | None) -> None:
+        chosen = [i for i, entry in enumerate(_PATTERNS)
+                  if signals is None or entry[0] in signals]
+        self.always = frozenset(i for i in chosen
+                                if _PATTERNS[i][2] is None and _PATTERNS[i][3] is None)
+        self.by_need = frozenset(i for i in chosen
+                                 if _PATTERNS[i][2] is None and _PATTERNS[i][3])
+        # Started patterns whose needs are checked too, where they say more than the start.
+        self.checked = frozenset(
+            i for i in chosen if _PATTERNS[i][2] is not None and _PATTERNS[i][3]
+            and not all(any(n.startswith(s.lstrip("=")) for s in _PATTERNS[i][2] or ())
+                        for n in _PATTERNS[i][3] or ()))
+        needed_by: dict[str, set[int]] = {}
+        for i in self.by_need | self.checked:
+            for need in _PATTERNS[i][3] or ():
+                needed_by.setdefault(need, set()).add(i)
+        # One pass over the text finds every need present, however many there are.
+        self.needs: ahocorasick.Automaton | None = None
+        if needed_by:
+            self.needs = ahocorasick.Automaton()
+            for need, ids in needed_by.items():
+                self.needs.add_word(need, frozenset(ids))
+            self.needs.make_automaton()
+        self.by_start: dict[str, list[int]] = {}
+        for i in chosen:
+            for start in _PATTERNS[i][2] or ():
+                self.by_start.setdefault(start, []).append(i)
+        self.started_by = functools.lru_cache(maxsize=1 << 13)(self._started_by)
+
+    def _started_by(self, start: str) -> frozenset[int]:
+        """The patterns whose matches can start a token that begins with ``start`` (its
+        first three characters, or all of a shorter one: all the index keys look at)."""
+        keys: tuple[str, ...] = ((start, start[:2], "=" + start) if len(start) < 3
+                                 else (start, start[:2]))
+        if start[0].isdecimal():  # (what `\d` matches)
+            keys += (_DIGIT_KEY,)
+        return frozenset(i for key in keys for i in self.by_start.get(key, ()))
+
+    def candidates(self, lowered: str) -> list[int]:
+        """Indexes into _PATTERNS of the patterns that could match ``lowered``, in order."""
+        met: frozenset[int] = frozenset()
+        if self.needs is not None:
+            met = met.union(*(ids for _, ids in self.needs.iter(lowered)))
+        started = frozenset().union(*map(self.started_by, set(_TOKEN_START.findall(lowered))))
+        return sorted((started - self.checked) | (met & (started | self.by_need)) | self.always)
 
 
-def _candidates(lowered: str) -> list[int]:
-    """Indexes into _PATTERNS of the patterns that could match ``lowered``, in order."""
-    found = set(_ALWAYS)
-    found.update(i for i, piece in _BY_PIECE if piece in lowered)
-    starts = {token[:3] for token in _TOKEN.findall(lowered)}
-    for i in frozenset().union(*map(_started_by, starts)):
-        piece = _PIECE_AFTER_START.get(i)
-        if piece is None or piece in lowered:
-            found.add(i)
-    return sorted(found)
+@functools.lru_cache(maxsize=16)  # (a set per role and rule set in force)
+def _index(signals: frozenset[str] | None) -> _Index:
+    """The index of these signals' patterns (None: all)."""
+    return _Index(signals)
+
+
+def _candidates(lowered: str, only: frozenset[str] | None = None) -> list[int]:
+    """Indexes into _PATTERNS of the patterns of ``only`` (None: all) that could match
+    ``lowered``, in order."""
+    return _index(only).candidates(lowered)
 
 
 def negated(text: str, start: int) -> bool:
@@ -456,9 +504,9 @@ def detect(text: str, negation_aware: bool = True,
     if len(lowered) != len(text):  # rare letters that lower-case to two: go slowly
         lowered = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
     found: dict[str, list[str]] = {}
-    for i in _candidates(lowered):
+    for i in _candidates(lowered, only):
         name, pattern, _, _ = _PATTERNS[i]
-        if (only is not None and name not in only) or pattern.search(lowered) is None:
+        if pattern.search(lowered) is None:
             continue  # (most candidates: one search, no match)
         negatable = negation_aware and name in NEGATABLE
         hits = [" ".join(m.group().split()) for m in _find(pattern, lowered)

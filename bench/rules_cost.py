@@ -1,7 +1,8 @@
 """What reading a turn costs the rules, next to scoring it: per customer turn, on one
 core, over every real text under ../shared/data, the fast VADER scorer (cache off), the
 signals (`signals.detect`), the phrase automaton of the default rules, and the whole
-default rule set (`rules.evaluate`, signals included). Each figure is the best of
+default rule set (`rules.evaluate`, signals included); then the same texts as an agent's
+turns, which the default rules read for profanity alone. Each figure is the best of
 --repeat rounds, taken in turns within a round; ratios are to VADER in the same run.
 Writes bench/results/rules_cost.json.
 
@@ -45,17 +46,22 @@ def engines(texts: list[str]) -> dict[str, Callable[[str], object]]:
     conv = fresh("bench", "q", "chat", "agent", RollingConfig())
     states: dict = {}
 
-    def rule_set(text: str) -> object:
+    def rule_set(text: str, role: str = "customer") -> object:
         states.clear()  # (each turn judged afresh: no cooldown hides the work)
-        turn = Turn("s", "customer", "c", text, scores[text], 0.0)
-        conv.rolling.add(scores[text].compound)
+        turn = Turn("s", role, "c", text, scores[text], 0.0)
+        if role == "customer":
+            conv.rolling.add(scores[text].compound)
         return evaluate(DEFAULT_RULES, states, turn, conv)
 
+    agent_signals = DEFAULT_RULES.signals_for("agent")
     return {
         "vader": FastAnalyzer(cache_size=0).polarity_scores,
         "signals": signals.detect,
         "phrases": DEFAULT_RULES.phrase_index.find,
         "rule_set": rule_set,
+        # The same texts as an agent's: the default rules read them for profanity alone.
+        "signals_agent": lambda text: signals.detect(text, True, agent_signals),
+        "rule_set_agent": lambda text: rule_set(text, "agent"),
     }
 
 

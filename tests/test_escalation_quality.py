@@ -202,7 +202,7 @@ def _texts() -> list[str]:
 def test_no_signal_pattern_runs_on_every_turn() -> None:
     """Each pattern is indexed by how its matches start or by a piece of text they hold,
     so a turn runs only the few that could match it (see bench/README.md)."""
-    assert [signals._PATTERNS[i][1].pattern for i in signals._ALWAYS] == []
+    assert [signals._PATTERNS[i][1].pattern for i in signals._index(None).always] == []
     counted, desk = (next(i for i, entry in enumerate(signals._PATTERNS)
                           if entry[1].pattern.startswith(start))
                      for start in (r"(?:\d+", r"(?:\w{0,24}newsdesk"))
@@ -228,6 +228,20 @@ def test_fast_signal_detection_equals_the_plain_patterns() -> None:
             assert found.keys() == expected.keys(), text
             for name, hits in expected.items():
                 assert set(hits) <= set(found[name]), text
+
+
+@needs_corpus
+def test_detecting_some_signals_finds_what_detecting_all_finds_of_them() -> None:
+    """A turn is searched only for the signals its role's rules read (an agent's for
+    profanity alone), through an index of those signals' patterns alone."""
+    wanted = {DEFAULT_RULES.signals_for(role) for role in ("customer", "agent", "bot")}
+    wanted |= {frozenset({name}) for name in signals.PATTERNS}
+    for text in _texts():
+        for negation_aware in (True, False):
+            everything = signals.detect(text, negation_aware)
+            for only in wanted:
+                assert signals.detect(text, negation_aware, only) == {
+                    name: hits for name, hits in everything.items() if name in only}, text
 
 
 @needs_corpus
