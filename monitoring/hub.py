@@ -48,6 +48,15 @@ class Subscription:
         """The next message, or None once this subscriber has overflowed."""
         return await self.queue.get()
 
+    @property
+    def waiting(self) -> bool:
+        """Whether `take` has a message (or the None of an overflow) to give."""
+        return not self.queue.empty()
+
+    def take(self) -> Message | None:
+        """The next message, now: call only while `waiting`."""
+        return self.queue.get_nowait()
+
 
 class Hub:
     def __init__(self, queue_size: int = 1000) -> None:

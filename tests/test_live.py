@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
@@ -9,7 +11,16 @@ from starlette.websockets import WebSocketDisconnect
 from analytics.default_rules import DEFAULT_RULES
 from contact_center.app import create_app
 from contact_center.settings import Settings
-from tests.conftest import ANGRY, HAPPY, Connector, Users, auth, make_store, refused
+from tests.conftest import (
+    ANGRY,
+    HAPPY,
+    Connector,
+    Users,
+    auth,
+    make_store,
+    read_replies,
+    refused,
+)
 
 
 @pytest.fixture
@@ -306,3 +317,51 @@ def test_rules_api_validates_and_rules_file_loads(client: TestClient, users: Use
         token = Users(lambda: make_store(backend, other_dir)).token("Admin")
         loaded = other.get("/v1/rules", headers=auth(token)).json()["rules"]
         assert [r["id"] for r in loaded] == ["only"]
+
+
+def _pushed(ws, until) -> list[dict]:  # type: ignore[no-untyped-def]
+    """Messages from a live socket, one a frame or several (``?pushes=batched``), up to
+    the first for which ``until`` holds; presence and agent metrics left out (they depend
+    on which sockets were open when)."""
+    seen: list[dict] = []
+    while not (seen and until(seen[-1])):
+        frame = ws.receive_json()
+        seen += frame["pushes"] if frame["type"] == "pushes" else [frame]
+    return [m for m in seen if m["type"] not in (
+        "monitor.started", "monitor.ended", "agents.updated")]
+
+
+def test_batched_pushes_carry_what_single_ones_do(ingest: Connector, client: TestClient,
+                                                  manager: str) -> None:
+    """``?pushes=batched`` on the board, a monitor and the alert stream: the messages of
+    one a frame, in the same order, in ``pushes`` frames; any other value is refused."""
+    streams = {"/v1/live": lambda m: m["type"] == "conversation.updated"
+               and m["conversation"]["status"] == "ended",
+               "/v1/conversations/p1/monitor": lambda m: m["type"] == "conversation.ended",
+               "/v1/alerts/stream": lambda m: m["type"] == "alert.resolved"}
+    ingest.start("p1")
+    for url in streams:
+        denied = refused(client, f"{url}?pushes=sometimes", auth(manager))
+        assert denied.status_code == 422 and "pushes" in denied.json()["message"]
+    with contextlib.ExitStack() as stack:
+        sockets = {(url, mode): stack.enter_context(client.websocket_connect(
+            f"{url}?pushes={mode}", headers=auth(manager)))
+            for url in streams for mode in ("single", "batched")}
+        openings = {"/v1/live": 1, "/v1/conversations/p1/monitor": 2, "/v1/alerts/stream": 1}
+        for (url, _), ws in sockets.items():
+            for _ in range(openings[url]):
+                assert ws.receive_json()["type"] != "pushes"  # (openings come alone)
+        for i, text in enumerate([*ANGRY, *ANGRY]):  # sent at once: batches of several
+            ingest.ws.send_json({"type": "segment", "conversation_id": "p1",
+                                 "segment_id": f"s{i}", "role": "customer", "text": text})
+        assert all(r["status"] == "accepted" for r in read_replies(ingest.ws, 6))
+        assert ingest.end("p1")["status"] == "accepted"
+        for url, until in streams.items():
+            single = _pushed(sockets[(url, "single")], until)
+            batched = _pushed(sockets[(url, "batched")], until)
+            assert batched == single, url
+            assert len(single) > 1
+        monitor = sockets[("/v1/conversations/p1/monitor", "batched")]
+        with pytest.raises(WebSocketDisconnect) as closed:
+            monitor.receive_json()
+        assert closed.value.code == 1000

@@ -4,16 +4,18 @@ whatever its sender is doing at that moment."""
 from __future__ import annotations
 
 import asyncio
+import json
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from starlette.websockets import WebSocket
 
+from contact_center.api import sockets
 from contact_center.api.open_sockets import POLICY, Held, OpenSockets
-from contact_center.api.sockets import pump
+from contact_center.api.sockets import SLOW_CONSUMER, Close, pump
 from contact_center.limits import Limits
-from monitoring.hub import Hub
+from monitoring.hub import Hub, Message
 from monitoring.permissions import Principal
 
 REASON = "forbidden: a permission this stream needs was withdrawn"
@@ -66,3 +68,113 @@ async def _close_during_a_send(steps: int) -> list[dict[str, Any]]:
     done, _ = await asyncio.wait({pumping}, timeout=2)
     assert pumping in done, "the pump did not close its socket"
     return sent
+
+
+def _peer(app: Any, path: str = "/v1/live") -> tuple[WebSocket, list[dict[str, Any]],
+                                                     asyncio.Event]:
+    """A WebSocket whose client connects, then only listens; what it is sent, and when it
+    has connected."""
+    sent, connected = list[dict[str, Any]](), asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        if not connected.is_set():
+            connected.set()
+            return {"type": "websocket.connect"}
+        await asyncio.Event().wait()
+        raise AssertionError
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    return WebSocket({"type": "websocket", "app": app, "path": path, "headers": [],
+                      "subprotocols": []}, receive, send), sent, connected
+
+
+ENDED = {"conversation.ended": (1000, "conversation ended")}
+
+
+async def _frames(published: list[dict[str, Any]], batched: bool, later: int = 0,
+                  queue_size: int = 1000, **options: Any) -> list[dict[str, Any]]:
+    """What a socket is sent when ``published`` wait for its pump at once, then ``later``
+    more come one by one, then the conversation ends."""
+    hub = Hub(queue_size)
+    app = SimpleNamespace(state=SimpleNamespace(
+        limits=Limits(100, 10, 10), open_sockets=OpenSockets(access=None)))  # type: ignore[arg-type]
+    ws, sent, connected = _peer(app)
+    sub = hub.subscribe("c")
+    for message in published:
+        hub.publish("c", message)
+    pumping = asyncio.create_task(pump(ws, "monitor", sub, hub, [], ENDED,
+                                       batched=batched, **options))
+    await connected.wait()
+    for n in range(later):
+        await asyncio.sleep(0.01)  # (the pump takes what waits, then waits itself)
+        hub.publish("c", {"type": "segment", "n": 1000 + n})
+    hub.publish("c", {"type": "conversation.ended"})
+    async with asyncio.timeout(5):
+        await pumping
+    return sent
+
+
+def _unpacked(sent: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Each frame's messages (a batched frame's, or the one of a frame of one)."""
+    frames = [json.loads(m["text"]) for m in sent if m["type"] == "websocket.send"]
+    return [f["pushes"] if f.get("type") == "pushes" else [f] for f in frames]
+
+
+def test_batched_pushes_send_what_waits_together_in_one_frame_in_order() -> None:
+    """``?pushes=batched``: the messages waiting when the sender wakes go out in one
+    frame, in order; one that ends the stream ends its frame, and the close follows."""
+    published = [{"type": "segment", "n": n} for n in range(5)]
+    sent = asyncio.run(_frames(published, batched=True, later=3))
+    frames = _unpacked(sent)
+    assert all(json.loads(m["text"])["type"] == "pushes"
+               for m in sent if m["type"] == "websocket.send")
+    assert frames[0] == published
+    assert [m["n"] for f in frames[1:] for m in f if m["type"] == "segment"] == [
+        1000, 1001, 1002]
+    assert frames[-1][-1] == {"type": "conversation.ended"}
+    assert sent[-1] == {"type": "websocket.close", "code": 1000,
+                        "reason": "conversation ended"}
+    single = asyncio.run(_frames(published, batched=False, later=3))
+    assert [len(f) for f in _unpacked(single)] == [1] * 9  # (the default: one a frame)
+    assert [m for f in _unpacked(single) for m in f] == [m for f in frames for m in f]
+
+
+def test_a_batched_frame_keeps_within_its_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bytes of UTF-8, not characters; a message larger than a frame goes alone."""
+    monkeypatch.setattr(sockets, "MAX_FRAME_BYTES", 400)
+    published = [{"type": "segment", "text": "é" * n} for n in (50, 60, 70, 80, 90, 500, 10)]
+    frames = [m["text"] for m in asyncio.run(_frames(published, batched=True))
+              if m["type"] == "websocket.send"]
+    assert len(frames) > 2
+    for text in frames:
+        pushes = json.loads(text)["pushes"]
+        assert len(text.encode()) <= 400 or len(pushes) == 1
+    assert [m for t in frames for m in json.loads(t)["pushes"]] == [
+        *published, {"type": "conversation.ended"}]
+
+
+def test_batched_pushes_skip_what_the_snapshot_held_and_end_with_a_close() -> None:
+    """What the snapshot covers and what the client may not see are left out of a frame;
+    a message that closes the stream sends what came before it first."""
+    hub_messages = [{"type": "segment", "n": n} for n in range(4)]
+
+    def rewrite(message: Message) -> Message | None:
+        body = json.loads(message.text)
+        if body.get("n") == 1:
+            return None
+        if body.get("n") == 3:
+            raise Close(POLICY, "forbidden: gone")
+        return message
+
+    sent = asyncio.run(_frames(hub_messages, batched=True, rewrite=rewrite))
+    assert _unpacked(sent) == [[{"type": "segment", "n": 0}, {"type": "segment", "n": 2}]]
+    assert sent[-1] == {"type": "websocket.close", "code": POLICY,
+                        "reason": "forbidden: gone"}
+
+
+def test_a_batched_subscriber_that_overflows_is_cut_off() -> None:
+    published = [{"type": "segment", "n": n} for n in range(10)]
+    sent = asyncio.run(_frames(published, batched=True, queue_size=4))
+    assert sent[-1]["type"] == "websocket.close" and sent[-1]["code"] == SLOW_CONSUMER

@@ -15,7 +15,7 @@ from contact_center import protocol as p
 from contact_center.api.audited import audited
 from contact_center.api.auth import authorize_websocket, require
 from contact_center.api.openapi import COMMON, error
-from contact_center.api.sockets import pump
+from contact_center.api.sockets import pump, pushes_batched
 from contact_center.api.views import Alert, Alerts, AlertStatus, AlertWithHistory
 from contact_center.buses import Source
 from contact_center.protocol import Model, Timestamp
@@ -238,6 +238,9 @@ async def alert_stream(ws: WebSocket) -> None:
     principal = await authorize_websocket(ws, Permission.ALERTS_OWN, Permission.ALERTS_ALL)
     if principal is None:
         return
+    batched = await pushes_batched(ws)
+    if batched is None:
+        return
     after = ws.query_params.get("after")
     hub, sequencer = ws.app.state.hub, ws.app.state.runtime.alert_stream
 
@@ -273,7 +276,8 @@ async def alert_stream(ws: WebSocket) -> None:
         raise
     hello = {"type": "subscribed", "user": principal.username, "agent_id": principal.agent_id,
              "event_id": through}
-    await pump(ws, "alerts", sub, hub, [hello, *first], seen={"": through}, held=held)
+    await pump(ws, "alerts", sub, hub, [hello, *first], seen={"": through}, held=held,
+               batched=batched)
 
 
 async def _snapshot(ws: WebSocket, principal: Principal, through: int) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from contact_center import service_metrics as metrics
 from contact_center.api.auth import accept, authorize_websocket, deny, require
 from contact_center.api.openapi import COMMON, Error, Responses
 from contact_center.api.outbound import Outbound
+from contact_center.api.sockets import MAX_FRAME_BYTES as SOCKET_FRAME_BYTES
 from contact_center.applier import conversation_of
 from contact_center.buses import Bus, Source
 from monitoring.permissions import Permission
@@ -66,8 +67,8 @@ OUTBOUND_VALUES = {"true": True, "1": True, "false": False, "0": False}
 REPLIES_VALUES = {"single", "batched"}
 # The most a batched frame holds (a larger single reply, which none is, would go alone):
 # 64 KiB, as a connector's own frames (`max_message_bytes`), so a client sized for what it
-# sends takes what it reads.
-MAX_FRAME_BYTES = 65_536
+# sends takes what it reads; pushes batched likewise.
+MAX_FRAME_BYTES = SOCKET_FRAME_BYTES
 REPLIES_FRAME = '{{"type":"replies","replies":[{}]}}'
 
 

@@ -18,7 +18,7 @@ from contact_center.api.audited import UNAVAILABLE, audit
 from contact_center.api.auth import authorize_websocket, deny, require
 from contact_center.api.open_sockets import POLICY, Held
 from contact_center.api.openapi import COMMON, error
-from contact_center.api.sockets import Close, Rewrite, pump
+from contact_center.api.sockets import Close, Rewrite, pump, pushes_batched
 from contact_center.api.supervision import NotLive, find_live, not_live
 from contact_center.api.views import LiveAgents, LiveConversations, LiveSummary
 from contact_center.presence import MonitorPresence
@@ -109,6 +109,9 @@ async def monitor(ws: WebSocket, conversation_id: str) -> None:
     principal = await authorize_websocket(ws, Permission.MANAGER_MONITOR)
     if principal is None:
         return
+    batched = await pushes_batched(ws)
+    if batched is None:
+        return
     hub = ws.app.state.hub
     await _feed(ws).ready()  # (not subscribed meanwhile: nothing piles up)
     try:
@@ -150,7 +153,8 @@ async def monitor(ws: WebSocket, conversation_id: str) -> None:
                     "transcript": caught_up.transcript}
         await pump(ws, "monitor", sub, hub, [catch_up, {"type": "live"}],
                    {"conversation.ended": (1000, "conversation ended")},
-                   {conversation_id: caught_up.number}, held=held, rewrite=following.rewrite)
+                   {conversation_id: caught_up.number}, held=held, rewrite=following.rewrite,
+                   batched=batched)
     finally:
         ws.app.state.open_sockets.release(held)  # (if the pump never ran: it does too)
         hub.unsubscribe(sub)
@@ -253,6 +257,9 @@ async def live_board(ws: WebSocket, wanted: LiveFilter = Depends(live_filter)) -
     principal = await authorize_websocket(ws, Permission.REALTIME_METRICS)
     if principal is None:
         return
+    batched = await pushes_batched(ws)
+    if batched is None:
+        return
     hub = ws.app.state.hub
     await _feed(ws).ready()  # (not subscribed meanwhile: nothing piles up)
     # The board follows its user's scope as it widens (what comes into it shows with its
@@ -280,7 +287,8 @@ async def live_board(ws: WebSocket, wanted: LiveFilter = Depends(live_filter)) -
                                             if _sees_agent(principal, c.summary["agent_id"]))}
         await pump(ws, "live", sub, hub, [snapshot],
                    seen={c.summary["id"]: c.number for c in live}, held=held,
-                   rewrite=None if principal.within is None else _scoped_board(held))
+                   rewrite=None if principal.within is None else _scoped_board(held),
+                   batched=batched)
     finally:
         ws.app.state.open_sockets.release(held)  # (if the pump never ran: it does too)
         hub.unsubscribe(sub)

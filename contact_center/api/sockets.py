@@ -13,7 +13,7 @@ from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from contact_center import service_metrics as metrics
-from contact_center.api.auth import accept
+from contact_center.api.auth import accept, deny
 from contact_center.api.open_sockets import Held
 from monitoring.hub import Hub, Message, Subscription
 
@@ -21,6 +21,14 @@ SLOW_CONSUMER = 1013  # "try again later": this client could not keep up
 RATE_LIMITED = 1008  # "policy violation": this client sent more than it may
 RESYNC = 1012  # "service restart": what was sent may not have been kept; reconnect
 SEND_TIMEOUT = 10.0  # a client that takes longer to accept one message is cut off
+# `?pushes=batched`: the messages waiting for a socket when it is written to go out as one
+# frame (a board of a thousand conversations gets a frame a batch, not one an update).
+PUSHES_VALUES = ("single", "batched")
+# The most a frame of several holds (a larger message goes alone): 64 KiB, as batched
+# replies (docs/protocol.md).
+MAX_FRAME_BYTES = 65_536
+PUSHES_FRAME = '{{"type":"pushes","pushes":[{}]}}'
+_FRAME_BYTES = len(PUSHES_FRAME.format(""))  # (and each message's, and a comma)
 
 
 class Close(Exception):
@@ -38,36 +46,59 @@ Rewrite = Callable[[Message], Message | None]
 async def pump(ws: WebSocket, kind: str, sub: Subscription, hub: Hub,
                first: list[dict[str, Any]], endings: dict[str, tuple[int, str]] | None = None,
                seen: dict[str, int] | None = None, held: Held | None = None,
-               rewrite: Rewrite | None = None) -> None:
+               rewrite: Rewrite | None = None, batched: bool = False) -> None:
     """Accept, send ``first``, then every message of ``sub`` not already in it (``seen``:
-    the last message number ``first`` covers, per conversation), as ``rewrite`` has it,
-    until the client leaves, a message whose type is in ``endings`` has been sent (then
-    close with its code), the client is too slow and is cut off, or ``held`` says it may
-    no longer see this (1008). Always unsubscribes and releases ``held``."""
+    the last message number ``first`` covers, per conversation), as ``rewrite`` has it
+    (``batched``: those waiting together in one frame), until the client leaves, a
+    message whose type is in ``endings`` has been sent (then close with its code), the
+    client is too slow and is cut off, or ``held`` says it may no longer see this
+    (1008). Always unsubscribes and releases ``held``."""
     endings = {"resync": (RESYNC, "state changed; reconnect")} | (endings or {})
     seen = seen or {}
+
+    def shown(message: Message) -> Message | None:
+        """What this client gets of ``message`` (None: nothing); may raise `Close`."""
+        if message.number and message.number <= seen.get(message.conversation_id or "", 0):
+            return None  # the snapshot in ``first`` already holds it
+        return message if rewrite is None else rewrite(message)
+
+    async def send(texts: list[str]) -> None:
+        if texts:
+            async with asyncio.timeout(SEND_TIMEOUT):
+                await ws.send_text(PUSHES_FRAME.format(",".join(texts)) if batched
+                                   else texts[0])
 
     async def send_all() -> tuple[int, str]:
         for opening in first:
             async with asyncio.timeout(SEND_TIMEOUT):
                 await ws.send_json(opening)
         while True:
-            message = await sub.next()
+            message: Message | None = await sub.next()
+            texts: list[str] = []
+            size = _FRAME_BYTES
+            # One message, or (batched) every one waiting, as many as fit in a frame.
+            while message is not None:
+                try:
+                    out = shown(message)
+                except Close as close:
+                    await send(texts)
+                    return close.code, close.reason
+                if out is not None:
+                    length = len(out.text.encode()) + 1 if batched else 0
+                    if texts and size + length > MAX_FRAME_BYTES:
+                        await send(texts)
+                        texts, size = [], _FRAME_BYTES
+                    texts.append(out.text)
+                    size += length
+                    if out.type in endings:
+                        await send(texts)
+                        return endings[out.type]
+                if not batched or not sub.waiting:
+                    break
+                message = sub.take()
+            await send(texts)
             if message is None:
                 return SLOW_CONSUMER, "client too slow; reconnect"
-            if message.number and message.number <= seen.get(message.conversation_id or "", 0):
-                continue  # the snapshot in ``first`` already holds it
-            if rewrite is not None:
-                try:
-                    message = rewrite(message)
-                except Close as close:
-                    return close.code, close.reason
-                if message is None:
-                    continue
-            async with asyncio.timeout(SEND_TIMEOUT):
-                await ws.send_text(message.text)
-            if message.type in endings:
-                return endings[message.type]
 
     async def watch_disconnect() -> tuple[int, str]:
         # A send-only stream learns of a departed client only by reading; what a client
@@ -117,3 +148,14 @@ async def pump(ws: WebSocket, kind: str, sub: Subscription, hub: Hub,
             with contextlib.suppress(RuntimeError, WebSocketDisconnect, TimeoutError):
                 async with asyncio.timeout(SEND_TIMEOUT):
                     await ws.close(*close)
+
+
+async def pushes_batched(ws: WebSocket) -> bool | None:
+    """Whether ``?pushes=batched`` was asked for; None when ``pushes`` is neither single nor
+    batched, and the socket is refused (422 `validation_error`)."""
+    pushes = ws.query_params.get("pushes", "single")
+    if pushes not in PUSHES_VALUES:
+        await deny(ws, 422, {"type": "error", "code": "validation_error",
+                             "message": "pushes must be single or batched"})
+        return None
+    return pushes == "batched"

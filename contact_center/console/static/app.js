@@ -95,7 +95,10 @@ export class LiveSocket {
       return this.retry();
     }
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const socket = new WebSocket(`${scheme}://${location.host}${this.url()}`, ["ticket", ticket]);
+    // Batched pushes: a busy wall gets a frame per server batch, not one per update.
+    const url = this.url();
+    const batched = `${url}${url.includes("?") ? "&" : "?"}pushes=batched`;
+    const socket = new WebSocket(`${scheme}://${location.host}${batched}`, ["ticket", ticket]);
     this.socket = socket;
     let opened = false;
     socket.onopen = () => {
@@ -105,7 +108,11 @@ export class LiveSocket {
       clearStatus();
       this.onOpen();
     };
-    socket.onmessage = (event) => this.onMessage(JSON.parse(event.data));
+    socket.onmessage = (event) => {
+      const message = JSON.parse(event.data);
+      if (message.type !== "pushes") return this.onMessage(message);
+      for (const pushed of message.pushes) this.onMessage(pushed);
+    };
     socket.onclose = (event) => this.closed(event, opened);
   }
 
