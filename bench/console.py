@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +190,26 @@ def summary(values: list[float]) -> dict[str, Any]:
             "p99_ms": round(percentile(values, 99), 1)}
 
 
+@contextlib.contextmanager
+def embedded_service() -> Iterator[tuple[subprocess.Popen[bytes], str, str, str, str]]:
+    """`contact-center serve` (embedded) on a throwaway database: the process, its URL,
+    the database, a connector's token and the admin's."""
+    with tempfile.TemporaryDirectory() as tmp:
+        db, port = str(Path(tmp) / "bench.db"), free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "contact_center", "serve", "--port", str(port), "--db", db],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+        try:
+            time.sleep(3)
+            cli(db, "users", "create", "bench-connector", "--profile", "Connector")
+            connector = cli(db, "tokens", "create", "bench-connector")
+            admin = cli(db, "tokens", "create", "admin")
+            yield server, f"http://127.0.0.1:{port}", db, connector, admin
+        finally:
+            server.terminate()
+            server.wait(15)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -204,58 +226,45 @@ def main() -> None:
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
-    with tempfile.TemporaryDirectory() as tmp:
-        db, port = str(Path(tmp) / "bench.db"), free_port()
-        base = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen(
-            [sys.executable, "-m", "contact_center", "serve", "--port", str(port), "--db", db],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-        try:
-            time.sleep(3)
-            cli(db, "users", "create", "bench-connector", "--profile", "Connector")
-            token = cli(db, "tokens", "create", "bench-connector")
-            watcher = cli(db, "tokens", "create", "admin")
-            subprocess.run([sys.executable, "-m", "contact_center", "users", "password",
-                            "admin", "--db", db], input=f"{PASSWORD}\n{PASSWORD}\n",
-                           text=True, check=True, capture_output=True, cwd=ROOT)
-            with sync_playwright() as playwright:
-                if args.browser == "firefox":
-                    browser = playwright.firefox.launch(
-                        channel="moz-firefox", executable_path="/usr/bin/firefox-esr")
-                else:
-                    browser = playwright.chromium.launch(
-                        executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-                page = browser.new_page(viewport={"width": 1400, "height": 900})
-                page.goto(f"{base}/console/sign-in?next=/console/wall")
-                page.fill("#username", "admin")
-                page.fill("#password", PASSWORD)
-                page.click("button[type=submit]")
-                page.wait_for_url("**/console/wall")
-                page.locator("#count").wait_for()
-                if args.filter:
-                    page.fill("#filter", args.filter)
-                page.evaluate(OBSERVE)
-                sent: dict[str, dict[str, float]] = {}
-                heard: dict[str, dict[str, float]] = {}
-                cpu = cpu_seconds(server.pid)
-                browser_cpu = browser_cpu_seconds(args.browser)
-                # (In a thread: Playwright's sync API holds this one's event loop.)
-                done: dict[str, Any] = {}
-                loader = threading.Thread(target=lambda: done.update(
-                    asyncio.run(load(base, token, args, sent, watcher, heard))))
-                loader.start()
-                loader.join()
-                report = done
-                report["server_cpu_us_per_segment"] = round(
-                    (cpu_seconds(server.pid) - cpu) / max(1, report["segments_sent"]) * 1e6)
-                report["browser_cpu_share_of_a_core"] = round(
-                    (browser_cpu_seconds(args.browser) - browser_cpu) / report["seconds"], 2)
-                seen = page.evaluate("() => window.bench")
-                rows = page.locator("#wall-rows [role=row]").count()
-                browser.close()
-        finally:
-            server.terminate()
-            server.wait(15)
+    with embedded_service() as (server, base, db, token, watcher):
+        subprocess.run([sys.executable, "-m", "contact_center", "users", "password",
+                        "admin", "--db", db], input=f"{PASSWORD}\n{PASSWORD}\n",
+                       text=True, check=True, capture_output=True, cwd=ROOT)
+        with sync_playwright() as playwright:
+            if args.browser == "firefox":
+                browser = playwright.firefox.launch(
+                    channel="moz-firefox", executable_path="/usr/bin/firefox-esr")
+            else:
+                browser = playwright.chromium.launch(
+                    executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"{base}/console/sign-in?next=/console/wall")
+            page.fill("#username", "admin")
+            page.fill("#password", PASSWORD)
+            page.click("button[type=submit]")
+            page.wait_for_url("**/console/wall")
+            page.locator("#count").wait_for()
+            if args.filter:
+                page.fill("#filter", args.filter)
+            page.evaluate(OBSERVE)
+            sent: dict[str, dict[str, float]] = {}
+            heard: dict[str, dict[str, float]] = {}
+            cpu = cpu_seconds(server.pid)
+            browser_cpu = browser_cpu_seconds(args.browser)
+            # (In a thread: Playwright's sync API holds this one's event loop.)
+            done: dict[str, Any] = {}
+            loader = threading.Thread(target=lambda: done.update(
+                asyncio.run(load(base, token, args, sent, watcher, heard))))
+            loader.start()
+            loader.join()
+            report = done
+            report["server_cpu_us_per_segment"] = round(
+                (cpu_seconds(server.pid) - cpu) / max(1, report["segments_sent"]) * 1e6)
+            report["browser_cpu_share_of_a_core"] = round(
+                (browser_cpu_seconds(args.browser) - browser_cpu) / report["seconds"], 2)
+            seen = page.evaluate("() => window.bench")
+            rows = page.locator("#wall-rows [role=row]").count()
+            browser.close()
     appear = [seen["appeared"][p] - t["start"] for p, t in sent.items()
               if p in seen["appeared"]]
     change = [seen["changed"][p] - t["segment"] for p, t in sent.items()
