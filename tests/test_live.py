@@ -348,9 +348,10 @@ def test_batched_pushes_carry_what_single_ones_do(ingest: Connector, client: Tes
             f"{url}?pushes={mode}", headers=auth(manager)))
             for url in streams for mode in ("single", "batched")}
         openings = {"/v1/live": 1, "/v1/conversations/p1/monitor": 2, "/v1/alerts/stream": 1}
-        for (url, _), ws in sockets.items():
-            for _ in range(openings[url]):
-                assert ws.receive_json()["type"] != "pushes"  # (openings come alone)
+        for (url, mode), ws in sockets.items():
+            said = [ws.receive_json() for _ in range(openings[url])]
+            assert all(m["type"] != "pushes" for m in said)  # (openings come alone)
+            assert said[0].get("pushes") == ("batched" if mode == "batched" else None)
         for i, text in enumerate([*ANGRY, *ANGRY]):  # sent at once: batches of several
             ingest.ws.send_json({"type": "segment", "conversation_id": "p1",
                                  "segment_id": f"s{i}", "role": "customer", "text": text})

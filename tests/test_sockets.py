@@ -13,8 +13,9 @@ from starlette.websockets import WebSocket
 
 from contact_center.api import sockets
 from contact_center.api.open_sockets import POLICY, Held, OpenSockets
-from contact_center.api.sockets import SLOW_CONSUMER, Close, pump
+from contact_center.api.sockets import PUSHES_FRAME, SLOW_CONSUMER, Close, pump
 from contact_center.limits import Limits
+from monitoring import codec
 from monitoring.hub import Hub, Message
 from monitoring.permissions import Principal
 
@@ -70,10 +71,10 @@ async def _close_during_a_send(steps: int) -> list[dict[str, Any]]:
     return sent
 
 
-def _peer(app: Any, path: str = "/v1/live") -> tuple[WebSocket, list[dict[str, Any]],
-                                                     asyncio.Event]:
+def _peer(app: Any, on_send: Any = None) -> tuple[WebSocket, list[dict[str, Any]],
+                                                  asyncio.Event]:
     """A WebSocket whose client connects, then only listens; what it is sent, and when it
-    has connected."""
+    has connected. ``on_send(message)`` is called as each message is sent."""
     sent, connected = list[dict[str, Any]](), asyncio.Event()
 
     async def receive() -> dict[str, Any]:
@@ -85,32 +86,41 @@ def _peer(app: Any, path: str = "/v1/live") -> tuple[WebSocket, list[dict[str, A
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
+        if on_send is not None:
+            on_send(message)
 
-    return WebSocket({"type": "websocket", "app": app, "path": path, "headers": [],
+    return WebSocket({"type": "websocket", "app": app, "path": "/v1/live", "headers": [],
                       "subprotocols": []}, receive, send), sent, connected
 
 
 ENDED = {"conversation.ended": (1000, "conversation ended")}
 
 
-async def _frames(published: list[dict[str, Any]], batched: bool, later: int = 0,
-                  queue_size: int = 1000, **options: Any) -> list[dict[str, Any]]:
+async def _frames(published: list[dict[str, Any] | Message], batched: bool, later: int = 0,
+                  queue_size: int = 1000, first: list[dict[str, Any]] | None = None,
+                  on_send: Any = None, end: bool = True,
+                  **options: Any) -> list[dict[str, Any]]:
     """What a socket is sent when ``published`` wait for its pump at once, then ``later``
-    more come one by one, then the conversation ends."""
+    more come one by one, then (``end``) the conversation ends; ``on_send(hub, message)``
+    is called as each message is sent."""
     hub = Hub(queue_size)
     app = SimpleNamespace(state=SimpleNamespace(
         limits=Limits(100, 10, 10), open_sockets=OpenSockets(access=None)))  # type: ignore[arg-type]
-    ws, sent, connected = _peer(app)
+    ws, sent, connected = _peer(app, None if on_send is None else lambda m: on_send(hub, m))
     sub = hub.subscribe("c")
     for message in published:
-        hub.publish("c", message)
-    pumping = asyncio.create_task(pump(ws, "monitor", sub, hub, [], ENDED,
+        if isinstance(message, Message):
+            hub.offer("c", message, None)
+        else:
+            hub.publish("c", message)
+    pumping = asyncio.create_task(pump(ws, "monitor", sub, hub, first or [], ENDED,
                                        batched=batched, **options))
     await connected.wait()
     for n in range(later):
         await asyncio.sleep(0.01)  # (the pump takes what waits, then waits itself)
         hub.publish("c", {"type": "segment", "n": 1000 + n})
-    hub.publish("c", {"type": "conversation.ended"})
+    if end:
+        hub.publish("c", {"type": "conversation.ended"})
     async with asyncio.timeout(5):
         await pumping
     return sent
@@ -124,57 +134,93 @@ def _unpacked(sent: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
 
 def test_batched_pushes_send_what_waits_together_in_one_frame_in_order() -> None:
     """``?pushes=batched``: the messages waiting when the sender wakes go out in one
-    frame, in order; one that ends the stream ends its frame, and the close follows."""
+    frame, in order; one that ends the stream ends its frame, and the close follows. The
+    first opening message says so."""
     published = [{"type": "segment", "n": n} for n in range(5)]
-    sent = asyncio.run(_frames(published, batched=True, later=3))
+    opening = [{"type": "catch_up"}, {"type": "live"}]
+    sent = asyncio.run(_frames(published, batched=True, later=3, first=opening))
     frames = _unpacked(sent)
+    assert frames[:2] == [[{"type": "catch_up", "pushes": "batched"}], [{"type": "live"}]]
     assert all(json.loads(m["text"])["type"] == "pushes"
-               for m in sent if m["type"] == "websocket.send")
-    assert frames[0] == published
-    assert [m["n"] for f in frames[1:] for m in f if m["type"] == "segment"] == [
+               for m in sent[3:] if m["type"] == "websocket.send")
+    assert frames[2] == published
+    assert [m["n"] for f in frames[3:] for m in f if m["type"] == "segment"] == [
         1000, 1001, 1002]
     assert frames[-1][-1] == {"type": "conversation.ended"}
     assert sent[-1] == {"type": "websocket.close", "code": 1000,
                         "reason": "conversation ended"}
-    single = asyncio.run(_frames(published, batched=False, later=3))
-    assert [len(f) for f in _unpacked(single)] == [1] * 9  # (the default: one a frame)
-    assert [m for f in _unpacked(single) for m in f] == [m for f in frames for m in f]
+    single = asyncio.run(_frames(published, batched=False, later=3, first=opening))
+    assert [len(f) for f in _unpacked(single)] == [1] * 11  # (the default: one a frame)
+    assert _unpacked(single)[0] == [{"type": "catch_up"}]
+    assert [m for f in _unpacked(single) for m in f][2:] == [m for f in frames[2:] for m in f]
 
 
-def test_a_batched_frame_keeps_within_its_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Bytes of UTF-8, not characters; a message larger than a frame goes alone."""
+@pytest.mark.parametrize("over", [0, 1])
+def test_a_batched_frame_keeps_within_its_bytes(monkeypatch: pytest.MonkeyPatch,
+                                                over: int) -> None:
+    """Bytes of UTF-8, not characters: two pushes that make a frame of exactly the limit
+    share it, one byte more and they do not; a push too large to share goes alone."""
     monkeypatch.setattr(sockets, "MAX_FRAME_BYTES", 400)
-    published = [{"type": "segment", "text": "é" * n} for n in (50, 60, 70, 80, 90, 500, 10)]
-    frames = [m["text"] for m in asyncio.run(_frames(published, batched=True))
-              if m["type"] == "websocket.send"]
-    assert len(frames) > 2
+    a = {"type": "segment", "text": "é" * 60}
+    padding = 400 - len(PUSHES_FRAME.format(codec.dumps(a) + "," + codec.dumps(
+        {"type": "segment", "text": ""})).encode()) + over
+    b = {"type": "segment", "text": "x" * padding}
+    big = {"type": "segment", "text": "é" * 300}
+    sent = asyncio.run(_frames([a, b, big], batched=True))
+    frames = [m["text"] for m in sent if m["type"] == "websocket.send"]
+    assert len(frames[0].encode()) == (400 if not over else len(PUSHES_FRAME.format(
+        codec.dumps(a)).encode()))
+    assert json.loads(frames[0])["pushes"] == ([a, b] if not over else [a])
     for text in frames:
-        pushes = json.loads(text)["pushes"]
-        assert len(text.encode()) <= 400 or len(pushes) == 1
+        assert len(text.encode()) <= 400 or json.loads(text)["pushes"] == [big]
     assert [m for t in frames for m in json.loads(t)["pushes"]] == [
-        *published, {"type": "conversation.ended"}]
+        a, b, big, {"type": "conversation.ended"}]
 
 
 def test_batched_pushes_skip_what_the_snapshot_held_and_end_with_a_close() -> None:
     """What the snapshot covers and what the client may not see are left out of a frame;
-    a message that closes the stream sends what came before it first."""
-    hub_messages = [{"type": "segment", "n": n} for n in range(4)]
+    a rewrite that closes the stream sends what came before it first."""
+    numbered = [Message("segment", codec.dumps({"type": "segment", "n": n}), n, "c1")
+                for n in range(1, 7)]
 
     def rewrite(message: Message) -> Message | None:
-        body = json.loads(message.text)
-        if body.get("n") == 1:
+        n = json.loads(message.text)["n"]
+        if n == 5:
             return None
-        if body.get("n") == 3:
+        if n == 6:
             raise Close(POLICY, "forbidden: gone")
         return message
 
-    sent = asyncio.run(_frames(hub_messages, batched=True, rewrite=rewrite))
-    assert _unpacked(sent) == [[{"type": "segment", "n": 0}, {"type": "segment", "n": 2}]]
+    sent = asyncio.run(_frames(numbered, batched=True, rewrite=rewrite, seen={"c1": 3}))
+    assert _unpacked(sent) == [[{"type": "segment", "n": 4}]]
     assert sent[-1] == {"type": "websocket.close", "code": POLICY,
                         "reason": "forbidden: gone"}
 
 
 def test_a_batched_subscriber_that_overflows_is_cut_off() -> None:
+    """Whether the overflow comes before the sender woke or while it sends a frame: what
+    was taken goes out, then the close (1013)."""
     published = [{"type": "segment", "n": n} for n in range(10)]
     sent = asyncio.run(_frames(published, batched=True, queue_size=4))
     assert sent[-1]["type"] == "websocket.close" and sent[-1]["code"] == SLOW_CONSUMER
+
+    def flood(hub: Hub, message: dict[str, Any]) -> None:
+        if message["type"] == "websocket.send":
+            for n in range(10):
+                hub.publish("c", {"type": "segment", "n": 100 + n})
+
+    sent = asyncio.run(_frames(published[:3], batched=True, queue_size=4, on_send=flood,
+                               end=False))
+    assert _unpacked(sent) == [published[:3]]
+    assert sent[-1]["type"] == "websocket.close" and sent[-1]["code"] == SLOW_CONSUMER
+
+
+def test_a_stream_that_fails_closes_with_1011() -> None:
+    """Not 1000 ("finished": a client would not come back) when the server fails."""
+    def rewrite(message: Message) -> Message | None:
+        raise RuntimeError("a bug")
+
+    sent = asyncio.run(_frames([{"type": "segment"}], batched=True, rewrite=rewrite,
+                               end=False))
+    assert sent[-1] == {"type": "websocket.close", "code": 1011,
+                        "reason": "internal_error: reconnect"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +18,10 @@ from contact_center.api.auth import accept, deny
 from contact_center.api.open_sockets import Held
 from monitoring.hub import Hub, Message, Subscription
 
+log = logging.getLogger(__name__)
+
 SLOW_CONSUMER = 1013  # "try again later": this client could not keep up
+INTERNAL_ERROR = 1011  # the server failed this stream; reconnecting starts afresh
 RATE_LIMITED = 1008  # "policy violation": this client sent more than it may
 RESYNC = 1012  # "service restart": what was sent may not have been kept; reconnect
 SEND_TIMEOUT = 10.0  # a client that takes longer to accept one message is cut off
@@ -28,7 +32,8 @@ PUSHES_VALUES = ("single", "batched")
 # replies (docs/protocol.md).
 MAX_FRAME_BYTES = 65_536
 PUSHES_FRAME = '{{"type":"pushes","pushes":[{}]}}'
-_FRAME_BYTES = len(PUSHES_FRAME.format(""))  # (and each message's, and a comma)
+# An empty frame's bytes, less the comma the first message does not take.
+_FRAME_BYTES = len(PUSHES_FRAME.format("")) - 1
 
 
 class Close(Exception):
@@ -69,7 +74,9 @@ async def pump(ws: WebSocket, kind: str, sub: Subscription, hub: Hub,
                                    else texts[0])
 
     async def send_all() -> tuple[int, str]:
-        for opening in first:
+        for n, opening in enumerate(first):
+            if batched and n == 0:
+                opening = opening | {"pushes": "batched"}
             async with asyncio.timeout(SEND_TIMEOUT):
                 await ws.send_json(opening)
         while True:
@@ -127,6 +134,9 @@ async def pump(ws: WebSocket, kind: str, sub: Subscription, hub: Hub,
                 close = sender.result()
             elif isinstance(error, TimeoutError):
                 close = (SLOW_CONSUMER, "client too slow; reconnect")
+            elif not isinstance(error, (WebSocketDisconnect, OSError)):  # (not the client)
+                log.error("%s stream failed: %r", kind, error)
+                close = (INTERNAL_ERROR, "internal_error: reconnect")
         else:
             ended = next((t for t in tasks[1:] if t.done() and t.exception() is None), None)
             if ended is not None:

@@ -111,7 +111,14 @@ export class LiveSocket {
     socket.onmessage = (event) => {
       const message = JSON.parse(event.data);
       if (message.type !== "pushes") return this.onMessage(message);
-      for (const pushed of message.pushes) this.onMessage(pushed);
+      for (const pushed of message.pushes) {
+        if (this.stopped || this.socket !== socket) break;  // (as a closed socket's frames)
+        try {
+          this.onMessage(pushed);
+        } catch (error) {  // one push's failure costs that push alone, as one a frame
+          reportError(error);
+        }
+      }
     };
     socket.onclose = (event) => this.closed(event, opened);
   }
