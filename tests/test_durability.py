@@ -581,11 +581,11 @@ def test_a_pooled_postgres_connection_comes_back_as_it_went_out(
     assert set(run(scenario())) == {("0", "0", as_set, 0, False)}
 
 
-def test_a_batch_is_written_in_one_statement_a_table_and_reads_back_exactly(
+def test_a_batch_is_written_in_a_few_statements_a_table_and_reads_back_exactly(
         tmp_path: Path) -> None:
-    """The SQLite writer sends a batch of any size as one statement per table (its thread
-    gives up the interpreter lock once a statement, not once a row): numbers, text and
-    the alert events' numbering come back as written."""
+    """The SQLite writer sends a table's rows as multi-row statements of a power of two
+    rows, at most 256 (its thread gives up the interpreter lock once a statement, not
+    once a row): numbers, text and the alert events' numbering come back as written."""
     texts = ["plain", "é😀\u2028 \"quoted\" \\ back", "x" * 5000, "٣٤٥ digits"]
     alert = {"id": "a1", "conversation_id": "c0", "rule_id": "r", "rule_version": 1,
              "rule_name": "R", "kind": "keyword", "severity": "high", "reason": "why",
@@ -626,6 +626,9 @@ def test_a_batch_is_written_in_one_statement_a_table_and_reads_back_exactly(
                     statements.extend([sql] * len(rows))  # (a step, and the lock, a row)
                     return self.db.executemany(sql, rows)
 
+                def getlimit(self, category: int) -> int:
+                    return self.db.getlimit(category)
+
             await store._writer.run(lambda db: sqlite_store._write(Counted(db), batch))
             segments = await store._writer.run(lambda db: [tuple(r) for r in db.execute(
                 "SELECT conversation_id, segment_id, seq, text, neg, neu, pos, compound, "
@@ -637,7 +640,13 @@ def test_a_batch_is_written_in_one_statement_a_table_and_reads_back_exactly(
             await store.close()
 
     statements, segments, events = run(scenario())
-    assert len(statements) == 6  # BEGIN, conversations, segments, alerts, alert events, COMMIT
+    # BEGIN; 300 conversations: 256 + 32 + 8 + 4; 600 segments: 256 + 256 + 64 + 16 + 8;
+    # 1 alert; 5 alert events: 4 + 1; COMMIT
+    assert [s.split(" (")[0] for s in statements] == [
+        "BEGIN IMMEDIATE", *["INSERT INTO conversations"] * 4, *["INSERT INTO segments"] * 5,
+        "INSERT INTO alerts", *["INSERT INTO alert_events"] * 2, "COMMIT"]
+    assert [s.count("), (") + 1 for s in statements if s.startswith("INSERT")] == [
+        256, 32, 8, 4, 256, 256, 64, 16, 8, 1, 4, 1]
     assert segments == [(s.conversation_id, s.segment_id, s.seq, s.text, s.scores["neg"],
                          s.scores["neu"], s.scores["pos"], s.scores["compound"],
                          s.started_at, s.received_at) for s in batch.segments]

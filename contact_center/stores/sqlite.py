@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
@@ -274,27 +275,37 @@ CREATE TABLE IF NOT EXISTS socket_tickets (
 );
 """
 
-def _rows_of(table: str, columns: str) -> str:
-    """``INSERT INTO table (columns)`` one row per element of a JSON array of arrays bound
-    as the one parameter, in its order (see `_bulk`)."""
-    names = [c.strip() for c in columns.split(",")]
-    values = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(names)))
-    # (``WHERE true`` keeps an upsert's ON CONFLICT from being read as a join's ON)
-    return (f"INSERT INTO {table} ({', '.join(names)}) SELECT {values} "
-            "FROM json_each(?) WHERE true ORDER BY key")
+@dataclass(frozen=True, slots=True)
+class Rows:
+    """``INSERT INTO table (columns) VALUES ...`` for any number of rows (see `_bulk`);
+    ``then``: what follows the rows (an upsert's ON CONFLICT)."""
+
+    table: str
+    columns: str
+    then: str = ""
+
+    @property
+    def width(self) -> int:
+        return self.columns.count(",") + 1
+
+
+@functools.lru_cache(maxsize=128)
+def _statement(rows: Rows, count: int) -> str:
+    values = ", ".join(["(" + ", ".join("?" * rows.width) + ")"] * count)
+    return f"INSERT INTO {rows.table} ({rows.columns}) VALUES {values} {rows.then}"
 
 
 _CONVERSATION_COLUMNS = ("id, channel, queue, agent_id, customer, recording, attributes, "
                          "status, started_at, ended_at, state, updated_at")
-_CONVERSATION_UPSERT = _rows_of("conversations", _CONVERSATION_COLUMNS) + """
+_CONVERSATION_UPSERT = Rows("conversations", _CONVERSATION_COLUMNS, """
 ON CONFLICT(id) DO UPDATE SET
     queue = excluded.queue, agent_id = excluded.agent_id, status = excluded.status,
     ended_at = excluded.ended_at, state = excluded.state, updated_at = excluded.updated_at
-"""
-_SEGMENT_INSERT = _rows_of("segments", "conversation_id, segment_id, seq, role, "
-                           "participant_id, text, neg, neu, pos, compound, started_at, "
-                           "ended_at, received_at, late") + " ON CONFLICT DO NOTHING"
-_EVENT_INSERT = _rows_of("conversation_events", "conversation_id, type, payload, at, event_id")
+""")
+_SEGMENT_INSERT = Rows("segments", "conversation_id, segment_id, seq, role, participant_id, "
+                       "text, neg, neu, pos, compound, started_at, ended_at, received_at, late",
+                       "ON CONFLICT DO NOTHING")
+_EVENT_INSERT = Rows("conversation_events", "conversation_id, type, payload, at, event_id")
 # Columns added after a table first shipped: (table, column, definition).
 _ADDED_COLUMNS = [
     ("alerts", "rule_version", "INTEGER NOT NULL DEFAULT 1"),
@@ -364,14 +375,15 @@ _FULLTEXT = (
         AND new.text IS NOT NULL;
     END""",
 )
-_ALERT_UPSERT = _rows_of("alerts", ", ".join(ALERT_COLUMNS)) + f"""
+_ALERT_UPSERT = Rows("alerts", ", ".join(ALERT_COLUMNS), f"""
 ON CONFLICT(id) DO UPDATE SET {", ".join(f"{c} = excluded.{c}" for c in ALERT_COLUMNS[2:])}
 WHERE excluded.version >= alerts.version
-"""
-_ALERT_EVENT_INSERT = _rows_of("alert_events",
-                               "alert_id, conversation_id, type, at, actor, origin, alert")
+""")
+_ALERT_EVENT_INSERT = Rows("alert_events",
+                           "alert_id, conversation_id, type, at, actor, origin, alert")
 _KEPT_AFTER = "alert_events_kept_after"  # settings key: see AlertEvents.kept_after
 _CHUNK = 500  # stays under SQLite's bound-parameter limit
+_MOST_ROWS = 256  # a `_bulk` statement's rows, where SQLite's bound-parameter limit allows
 
 
 def _chunks(items: list[T]) -> Iterator[list[T]]:
@@ -1046,17 +1058,26 @@ def _writing(db: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
-def _bulk(db: sqlite3.Connection, statement: str, rows: list[tuple[Any, ...]]) -> int:
-    """Run one of the `_rows_of` statements over ``rows``; the rowid of the last row added.
+def _bulk(db: sqlite3.Connection, statement: Rows, rows: list[tuple[Any, ...]]) -> int:
+    """Insert ``rows`` in their order; the rowid of the last row added.
 
-    One statement per table and batch, not one step per row (``executemany``): the writer
-    thread gives up the interpreter lock for each step, and while the event loop is busy
-    each taking-back waits for the loop's switch interval, which made a 200-row commit
-    take 0.5 s instead of 2 ms. The rows travel as one JSON array, which SQLite reads in C
-    (numbers and text come back exactly as bound)."""
-    if not rows:
-        return 0
-    return db.execute(statement, (codec.dumps(rows),)).lastrowid or 0
+    A few multi-row statements, not one step per row (``executemany``): the writer thread
+    gives up the interpreter lock for each step, and while the event loop is busy each
+    taking-back waits for the loop's switch interval, which made a 200-row commit take
+    0.5 s instead of 2 ms (bench/gil_convoy.py). The rows go in as chunks of a power of two
+    (200 rows: 128, 64 and 8), so a table sees at most a handful of statements a batch
+    and SQLite's statement cache holds them all. Values are bound as they are: nothing is
+    encoded for SQLite to parse again (a JSON array of the rows did that, once per column:
+    twice the writer's time for a conversation's state)."""
+    most = min(_MOST_ROWS, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // statement.width)
+    last, start = 0, 0
+    while start < len(rows):
+        count = 1 << (min(len(rows) - start, most).bit_length() - 1)
+        chunk = rows[start:start + count]
+        last = db.execute(_statement(statement, count),
+                          [value for row in chunk for value in row]).lastrowid or last
+        start += count
+    return last
 
 
 def _write(db: sqlite3.Connection, batch: WriteBatch) -> None:

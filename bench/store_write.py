@@ -1,0 +1,143 @@
+"""What the SQLite writer spends on a batch, table by table (issue 28).
+
+Runs the embedded store's own write (`contact_center.stores.sqlite._write`) on a fresh
+database (WAL, synchronous FULL, as ``contact-center serve`` opens it) of 1,000 live
+conversations, in batches as the pipeline makes them: each event is a recorded customer
+turn of the twitter-care corpus on a random conversation, with that conversation's whole
+state (a live conversation's state of the size the suite's runs store, about 1.1 KB).
+Reports the writer thread's CPU and wall time per event for the conversations' states
+alone, the turns alone (their table, index and full-text index), and both, at two batch
+sizes. Asserts nothing; run it before and after a change to the writer, on the same
+machine, and compare.
+
+    python bench/store_write.py [--batches 300] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from contact_center.stores import SegmentRow, WriteBatch  # noqa: E402
+from contact_center.stores import sqlite as store  # noqa: E402
+
+CORPUS = ROOT.parent / "shared" / "data" / "twitter-care" / "conversations.jsonl"
+CONVERSATIONS = 1_000
+
+
+def corpus_texts() -> list[str]:
+    with CORPUS.open() as lines:
+        return [t["text"] for line in lines for t in json.loads(line)["turns"]
+                if t["speaker"] == "customer"]
+
+
+def _turn(n: int) -> dict[str, Any]:
+    return {"segment_id": f"s{n}", "role": "customer", "participant_id": "cust",
+            "scores": {"neg": 0.213, "neu": 0.694, "pos": 0.093, "compound": -0.5106},
+            "at": 1_733_530_000.0 + n}
+
+
+STATE: dict[str, Any] = {  # the shape of Conversation.snapshot(), mid-conversation
+    "participants": {"agent-7": {"role": "agent", "name": "Ann"},
+                     "cust": {"role": "customer", "name": None}},
+    "next_seq": 12, "rolling": {"values": [-0.4215, 0.0, 0.3612, -0.6249, -0.1027],
+                                "ewma": -0.18234567},
+    "rules": {"negative-trend": {"kind": "sentiment", "peak": -0.6249, "turns": 3,
+                                 "breaches": [_turn(1), _turn(2), _turn(3)]},
+              "churn": {"kind": "signal", "last_fired_at": 1_733_530_004.0,
+                        "breaches": [_turn(4)]}},
+    "last_customer_turn": _turn(9),
+    "last_scores": {"cust": {"role": "customer", "at": 1_733_530_009.0,
+                             "scores": {"neg": 0.2, "neu": 0.7, "pos": 0.1,
+                                        "compound": -0.4215}}},
+    "start_sentiment": -0.1, "counts": {"customer": 6, "agent": 5},
+    "customer_waiting_since": None, "last_final_started_at": 1_733_530_009.0, "alerts": 1,
+    "transfers": 0, "published": 11, "last_activity_at": 1_733_530_009.0, "recovering": 0,
+    "outbound": False, "recording_paused": False, "unrecorded": [], "partials_kept": False,
+}
+
+
+def meta(n: int) -> dict[str, Any]:
+    return {"id": f"c-{n:05d}", "channel": "chat", "queue": "billing", "agent_id": "agent-7",
+            "customer": {"id": f"cust-{n}", "name": "Pat"}, "recording": "all",
+            "attributes": {}, "status": "live", "started_at": 1_733_530_000.0,
+            "ended_at": None, "updated_at": 1_733_530_000.0}
+
+
+def batches(texts: list[str], parts: set[str], size: int, count: int,
+            rng: random.Random) -> list[WriteBatch]:
+    seqs = [0] * CONVERSATIONS
+    made = []
+    for _ in range(count):
+        batch = WriteBatch()
+        for _ in range(size):
+            n = rng.randrange(CONVERSATIONS)
+            seqs[n] += 1
+            if "states" in parts:
+                batch.conversations[f"c-{n:05d}"] = (meta(n), STATE)
+            if "turns" in parts:
+                batch.segments.append(SegmentRow(
+                    f"c-{n:05d}", f"s{seqs[n]}", seqs[n], "customer", "cust",
+                    rng.choice(texts), {"neg": 0.1, "neu": 0.8, "pos": 0.1, "compound": 0.0},
+                    None, None, time.time()))
+        made.append(batch)
+    return made
+
+
+def per_event_us(texts: list[str], parts: set[str], size: int, count: int,
+                 seed: int) -> tuple[float, float]:
+    """(CPU, wall) µs per event of writing ``count`` batches of ``size`` events."""
+    with tempfile.TemporaryDirectory() as tmp:
+        db = sqlite3.connect(Path(tmp) / "cc.db", isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA secure_delete=FAST")
+        store._migrate(db)
+        for first in range(0, CONVERSATIONS, 100):  # the live conversations, already there
+            store._write(db, WriteBatch(conversations={
+                f"c-{n:05d}": (meta(n), STATE) for n in range(first, first + 100)}))
+        work = batches(texts, parts, size, count, random.Random(seed))
+        cpu, wall = time.thread_time(), time.perf_counter()
+        for batch in work:
+            store._write(db, batch)
+        events = size * count
+        result = ((time.thread_time() - cpu) / events * 1e6,
+                  (time.perf_counter() - wall) / events * 1e6)
+        db.close()
+        return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batches", type=int, default=300)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    texts = corpus_texts()
+    print(f"state {len(json.dumps(STATE, separators=(',', ':')))} bytes; "
+          f"{len(texts)} customer turns, {statistics.mean(map(len, texts)):.0f} characters "
+          f"on average; SQLite {sqlite3.sqlite_version}")
+    print("| events a batch | written | CPU µs an event (each run) | wall µs an event |")
+    print("|---|---|---|---|")
+    for size in (20, 200):
+        for parts in ({"states"}, {"turns"}, {"states", "turns"}):
+            runs = [per_event_us(texts, parts, size, args.batches, seed)
+                    for seed in range(args.repeat)]
+            print(f"| {size} | {' and '.join(sorted(parts))} | "
+                  f"{' / '.join(f'{c:.1f}' for c, _ in runs)} | "
+                  f"{' / '.join(f'{w:.1f}' for _, w in runs)} |")
+
+
+if __name__ == "__main__":
+    main()
