@@ -315,6 +315,72 @@ def test_sqlite_indexes_turns_recorded_before_the_index_and_follows_every_change
     assert indexed == stored == 4  # a/2, a/3, b/1, b/2: only what is stored
 
 
+# The full-text index before 2026-12-07, which kept its own copy of every turn's words.
+_INDEX_WITH_WORDS = (
+    "DROP INDEX segments_text_id", "DROP TRIGGER segments_fts_added",
+    "DROP TRIGGER segments_fts_removed", "DROP TRIGGER segments_fts_changed",
+    "DROP TABLE segments_fts",
+    """CREATE VIRTUAL TABLE segments_fts USING fts5(text, conversation_id UNINDEXED,
+        segment_id UNINDEXED, tokenize = 'unicode61 remove_diacritics 0')""",
+    """INSERT INTO segments_fts (rowid, text, conversation_id, segment_id)
+        SELECT text_id, text, conversation_id, segment_id FROM segments
+        WHERE text IS NOT NULL""",
+    """CREATE TRIGGER segments_fts_removed AFTER DELETE ON segments
+        WHEN old.text_id IS NOT NULL
+        BEGIN DELETE FROM segments_fts WHERE rowid = old.text_id; END""",
+    "CREATE TRIGGER segments_fts_added AFTER INSERT ON segments BEGIN SELECT 1; END",
+    "CREATE TRIGGER segments_fts_changed AFTER UPDATE OF text ON segments BEGIN SELECT 1; END",
+)
+
+
+def test_sqlite_rebuilds_an_index_that_kept_its_own_copy_of_the_words(tmp_path: Path) -> None:
+    """The index holds no copy of the words (they are in ``segments`` alone); a database
+    whose index has one gets it rebuilt when the store opens, and finds the same."""
+    import sqlite3
+
+    async def write() -> None:
+        store = make_store("sqlite", tmp_path)
+        await store.open()
+        try:
+            await store.write(WriteBatch(
+                conversations={cid: (m, {}) for cid, m in CONVERSATIONS.items()},
+                segments=TURNS))
+        finally:
+            await store.close()
+
+    async def found(q: str) -> list[str]:
+        store = make_store("sqlite", tmp_path)
+        await store.open()
+        try:
+            hits = await store.search_turns(FullTextQuery(query=parse(q), sort="newest"))
+            return [f"{h['conversation_id']}/{h['segment_id']}" for h in hits]
+        finally:
+            await store.close()
+
+    def tables() -> set[str]:
+        db = sqlite3.connect(tmp_path / "cc.db")
+        names = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+        db.close()
+        return names
+
+    run(write())
+    assert "segments_fts_content" not in tables()
+    before = run(found("invoice OR refund*"))
+    db = sqlite3.connect(tmp_path / "cc.db")
+    with db:
+        for statement in _INDEX_WITH_WORDS:
+            db.execute(statement)
+    db.close()
+    assert "segments_fts_content" in tables()
+    assert run(found("invoice OR refund*")) == before == ["d/2", "d/1", "a/3", "a/2", "a/1"]
+    assert "segments_fts_content" not in tables()
+    db = sqlite3.connect(tmp_path / "cc.db")
+    with db:  # the rebuilt index follows changes again
+        db.execute("DELETE FROM segments WHERE conversation_id = 'd'")
+    db.close()
+    assert run(found("invoice OR refund*")) == ["a/3", "a/2", "a/1"]
+
+
 def test_an_export_streams_every_row_found_with_the_count_first(
         store_search: Any, client: TestClient, users: Users) -> None:
     analyst = auth(users.token("Analyst", username="ana"))
