@@ -224,3 +224,45 @@ def test_a_stream_that_fails_closes_with_1011() -> None:
                                end=False))
     assert sent[-1] == {"type": "websocket.close", "code": 1011,
                         "reason": "internal_error: reconnect"}
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_client_that_takes_too_long_to_accept_a_message_is_cut_off(
+        monkeypatch: pytest.MonkeyPatch, batched: bool) -> None:
+    """A send that does not finish within SEND_TIMEOUT (the client stopped reading and
+    the server's buffers filled) closes the socket with 1013, the client told why."""
+    monkeypatch.setattr(sockets, "SEND_TIMEOUT", 0.05)
+
+    async def scenario() -> list[dict[str, Any]]:
+        hub, sent, connected = Hub(), list[dict[str, Any]](), asyncio.Event()
+        app = SimpleNamespace(state=SimpleNamespace(
+            limits=Limits(100, 10, 10), open_sockets=OpenSockets(access=None)))  # type: ignore[arg-type]
+
+        async def receive() -> dict[str, Any]:
+            if not connected.is_set():
+                connected.set()
+                return {"type": "websocket.connect"}
+            await asyncio.Event().wait()
+            raise AssertionError
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+            if message["type"] == "websocket.send":
+                await asyncio.Event().wait()  # never taken
+
+        ws = WebSocket({"type": "websocket", "app": app, "path": "/v1/live", "headers": [],
+                        "subprotocols": []}, receive, send)
+        sub = hub.subscribe("c")
+        pumping = asyncio.create_task(pump(ws, "monitor", sub, hub, [], ENDED,
+                                           batched=batched))
+        await connected.wait()
+        hub.publish("c", {"type": "segment", "n": 1})
+        async with asyncio.timeout(5):
+            await pumping
+        return sent
+
+    sent = asyncio.run(scenario())
+    assert [m["type"] for m in sent] == ["websocket.accept", "websocket.send",
+                                         "websocket.close"]
+    assert sent[-1] == {"type": "websocket.close", "code": SLOW_CONSUMER,
+                        "reason": "client too slow; reconnect"}
