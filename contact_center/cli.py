@@ -279,6 +279,33 @@ def backup(database: str | None, target: Path) -> None:
     click.echo(f"backed up {source} to {target} ({target.stat().st_size} bytes)")
 
 
+@main.command()
+@db_option
+@click.option("--vacuum", is_flag=True,
+              help="then VACUUM: give the freed pages back to the file system")
+def reindex(database: str | None, vacuum: bool) -> None:
+    """Rebuild a SQLite database's full-text index without its own copy of the words, as
+    databases made since 2026-12-07 have it: a third smaller, faster searches. Stop the
+    service first. One way: versions before 2026-12-07 cannot search the database after
+    (docs/analytics.md#cost-and-limits)."""
+    from contact_center.stores.sqlite import reindex_text
+
+    settings = _settings(database)
+    if is_postgres(settings.database):
+        raise click.ClickException("the database is PostgreSQL: its index keeps no copy")
+    path = Path(settings.database)
+    if not path.exists():
+        raise click.ClickException(f"no database at {path}")
+    started = time.monotonic()
+    try:
+        rebuilt = reindex_text(path, vacuum)
+    except (RuntimeError, sqlite3.DatabaseError) as exc:
+        raise click.ClickException(str(exc)) from None
+    done = "rebuilt without its copy of the words" if rebuilt else "already without a copy"
+    click.echo(f"full-text index of {path}: {done} ({time.monotonic() - started:.1f} s"
+               f"{', vacuumed' if vacuum else ''})")
+
+
 @main.command("config")
 @db_option
 @redis_option

@@ -315,7 +315,8 @@ def test_sqlite_indexes_turns_recorded_before_the_index_and_follows_every_change
     assert indexed == stored == 4  # a/2, a/3, b/1, b/2: only what is stored
 
 
-# The full-text index before 2026-12-07, which kept its own copy of every turn's words.
+# The full-text index before 2026-12-07, which kept its own copy of every turn's words,
+# as that version created it (the turns already numbered by text_id).
 _INDEX_WITH_WORDS = (
     "DROP INDEX segments_text_id", "DROP TRIGGER segments_fts_added",
     "DROP TRIGGER segments_fts_removed", "DROP TRIGGER segments_fts_changed",
@@ -325,18 +326,46 @@ _INDEX_WITH_WORDS = (
     """INSERT INTO segments_fts (rowid, text, conversation_id, segment_id)
         SELECT text_id, text, conversation_id, segment_id FROM segments
         WHERE text IS NOT NULL""",
+    """CREATE TRIGGER segments_fts_added AFTER INSERT ON segments WHEN new.text IS NOT NULL
+    BEGIN
+        INSERT INTO segments_fts (text, conversation_id, segment_id)
+        VALUES (new.text, new.conversation_id, new.segment_id);
+        UPDATE segments SET text_id = last_insert_rowid()
+        WHERE conversation_id = new.conversation_id AND segment_id = new.segment_id;
+    END""",
     """CREATE TRIGGER segments_fts_removed AFTER DELETE ON segments
-        WHEN old.text_id IS NOT NULL
-        BEGIN DELETE FROM segments_fts WHERE rowid = old.text_id; END""",
-    "CREATE TRIGGER segments_fts_added AFTER INSERT ON segments BEGIN SELECT 1; END",
-    "CREATE TRIGGER segments_fts_changed AFTER UPDATE OF text ON segments BEGIN SELECT 1; END",
+    WHEN old.text_id IS NOT NULL
+    BEGIN
+        DELETE FROM segments_fts WHERE rowid = old.text_id;
+    END""",
+    """CREATE TRIGGER segments_fts_changed AFTER UPDATE OF text ON segments
+    BEGIN
+        DELETE FROM segments_fts WHERE rowid = old.text_id;
+        UPDATE segments SET text_id = NULL
+        WHERE conversation_id = new.conversation_id AND segment_id = new.segment_id;
+        INSERT INTO segments_fts (text, conversation_id, segment_id)
+        SELECT new.text, new.conversation_id, new.segment_id WHERE new.text IS NOT NULL;
+        UPDATE segments SET text_id = last_insert_rowid()
+        WHERE conversation_id = new.conversation_id AND segment_id = new.segment_id
+        AND new.text IS NOT NULL;
+    END""",
 )
 
 
-def test_sqlite_rebuilds_an_index_that_kept_its_own_copy_of_the_words(tmp_path: Path) -> None:
-    """The index holds no copy of the words (they are in ``segments`` alone); a database
-    whose index has one gets it rebuilt when the store opens, and finds the same."""
+def test_sqlite_keeps_an_index_with_a_copy_of_the_words_until_reindex(tmp_path: Path) -> None:
+    """A new database's index holds no copy of the words (they are in ``segments``
+    alone). One made before keeps its index, so the previous version still searches it,
+    and this one finds the same in it; `contact-center reindex` rebuilds it without the
+    copy (refused while a service holds the database), and the rebuilt index follows
+    every change."""
     import sqlite3
+
+    from click.testing import CliRunner
+
+    from contact_center.cli import main
+    from contact_center.stores.sqlite import _exclusive_lock, reindex_text
+
+    path = tmp_path / "cc.db"
 
     async def write() -> None:
         store = make_store("sqlite", tmp_path)
@@ -357,28 +386,41 @@ def test_sqlite_rebuilds_an_index_that_kept_its_own_copy_of_the_words(tmp_path: 
         finally:
             await store.close()
 
-    def tables() -> set[str]:
-        db = sqlite3.connect(tmp_path / "cc.db")
+    def change(*statements: str) -> set[str]:
+        """Run ``statements``; the tables there are after."""
+        db = sqlite3.connect(path)
+        with db:
+            for statement in statements:
+                db.execute(statement)
         names = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
         db.close()
         return names
 
     run(write())
-    assert "segments_fts_content" not in tables()
-    before = run(found("invoice OR refund*"))
-    db = sqlite3.connect(tmp_path / "cc.db")
-    with db:
-        for statement in _INDEX_WITH_WORDS:
-            db.execute(statement)
-    db.close()
-    assert "segments_fts_content" in tables()
-    assert run(found("invoice OR refund*")) == before == ["d/2", "d/1", "a/3", "a/2", "a/1"]
-    assert "segments_fts_content" not in tables()
-    db = sqlite3.connect(tmp_path / "cc.db")
-    with db:  # the rebuilt index follows changes again
-        db.execute("DELETE FROM segments WHERE conversation_id = 'd'")
-    db.close()
-    assert run(found("invoice OR refund*")) == ["a/3", "a/2", "a/1"]
+    assert "segments_fts_content" not in change()
+    query = "invoice OR refund*"
+    assert run(found(query)) == ["d/2", "d/1", "a/3", "a/2", "a/1"]
+    assert "segments_fts_content" in change(*_INDEX_WITH_WORDS)
+    assert run(found(query)) == ["d/2", "d/1", "a/3", "a/2", "a/1"]
+    assert "segments_fts_content" in change(  # kept, and following changes as it did
+        "DELETE FROM segments WHERE conversation_id = 'd' AND segment_id = '2'")
+    assert run(found(query)) == ["d/1", "a/3", "a/2", "a/1"]
+
+    held = _exclusive_lock(f"{path}.lock")  # a service runs on it
+    with pytest.raises(RuntimeError, match="stop it first"):
+        reindex_text(path)
+    held.close()
+    result = CliRunner().invoke(main, ["reindex", "--db", str(path), "--vacuum"])
+    assert result.exit_code == 0, result.output
+    assert "rebuilt without its copy of the words" in result.output
+    assert "segments_fts_content" not in change()
+    assert run(found(query)) == ["d/1", "a/3", "a/2", "a/1"]
+    change("DELETE FROM segments WHERE conversation_id = 'd'",
+           "UPDATE segments SET text = 'a refund after all' WHERE conversation_id = 'b' "
+           "AND segment_id = '2'")
+    assert run(found(query)) == ["b/2", "a/3", "a/2", "a/1"]
+    again = CliRunner().invoke(main, ["reindex", "--db", str(path)])
+    assert again.exit_code == 0 and "already without a copy" in again.output
 
 
 def test_an_export_streams_every_row_found_with_the_count_first(

@@ -338,7 +338,8 @@ CREATE INDEX IF NOT EXISTS webhook_deliveries_event ON webhook_deliveries(event_
 # removed keeps the index true. It is contentless: the words are in ``segments`` alone
 # (an index with its own copy of them made the database half as large again, and
 # searches a quarter slower); ``text_id`` is a turn's row in the index, and its words,
-# still in ``segments``, are what FTS5's 'delete' takes out of the index.
+# still in ``segments``, are what FTS5's 'delete' takes out of the index. A database made
+# before 2026-12-07 keeps its index of the earlier kind until `reindex_text`.
 _FULLTEXT_CONTENTLESS = "content = ''"
 _FULLTEXT = (
     f"""CREATE VIRTUAL TABLE segments_fts USING fts5(
@@ -353,7 +354,6 @@ _FULLTEXT = (
         WHERE t.conversation_id = segments.conversation_id
         AND t.segment_id = segments.segment_id""",
     "DROP TABLE text_ids",
-    "CREATE INDEX IF NOT EXISTS segments_text_id ON segments(text_id) WHERE text_id IS NOT NULL",
     """CREATE TRIGGER segments_fts_added AFTER INSERT ON segments WHEN new.text IS NOT NULL
     BEGIN
         INSERT INTO segments_fts (text) VALUES (new.text);
@@ -378,7 +378,7 @@ _FULLTEXT = (
         AND new.text IS NOT NULL;
     END""",
 )
-# What an index of an earlier version (with its own copy of the words) is dropped with.
+# What an index of the earlier kind (with its own copy of the words) is dropped with.
 _FULLTEXT_BEFORE = (
     "DROP TRIGGER segments_fts_added", "DROP TRIGGER segments_fts_removed",
     "DROP TRIGGER segments_fts_changed", "DROP TABLE segments_fts",
@@ -428,7 +428,9 @@ class _Connection:
         self._db: sqlite3.Connection | None = None
 
     def _connect(self) -> None:
-        db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+        # (room for the writer's bulk statements, a table's 9 sizes, beside the rest)
+        db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None,
+                             cached_statements=256)
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={self._synchronous}")
@@ -1044,16 +1046,39 @@ def _migrate(db: sqlite3.Connection) -> None:
 
 
 def _index_text(db: sqlite3.Connection) -> None:
-    """Create the full-text index once, indexing the turns recorded before it existed;
-    an earlier version's index is rebuilt, once (its copy of the words is zeroed)."""
-    found = db.execute("SELECT sql FROM sqlite_master WHERE name = 'segments_fts'").fetchone()
-    if found and _FULLTEXT_CONTENTLESS in found[0]:
+    """Create the full-text index once, indexing the turns recorded before it existed.
+    An index of the earlier kind (with its own copy of the words) is kept, so a version
+    before 2026-12-07 still searches an upgraded database: `reindex_text` rebuilds it."""
+    db.execute("CREATE INDEX IF NOT EXISTS segments_text_id ON segments(text_id) "
+               "WHERE text_id IS NOT NULL")  # (searches join through it, either kind)
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'segments_fts'").fetchone():
         return
-    with _forgetting(db), _writing(db):
-        for statement in _FULLTEXT_BEFORE if found else ():
-            db.execute(statement)
+    with _writing(db):
         for statement in _FULLTEXT:
             db.execute(statement)
+
+
+def reindex_text(database: Path, vacuum: bool = False) -> bool:
+    """Rebuild a full-text index of the earlier kind as a contentless one, its copy of the
+    words zeroed (``vacuum``: then give the free pages back); whether there was one.
+    Refused while a service runs on the database (its lock). One way: versions before
+    2026-12-07 cannot search the database after."""
+    lock = _exclusive_lock(f"{database}.lock")
+    try:
+        with contextlib.closing(sqlite3.connect(database, isolation_level=None)) as db:
+            db.execute("PRAGMA busy_timeout=5000")
+            found = db.execute("SELECT sql FROM sqlite_master "
+                               "WHERE name = 'segments_fts'").fetchone()
+            rebuilt = found is not None and _FULLTEXT_CONTENTLESS not in found[0]
+            if rebuilt:
+                with _forgetting(db), _writing(db):
+                    for statement in (*_FULLTEXT_BEFORE, *_FULLTEXT):
+                        db.execute(statement)
+            if vacuum:
+                db.execute("VACUUM")
+            return rebuilt
+    finally:
+        lock.close()
 
 
 @contextlib.contextmanager
@@ -1072,7 +1097,8 @@ def _writing(db: sqlite3.Connection) -> Iterator[None]:
 
 
 def _bulk(db: sqlite3.Connection, statement: Rows, rows: list[tuple[Any, ...]]) -> int:
-    """Insert ``rows`` in their order; the rowid of the last row added.
+    """Insert ``rows`` in their order; the connection's last inserted rowid after (the
+    last row's only for a plain insert: a row that conflicts or updates adds none).
 
     A few multi-row statements, not one step per row (``executemany``): the writer thread
     gives up the interpreter lock for each step, and while the event loop is busy each
@@ -1082,7 +1108,8 @@ def _bulk(db: sqlite3.Connection, statement: Rows, rows: list[tuple[Any, ...]]) 
     and SQLite's statement cache holds them all. Values are bound as they are: nothing is
     encoded for SQLite to parse again (a JSON array of the rows did that, once per column:
     twice the writer's time for a conversation's state)."""
-    most = min(_MOST_ROWS, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // statement.width)
+    most = max(1, min(_MOST_ROWS,
+                      db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // statement.width))
     last, start = 0, 0
     while start < len(rows):
         count = 1 << (min(len(rows) - start, most).bit_length() - 1)
@@ -1113,8 +1140,9 @@ def _write(db: sqlite3.Connection, batch: WriteBatch) -> None:
 
 
 def _add_alert_events(db: sqlite3.Connection, events: list[AlertEventRow]) -> None:
-    """Numbered in commit order: one writer, one transaction at a time, and one statement
-    adds them in order, so their ids are the last one's and those just before it."""
+    """Numbered in commit order: one writer, one transaction at a time, and plain inserts
+    (no conflict clause) add them in order, so their ids are the last one's and those
+    just before it."""
     last = _bulk(db, _ALERT_EVENT_INSERT, [
         (e.alert["id"], e.conversation_id, e.type, e.at, e.by, e.origin,
          codec.dumps(e.alert)) for e in events])
