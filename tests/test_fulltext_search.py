@@ -270,37 +270,42 @@ def test_search_keeps_to_the_scope_and_is_audited(store_search: Any, client: Tes
     assert client.get("/v1/search/turns", headers=agent, params={"q": "x"}).status_code == 403
 
 
+async def _write_sqlite(tmp_path: Path) -> None:
+    """The conversations and turns above, into a SQLite store in ``tmp_path``."""
+    store = make_store("sqlite", tmp_path)
+    await store.open()
+    try:
+        await store.write(WriteBatch(
+            conversations={cid: (m, {}) for cid, m in CONVERSATIONS.items()},
+            segments=TURNS))
+    finally:
+        await store.close()
+
+
+async def _found_sqlite(tmp_path: Path, q: str) -> list[str]:
+    """The turns the SQLite store in ``tmp_path`` finds for ``q``, newest first."""
+    store = make_store("sqlite", tmp_path)
+    await store.open()
+    try:
+        hits = await store.search_turns(FullTextQuery(query=parse(q), sort="newest"))
+        return [f"{h['conversation_id']}/{h['segment_id']}" for h in hits]
+    finally:
+        await store.close()
+
+
 def test_sqlite_indexes_turns_recorded_before_the_index_and_follows_every_change(
         tmp_path: Path) -> None:
     import sqlite3
 
-    async def write() -> None:
-        store = make_store("sqlite", tmp_path)
-        await store.open()
-        try:
-            await store.write(WriteBatch(
-                conversations={cid: (m, {}) for cid, m in CONVERSATIONS.items()},
-                segments=TURNS))
-        finally:
-            await store.close()
-
-    async def found(q: str) -> list[str]:
-        store = make_store("sqlite", tmp_path)
-        await store.open()
-        try:
-            hits = await store.search_turns(FullTextQuery(query=parse(q), sort="newest"))
-            return [f"{h['conversation_id']}/{h['segment_id']}" for h in hits]
-        finally:
-            await store.close()
-
-    run(write())
+    run(_write_sqlite(tmp_path))
     # A database from before the index: no index, no text_id.
     db = sqlite3.connect(tmp_path / "cc.db")
     db.executescript("DROP TABLE segments_fts; DROP TRIGGER segments_fts_added; "
                      "DROP TRIGGER segments_fts_removed; DROP TRIGGER segments_fts_changed; "
                      "UPDATE segments SET text_id = NULL;")
     db.close()
-    assert run(found("invoice")) == ["d/2", "a/2", "a/1"]  # indexed when the store opens
+    # indexed when the store opens
+    assert run(_found_sqlite(tmp_path, "invoice")) == ["d/2", "a/2", "a/1"]
     db = sqlite3.connect(tmp_path / "cc.db")
     with db:
         db.execute("UPDATE segments SET text = 'no longer' WHERE conversation_id = 'a' "
@@ -310,8 +315,8 @@ def test_sqlite_indexes_turns_recorded_before_the_index_and_follows_every_change
     indexed = db.execute("SELECT count(*) FROM segments_fts").fetchone()[0]
     stored = db.execute("SELECT count(*) FROM segments WHERE text IS NOT NULL").fetchone()[0]
     db.close()
-    assert run(found("invoice")) == []
-    assert run(found("longer")) == ["a/2"]
+    assert run(_found_sqlite(tmp_path, "invoice")) == []
+    assert run(_found_sqlite(tmp_path, "longer")) == ["a/2"]
     assert indexed == stored == 4  # a/2, a/3, b/1, b/2: only what is stored
 
 
@@ -367,25 +372,6 @@ def test_sqlite_keeps_an_index_with_a_copy_of_the_words_until_reindex(tmp_path: 
 
     path = tmp_path / "cc.db"
 
-    async def write() -> None:
-        store = make_store("sqlite", tmp_path)
-        await store.open()
-        try:
-            await store.write(WriteBatch(
-                conversations={cid: (m, {}) for cid, m in CONVERSATIONS.items()},
-                segments=TURNS))
-        finally:
-            await store.close()
-
-    async def found(q: str) -> list[str]:
-        store = make_store("sqlite", tmp_path)
-        await store.open()
-        try:
-            hits = await store.search_turns(FullTextQuery(query=parse(q), sort="newest"))
-            return [f"{h['conversation_id']}/{h['segment_id']}" for h in hits]
-        finally:
-            await store.close()
-
     def change(*statements: str) -> set[str]:
         """Run ``statements``; the tables there are after."""
         db = sqlite3.connect(path)
@@ -396,15 +382,15 @@ def test_sqlite_keeps_an_index_with_a_copy_of_the_words_until_reindex(tmp_path: 
         db.close()
         return names
 
-    run(write())
+    run(_write_sqlite(tmp_path))
     assert "segments_fts_content" not in change()
     query = "invoice OR refund*"
-    assert run(found(query)) == ["d/2", "d/1", "a/3", "a/2", "a/1"]
+    assert run(_found_sqlite(tmp_path, query)) == ["d/2", "d/1", "a/3", "a/2", "a/1"]
     assert "segments_fts_content" in change(*_INDEX_WITH_WORDS)
-    assert run(found(query)) == ["d/2", "d/1", "a/3", "a/2", "a/1"]
+    assert run(_found_sqlite(tmp_path, query)) == ["d/2", "d/1", "a/3", "a/2", "a/1"]
     assert "segments_fts_content" in change(  # kept, and following changes as it did
         "DELETE FROM segments WHERE conversation_id = 'd' AND segment_id = '2'")
-    assert run(found(query)) == ["d/1", "a/3", "a/2", "a/1"]
+    assert run(_found_sqlite(tmp_path, query)) == ["d/1", "a/3", "a/2", "a/1"]
 
     held = _exclusive_lock(f"{path}.lock")  # a service runs on it
     with pytest.raises(RuntimeError, match="stop it first"):
@@ -414,11 +400,11 @@ def test_sqlite_keeps_an_index_with_a_copy_of_the_words_until_reindex(tmp_path: 
     assert result.exit_code == 0, result.output
     assert "rebuilt without its copy of the words" in result.output
     assert "segments_fts_content" not in change()
-    assert run(found(query)) == ["d/1", "a/3", "a/2", "a/1"]
+    assert run(_found_sqlite(tmp_path, query)) == ["d/1", "a/3", "a/2", "a/1"]
     change("DELETE FROM segments WHERE conversation_id = 'd'",
            "UPDATE segments SET text = 'a refund after all' WHERE conversation_id = 'b' "
            "AND segment_id = '2'")
-    assert run(found(query)) == ["b/2", "a/3", "a/2", "a/1"]
+    assert run(_found_sqlite(tmp_path, query)) == ["b/2", "a/3", "a/2", "a/1"]
     again = CliRunner().invoke(main, ["reindex", "--db", str(path)])
     assert again.exit_code == 0 and "already without a copy" in again.output
 

@@ -71,10 +71,11 @@ async def _close_during_a_send(steps: int) -> list[dict[str, Any]]:
     return sent
 
 
-def _peer(app: Any, on_send: Any = None) -> tuple[WebSocket, list[dict[str, Any]],
-                                                  asyncio.Event]:
+def _peer(app: Any, on_send: Any = None, takes: bool = True) -> tuple[
+        WebSocket, list[dict[str, Any]], asyncio.Event]:
     """A WebSocket whose client connects, then only listens; what it is sent, and when it
-    has connected. ``on_send(message)`` is called as each message is sent."""
+    has connected. ``on_send(message)`` is called as each message is sent; ``takes``:
+    whether a frame's send ever finishes (not: the client stopped reading)."""
     sent, connected = list[dict[str, Any]](), asyncio.Event()
 
     async def receive() -> dict[str, Any]:
@@ -88,6 +89,8 @@ def _peer(app: Any, on_send: Any = None) -> tuple[WebSocket, list[dict[str, Any]
         sent.append(message)
         if on_send is not None:
             on_send(message)
+        if not takes and message["type"] == "websocket.send":
+            await asyncio.Event().wait()
 
     return WebSocket({"type": "websocket", "app": app, "path": "/v1/live", "headers": [],
                       "subprotocols": []}, receive, send), sent, connected
@@ -234,24 +237,10 @@ def test_a_client_that_takes_too_long_to_accept_a_message_is_cut_off(
     monkeypatch.setattr(sockets, "SEND_TIMEOUT", 0.05)
 
     async def scenario() -> list[dict[str, Any]]:
-        hub, sent, connected = Hub(), list[dict[str, Any]](), asyncio.Event()
+        hub = Hub()
         app = SimpleNamespace(state=SimpleNamespace(
             limits=Limits(100, 10, 10), open_sockets=OpenSockets(access=None)))  # type: ignore[arg-type]
-
-        async def receive() -> dict[str, Any]:
-            if not connected.is_set():
-                connected.set()
-                return {"type": "websocket.connect"}
-            await asyncio.Event().wait()
-            raise AssertionError
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-            if message["type"] == "websocket.send":
-                await asyncio.Event().wait()  # never taken
-
-        ws = WebSocket({"type": "websocket", "app": app, "path": "/v1/live", "headers": [],
-                        "subprotocols": []}, receive, send)
+        ws, sent, connected = _peer(app, takes=False)
         sub = hub.subscribe("c")
         pumping = asyncio.create_task(pump(ws, "monitor", sub, hub, [], ENDED,
                                            batched=batched))
