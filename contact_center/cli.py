@@ -283,7 +283,9 @@ def backup(database: str | None, target: Path) -> None:
 @db_option
 @click.option("--vacuum", is_flag=True,
               help="then VACUUM: give the freed pages back to the file system")
-def reindex(database: str | None, vacuum: bool) -> None:
+@click.option("--always", is_flag=True,
+              help="rebuild an index without a copy too (a repair, from the stored words)")
+def reindex(database: str | None, vacuum: bool, always: bool) -> None:
     """Rebuild a SQLite database's full-text index without its own copy of the words, as
     databases made since 2026-12-07 have it: a third smaller, faster searches. Stop the
     service first. One way: versions before 2026-12-07 cannot search the database after
@@ -298,10 +300,11 @@ def reindex(database: str | None, vacuum: bool) -> None:
         raise click.ClickException(f"no database at {path}")
     started = time.monotonic()
     try:
-        rebuilt = reindex_text(path, vacuum)
+        rebuilt = reindex_text(path, vacuum, always)
     except (RuntimeError, sqlite3.DatabaseError) as exc:
         raise click.ClickException(str(exc)) from None
-    done = "rebuilt without its copy of the words" if rebuilt else "already without a copy"
+    done = ("rebuilt without a copy of the words" if rebuilt
+            else "already without a copy (--always rebuilds it anyway)")
     click.echo(f"full-text index of {path}: {done} ({time.monotonic() - started:.1f} s"
                f"{', vacuumed' if vacuum else ''})")
 

@@ -398,7 +398,7 @@ def test_sqlite_keeps_an_index_with_a_copy_of_the_words_until_reindex(tmp_path: 
     held.close()
     result = CliRunner().invoke(main, ["reindex", "--db", str(path), "--vacuum"])
     assert result.exit_code == 0, result.output
-    assert "rebuilt without its copy of the words" in result.output
+    assert "rebuilt without a copy of the words" in result.output
     assert "segments_fts_content" not in change()
     assert run(_found_sqlite(tmp_path, query)) == ["d/1", "a/3", "a/2", "a/1"]
     change("DELETE FROM segments WHERE conversation_id = 'd'",
@@ -407,6 +407,11 @@ def test_sqlite_keeps_an_index_with_a_copy_of_the_words_until_reindex(tmp_path: 
     assert run(_found_sqlite(tmp_path, query)) == ["b/2", "a/3", "a/2", "a/1"]
     again = CliRunner().invoke(main, ["reindex", "--db", str(path)])
     assert again.exit_code == 0 and "already without a copy" in again.output
+    repaired = CliRunner().invoke(main, ["reindex", "--db", str(path), "--always"])
+    assert repaired.exit_code == 0 and "rebuilt" in repaired.output
+    assert run(_found_sqlite(tmp_path, query)) == ["b/2", "a/3", "a/2", "a/1"]
+    change("DELETE FROM segments WHERE conversation_id = 'b'")
+    assert run(_found_sqlite(tmp_path, query)) == ["a/3", "a/2", "a/1"]
 
 
 def test_an_export_streams_every_row_found_with_the_count_first(

@@ -1058,9 +1058,10 @@ def _index_text(db: sqlite3.Connection) -> None:
             db.execute(statement)
 
 
-def reindex_text(database: Path, vacuum: bool = False) -> bool:
+def reindex_text(database: Path, vacuum: bool = False, always: bool = False) -> bool:
     """Rebuild a full-text index of the earlier kind as a contentless one, its copy of the
-    words zeroed (``vacuum``: then give the free pages back); whether there was one.
+    words zeroed (``always``: rebuild a contentless one too, from the words in
+    ``segments``; ``vacuum``: then give the free pages back); whether it rebuilt.
     Refused while a service runs on the database (its lock). One way: versions before
     2026-12-07 cannot search the database after."""
     lock = _exclusive_lock(f"{database}.lock")
@@ -1069,7 +1070,7 @@ def reindex_text(database: Path, vacuum: bool = False) -> bool:
             db.execute("PRAGMA busy_timeout=5000")
             found = db.execute("SELECT sql FROM sqlite_master "
                                "WHERE name = 'segments_fts'").fetchone()
-            rebuilt = found is not None and _FULLTEXT_CONTENTLESS not in found[0]
+            rebuilt = found is not None and (always or _FULLTEXT_CONTENTLESS not in found[0])
             if rebuilt:
                 with _forgetting(db), _writing(db):
                     for statement in (*_FULLTEXT_BEFORE, *_FULLTEXT):
