@@ -50,6 +50,16 @@ IDLE_TIMEOUT_REASON = "idle_timeout"
 RESTORE_GRACE_SECONDS = 60.0  # a conversation restored idle past its time lives this long
 
 
+@dataclass(slots=True, frozen=True)
+class Ending:
+    """A conversation ended by a batch not committed yet, as the live views go on
+    showing it until then: its summary and message number from just before the end."""
+
+    conv: Conversation
+    summary: dict[str, Any]
+    number: int
+
+
 @dataclass(slots=True)
 class Effects:
     """What applying a batch decided: rows to commit, then messages to publish."""
@@ -209,6 +219,9 @@ class Applier:
         self.policy = policy or AlertPolicy()
         self.idle_timeout = idle_timeout
         self.conversations: dict[str, Conversation] = {}
+        # Ended by a batch not committed yet: out of `conversations` (events after the
+        # end are refused at once), but listed live until the end is in the store.
+        self.ending: dict[str, Ending] = {}
         self.timers: list[tuple[float, str]] = []  # (when, conversation id): clock rules
         self.stale: set[str] = set()  # dropped from memory after a failure; reload them
         self._ended: OrderedDict[str, None] = OrderedDict()
@@ -273,6 +286,7 @@ class Applier:
         """Let go of conversations another worker now applies (their timers lapse)."""
         for cid in conversation_ids:
             self.conversations.pop(cid, None)
+            self.ending.pop(cid, None)
             self._ended.pop(cid, None)
             self._ended_applied.pop(cid, None)
             self.stale.discard(cid)
@@ -282,6 +296,12 @@ class Applier:
         (the truth)."""
         self.drop(conversation_ids)
         self.stale.update(conversation_ids)
+
+    def committed(self, effects: Effects) -> None:
+        """Their batch is in the store: the conversations it ended leave the live views."""
+        if self.ending:
+            for cid in effects.touched:
+                self.ending.pop(cid, None)
 
     # -- rules and clock rules -------------------------------------------------------------
 
@@ -492,6 +512,7 @@ class Applier:
 
     def _end(self, conv: Conversation, now: float, payload: dict[str, Any],
              effects: Effects, event_id: str | None = None) -> None:
+        self.ending[conv.id] = Ending(conv, conv.summary(now), conv.published)
         if self.policy.resolve_on_end and alerts.is_open(conv.alert):
             assert conv.alert is not None
             alerts.resolve(conv.alert, now, alerts.CONVERSATION_ENDED)

@@ -30,6 +30,7 @@ from contact_center import service_metrics as metrics
 from contact_center.applier import (
     Applier,
     Effects,
+    Ending,
     Redact,
     conversation_of,
     error_reply,
@@ -97,6 +98,10 @@ class Pipeline:
     @property
     def conversations(self) -> dict[str, Conversation]:
         return self.applier.conversations
+
+    @property
+    def ending(self) -> dict[str, Ending]:
+        return self.applier.ending
 
     @property
     def rules(self) -> RuleSet:
@@ -205,6 +210,7 @@ class Pipeline:
         for d, reply in zip(deliveries, effects.replies, strict=True):
             d.settle(reply)
         await self.outlet.publish(effects)
+        self.applier.committed(effects)  # (after the monitors heard of the end)
 
     async def _commit(self, effects: Effects, now: float) -> bool:
         """Save the touched conversations' state with the batch, in one transaction;
@@ -291,6 +297,7 @@ class Pipeline:
             return False
         metrics.LIVE_CONVERSATIONS.set(len(self.applier.conversations))
         await self.outlet.publish(effects)
+        self.applier.committed(effects)
         for conv in fired:
             self.applier.schedule(conv)
         return True

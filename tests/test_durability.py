@@ -357,6 +357,50 @@ def test_a_batch_is_applied_while_the_one_before_is_written_and_answered_after_i
         assert pipeline.processed == answered + 3
 
 
+@pytest.mark.parametrize("written", [True, False])
+def test_a_conversation_leaves_the_live_views_once_its_end_is_stored(
+        tmp_path: Path, users: Users, connector_token: str, backend: str,
+        written: bool) -> None:
+    """While its end is being written it is listed as it stood (live); then it is gone
+    and its transcript holds the end, or, if the write failed, it is still live."""
+    store = HeldWrites(make_store(backend, tmp_path))
+    settings = Settings(database=tmp_path / "cc.db", batch_size=1)
+    manager, analyst = auth(users.token("CallCenterManager")), auth(users.token("Analyst"))
+
+    def listed() -> list[tuple[str, str]]:
+        answer = client.get("/v1/live/conversations", headers=manager).json()
+        return [(c["id"], c["status"]) for c in answer["conversations"]]
+
+    def ends() -> list[str]:
+        events = client.get("/v1/transcripts/e1", headers=analyst).json()["events"]
+        return [e["type"] for e in events if e["type"] == "conversation.ended"]
+
+    with held_ingest(store, settings, connector_token) as (client, ws, pipeline, c):
+        c.start("e1")
+        store.hold.set()
+        store.fail = not written
+        ws.send_json({"type": "conversation.ended", "conversation_id": "e1"})
+        assert store.waiting.wait(10)
+        _until(lambda: "e1" not in pipeline.conversations)  # applied: ended in memory
+        assert listed() == [("e1", "live")]
+        one = client.get("/v1/live/conversations/e1", headers=manager)
+        assert one.status_code == 200 and one.json()["status"] == "live"
+        assert ends() == []
+        store.hold.clear()
+        store.release.set()
+        reply = ws.receive_json()
+        if written:
+            assert reply["status"] == "accepted"
+            assert listed() == [] and ends() == ["conversation.ended"]
+            gone = client.get("/v1/live/conversations/e1", headers=manager)
+            assert gone.status_code == 404
+        else:
+            assert reply["code"] == "unavailable"
+            _until(lambda: "e1" in pipeline.conversations)  # reloaded from the store
+            assert listed() == [("e1", "live")] and ends() == []
+        assert pipeline.ending == {}
+
+
 @pytest.mark.parametrize("replies", ["single", "batched"])
 def test_when_a_write_fails_the_batch_applied_after_it_is_refused_too(
         tmp_path: Path, users: Users, connector_token: str, backend: str,

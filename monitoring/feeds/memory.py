@@ -1,5 +1,7 @@
 """The embedded outlet and feed: the pipeline publishes into this process's hub, and
-the live views read the pipeline's conversations in memory."""
+the live views read the pipeline's conversations in memory. A conversation ended by a
+batch not committed yet is still listed (as it stood before its end) until it is: what
+leaves the live views has its end in the store, as on scale-out."""
 
 from __future__ import annotations
 
@@ -65,6 +67,25 @@ class Memory(Protocol):
 
     @property
     def conversations(self) -> Mapping[str, Remembered]: ...
+    @property
+    def ending(self) -> Mapping[str, Ending]:
+        """Conversations ended by a batch not committed yet."""
+        ...
+
+
+class Ending(Protocol):
+    """A conversation ending (`contact_center.applier.Ending`)."""
+
+    @property
+    def conv(self) -> Remembered: ...
+    @property
+    def summary(self) -> dict[str, Any]:
+        """As it stood before the end."""
+        ...
+    @property
+    def number(self) -> int:
+        """Its message number before the end."""
+        ...
 
 
 class Remembered(Watched, Protocol):
@@ -97,22 +118,33 @@ class MemoryFeed:
     async def conversations(self) -> list[Live]:
         await self.ready()
         now = time.time()
-        return [Live(c.summary(now), c.published)
-                for c in self.pipeline.conversations.values()]
+        listed = [Live(c.summary(now), c.published)
+                  for c in self.pipeline.conversations.values()]
+        listed += [Live(e.summary, e.number) for e in self.pipeline.ending.values()]
+        return listed
 
     async def conversation(self, conversation_id: str) -> Live | None:
         await self.ready()
         conv = self.pipeline.conversations.get(conversation_id)
-        return None if conv is None else Live(conv.summary(time.time()), conv.published)
+        if conv is not None:
+            return Live(conv.summary(time.time()), conv.published)
+        ending = self.pipeline.ending.get(conversation_id)
+        return None if ending is None else Live(ending.summary, ending.number)
 
     async def catch_up(self, conversation_id: str) -> CatchUp | None:
         await self.ready()
         conv = self.pipeline.conversations.get(conversation_id)
-        if conv is None:
+        if conv is not None:
+            return CatchUp(conv.summary(time.time()), list(conv.recent), conv.shown)
+        ending = self.pipeline.ending.get(conversation_id)
+        if ending is None:
             return None
-        return CatchUp(conv.summary(time.time()), list(conv.recent), conv.shown)
+        # (a stream opened on it gets its end, numbered after this, once committed)
+        return CatchUp(ending.summary, list(ending.conv.recent), ending.conv.shown)
 
     async def agent_loads(self) -> list[AgentLoad]:
         await self.ready()
+        convs = [*self.pipeline.conversations.values(),
+                 *(e.conv for e in self.pipeline.ending.values())]
         return [AgentLoad(c.agent_id, c.alerts, is_open(c.alert), c.rolling.mean)
-                for c in self.pipeline.conversations.values()]
+                for c in convs]
