@@ -255,3 +255,28 @@ def test_a_client_that_takes_too_long_to_accept_a_message_is_cut_off(
                                          "websocket.close"]
     assert sent[-1] == {"type": "websocket.close", "code": SLOW_CONSUMER,
                         "reason": "client too slow; reconnect"}
+
+
+def test_the_send_deadline_cuts_off_one_send_that_takes_too_long() -> None:
+    """As ``asyncio.timeout`` around each send: one send past the deadline raises
+    TimeoutError, however long the stream waited between sends or how many quick sends
+    came before it; a send within it is awaited to its end."""
+    async def scenario() -> tuple[float, list[str]]:
+        deadline, done = sockets.SendDeadline(0.1), list[str]()
+        loop = asyncio.get_running_loop()
+        with pytest.raises(TimeoutError):
+            async with deadline.watching():
+                await asyncio.sleep(0.25)  # waiting for a message is not sending
+                for _ in range(15):  # 0.15 s of sends, each well within the deadline
+                    await deadline.send(asyncio.sleep(0.01))
+                done.append("quick sends")
+                await deadline.send(asyncio.sleep(0.08))
+                done.append("a send within the deadline")
+                stalled = loop.time()
+                await deadline.send(asyncio.sleep(5))
+                done.append("not reached")
+        return loop.time() - stalled, done
+
+    waited, done = asyncio.run(scenario())
+    assert done == ["quick sends", "a send within the deadline"]
+    assert 0.1 <= waited < 0.5

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import WebSocket
@@ -48,6 +48,45 @@ Rewrite = Callable[[Message], Message | None]
 """What this client gets of a message (None: nothing); may raise `Close`."""
 
 
+class SendDeadline:
+    """``asyncio.timeout(seconds)`` around each `send`, as one timer a period rather
+    than one a send: a push costs a clock read, not a timer (6 µs) set and cancelled.
+    `watching` raises TimeoutError once one send has taken ``seconds``."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._since: float | None = None  # when the send in progress began
+
+    @contextlib.asynccontextmanager
+    async def watching(self) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(None) as cutoff:
+            timer: asyncio.TimerHandle | None = None
+
+            def check() -> None:
+                nonlocal timer
+                now, since = loop.time(), self._since
+                if since is not None and now - since >= self.seconds:
+                    cutoff.reschedule(now)  # expired: the task is cancelled, as by a timeout
+                else:
+                    timer = loop.call_at((now if since is None else since) + self.seconds,
+                                         check)
+
+            timer = loop.call_later(self.seconds, check)
+            try:
+                yield
+            finally:
+                timer.cancel()  # (the one armed last)
+
+    async def send(self, sending: Awaitable[None]) -> None:
+        """Await ``sending`` (one send) within the deadline; only inside `watching`."""
+        self._since = asyncio.get_running_loop().time()
+        try:
+            await sending
+        finally:
+            self._since = None
+
+
 async def pump(ws: WebSocket, kind: str, sub: Subscription, hub: Hub,
                first: list[dict[str, Any]], endings: dict[str, tuple[int, str]] | None = None,
                seen: dict[str, int] | None = None, held: Held | None = None,
@@ -60,6 +99,7 @@ async def pump(ws: WebSocket, kind: str, sub: Subscription, hub: Hub,
     (1008). Always unsubscribes and releases ``held``."""
     endings = {"resync": (RESYNC, "state changed; reconnect")} | (endings or {})
     seen = seen or {}
+    deadline = SendDeadline(SEND_TIMEOUT)
 
     def shown(message: Message) -> Message | None:
         """What this client gets of ``message`` (None: nothing); may raise `Close`."""
@@ -69,16 +109,18 @@ async def pump(ws: WebSocket, kind: str, sub: Subscription, hub: Hub,
 
     async def send(texts: list[str]) -> None:
         if texts:
-            async with asyncio.timeout(SEND_TIMEOUT):
-                await ws.send_text(PUSHES_FRAME.format(",".join(texts)) if batched
-                                   else texts[0])
+            await deadline.send(ws.send_text(PUSHES_FRAME.format(",".join(texts)) if batched
+                                             else texts[0]))
 
     async def send_all() -> tuple[int, str]:
+        async with deadline.watching():
+            return await send_each()
+
+    async def send_each() -> tuple[int, str]:
         for n, opening in enumerate(first):
             if batched and n == 0:
                 opening = opening | {"pushes": "batched"}
-            async with asyncio.timeout(SEND_TIMEOUT):
-                await ws.send_json(opening)
+            await deadline.send(ws.send_json(opening))
         while True:
             message: Message | None = await sub.next()
             texts: list[str] = []
