@@ -624,7 +624,7 @@ class Server:
             return None
         totals = self.gc_pauses["totals"]
         first = max((t for t in totals if t[0] <= window[0]), default=[window[0], [0] * 3,
-                                                                           [0.0] * 3],
+                                                                           [0.0] * 3, [0] * 3],
                     key=lambda t: t[0])
         last = min((t for t in totals if t[0] >= window[1]), default=totals[-1],
                    key=lambda t: t[0])
@@ -636,7 +636,9 @@ class Server:
                 "count": last[1][generation] - first[1][generation],
                 "total_ms": round((last[2][generation] - first[2][generation]) * 1e3, 1),
                 "max_logged_ms": round(max((p[2] for p in inside if p[0] == generation),
-                                           default=0.0) * 1e3, 1)}
+                                           default=0.0) * 1e3, 1),
+                "collected": (last[3][generation] - first[3][generation]
+                              if len(last) > 3 and len(first) > 3 else None)}
         longest = sorted(inside, key=lambda p: -p[2])[:5]
         by_second: dict[int, float] = {}
         for p in inside:

@@ -109,8 +109,9 @@ class Settings(BaseSettings):
         "starts or stops monitoring its conversation (monitor.started, monitor.ended; "
         "not who); read where the monitor socket opens, so set it alike on every API node"))
     gc_freeze_seconds: float = Field(default=1.0, ge=0, description=(
-        "every so often, freeze what survived into the collector's permanent generation "
-        "(no full-collection pauses that grow with the live state); 0: never"))
+        "freeze what survives a young collection into the collector's permanent "
+        "generation, and every this many seconds the young generations' survivors (no "
+        "collection pauses that grow with the live state); 0: never"))
     switch_interval_ms: float = Field(default=0.5, gt=0, le=100, description=(
         "the longest a thread holds the interpreter lock while another waits for it "
         "(sys.setswitchinterval, set by `serve`): the SQLite writer thread takes it back "

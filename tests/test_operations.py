@@ -397,6 +397,29 @@ def test_long_lived_state_is_frozen_out_of_full_collections() -> None:
     assert gc.get_freeze_count() >= len(survivors)
 
 
+def test_what_survives_a_young_collection_is_frozen_while_the_freezer_runs() -> None:
+    """No collection walks a survivor twice (contact_center.collector); the callback goes
+    with the freezer."""
+    from contact_center.collector import keep_long_lived_state_frozen
+
+    async def scenario() -> tuple[bool, bool]:
+        freezer = asyncio.create_task(keep_long_lived_state_frozen(period=3600))
+        await asyncio.sleep(0)  # (it has started)
+        survivor = {"turns": []}
+        gc.collect(0)
+        frozen = not any(o is survivor for o in gc.get_objects(1) + gc.get_objects(2))
+        freezer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await freezer
+        after = {"turns": []}
+        gc.collect(0)
+        walked = any(o is after for o in gc.get_objects(1))
+        return frozen, walked
+
+    frozen, walked_after = asyncio.run(scenario())
+    assert frozen and walked_after
+
+
 class _Cycle:
     def __init__(self) -> None:
         self.me = self
