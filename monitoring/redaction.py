@@ -7,11 +7,11 @@ pass the Luhn check (an order number of 16 digits mostly does not), an IBAN its 
 digits (python-stdnum), a national id its check digit (python-stdnum; numbers of digits
 alone only in their `region`, where a random number of that length rarely passes by
 chance elsewhere, ids with letters in every region), a phone number must be a valid number
-of its country
-(phonenumbers, reading numbers without a country code as `region`'s). Digits inside a
-link (`https://…`, `www.…`) are the link's (an archive's timestamp, an article number),
-not PII. Where two finds overlap, the one that starts first (then the longer) wins. The
-cost is linear in the text.
+of its country (phonenumbers, reading numbers without a country code as `region`'s).
+Digits inside a link (`https://…`, `www.…`) are the link's (an archive's timestamp, an
+article number), not PII, and do not count towards the digits a kind needs to be looked
+for. Where two finds overlap, the one that starts first (then the longer) wins. The cost
+is linear in the text.
 """
 
 from __future__ import annotations
@@ -122,7 +122,10 @@ def finds(text: str, region: str = DEFAULT_REGION) -> list[Find]:
     if not _MAYBE.search(text):  # (most turns: no digit, no @, nothing to look for)
         return []
     links = [(m.start(), m.end()) for m in _LINK.finditer(text)]
-    found = sorted((f for f in _all(text, region, len(_DIGIT.findall(text)))
+    # A link's digits are the link's: the kinds that need more digits than the text holds
+    # outside its links are not looked for (a kept find has all its digits outside).
+    digits = len(_DIGIT.findall(_LINK.sub("", text))) if links else len(_DIGIT.findall(text))
+    found = sorted((f for f in _all(text, region, digits)
                     if not any(start <= f.start < end for start, end in links)),
                    key=lambda f: (f.start, -f.end))
     kept: list[Find] = []

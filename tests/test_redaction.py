@@ -109,6 +109,26 @@ def test_the_digit_count_spares_only_searches_that_could_find_nothing(region: st
             redaction._all(text, region, 10**9)), text
 
 
+LINKS = ["https://t.co/1234567890", "www.example.com/2020/555-123-4567",
+         "http://archive.org/web/20200401224734/", "WWW.X.COM/4111111111111111"]
+
+
+@pytest.mark.parametrize("region", ["US", "GB", "DE", "IN"])
+def test_digits_inside_links_spare_only_searches_that_could_find_nothing(
+        region: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The digits a link holds wake no kind (twitter-care turns: a redaction 2.7 times
+    # faster): the same finds as counting every digit, links beside or glued to PII.
+    texts = [joined for i, text in enumerate(_texts_with_digits())
+             for joined in (f"{LINKS[i % 4]} {text}", f"{text}{LINKS[i % 4]}",
+                            f"{text} {LINKS[(i + 1) % 4]}, {text}", f"{LINKS[i % 4]}{text}")]
+    assert len(texts) > 4000
+    found = [finds(text, region) for text in texts]
+    every_kind = redaction._all
+    monkeypatch.setattr(redaction, "_all", lambda text, region, digits: every_kind(
+        text, region, 10**9))
+    assert found == [finds(text, region) for text in texts]
+
+
 def test_overlapping_finds_keep_the_first_and_longest() -> None:
     # A card number that a phone matcher might also take in part.
     text = "4111 1111 1111 1111"
