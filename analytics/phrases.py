@@ -76,7 +76,7 @@ class PhraseIndex:
         occurrences is not negated ("I do not want to cancel" negates "cancel")."""
         if not self.phrases:
             return {}
-        lowered = text.translate(_FROM_TEXT).lower()
+        lowered = signals.translated(text, _FROM_TEXT).lower()
         if next(self._words.iter(lowered), None) is None:
             return {}
         # One character per white space run, a line break where the run had one (it ends

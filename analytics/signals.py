@@ -257,6 +257,16 @@ NEGATION_CHARS = 60  # looked back at most; enough for three words
 _CLAUSE_BREAK = re.compile(r"[.,;:!?()\n]|\b(?:but|and|so|because)\b")
 
 QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
+
+
+def translated(text: str, table: dict[int, str] = QUOTES) -> str:
+    """``text.translate(table)``, without the copy when ``text`` holds none of the table's
+    characters (most texts: a few substring checks cost a tenth of translating)."""
+    for code in table:
+        if chr(code) in text:
+            return text.translate(table)
+    return text
+
 _WORD = re.compile(r"[\w'*]+")
 _CAPS_RUN = re.compile(r"[A-Z][A-Z']{2,}")
 _REPEATED_MARKS = re.compile(r"[!?]{2,}|!\s*!|\?\s*!")
@@ -474,7 +484,7 @@ def _find(pattern: re.Pattern[str], lowered: str) -> Iterator[re.Match[str]]:
 
 def matches(pattern: re.Pattern[str], text: str, negation_aware: bool = False) -> list[str]:
     """Distinct matches of ``pattern`` in ``text`` (lower-cased, first seen first)."""
-    text = text.translate(QUOTES)
+    text = translated(text)
     found = (m for m in pattern.finditer(text)
              if not (negation_aware and negated(text, m.start())))
     return list(dict.fromkeys(" ".join(m.group(0).lower().split()) for m in found))
@@ -499,7 +509,7 @@ def intensity(text: str) -> list[str]:
 def detect(text: str, negation_aware: bool = True,
            only: frozenset[str] | None = None) -> dict[str, list[str]]:
     """Every signal present in ``text`` (or those of ``only``), with what matched."""
-    text = text.translate(QUOTES)
+    text = translated(text)
     lowered = text.lower()
     if len(lowered) != len(text):  # rare letters that lower-case to two: go slowly
         lowered = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)

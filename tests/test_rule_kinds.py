@@ -262,6 +262,15 @@ def test_keyword_negation_with_a_curly_apostrophe() -> None:
     assert says(aware, "I don\u2019t want to cancel") == []
 
 
+@pytest.mark.parametrize("text", ["plain words", "don\u2019t", "a \u2018quote\u2019",
+                                  "mod\u02bcal", "\u2019", ""])
+def test_a_text_is_translated_only_where_it_holds_what_the_table_changes(text: str) -> None:
+    straightened = signals.translated(text)
+    assert straightened == text.translate(signals.QUOTES)
+    if straightened == text:
+        assert straightened is text  # (not copied: the common case costs no translate)
+
+
 def test_keyword_phrase_with_an_apostrophe_matches_a_curly_one() -> None:
     rule = KeywordRule(id="kw", phrases=["can't log in"], cooldown_seconds=0)
     assert [t.matched for t in says(rule, "I can't log in")] == [("can't log in",)]
