@@ -53,11 +53,12 @@ RESTORE_GRACE_SECONDS = 60.0  # a conversation restored idle past its time lives
 @dataclass(slots=True, frozen=True)
 class Ending:
     """A conversation ended by a batch not committed yet, as the live views go on
-    showing it until then: its summary and message number from just before the end."""
+    showing it until then: as it stood just before the end."""
 
     conv: Conversation
     summary: dict[str, Any]
-    number: int
+    number: int  # its last message's
+    alert_open: bool  # (the end may resolve its alert in place)
 
 
 @dataclass(slots=True)
@@ -67,6 +68,7 @@ class Effects:
     batch: WriteBatch = field(default_factory=WriteBatch)
     messages: list[LiveMessage] = field(default_factory=list)
     touched: dict[str, Conversation] = field(default_factory=dict)
+    ended: list[str] = field(default_factory=list)  # the conversations it ends
     replies: list[p.Reply] = field(default_factory=list)  # per event, in order
     position: Any = None  # where the batch came from (a scale-out worker's stream entries)
     hits: list[tuple[str, str]] = field(default_factory=list)  # (rule id, severity)
@@ -298,10 +300,10 @@ class Applier:
         self.stale.update(conversation_ids)
 
     def committed(self, effects: Effects) -> None:
-        """Their batch is in the store: the conversations it ended leave the live views."""
-        if self.ending:
-            for cid in effects.touched:
-                self.ending.pop(cid, None)
+        """Their batch is in the store: the conversations it ended leave the live views
+        (only those: one ended by the batch applied after it is not stored yet)."""
+        for cid in effects.ended:
+            self.ending.pop(cid, None)
 
     # -- rules and clock rules -------------------------------------------------------------
 
@@ -512,7 +514,9 @@ class Applier:
 
     def _end(self, conv: Conversation, now: float, payload: dict[str, Any],
              effects: Effects, event_id: str | None = None) -> None:
-        self.ending[conv.id] = Ending(conv, conv.summary(now), conv.published)
+        self.ending[conv.id] = Ending(conv, conv.summary(now), conv.published,
+                                      alerts.is_open(conv.alert))
+        effects.ended.append(conv.id)
         if self.policy.resolve_on_end and alerts.is_open(conv.alert):
             assert conv.alert is not None
             alerts.resolve(conv.alert, now, alerts.CONVERSATION_ENDED)

@@ -13,8 +13,9 @@ segments/s), have nothing left to walk.
 
 The cost: a reference cycle that becomes garbage after it was frozen (a closed socket's
 handler, say; at load, anything that lived through a young collection, tens of
-milliseconds) is not reclaimed by the young collections. (Under load the service makes
-none: at 2,000 segments/s no collection found any garbage.) So every FULL_SECONDS
+milliseconds) is not reclaimed by the young collections. (Applying segments makes none:
+at 2,000 segments/s no collection found any. Opening sockets does: 10,000 of them left
+about 22 MB more until the full collection.) So every FULL_SECONDS
 everything is unfrozen and collected once, fully: one pause of the old kind every few
 minutes instead of many, and nothing kept for longer than that."""
 

@@ -277,7 +277,7 @@ class Partitions:
         self.owned.pop(partition, None)
         metrics.PARTITIONS_HELD.set(len(self.owned))
         applier = self.pipeline.applier
-        applier.drop([cid for cid in {*applier.conversations, *applier.stale}
+        applier.drop([cid for cid in {*applier.conversations, *applier.ending, *applier.stale}
                       if self.layout.partition_of(cid) == partition])
         metrics.LIVE_CONVERSATIONS.set(len(applier.conversations))
 

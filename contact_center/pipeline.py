@@ -209,8 +209,10 @@ class Pipeline:
             await self._reload_stale()
         for d, reply in zip(deliveries, effects.replies, strict=True):
             d.settle(reply)
-        await self.outlet.publish(effects)
-        self.applier.committed(effects)  # (after the monitors heard of the end)
+        try:
+            await self.outlet.publish(effects)
+        finally:
+            self.applier.committed(effects)  # (after the monitors heard of the end)
 
     async def _commit(self, effects: Effects, now: float) -> bool:
         """Save the touched conversations' state with the batch, in one transaction;
@@ -296,8 +298,10 @@ class Pipeline:
                     self.applier.schedule(conv)
             return False
         metrics.LIVE_CONVERSATIONS.set(len(self.applier.conversations))
-        await self.outlet.publish(effects)
-        self.applier.committed(effects)
+        try:
+            await self.outlet.publish(effects)
+        finally:
+            self.applier.committed(effects)
         for conv in fired:
             self.applier.schedule(conv)
         return True

@@ -172,9 +172,9 @@ def fewest_phone_digits(region: str) -> int:
 
 
 def _all(text: str, region: str, digits: int) -> Iterator[Find]:
-    """Every candidate that validates; ``digits``: how many the text holds (a kind that
-    needs more is not looked for: most turns hold a few, and the phone matcher is the
-    costliest part)."""
+    """Every candidate that validates; ``digits``: how many the text holds outside its
+    links (a kind that needs more is not looked for: most turns hold a few, and the phone
+    matcher is the costliest part)."""
     if digits >= _FEWEST["card"]:
         for match in _CARD.finditer(text):
             if luhn.is_valid(re.sub(r"[ -]", "", match.group())):

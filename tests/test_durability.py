@@ -285,12 +285,13 @@ def test_failed_commit_is_not_acked_and_a_retry_applies_once(tmp_path: Path, use
 
 class HeldWrites:
     """A real store whose writes, while ``hold`` is set, wait for ``release`` (and then
-    fail, with ``fail``)."""
+    fail, with ``fail``); with ``one_at_a_time``, a release lets one write through."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self.hold, self.release, self.fail = threading.Event(), threading.Event(), False
         self.waiting = threading.Event()  # a write is held
+        self.one_at_a_time = False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -299,6 +300,8 @@ class HeldWrites:
         if self.hold.is_set():
             self.waiting.set()
             await asyncio.to_thread(self.release.wait, 30)
+            if self.one_at_a_time:
+                self.release.clear()
             if self.fail:
                 self.fail = False
                 raise OSError("disk full")
@@ -399,6 +402,36 @@ def test_a_conversation_leaves_the_live_views_once_its_end_is_stored(
             _until(lambda: "e1" in pipeline.conversations)  # reloaded from the store
             assert listed() == [("e1", "live")] and ends() == []
         assert pipeline.ending == {}
+
+
+def test_a_conversation_ended_after_a_turn_stays_listed_until_the_end_itself_is_stored(
+        tmp_path: Path, users: Users, connector_token: str, backend: str) -> None:
+    """A turn's batch is written while the end's batch is applied: that write, which
+    touched the conversation, does not take it off the live list; the end's does."""
+    store = HeldWrites(make_store(backend, tmp_path))
+    settings = Settings(database=tmp_path / "cc.db", batch_size=1)
+    manager, analyst = auth(users.token("CallCenterManager")), auth(users.token("Analyst"))
+    with held_ingest(store, settings, connector_token) as (client, ws, pipeline, c):
+        c.start("e2")
+        store.hold.set()
+        store.one_at_a_time = True
+        ws.send_json({"type": "segment", "conversation_id": "e2", "segment_id": "s1",
+                      "role": "customer", "text": "hello"})
+        assert store.waiting.wait(10)
+        ws.send_json({"type": "conversation.ended", "conversation_id": "e2"})
+        _until(lambda: "e2" not in pipeline.conversations)  # the end applied, not written
+        store.release.set()  # the turn's write alone
+        assert ws.receive_json()["segment_id"] == "s1"
+        live = client.get("/v1/live/conversations", headers=manager).json()
+        assert [(s["id"], s["status"]) for s in live["conversations"]] == [("e2", "live")]
+        events = client.get("/v1/transcripts/e2", headers=analyst).json()["events"]
+        assert "conversation.ended" not in [e["type"] for e in events]
+        store.release.set()  # the end's write
+        assert ws.receive_json()["status"] == "accepted"
+        live = client.get("/v1/live/conversations", headers=manager).json()
+        assert live["conversations"] == []
+        events = client.get("/v1/transcripts/e2", headers=analyst).json()["events"]
+        assert "conversation.ended" in [e["type"] for e in events]
 
 
 @pytest.mark.parametrize("replies", ["single", "batched"])

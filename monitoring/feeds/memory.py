@@ -86,6 +86,10 @@ class Ending(Protocol):
     def number(self) -> int:
         """Its message number before the end."""
         ...
+    @property
+    def alert_open(self) -> bool:
+        """Whether its alert was open before the end."""
+        ...
 
 
 class Remembered(Watched, Protocol):
@@ -144,7 +148,8 @@ class MemoryFeed:
 
     async def agent_loads(self) -> list[AgentLoad]:
         await self.ready()
-        convs = [*self.pipeline.conversations.values(),
-                 *(e.conv for e in self.pipeline.ending.values())]
-        return [AgentLoad(c.agent_id, c.alerts, is_open(c.alert), c.rolling.mean)
-                for c in convs]
+        loads = [AgentLoad(c.agent_id, c.alerts, is_open(c.alert), c.rolling.mean)
+                 for c in self.pipeline.conversations.values()]
+        loads += [AgentLoad(e.conv.agent_id, e.conv.alerts, e.alert_open, e.conv.rolling.mean)
+                  for e in self.pipeline.ending.values()]
+        return loads
