@@ -7,10 +7,14 @@ turn of the twitter-care corpus on a random conversation, with that conversation
 state (a live conversation's state mid-conversation, 1.5 KB as JSON).
 Reports the writer thread's CPU and wall time per event for the conversations' states
 alone, the turns alone (their table, index and full-text index), and both, at two batch
-sizes. Asserts nothing; run it before and after a change to the writer, on the same
-machine, and compare.
+sizes; and the pages each commit adds to the write-ahead log (counted in a pass of its
+own with checkpoints held off: the same on any machine, so a change to the writer can
+be judged where timings are noisy). ``--grown N`` writes N turns before the timed part:
+a turn lands on a page of its own in a larger table, so the cost per event grows with
+the database. Asserts nothing; run it before and after a change to the writer, on the
+same machine, and compare.
 
-    python bench/store_write.py [--batches 300] [--repeat 3]
+    python bench/store_write.py [--batches 300] [--repeat 3] [--grown 50000]
 """
 
 from __future__ import annotations
@@ -84,8 +88,10 @@ def batches(texts: list[str], parts: set[str], size: int, count: int,
         for _ in range(size):
             n = rng.randrange(CONVERSATIONS)
             seqs[n] += 1
-            if "states" in parts:
-                batch.conversations[f"c-{n:05d}"] = (meta(n), STATE)
+            if "states" in parts:  # (changed, as each turn changes it: SQLite skips
+                # rewriting a row whose bytes are the same)
+                state = STATE | {"next_seq": seqs[n], "last_activity_at": time.time()}
+                batch.conversations[f"c-{n:05d}"] = (meta(n), state)
             if "turns" in parts:
                 batch.segments.append(SegmentRow(
                     f"c-{n:05d}", f"s{seqs[n]}", seqs[n], "customer", "cust",
@@ -95,19 +101,29 @@ def batches(texts: list[str], parts: set[str], size: int, count: int,
     return made
 
 
+def opened(folder: str, texts: list[str], grown: int) -> sqlite3.Connection:
+    """A database as `serve` opens it, with the live conversations and ``grown`` turns."""
+    db = sqlite3.connect(Path(folder) / "cc.db", isolation_level=None)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA secure_delete=FAST")
+    store._migrate(db)
+    for first in range(0, CONVERSATIONS, 100):  # the live conversations, already there
+        store._write(db, WriteBatch(conversations={
+            f"c-{n:05d}": (meta(n), STATE) for n in range(first, first + 100)}))
+    for batch in batches(texts, {"turns"}, 500, grown // 500, random.Random(-1)):
+        for row in batch.segments:  # (ids of their own: the timed turns are new)
+            row.segment_id = "g" + row.segment_id
+        store._write(db, batch)
+    return db
+
+
 def per_event_us(texts: list[str], parts: set[str], size: int, count: int,
-                 seed: int) -> tuple[float, float]:
+                 seed: int, grown: int) -> tuple[float, float]:
     """(CPU, wall) µs per event of writing ``count`` batches of ``size`` events."""
     with tempfile.TemporaryDirectory() as tmp:
-        db = sqlite3.connect(Path(tmp) / "cc.db", isolation_level=None)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA secure_delete=FAST")
-        store._migrate(db)
-        for first in range(0, CONVERSATIONS, 100):  # the live conversations, already there
-            store._write(db, WriteBatch(conversations={
-                f"c-{n:05d}": (meta(n), STATE) for n in range(first, first + 100)}))
+        db = opened(tmp, texts, grown)
         work = batches(texts, parts, size, count, random.Random(seed))
         cpu, wall = time.thread_time(), time.perf_counter()
         for batch in work:
@@ -119,24 +135,42 @@ def per_event_us(texts: list[str], parts: set[str], size: int, count: int,
         return result
 
 
+def log_pages(texts: list[str], parts: set[str], size: int, count: int, grown: int) -> float:
+    """Pages added to the write-ahead log per commit (checkpoints held off)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        db = opened(tmp, texts, grown)
+        work = batches(texts, parts, size, count, random.Random(0))
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        db.execute("PRAGMA wal_autocheckpoint=0")
+        for batch in work:
+            store._write(db, batch)
+        pages = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+        db.close()
+        return pages / count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batches", type=int, default=300)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--grown", type=int, default=0,
+                        help="turns written before the timed part (default 0)")
     args = parser.parse_args()
     texts = corpus_texts()
     print(f"state {len(json.dumps(STATE, separators=(',', ':')))} bytes; "
           f"{len(texts)} customer turns, {statistics.mean(map(len, texts)):.0f} characters "
-          f"on average; SQLite {sqlite3.sqlite_version}")
-    print("| events a batch | written | CPU µs an event (each run) | wall µs an event |")
-    print("|---|---|---|---|")
+          f"on average; {args.grown:,} turns written before; SQLite {sqlite3.sqlite_version}")
+    print("| events a batch | written | CPU µs an event (each run) | wall µs an event "
+          "| log pages a commit |")
+    print("|---|---|---|---|---|")
     for size in (20, 200):
         for parts in ({"states"}, {"turns"}, {"states", "turns"}):
-            runs = [per_event_us(texts, parts, size, args.batches, seed)
+            runs = [per_event_us(texts, parts, size, args.batches, seed, args.grown)
                     for seed in range(args.repeat)]
+            pages = log_pages(texts, parts, size, args.batches, args.grown)
             print(f"| {size} | {' and '.join(sorted(parts))} | "
                   f"{' / '.join(f'{c:.1f}' for c, _ in runs)} | "
-                  f"{' / '.join(f'{w:.1f}' for _, w in runs)} |")
+                  f"{' / '.join(f'{w:.1f}' for _, w in runs)} | {pages:.1f} |")
 
 
 if __name__ == "__main__":
