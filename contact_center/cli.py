@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -126,7 +126,21 @@ def _with_store(database: str, work: Callable[[Store], Awaitable[T]],
             await stopping.step("closing the database", store.close(),
                                 stopping.CLOSE_DATABASE_SECONDS)
 
-    return asyncio.run(run())
+    return run_on_event_loop(run())
+
+
+def run_on_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` to completion on uvloop where it is installed (as `serve` runs,
+    through uvicorn), else on asyncio's own loop. A scale-out worker spends a fifth of
+    its CPU in the event loop's socket writes and polling: uvloop does them in C."""
+    try:
+        import uvloop
+    except ImportError:  # (not on every platform: uvicorn[standard] leaves it out there)
+        loop_factory = None
+    else:
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(main)
 
 
 CLI_ACTOR = "cli"  # who the audit log says made a change from the command line

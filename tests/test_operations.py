@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.websockets import WebSocketDisconnect
 
 from contact_center import logs, service_metrics
-from contact_center.cli import main
+from contact_center.cli import main, run_on_event_loop
 from contact_center.limits import FailedAuthentications, SocketCounts, TokenBucket
 from contact_center.logs import JsonLines, WithRequestId, masked_query
 from contact_center.settings import ConfigError, Settings, load_settings
@@ -102,6 +102,16 @@ def test_a_workers_metrics_are_served_on_their_own_port() -> None:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
     assert "cc_segments_scored_total" in text and "cc_partitions_held" in text
+
+
+def test_workers_and_commands_run_on_the_loop_serve_runs_on() -> None:
+    """uvloop where it is installed (uvicorn[standard] installs it here), as `serve`."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def which() -> type[asyncio.AbstractEventLoop]:
+        return type(asyncio.get_running_loop())
+
+    assert run_on_event_loop(which()) is uvloop.Loop
 
 
 # -- request ids and logs -------------------------------------------------------------------
