@@ -131,8 +131,8 @@ def _with_store(database: str, work: Callable[[Store], Awaitable[T]],
 
 def run_on_event_loop(main: Coroutine[Any, Any, T]) -> T:
     """Run ``main`` to completion on uvloop where it is installed (as `serve` runs,
-    through uvicorn), else on asyncio's own loop. A scale-out worker spends a fifth of
-    its CPU in the event loop's socket writes and polling: uvloop does them in C."""
+    through uvicorn), else on asyncio's own loop. On asyncio's loop a third of a
+    scale-out worker's samples were its polling and socket writes in Python."""
     try:
         import uvloop
     except ImportError:  # (not on every platform: uvicorn[standard] leaves it out there)

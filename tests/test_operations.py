@@ -104,7 +104,7 @@ def test_a_workers_metrics_are_served_on_their_own_port() -> None:
     assert "cc_segments_scored_total" in text and "cc_partitions_held" in text
 
 
-def test_workers_and_commands_run_on_the_loop_serve_runs_on() -> None:
+def test_the_worker_and_store_commands_run_on_the_loop_serve_runs_on() -> None:
     """uvloop where it is installed (uvicorn[standard] installs it here), as `serve`."""
     uvloop = pytest.importorskip("uvloop")
 
